@@ -1,0 +1,86 @@
+"""Turn a validated pipeline file and a registry into concrete plugin classes and options.
+
+Everything a run needs is resolved here, before any data is read or model built, so a wrong name
+or option fails in ``seqpipe check`` exactly as it would in ``seqpipe run``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from seqpipe.config import DataConfig, PipelineConfig, load_pipeline, validate_options
+from seqpipe.data import infer_format
+from seqpipe.errors import ConfigError
+from seqpipe.registry import Entry, Registry
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a task reads its data: a file, its format, and a label for error messages."""
+
+    path: Path
+    format: str
+    config: DataConfig
+    where: str
+
+
+@dataclass
+class ResolvedPipeline:
+    path: Path
+    config: PipelineConfig
+    cell: Entry
+    topology: Entry
+    task: Entry
+    cell_options: BaseModel
+    topology_options: BaseModel
+    task_options: BaseModel
+    data: DataSource
+
+    def make_task(self) -> Any:
+        return self.task.obj(self.task_options, self.data)
+
+    def make_topology(self, input_size: int) -> Any:
+        return self.topology.obj(self.cell.obj, input_size, self.config.model.hidden_size,
+                                 self.cell_options.model_dump(), **self.topology_options.model_dump())
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved config with every default filled in, as written to the run directory."""
+        resolved = self.config.model_dump(mode="json")
+        resolved["model"]["cell_options"] = self.cell_options.model_dump(mode="json")
+        resolved["model"]["topology_options"] = self.topology_options.model_dump(mode="json")
+        resolved["task"]["options"] = self.task_options.model_dump(mode="json")
+        resolved["data"]["resolved_path"] = str(self.data.path)
+        resolved["data"]["format"] = self.data.format
+        resolved["plugins"] = {"cell": self.cell.plugin, "topology": self.topology.plugin, "task": self.task.plugin}
+        return resolved
+
+
+def resolve_pipeline(path: str | Path, registry: Registry) -> ResolvedPipeline:
+    path = Path(path)
+    config = load_pipeline(path)
+    src = str(path)
+    cell = registry.get("cell", config.model.cell, f"{src}: model.cell")
+    topology = registry.get("topology", config.model.topology, f"{src}: model.topology")
+    task = registry.get("task", config.task.name, f"{src}: task.name")
+    cell_options = validate_options(cell.obj.Options, config.model.cell_options, src, "model.cell_options")
+    topology_options = validate_options(topology.obj.Options, config.model.topology_options, src, "model.topology_options")
+    task_options = validate_options(task.obj.Options, config.task.options, src, "task.options")
+    return ResolvedPipeline(path, config, cell, topology, task, cell_options, topology_options, task_options,
+                            _data_source(config.data, path, registry))
+
+
+def _data_source(data: DataConfig, pipeline_path: Path, registry: Registry) -> DataSource:
+    src = str(pipeline_path)
+    if data.dataset is not None:
+        dataset = registry.get("dataset", data.dataset, f"{src}: data.dataset").obj
+        return DataSource(dataset.path, data.format or dataset.format, data, f"{src}: data.dataset")
+    file = Path(data.path)
+    if not file.is_absolute():
+        file = pipeline_path.parent / file
+    if not file.is_file():
+        raise ConfigError(f"{src}: data.path: file '{file}' does not exist; paths are relative to the pipeline file.")
+    return DataSource(file, infer_format(file, data.format, f"{src}: data.path"), data, f"{src}: data.path")

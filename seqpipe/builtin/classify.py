@@ -1,0 +1,172 @@
+"""Many-to-one classification: read a whole text, predict one label (the seed's sentiment example).
+
+Characters are embedded inside the network, so the step graph takes token ids. As in the seed's
+``VanillaRNN``, every step yields the running prediction (softmax over labels); the prediction for
+a text is the one after its last character.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+from seqpipe import hookimpl
+from seqpipe.contracts import State, StepModel, Task, Topology
+from seqpipe.data import read_records, split_three
+from seqpipe.encoding import CharVocabulary
+from seqpipe.errors import DataError
+
+
+class ClassifyOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text_column: str = Field("text", description="column holding the input text")
+    label_column: str = Field("label", description="column holding the label")
+    lowercase: bool = Field(False, description="fold text to lower case before encoding")
+    max_length: int = Field(256, ge=1, description="characters kept from the start of each text")
+    min_char_count: int = Field(2, ge=1, description="rarer training characters become <unk>")
+    embedding_size: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings and on the head's input (training only)")
+    labels: list[str] | None = Field(None, description="allowed labels in output order; default: those in the data, sorted")
+
+
+@dataclass
+class Batch:
+    tokens: torch.Tensor  # [B, T] int64, padded with 0
+    lengths: torch.Tensor  # [B] int64, all >= 1
+    targets: torch.Tensor  # [B] int64
+
+
+class ClassifierModel(StepModel):
+    def __init__(self, vocab_size: int, embedding_size: int, topology: Topology, num_labels: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.embed = nn.Sequential(nn.Embedding(vocab_size, embedding_size, padding_idx=0), nn.Dropout(dropout))
+        self.dropout = nn.Dropout(dropout)
+        self.body = topology
+        self.head = nn.Linear(topology.output_size, num_labels)
+        self.state_names = topology.state_names
+        self.num_slots = topology.num_slots
+        self.hidden_size = topology.hidden_size
+
+    def initial_state(self, batch: int) -> State:
+        return self.body.zero_state(batch, self.head.weight.device)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:
+        """Logits [B, C] after each sequence's last token, and the final state."""
+        outputs, state = self.body(self.embed(tokens), lengths, self.initial_state(tokens.shape[0]))  # [B, T, O]
+        last = outputs[torch.arange(tokens.shape[0], device=tokens.device), lengths.to(tokens.device) - 1]  # [B, O]
+        return self.head(self.dropout(last)), state
+
+    def run_sequence(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:
+        outputs, state = self.body(self.embed(tokens), lengths, self.initial_state(tokens.shape[0]))
+        return torch.softmax(self.head(outputs), dim=-1), state  # [B, T, C]
+
+    def step(self, token: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        h, state = self.body.step(self.embed(token), state)  # h: [B, O]
+        return torch.softmax(self.head(h), dim=-1), state
+
+
+class ClassifyTask(Task):
+    Options = ClassifyOptions
+    monitor = "macro_f1"
+    monitor_mode = "max"
+
+    def __init__(self, options: ClassifyOptions, data: Any) -> None:
+        self.options = options
+        self.data = data
+        self.vocabulary: CharVocabulary | None = None
+        self.labels: list[str] = []
+        self.examples: dict[str, list[tuple[list[int], int]]] = {}
+        self.texts: dict[str, list[str]] = {}
+
+    # -- data ---------------------------------------------------------------------------------
+    def prepare(self) -> dict[str, int]:
+        o = self.options
+        rows = read_records(self.data.path, self.data.format, [o.text_column, o.label_column], self.data.where)
+        pairs = [(str(r[o.text_column]), str(r[o.label_column])) for r in rows]
+        found = sorted({label for _, label in pairs})
+        if o.labels is not None:
+            unknown = sorted(set(found) - set(o.labels))
+            if unknown:
+                raise DataError(f"{self.data.path}: label(s) {', '.join(map(repr, unknown))} not in task.options.labels {o.labels}; add them or fix the data.")
+            self.labels = list(o.labels)
+        else:
+            self.labels = found
+        if len(self.labels) < 2:
+            raise DataError(f"{self.data.path}: column '{o.label_column}' holds a single label {found}; classification needs at least two.")
+        d = self.data.config
+        train, validation, test = split_three(pairs, d.validation_fraction, d.test_fraction, d.split_seed, key=lambda p: p[1])
+        self.vocabulary = CharVocabulary.fit((t for t, _ in train), lowercase=o.lowercase, max_length=o.max_length, min_count=o.min_char_count)
+        index = {label: i for i, label in enumerate(self.labels)}
+        for name, part in zip(self.splits, (train, validation, test)):
+            self.texts[name] = [t for t, _ in part]
+            self.examples[name] = [(self.vocabulary.encode(t), index[label]) for t, label in part]
+        return {name: len(part) for name, part in self.examples.items()}
+
+    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        examples = self.examples[split]
+        order = torch.randperm(len(examples), generator=generator).tolist() if shuffle else range(len(examples))
+        order = list(order)
+        for start in range(0, len(order), batch_size):
+            chosen = [examples[i] for i in order[start:start + batch_size]]
+            yield collate(chosen)
+
+    # -- model --------------------------------------------------------------------------------
+    def build_model(self, make_topology: Callable[[int], Topology]) -> ClassifierModel:
+        return ClassifierModel(len(self.vocabulary), self.options.embedding_size, make_topology(self.options.embedding_size), len(self.labels),
+                               self.options.dropout)
+
+    def loss(self, model: ClassifierModel, batch: Batch) -> torch.Tensor:
+        logits, _ = model(batch.tokens, batch.lengths)
+        return F.cross_entropy(logits, batch.targets)
+
+    @torch.no_grad()
+    def evaluate(self, model: ClassifierModel, split: str, batch_size: int = 256) -> dict[str, float]:
+        model.eval()
+        logits, targets = [], []
+        for batch in self.batches(split, batch_size):
+            logits.append(model(batch.tokens, batch.lengths)[0])
+            targets.append(batch.targets)
+        logits_all, target = torch.cat(logits), torch.cat(targets)
+        preds = logits_all.argmax(dim=1)
+        n = len(self.labels)
+        return {
+            "loss": float(F.cross_entropy(logits_all, target)),
+            "accuracy": float(multiclass_accuracy(preds, target, num_classes=n, average="micro")),
+            "macro_f1": float(multiclass_f1_score(preds, target, num_classes=n, average="macro")),
+            "examples": len(target),
+        }
+
+    # -- export -------------------------------------------------------------------------------
+    def step_example(self, batch: int = 2) -> torch.Tensor:
+        return torch.ones(batch, dtype=torch.int64)  # [B] token ids
+
+    def parity_inputs(self, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        batch = collate(self.examples[split][:limit])
+        return batch.tokens.numpy(), batch.lengths.numpy()
+
+    def encoding_spec(self) -> dict[str, Any]:
+        return {
+            "input": {"dtype": "int64", **self.vocabulary.to_spec()},
+            "output": {"kind": "probabilities", "labels": self.labels, "read": "y after each sequence's last token"},
+        }
+
+
+def collate(examples: list[tuple[list[int], int]]) -> Batch:
+    lengths = torch.tensor([len(ids) for ids, _ in examples], dtype=torch.int64)
+    tokens = torch.zeros(len(examples), int(lengths.max()), dtype=torch.int64)
+    for row, (ids, _) in enumerate(examples):
+        tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
+    return Batch(tokens, lengths, torch.tensor([label for _, label in examples], dtype=torch.int64))
+
+
+@hookimpl
+def register_tasks(register):
+    register("classify", ClassifyTask)

@@ -1,0 +1,16 @@
+"""Datasets bundled with seqpipe (sources and licenses beside each file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from seqpipe import hookimpl
+from seqpipe.registry import Dataset
+
+HERE = Path(__file__).resolve().parent.parent / "datasets"
+
+
+@hookimpl
+def register_datasets(register):
+    register("spam-assassin", Dataset(HERE / "spam_assassin" / "subjects.csv", "csv",
+                                      "SpamAssassin public corpus subject lines, ham/spam (PDDL-1.0 / CC0-1.0)"))

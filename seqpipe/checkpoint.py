@@ -1,0 +1,26 @@
+"""Checkpoints as safetensors (never pickle), written atomically so a crash never leaves half a file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+def save_checkpoint(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".safetensors", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(model: nn.Module, path: Path) -> None:
+    model.load_state_dict(load_file(str(path)))

@@ -1,0 +1,184 @@
+"""The pipeline file: TOML parsed, validated with pydantic, errors rendered as one line each.
+
+Core sections are validated before any plugin loads; plugin options (``[model.cell_options]``,
+``[model.topology_options]``, ``[task.options]``) are validated against the ``Options`` model each
+plugin declares, through the same error formatter, by :func:`resolve_plugin_options`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from seqpipe.errors import ConfigError, did_you_mean
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Section):
+    dataset: str | None = Field(None, description="a bundled dataset by name (see `seqpipe plugins`)")
+    path: str | None = Field(None, description="your own data file, relative to the pipeline file")
+    format: Literal["csv", "tsv", "jsonl"] | None = Field(None, description="default: from the file extension")
+    validation_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    split_seed: int = Field(0, description="seeds the shuffle before splitting")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("set exactly one of 'dataset' (bundled) or 'path' (your own file)")
+        return self
+
+
+class ModelConfig(Section):
+    cell: str = "gru"
+    topology: str = "single"
+    hidden_size: int = Field(128, ge=1)
+    initial_state: Literal["zeros"] = "zeros"
+    cell_options: dict[str, Any] = Field(default_factory=dict)
+    topology_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskConfig(Section):
+    name: str = "classify"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainingConfig(Section):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    grad_clip: float = Field(1.0, gt=0.0, description="max global gradient norm")
+    patience: int = Field(4, ge=1, description="epochs without validation improvement before stopping")
+    seed: int = 0
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
+
+
+class ExportConfig(Section):
+    graphs: list[Literal["step"]] = Field(default_factory=lambda: ["step"])
+    opset: int = Field(18, ge=17, le=23)
+    exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    parity_tolerance: float = Field(1e-5, gt=0.0)
+    parity_sequences: int = Field(512, ge=1, description="test sequences stepped through both runtimes")
+
+
+class PipelineConfig(Section):
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+
+def _found(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def _expected(err: dict[str, Any]) -> str:
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    bounds = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}", "less_than_equal": "<= {le}"}
+    if kind in bounds:
+        return "a number " + bounds[kind].format(**ctx)
+    if kind.startswith("int_"):
+        return "an integer"
+    if kind.startswith("float_"):
+        return "a number"
+    if kind.startswith("bool_"):
+        return "true or false"
+    if kind.startswith("string_") or kind == "str_type":
+        return "a string"
+    if kind in {"dict_type", "model_type", "model_attributes_type"}:
+        return "a table"
+    if kind == "list_type":
+        return "a list"
+    if kind == "literal_error":
+        return "one of " + ctx.get("expected", "")
+    return err["msg"][0].lower() + err["msg"][1:]
+
+
+def format_validation_error(exc: ValidationError, source: str, prefix: tuple[str | int, ...] = (), model: type[BaseModel] | None = None) -> str:
+    """Render pydantic errors as lines ``FILE: KEY.PATH: expected …, found …``."""
+    lines = []
+    for err in exc.errors():
+        loc = prefix + tuple(err["loc"])
+        key = ".".join(str(part) for part in loc) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            siblings = _field_names(model, err["loc"][:-1]) if model else []
+            lines.append(f"{source}: {key}: unknown key{did_you_mean(str(loc[-1]), siblings)}; allowed: {', '.join(siblings) or 'none'}.")
+        elif kind == "missing":
+            lines.append(f"{source}: {key}: missing; add this required key.")
+        elif kind == "value_error":
+            lines.append(f"{source}: {key}: {err['msg'].removeprefix('Value error, ')}.")
+        elif kind == "literal_error":
+            expected = (err.get("ctx") or {}).get("expected", "")
+            options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",")]
+            hint = did_you_mean(str(err["input"]), options) if isinstance(err["input"], str) else ""
+            lines.append(f"{source}: {key}: expected one of {expected}, found {_found(err['input'])}{hint}.")
+        else:
+            lines.append(f"{source}: {key}: expected {_expected(err)}, found {_found(err['input'])}.")
+    return "\n".join(lines)
+
+
+def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The allowed keys of the table at ``loc`` inside ``model``, for "did you mean"."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def parse_toml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such pipeline file; check the path (ready-made ones are in pipelines/).") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the pipeline file: {exc.strerror}.") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the pipeline file as UTF-8.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}; fix the syntax there.") from None
+
+
+def load_pipeline(path: str | Path) -> PipelineConfig:
+    """Parse and validate the core sections of a pipeline file (plugins not yet involved)."""
+    path = Path(path)
+    data = parse_toml(path)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path), model=PipelineConfig)) from None
+
+
+def validate_options(options_model: type[BaseModel], values: dict[str, Any], source: str, key: str) -> BaseModel:
+    """Validate a plugin's options table with the same one-line errors as the core sections."""
+    try:
+        return options_model.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source, tuple(key.split(".")), model=options_model)) from None

@@ -1,0 +1,140 @@
+"""Export the step graph to ONNX per the contract in DESIGN.md, on CPU in fp32.
+
+Step graph: inputs ``x`` then ``state_in.<name>`` per state; outputs ``y`` then
+``state_out.<name>``; states batch-first ``[batch, slots, hidden]``; the batch axis is dynamic.
+The file describes itself in ``metadata_props`` (see :func:`write_metadata`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+import seqpipe
+from seqpipe.contracts import StepModel
+from seqpipe.errors import ExportError
+
+FORMAT_VERSION = 1
+
+
+class StepGraph(nn.Module):
+    """The whole causal network advanced one time step: ``(x, *state_in) -> (y, *state_out)``."""
+
+    def __init__(self, model: StepModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y, new_state = self.model.step(x, tuple(state))
+        return (y, *new_state)
+
+
+def step_io_names(state_names: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    return ["x", *(f"state_in.{n}" for n in state_names)], ["y", *(f"state_out.{n}" for n in state_names)]
+
+
+def export_step(model: StepModel, example_x: torch.Tensor, path: Path, *, opset: int, exporter: str) -> str:
+    """Write the step graph of ``model`` to ``path``; return a description of the exporter used."""
+    if not getattr(getattr(model, "body", None), "causal", True):
+        raise ExportError(f"topology '{type(model.body).__name__}' is not causal (it reads the future), so it has no step graph; "
+                          "export a sequence graph instead, or choose a causal topology.")
+    model = model.eval().cpu()
+    graph = StepGraph(model).eval()
+    state = model.initial_state(example_x.shape[0])
+    inputs, outputs = step_io_names(model.state_names)
+    args = (example_x, *state)
+    with _quiet():
+        if exporter == "dynamo":
+            batch = torch.export.Dim("batch", min=1)
+            dynamic_shapes = {"x": {0: batch}, "state": tuple({0: batch} for _ in state)}
+            program = torch.onnx.export(graph, args, dynamo=True, opset_version=opset, input_names=inputs,
+                                        output_names=outputs, dynamic_shapes=dynamic_shapes, verbose=False)
+            program.save(str(path))
+        else:
+            axes = {name: {0: "batch"} for name in inputs + outputs}
+            torch.onnx.export(graph, args, str(path), dynamo=False, opset_version=opset, input_names=inputs,
+                              output_names=outputs, dynamic_axes=axes)
+    check_onnx(path)
+    return f"torch.onnx {exporter} (torch {torch.__version__.split('+')[0]})"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress and deprecation chatter; keep the user's terminal for seqpipe."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def check_onnx(path: Path) -> None:
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # the checker raises several types; all mean "do not serve this file"
+        raise ExportError(f"{path}: exported ONNX file fails onnx.checker: {exc}") from exc
+
+
+def write_metadata(path: Path, spec: dict[str, Any]) -> None:
+    """Store ``seqpipe.spec`` (JSON) and flat keys for simple readers in ``metadata_props``."""
+    model = onnx.load(str(path))
+    flat = {
+        "seqpipe.spec": json.dumps(spec, sort_keys=True),
+        "seqpipe.format_version": str(spec["format_version"]),
+        "seqpipe.graph": spec["graph"],
+        "seqpipe.task": spec["task"],
+        "seqpipe.cell": spec["cell"],
+        "seqpipe.topology": spec["topology"],
+        "seqpipe.state_names": ",".join(s["name"] for s in spec["states"]),
+        "seqpipe.initial_state": spec["initial_state"]["rule"],
+    }
+    labels = spec.get("encoding", {}).get("output", {}).get("labels")
+    if labels is not None:
+        flat["seqpipe.labels"] = json.dumps(labels)
+    del model.metadata_props[:]
+    for key, value in flat.items():
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name, model.producer_version = "seqpipe", seqpipe.__version__
+    onnx.save(model, str(path))
+
+
+def step_spec(resolved, model: StepModel, task, *, opset: int, exporter: str, parity: dict[str, Any]) -> dict[str, Any]:
+    """The self-description of a step graph: everything a program needs to start, step and decode."""
+    cfg = resolved.config
+    state_shape = ["batch", model.num_slots, model.hidden_size]
+    encoding = task.encoding_spec()
+    inputs, outputs = step_io_names(model.state_names)
+    return {
+        "format_version": FORMAT_VERSION,
+        "graph": "step",
+        "task": cfg.task.name,
+        "cell": cfg.model.cell,
+        "cell_options": resolved.cell_options.model_dump(mode="json"),
+        "topology": cfg.model.topology,
+        "topology_options": resolved.topology_options.model_dump(mode="json"),
+        "sizes": {"hidden": model.hidden_size, "slots": model.num_slots},
+        "inputs": [{"name": "x", "dtype": encoding["input"]["dtype"], "shape": ["batch"]}]
+        + [{"name": n, "dtype": "float32", "shape": state_shape} for n in inputs[1:]],
+        "outputs": [{"name": "y", "dtype": "float32", "shape": ["batch", len(encoding["output"].get("labels", []))]}]
+        + [{"name": n, "dtype": "float32", "shape": state_shape} for n in outputs[1:]],
+        "states": [{"name": n, "shape": state_shape, "input": f"state_in.{n}", "output": f"state_out.{n}"} for n in model.state_names],
+        "initial_state": {"rule": cfg.model.initial_state, "note": "feed zeros of the state shape for a new sequence"},
+        "encoding": encoding,
+        "opset": opset,
+        "exporter": exporter,
+        "parity": parity,
+        "seqpipe_version": seqpipe.__version__,
+    }

@@ -1,0 +1,27 @@
+"""Training curves as a PNG (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_training_curves(history: list[dict], monitor: str, path: Path) -> None:
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train")
+    ax_loss.plot(epochs, [r["validation"]["loss"] for r in history], marker="o", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax_loss.legend()
+    if monitor != "loss":
+        ax_metric.plot(epochs, [r["validation"][monitor] for r in history], marker="o", color="tab:green")
+    ax_metric.set(xlabel="epoch", ylabel=monitor, title=f"Validation {monitor}")
+    for ax in (ax_loss, ax_metric):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

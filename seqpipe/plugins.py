@@ -1,0 +1,104 @@
+"""Build a plugin manager: built-in plugins first, then the ``seqpipe`` entry-point group.
+
+Entry points are loaded in our own loop rather than through pluggy's
+``load_setuptools_entrypoints``, so that one broken plugin is reported (with its distribution and
+entry point) and skipped instead of taking the whole CLI down, and so that two entry points with
+the same name are both seen rather than one silently dropped.
+
+Environment escape hatches:
+
+- ``SEQPIPE_STRICT_PLUGINS=1``: a plugin that fails to load is an error, not a warning.
+- ``SEQPIPE_DISABLE_PLUGIN_AUTOLOAD=1``: load built-ins only.
+- ``SEQPIPE_BLOCK_PLUGINS=a,b``: skip the named entry points.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+import pluggy
+
+from seqpipe import hookspecs
+from seqpipe.errors import PluginError
+
+ENTRY_POINT_GROUP = "seqpipe"
+
+# Built-ins are ordinary plugins, listed explicitly: nothing is discovered by scanning folders.
+BUILTIN_PLUGINS = (
+    "seqpipe.builtin.cells",
+    "seqpipe.builtin.topologies",
+    "seqpipe.builtin.classify",
+    "seqpipe.builtin.datasets",
+)
+
+
+@dataclass
+class LoadReport:
+    """What happened while loading plugins, for ``seqpipe plugins`` and for warnings."""
+
+    loaded: dict[str, str] = field(default_factory=dict)  # plugin name -> distribution
+    failed: list[str] = field(default_factory=list)  # one line per failure
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def make_plugin_manager(strict: bool | None = None, *, warn=None) -> tuple[pluggy.PluginManager, LoadReport]:
+    """Return a fresh plugin manager with built-ins and installed plugins registered.
+
+    ``strict`` re-raises plugin load failures (default: ``SEQPIPE_STRICT_PLUGINS``). ``warn`` is
+    called with one line per skipped plugin (default: print to stderr).
+    """
+    if strict is None:
+        strict = _env_flag("SEQPIPE_STRICT_PLUGINS")
+    if warn is None:
+        warn = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    pm = pluggy.PluginManager("seqpipe")
+    pm.add_hookspecs(hookspecs)
+    report = LoadReport()
+    for module_name in BUILTIN_PLUGINS:
+        pm.register(importlib.import_module(module_name), name=module_name)
+        report.loaded[module_name] = "seqpipe"
+    if not _env_flag("SEQPIPE_DISABLE_PLUGIN_AUTOLOAD"):
+        _load_entry_points(pm, report, strict, warn)
+    pm.check_pending()
+    return pm, report
+
+
+def _load_entry_points(pm: pluggy.PluginManager, report: LoadReport, strict: bool, warn) -> None:
+    blocked = {n.strip() for n in os.environ.get("SEQPIPE_BLOCK_PLUGINS", "").split(",") if n.strip()}
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+        dist = ep.dist.name if ep.dist is not None else "unknown distribution"
+        if ep.name in blocked:
+            continue
+        if ep.name in report.loaded:
+            message = (
+                f"seqpipe: plugin entry point '{ep.name}' of distribution '{dist}' has the same name as "
+                f"one from '{report.loaded[ep.name]}'; skipped. Uninstall one of them, or block it with "
+                f"SEQPIPE_BLOCK_PLUGINS={ep.name}."
+            )
+            if strict:
+                raise PluginError(message)
+            report.failed.append(message)
+            warn(message)
+            continue
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:  # any failure inside third-party code must not kill the CLI
+            message = (
+                f"seqpipe: plugin '{ep.name}' ({ep.value}) from distribution '{dist}' failed to load: "
+                f"{type(exc).__name__}: {exc}; skipped. Fix or uninstall '{dist}', or block it with "
+                f"SEQPIPE_BLOCK_PLUGINS={ep.name}."
+            )
+            if strict:
+                raise PluginError(message) from exc
+            report.failed.append(message)
+            warn(message)
+            continue
+        report.loaded[ep.name] = dist

@@ -1,0 +1,83 @@
+"""One run, start to finish: resolve → data → model → train → evaluate → export → parity → report."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from seqpipe.assembly import resolve_pipeline
+from seqpipe.errors import ParityError
+from seqpipe.registry import Registry
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict
+    parity: dict
+    files: list[Path]
+
+
+def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = None, force: bool = False,
+                 log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> RunResult:
+    # torch is imported here, not at CLI import time, so `seqpipe predict` never pays for it.
+    import torch
+
+    from seqpipe.checkpoint import save_checkpoint
+    from seqpipe.export import export_step, step_spec, write_metadata
+    from seqpipe.parity import check_step_parity
+    from seqpipe.plots import plot_training_curves
+    from seqpipe.rundir import make_run_dir, write_json
+    from seqpipe.runtime import StepRunner
+    from seqpipe.training import seed_everything, train
+
+    started = time.perf_counter()
+    resolved = resolve_pipeline(pipeline, registry)
+    cfg = resolved.config
+    run_dir = make_run_dir(run_dir_arg, pipeline, force)
+    log(f"seqpipe: run directory {run_dir}")
+    shutil.copyfile(pipeline, run_dir / "pipeline.toml")
+    write_json(run_dir / "config.json", resolved.as_dict())
+
+    seed_everything(cfg.training.seed, cfg.training.threads)
+    task = resolved.make_task()
+    sizes = task.prepare()
+    log("data: " + ", ".join(f"{name} {n}" for name, n in sizes.items()) + f" examples from {resolved.data.path}")
+    model = task.build_model(resolved.make_topology)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model: {cfg.model.cell} cell, {cfg.model.topology} topology, hidden {cfg.model.hidden_size}, {n_params:,} parameters")
+
+    checkpoint = run_dir / "model.safetensors"
+    history = train(task, model, cfg.training, checkpoint, log=log)
+    save_checkpoint(model, checkpoint, metadata={"pipeline": str(pipeline), "task": cfg.task.name})
+    metrics = {split: task.evaluate(model, split) for split in task.splits}
+    metrics["training"] = {"epochs_run": len(history), "best_epoch": max(r["epoch"] for r in history if r["best"]),
+                           "seconds": round(time.perf_counter() - started, 2), "history": history}
+    write_json(run_dir / "metrics.json", metrics)
+    plot_training_curves(history, task.monitor, run_dir / "training_curves.png")
+    log("test: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items() if isinstance(v, float)))
+
+    onnx_dir = run_dir / "onnx"
+    onnx_dir.mkdir(exist_ok=True)
+    step_path = onnx_dir / "step.onnx"
+    exporter = export_step(model, task.step_example(), step_path, opset=cfg.export.opset, exporter=cfg.export.exporter)
+    spec = step_spec(resolved, model, task, opset=cfg.export.opset, exporter=exporter, parity={"status": "pending"})
+    write_metadata(step_path, spec)
+    x, lengths = task.parity_inputs("test", cfg.export.parity_sequences)
+    parity = check_step_parity(model, StepRunner(step_path, device="cpu"), x, lengths, cfg.export.parity_tolerance)
+    parity["graph"] = "onnx/step.onnx"
+    spec["parity"] = {"max_abs_diff": parity["max_abs_diff"], "tolerance": parity["tolerance"], "passed": parity["passed"],
+                      "sequences": parity["sequences"]}
+    write_metadata(step_path, spec)
+    write_json(run_dir / "parity.json", parity)
+    log(f"parity: max |torch - onnxruntime| = {parity['max_abs_diff']:.2e} over {parity['sequences']} test sequences "
+        f"(tolerance {parity['tolerance']:.0e}) {'PASSED' if parity['passed'] else 'FAILED'}")
+    files = sorted(p for p in run_dir.rglob("*") if p.is_file())
+    if not parity["passed"]:
+        raise ParityError(f"{run_dir / 'parity.json'}: torch and onnxruntime differ by {parity['max_abs_diff']:.2e} > "
+                          f"{parity['tolerance']:.0e}; do not serve {step_path} (see the comparisons in parity.json).")
+    return RunResult(run_dir, metrics, parity, files)

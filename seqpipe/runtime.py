@@ -1,0 +1,130 @@
+"""Serving exported graphs with onnxruntime. Never imports torch.
+
+An application that embeds a seqpipe model needs only this module (numpy, onnx, onnxruntime)
+and the .onnx file: the file's ``seqpipe.spec`` metadata says how to encode inputs, start the
+state, step, and read the output.
+
+Providers: CUDA when onnxruntime can use it, CPU otherwise; a fallback is said once per process
+on stderr, never silently.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from seqpipe.errors import SeqpipeError
+
+STEP_FILE = "step.onnx"
+_fallback_said = False
+
+
+def choose_providers(device: str = "auto") -> list[str]:
+    """Execution providers for ``device`` in {"auto", "cuda", "cpu"}."""
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise SeqpipeError(f"device 'cuda' requested but this onnxruntime offers only {', '.join(available)}; install onnxruntime-gpu and CUDA, or use --device cpu.")
+    return ["CPUExecutionProvider"]
+
+
+def _say_fallback(reason: str) -> None:
+    global _fallback_said
+    if not _fallback_said:
+        print(f"seqpipe: {reason}; running on CPU.", file=sys.stderr)
+        _fallback_said = True
+
+
+def resolve_graph_path(path: str | Path, filename: str = STEP_FILE) -> Path:
+    """A run directory (holding ``onnx/<filename>``), a directory of .onnx files, or a file."""
+    path = Path(path)
+    for candidate in (path / "onnx" / filename, path / filename, path):
+        if candidate.is_file():
+            return candidate
+    if path.is_dir():
+        raise SeqpipeError(f"{path}: no {filename} in this directory or its onnx/ folder; pass a run directory or an .onnx file.")
+    raise SeqpipeError(f"{path}: no such file or directory; pass a run directory or an .onnx file.")
+
+
+class OnnxGraph:
+    """One exported graph: its checked ONNX file, its ``seqpipe.spec`` and an inference session.
+
+    Sessions are safe to call from several threads at once (onnxruntime's ``run`` is thread-safe).
+    """
+
+    def __init__(self, path: str | Path, *, device: str = "auto", threads: int | None = None) -> None:
+        self.path = Path(path)
+        try:
+            onnx.checker.check_model(str(self.path))  # refuse malformed files before handing them to a runtime
+            proto = onnx.load(str(self.path), load_external_data=False)
+        except Exception as exc:
+            raise SeqpipeError(f"{self.path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).") from None
+        meta = {p.key: p.value for p in proto.metadata_props}
+        if "seqpipe.spec" not in meta:
+            raise SeqpipeError(f"{self.path}: has no seqpipe.spec metadata; it was not exported by seqpipe.")
+        self.spec: dict[str, Any] = json.loads(meta["seqpipe.spec"])
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = choose_providers(device)
+        self.session = ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=providers)
+        if providers[0] == "CUDAExecutionProvider" and "CUDAExecutionProvider" not in self.session.get_providers():
+            if device == "cuda":
+                raise SeqpipeError(f"{self.path}: onnxruntime could not start its CUDA provider (check the CUDA and cuDNN libraries); use --device cpu.")
+            _say_fallback("onnxruntime has a CUDA provider but could not start it (no GPU or CUDA libraries found)")
+        self.providers = self.session.get_providers()
+
+
+class StepRunner(OnnxGraph):
+    """A step graph: ``step(x, state) -> (y, state)``, and a masked loop over padded batches."""
+
+    def __init__(self, path: str | Path, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        if self.spec.get("graph") != "step":
+            raise SeqpipeError(f"{self.path}: is a '{self.spec.get('graph')}' graph, not a step graph.")
+        self.state_names = [s["name"] for s in self.spec["states"]]
+        self.state_shape = self.spec["states"][0]["shape"][1:]  # [slots, hidden]
+        self.x_dtype = np.dtype(self.spec["inputs"][0]["dtype"])
+
+    def initial_state(self, batch: int) -> dict[str, np.ndarray]:
+        # The spec's initial-state rule is "zeros" for every built-in; other rules come with their own graphs.
+        rule = self.spec["initial_state"]["rule"]
+        if rule != "zeros":
+            raise SeqpipeError(f"{self.path}: initial-state rule '{rule}' is not supported by this seqpipe version.")
+        return {n: np.zeros((batch, *self.state_shape), dtype=np.float32) for n in self.state_names}
+
+    def step(self, x: np.ndarray, state: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        feeds = {"x": np.ascontiguousarray(x, dtype=self.x_dtype)}
+        feeds.update({f"state_in.{n}": state[n] for n in self.state_names})
+        y, *new = self.session.run(None, feeds)
+        return y, dict(zip(self.state_names, new))
+
+    def run_padded(self, x: np.ndarray, lengths: np.ndarray, state: dict[str, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Step a padded batch ``x`` [B, T, …] with ``lengths`` [B].
+
+        Returns ``y`` at every step [B, T, …] (zeros past each length), ``y`` after each
+        sequence's last step [B, …], and the final state; finished sequences keep their state.
+        """
+        batch, steps = x.shape[0], x.shape[1]
+        lengths = np.asarray(lengths)
+        state = self.initial_state(batch) if state is None else state
+        ys = None
+        for t in range(steps):
+            y, new = self.step(x[:, t], state)
+            alive = t < lengths  # [B]
+            if ys is None:
+                ys = np.zeros((batch, steps, *y.shape[1:]), dtype=y.dtype)
+            ys[alive, t] = y[alive]
+            state = {n: np.where(alive.reshape(-1, 1, 1), new[n], state[n]) for n in self.state_names}
+        last = ys[np.arange(batch), lengths - 1]
+        return ys, last, state

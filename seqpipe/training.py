@@ -1,0 +1,71 @@
+"""The trainer: seeded, AdamW, gradient clipping, validation each epoch, early stopping.
+
+The best epoch (by the task's monitored validation metric) is checkpointed as it happens and
+restored at the end, so the returned model is the one the metrics and exports describe.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from seqpipe.checkpoint import load_checkpoint, save_checkpoint
+from seqpipe.config import TrainingConfig
+
+
+def seed_everything(seed: int, threads: int | None = None) -> None:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
+          log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> list[dict]:
+    """Train ``model`` on ``task``'s train split; return one record per epoch."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    sign = 1.0 if task.monitor_mode == "max" else -1.0
+    best, stale, history = -math.inf, 0, []
+    n_batches = math.ceil(len(task.examples["train"]) / cfg.batch_size)
+    for epoch in range(1, cfg.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(task.batches("train", cfg.batch_size, shuffle=True, generator=generator), total=n_batches,
+                   desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr, disable=None, unit="batch")
+        for batch in bar:
+            optimizer.zero_grad(set_to_none=True)
+            loss = task.loss(model, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            total += loss.item() * len(batch.targets)
+            count += len(batch.targets)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        validation = task.evaluate(model, "validation")
+        score = sign * validation[task.monitor]
+        improved = score > best
+        if improved:
+            best, stale = score, 0
+            save_checkpoint(model, checkpoint)
+        else:
+            stale += 1
+        record = {"epoch": epoch, "train_loss": total / count, "validation": validation,
+                  "seconds": time.perf_counter() - started, "best": improved}
+        history.append(record)
+        log(f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
+            f"validation loss {validation['loss']:.4f}  {task.monitor} {validation[task.monitor]:.4f}"
+            f"  {record['seconds']:.1f}s{'  *best' if improved else ''}")
+        if stale >= cfg.patience:
+            log(f"early stop: validation {task.monitor} has not improved for {cfg.patience} epochs")
+            break
+    load_checkpoint(model, checkpoint)
+    model.eval()
+    return history

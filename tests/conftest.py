@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+
+from seqpipe.plugins import make_plugin_manager
+from seqpipe.registry import build_registry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def registry():
+    """A fresh registry from a fresh plugin manager (never a module-level global)."""
+    pm, _ = make_plugin_manager(strict=False, warn=lambda line: None)
+    return build_registry(pm)
+
+
+@pytest.fixture
+def small_csv(tmp_path: Path) -> Path:
+    """200 rows of real spam/ham subjects: enough to train a step or two, quick to read."""
+    source = REPO / "seqpipe" / "datasets" / "spam_assassin" / "subjects.csv"
+    with source.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    random.Random(0).shuffle(rows)
+    path = tmp_path / "small.csv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows[:200])
+    return path
+
+
+def _write_pipeline(path: Path, data_path: Path, *, cell: str = "gru", topology: str = "single", extra: str = "",
+                   epochs: int = 1, hidden: int = 16, topology_options: str = "") -> Path:
+    path.write_text(f"""
+[data]
+path = "{data_path.as_posix()}"
+
+[model]
+cell = "{cell}"
+topology = "{topology}"
+hidden_size = {hidden}
+{topology_options}
+
+[task]
+name = "classify"
+
+[task.options]
+max_length = 40
+embedding_size = 8
+
+[training]
+epochs = {epochs}
+batch_size = 32
+patience = 1
+
+[export]
+exporter = "torchscript"
+parity_sequences = 40
+{extra}
+""", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def write_pipeline():
+    """``write_pipeline(path, data_path, cell=…, topology=…)``: a small, fast classify pipeline."""
+    return _write_pipeline

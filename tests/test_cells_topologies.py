@@ -1,0 +1,121 @@
+"""The cell and topology contracts, for every registered cell × causal topology.
+
+Hypothesis draws batch sizes, ragged lengths (length 1 included) and sizes; the checks are
+the contract: the fused sequence path equals the step loop, and padding never changes a result.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seqpipe.contracts import masked_step_loop
+
+TOL = 1e-5
+
+
+def _topologies(registry):
+    for cell in registry.names("cell"):
+        for topology in registry.names("topology"):
+            yield cell, topology
+
+
+def build(registry, cell: str, topology: str, input_size: int, hidden: int, layers: int):
+    cell_cls = registry.get("cell", cell, "test").obj
+    topo_cls = registry.get("topology", topology, "test").obj
+    options = {"num_layers": layers} if "num_layers" in topo_cls.Options.model_fields else {}
+    torch.manual_seed(0)
+    return topo_cls(cell_cls, input_size, hidden, {}, **options).eval()
+
+
+CELLS_TOPOLOGIES = [("vanilla", "single"), ("gru", "single"), ("lstm", "single"),
+                    ("vanilla", "stacked"), ("gru", "stacked"), ("lstm", "stacked")]
+
+shapes = st.fixed_dictionaries({
+    "lengths": st.lists(st.integers(1, 12), min_size=1, max_size=6),
+    "input_size": st.integers(1, 7),
+    "hidden": st.integers(1, 9),
+    "layers": st.integers(1, 3),
+    "seed": st.integers(0, 2**16),
+})
+
+
+def test_every_builtin_pair_is_registered(registry):
+    assert set(CELLS_TOPOLOGIES) <= set(_topologies(registry))
+
+
+@pytest.mark.parametrize("cell,topology", CELLS_TOPOLOGIES)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # registry is read-only
+@given(case=shapes)
+def test_sequence_path_equals_step_loop_and_ignores_padding(registry, cell, topology, case):
+    lengths = torch.tensor(case["lengths"])
+    net = build(registry, cell, topology, case["input_size"], case["hidden"], case["layers"])
+    g = torch.Generator().manual_seed(case["seed"])
+    x = torch.randn(len(lengths), int(lengths.max()) + 2, case["input_size"], generator=g)  # 2 extra padded steps
+    with torch.no_grad():
+        out, final = net(x, lengths, net.zero_state(len(lengths)))
+        # step path: the topology's own one-step function, frozen past each length
+        state = net.zero_state(len(lengths))
+        for t in range(x.shape[1]):
+            y, new = net.step(x[:, t], state)
+            alive = (t < lengths).view(-1, 1, 1)
+            state = tuple(torch.where(alive, n, o) for n, o in zip(new, state))
+            valid = t < lengths
+            assert torch.allclose(y[valid], out[valid, t], atol=TOL), f"step {t} output differs"
+        for a, b in zip(state, final):
+            assert torch.allclose(a, b, atol=TOL)
+        # padding invariance: each sequence alone, unpadded, gives the same outputs and final state
+        for i, n in enumerate(lengths.tolist()):
+            alone, alone_final = net(x[i:i + 1, :n], lengths[i:i + 1], net.zero_state(1))
+            assert torch.allclose(alone[0], out[i, :n], atol=TOL)
+            for a, b in zip(alone_final, final):
+                assert torch.allclose(a[0], b[i], atol=TOL)
+            assert torch.all(out[i, n:] == 0), "outputs past a sequence's length must be zero"
+
+
+@pytest.mark.parametrize("cell", ["vanilla", "gru", "lstm"])
+def test_fused_cell_path_equals_generic_masked_loop(registry, cell):
+    cls = registry.get("cell", cell, "test").obj
+    torch.manual_seed(1)
+    c = cls(5, 7).eval()
+    x, lengths = torch.randn(4, 9, 5), torch.tensor([9, 1, 4, 6])
+    state = tuple(torch.randn(4, 7) for _ in cls.state_names)
+    with torch.no_grad():
+        fused_out, fused_final = c.forward_sequence(x, lengths, state)
+        loop_out, loop_final = masked_step_loop(c, x, lengths, state)
+    assert torch.allclose(fused_out, loop_out, atol=TOL)
+    for a, b in zip(fused_final, loop_final):
+        assert torch.allclose(a, b, atol=TOL)
+
+
+def test_vanilla_cell_is_the_seed_recurrence(registry):
+    """h_t = tanh(W_xh x_t + b_xh + W_hh h_{t-1} + b_hh), as in the seed's VanillaRNNCell."""
+    cls = registry.get("cell", "vanilla", "test").obj
+    c = cls(3, 4)
+    x, h = torch.randn(2, 3), torch.randn(2, 4)
+    f = c.fused
+    expected = torch.tanh(x @ f.weight_ih_l0.T + f.bias_ih_l0 + h @ f.weight_hh_l0.T + f.bias_hh_l0)
+    assert torch.allclose(c(x, (h,))[0], expected, atol=1e-6)
+
+
+def test_lstm_declares_two_states_and_output_is_first(registry):
+    cls = registry.get("cell", "lstm", "test").obj
+    assert cls.state_names == ("h", "c")
+    c = cls(3, 4)
+    h, cstate = c(torch.randn(2, 3), (torch.zeros(2, 4), torch.zeros(2, 4)))
+    assert h.shape == cstate.shape == (2, 4)
+
+
+def test_stacked_dropout_is_between_layers_only_in_training(registry):
+    net = registry.get("topology", "stacked", "test").obj(registry.get("cell", "gru", "test").obj, 3, 5, {}, num_layers=2, dropout=0.5)
+    x, lengths = torch.randn(2, 4, 3), torch.tensor([4, 2])
+    net.eval()
+    a, _ = net(x, lengths)
+    b, _ = net(x, lengths)
+    assert torch.equal(a, b)
+    net.train()
+    torch.manual_seed(0)
+    c, _ = net(x, lengths)
+    assert not torch.allclose(a, c)

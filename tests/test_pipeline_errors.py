@@ -1,0 +1,105 @@
+"""Every malformed pipeline file gets one line naming file and key, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from seqpipe.cli import main
+
+GOOD = """
+[data]
+dataset = "spam-assassin"
+
+[model]
+cell = "gru"
+topology = "single"
+hidden_size = 32
+
+[task]
+name = "classify"
+
+[training]
+epochs = 2
+"""
+
+# (description, text replacing GOOD, fragments the one-line error must contain)
+CASES = [
+    ("toml syntax", GOOD.replace('cell = "gru"', 'cell = "gru'), ["invalid TOML", "line"]),
+    ("unknown section", GOOD + "\n[modle]\ncell = 'gru'\n", ["modle", "unknown key", "did you mean 'model'"]),
+    ("unknown key", GOOD.replace("hidden_size", "hiden_size"), ["model.hiden_size", "did you mean 'hidden_size'"]),
+    ("wrong type", GOOD.replace("hidden_size = 32", 'hidden_size = "big"'), ["model.hidden_size", "expected an integer", "'big'"]),
+    ("out of range", GOOD.replace("epochs = 2", "epochs = 0"), ["training.epochs", ">= 1", "found 0"]),
+    ("negative size", GOOD.replace("hidden_size = 32", "hidden_size = -3"), ["model.hidden_size", "found -3"]),
+    ("unknown cell", GOOD.replace('cell = "gru"', 'cell = "gur"'), ["model.cell", "unknown cell 'gur'", "did you mean 'gru'"]),
+    ("unknown topology", GOOD.replace('topology = "single"', 'topology = "stackd"'), ["model.topology", "did you mean 'stacked'"]),
+    ("unknown task", GOOD.replace('name = "classify"', 'name = "clasify"'), ["task.name", "did you mean 'classify'"]),
+    ("unknown dataset", GOOD.replace('"spam-assassin"', '"spam-asassin"'), ["data.dataset", "did you mean 'spam-assassin'"]),
+    ("no data source", GOOD.replace('dataset = "spam-assassin"', ""), ["data", "exactly one of"]),
+    ("missing data section", GOOD.replace('[data]\ndataset = "spam-assassin"', ""), ["data: missing"]),
+    ("missing data file", GOOD.replace('dataset = "spam-assassin"', 'path = "nope.csv"'), ["data.path", "nope.csv", "does not exist"]),
+    ("bad literal", GOOD + '\n[export]\nexporter = "dynamoo"\n', ["export.exporter", "did you mean 'dynamo'"]),
+    ("section not a table", "training = 3\n" + GOOD.replace("[training]\nepochs = 2", ""), ["training", "expected a table"]),
+    ("cell option unknown", GOOD.replace('topology = "single"', 'topology = "single"\ncell_options = {biass = false}'),
+     ["model.cell_options.biass", "did you mean 'bias'"]),
+    ("topology option type", GOOD.replace('topology = "single"', 'topology = "stacked"\ntopology_options = {num_layers = "two"}'),
+     ["model.topology_options.num_layers", "expected an integer"]),
+    ("task option range", GOOD + "\n[task.options]\nmax_length = 0\n", ["task.options.max_length", ">= 1"]),
+    ("task option unknown", GOOD + "\n[task.options]\ntext_colum = 'x'\n", ["task.options.text_colum", "did you mean 'text_column'"]),
+    ("not utf-8", None, ["UTF-8"]),
+]
+
+
+def _write(tmp_path: Path, text: str | None) -> Path:
+    path = tmp_path / "pipeline.toml"
+    if text is None:
+        path.write_bytes(b"[data]\ndataset = '\xff\xfe'\n")
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name,text,fragments", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_malformed_pipeline_is_one_line_exit_2(tmp_path, name, text, fragments, command):
+    path = _write(tmp_path, text)
+    result = CliRunner().invoke(main, [command, str(path), "--out", str(tmp_path / "out")] if command == "run" else [command, str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {path}"), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    assert not (tmp_path / "out").exists(), "nothing may be created before validation passes"
+
+
+def test_missing_pipeline_file_is_one_line():
+    result = CliRunner().invoke(main, ["check", "does/not/exist.toml"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: does/not/exist.toml: no such pipeline file; check the path (ready-made ones are in pipelines/)."
+
+
+def test_real_process_prints_no_traceback(tmp_path):
+    """Through the installed console script, not click's test runner."""
+    path = _write(tmp_path, GOOD.replace('cell = "gru"', 'cell = "gur"'))
+    proc = subprocess.run([sys.executable, "-m", "seqpipe", "check", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "did you mean 'gru'" in proc.stderr
+
+
+def test_good_pipeline_checks(tmp_path):
+    result = CliRunner().invoke(main, ["check", str(_write(tmp_path, GOOD))])
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output
+
+
+@pytest.mark.parametrize("pipeline", sorted((Path(__file__).parents[1] / "pipelines").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_pipelines_check(pipeline):
+    result = CliRunner().invoke(main, ["check", str(pipeline)])
+    assert result.exit_code == 0, result.output

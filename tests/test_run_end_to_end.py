@@ -1,0 +1,189 @@
+"""`seqpipe run` for real: train on real data, export, parity, run directory, predict from ONNX alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from seqpipe.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """One small real run shared by the read-only checks below (LSTM, 2 stacked layers)."""
+    root = tmp_path_factory.mktemp("run")
+    data = root / "data.jsonl"
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "subjects-300.jsonl").read_text().splitlines()]
+    data.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    pipeline = root / "p.toml"
+    pipeline.write_text(textwrap.dedent(f"""
+        [data]
+        path = "{data.name}"
+        [model]
+        cell = "lstm"
+        topology = "stacked"
+        hidden_size = 24
+        topology_options = {{num_layers = 2, dropout = 0.1}}
+        [task.options]
+        max_length = 60
+        embedding_size = 8
+        [training]
+        epochs = 2
+        batch_size = 32
+        [export]
+        parity_sequences = 60
+    """))
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(root / "out")])
+    assert result.exit_code == 0, result.output
+    return root / "out"
+
+
+def test_run_directory_holds_everything(trained_run):
+    names = {p.relative_to(trained_run).as_posix() for p in trained_run.rglob("*") if p.is_file()}
+    assert names == {"pipeline.toml", "config.json", "model.safetensors", "metrics.json", "training_curves.png",
+                     "onnx/step.onnx", "parity.json"}
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for split in ("train", "validation", "test"):
+        assert 0.0 <= metrics[split]["accuracy"] <= 1.0 and 0.0 <= metrics[split]["macro_f1"] <= 1.0
+    assert metrics["training"]["epochs_run"] == 2
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["model"]["topology_options"] == {"num_layers": 2, "dropout": 0.1}
+    assert config["task"]["options"]["text_column"] == "text"  # defaults are resolved
+    assert (trained_run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoint_is_safetensors(trained_run):
+    tensors = load_file(str(trained_run / "model.safetensors"))
+    assert any(k.startswith("body.cells.1.") for k in tensors)
+
+
+def test_parity_report_and_onnx_contract(trained_run):
+    parity = json.loads((trained_run / "parity.json").read_text())
+    assert parity["passed"] is True and parity["max_abs_diff"] <= 1e-5 and parity["sequences"] == 60
+    model = onnx.load(str(trained_run / "onnx" / "step.onnx"))
+    assert [i.name for i in model.graph.input] == ["x", "state_in.h", "state_in.c"]
+    assert [o.name for o in model.graph.output] == ["y", "state_out.h", "state_out.c"]
+    meta = {p.key: p.value for p in model.metadata_props}
+    spec = json.loads(meta["seqpipe.spec"])
+    assert meta["seqpipe.state_names"] == "h,c" and meta["seqpipe.task"] == "classify"
+    assert spec["states"][0]["shape"] == ["batch", 2, 24]
+    assert spec["encoding"]["input"]["symbols"][:2] == ["<pad>", "<unk>"]
+    assert spec["encoding"]["output"]["labels"] == ["ham", "spam"]
+    assert spec["parity"]["passed"] and spec["parity"]["max_abs_diff"] == parity["max_abs_diff"]
+    assert spec["initial_state"]["rule"] == "zeros"
+
+
+@pytest.mark.parametrize("batch", [1, 3, 17])
+def test_step_graph_has_dynamic_batch(trained_run, batch):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(trained_run / "onnx" / "step.onnx"), providers=["CPUExecutionProvider"])
+    state = np.zeros((batch, 2, 24), np.float32)
+    y, h, c = session.run(None, {"x": np.full(batch, 5, np.int64), "state_in.h": state, "state_in.c": state})
+    assert y.shape == (batch, 2) and h.shape == c.shape == (batch, 2, 24)
+    assert np.allclose(y.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_predict_agrees_with_torch_and_never_imports_torch(trained_run, tmp_path):
+    """Predict in a process where importing torch raises: the embedding app ships without torch."""
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(textwrap.dedent("""
+        import sys
+        class _NoTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, _NoTorch())
+    """))
+    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    texts = ["FREE money!!! click now", "Re: meeting notes for tomorrow"]
+    proc = subprocess.run([sys.executable, "-m", "seqpipe", "predict", str(trained_run), *texts, "--json"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["text"] for r in results] == texts
+
+    # same answer as the trained torch model
+    import torch
+
+    from seqpipe.assembly import resolve_pipeline
+    from seqpipe.checkpoint import load_checkpoint
+    from seqpipe.encoding import CharVocabulary
+    from seqpipe.plugins import make_plugin_manager
+    from seqpipe.registry import build_registry
+
+    spec = json.loads({p.key: p.value for p in onnx.load(str(trained_run / "onnx" / "step.onnx")).metadata_props}["seqpipe.spec"])
+    resolved = resolve_pipeline(trained_run.parent / "p.toml", build_registry(make_plugin_manager(strict=False, warn=lambda line: None)[0]))
+    task = resolved.make_task()
+    task.vocabulary = CharVocabulary.from_spec(spec["encoding"]["input"])
+    task.labels = spec["encoding"]["output"]["labels"]
+    model = task.build_model(resolved.make_topology)
+    load_checkpoint(model, trained_run / "model.safetensors")
+    model.eval()
+    for r in results:
+        ids = torch.tensor([task.vocabulary.encode(r["text"])])
+        logits, _ = model(ids, torch.tensor([ids.shape[1]]))
+        probs = torch.softmax(logits, -1)[0].tolist()
+        assert np.allclose(list(r["probabilities"].values()), probs, atol=1e-5)
+
+
+def test_seqpipe_runtime_imports_without_torch():
+    code = "import sys, seqpipe.runtime, seqpipe.predict, seqpipe.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_predict_on_onnx_file_directly_and_human_output(trained_run):
+    result = CliRunner().invoke(main, ["predict", str(trained_run / "onnx" / "step.onnx"), "hello there"])
+    assert result.exit_code == 0, result.output
+    label, *_ = result.output.split()
+    assert label in {"ham", "spam"} and "hello there" in result.output
+
+
+@pytest.mark.parametrize("bad,fragment", [("nowhere", "no such file"), ("pipeline.toml", "not a valid ONNX model")])
+def test_predict_bad_model_path_is_one_line(trained_run, bad, fragment):
+    target = trained_run / bad if bad == "pipeline.toml" else Path(bad)
+    result = CliRunner().invoke(main, ["predict", str(target), "hi"])
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1 and fragment in result.output
+
+
+def test_existing_out_dir_is_refused_then_forced(trained_run, tmp_path, small_csv, write_pipeline):
+    pipeline = write_pipeline(tmp_path / "p.toml", small_csv)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    refused = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(out)])
+    assert refused.exit_code == 2 and "--force" in refused.output
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    forced = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(out), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert (out / "notes.txt").read_text() == "precious" and (out / "onnx" / "step.onnx").is_file()
+
+
+def test_default_run_dirs_never_collide(tmp_path, small_csv, write_pipeline, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pipeline = write_pipeline(tmp_path / "p.toml", small_csv)
+    for _ in range(2):
+        assert CliRunner().invoke(main, ["run", str(pipeline)]).exit_code == 0
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def test_training_is_deterministic(tmp_path, small_csv, write_pipeline):
+    pipeline = write_pipeline(tmp_path / "p.toml", small_csv, epochs=2)
+    for name in ("a", "b"):
+        assert CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / name)]).exit_code == 0
+    a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("a", "b"))
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
