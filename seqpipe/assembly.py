@@ -39,6 +39,7 @@ class ResolvedPipeline:
     topology_options: BaseModel
     task_options: BaseModel
     data: DataSource
+    graphs: list[str]
 
     def make_task(self) -> Any:
         return self.task.obj(self.task_options, self.data)
@@ -55,6 +56,7 @@ class ResolvedPipeline:
         resolved["task"]["options"] = self.task_options.model_dump(mode="json")
         resolved["data"]["resolved_path"] = str(self.data.path)
         resolved["data"]["format"] = self.data.format
+        resolved["export"]["graphs"] = self.graphs
         resolved["plugins"] = {"cell": self.cell.plugin, "topology": self.topology.plugin, "task": self.task.plugin}
         return resolved
 
@@ -69,8 +71,29 @@ def resolve_pipeline(path: str | Path, registry: Registry) -> ResolvedPipeline:
     cell_options = validate_options(cell.obj.Options, config.model.cell_options, src, "model.cell_options")
     topology_options = validate_options(topology.obj.Options, config.model.topology_options, src, "model.topology_options")
     task_options = validate_options(task.obj.Options, config.task.options, src, "task.options")
+    graphs = _graphs(config, cell, topology, src)
     return ResolvedPipeline(path, config, cell, topology, task, cell_options, topology_options, task_options,
-                            _data_source(config.data, path, registry))
+                            _data_source(config.data, path, registry), graphs)
+
+
+def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, src: str) -> list[str]:
+    """The graphs to export, step first; a graph the model cannot have is a config error, not a crash after training."""
+    from seqpipe.builtin.native_onnx import native_support  # torch-level import, deferred like all model code
+
+    causal = getattr(topology.obj, "causal", True)
+    native = native_support(cell.obj, topology.obj)
+    wanted = config.export.graphs
+    if wanted is None:
+        wanted = (["step"] if causal else []) + (["sequence"] if native is None else [])
+        if not wanted:
+            raise ConfigError(f"{src}: model: topology '{config.model.topology}' is not causal (no step graph) and {native} "
+                              "(no sequence graph), so nothing can be exported; choose a causal topology or a built-in cell.")
+    if "step" in wanted and not causal:
+        raise ConfigError(f"{src}: export.graphs: 'step' needs a causal topology, and '{config.model.topology}' reads the "
+                          "future; remove 'step' (export graphs = [\"sequence\"]) or choose 'single'/'stacked'.")
+    if "sequence" in wanted and native is not None:
+        raise ConfigError(f"{src}: export.graphs: no 'sequence' graph: {native}; export graphs = [\"step\"] instead.")
+    return sorted(set(wanted), key=["step", "sequence"].index)
 
 
 def _data_source(data: DataConfig, pipeline_path: Path, registry: Registry) -> DataSource:

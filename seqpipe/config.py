@@ -61,12 +61,14 @@ class TrainingConfig(Section):
     weight_decay: float = Field(0.01, ge=0.0)
     grad_clip: float = Field(1.0, gt=0.0, description="max global gradient norm")
     patience: int = Field(4, ge=1, description="epochs without validation improvement before stopping")
+    lr_decay: float = Field(1.0, gt=0.0, le=1.0, description="multiply the learning rate by this after each epoch without improvement")
     seed: int = 0
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
 
 
 class ExportConfig(Section):
-    graphs: list[Literal["step"]] = Field(default_factory=lambda: ["step"])
+    graphs: list[Literal["step", "sequence"]] | None = Field(
+        None, description="default: every graph the model has (step when causal, sequence for built-in cells)")
     opset: int = Field(18, ge=17, le=23)
     exporter: Literal["dynamo", "torchscript"] = "dynamo"
     parity_tolerance: float = Field(1e-5, gt=0.0)

@@ -79,6 +79,10 @@ class Topology(nn.Module):
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def final_output(self, outputs: torch.Tensor, lengths: torch.Tensor, state: State) -> torch.Tensor:
+        """The output summarising each whole sequence, [B, output_size]: by default the last valid step's."""
+        return outputs[torch.arange(outputs.shape[0], device=outputs.device), lengths.to(outputs.device) - 1]
+
     def zero_state(self, batch: int, device: torch.device | None = None) -> State:
         return tuple(torch.zeros(batch, self.num_slots, self.hidden_size, device=device) for _ in self.state_names)
 
@@ -102,6 +106,10 @@ class StepModel(nn.Module):
         raise NotImplementedError
 
     def run_sequence(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:  # pragma: no cover
+        raise NotImplementedError
+
+    def sequence_output(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:  # pragma: no cover
+        """What the sequence graph returns: ``y`` for each whole sequence, and the final state."""
         raise NotImplementedError
 
 

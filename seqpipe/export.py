@@ -1,8 +1,10 @@
-"""Export the step graph to ONNX per the contract in DESIGN.md, on CPU in fp32.
+"""Export step and sequence graphs to ONNX per the contract in DESIGN.md, on CPU in fp32.
 
 Step graph: inputs ``x`` then ``state_in.<name>`` per state; outputs ``y`` then
 ``state_out.<name>``; states batch-first ``[batch, slots, hidden]``; the batch axis is dynamic.
-The file describes itself in ``metadata_props`` (see :func:`write_metadata`).
+Sequence graph: inputs ``x`` [batch, time] and ``lengths`` [batch]; outputs ``y`` and
+``state_out.<name>``; batch and time axes dynamic. Each file describes itself in
+``metadata_props`` (see :func:`write_metadata`).
 """
 
 from __future__ import annotations
@@ -111,30 +113,47 @@ def write_metadata(path: Path, spec: dict[str, Any]) -> None:
     onnx.save(model, str(path))
 
 
-def step_spec(resolved, model: StepModel, task, *, opset: int, exporter: str, parity: dict[str, Any]) -> dict[str, Any]:
-    """The self-description of a step graph: everything a program needs to start, step and decode."""
+def export_sequence(task, model: StepModel, path: Path, *, opset: int) -> str:
+    """Write the task's whole-sequence graph (native ONNX RNN operators) to ``path``."""
+    onnx.save(task.sequence_graph(model.eval().cpu(), opset), str(path))
+    check_onnx(path)
+    return "seqpipe native RNN/GRU/LSTM operators"
+
+
+def graph_spec(kind: str, resolved, model: StepModel, task, *, opset: int, exporter: str) -> dict[str, Any]:
+    """The self-description of a graph: everything a program needs to start, step and decode."""
     cfg = resolved.config
     state_shape = ["batch", model.num_slots, model.hidden_size]
     encoding = task.encoding_spec()
-    inputs, outputs = step_io_names(model.state_names)
+    x_dtype = encoding["input"]["dtype"]
+    y = {"name": "y", "dtype": "float32", "shape": ["batch", len(encoding["output"].get("labels", []))]}
+    if kind == "step":
+        inputs = [{"name": "x", "dtype": x_dtype, "shape": ["batch"]}]
+        inputs += [{"name": f"state_in.{n}", "dtype": "float32", "shape": state_shape} for n in model.state_names]
+        states = [{"name": n, "shape": state_shape, "input": f"state_in.{n}", "output": f"state_out.{n}"} for n in model.state_names]
+    else:
+        inputs = [{"name": "x", "dtype": x_dtype, "shape": ["batch", "time"]}, {"name": "lengths", "dtype": "int64", "shape": ["batch"]}]
+        states = [{"name": n, "shape": state_shape, "output": f"state_out.{n}"} for n in model.state_names]
+    outputs = [y] + [{"name": f"state_out.{n}", "dtype": "float32", "shape": state_shape} for n in model.state_names]
     return {
         "format_version": FORMAT_VERSION,
-        "graph": "step",
+        "graph": kind,
         "task": cfg.task.name,
         "cell": cfg.model.cell,
         "cell_options": resolved.cell_options.model_dump(mode="json"),
         "topology": cfg.model.topology,
         "topology_options": resolved.topology_options.model_dump(mode="json"),
+        "causal": bool(getattr(model.body, "causal", True)),
         "sizes": {"hidden": model.hidden_size, "slots": model.num_slots},
-        "inputs": [{"name": "x", "dtype": encoding["input"]["dtype"], "shape": ["batch"]}]
-        + [{"name": n, "dtype": "float32", "shape": state_shape} for n in inputs[1:]],
-        "outputs": [{"name": "y", "dtype": "float32", "shape": ["batch", len(encoding["output"].get("labels", []))]}]
-        + [{"name": n, "dtype": "float32", "shape": state_shape} for n in outputs[1:]],
-        "states": [{"name": n, "shape": state_shape, "input": f"state_in.{n}", "output": f"state_out.{n}"} for n in model.state_names],
-        "initial_state": {"rule": cfg.model.initial_state, "note": "feed zeros of the state shape for a new sequence"},
+        "inputs": inputs,
+        "outputs": outputs,
+        "states": states,
+        "initial_state": {"rule": cfg.model.initial_state,
+                          "note": "a new sequence starts from zeros of the state shape" if kind == "step"
+                          else "the graph starts every sequence from zeros"},
         "encoding": encoding,
         "opset": opset,
         "exporter": exporter,
-        "parity": parity,
+        "parity": {"status": "pending"},
         "seqpipe_version": seqpipe.__version__,
     }

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from seqpipe.contracts import StepModel
-from seqpipe.runtime import StepRunner
+from seqpipe.runtime import SequenceRunner, StepRunner
 
 
 @torch.no_grad()
@@ -58,6 +58,10 @@ def check_step_parity(model: StepModel, runner: StepRunner, x: np.ndarray, lengt
             for key in a:
                 d = _max_diff(a[key], b[key], valid if key == "y" else None)
                 worst[label][key] = max(worst[label].get(key, 0.0), d)
+    return _report(worst, tolerance, x, lengths, runner)
+
+
+def _report(worst: dict[str, dict[str, float]], tolerance: float, x: np.ndarray, lengths: np.ndarray, runner) -> dict[str, Any]:
     max_abs = max(v for group in worst.values() for v in group.values())
     return {
         "passed": bool(max_abs <= tolerance),
@@ -69,3 +73,29 @@ def check_step_parity(model: StepModel, runner: StepRunner, x: np.ndarray, lengt
         "runtime": {"onnxruntime_providers": runner.providers},
         "comparisons": worst,
     }
+
+
+@torch.no_grad()
+def check_sequence_parity(model: StepModel, runner: SequenceRunner, x: np.ndarray, lengths: np.ndarray, tolerance: float,
+                          step_runner: StepRunner | None = None, batch_size: int = 64) -> dict[str, Any]:
+    """onnxruntime's sequence graph vs torch's sequence path (and vs onnxruntime's step loop, when
+    the model also has a step graph), on ``y`` and the final states."""
+    model.eval()
+    names = list(model.state_names)
+    worst: dict[str, dict[str, float]] = {"ort_sequence_vs_torch_sequence": {}}
+    if step_runner is not None:
+        worst["ort_sequence_vs_ort_step_loop"] = {}
+    for start in range(0, len(x), batch_size):
+        xb, lb = x[start:start + batch_size], lengths[start:start + batch_size]
+        xb = xb[:, : int(lb.max())]  # a batch as a caller would pad it: to its own longest sequence
+        y_torch, s_torch = model.sequence_output(torch.from_numpy(xb), torch.from_numpy(lb))
+        y_ort, s_ort = runner.run(xb, lb)
+        ort = {"y": y_ort, **{f"state.{n}": s_ort[n] for n in names}}
+        refs = {"ort_sequence_vs_torch_sequence": {"y": y_torch.numpy(), **{f"state.{n}": s.numpy() for n, s in zip(names, s_torch)}}}
+        if step_runner is not None:
+            _, last, s_loop = step_runner.run_padded(xb, lb)
+            refs["ort_sequence_vs_ort_step_loop"] = {"y": last, **{f"state.{n}": s_loop[n] for n in names}}
+        for label, ref in refs.items():
+            for key in ort:
+                worst[label][key] = max(worst[label].get(key, 0.0), _max_diff(ort[key], ref[key]))
+    return _report(worst, tolerance, x, lengths, runner)

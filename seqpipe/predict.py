@@ -9,18 +9,19 @@ import numpy as np
 
 from seqpipe.encoding import CharVocabulary
 from seqpipe.errors import SeqpipeError
-from seqpipe.runtime import StepRunner, resolve_graph_path
+from seqpipe.runtime import SequenceRunner, StepRunner, open_export
 
 
-def load_classifier(path: str | Path, device: str = "auto") -> StepRunner:
-    runner = StepRunner(resolve_graph_path(path), device=device)
+def load_classifier(path: str | Path, device: str = "auto") -> StepRunner | SequenceRunner:
+    """A run directory's sequence graph (one call per batch) or, failing that, its step graph."""
+    runner = open_export(path, device=device)
     if runner.spec["task"] != "classify":
         raise SeqpipeError(f"{runner.path}: is a '{runner.spec['task']}' model; this seqpipe version predicts from 'classify' models.")
     return runner
 
 
-def classify(runner: StepRunner, texts: list[str]) -> list[dict[str, Any]]:
-    """Label and class probabilities for each text, stepping every text to its own end."""
+def classify(runner: StepRunner | SequenceRunner, texts: list[str]) -> list[dict[str, Any]]:
+    """Label and class probabilities for each text (a step graph is stepped to each text's end)."""
     vocabulary = CharVocabulary.from_spec(runner.spec["encoding"]["input"])
     labels = runner.spec["encoding"]["output"]["labels"]
     encoded = [vocabulary.encode(text) for text in texts]
@@ -31,7 +32,10 @@ def classify(runner: StepRunner, texts: list[str]) -> list[dict[str, Any]]:
     tokens = np.zeros((len(encoded), int(lengths.max())), dtype=np.int64)
     for row, ids in enumerate(encoded):
         tokens[row, : len(ids)] = ids
-    _, last, _ = runner.run_padded(tokens, lengths)
+    if isinstance(runner, SequenceRunner):
+        last, _ = runner.run(tokens, lengths)
+    else:
+        _, last, _ = runner.run_padded(tokens, lengths)
     results = []
     for text, probs in zip(texts, last):
         results.append({"text": text, "label": labels[int(np.argmax(probs))],

@@ -28,24 +28,21 @@ def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = N
     import torch
 
     from seqpipe.checkpoint import save_checkpoint
-    from seqpipe.export import export_step, step_spec, write_metadata
-    from seqpipe.parity import check_step_parity
+    from seqpipe.graphs import export_graphs
     from seqpipe.plots import plot_training_curves
     from seqpipe.rundir import make_run_dir, write_json
-    from seqpipe.runtime import StepRunner
     from seqpipe.training import seed_everything, train
 
     started = time.perf_counter()
     resolved = resolve_pipeline(pipeline, registry)
     cfg = resolved.config
+    seed_everything(cfg.training.seed, cfg.training.threads)
+    task = resolved.make_task()
+    sizes = task.prepare()  # bad data fails here, before a run directory exists
     run_dir = make_run_dir(run_dir_arg, pipeline, force)
     log(f"seqpipe: run directory {run_dir}")
     shutil.copyfile(pipeline, run_dir / "pipeline.toml")
     write_json(run_dir / "config.json", resolved.as_dict())
-
-    seed_everything(cfg.training.seed, cfg.training.threads)
-    task = resolved.make_task()
-    sizes = task.prepare()
     log("data: " + ", ".join(f"{name} {n}" for name, n in sizes.items()) + f" examples from {resolved.data.path}")
     model = task.build_model(resolved.make_topology)
     n_params = sum(p.numel() for p in model.parameters())
@@ -61,23 +58,11 @@ def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = N
     plot_training_curves(history, task.monitor, run_dir / "training_curves.png")
     log("test: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items() if isinstance(v, float)))
 
-    onnx_dir = run_dir / "onnx"
-    onnx_dir.mkdir(exist_ok=True)
-    step_path = onnx_dir / "step.onnx"
-    exporter = export_step(model, task.step_example(), step_path, opset=cfg.export.opset, exporter=cfg.export.exporter)
-    spec = step_spec(resolved, model, task, opset=cfg.export.opset, exporter=exporter, parity={"status": "pending"})
-    write_metadata(step_path, spec)
-    x, lengths = task.parity_inputs("test", cfg.export.parity_sequences)
-    parity = check_step_parity(model, StepRunner(step_path, device="cpu"), x, lengths, cfg.export.parity_tolerance)
-    parity["graph"] = "onnx/step.onnx"
-    spec["parity"] = {"max_abs_diff": parity["max_abs_diff"], "tolerance": parity["tolerance"], "passed": parity["passed"],
-                      "sequences": parity["sequences"]}
-    write_metadata(step_path, spec)
+    parity = export_graphs(resolved, task, model, run_dir / "onnx", log)
     write_json(run_dir / "parity.json", parity)
-    log(f"parity: max |torch - onnxruntime| = {parity['max_abs_diff']:.2e} over {parity['sequences']} test sequences "
-        f"(tolerance {parity['tolerance']:.0e}) {'PASSED' if parity['passed'] else 'FAILED'}")
     files = sorted(p for p in run_dir.rglob("*") if p.is_file())
     if not parity["passed"]:
+        failed = ", ".join(r["file"] for r in parity["graphs"].values() if not r["passed"])
         raise ParityError(f"{run_dir / 'parity.json'}: torch and onnxruntime differ by {parity['max_abs_diff']:.2e} > "
-                          f"{parity['tolerance']:.0e}; do not serve {step_path} (see the comparisons in parity.json).")
+                          f"{parity['tolerance']:.0e}; do not serve {failed} (see the comparisons in parity.json).")
     return RunResult(run_dir, metrics, parity, files)

@@ -22,6 +22,7 @@ import onnxruntime as ort
 from seqpipe.errors import SeqpipeError
 
 STEP_FILE = "step.onnx"
+SEQUENCE_FILE = "sequence.onnx"
 _fallback_said = False
 
 
@@ -42,17 +43,6 @@ def _say_fallback(reason: str) -> None:
     if not _fallback_said:
         print(f"seqpipe: {reason}; running on CPU.", file=sys.stderr)
         _fallback_said = True
-
-
-def resolve_graph_path(path: str | Path, filename: str = STEP_FILE) -> Path:
-    """A run directory (holding ``onnx/<filename>``), a directory of .onnx files, or a file."""
-    path = Path(path)
-    for candidate in (path / "onnx" / filename, path / filename, path):
-        if candidate.is_file():
-            return candidate
-    if path.is_dir():
-        raise SeqpipeError(f"{path}: no {filename} in this directory or its onnx/ folder; pass a run directory or an .onnx file.")
-    raise SeqpipeError(f"{path}: no such file or directory; pass a run directory or an .onnx file.")
 
 
 class OnnxGraph:
@@ -76,7 +66,13 @@ class OnnxGraph:
         if threads:
             options.intra_op_num_threads = threads
         providers = choose_providers(device)
-        self.session = ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=providers)
+        if providers[0] == "CUDAExecutionProvider":
+            # onnxruntime logs two error lines when the CUDA libraries are missing; we say it once, in one line.
+            ort.set_default_logger_severity(4)
+        try:
+            self.session = ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=providers)
+        finally:
+            ort.set_default_logger_severity(2)
         if providers[0] == "CUDAExecutionProvider" and "CUDAExecutionProvider" not in self.session.get_providers():
             if device == "cuda":
                 raise SeqpipeError(f"{self.path}: onnxruntime could not start its CUDA provider (check the CUDA and cuDNN libraries); use --device cpu.")
@@ -128,3 +124,40 @@ class StepRunner(OnnxGraph):
             state = {n: np.where(alive.reshape(-1, 1, 1), new[n], state[n]) for n in self.state_names}
         last = ys[np.arange(batch), lengths - 1]
         return ys, last, state
+
+
+class SequenceRunner(OnnxGraph):
+    """A sequence graph: ``run(x [B, T, …], lengths [B]) -> (y, final state)`` in one call."""
+
+    def __init__(self, path: str | Path, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        if self.spec.get("graph") != "sequence":
+            raise SeqpipeError(f"{self.path}: is a '{self.spec.get('graph')}' graph, not a sequence graph.")
+        self.state_names = [s["name"] for s in self.spec["states"]]
+        self.x_dtype = np.dtype(self.spec["inputs"][0]["dtype"])
+
+    def run(self, x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        y, *states = self.session.run(None, {"x": np.ascontiguousarray(x, dtype=self.x_dtype),
+                                             "lengths": np.asarray(lengths, dtype=np.int64)})
+        return y, dict(zip(self.state_names, states))
+
+
+def open_export(path: str | Path, *, device: str = "auto", prefer: str = "sequence", threads: int | None = None) -> StepRunner | SequenceRunner:
+    """Open an export: an .onnx file (its kind read from its metadata) or a run directory (its
+    ``prefer``-red graph when it has one, the other otherwise)."""
+    path = Path(path)
+    if path.is_file():
+        try:
+            meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            kind = json.loads(meta["seqpipe.spec"])["graph"]
+        except Exception:
+            kind = "step"  # let the runner's own checks give the precise error
+        return (SequenceRunner if kind == "sequence" else StepRunner)(path, device=device, threads=threads)
+    order = [SEQUENCE_FILE, STEP_FILE] if prefer == "sequence" else [STEP_FILE, SEQUENCE_FILE]
+    for filename in order:
+        for candidate in (path / "onnx" / filename, path / filename):
+            if candidate.is_file():
+                return (SequenceRunner if filename == SEQUENCE_FILE else StepRunner)(candidate, device=device, threads=threads)
+    if path.is_dir():
+        raise SeqpipeError(f"{path}: no {' or '.join(order)} in this directory or its onnx/ folder; pass a run directory or an .onnx file.")
+    raise SeqpipeError(f"{path}: no such file or directory; pass a run directory or an .onnx file.")

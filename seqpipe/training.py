@@ -57,6 +57,8 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
             save_checkpoint(model, checkpoint)
         else:
             stale += 1
+            for group in optimizer.param_groups:  # step size down once progress stalls
+                group["lr"] *= cfg.lr_decay
         record = {"epoch": epoch, "train_loss": total / count, "validation": validation,
                   "seconds": time.perf_counter() - started, "best": improved}
         history.append(record)

@@ -30,8 +30,7 @@ def build(registry, cell: str, topology: str, input_size: int, hidden: int, laye
     return topo_cls(cell_cls, input_size, hidden, {}, **options).eval()
 
 
-CELLS_TOPOLOGIES = [("vanilla", "single"), ("gru", "single"), ("lstm", "single"),
-                    ("vanilla", "stacked"), ("gru", "stacked"), ("lstm", "stacked")]
+CELLS_TOPOLOGIES = [(c, t) for t in ("single", "stacked", "bidirectional") for c in ("vanilla", "gru", "lstm")]
 
 shapes = st.fixed_dictionaries({
     "lengths": st.lists(st.integers(1, 12), min_size=1, max_size=6),
@@ -56,9 +55,9 @@ def test_sequence_path_equals_step_loop_and_ignores_padding(registry, cell, topo
     x = torch.randn(len(lengths), int(lengths.max()) + 2, case["input_size"], generator=g)  # 2 extra padded steps
     with torch.no_grad():
         out, final = net(x, lengths, net.zero_state(len(lengths)))
-        # step path: the topology's own one-step function, frozen past each length
-        state = net.zero_state(len(lengths))
-        for t in range(x.shape[1]):
+        # step path (causal topologies): the topology's own one-step function, frozen past each length
+        state = final if not net.causal else net.zero_state(len(lengths))
+        for t in range(x.shape[1] if net.causal else 0):
             y, new = net.step(x[:, t], state)
             alive = (t < lengths).view(-1, 1, 1)
             state = tuple(torch.where(alive, n, o) for n, o in zip(new, state))
@@ -106,6 +105,20 @@ def test_lstm_declares_two_states_and_output_is_first(registry):
     c = cls(3, 4)
     h, cstate = c(torch.randn(2, 3), (torch.zeros(2, 4), torch.zeros(2, 4)))
     assert h.shape == cstate.shape == (2, 4)
+
+
+def test_bidirectional_refuses_to_step_and_summarises_both_directions(registry):
+    from seqpipe.errors import ExportError
+
+    net = build(registry, "gru", "bidirectional", 3, 4, 2)
+    x, lengths = torch.randn(2, 5, 3), torch.tensor([5, 2])
+    with pytest.raises(ExportError, match="not causal"):
+        net.step(x[:, 0], net.zero_state(2))
+    with torch.no_grad():
+        out, state = net(x, lengths)
+        summary = net.final_output(out, lengths, state)
+    assert out.shape == (2, 5, 8) and state[0].shape == (2, 4, 4)
+    assert torch.allclose(summary[1, :4], out[1, 1, :4]) and torch.allclose(summary[1, 4:], out[1, 0, 4:])
 
 
 def test_stacked_dropout_is_between_layers_only_in_training(registry):

@@ -53,7 +53,7 @@ def trained_run(tmp_path_factory) -> Path:
 def test_run_directory_holds_everything(trained_run):
     names = {p.relative_to(trained_run).as_posix() for p in trained_run.rglob("*") if p.is_file()}
     assert names == {"pipeline.toml", "config.json", "model.safetensors", "metrics.json", "training_curves.png",
-                     "onnx/step.onnx", "parity.json"}
+                     "onnx/step.onnx", "onnx/sequence.onnx", "parity.json"}
     metrics = json.loads((trained_run / "metrics.json").read_text())
     for split in ("train", "validation", "test"):
         assert 0.0 <= metrics[split]["accuracy"] <= 1.0 and 0.0 <= metrics[split]["macro_f1"] <= 1.0
@@ -71,7 +71,12 @@ def test_checkpoint_is_safetensors(trained_run):
 
 def test_parity_report_and_onnx_contract(trained_run):
     parity = json.loads((trained_run / "parity.json").read_text())
-    assert parity["passed"] is True and parity["max_abs_diff"] <= 1e-5 and parity["sequences"] == 60
+    assert parity["passed"] is True and parity["max_abs_diff"] <= 1e-5
+    step, sequence = parity["graphs"]["step"], parity["graphs"]["sequence"]
+    assert step["sequences"] == sequence["sequences"] == 60
+    assert set(step["comparisons"]) == {"ort_step_vs_torch_step", "ort_step_vs_torch_sequence", "torch_step_vs_torch_sequence"}
+    assert set(sequence["comparisons"]) == {"ort_sequence_vs_torch_sequence", "ort_sequence_vs_ort_step_loop"}
+    assert all(v <= 1e-5 for r in (step, sequence) for group in r["comparisons"].values() for v in group.values())
     model = onnx.load(str(trained_run / "onnx" / "step.onnx"))
     assert [i.name for i in model.graph.input] == ["x", "state_in.h", "state_in.c"]
     assert [o.name for o in model.graph.output] == ["y", "state_out.h", "state_out.c"]
@@ -81,7 +86,7 @@ def test_parity_report_and_onnx_contract(trained_run):
     assert spec["states"][0]["shape"] == ["batch", 2, 24]
     assert spec["encoding"]["input"]["symbols"][:2] == ["<pad>", "<unk>"]
     assert spec["encoding"]["output"]["labels"] == ["ham", "spam"]
-    assert spec["parity"]["passed"] and spec["parity"]["max_abs_diff"] == parity["max_abs_diff"]
+    assert spec["parity"]["passed"] and spec["parity"]["max_abs_diff"] == step["max_abs_diff"]
     assert spec["initial_state"]["rule"] == "zeros"
 
 
@@ -145,11 +150,27 @@ def test_seqpipe_runtime_imports_without_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_predict_on_onnx_file_directly_and_human_output(trained_run):
-    result = CliRunner().invoke(main, ["predict", str(trained_run / "onnx" / "step.onnx"), "hello there"])
-    assert result.exit_code == 0, result.output
-    label, *_ = result.output.split()
-    assert label in {"ham", "spam"} and "hello there" in result.output
+@pytest.mark.parametrize("graph", ["step.onnx", "sequence.onnx"])
+def test_predict_on_either_onnx_file_gives_the_same_answer(trained_run, graph):
+    texts = ["hello there", "WIN $$$ now", "x"]
+    by_dir = CliRunner().invoke(main, ["predict", str(trained_run), *texts, "--json"])
+    by_file = CliRunner().invoke(main, ["predict", str(trained_run / "onnx" / graph), *texts, "--json"])
+    assert by_dir.exit_code == by_file.exit_code == 0, by_file.output
+    for a, b in zip(by_dir.output.splitlines(), by_file.output.splitlines()):
+        a, b = json.loads(a), json.loads(b)
+        assert a["label"] == b["label"] and np.allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-5)
+
+
+def test_sequence_graph_accepts_any_batch_and_length(trained_run):
+    from seqpipe.runtime import SequenceRunner
+
+    runner = SequenceRunner(trained_run / "onnx" / "sequence.onnx", device="cpu")
+    rng = np.random.default_rng(0)
+    alone, _ = runner.run(rng.integers(1, 30, size=(1, 7)), np.array([7]))
+    for batch, time in [(1, 1), (5, 7), (3, 150)]:
+        x = rng.integers(1, 30, size=(batch, time))
+        y, states = runner.run(x, np.full(batch, time))
+        assert y.shape == (batch, 2) and states["h"].shape == (batch, 2, 24)
 
 
 @pytest.mark.parametrize("bad,fragment", [("nowhere", "no such file"), ("pipeline.toml", "not a valid ONNX model")])

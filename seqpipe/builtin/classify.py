@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from onnx import TensorProto, helper
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from seqpipe import hookimpl
+from seqpipe.builtin.native_onnx import IR_VERSION, GraphBuilder, emit_topology
 from seqpipe.contracts import State, StepModel, Task, Topology
 from seqpipe.data import read_records, split_three
 from seqpipe.encoding import CharVocabulary
@@ -61,12 +64,16 @@ class ClassifierModel(StepModel):
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:
         """Logits [B, C] after each sequence's last token, and the final state."""
         outputs, state = self.body(self.embed(tokens), lengths, self.initial_state(tokens.shape[0]))  # [B, T, O]
-        last = outputs[torch.arange(tokens.shape[0], device=tokens.device), lengths.to(tokens.device) - 1]  # [B, O]
+        last = self.body.final_output(outputs, lengths, state)  # [B, O]
         return self.head(self.dropout(last)), state
 
     def run_sequence(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:
         outputs, state = self.body(self.embed(tokens), lengths, self.initial_state(tokens.shape[0]))
         return torch.softmax(self.head(outputs), dim=-1), state  # [B, T, C]
+
+    def sequence_output(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:
+        logits, state = self(tokens, lengths)
+        return torch.softmax(logits, dim=-1), state  # [B, C]
 
     def step(self, token: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         h, state = self.body.step(self.embed(token), state)  # h: [B, O]
@@ -147,6 +154,29 @@ class ClassifyTask(Task):
     # -- export -------------------------------------------------------------------------------
     def step_example(self, batch: int = 2) -> torch.Tensor:
         return torch.ones(batch, dtype=torch.int64)  # [B] token ids
+
+    def sequence_graph(self, model: ClassifierModel, opset: int) -> onnx.ModelProto:
+        """Whole texts at once: ``x`` [batch, time] ids and ``lengths`` [batch] in; ``y`` [batch, labels]
+        (probabilities after each text's last token) and ``state_out.*`` [batch, slots, hidden] out."""
+        g = GraphBuilder()
+        lengths32 = g.op("Cast", ["lengths"], "lengths_i32", to=TensorProto.INT32)[0]
+        embedded = g.op("Gather", [g.const("embedding", model.embed[0].weight.detach().numpy()), "x"], "embed")[0]  # [B, T, E]
+        time_major = g.op("Transpose", [embedded], "time_major", perm=[1, 0, 2])[0]  # [T, B, E]
+        summary, states = emit_topology(g, model.body, time_major, lengths32)
+        logits = g.op("Gemm", [summary, g.const("head_w", model.head.weight.detach().numpy()),
+                               g.const("head_b", model.head.bias.detach().numpy())], "head", transB=1)[0]
+        g.nodes.append(helper.make_node("Softmax", [logits], ["y"], axis=-1, name="probabilities"))
+        for name, state in zip(model.state_names, states):
+            g.nodes.append(helper.make_node("Identity", [state], [f"state_out.{name}"], name=f"state_out_{name}"))
+        shape = ["batch", model.num_slots, model.hidden_size]
+        graph = helper.make_graph(
+            g.nodes, "seqpipe_classify_sequence",
+            [helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "time"]),
+             helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", len(self.labels)])]
+            + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, shape) for n in model.state_names],
+            initializer=g.initializers)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
 
     def parity_inputs(self, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
         batch = collate(self.examples[split][:limit])

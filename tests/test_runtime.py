@@ -1,0 +1,89 @@
+"""seqpipe.runtime: provider choice, checked files, CUDA when present (skipped cleanly otherwise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from seqpipe import runtime
+from seqpipe.errors import SeqpipeError
+
+
+def cuda_usable() -> bool:
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    try:
+        import onnx
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph([helper.make_node("Identity", ["a"], ["b"])], "g",
+                                  [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        ort.set_default_logger_severity(4)
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CUDAExecutionProvider"])
+        return "CUDAExecutionProvider" in session.get_providers()
+    except Exception:
+        return False
+    finally:
+        ort.set_default_logger_severity(2)
+
+
+def test_cpu_is_always_possible():
+    assert runtime.choose_providers("cpu") == ["CPUExecutionProvider"]
+
+
+def test_auto_prefers_cuda_when_offered(monkeypatch):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert runtime.choose_providers("auto") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert runtime.choose_providers("auto") == ["CPUExecutionProvider"]
+    with pytest.raises(SeqpipeError, match="device 'cuda' requested"):
+        runtime.choose_providers("cuda")
+
+
+def test_garbage_file_is_refused_before_onnxruntime(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"definitely not protobuf")
+    with pytest.raises(SeqpipeError, match="not a valid ONNX model"):
+        runtime.StepRunner(bad)
+
+
+def test_onnx_without_seqpipe_metadata_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["a"], ["b"])], "g",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])])
+    path = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    with pytest.raises(SeqpipeError, match="no seqpipe.spec metadata"):
+        runtime.StepRunner(path)
+
+
+def test_fallback_is_said_once(monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "_fallback_said", False)
+    runtime._say_fallback("no GPU")
+    runtime._say_fallback("no GPU")
+    assert capsys.readouterr().err.count("running on CPU") == 1
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_usable(), reason="onnxruntime cannot start its CUDA provider here (no GPU or CUDA libraries)")
+def test_cuda_step_matches_cpu(tmp_path, small_csv, write_pipeline):
+    from click.testing import CliRunner
+
+    from seqpipe.cli import main
+
+    pipeline = write_pipeline(tmp_path / "p.toml", small_csv, cell="lstm")
+    assert CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "r")]).exit_code == 0
+    cpu = runtime.StepRunner(tmp_path / "r" / "onnx" / "step.onnx", device="cpu")
+    gpu = runtime.StepRunner(tmp_path / "r" / "onnx" / "step.onnx", device="cuda")
+    assert gpu.providers[0] == "CUDAExecutionProvider"
+    x = np.random.default_rng(0).integers(1, 20, size=(8, 30))
+    lengths = np.arange(23, 31)
+    _, a, sa = cpu.run_padded(x, lengths)
+    _, b, sb = gpu.run_padded(x, lengths)
+    assert np.abs(a - b).max() <= 1e-4 and all(np.abs(sa[k] - sb[k]).max() <= 1e-4 for k in sa)
