@@ -82,17 +82,20 @@ def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, src: str) -> l
 
     causal = getattr(topology.obj, "causal", True)
     native = native_support(cell.obj, topology.obj)
+    # a sequence graph is native RNN operators, or, for any causal model, a Loop around the step graph
+    no_sequence = None if native is None or causal else native
     wanted = config.export.graphs
     if wanted is None:
-        wanted = (["step"] if causal else []) + (["sequence"] if native is None else [])
+        wanted = (["step"] if causal else []) + (["sequence"] if no_sequence is None else [])
         if not wanted:
             raise ConfigError(f"{src}: model: topology '{config.model.topology}' is not causal (no step graph) and {native} "
                               "(no sequence graph), so nothing can be exported; choose a causal topology or a built-in cell.")
     if "step" in wanted and not causal:
         raise ConfigError(f"{src}: export.graphs: 'step' needs a causal topology, and '{config.model.topology}' reads the "
                           "future; remove 'step' (export graphs = [\"sequence\"]) or choose 'single'/'stacked'.")
-    if "sequence" in wanted and native is not None:
-        raise ConfigError(f"{src}: export.graphs: no 'sequence' graph: {native}; export graphs = [\"step\"] instead.")
+    if "sequence" in wanted and no_sequence is not None:
+        raise ConfigError(f"{src}: export.graphs: no 'sequence' graph: {no_sequence} and the topology is not causal; "
+                          "choose a built-in cell or a causal topology.")
     return sorted(set(wanted), key=["step", "sequence"].index)
 
 

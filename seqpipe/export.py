@@ -113,11 +113,33 @@ def write_metadata(path: Path, spec: dict[str, Any]) -> None:
     onnx.save(model, str(path))
 
 
-def export_sequence(task, model: StepModel, path: Path, *, opset: int) -> str:
-    """Write the task's whole-sequence graph (native ONNX RNN operators) to ``path``."""
-    onnx.save(task.sequence_graph(model.eval().cpu(), opset), str(path))
+def export_sequence(task, model: StepModel, path: Path, *, opset: int, step_path: Path | None, exporter: str) -> str:
+    """Write the whole-sequence graph to ``path``: native ONNX RNN/GRU/LSTM operators when every cell
+    has one, otherwise an ONNX Loop around the step graph (exported now if ``step_path`` is None)."""
+    from seqpipe.builtin.native_onnx import supports
+
+    model = model.eval().cpu()
+    if supports(model.body) is None:
+        onnx.save(task.sequence_graph(model, opset), str(path))
+        described = "seqpipe native RNN/GRU/LSTM operators"
+    else:
+        from seqpipe.loop_graph import loop_sequence_graph
+
+        if step_path is None:
+            step_path = path.with_name(f".{path.stem}-step.onnx")
+            try:
+                export_step(model, task.step_example(), step_path, opset=opset, exporter=exporter)
+                step = onnx.load(str(step_path))
+            finally:
+                step_path.unlink(missing_ok=True)
+        else:
+            step = onnx.load(str(step_path))
+        values = model.initial.per_layer_values()
+        values = None if values is None else {n: v.cpu().numpy() for n, v in values.items()}
+        onnx.save(loop_sequence_graph(step, list(model.state_names), [model.num_slots, model.hidden_size], values), str(path))
+        described = f"ONNX Loop around the step graph ({exporter})"
     check_onnx(path)
-    return "seqpipe native RNN/GRU/LSTM operators"
+    return described
 
 
 def graph_spec(kind: str, resolved, model: StepModel, task, *, opset: int, exporter: str) -> dict[str, Any]:
@@ -148,9 +170,8 @@ def graph_spec(kind: str, resolved, model: StepModel, task, *, opset: int, expor
         "inputs": inputs,
         "outputs": outputs,
         "states": states,
-        "initial_state": {"rule": cfg.model.initial_state,
-                          "note": "a new sequence starts from zeros of the state shape" if kind == "step"
-                          else "the graph starts every sequence from zeros"},
+        "initial_state": model.initial.spec() if kind == "step" else
+        {"rule": cfg.model.initial_state, "note": "built into the graph: every sequence starts from the rule's state"},
         "encoding": encoding,
         "opset": opset,
         "exporter": exporter,

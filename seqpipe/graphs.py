@@ -28,7 +28,8 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
         if kind == "step":
             exporter = export_step(model, task.step_example(), path, opset=cfg.opset, exporter=cfg.exporter)
         else:
-            exporter = export_sequence(task, model, path, opset=cfg.opset)
+            step_path = onnx_dir / "step.onnx" if step_runner is not None else None
+            exporter = export_sequence(task, model, path, opset=cfg.opset, step_path=step_path, exporter=cfg.exporter)
         spec = graph_spec(kind, resolved, model, task, opset=cfg.opset, exporter=exporter)
         write_metadata(path, spec)
         if kind == "step":

@@ -44,7 +44,7 @@ def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = N
     shutil.copyfile(pipeline, run_dir / "pipeline.toml")
     write_json(run_dir / "config.json", resolved.as_dict())
     log("data: " + ", ".join(f"{name} {n}" for name, n in sizes.items()) + f" examples from {resolved.data.path}")
-    model = task.build_model(resolved.make_topology)
+    model = task.build_model(resolved.make_topology, cfg.model.initial_state, cfg.model.initial_state_scale)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {cfg.model.cell} cell, {cfg.model.topology} topology, hidden {cfg.model.hidden_size}, {n_params:,} parameters")
 

@@ -92,11 +92,14 @@ class StepRunner(OnnxGraph):
         self.x_dtype = np.dtype(self.spec["inputs"][0]["dtype"])
 
     def initial_state(self, batch: int) -> dict[str, np.ndarray]:
-        # The spec's initial-state rule is "zeros" for every built-in; other rules come with their own graphs.
-        rule = self.spec["initial_state"]["rule"]
-        if rule != "zeros":
-            raise SeqpipeError(f"{self.path}: initial-state rule '{rule}' is not supported by this seqpipe version.")
-        return {n: np.zeros((batch, *self.state_shape), dtype=np.float32) for n in self.state_names}
+        """The state a new sequence starts from, per the file's initial-state rule."""
+        rule = self.spec["initial_state"]
+        if rule["rule"] == "learnable":
+            return {n: np.broadcast_to(np.asarray(rule["values"][n], dtype=np.float32), (batch, *self.state_shape)).copy()
+                    for n in self.state_names}
+        if rule["rule"] in ("zeros", "random"):  # "random" noise is training-only; serving starts from its mean
+            return {n: np.zeros((batch, *self.state_shape), dtype=np.float32) for n in self.state_names}
+        raise SeqpipeError(f"{self.path}: initial-state rule '{rule['rule']}' is not supported by this seqpipe version; upgrade seqpipe.")
 
     def step(self, x: np.ndarray, state: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         feeds = {"x": np.ascontiguousarray(x, dtype=self.x_dtype)}

@@ -81,8 +81,10 @@ def pytest_terminal_summary(terminalreporter):
     if not COVERAGE:
         return
     total = sum(v for row in COVERAGE.values() for v in row.values() if isinstance(v, int))
-    terminalreporter.section(f"parity matrix: {total} generated cases (classify task, fp32, tolerance 1e-5)")
-    terminalreporter.write_line(f"{'cell':<12}{'topology':<16}{'step graph':<36}{'sequence graph'}")
-    for (cell, topology), row in sorted(COVERAGE.items()):
+    terminalreporter.section(f"parity matrix: {total} graph checks on hypothesis-drawn ragged batches (classify task, fp32, tolerance 1e-5)")
+    terminalreporter.write_line(f"{'cell':<10}{'topology':<15}{'initial':<11}{'step graph':<28}{'sequence graph'}")
+    for (cell, topology, rule), row in sorted(COVERAGE.items()):
         cols = [f"{v} cases passed" if isinstance(v, int) else v for v in (row.get("step", "-"), row.get("sequence", "-"))]
-        terminalreporter.write_line(f"{cell:<12}{topology:<16}{cols[0]:<36}{cols[1]}")
+        if "sequence_kind" in row:
+            cols[1] += f" ({row['sequence_kind']})"
+        terminalreporter.write_line(f"{cell:<10}{topology:<15}{rule:<11}{cols[0]:<28}{cols[1]}")

@@ -24,17 +24,18 @@ from seqpipe.runtime import SequenceRunner, StepRunner
 
 TOL = 1e-5
 VOCAB, EMBED, HIDDEN, LABELS = 23, 6, 10, 3
-COVERAGE: dict[tuple[str, str], dict[str, str | int]] = {}
+COVERAGE: dict[tuple[str, str, str], dict[str, str | int]] = {}
 
 REGISTRY = build_registry(make_plugin_manager(strict=False, warn=lambda line: None)[0])
 TOPOLOGY_OPTIONS = {"single": {}, "stacked": {"num_layers": 2}, "bidirectional": {"num_layers": 2}}
-COMBINATIONS = [(c, t) for c in REGISTRY.names("cell") for t in REGISTRY.names("topology")]
+RULES = ("zeros", "learnable")
+COMBINATIONS = [(c, t, r) for c in REGISTRY.names("cell") for t in REGISTRY.names("topology") for r in RULES]
 
 
 class _Spec:
     """Just enough of a resolved pipeline for graph metadata."""
 
-    def __init__(self, cell: str, topology: str, options: dict):
+    def __init__(self, cell: str, topology: str, options: dict, rule: str):
         from types import SimpleNamespace
 
         from pydantic import BaseModel
@@ -43,7 +44,7 @@ class _Spec:
             pass
 
         self.config = SimpleNamespace(task=SimpleNamespace(name="classify"),
-                                      model=SimpleNamespace(cell=cell, topology=topology, initial_state="zeros"))
+                                      model=SimpleNamespace(cell=cell, topology=topology, initial_state=rule))
         self.cell_options = _Opts()
         self.topology_options = _Opts()
 
@@ -59,39 +60,48 @@ def _task() -> ClassifyTask:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """(cell, topology) -> (model, step runner | None, sequence runner | None), exported once."""
+    """(cell, topology, initial-state rule) -> (model, step runner | None, sequence runner | None), exported once.
+
+    Learnable initial states get random non-zero values, so the metadata round trip (step graph)
+    and the built-in initial state (sequence graph) are both exercised."""
     from seqpipe.export import graph_spec
 
     root = tmp_path_factory.mktemp("matrix")
     cache = {}
     task = _task()
-    for cell, topology in COMBINATIONS:
+    for cell, topology, rule in COMBINATIONS:
         cell_cls = REGISTRY.get("cell", cell, "matrix").obj
         topo_cls = REGISTRY.get("topology", topology, "matrix").obj
         options = {k: v for k, v in TOPOLOGY_OPTIONS.get(topology, {}).items() if k in topo_cls.Options.model_fields}
         torch.manual_seed(0)
-        model = ClassifierModel(VOCAB, EMBED, topo_cls(cell_cls, EMBED, HIDDEN, {}, **options), LABELS).eval()
-        spec_src = _Spec(cell, topology, options)
+        model = ClassifierModel(VOCAB, EMBED, topo_cls(cell_cls, EMBED, HIDDEN, {}, **options), LABELS, initial_state=rule).eval()
+        if rule == "learnable":
+            for value in model.initial.values.values():
+                torch.nn.init.normal_(value, std=0.5)
+        spec_src = _Spec(cell, topology, options, rule)
         runners = {}
         for kind in ("step", "sequence"):
             reason = None
             if kind == "step" and not topo_cls.causal:
                 reason = "n/a: topology not causal"
-            if kind == "sequence" and native_support(cell_cls, topo_cls):
-                reason = "n/a: " + native_support(cell_cls, topo_cls)
+            if kind == "sequence" and native_support(cell_cls, topo_cls) and not topo_cls.causal:
+                reason = "n/a: no native op, not causal"
             if reason:
-                COVERAGE.setdefault((cell, topology), {})[kind] = reason
+                COVERAGE.setdefault((cell, topology, rule), {})[kind] = reason
                 runners[kind] = None
                 continue
-            path = root / f"{cell}-{topology}-{kind}.onnx"
+            path = root / f"{cell}-{topology}-{rule}-{kind}.onnx"
             if kind == "step":
                 exporter = export_step(model, torch.ones(2, dtype=torch.int64), path, opset=18, exporter="dynamo")
             else:
-                exporter = export_sequence(task, model, path, opset=18)
+                step_path = root / f"{cell}-{topology}-{rule}-step.onnx" if runners.get("step") else None
+                exporter = export_sequence(task, model, path, opset=18, step_path=step_path, exporter="dynamo")
             write_metadata(path, graph_spec(kind, spec_src, model, task, opset=18, exporter=exporter))
             runners[kind] = (StepRunner if kind == "step" else SequenceRunner)(path, device="cpu")
-            COVERAGE.setdefault((cell, topology), {})[kind] = 0
-        cache[(cell, topology)] = (model, runners["step"], runners["sequence"])
+            COVERAGE.setdefault((cell, topology, rule), {})[kind] = 0
+            if kind == "sequence":
+                COVERAGE[(cell, topology, rule)]["sequence_kind"] = "native" if native_support(cell_cls, topo_cls) is None else "loop"
+        cache[(cell, topology, rule)] = (model, runners["step"], runners["sequence"])
     return cache
 
 
@@ -103,12 +113,12 @@ def _diff(a, b) -> float:
     return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
 
 
-@pytest.mark.parametrize("cell,topology", COMBINATIONS, ids=[f"{c}-{t}" for c, t in COMBINATIONS])
-@settings(max_examples=22, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("cell,topology,rule", COMBINATIONS, ids=["-".join(c) for c in COMBINATIONS])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=batches)
-def test_parity(exported, cell, topology, case):
+def test_parity(exported, cell, topology, rule, case):
     lengths_list, seed = case
-    model, step, sequence = exported[(cell, topology)]
+    model, step, sequence = exported[(cell, topology, rule)]
     lengths = np.array(lengths_list, dtype=np.int64)
     x = np.random.default_rng(seed).integers(1, VOCAB, size=(len(lengths), int(lengths.max())))
     xt, lt = torch.from_numpy(x), torch.from_numpy(lengths)
@@ -126,7 +136,7 @@ def test_parity(exported, cell, topology, case):
         assert _diff(last, y_torch.numpy()) <= TOL
         for n, a, b in zip(names, s_step, s_torch):
             assert _diff(s_ort[n], a.numpy()) <= TOL and _diff(s_ort[n], b.numpy()) <= TOL
-        COVERAGE[(cell, topology)]["step"] += 1
+        COVERAGE[(cell, topology, rule)]["step"] += 1
     if sequence is not None:
         y_seq, s_seq = sequence.run(x, lengths)
         assert _diff(y_seq, y_torch.numpy()) <= TOL
@@ -134,8 +144,8 @@ def test_parity(exported, cell, topology, case):
             assert _diff(s_seq[n], b.numpy()) <= TOL
         if step is not None:
             assert _diff(y_seq, last) <= TOL and all(_diff(s_seq[n], s_ort[n]) <= TOL for n in names)
-        COVERAGE[(cell, topology)]["sequence"] += 1
+        COVERAGE[(cell, topology, rule)]["sequence"] += 1
 
 
 def test_matrix_covers_every_builtin():
-    assert {("gru", "single"), ("lstm", "stacked"), ("vanilla", "bidirectional")} <= set(COMBINATIONS)
+    assert {("gru", "single", "zeros"), ("lstm", "stacked", "learnable"), ("vanilla", "bidirectional", "zeros")} <= set(COMBINATIONS)

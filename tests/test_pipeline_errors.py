@@ -50,6 +50,13 @@ CASES = [
      ["model.topology_options.num_layers", "expected an integer"]),
     ("task option range", GOOD + "\n[task.options]\nmax_length = 0\n", ["task.options.max_length", ">= 1"]),
     ("task option unknown", GOOD + "\n[task.options]\ntext_colum = 'x'\n", ["task.options.text_colum", "did you mean 'text_column'"]),
+    ("step graph of bidirectional", GOOD.replace('topology = "single"', 'topology = "bidirectional"') + '\n[export]\ngraphs = ["step"]\n',
+     ["export.graphs", "'step' needs a causal topology", "'bidirectional'"]),
+    ("unknown graph", GOOD + '\n[export]\ngraphs = ["stepp"]\n', ["export.graphs.0", "did you mean 'step'"]),
+    ("initial state typo", GOOD.replace('hidden_size = 32', 'hidden_size = 32\ninitial_state = "learned"'),
+     ["model.initial_state", "did you mean 'learnable'"]),
+    ("bidirectional merge", GOOD.replace('topology = "single"', 'topology = "bidirectional"\ntopology_options = {merge = "mean"}'),
+     ["model.topology_options.merge", "'concat' or 'sum'", "'mean'"]),
     ("not utf-8", None, ["UTF-8"]),
 ]
 

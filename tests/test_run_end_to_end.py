@@ -208,3 +208,44 @@ def test_training_is_deterministic(tmp_path, small_csv, write_pipeline):
         assert CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / name)]).exit_code == 0
     a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("a", "b"))
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_bidirectional_pipeline_exports_sequence_graph_only(tmp_path, small_csv):
+    """A stacked bidirectional LSTM with a learned initial state: no step graph, and the sequence
+    graph is exact for a sequence alone and the same sequence padded in a batch."""
+    from seqpipe.runtime import SequenceRunner
+
+    pipeline = tmp_path / "bi.toml"
+    pipeline.write_text(textwrap.dedent(f"""
+        [data]
+        path = "{small_csv.as_posix()}"
+        [model]
+        cell = "lstm"
+        topology = "bidirectional"
+        hidden_size = 12
+        initial_state = "learnable"
+        topology_options = {{num_layers = 2, merge = "sum"}}
+        [task.options]
+        max_length = 50
+        embedding_size = 8
+        [training]
+        epochs = 1
+    """))
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out" / "onnx").iterdir()) == ["sequence.onnx"]
+    parity = json.loads((tmp_path / "out" / "parity.json").read_text())
+    assert parity["passed"] and list(parity["graphs"]) == ["sequence"]
+    runner = SequenceRunner(tmp_path / "out" / "onnx" / "sequence.onnx", device="cpu")
+    assert runner.spec["causal"] is False and runner.spec["initial_state"]["rule"] == "learnable"
+    rng = np.random.default_rng(1)
+    seq = rng.integers(1, 30, size=(1, 9))
+    alone_y, alone_s = runner.run(seq, np.array([9]))
+    batch = np.zeros((4, 31), np.int64)
+    batch[2, :9] = seq[0]
+    batch[[0, 1, 3]] = rng.integers(1, 30, size=(3, 31))
+    y, states = runner.run(batch, np.array([31, 5, 9, 31]))
+    assert np.abs(y[2] - alone_y[0]).max() <= 1e-5
+    assert all(np.abs(states[n][2] - alone_s[n][0]).max() <= 1e-5 for n in ("h", "c"))
+    predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "hello"])
+    assert predicted.exit_code == 0 and predicted.output.split()[0] in {"ham", "spam"}

@@ -25,6 +25,7 @@ from seqpipe.builtin.native_onnx import IR_VERSION, GraphBuilder, emit_topology
 from seqpipe.contracts import State, StepModel, Task, Topology
 from seqpipe.data import read_records, split_three
 from seqpipe.encoding import CharVocabulary
+from seqpipe.initial_state import InitialState
 from seqpipe.errors import DataError
 
 
@@ -37,6 +38,7 @@ class ClassifyOptions(BaseModel):
     min_char_count: int = Field(2, ge=1, description="rarer training characters become <unk>")
     embedding_size: int = Field(32, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings and on the head's input (training only)")
+    char_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training characters replaced by <unk> (augmentation)")
     labels: list[str] | None = Field(None, description="allowed labels in output order; default: those in the data, sorted")
 
 
@@ -48,8 +50,10 @@ class Batch:
 
 
 class ClassifierModel(StepModel):
-    def __init__(self, vocab_size: int, embedding_size: int, topology: Topology, num_labels: int, dropout: float = 0.0) -> None:
+    def __init__(self, vocab_size: int, embedding_size: int, topology: Topology, num_labels: int, dropout: float = 0.0,
+                 initial_state: str = "zeros", initial_state_scale: float = 0.1) -> None:
         super().__init__()
+        self.initial = InitialState(initial_state, topology.state_names, topology.num_slots, topology.hidden_size, initial_state_scale)
         self.embed = nn.Sequential(nn.Embedding(vocab_size, embedding_size, padding_idx=0), nn.Dropout(dropout))
         self.dropout = nn.Dropout(dropout)
         self.body = topology
@@ -59,7 +63,7 @@ class ClassifierModel(StepModel):
         self.hidden_size = topology.hidden_size
 
     def initial_state(self, batch: int) -> State:
-        return self.body.zero_state(batch, self.head.weight.device)
+        return self.initial(batch, self.head.weight.device)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:
         """Logits [B, C] after each sequence's last token, and the final state."""
@@ -126,12 +130,18 @@ class ClassifyTask(Task):
             yield collate(chosen)
 
     # -- model --------------------------------------------------------------------------------
-    def build_model(self, make_topology: Callable[[int], Topology]) -> ClassifierModel:
-        return ClassifierModel(len(self.vocabulary), self.options.embedding_size, make_topology(self.options.embedding_size), len(self.labels),
-                               self.options.dropout)
+    def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
+                    initial_state_scale: float = 0.1) -> ClassifierModel:
+        return ClassifierModel(len(self.vocabulary), self.options.embedding_size, make_topology(self.options.embedding_size),
+                               len(self.labels), self.options.dropout, initial_state, initial_state_scale)
 
     def loss(self, model: ClassifierModel, batch: Batch) -> torch.Tensor:
-        logits, _ = model(batch.tokens, batch.lengths)
+        tokens = batch.tokens
+        if self.options.char_dropout and model.training:
+            # hide random characters so the model cannot lean on any single one; padding stays padding
+            hide = (torch.rand(tokens.shape) < self.options.char_dropout) & (tokens != self.vocabulary.pad_id)
+            tokens = tokens.masked_fill(hide, self.vocabulary.unk_id)
+        logits, _ = model(tokens, batch.lengths)
         return F.cross_entropy(logits, batch.targets)
 
     @torch.no_grad()
@@ -162,7 +172,7 @@ class ClassifyTask(Task):
         lengths32 = g.op("Cast", ["lengths"], "lengths_i32", to=TensorProto.INT32)[0]
         embedded = g.op("Gather", [g.const("embedding", model.embed[0].weight.detach().numpy()), "x"], "embed")[0]  # [B, T, E]
         time_major = g.op("Transpose", [embedded], "time_major", perm=[1, 0, 2])[0]  # [T, B, E]
-        summary, states = emit_topology(g, model.body, time_major, lengths32)
+        summary, states = emit_topology(g, model.body, time_major, lengths32, model.initial.per_layer_values())
         logits = g.op("Gemm", [summary, g.const("head_w", model.head.weight.detach().numpy()),
                                g.const("head_b", model.head.bias.detach().numpy())], "head", transB=1)[0]
         g.nodes.append(helper.make_node("Softmax", [logits], ["y"], axis=-1, name="probabilities"))

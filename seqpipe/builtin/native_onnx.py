@@ -81,7 +81,8 @@ def _weights(cell: FusedCell) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return w, r, b
 
 
-def _rnn_layer(g: GraphBuilder, cells: list[FusedCell], x: str, seq_lens: str, layer: int) -> tuple[str, list[str]]:
+def _rnn_layer(g: GraphBuilder, cells: list[FusedCell], x: str, seq_lens: str, layer: int,
+               initial: list[str]) -> tuple[str, list[str]]:
     """One native operator over ``x`` [T, B, I] for 1 or 2 directions. Returns Y [T, D, B, H] and final states [D, B, H]."""
     cls = type(cells[0])
     ws, rs, bs = zip(*(_weights(c) for c in cells))
@@ -92,14 +93,33 @@ def _rnn_layer(g: GraphBuilder, cells: list[FusedCell], x: str, seq_lens: str, l
     if cls is VanillaRNNCell:
         act = "Tanh" if cells[0].activation is torch.tanh else "Relu"
         attrs["activations"] = [act] * len(cells)
-    inputs = [x, g.const(f"W{layer}", np.stack(ws)), g.const(f"R{layer}", np.stack(rs)), g.const(f"B{layer}", np.stack(bs)), seq_lens]
+    inputs = [x, g.const(f"W{layer}", np.stack(ws)), g.const(f"R{layer}", np.stack(rs)), g.const(f"B{layer}", np.stack(bs)), seq_lens,
+              *initial]  # initial_h (and initial_c): absent means zeros
     n_states = len(cls.state_names)
     outs = g.op(OP_TYPE[cls], inputs, f"{OP_TYPE[cls].lower()}{layer}", n_out=1 + n_states, **attrs)
     return outs[0], outs[1:]
 
 
-def emit_topology(g: GraphBuilder, topology: Topology, x: str, seq_lens: str) -> tuple[str, list[str]]:
-    """``x`` [T, B, I] → (summary [B, output_size], final states each [B, slots, H])."""
+def _initial_states(g: GraphBuilder, values: dict[str, torch.Tensor] | None, names: tuple[str, ...], slots: list[int],
+                    batch: str) -> list[str]:
+    """Learned initial states of one layer's slots, broadcast to [D, B, H]; [] for zeros."""
+    if values is None:
+        return []
+    out = []
+    for name in names:
+        v = values[name][slots].cpu().float().numpy()[:, None, :]  # [D, 1, H]
+        shape = g.op("Concat", [g.const("dirs", np.array([v.shape[0]], np.int64)), batch,
+                                g.const("hidden", np.array([v.shape[2]], np.int64))], "init_shape", axis=0)[0]
+        out.append(g.op("Expand", [g.const(f"init_{name}", v), shape], f"init_{name}")[0])
+    return out
+
+
+def emit_topology(g: GraphBuilder, topology: Topology, x: str, seq_lens: str,
+                  initial_values: dict[str, torch.Tensor] | None = None) -> tuple[str, list[str]]:
+    """``x`` [T, B, I] → (summary [B, output_size], final states each [B, slots, H]).
+
+    ``initial_values``: per state name, the [slots, H] learned initial state (None: zeros).
+    """
     reason = supports(topology)
     if reason:
         raise ExportError(f"no sequence graph: {reason}; export the step graph instead.")
@@ -109,8 +129,11 @@ def emit_topology(g: GraphBuilder, topology: Topology, x: str, seq_lens: str) ->
         layers = [[f, b] for f, b in zip(topology.forward_cells, topology.backward_cells)]
     merge = getattr(topology, "merge", "concat")
     finals: list[list[str]] = []
+    batch = g.op("Shape", [x], "batch_size", start=1, end=2)[0]  # [1]
     for index, cells in enumerate(layers):
-        y, states = _rnn_layer(g, cells, x, seq_lens, index)  # y: [T, D, B, H]
+        slots = list(range(index * len(cells), (index + 1) * len(cells)))
+        initial = _initial_states(g, initial_values, topology.state_names, slots, batch)
+        y, states = _rnn_layer(g, cells, x, seq_lens, index, initial)  # y: [T, D, B, H]
         finals.append(states)
         if len(cells) == 1:
             x = g.op("Squeeze", [y, g.const("axis1", np.array([1], np.int64))], "squeeze")[0]  # [T, B, H]

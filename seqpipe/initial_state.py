@@ -1,0 +1,58 @@
+"""Initial-state strategies from the seed: zeros, random, learnable.
+
+- ``zeros``: every sequence starts from zeros.
+- ``random``: while training, each sequence starts from N(0, scale²) noise (drawn from torch's
+  seeded generator), a regulariser; evaluation and every export start from zeros, the noise's
+  mean, so served predictions are deterministic.
+- ``learnable``: one trained vector per state slot, shared by all sequences. Exports carry the
+  values: the sequence graph builds them in, and the step graph's metadata lists them under
+  ``initial_state.values`` for the caller to feed as the first ``state_in.*``.
+
+(The seed's fourth choice, a state computed from a condition by a separate network, belongs to
+tasks that have a condition: generation and seq2seq.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from seqpipe.contracts import State
+
+RULES = ("zeros", "random", "learnable")
+
+
+class InitialState(nn.Module):
+    def __init__(self, rule: str, state_names: tuple[str, ...], slots: int, hidden: int, scale: float = 0.1) -> None:
+        super().__init__()
+        if rule not in RULES:
+            raise ValueError(f"unknown initial-state rule {rule!r}; expected one of {RULES}")
+        self.rule, self.state_names, self.slots, self.hidden, self.scale = rule, state_names, slots, hidden, scale
+        if rule == "learnable":
+            self.values = nn.ParameterDict({n: nn.Parameter(torch.zeros(slots, hidden)) for n in state_names})  # [S, H]
+
+    def forward(self, batch: int, device: torch.device | None = None) -> State:
+        if self.rule == "learnable":
+            return tuple(self.values[n].unsqueeze(0).expand(batch, -1, -1) for n in self.state_names)  # [B, S, H]
+        if self.rule == "random" and self.training:
+            return tuple(torch.randn(batch, self.slots, self.hidden, device=device) * self.scale for _ in self.state_names)
+        return tuple(torch.zeros(batch, self.slots, self.hidden, device=device) for _ in self.state_names)
+
+    def spec(self) -> dict[str, Any]:
+        """How a program with only the ONNX file starts a sequence."""
+        if self.rule == "learnable":
+            values = {n: self.values[n].detach().cpu().tolist() for n in self.state_names}
+            return {"rule": "learnable", "values": values,
+                    "note": "feed values[name] ([slots][hidden], the same for every sequence) as the first state_in.<name>"}
+        if self.rule == "random":
+            return {"rule": "random", "scale": self.scale, "served_as": "zeros",
+                    "note": "noise was a training-time regulariser; start every sequence from zeros"}
+        return {"rule": "zeros", "note": "start every sequence from zeros of the state shape"}
+
+    def per_layer_values(self) -> dict[str, torch.Tensor] | None:
+        """The [S, H] values for graphs that build the initial state in, or None when it is zeros."""
+        if self.rule != "learnable":
+            return None
+        return {n: self.values[n].detach() for n in self.state_names}
