@@ -164,3 +164,65 @@ def open_export(path: str | Path, *, device: str = "auto", prefer: str = "sequen
     if path.is_dir():
         raise SeqpipeError(f"{path}: no {' or '.join(order)} in this directory or its onnx/ folder; pass a run directory or an .onnx file.")
     raise SeqpipeError(f"{path}: no such file or directory; pass a run directory or an .onnx file.")
+
+
+class Stream:
+    """Step a batch of sequences one time step per call, keeping the state on the session's device.
+
+    The state lives in two preallocated buffers bound with onnxruntime's IO binding: each step
+    reads one and writes the other (ping-pong), so no state crosses to the host between steps —
+    on a GPU the state never leaves device memory. Only ``y`` comes back, because the caller
+    wants it. Each stream owns its buffers; several streams (threads) can share one runner.
+    """
+
+    def __init__(self, runner: StepRunner, batch: int) -> None:
+        self.runner, self.batch = runner, batch
+        cuda = runner.providers[0] == "CUDAExecutionProvider"
+        self.device = "cuda" if cuda else "cpu"
+        shape = (batch, *runner.state_shape)
+        self._buffers = [{n: ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, self.device, 0) for n in runner.state_names}
+                         for _ in range(2)]
+        x_tail = runner.spec["inputs"][0]["shape"][1:]  # [] for token ids, [features] for numeric inputs
+        self._x = ort.OrtValue.ortvalue_from_shape_and_type((batch, *x_tail), runner.x_dtype, "cpu", 0) \
+            if all(isinstance(d, int) for d in x_tail) else None
+        self._y = ort.OrtValue.ortvalue_from_shape_and_type((batch, *runner.spec["outputs"][0]["shape"][1:]), np.float32, self.device, 0)
+        self._bindings = [self._bind(i) for i in range(2)]
+        self._current = 0
+        self.reset()
+
+    def _bind(self, read: int) -> ort.IOBinding:
+        binding = self.runner.session.io_binding()
+        write = 1 - read
+        for n in self.runner.state_names:
+            binding.bind_ortvalue_input(f"state_in.{n}", self._buffers[read][n])
+            binding.bind_ortvalue_output(f"state_out.{n}", self._buffers[write][n])
+        binding.bind_ortvalue_output("y", self._y)
+        return binding
+
+    def reset(self, rows: np.ndarray | list[int] | None = None) -> None:
+        """Start sequences afresh: all rows, or only ``rows`` (e.g. those that just ended)."""
+        initial = self.runner.initial_state(self.batch)
+        for n, buffer in self._buffers[self._current].items():
+            if rows is None:
+                buffer.update_inplace(initial[n])
+            else:
+                current = buffer.numpy()  # a host copy only when sequences end, never per step
+                current[np.asarray(rows)] = initial[n][np.asarray(rows)]
+                buffer.update_inplace(np.ascontiguousarray(current))
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        """Advance every sequence one step with inputs ``x`` [batch, …]; return ``y`` [batch, …]."""
+        binding = self._bindings[self._current]
+        x = np.ascontiguousarray(x, dtype=self.runner.x_dtype)
+        if self._x is not None:
+            self._x.update_inplace(x)  # the input comes from the host anyway; reuse one buffer for it
+            binding.bind_ortvalue_input("x", self._x)
+        else:
+            binding.bind_cpu_input("x", x)
+        self.runner.session.run_with_iobinding(binding)
+        self._current = 1 - self._current
+        return self._y.numpy()
+
+    def state(self) -> dict[str, np.ndarray]:
+        """A host copy of the current state (for inspection; stepping never needs it)."""
+        return {n: v.numpy() for n, v in self._buffers[self._current].items()}

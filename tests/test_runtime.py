@@ -87,3 +87,63 @@ def test_cuda_step_matches_cpu(tmp_path, small_csv, write_pipeline):
     _, a, sa = cpu.run_padded(x, lengths)
     _, b, sb = gpu.run_padded(x, lengths)
     assert np.abs(a - b).max() <= 1e-4 and all(np.abs(sa[k] - sb[k]).max() <= 1e-4 for k in sa)
+
+
+@pytest.fixture(scope="module")
+def lstm_export(tmp_path_factory):
+    """A small trained LSTM (2 stacked layers) exported by a real run."""
+    import csv
+    import random
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from seqpipe.cli import main
+
+    root = tmp_path_factory.mktemp("stream")
+    source = Path(__file__).resolve().parents[1] / "seqpipe" / "datasets" / "spam_assassin" / "subjects.csv"
+    rows = list(csv.DictReader(source.open(encoding="utf-8")))
+    random.Random(2).shuffle(rows)
+    with (root / "d.csv").open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows[:150])
+    (root / "p.toml").write_text('[data]\npath = "d.csv"\n[model]\ncell = "lstm"\ntopology = "stacked"\nhidden_size = 16\n'
+                                 'initial_state = "learnable"\n[task.options]\nembedding_size = 8\nmax_length = 40\n'
+                                 '[training]\nepochs = 1\n[export]\ngraphs = ["step"]\nexporter = "torchscript"\n')
+    result = CliRunner().invoke(main, ["run", str(root / "p.toml"), "--out", str(root / "run")])
+    assert result.exit_code == 0, result.output
+    return root / "run" / "onnx" / "step.onnx"
+
+
+def test_stream_matches_the_padded_loop_and_resets_rows(lstm_export):
+    runner = runtime.StepRunner(lstm_export, device="cpu")
+    x = np.random.default_rng(3).integers(1, 25, size=(4, 15))
+    stream = runtime.Stream(runner, 4)
+    for t in range(15):
+        y = stream.step(x[:, t])
+    _, last, state = runner.run_padded(x, np.full(4, 15))
+    assert np.abs(y - last).max() <= 1e-6
+    assert all(np.abs(stream.state()[n] - state[n]).max() <= 1e-6 for n in ("h", "c"))
+    stream.reset([2])  # sequence 2 ended: only its row starts afresh
+    initial = runner.initial_state(4)
+    assert np.array_equal(stream.state()["c"][2], initial["c"][2]) and not np.array_equal(initial["c"][0], state["c"][0])
+    assert np.abs(stream.state()["c"][0] - state["c"][0]).max() <= 1e-6
+
+
+def test_streams_share_one_session_across_threads(lstm_export):
+    from concurrent.futures import ThreadPoolExecutor
+
+    runner = runtime.StepRunner(lstm_export, device="cpu")
+    inputs = [np.random.default_rng(seed).integers(1, 25, size=(3, 20)) for seed in range(6)]
+
+    def run(x):
+        stream = runtime.Stream(runner, 3)
+        for t in range(x.shape[1]):
+            y = stream.step(x[:, t])
+        return y
+
+    expected = [run(x) for x in inputs]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        got = list(pool.map(run, inputs))
+    assert all(np.array_equal(a, b) for a, b in zip(expected, got))

@@ -38,6 +38,7 @@ class ClassifyOptions(BaseModel):
     min_char_count: int = Field(2, ge=1, description="rarer training characters become <unk>")
     embedding_size: int = Field(32, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings and on the head's input (training only)")
+    balance_classes: bool = Field(False, description="weight the loss by inverse label frequency (helps macro-F1 on skewed data)")
     char_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training characters replaced by <unk> (augmentation)")
     labels: list[str] | None = Field(None, description="allowed labels in output order; default: those in the data, sorted")
 
@@ -96,6 +97,7 @@ class ClassifyTask(Task):
         self.labels: list[str] = []
         self.examples: dict[str, list[tuple[list[int], int]]] = {}
         self.texts: dict[str, list[str]] = {}
+        self.class_weights: torch.Tensor | None = None
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, int]:
@@ -119,6 +121,9 @@ class ClassifyTask(Task):
         for name, part in zip(self.splits, (train, validation, test)):
             self.texts[name] = [t for t, _ in part]
             self.examples[name] = [(self.vocabulary.encode(t), index[label]) for t, label in part]
+        counts = torch.bincount(torch.tensor([y for _, y in self.examples["train"]]), minlength=len(self.labels)).float()
+        # inverse frequency, normalised so a balanced dataset gets weight 1 for every label
+        self.class_weights = (counts.sum() / (len(self.labels) * counts.clamp(min=1))) if o.balance_classes else None
         return {name: len(part) for name, part in self.examples.items()}
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
@@ -142,7 +147,7 @@ class ClassifyTask(Task):
             hide = (torch.rand(tokens.shape) < self.options.char_dropout) & (tokens != self.vocabulary.pad_id)
             tokens = tokens.masked_fill(hide, self.vocabulary.unk_id)
         logits, _ = model(tokens, batch.lengths)
-        return F.cross_entropy(logits, batch.targets)
+        return F.cross_entropy(logits, batch.targets, weight=self.class_weights)
 
     @torch.no_grad()
     def evaluate(self, model: ClassifierModel, split: str, batch_size: int = 256) -> dict[str, float]:
