@@ -259,7 +259,7 @@ def main() -> None:
         print(json.dumps({"machine": machine, "rows": [{"measure": r[0], "ratio": round(r[1], 3), "target": r[2], "raw": r[3]} for r in rows]}, indent=2))
         return
     print(f"machine: {machine}")
-    print(f"| measure | ratio | target | raw timings |\n| --- | --- | --- | --- |")
+    print("| measure | ratio | target | raw timings |\n| --- | --- | --- | --- |")
     for name, ratio, target, raw in rows:
         print(f"| {name} | {ratio:.2f} | {target} | {raw} |")
 

@@ -24,9 +24,7 @@ class RunResult:
 
 def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = None, force: bool = False,
                  log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> RunResult:
-    # torch is imported here, not at CLI import time, so `seqpipe predict` never pays for it.
-    import torch
-
+    # model code (torch) is imported here, not at CLI import time, so `seqpipe predict` never pays for it
     from seqpipe.checkpoint import save_checkpoint
     from seqpipe.graphs import export_graphs
     from seqpipe.plots import plot_training_curves

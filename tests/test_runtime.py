@@ -14,7 +14,6 @@ def cuda_usable() -> bool:
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return False
     try:
-        import onnx
         from onnx import TensorProto, helper
 
         graph = helper.make_graph([helper.make_node("Identity", ["a"], ["b"])], "g",
