@@ -61,6 +61,6 @@ def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = N
     files = sorted(p for p in run_dir.rglob("*") if p.is_file())
     if not parity["passed"]:
         failed = ", ".join(r["file"] for r in parity["graphs"].values() if not r["passed"])
-        raise ParityError(f"{run_dir / 'parity.json'}: torch and onnxruntime differ by {parity['max_abs_diff']:.2e} > "
-                          f"{parity['tolerance']:.0e}; do not serve {failed} (see the comparisons in parity.json).")
+        raise ParityError(f"{run_dir / 'parity.json'}: torch and onnxruntime differ by {parity['max_scaled_diff']:.2e} > "
+                          f"{parity['tolerance']:.0e} (scaled by magnitude beyond 1); do not serve {failed} (see parity.json).")
     return RunResult(run_dir, metrics, parity, files)

@@ -183,6 +183,7 @@ class Stream:
         self._buffers = [{n: ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, self.device, 0) for n in runner.state_names}
                          for _ in range(2)]
         x_tail = runner.spec["inputs"][0]["shape"][1:]  # [] for token ids, [features] for numeric inputs
+        # the input comes from the host anyway: one buffer, bound once, refilled each step
         self._x = ort.OrtValue.ortvalue_from_shape_and_type((batch, *x_tail), runner.x_dtype, "cpu", 0) \
             if all(isinstance(d, int) for d in x_tail) else None
         self._y = ort.OrtValue.ortvalue_from_shape_and_type((batch, *runner.spec["outputs"][0]["shape"][1:]), np.float32, self.device, 0)
@@ -197,6 +198,8 @@ class Stream:
             binding.bind_ortvalue_input(f"state_in.{n}", self._buffers[read][n])
             binding.bind_ortvalue_output(f"state_out.{n}", self._buffers[write][n])
         binding.bind_ortvalue_output("y", self._y)
+        if self._x is not None:
+            binding.bind_ortvalue_input("x", self._x)
         return binding
 
     def reset(self, rows: np.ndarray | list[int] | None = None) -> None:
@@ -215,8 +218,7 @@ class Stream:
         binding = self._bindings[self._current]
         x = np.ascontiguousarray(x, dtype=self.runner.x_dtype)
         if self._x is not None:
-            self._x.update_inplace(x)  # the input comes from the host anyway; reuse one buffer for it
-            binding.bind_ortvalue_input("x", self._x)
+            self._x.update_inplace(x)
         else:
             binding.bind_cpu_input("x", x)
         self.runner.session.run_with_iobinding(binding)
