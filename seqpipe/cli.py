@@ -100,12 +100,14 @@ def plugins(strict_plugins: bool, as_json: bool) -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("texts", nargs=-1, required=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="With a run directory: int8 uses its *.int8.onnx copies.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per text.")
-def predict(model: Path, texts: tuple[str, ...], device: str, as_json: bool) -> None:
+def predict(model: Path, texts: tuple[str, ...], device: str, precision: str, as_json: bool) -> None:
     """Classify TEXTS with the ONNX export in MODEL (a run directory or .onnx file); torch not needed."""
     from seqpipe.predict import classify, load_classifier
 
-    results = classify(load_classifier(model, device), list(texts))
+    results = classify(load_classifier(model, device, precision), list(texts))
     for r in results:
         if as_json:
             click.echo(json.dumps(r, ensure_ascii=False))

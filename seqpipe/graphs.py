@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from seqpipe.export import export_sequence, export_step, graph_spec, write_metadata
-from seqpipe.parity import check_sequence_parity, check_step_parity
+from seqpipe.parity import check_int8_parity, check_sequence_parity, check_step_parity
 from seqpipe.runtime import SequenceRunner, StepRunner
 
 
@@ -44,6 +44,9 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
         log(f"parity {kind:>8}: max |torch - onnxruntime| = {report['max_abs_diff']:.2e} (scaled by magnitude: "
             f"{report['max_scaled_diff']:.2e}) over {report['sequences']} test sequences, tolerance {report['tolerance']:.0e}: "
             f"{'PASSED' if report['passed'] else 'FAILED'}")
+    if cfg.int8:
+        for kind in list(reports):
+            reports[f"{kind}.int8"] = _int8_copy(task, onnx_dir / f"{kind}.onnx", x, lengths, cfg.int8_tolerance, log)
     return {
         "passed": all(r["passed"] for r in reports.values()),
         "max_abs_diff": max(r["max_abs_diff"] for r in reports.values()),
@@ -51,3 +54,25 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
         "tolerance": cfg.parity_tolerance,
         "graphs": reports,
     }
+
+
+def _int8_copy(task, fp32_path: Path, x, lengths, tolerance: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """Quantize one graph, re-check it against its fp32 original, and report the test metric change."""
+    from seqpipe.quantize import quantize_int8
+
+    int8_path = fp32_path.with_name(f"{fp32_path.stem}.int8.onnx")
+    spec = quantize_int8(fp32_path, int8_path)
+    cls = StepRunner if spec["graph"] == "step" else SequenceRunner
+    fp32, int8 = cls(fp32_path, device="cpu"), cls(int8_path, device="cpu")
+    report = check_int8_parity(fp32, int8, x, lengths, tolerance)
+    report["file"] = f"onnx/{int8_path.name}"
+    metrics = {"fp32": task.evaluate_onnx(fp32, "test"), "int8": task.evaluate_onnx(int8, "test")}
+    metrics["change"] = {k: metrics["int8"][k] - metrics["fp32"][k] for k in metrics["fp32"]}
+    report["test_metrics"] = metrics
+    spec["parity"] = {k: report[k] for k in ("passed", "max_abs_diff", "max_scaled_diff", "tolerance", "rule", "sequences")}
+    spec["parity"]["against"] = f"onnx/{fp32_path.name} (fp32, onnxruntime)"
+    write_metadata(int8_path, spec)
+    change = ", ".join(f"{k} {v:+.4f}" for k, v in metrics["change"].items())
+    log(f"parity {spec['graph']}.int8: max |int8 - fp32| = {report['max_abs_diff']:.2e}, tolerance {tolerance:g}: "
+        f"{'PASSED' if report['passed'] else 'FAILED'}; test {change}")
+    return report

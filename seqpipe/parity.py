@@ -115,3 +115,21 @@ def check_sequence_parity(model: StepModel, runner: SequenceRunner, x: np.ndarra
             for key in ort:
                 _merge(worst[label], key, _max_diff(ort[key], ref[key]))
     return _report(worst, tolerance, x, lengths, runner)
+
+
+def check_int8_parity(fp32, int8, x: np.ndarray, lengths: np.ndarray, tolerance: float, batch_size: int = 64) -> dict[str, Any]:
+    """An int8 graph against its fp32 original, both in onnxruntime, on ``y`` and the final states."""
+    worst: dict[str, dict[str, dict[str, float]]] = {"ort_int8_vs_ort_fp32": {}}
+    for start in range(0, len(x), batch_size):
+        xb, lb = x[start:start + batch_size], lengths[start:start + batch_size]
+        xb = xb[:, : int(lb.max())]
+        outs = []
+        for runner in (fp32, int8):
+            if isinstance(runner, StepRunner):
+                _, y, state = runner.run_padded(xb, lb)
+            else:
+                y, state = runner.run(xb, lb)
+            outs.append({"y": y, **{f"state.{n}": v for n, v in state.items()}})
+        for key in outs[0]:
+            _merge(worst["ort_int8_vs_ort_fp32"], key, _max_diff(outs[1][key], outs[0][key]))
+    return _report(worst, tolerance, x, lengths, int8)

@@ -12,9 +12,9 @@ from seqpipe.errors import SeqpipeError
 from seqpipe.runtime import SequenceRunner, StepRunner, open_export
 
 
-def load_classifier(path: str | Path, device: str = "auto") -> StepRunner | SequenceRunner:
+def load_classifier(path: str | Path, device: str = "auto", precision: str = "fp32") -> StepRunner | SequenceRunner:
     """A run directory's sequence graph (one call per batch) or, failing that, its step graph."""
-    runner = open_export(path, device=device)
+    runner = open_export(path, device=device, precision=precision)
     if runner.spec["task"] != "classify":
         raise SeqpipeError(f"{runner.path}: is a '{runner.spec['task']}' model; this seqpipe version predicts from 'classify' models.")
     return runner

@@ -145,9 +145,11 @@ class SequenceRunner(OnnxGraph):
         return y, dict(zip(self.state_names, states))
 
 
-def open_export(path: str | Path, *, device: str = "auto", prefer: str = "sequence", threads: int | None = None) -> StepRunner | SequenceRunner:
+def open_export(path: str | Path, *, device: str = "auto", prefer: str = "sequence", precision: str = "fp32",
+                threads: int | None = None) -> StepRunner | SequenceRunner:
     """Open an export: an .onnx file (its kind read from its metadata) or a run directory (its
-    ``prefer``-red graph when it has one, the other otherwise)."""
+    ``prefer``-red graph when it has one, the other otherwise; ``precision="int8"`` picks the
+    ``*.int8.onnx`` copies)."""
     path = Path(path)
     if path.is_file():
         try:
@@ -157,12 +159,15 @@ def open_export(path: str | Path, *, device: str = "auto", prefer: str = "sequen
             kind = "step"  # let the runner's own checks give the precise error
         return (SequenceRunner if kind == "sequence" else StepRunner)(path, device=device, threads=threads)
     order = [SEQUENCE_FILE, STEP_FILE] if prefer == "sequence" else [STEP_FILE, SEQUENCE_FILE]
+    if precision == "int8":
+        order = [name.replace(".onnx", ".int8.onnx") for name in order]
     for filename in order:
         for candidate in (path / "onnx" / filename, path / filename):
             if candidate.is_file():
-                return (SequenceRunner if filename == SEQUENCE_FILE else StepRunner)(candidate, device=device, threads=threads)
+                return (SequenceRunner if filename.startswith("sequence") else StepRunner)(candidate, device=device, threads=threads)
     if path.is_dir():
-        raise SeqpipeError(f"{path}: no {' or '.join(order)} in this directory or its onnx/ folder; pass a run directory or an .onnx file.")
+        hint = " (export them with [export] int8 = true)" if precision == "int8" else ""
+        raise SeqpipeError(f"{path}: no {' or '.join(order)} in this directory or its onnx/ folder{hint}; pass a run directory or an .onnx file.")
     raise SeqpipeError(f"{path}: no such file or directory; pass a run directory or an .onnx file.")
 
 

@@ -156,7 +156,7 @@ def test_predict_on_either_onnx_file_gives_the_same_answer(trained_run, graph):
     by_dir = CliRunner().invoke(main, ["predict", str(trained_run), *texts, "--json"])
     by_file = CliRunner().invoke(main, ["predict", str(trained_run / "onnx" / graph), *texts, "--json"])
     assert by_dir.exit_code == by_file.exit_code == 0, by_file.output
-    for a, b in zip(by_dir.output.splitlines(), by_file.output.splitlines()):
+    for a, b in zip(by_dir.stdout.splitlines(), by_file.stdout.splitlines(), strict=True):
         a, b = json.loads(a), json.loads(b)
         assert a["label"] == b["label"] and np.allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-5)
 
@@ -248,4 +248,22 @@ def test_bidirectional_pipeline_exports_sequence_graph_only(tmp_path, small_csv)
     assert np.abs(y[2] - alone_y[0]).max() <= 1e-5
     assert all(np.abs(states[n][2] - alone_s[n][0]).max() <= 1e-5 for n in ("h", "c"))
     predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "hello"])
-    assert predicted.exit_code == 0 and predicted.output.split()[0] in {"ham", "spam"}
+    assert predicted.exit_code == 0 and predicted.stdout.split()[0] in {"ham", "spam"}
+
+
+def test_int8_copies_are_rechecked_and_their_metric_change_reported(tmp_path, small_csv, write_pipeline):
+    pipeline = write_pipeline(tmp_path / "p.toml", small_csv, cell="lstm", extra="int8 = true")
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    parity = json.loads((tmp_path / "out" / "parity.json").read_text())
+    assert set(parity["graphs"]) == {"step", "sequence", "step.int8", "sequence.int8"}
+    for kind in ("step.int8", "sequence.int8"):
+        report = parity["graphs"][kind]
+        assert report["passed"] and report["tolerance"] == 0.05
+        assert 0 < report["max_abs_diff"] <= 0.05  # int8 is close, and not secretly the fp32 graph
+        assert set(report["test_metrics"]) == {"fp32", "int8", "change"}
+    spec = json.loads({p.key: p.value for p in onnx.load(str(tmp_path / "out" / "onnx" / "step.int8.onnx")).metadata_props}["seqpipe.spec"])
+    assert spec["precision"] == "int8" and spec["parity"]["against"] == "onnx/step.onnx (fp32, onnxruntime)"
+    predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "--precision", "int8", "--json", "win cash"])
+    assert predicted.exit_code == 0, predicted.output
+    assert json.loads(predicted.stdout)["label"] in {"ham", "spam"}

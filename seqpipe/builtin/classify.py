@@ -197,6 +197,20 @@ class ClassifyTask(Task):
         batch = collate(self.examples[split][:limit])
         return batch.tokens.numpy(), batch.lengths.numpy()
 
+    def evaluate_onnx(self, runner, split: str) -> dict[str, float]:
+        """Accuracy and macro-F1 of an exported graph (any precision) on ``split``, via onnxruntime."""
+        x, lengths = self.parity_inputs(split, len(self.examples[split]))
+        probs = []
+        for start in range(0, len(x), 256):
+            xb, lb = x[start:start + 256], lengths[start:start + 256]
+            xb = xb[:, : int(lb.max())]
+            probs.append(runner.run(xb, lb)[0] if hasattr(runner, "run") else runner.run_padded(xb, lb)[1])
+        preds = torch.from_numpy(np.concatenate(probs)).argmax(dim=1)
+        target = torch.tensor([label for _, label in self.examples[split]])
+        n = len(self.labels)
+        return {"accuracy": float(multiclass_accuracy(preds, target, num_classes=n, average="micro")),
+                "macro_f1": float(multiclass_f1_score(preds, target, num_classes=n, average="macro"))}
+
     def encoding_spec(self) -> dict[str, Any]:
         return {
             "input": {"dtype": "int64", **self.vocabulary.to_spec()},
