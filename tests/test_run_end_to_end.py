@@ -259,11 +259,21 @@ def test_int8_copies_are_rechecked_and_their_metric_change_reported(tmp_path, sm
     assert set(parity["graphs"]) == {"step", "sequence", "step.int8", "sequence.int8"}
     for kind in ("step.int8", "sequence.int8"):
         report = parity["graphs"][kind]
-        assert report["passed"] and report["tolerance"] == 0.05
-        assert 0 < report["max_abs_diff"] <= 0.05  # int8 is close, and not secretly the fp32 graph
+        assert report["passed"] and report["tolerance"] == 0.15
+        assert 0 < report["max_abs_diff"] <= 0.15  # int8 is close, and not secretly the fp32 graph
         assert set(report["test_metrics"]) == {"fp32", "int8", "change"}
     spec = json.loads({p.key: p.value for p in onnx.load(str(tmp_path / "out" / "onnx" / "step.int8.onnx")).metadata_props}["seqpipe.spec"])
     assert spec["precision"] == "int8" and spec["parity"]["against"] == "onnx/step.onnx (fp32, onnxruntime)"
     predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "--precision", "int8", "--json", "win cash"])
     assert predicted.exit_code == 0, predicted.output
     assert json.loads(predicted.stdout)["label"] in {"ham", "spam"}
+
+
+def test_failed_parity_fails_the_run_loudly(tmp_path, small_csv, write_pipeline):
+    """An int8 copy cannot meet a 1e-9 tolerance: the run must exit 1 naming the file not to serve."""
+    pipeline = write_pipeline(tmp_path / "p.toml", small_csv, extra="int8 = true\nint8_tolerance = 1e-9")
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "do not serve onnx/step.int8.onnx" in last
+    assert json.loads((tmp_path / "out" / "parity.json").read_text())["passed"] is False
