@@ -134,9 +134,8 @@ def export_sequence(task, model: StepModel, path: Path, *, opset: int, step_path
                 step_path.unlink(missing_ok=True)
         else:
             step = onnx.load(str(step_path))
-        values = model.initial.per_layer_values()
-        values = None if values is None else {n: v.cpu().numpy() for n, v in values.items()}
-        onnx.save(loop_sequence_graph(step, list(model.state_names), [model.num_slots, model.hidden_size], values), str(path))
+        onnx.save(loop_sequence_graph(step, list(model.state_names), [model.num_slots, model.hidden_size],
+                                      model.initial.served_values()), str(path))
         described = f"ONNX Loop around the step graph ({exporter})"
     check_onnx(path)
     return described
@@ -155,7 +154,9 @@ def graph_spec(kind: str, resolved, model: StepModel, task, *, opset: int, expor
         states = [{"name": n, "shape": state_shape, "input": f"state_in.{n}", "output": f"state_out.{n}"} for n in model.state_names]
     else:
         inputs = [{"name": "x", "dtype": x_dtype, "shape": ["batch", "time"]}, {"name": "lengths", "dtype": "int64", "shape": ["batch"]}]
-        states = [{"name": n, "shape": state_shape, "output": f"state_out.{n}"} for n in model.state_names]
+        inputs += [{"name": f"state_in.{n}", "dtype": "float32", "shape": state_shape, "optional": True,
+                    "default": "the initial state (initial_state rule), broadcast to the batch"} for n in model.state_names]
+        states = [{"name": n, "shape": state_shape, "input": f"state_in.{n}", "output": f"state_out.{n}"} for n in model.state_names]
     outputs = [y] + [{"name": f"state_out.{n}", "dtype": "float32", "shape": state_shape} for n in model.state_names]
     return {
         "format_version": FORMAT_VERSION,
@@ -171,7 +172,8 @@ def graph_spec(kind: str, resolved, model: StepModel, task, *, opset: int, expor
         "outputs": outputs,
         "states": states,
         "initial_state": model.initial.spec() if kind == "step" else
-        {"rule": cfg.model.initial_state, "note": "built into the graph: every sequence starts from the rule's state"},
+        {"rule": cfg.model.initial_state, "note": "built in as the default of the optional state_in.* inputs; "
+                                                  "feed state_in.* to continue sequences from a state"},
         "encoding": encoding,
         "opset": opset,
         "exporter": exporter,

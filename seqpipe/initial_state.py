@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,8 +52,8 @@ class InitialState(nn.Module):
                     "note": "noise was a training-time regulariser; start every sequence from zeros"}
         return {"rule": "zeros", "note": "start every sequence from zeros of the state shape"}
 
-    def per_layer_values(self) -> dict[str, torch.Tensor] | None:
-        """The [S, H] values for graphs that build the initial state in, or None when it is zeros."""
-        if self.rule != "learnable":
-            return None
-        return {n: self.values[n].detach() for n in self.state_names}
+    def served_values(self) -> dict[str, np.ndarray]:
+        """The [S, H] state every served sequence starts from (zeros unless learnable)."""
+        if self.rule == "learnable":
+            return {n: self.values[n].detach().cpu().float().numpy() for n in self.state_names}
+        return {n: np.zeros((self.slots, self.hidden), np.float32) for n in self.state_names}

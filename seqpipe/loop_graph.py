@@ -20,10 +20,12 @@ def _int64(name: str, values: list[int]) -> onnx.TensorProto:
 
 
 def loop_sequence_graph(step: onnx.ModelProto, state_names: list[str], state_shape: list[int],
-                        initial_values: dict[str, np.ndarray] | None) -> onnx.ModelProto:
-    """``step``: (x, state_in.*) -> (y, state_out.*). Returns (x [B,T,…], lengths [B]) -> (y, state_out.*).
+                        defaults: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """``step``: (x, state_in.*) -> (y, state_out.*). Returns (x [B,T,…], lengths [B], optional
+    state_in.*) -> (y, state_out.*).
 
-    ``state_shape`` is [slots, hidden]; ``initial_values`` per state [slots, hidden], or None for zeros.
+    ``state_shape`` is [slots, hidden]; ``defaults`` per state [slots, hidden]: the state a sequence
+    starts from when the caller feeds no ``state_in.*`` (an initializer of the input's name).
     """
     g = step.graph
     x_info = g.input[0]
@@ -84,12 +86,8 @@ def loop_sequence_graph(step: onnx.ModelProto, state_names: list[str], state_sha
         helper.make_node("ConstantOfShape", ["y_shape"], ["y0"], value=helper.make_tensor("zero", y_dtype, [1], [0]), name="y0"),
     ]
     for n in state_names:
-        if initial_values is None:
-            nodes.append(helper.make_node("ConstantOfShape", ["state_shape"], [f"init.{n}"],
-                                          value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]), name=f"init_{n}"))
-        else:
-            inits.append(numpy_helper.from_array(np.asarray(initial_values[n], np.float32)[None], f"init_value.{n}"))
-            nodes.append(helper.make_node("Expand", [f"init_value.{n}", "state_shape"], [f"init.{n}"], name=f"init_{n}"))
+        inits.append(numpy_helper.from_array(np.asarray(defaults[n], np.float32)[None], f"state_in.{n}"))  # [1, S, H]
+        nodes.append(helper.make_node("Expand", [f"state_in.{n}", "state_shape"], [f"init.{n}"], name=f"init_{n}"))
     nodes.append(helper.make_node("Loop", ["time", "true", *(f"init.{n}" for n in state_names), "y0"],
                                   [*(f"state_out.{n}" for n in state_names), "y"], body=body, name="steps"))
     time_dims = [d.dim_param or d.dim_value for d in x_info.type.tensor_type.shape.dim]
@@ -97,7 +95,8 @@ def loop_sequence_graph(step: onnx.ModelProto, state_names: list[str], state_sha
     graph = helper.make_graph(
         nodes, "seqpipe_loop_sequence",
         [helper.make_tensor_value_info("x", x_info.type.tensor_type.elem_type, x_shape),
-         helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])],
+         helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])]
+        + [helper.make_tensor_value_info(f"state_in.{n}", TensorProto.FLOAT, ["state_batch", *state_shape]) for n in state_names],
         [helper.make_tensor_value_info("y", y_dtype, ["batch", *y_tail])]
         + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, ["batch", *state_shape]) for n in state_names],
         initializer=inits)

@@ -10,6 +10,8 @@ on stderr, never silently.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -26,12 +28,31 @@ SEQUENCE_FILE = "sequence.onnx"
 _fallback_said = False
 
 
+_cuda_preloaded = False
+
+
+def _preload_cuda_libraries() -> None:
+    """Make CUDA and cuDNN findable the way onnxruntime documents: ``onnxruntime.preload_dlls()``
+    loads them from the nvidia-* pip packages (or torch's copies) before a CUDA session starts.
+    Its per-library complaints are dropped: if CUDA still cannot start, we say so once ourselves."""
+    global _cuda_preloaded
+    if _cuda_preloaded or not hasattr(ort, "preload_dlls"):
+        return
+    _cuda_preloaded = True
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            ort.preload_dlls()
+        except Exception:  # best effort: a missing library only means the CPU fallback
+            pass
+
+
 def choose_providers(device: str = "auto") -> list[str]:
     """Execution providers for ``device`` in {"auto", "cuda", "cpu"}."""
     available = ort.get_available_providers()
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" in available:
+        _preload_cuda_libraries()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "cuda":
         raise SeqpipeError(f"device 'cuda' requested but this onnxruntime offers only {', '.join(available)}; install onnxruntime-gpu and CUDA, or use --device cpu.")
@@ -63,6 +84,9 @@ class OnnxGraph:
             raise SeqpipeError(f"{self.path}: has no seqpipe.spec metadata; it was not exported by seqpipe.")
         self.spec: dict[str, Any] = json.loads(meta["seqpipe.spec"])
         options = ort.SessionOptions()
+        # warnings off: onnxruntime warns about every initializer that doubles as an input, which is
+        # exactly how sequence graphs make state_in.* optional; errors are still reported
+        options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
         providers = choose_providers(device)
@@ -139,9 +163,14 @@ class SequenceRunner(OnnxGraph):
         self.state_names = [s["name"] for s in self.spec["states"]]
         self.x_dtype = np.dtype(self.spec["inputs"][0]["dtype"])
 
-    def run(self, x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        y, *states = self.session.run(None, {"x": np.ascontiguousarray(x, dtype=self.x_dtype),
-                                             "lengths": np.asarray(lengths, dtype=np.int64)})
+    def run(self, x: np.ndarray, lengths: np.ndarray, state: dict[str, np.ndarray] | None = None
+            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``y`` and each sequence's final state; start from ``state`` ([B, slots, hidden] per name)
+        to continue sequences, or from the file's initial state when it is None."""
+        feeds = {"x": np.ascontiguousarray(x, dtype=self.x_dtype), "lengths": np.asarray(lengths, dtype=np.int64)}
+        if state is not None:
+            feeds.update({f"state_in.{n}": np.ascontiguousarray(state[n], dtype=np.float32) for n in self.state_names})
+        y, *states = self.session.run(None, feeds)
         return y, dict(zip(self.state_names, states))
 
 

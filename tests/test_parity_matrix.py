@@ -142,6 +142,13 @@ def test_parity(exported, cell, topology, rule, case):
         assert _diff(y_seq, y_torch.numpy()) <= TOL
         for n, b in zip(names, s_torch):
             assert _diff(s_seq[n], b.numpy()) <= TOL
+        # continuing from a given state (the optional state_in.* inputs)
+        given = tuple(torch.from_numpy(np.random.default_rng(seed + 1).normal(0, 0.5, s.shape).astype(np.float32)) for s in s_torch)
+        with torch.no_grad():
+            y_given, s_given = model.sequence_output(xt, lt, given)
+        y_ort_given, s_ort_given = sequence.run(x, lengths, {n: g.numpy() for n, g in zip(names, given)})
+        assert _diff(y_ort_given, y_given.numpy()) <= TOL
+        assert all(_diff(s_ort_given[n], b.numpy()) <= TOL for n, b in zip(names, s_given))
         if step is not None:
             assert _diff(y_seq, last) <= TOL and all(_diff(s_seq[n], s_ort[n]) <= TOL for n in names)
         COVERAGE[(cell, topology, rule)]["sequence"] += 1

@@ -21,7 +21,7 @@ from onnx import TensorProto, helper
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from seqpipe import hookimpl
-from seqpipe.builtin.native_onnx import IR_VERSION, GraphBuilder, emit_topology
+from seqpipe.builtin.native_onnx import IR_VERSION, GraphBuilder, emit_topology, optional_state_inputs
 from seqpipe.contracts import State, StepModel, Task, Topology
 from seqpipe.data import read_records, split_three
 from seqpipe.encoding import CharVocabulary
@@ -66,9 +66,10 @@ class ClassifierModel(StepModel):
     def initial_state(self, batch: int) -> State:
         return self.initial(batch, self.head.weight.device)
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:
-        """Logits [B, C] after each sequence's last token, and the final state."""
-        outputs, state = self.body(self.embed(tokens), lengths, self.initial_state(tokens.shape[0]))  # [B, T, O]
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Logits [B, C] after each sequence's last token, and the final state (from ``state``, or the initial one)."""
+        state = self.initial_state(tokens.shape[0]) if state is None else state
+        outputs, state = self.body(self.embed(tokens), lengths, state)  # [B, T, O]
         last = self.body.final_output(outputs, lengths, state)  # [B, O]
         return self.head(self.dropout(last)), state
 
@@ -76,8 +77,8 @@ class ClassifierModel(StepModel):
         outputs, state = self.body(self.embed(tokens), lengths, self.initial_state(tokens.shape[0]))
         return torch.softmax(self.head(outputs), dim=-1), state  # [B, T, C]
 
-    def sequence_output(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:
-        logits, state = self(tokens, lengths)
+    def sequence_output(self, tokens: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        logits, state = self(tokens, lengths, state)
         return torch.softmax(logits, dim=-1), state  # [B, C]
 
     def step(self, token: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -177,7 +178,8 @@ class ClassifyTask(Task):
         lengths32 = g.op("Cast", ["lengths"], "lengths_i32", to=TensorProto.INT32)[0]
         embedded = g.op("Gather", [g.const("embedding", model.embed[0].weight.detach().numpy()), "x"], "embed")[0]  # [B, T, E]
         time_major = g.op("Transpose", [embedded], "time_major", perm=[1, 0, 2])[0]  # [T, B, E]
-        summary, states = emit_topology(g, model.body, time_major, lengths32, model.initial.per_layer_values())
+        initial = optional_state_inputs(g, model.state_names, model.initial.served_values(), "x")
+        summary, states = emit_topology(g, model.body, time_major, lengths32, initial)
         logits = g.op("Gemm", [summary, g.const("head_w", model.head.weight.detach().numpy()),
                                g.const("head_b", model.head.bias.detach().numpy())], "head", transB=1)[0]
         g.nodes.append(helper.make_node("Softmax", [logits], ["y"], axis=-1, name="probabilities"))
@@ -187,7 +189,9 @@ class ClassifyTask(Task):
         graph = helper.make_graph(
             g.nodes, "seqpipe_classify_sequence",
             [helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "time"]),
-             helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])],
+             helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])]
+            + [helper.make_tensor_value_info(f"state_in.{n}", TensorProto.FLOAT, ["state_batch", model.num_slots, model.hidden_size])
+               for n in model.state_names],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", len(self.labels)])]
             + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, shape) for n in model.state_names],
             initializer=g.initializers)

@@ -100,25 +100,37 @@ def _rnn_layer(g: GraphBuilder, cells: list[FusedCell], x: str, seq_lens: str, l
     return outs[0], outs[1:]
 
 
-def _initial_states(g: GraphBuilder, values: dict[str, torch.Tensor] | None, names: tuple[str, ...], slots: list[int],
-                    batch: str) -> list[str]:
-    """Learned initial states of one layer's slots, broadcast to [D, B, H]; [] for zeros."""
-    if values is None:
+def _layer_initial(g: GraphBuilder, states: list[str] | None, slots: list[int]) -> list[str]:
+    """One layer's initial states, [D, B, H] each, sliced from the full [B, S, H] states ([] for zeros)."""
+    if states is None:
         return []
     out = []
+    for state in states:
+        part = g.op("Slice", [state, g.const("start", np.array([slots[0]], np.int64)), g.const("end", np.array([slots[-1] + 1], np.int64)),
+                              g.const("axis1", np.array([1], np.int64))], "layer_slots")[0]  # [B, D, H]
+        out.append(g.op("Transpose", [part], "dbh", perm=[1, 0, 2])[0])
+    return out
+
+
+def optional_state_inputs(g: GraphBuilder, names: tuple[str, ...], defaults: dict[str, np.ndarray], batch_of: str) -> list[str]:
+    """Graph inputs ``state_in.<name>`` that a caller may omit: each has an initializer of the same
+    name ([1, S, H], the served initial state), which onnxruntime uses unless the input is fed, and
+    is broadcast to the batch of ``batch_of``. Returns the [B, S, H] tensors."""
+    batch = g.op("Shape", [batch_of], "batch_size", start=0, end=1)[0]  # [1]
+    out = []
     for name in names:
-        v = values[name][slots].cpu().float().numpy()[:, None, :]  # [D, 1, H]
-        shape = g.op("Concat", [g.const("dirs", np.array([v.shape[0]], np.int64)), batch,
-                                g.const("hidden", np.array([v.shape[2]], np.int64))], "init_shape", axis=0)[0]
-        out.append(g.op("Expand", [g.const(f"init_{name}", v), shape], f"init_{name}")[0])
+        value = np.asarray(defaults[name], np.float32)[None]  # [1, S, H]
+        g.initializers.append(numpy_helper.from_array(value, f"state_in.{name}"))
+        shape = g.op("Concat", [batch, g.const("slots_hidden", np.array(value.shape[1:], np.int64))], "state_shape", axis=0)[0]
+        out.append(g.op("Expand", [f"state_in.{name}", shape], f"initial_{name}")[0])
     return out
 
 
 def emit_topology(g: GraphBuilder, topology: Topology, x: str, seq_lens: str,
-                  initial_values: dict[str, torch.Tensor] | None = None) -> tuple[str, list[str]]:
+                  initial_states: list[str] | None = None) -> tuple[str, list[str]]:
     """``x`` [T, B, I] → (summary [B, output_size], final states each [B, slots, H]).
 
-    ``initial_values``: per state name, the [slots, H] learned initial state (None: zeros).
+    ``initial_states``: names of [B, slots, H] tensors in ``state_names`` order (None: zeros).
     """
     reason = supports(topology)
     if reason:
@@ -129,10 +141,9 @@ def emit_topology(g: GraphBuilder, topology: Topology, x: str, seq_lens: str,
         layers = [[f, b] for f, b in zip(topology.forward_cells, topology.backward_cells)]
     merge = getattr(topology, "merge", "concat")
     finals: list[list[str]] = []
-    batch = g.op("Shape", [x], "batch_size", start=1, end=2)[0]  # [1]
     for index, cells in enumerate(layers):
         slots = list(range(index * len(cells), (index + 1) * len(cells)))
-        initial = _initial_states(g, initial_values, topology.state_names, slots, batch)
+        initial = _layer_initial(g, initial_states, slots)
         y, states = _rnn_layer(g, cells, x, seq_lens, index, initial)  # y: [T, D, B, H]
         finals.append(states)
         if len(cells) == 1:
