@@ -3,14 +3,20 @@
 import torch
 
 from seqpipe.plugins import make_plugin_manager
-from seqpipe.registry import build_registry
 
 
-def test_registered_through_entry_point():
-    pm, report = make_plugin_manager(strict=True)
-    entry = build_registry(pm).get("cell", "indrnn", "test")
-    assert entry.plugin == "indrnn"
+def test_registered_through_entry_point(seqpipe_registry):
+    _, report = make_plugin_manager(strict=True)
+    assert seqpipe_registry.get("cell", "indrnn", "test").plugin == "indrnn"
     assert report.loaded["indrnn"] == "seqpipe-indrnn"
+
+
+def test_honours_the_cell_contract():
+    from seqpipe.testing import check_cell
+    from seqpipe_indrnn import IndRNNCell
+
+    check_cell(IndRNNCell)
+    check_cell(IndRNNCell, options={"activation": "tanh"})
 
 
 def test_recurrence_is_elementwise():
