@@ -15,6 +15,9 @@ from seqpipe.export import export_sequence, export_step, graph_spec, write_metad
 from seqpipe.parity import check_int8_parity, check_sequence_parity, check_step_parity
 from seqpipe.runtime import SequenceRunner, StepRunner
 
+# what each file's own metadata records of its parity check (parity.json has the full report)
+PARITY_SUMMARY = ("passed", "max_abs_diff", "max_scaled_diff", "tolerance", "rule", "sequences")
+
 
 def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """Write ``onnx/<graph>.onnx`` for each requested graph; return the parity report."""
@@ -38,7 +41,7 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
         else:
             report = check_sequence_parity(model, SequenceRunner(path, device="cpu"), x, lengths, cfg.parity_tolerance, step_runner)
         report["file"] = f"onnx/{path.name}"
-        spec["parity"] = {k: report[k] for k in ("passed", "max_abs_diff", "max_scaled_diff", "tolerance", "rule", "sequences")}
+        spec["parity"] = {k: report[k] for k in PARITY_SUMMARY}
         write_metadata(path, spec)
         reports[kind] = report
         log(f"parity {kind:>8}: max |torch - onnxruntime| = {report['max_abs_diff']:.2e} (scaled by magnitude: "
@@ -69,7 +72,7 @@ def _int8_copy(task, fp32_path: Path, x, lengths, tolerance: float, log: Callabl
     metrics = {"fp32": task.evaluate_onnx(fp32, "test"), "int8": task.evaluate_onnx(int8, "test")}
     metrics["change"] = {k: metrics["int8"][k] - metrics["fp32"][k] for k in metrics["fp32"]}
     report["test_metrics"] = metrics
-    spec["parity"] = {k: report[k] for k in ("passed", "max_abs_diff", "max_scaled_diff", "tolerance", "rule", "sequences")}
+    spec["parity"] = {k: report[k] for k in PARITY_SUMMARY}
     spec["parity"]["against"] = f"onnx/{fp32_path.name} (fp32, onnxruntime)"
     write_metadata(int8_path, spec)
     change = ", ".join(f"{k} {v:+.4f}" for k, v in metrics["change"].items())

@@ -109,7 +109,7 @@ def check_sequence_parity(model: StepModel, runner: SequenceRunner, x: np.ndarra
         ort = {"y": y_ort, **{f"state.{n}": s_ort[n] for n in names}}
         refs = {"ort_sequence_vs_torch_sequence": {"y": y_torch.numpy(), **{f"state.{n}": s.numpy() for n, s in zip(names, s_torch)}}}
         if step_runner is not None:
-            _, last, s_loop = step_runner.run_padded(xb, lb)
+            last, s_loop = step_runner.final(xb, lb)
             refs["ort_sequence_vs_ort_step_loop"] = {"y": last, **{f"state.{n}": s_loop[n] for n in names}}
         for label, ref in refs.items():
             for key in ort:
@@ -122,13 +122,9 @@ def check_int8_parity(fp32, int8, x: np.ndarray, lengths: np.ndarray, tolerance:
     worst: dict[str, dict[str, dict[str, float]]] = {"ort_int8_vs_ort_fp32": {}}
     for start in range(0, len(x), batch_size):
         xb, lb = x[start:start + batch_size], lengths[start:start + batch_size]
-        xb = xb[:, : int(lb.max())]
         outs = []
         for runner in (fp32, int8):
-            if isinstance(runner, StepRunner):
-                _, y, state = runner.run_padded(xb, lb)
-            else:
-                y, state = runner.run(xb, lb)
+            y, state = runner.final(xb, lb)
             outs.append({"y": y, **{f"state.{n}": v for n, v in state.items()}})
         for key in outs[0]:
             _merge(worst["ort_int8_vs_ort_fp32"], key, _max_diff(outs[1][key], outs[0][key]))

@@ -32,10 +32,7 @@ def classify(runner: StepRunner | SequenceRunner, texts: list[str]) -> list[dict
     tokens = np.zeros((len(encoded), int(lengths.max())), dtype=np.int64)
     for row, ids in enumerate(encoded):
         tokens[row, : len(ids)] = ids
-    if isinstance(runner, SequenceRunner):
-        last, _ = runner.run(tokens, lengths)
-    else:
-        _, last, _ = runner.run_padded(tokens, lengths)
+    last, _ = runner.final(tokens, lengths)
     results = []
     for text, probs in zip(texts, last):
         results.append({"text": text, "label": labels[int(np.argmax(probs))],

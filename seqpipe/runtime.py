@@ -70,19 +70,26 @@ class OnnxGraph:
     """One exported graph: its checked ONNX file, its ``seqpipe.spec`` and an inference session.
 
     Sessions are safe to call from several threads at once (onnxruntime's ``run`` is thread-safe).
+    Subclasses name the graph ``kind`` they serve.
     """
+
+    kind: str | None = None
 
     def __init__(self, path: str | Path, *, device: str = "auto", threads: int | None = None) -> None:
         self.path = Path(path)
         try:
-            onnx.checker.check_model(str(self.path))  # refuse malformed files before handing them to a runtime
             proto = onnx.load(str(self.path), load_external_data=False)
+            onnx.checker.check_model(proto)  # refuse malformed files before handing them to a runtime
         except Exception as exc:
             raise SeqpipeError(f"{self.path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).") from None
         meta = {p.key: p.value for p in proto.metadata_props}
         if "seqpipe.spec" not in meta:
             raise SeqpipeError(f"{self.path}: has no seqpipe.spec metadata; it was not exported by seqpipe.")
         self.spec: dict[str, Any] = json.loads(meta["seqpipe.spec"])
+        if self.kind is not None and self.spec.get("graph") != self.kind:
+            raise SeqpipeError(f"{self.path}: is a '{self.spec.get('graph')}' graph, not a {self.kind} graph.")
+        self.state_names = [s["name"] for s in self.spec["states"]]
+        self.x_dtype = np.dtype(self.spec["inputs"][0]["dtype"])
         options = ort.SessionOptions()
         # warnings off: onnxruntime warns about every initializer that doubles as an input, which is
         # exactly how sequence graphs make state_in.* optional; errors are still reported
@@ -107,13 +114,11 @@ class OnnxGraph:
 class StepRunner(OnnxGraph):
     """A step graph: ``step(x, state) -> (y, state)``, and a masked loop over padded batches."""
 
+    kind = "step"
+
     def __init__(self, path: str | Path, **kwargs: Any) -> None:
         super().__init__(path, **kwargs)
-        if self.spec.get("graph") != "step":
-            raise SeqpipeError(f"{self.path}: is a '{self.spec.get('graph')}' graph, not a step graph.")
-        self.state_names = [s["name"] for s in self.spec["states"]]
         self.state_shape = self.spec["states"][0]["shape"][1:]  # [slots, hidden]
-        self.x_dtype = np.dtype(self.spec["inputs"][0]["dtype"])
 
     def initial_state(self, batch: int) -> dict[str, np.ndarray]:
         """The state a new sequence starts from, per the file's initial-state rule."""
@@ -152,16 +157,16 @@ class StepRunner(OnnxGraph):
         last = ys[np.arange(batch), lengths - 1]
         return ys, last, state
 
+    def final(self, x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``y`` after each sequence's last step, and the final state (same call as SequenceRunner's)."""
+        _, last, state = self.run_padded(x[:, : int(np.max(lengths))], lengths)
+        return last, state
+
 
 class SequenceRunner(OnnxGraph):
     """A sequence graph: ``run(x [B, T, …], lengths [B]) -> (y, final state)`` in one call."""
 
-    def __init__(self, path: str | Path, **kwargs: Any) -> None:
-        super().__init__(path, **kwargs)
-        if self.spec.get("graph") != "sequence":
-            raise SeqpipeError(f"{self.path}: is a '{self.spec.get('graph')}' graph, not a sequence graph.")
-        self.state_names = [s["name"] for s in self.spec["states"]]
-        self.x_dtype = np.dtype(self.spec["inputs"][0]["dtype"])
+    kind = "sequence"
 
     def run(self, x: np.ndarray, lengths: np.ndarray, state: dict[str, np.ndarray] | None = None
             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -172,6 +177,10 @@ class SequenceRunner(OnnxGraph):
             feeds.update({f"state_in.{n}": np.ascontiguousarray(state[n], dtype=np.float32) for n in self.state_names})
         y, *states = self.session.run(None, feeds)
         return y, dict(zip(self.state_names, states))
+
+    def final(self, x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``y`` for each sequence and its final state (same call as StepRunner's)."""
+        return self.run(x[:, : int(np.max(lengths))], lengths)
 
 
 def open_export(path: str | Path, *, device: str = "auto", prefer: str = "sequence", precision: str = "fp32",

@@ -206,9 +206,7 @@ class ClassifyTask(Task):
         x, lengths = self.parity_inputs(split, len(self.examples[split]))
         probs = []
         for start in range(0, len(x), 256):
-            xb, lb = x[start:start + 256], lengths[start:start + 256]
-            xb = xb[:, : int(lb.max())]
-            probs.append(runner.run(xb, lb)[0] if hasattr(runner, "run") else runner.run_padded(xb, lb)[1])
+            probs.append(runner.final(x[start:start + 256], lengths[start:start + 256])[0])
         preds = torch.from_numpy(np.concatenate(probs)).argmax(dim=1)
         target = torch.tensor([label for _, label in self.examples[split]])
         n = len(self.labels)
