@@ -79,7 +79,7 @@ def sequence_graph(model: SeedClassifier, path: Path) -> None:
     g = GraphBuilder()
     lengths = g.op("Cast", ["lengths"], "lengths32", to=TensorProto.INT32)[0]
     time_major = g.op("Transpose", ["x"], "time_major", perm=[1, 0, 2])[0]
-    summary, states = emit_topology(g, model.body, time_major, lengths)
+    summary, states, _ = emit_topology(g, model.body, time_major, lengths)
     logits = g.op("Gemm", [summary, g.const("w", model.head.weight.detach().numpy()), g.const("b", model.head.bias.detach().numpy())],
                   "head", transB=1)[0]
     g.nodes.append(helper.make_node("Softmax", [logits], ["y"], axis=-1))

@@ -71,13 +71,29 @@ def resolve_pipeline(path: str | Path, registry: Registry) -> ResolvedPipeline:
     cell_options = validate_options(cell.obj.Options, config.model.cell_options, src, "model.cell_options")
     topology_options = validate_options(topology.obj.Options, config.model.topology_options, src, "model.topology_options")
     task_options = validate_options(task.obj.Options, config.task.options, src, "task.options")
-    graphs = _graphs(config, cell, topology, src)
+    _check_task_fit(config, task, topology, src)
+    graphs = _graphs(config, cell, topology, task, src)
     return ResolvedPipeline(path, config, cell, topology, task, cell_options, topology_options, task_options,
                             _data_source(config.data, path, registry), graphs)
 
 
-def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, src: str) -> list[str]:
-    """The graphs to export, step first; a graph the model cannot have is a config error, not a crash after training."""
+def _check_task_fit(config: PipelineConfig, task: Entry, topology: Entry, src: str) -> None:
+    """Combinations a task cannot train or decode are refused before any data is read."""
+    rules = getattr(task.obj, "initial_states", ("zeros", "random", "learnable"))
+    if config.model.initial_state not in rules:
+        raise ConfigError(f"{src}: model.initial_state: task '{config.task.name}' accepts {', '.join(repr(r) for r in rules)}, "
+                          f"found '{config.model.initial_state}'; 'conditioned' needs a task with a condition (generate).")
+    if config.export.int8 and config.model.initial_state == "conditioned":
+        raise ConfigError(f"{src}: export.int8: int8 copies are checked from the initial state, which 'conditioned' makes "
+                          "per sequence; remove int8 = true.")
+    if getattr(task.obj, "needs_causal", False) and not getattr(topology.obj, "causal", True):
+        raise ConfigError(f"{src}: model.topology: task '{config.task.name}' decodes step by step, and topology "
+                          f"'{config.model.topology}' reads the future; choose 'single' or 'stacked'.")
+
+
+def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, src: str) -> list[str]:
+    """The graphs to export, step first, then the task's own; a graph the model cannot have is a
+    config error, not a crash after training."""
     from seqpipe.builtin.native_onnx import native_support  # torch-level import, deferred like all model code
 
     causal = getattr(topology.obj, "causal", True)
@@ -85,6 +101,15 @@ def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, src: str) -> l
     # a sequence graph is native RNN operators, or, for any causal model, a Loop around the step graph
     no_sequence = None if native is None or causal else native
     wanted = config.export.graphs
+    task_default = getattr(task.obj, "default_graphs", None)
+    extra = list(getattr(task.obj, "extra_graphs", ()))
+    if wanted is not None and task_default == ():
+        raise ConfigError(f"{src}: export.graphs: task '{config.task.name}' exports its own graphs ({', '.join(extra)}); "
+                          "remove export.graphs.")
+    if wanted is None and task_default is not None:
+        wanted = list(task_default)
+        if not wanted:  # the task exports only its own graphs (seq2seq: encoder and decoder)
+            return extra
     if wanted is None:
         wanted = (["step"] if causal else []) + (["sequence"] if no_sequence is None else [])
         if not wanted:
@@ -96,7 +121,7 @@ def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, src: str) -> l
     if "sequence" in wanted and no_sequence is not None:
         raise ConfigError(f"{src}: export.graphs: no 'sequence' graph: {no_sequence} and the topology is not causal; "
                           "choose a built-in cell or a causal topology.")
-    return sorted(set(wanted), key=["step", "sequence"].index)
+    return sorted(set(wanted), key=["step", "sequence"].index) + extra
 
 
 def _data_source(data: DataConfig, pipeline_path: Path, registry: Registry) -> DataSource:

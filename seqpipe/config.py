@@ -44,7 +44,8 @@ class ModelConfig(Section):
     cell: str = "gru"
     topology: str = "single"
     hidden_size: int = Field(128, ge=1)
-    initial_state: Literal["zeros", "random", "learnable"] = "zeros"
+    initial_state: Literal["zeros", "random", "learnable", "conditioned"] = Field(
+        "zeros", description="'conditioned': computed from the task's condition by a small network (generate)")
     initial_state_scale: float = Field(0.1, gt=0.0, description="standard deviation of the 'random' rule's noise")
     cell_options: dict[str, Any] = Field(default_factory=dict)
     topology_options: dict[str, Any] = Field(default_factory=dict)

@@ -126,3 +126,15 @@ class Task:
     monitor: ClassVar[str] = "loss"  # validation metric that picks the best epoch
     monitor_mode: ClassVar[str] = "min"  # "min" or "max"
     splits: ClassVar[tuple[str, ...]] = ("train", "validation", "test")
+    # what the sequence graph's ``y`` is: "final" (after each sequence's last step) or "per_step"
+    sequence_y: ClassVar[str] = "final"
+    # graphs exported through the engine's step/sequence machinery by default; None: every one the
+    # model has (step when causal, sequence when a native or Loop form exists)
+    default_graphs: ClassVar[tuple[str, ...] | None] = None
+    # graphs the task writes itself with ``export_graph(kind, model, path, opset)`` (e.g. an init
+    # graph for a conditioned state, or a seq2seq encoder and decoder), after the engine's graphs
+    extra_graphs: ClassVar[tuple[str, ...]] = ()
+    # True when the task's decoding steps the model (generation): a non-causal topology is refused
+    needs_causal: ClassVar[bool] = False
+    # initial-state rules the task accepts in [model] initial_state
+    initial_states: ClassVar[tuple[str, ...]] = ("zeros", "random", "learnable")

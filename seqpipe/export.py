@@ -141,23 +141,9 @@ def export_sequence(task, model: StepModel, path: Path, *, opset: int, step_path
     return described
 
 
-def graph_spec(kind: str, resolved, model: StepModel, task, *, opset: int, exporter: str) -> dict[str, Any]:
-    """The self-description of a graph: everything a program needs to start, step and decode."""
+def base_spec(kind: str, resolved, model, task, *, opset: int, exporter: str) -> dict[str, Any]:
+    """What every graph of a run says about itself: format, task, cell, topology, sizes, encoding."""
     cfg = resolved.config
-    state_shape = ["batch", model.num_slots, model.hidden_size]
-    encoding = task.encoding_spec()
-    x_dtype = encoding["input"]["dtype"]
-    y = {"name": "y", "dtype": "float32", "shape": ["batch", len(encoding["output"].get("labels", []))]}
-    if kind == "step":
-        inputs = [{"name": "x", "dtype": x_dtype, "shape": ["batch"]}]
-        inputs += [{"name": f"state_in.{n}", "dtype": "float32", "shape": state_shape} for n in model.state_names]
-        states = [{"name": n, "shape": state_shape, "input": f"state_in.{n}", "output": f"state_out.{n}"} for n in model.state_names]
-    else:
-        inputs = [{"name": "x", "dtype": x_dtype, "shape": ["batch", "time"]}, {"name": "lengths", "dtype": "int64", "shape": ["batch"]}]
-        inputs += [{"name": f"state_in.{n}", "dtype": "float32", "shape": state_shape, "optional": True,
-                    "default": "the initial state (initial_state rule), broadcast to the batch"} for n in model.state_names]
-        states = [{"name": n, "shape": state_shape, "input": f"state_in.{n}", "output": f"state_out.{n}"} for n in model.state_names]
-    outputs = [y] + [{"name": f"state_out.{n}", "dtype": "float32", "shape": state_shape} for n in model.state_names]
     return {
         "format_version": FORMAT_VERSION,
         "graph": kind,
@@ -168,15 +154,49 @@ def graph_spec(kind: str, resolved, model: StepModel, task, *, opset: int, expor
         "topology_options": resolved.topology_options.model_dump(mode="json"),
         "causal": bool(getattr(model.body, "causal", True)),
         "sizes": {"hidden": model.hidden_size, "slots": model.num_slots},
+        "encoding": task.encoding_spec(),
+        "opset": opset,
+        "exporter": exporter,
+        "parity": {"status": "pending"},
+        "seqpipe_version": seqpipe.__version__,
+    }
+
+
+def io_shapes(task) -> tuple[str, list, list]:
+    """(x dtype, x shape per step after the batch axis, y shape per step after the batch axis)."""
+    encoding = task.encoding_spec()
+    x_dtype = encoding["input"]["dtype"]
+    x_tail = [encoding["input"]["features"]] if "features" in encoding["input"] else []
+    y_tail = [encoding["output"].get("size", len(encoding["output"].get("labels", [])))]
+    return x_dtype, x_tail, y_tail
+
+
+def graph_spec(kind: str, resolved, model: StepModel, task, *, opset: int, exporter: str) -> dict[str, Any]:
+    """The self-description of a step or sequence graph: everything a program needs to start, step and decode."""
+    cfg = resolved.config
+    state_shape = ["batch", model.num_slots, model.hidden_size]
+    x_dtype, x_tail, y_tail = io_shapes(task)
+    per_step = getattr(task, "sequence_y", "final") == "per_step"
+    states = [{"name": n, "shape": state_shape, "input": f"state_in.{n}", "output": f"state_out.{n}"} for n in model.state_names]
+    if kind == "step":
+        inputs = [{"name": "x", "dtype": x_dtype, "shape": ["batch", *x_tail]}]
+        inputs += [{"name": f"state_in.{n}", "dtype": "float32", "shape": state_shape} for n in model.state_names]
+        y = {"name": "y", "dtype": "float32", "shape": ["batch", *y_tail]}
+    else:
+        inputs = [{"name": "x", "dtype": x_dtype, "shape": ["batch", "time", *x_tail]},
+                  {"name": "lengths", "dtype": "int64", "shape": ["batch"]}]
+        inputs += [{"name": f"state_in.{n}", "dtype": "float32", "shape": state_shape, "optional": True,
+                    "default": "the initial state (initial_state rule), broadcast to the batch"} for n in model.state_names]
+        y = {"name": "y", "dtype": "float32", "shape": ["batch", "time", *y_tail] if per_step else ["batch", *y_tail],
+             "read": "every valid step (padding unspecified)" if per_step else "after each sequence's last step"}
+    outputs = [y] + [{"name": f"state_out.{n}", "dtype": "float32", "shape": state_shape} for n in model.state_names]
+    spec = base_spec(kind, resolved, model, task, opset=opset, exporter=exporter)
+    spec.update({
         "inputs": inputs,
         "outputs": outputs,
         "states": states,
         "initial_state": model.initial.spec() if kind == "step" else
         {"rule": cfg.model.initial_state, "note": "built in as the default of the optional state_in.* inputs; "
                                                   "feed state_in.* to continue sequences from a state"},
-        "encoding": encoding,
-        "opset": opset,
-        "exporter": exporter,
-        "parity": {"status": "pending"},
-        "seqpipe_version": seqpipe.__version__,
-    }
+    })
+    return spec

@@ -23,10 +23,12 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
     """Write ``onnx/<graph>.onnx`` for each requested graph; return the parity report."""
     cfg = resolved.config.export
     onnx_dir.mkdir(exist_ok=True)
-    x, lengths = task.parity_inputs("test", cfg.parity_sequences)
+    x, lengths, *rest = task.parity_inputs("test", cfg.parity_sequences)
+    state0 = rest[0] if rest else None  # where test sequences start, when the task conditions the state
     reports: dict[str, dict[str, Any]] = {}
     step_runner = None
-    for kind in resolved.graphs:  # "step" first when both are asked for: the sequence check reuses it
+    own = [kind for kind in resolved.graphs if kind not in ("step", "sequence")]
+    for kind in [k for k in resolved.graphs if k not in own]:  # "step" first: the sequence check reuses it
         path = onnx_dir / f"{kind}.onnx"
         if kind == "step":
             exporter = export_step(model, task.step_example(), path, opset=cfg.opset, exporter=cfg.exporter)
@@ -37,18 +39,18 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
         write_metadata(path, spec)
         if kind == "step":
             step_runner = StepRunner(path, device="cpu")
-            report = check_step_parity(model, step_runner, x, lengths, cfg.parity_tolerance)
+            report = check_step_parity(model, step_runner, x, lengths, cfg.parity_tolerance, state0=state0)
         else:
-            report = check_sequence_parity(model, SequenceRunner(path, device="cpu"), x, lengths, cfg.parity_tolerance, step_runner)
-        report["file"] = f"onnx/{path.name}"
-        spec["parity"] = {k: report[k] for k in PARITY_SUMMARY}
-        write_metadata(path, spec)
-        reports[kind] = report
-        log(f"parity {kind:>8}: max |torch - onnxruntime| = {report['max_abs_diff']:.2e} (scaled by magnitude: "
-            f"{report['max_scaled_diff']:.2e}) over {report['sequences']} test sequences, tolerance {report['tolerance']:.0e}: "
-            f"{'PASSED' if report['passed'] else 'FAILED'}")
+            report = check_sequence_parity(model, SequenceRunner(path, device="cpu"), x, lengths, cfg.parity_tolerance, step_runner,
+                                           per_step=getattr(task, "sequence_y", "final") == "per_step")
+        reports[kind] = _stamp(path, spec, report, kind, log)
+    for kind in own:  # the task's own graphs (init, encoder, decoder): it exports and checks them
+        path = onnx_dir / f"{kind}.onnx"
+        spec, report = task.export_graph(kind, model, path, resolved=resolved, opset=cfg.opset, exporter=cfg.exporter,
+                                         tolerance=cfg.parity_tolerance, limit=cfg.parity_sequences)
+        reports[kind] = _stamp(path, spec, report, kind, log)
     if cfg.int8:
-        for kind in list(reports):
+        for kind in [k for k in reports if k in ("step", "sequence")]:
             reports[f"{kind}.int8"] = _int8_copy(task, onnx_dir / f"{kind}.onnx", x, lengths, cfg.int8_tolerance, log)
     return {
         "passed": all(r["passed"] for r in reports.values()),
@@ -57,6 +59,17 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
         "tolerance": cfg.parity_tolerance,
         "graphs": reports,
     }
+
+
+def _stamp(path: Path, spec: dict[str, Any], report: dict[str, Any], kind: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """Record a graph's parity in its own metadata and say it."""
+    report["file"] = f"onnx/{path.name}"
+    spec["parity"] = {k: report[k] for k in PARITY_SUMMARY}
+    write_metadata(path, spec)
+    log(f"parity {kind:>8}: max |torch - onnxruntime| = {report['max_abs_diff']:.2e} (scaled by magnitude: "
+        f"{report['max_scaled_diff']:.2e}) over {report['sequences']} test sequences, tolerance {report['tolerance']:.0e}: "
+        f"{'PASSED' if report['passed'] else 'FAILED'}")
+    return report
 
 
 def _int8_copy(task, fp32_path: Path, x, lengths, tolerance: float, log: Callable[[str], None]) -> dict[str, Any]:
@@ -69,13 +82,15 @@ def _int8_copy(task, fp32_path: Path, x, lengths, tolerance: float, log: Callabl
     fp32, int8 = cls(fp32_path, device="cpu"), cls(int8_path, device="cpu")
     report = check_int8_parity(fp32, int8, x, lengths, tolerance)
     report["file"] = f"onnx/{int8_path.name}"
-    metrics = {"fp32": task.evaluate_onnx(fp32, "test"), "int8": task.evaluate_onnx(int8, "test")}
-    metrics["change"] = {k: metrics["int8"][k] - metrics["fp32"][k] for k in metrics["fp32"]}
-    report["test_metrics"] = metrics
+    change = "metric change not measured (task has no evaluate_onnx)"
+    if hasattr(task, "evaluate_onnx"):
+        metrics = {"fp32": task.evaluate_onnx(fp32, "test"), "int8": task.evaluate_onnx(int8, "test")}
+        metrics["change"] = {k: metrics["int8"][k] - metrics["fp32"][k] for k in metrics["fp32"]}
+        report["test_metrics"] = metrics
+        change = "test " + ", ".join(f"{k} {v:+.4f}" for k, v in metrics["change"].items())
     spec["parity"] = {k: report[k] for k in PARITY_SUMMARY}
     spec["parity"]["against"] = f"onnx/{fp32_path.name} (fp32, onnxruntime)"
     write_metadata(int8_path, spec)
-    change = ", ".join(f"{k} {v:+.4f}" for k, v in metrics["change"].items())
     log(f"parity {spec['graph']}.int8: max |int8 - fp32| = {report['max_abs_diff']:.2e}, tolerance {tolerance:g}: "
-        f"{'PASSED' if report['passed'] else 'FAILED'}; test {change}")
+        f"{'PASSED' if report['passed'] else 'FAILED'}; {change}")
     return report

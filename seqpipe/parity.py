@@ -18,9 +18,11 @@ from seqpipe.runtime import SequenceRunner, StepRunner
 
 
 @torch.no_grad()
-def torch_step_loop(model: StepModel, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """``model.step`` over a padded batch; finished sequences keep their state. y: [B, T, …]."""
-    state = model.initial_state(x.shape[0])
+def torch_step_loop(model: StepModel, x: torch.Tensor, lengths: torch.Tensor,
+                    state: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """``model.step`` over a padded batch from ``state`` (default: the initial state); finished
+    sequences keep their state. y: [B, T, …]."""
+    state = model.initial_state(x.shape[0]) if state is None else state
     ys = []
     for t in range(x.shape[1]):
         y, new = model.step(x[:, t], state)
@@ -45,9 +47,15 @@ def _max_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> t
     return (float(diff.max()), float(scaled.max())) if diff.size else (0.0, 0.0)
 
 
+def _rows(state0: dict[str, np.ndarray] | None, start: int, stop: int) -> dict[str, np.ndarray] | None:
+    return None if state0 is None else {n: v[start:stop] for n, v in state0.items()}
+
+
 @torch.no_grad()
 def check_step_parity(model: StepModel, runner: StepRunner, x: np.ndarray, lengths: np.ndarray, tolerance: float,
-                      batch_size: int = 64) -> dict[str, Any]:
+                      batch_size: int = 64, state0: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """``state0``: per state name [N, slots, hidden], where sequences start (a conditioned initial
+    state); None starts every path from the initial state."""
     model.eval()
     names = list(model.state_names)
     worst: dict[str, dict[str, dict[str, float]]] = {"ort_step_vs_torch_step": {}, "ort_step_vs_torch_sequence": {},
@@ -56,9 +64,11 @@ def check_step_parity(model: StepModel, runner: StepRunner, x: np.ndarray, lengt
         xb, lb = x[start:start + batch_size], lengths[start:start + batch_size]
         valid = np.arange(xb.shape[1])[None, :] < lb[:, None]  # [B, T]
         xt, lt = torch.from_numpy(xb), torch.from_numpy(lb)
-        y_step, s_step = torch_step_loop(model, xt, lt)
-        y_seq, s_seq = model.run_sequence(xt, lt)
-        y_ort, _, s_ort = runner.run_padded(xb, lb)
+        sb = _rows(state0, start, start + batch_size)
+        st = None if sb is None else tuple(torch.from_numpy(sb[n]) for n in names)
+        y_step, s_step = torch_step_loop(model, xt, lt, st)
+        y_seq, s_seq = model.run_sequence(xt, lt) if st is None else model.run_sequence(xt, lt, st)
+        y_ort, _, s_ort = runner.run_padded(xb, lb, sb)
         torch_step = {"y": y_step.numpy(), **{f"state.{n}": s.numpy() for n, s in zip(names, s_step)}}
         torch_seq = {"y": y_seq.numpy(), **{f"state.{n}": s.numpy() for n, s in zip(names, s_seq)}}
         ort = {"y": y_ort, **{f"state.{n}": s_ort[n] for n in names}}
@@ -93,9 +103,10 @@ def _report(worst: dict[str, dict[str, dict[str, float]]], tolerance: float, x: 
 
 @torch.no_grad()
 def check_sequence_parity(model: StepModel, runner: SequenceRunner, x: np.ndarray, lengths: np.ndarray, tolerance: float,
-                          step_runner: StepRunner | None = None, batch_size: int = 64) -> dict[str, Any]:
+                          step_runner: StepRunner | None = None, batch_size: int = 64, per_step: bool = False) -> dict[str, Any]:
     """onnxruntime's sequence graph vs torch's sequence path (and vs onnxruntime's step loop, when
-    the model also has a step graph), on ``y`` and the final states."""
+    the model also has a step graph), on ``y`` and the final states. ``per_step``: ``y`` is
+    [B, T, …] and compared at every valid step."""
     model.eval()
     names = list(model.state_names)
     worst: dict[str, dict[str, dict[str, float]]] = {"ort_sequence_vs_torch_sequence": {}}
@@ -109,11 +120,12 @@ def check_sequence_parity(model: StepModel, runner: SequenceRunner, x: np.ndarra
         ort = {"y": y_ort, **{f"state.{n}": s_ort[n] for n in names}}
         refs = {"ort_sequence_vs_torch_sequence": {"y": y_torch.numpy(), **{f"state.{n}": s.numpy() for n, s in zip(names, s_torch)}}}
         if step_runner is not None:
-            last, s_loop = step_runner.final(xb, lb)
-            refs["ort_sequence_vs_ort_step_loop"] = {"y": last, **{f"state.{n}": s_loop[n] for n in names}}
+            ys, last, s_loop = step_runner.run_padded(xb, lb)
+            refs["ort_sequence_vs_ort_step_loop"] = {"y": ys if per_step else last, **{f"state.{n}": s_loop[n] for n in names}}
+        valid = np.arange(xb.shape[1])[None, :] < lb[:, None] if per_step else None  # [B, T]
         for label, ref in refs.items():
             for key in ort:
-                _merge(worst[label], key, _max_diff(ort[key], ref[key]))
+                _merge(worst[label], key, _max_diff(ort[key], ref[key], valid if key == "y" else None))
     return _report(worst, tolerance, x, lengths, runner)
 
 

@@ -58,6 +58,11 @@ def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = N
 
     parity = export_graphs(resolved, task, model, run_dir / "onnx", log)
     write_json(run_dir / "parity.json", parity)
+    if hasattr(task, "write_report"):  # task-specific results beside the metrics: plots, samples, baselines
+        extra = task.write_report(model, run_dir, log)
+        if extra:
+            metrics.update(extra)
+            write_json(run_dir / "metrics.json", metrics)
     files = sorted(p for p in run_dir.rglob("*") if p.is_file())
     if not parity["passed"]:
         failed = ", ".join(r["file"] for r in parity["graphs"].values() if not r["passed"])

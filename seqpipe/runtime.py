@@ -128,6 +128,9 @@ class StepRunner(OnnxGraph):
                     for n in self.state_names}
         if rule["rule"] in ("zeros", "random"):  # "random" noise is training-only; serving starts from its mean
             return {n: np.zeros((batch, *self.state_shape), dtype=np.float32) for n in self.state_names}
+        if rule["rule"] == "conditioned":
+            raise SeqpipeError(f"{self.path}: sequences start from a state computed from a condition; run {rule['graph']} "
+                               "on the condition and pass its state_out.* as the state.")
         raise SeqpipeError(f"{self.path}: initial-state rule '{rule['rule']}' is not supported by this seqpipe version; upgrade seqpipe.")
 
     def step(self, x: np.ndarray, state: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -232,7 +235,8 @@ class Stream:
         self._y = ort.OrtValue.ortvalue_from_shape_and_type((batch, *runner.spec["outputs"][0]["shape"][1:]), np.float32, self.device, 0)
         self._bindings = [self._bind(i) for i in range(2)]
         self._current = 0
-        self.reset()
+        if runner.spec["initial_state"]["rule"] != "conditioned":  # conditioned streams start with reset(state=…)
+            self.reset()
 
     def _bind(self, read: int) -> ort.IOBinding:
         binding = self.runner.session.io_binding()
@@ -245,9 +249,10 @@ class Stream:
             binding.bind_ortvalue_input("x", self._x)
         return binding
 
-    def reset(self, rows: np.ndarray | list[int] | None = None) -> None:
-        """Start sequences afresh: all rows, or only ``rows`` (e.g. those that just ended)."""
-        initial = self.runner.initial_state(self.batch)
+    def reset(self, rows: np.ndarray | list[int] | None = None, state: dict[str, np.ndarray] | None = None) -> None:
+        """Start sequences afresh: all rows, or only ``rows`` (e.g. those that just ended), from the
+        file's initial state or from ``state`` ([batch, slots, hidden] per name, e.g. an init graph's output)."""
+        initial = self.runner.initial_state(self.batch) if state is None else state
         for n, buffer in self._buffers[self._current].items():
             if rows is None:
                 buffer.update_inplace(initial[n])

@@ -17,15 +17,15 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-from onnx import TensorProto, helper
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from seqpipe import hookimpl
-from seqpipe.builtin.native_onnx import IR_VERSION, GraphBuilder, emit_topology, optional_state_inputs
-from seqpipe.contracts import State, StepModel, Task, Topology
+from seqpipe.builtin.native_onnx import sequence_graph
+from seqpipe.contracts import Task, Topology
 from seqpipe.data import read_records, split_three
 from seqpipe.encoding import CharVocabulary
 from seqpipe.initial_state import InitialState
+from seqpipe.models import SequenceModel, token_embedding
 from seqpipe.errors import DataError
 
 
@@ -50,40 +50,14 @@ class Batch:
     targets: torch.Tensor  # [B] int64
 
 
-class ClassifierModel(StepModel):
+class ClassifierModel(SequenceModel):
+    """Characters embedded → topology → linear head → softmax after the last valid step."""
+
     def __init__(self, vocab_size: int, embedding_size: int, topology: Topology, num_labels: int, dropout: float = 0.0,
                  initial_state: str = "zeros", initial_state_scale: float = 0.1) -> None:
-        super().__init__()
-        self.initial = InitialState(initial_state, topology.state_names, topology.num_slots, topology.hidden_size, initial_state_scale)
-        self.embed = nn.Sequential(nn.Embedding(vocab_size, embedding_size, padding_idx=0), nn.Dropout(dropout))
-        self.dropout = nn.Dropout(dropout)
-        self.body = topology
-        self.head = nn.Linear(topology.output_size, num_labels)
-        self.state_names = topology.state_names
-        self.num_slots = topology.num_slots
-        self.hidden_size = topology.hidden_size
-
-    def initial_state(self, batch: int) -> State:
-        return self.initial(batch, self.head.weight.device)
-
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """Logits [B, C] after each sequence's last token, and the final state (from ``state``, or the initial one)."""
-        state = self.initial_state(tokens.shape[0]) if state is None else state
-        outputs, state = self.body(self.embed(tokens), lengths, state)  # [B, T, O]
-        last = self.body.final_output(outputs, lengths, state)  # [B, O]
-        return self.head(self.dropout(last)), state
-
-    def run_sequence(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:
-        outputs, state = self.body(self.embed(tokens), lengths, self.initial_state(tokens.shape[0]))
-        return torch.softmax(self.head(outputs), dim=-1), state  # [B, T, C]
-
-    def sequence_output(self, tokens: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        logits, state = self(tokens, lengths, state)
-        return torch.softmax(logits, dim=-1), state  # [B, C]
-
-    def step(self, token: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        h, state = self.body.step(self.embed(token), state)  # h: [B, O]
-        return torch.softmax(self.head(h), dim=-1), state
+        initial = InitialState(initial_state, topology.state_names, topology.num_slots, topology.hidden_size, initial_state_scale)
+        super().__init__(token_embedding(vocab_size, embedding_size, dropout), topology, nn.Linear(topology.output_size, num_labels),
+                         initial, output="softmax", per_step=False, dropout=dropout)
 
 
 class ClassifyTask(Task):
@@ -174,28 +148,7 @@ class ClassifyTask(Task):
     def sequence_graph(self, model: ClassifierModel, opset: int) -> onnx.ModelProto:
         """Whole texts at once: ``x`` [batch, time] ids and ``lengths`` [batch] in; ``y`` [batch, labels]
         (probabilities after each text's last token) and ``state_out.*`` [batch, slots, hidden] out."""
-        g = GraphBuilder()
-        lengths32 = g.op("Cast", ["lengths"], "lengths_i32", to=TensorProto.INT32)[0]
-        embedded = g.op("Gather", [g.const("embedding", model.embed[0].weight.detach().numpy()), "x"], "embed")[0]  # [B, T, E]
-        time_major = g.op("Transpose", [embedded], "time_major", perm=[1, 0, 2])[0]  # [T, B, E]
-        initial = optional_state_inputs(g, model.state_names, model.initial.served_values(), "x")
-        summary, states = emit_topology(g, model.body, time_major, lengths32, initial)
-        logits = g.op("Gemm", [summary, g.const("head_w", model.head.weight.detach().numpy()),
-                               g.const("head_b", model.head.bias.detach().numpy())], "head", transB=1)[0]
-        g.nodes.append(helper.make_node("Softmax", [logits], ["y"], axis=-1, name="probabilities"))
-        for name, state in zip(model.state_names, states):
-            g.nodes.append(helper.make_node("Identity", [state], [f"state_out.{name}"], name=f"state_out_{name}"))
-        shape = ["batch", model.num_slots, model.hidden_size]
-        graph = helper.make_graph(
-            g.nodes, "seqpipe_classify_sequence",
-            [helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "time"]),
-             helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])]
-            + [helper.make_tensor_value_info(f"state_in.{n}", TensorProto.FLOAT, ["state_batch", model.num_slots, model.hidden_size])
-               for n in model.state_names],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", len(self.labels)])]
-            + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, shape) for n in model.state_names],
-            initializer=g.initializers)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
+        return sequence_graph(model, opset, len(self.labels), "seqpipe_classify_sequence")
 
     def parity_inputs(self, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
         batch = collate(self.examples[split][:limit])

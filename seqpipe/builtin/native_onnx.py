@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import onnx
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
 from seqpipe.builtin.cells import FusedCell, GRUCell, LSTMCell, VanillaRNNCell
@@ -127,8 +128,9 @@ def optional_state_inputs(g: GraphBuilder, names: tuple[str, ...], defaults: dic
 
 
 def emit_topology(g: GraphBuilder, topology: Topology, x: str, seq_lens: str,
-                  initial_states: list[str] | None = None) -> tuple[str, list[str]]:
-    """``x`` [T, B, I] → (summary [B, output_size], final states each [B, slots, H]).
+                  initial_states: list[str] | None = None) -> tuple[str, list[str], str]:
+    """``x`` [T, B, I] → (summary [B, output_size], final states each [B, slots, H], the last
+    layer's outputs at every step [T, B, output_size], zero past each length).
 
     ``initial_states``: names of [B, slots, H] tensors in ``state_names`` order (None: zeros).
     """
@@ -168,4 +170,50 @@ def emit_topology(g: GraphBuilder, topology: Topology, x: str, seq_lens: str,
     else:
         t = g.op("Transpose", [last_h], "summary_bdh", perm=[1, 0, 2])[0]
         summary = g.op("Reshape", [t, g.const("b_flat", np.array([0, -1], np.int64))], "summary")[0]
-    return summary, state_out
+    return summary, state_out, x
+
+
+def sequence_graph(model, opset: int, y_size: int, name: str) -> onnx.ModelProto:
+    """The native sequence graph of a :class:`seqpipe.models.SequenceModel`.
+
+    Inputs: ``x`` — token ids [batch, time] (int64) or features [batch, time, F] (float32) —,
+    ``lengths`` [batch], optional ``state_in.*`` [batch, slots, hidden] (default: the served initial
+    state). Outputs: ``y`` — [batch, time, y_size] when the model is per-step, else [batch, y_size]
+    after each sequence's last step — and ``state_out.*``.
+    """
+    g = GraphBuilder()
+    lengths32 = g.op("Cast", ["lengths"], "lengths_i32", to=TensorProto.INT32)[0]
+    if model.token_input:
+        x_info = helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "time"])
+        embedded = g.op("Gather", [g.const("embedding", model.embed[0].weight.detach().numpy()), "x"], "embed")[0]  # [B, T, E]
+    else:
+        x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", model.body_input_size])
+        embedded = "x"
+    time_major = g.op("Transpose", [embedded], "time_major", perm=[1, 0, 2])[0]  # [T, B, E]
+    initial = optional_state_inputs(g, model.state_names, model.initial.served_values(), "x")
+    summary, states, outputs = emit_topology(g, model.body, time_major, lengths32, initial)
+    weight_t = g.const("head_w_t", model.head.weight.detach().numpy().T.copy())  # [O, C]
+    bias = g.const("head_b", model.head.bias.detach().numpy())
+    if model.per_step:
+        batch_major = g.op("Transpose", [outputs], "batch_major", perm=[1, 0, 2])[0]  # [B, T, O]
+        logits = g.op("Add", [g.op("MatMul", [batch_major, weight_t], "head")[0], bias], "head_bias")[0]  # [B, T, C]
+        y_shape = ["batch", "time", y_size]
+    else:
+        logits = g.op("Add", [g.op("MatMul", [summary, weight_t], "head")[0], bias], "head_bias")[0]  # [B, C]
+        y_shape = ["batch", y_size]
+    if model.output == "softmax":
+        g.nodes.append(helper.make_node("Softmax", [logits], ["y"], axis=-1, name="probabilities"))
+    else:
+        g.nodes.append(helper.make_node("Identity", [logits], ["y"], name="values"))
+    for state_name, state in zip(model.state_names, states):
+        g.nodes.append(helper.make_node("Identity", [state], [f"state_out.{state_name}"], name=f"state_out_{state_name}"))
+    shape = ["batch", model.num_slots, model.hidden_size]
+    graph = helper.make_graph(
+        g.nodes, name,
+        [x_info, helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])]
+        + [helper.make_tensor_value_info(f"state_in.{n}", TensorProto.FLOAT, ["state_batch", model.num_slots, model.hidden_size])
+           for n in model.state_names],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)]
+        + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, shape) for n in model.state_names],
+        initializer=g.initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)

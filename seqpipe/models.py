@@ -1,0 +1,82 @@
+"""The network most tasks need: input encoding → topology → head → output activation.
+
+Classification, tagging, generation and forecasting differ only in how an input step is encoded
+(token embedding or raw features), how the first state is made, what the head reads (the last
+valid step or every step) and the output activation (softmax or none). One class covers them, so
+the step path, the fused sequence path and the native ONNX sequence graph are written once.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seqpipe.contracts import State, StepModel, Topology
+
+
+class SequenceModel(StepModel):
+    """``embed`` (token ids → vectors, or identity for numeric inputs) ∘ ``body`` ∘ ``head``.
+
+    ``output``: "softmax" (probabilities) or "identity" (real values).
+    ``per_step``: the sequence output is ``y`` at every step [B, T, …] rather than after the last
+    valid step [B, …]. ``initial``: a module ``initial(batch, device) -> State`` (see
+    :mod:`seqpipe.initial_state`).
+    """
+
+    def __init__(self, embed: nn.Module, topology: Topology, head: nn.Linear, initial: nn.Module, *,
+                 output: str = "softmax", per_step: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.initial = initial
+        self.embed = embed
+        self.dropout = nn.Dropout(dropout)
+        self.body = topology
+        self.head = head
+        self.output = output
+        self.per_step = per_step
+        self.state_names = topology.state_names
+        self.num_slots = topology.num_slots
+        self.hidden_size = topology.hidden_size
+
+    @property
+    def token_input(self) -> bool:
+        return isinstance(self.embed, nn.Sequential) and isinstance(self.embed[0], nn.Embedding)
+
+    @property
+    def body_input_size(self) -> int:
+        """Features per step the topology reads (for numeric inputs: the input's own width)."""
+        cells = getattr(self.body, "cells", None) or getattr(self.body, "forward_cells")
+        return cells[0].input_size
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=-1) if self.output == "softmax" else logits
+
+    def initial_state(self, batch: int) -> State:
+        return self.initial(batch, self.head.weight.device)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Head outputs before activation (logits or values) — [B, T, …] if ``per_step`` else [B, …] —
+        and the final state (from ``state``, or the initial one)."""
+        state = self.initial_state(x.shape[0]) if state is None else state
+        outputs, state = self.body(self.embed(x), lengths, state)  # [B, T, O]
+        if self.per_step:
+            return self.head(self.dropout(outputs)), state
+        last = self.body.final_output(outputs, lengths, state)  # [B, O]
+        return self.head(self.dropout(last)), state
+
+    def run_sequence(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        state = self.initial_state(x.shape[0]) if state is None else state
+        outputs, state = self.body(self.embed(x), lengths, state)
+        return self.activate(self.head(outputs)), state  # [B, T, …]
+
+    def sequence_output(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        out, state = self(x, lengths, state)
+        return self.activate(out), state
+
+    def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        h, state = self.body.step(self.embed(x_t), state)  # h: [B, O]
+        return self.activate(self.head(h)), state
+
+
+def token_embedding(vocab_size: int, embedding_size: int, dropout: float = 0.0) -> nn.Sequential:
+    """Token ids → vectors; id 0 is padding."""
+    return nn.Sequential(nn.Embedding(vocab_size, embedding_size, padding_idx=0), nn.Dropout(dropout))
