@@ -61,7 +61,7 @@ def run(pipeline: Path, out: Path | None, force: bool, strict_plugins: bool) -> 
     test = result.metrics["test"]
     click.echo("test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in test.items() if isinstance(v, float)))
     click.echo(f"parity: passed (max abs diff {result.parity['max_abs_diff']:.2e})")
-    click.echo(f"try: seqpipe predict {result.run_dir} \"some text\"")
+    click.echo(f"try: seqpipe predict {result.run_dir} {result.predict_example}")
 
 
 @main.command()
@@ -98,19 +98,30 @@ def plugins(strict_plugins: bool, as_json: bool) -> None:
 
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.argument("texts", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
               help="With a run directory: int8 uses its *.int8.onnx copies.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per text.")
-def predict(model: Path, texts: tuple[str, ...], device: str, precision: str, as_json: bool) -> None:
-    """Classify TEXTS with the ONNX export in MODEL (a run directory or .onnx file); torch not needed."""
-    from seqpipe.predict import classify, load_classifier
+@click.option("--steps", type=int, default=5, show_default=True, help="forecast: values to forecast ahead.")
+@click.option("--condition", help="generate: the condition (e.g. a label) that starts each sample.")
+@click.option("--count", type=int, default=5, show_default=True, help="generate: samples to draw.")
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="generate/seq2seq: 0 decodes greedily, > 0 samples.")
+@click.option("--beam", type=int, default=1, show_default=True, help="generate/seq2seq: beam width (> 1: beam search).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling.")
+@click.option("--max-length", type=int, help="generate/seq2seq: most symbols to emit (default: from the model).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per result.")
+def predict(model: Path, inputs: tuple[str, ...], device: str, precision: str, steps: int, condition: str | None, count: int,
+            temperature: float, beam: int, seed: int, max_length: int | None, as_json: bool) -> None:
+    """Predict with the ONNX export in MODEL (a run directory or .onnx file); torch not needed.
 
-    results = classify(load_classifier(model, device, precision), list(texts))
-    for r in results:
-        if as_json:
-            click.echo(json.dumps(r, ensure_ascii=False))
-        else:
-            probs = "  ".join(f"{label} {p:.3f}" for label, p in r["probabilities"].items())
-            click.echo(f"{r['label']:<10} {probs}  {r['text']}")
+    \b
+    classify:  seqpipe predict RUN "text one" "text two"
+    forecast:  seqpipe predict RUN series.csv --steps 10
+    """
+    from seqpipe.predict import PredictOptions
+    from seqpipe.predict import predict as run_predict
+
+    options = PredictOptions(device, precision, steps, condition, count, temperature, beam, seed, max_length)
+    for r in run_predict(model, list(inputs), options):
+        line = r.pop("line")
+        click.echo(json.dumps(r, ensure_ascii=False) if as_json else line)

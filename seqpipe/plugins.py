@@ -32,6 +32,7 @@ BUILTIN_PLUGINS = (
     "seqpipe.builtin.cells",
     "seqpipe.builtin.topologies",
     "seqpipe.builtin.classify",
+    "seqpipe.builtin.forecast",
     "seqpipe.builtin.datasets",
 )
 

@@ -20,6 +20,7 @@ class RunResult:
     metrics: dict
     parity: dict
     files: list[Path]
+    predict_example: str = '"some text"'  # arguments for `seqpipe predict RUN …`, shown after a run
 
 
 def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = None, force: bool = False,
@@ -68,4 +69,4 @@ def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = N
         failed = ", ".join(r["file"] for r in parity["graphs"].values() if not r["passed"])
         raise ParityError(f"{run_dir / 'parity.json'}: torch and onnxruntime differ by {parity['max_scaled_diff']:.2e} > "
                           f"{parity['tolerance']:.0e} (scaled by magnitude beyond 1); do not serve {failed} (see parity.json).")
-    return RunResult(run_dir, metrics, parity, files)
+    return RunResult(run_dir, metrics, parity, files, getattr(task, "predict_example", '"some text"'))

@@ -1,0 +1,138 @@
+"""The forecast task on the bundled sunspots series: time-ordered split, train-only scaling,
+teacher-forced training, autoregressive forecasts, ONNX graphs proven equal, predict from ONNX alone."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seqpipe.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SUNSPOTS = REPO / "seqpipe" / "datasets" / "sunspots" / "sunspots.csv"
+
+
+def _pipeline(path: Path, data: str = 'dataset = "sunspots"', epochs: int = 12, cell: str = "gru") -> Path:
+    path.write_text(textwrap.dedent(f"""
+        [data]
+        {data}
+        [model]
+        cell = "{cell}"
+        hidden_size = 16
+        [task]
+        name = "forecast"
+        [task.options]
+        value_column = "SUNACTIVITY"
+        window = 12
+        horizon = 3
+        [training]
+        epochs = {epochs}
+        batch_size = 16
+        patience = 50
+    """))
+    return path
+
+
+@pytest.fixture(scope="module")
+def forecast_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("forecast")
+    result = CliRunner().invoke(main, ["run", str(_pipeline(root / "p.toml")), "--out", str(root / "out")])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def _load(root: Path):
+    from seqpipe.assembly import resolve_pipeline
+    from seqpipe.checkpoint import load_checkpoint
+    from seqpipe.plugins import make_plugin_manager
+    from seqpipe.registry import build_registry
+
+    resolved = resolve_pipeline(root / "p.toml", build_registry(make_plugin_manager(strict=False, warn=lambda line: None)[0]))
+    task = resolved.make_task()
+    task.prepare()
+    model = task.build_model(resolved.make_topology)
+    load_checkpoint(model, root / "out" / "model.safetensors")
+    return task, model.eval()
+
+
+@pytest.fixture(scope="module")
+def forecast_model(forecast_run):
+    return _load(forecast_run)
+
+
+def test_run_writes_metrics_plot_and_exact_graphs(forecast_run):
+    out = forecast_run / "out"
+    assert (out / "forecast.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert {"rmse", "persistence_rmse", "skill", "rmse_3_step", "persistence_rmse_3_step"} <= set(test)
+    assert test["skill"] == pytest.approx(1 - test["rmse"] / test["persistence_rmse"])
+    parity = json.loads((out / "parity.json").read_text())
+    assert parity["passed"] and set(parity["graphs"]) == {"step", "sequence"}
+    assert parity["graphs"]["step"]["min_length"] == 1  # ragged windows, down to a single value
+
+
+def test_scaling_is_fitted_on_the_training_years_only(forecast_model):
+    task, _ = forecast_model
+    values = np.loadtxt(SUNSPOTS, delimiter=",", skiprows=1)[:, 1]
+    train_end = task.targets["validation"][0]
+    assert task.mean == pytest.approx(values[:train_end].mean(), rel=1e-5)
+    assert task.mean != pytest.approx(values.mean(), rel=1e-3)
+    assert task.targets["test"][-1] == len(values) - 1  # the test part is the most recent years
+
+
+def test_predict_from_onnx_matches_torch_autoregression(forecast_run, forecast_model, tmp_path):
+    task, model = forecast_model
+    history = tmp_path / "history.csv"
+    values = np.loadtxt(SUNSPOTS, delimiter=",", skiprows=1)[:, 1]
+    cut = 280
+    history.write_text("YEAR,SUNACTIVITY\n" + "\n".join(f"{1700 + i},{v}" for i, v in enumerate(values[:cut])))
+    result = CliRunner().invoke(main, ["predict", str(forecast_run / "out"), str(history), "--steps", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    served = json.loads(result.stdout.strip().splitlines()[-1])["forecast"]
+    expected = task.forecast(model, np.array([cut]), 4)[0]
+    assert np.allclose(served, expected, rtol=1e-5, atol=1e-3)
+
+
+numeric_batches = st.integers(1, 5).flatmap(lambda b: st.tuples(st.lists(st.integers(1, 15), min_size=b, max_size=b),
+                                                                 st.integers(0, 2**31 - 1)))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=numeric_batches)
+def test_numeric_graphs_agree_on_ragged_batches(forecast_run, forecast_model, case):
+    """Sequence graph, step loop and torch agree on drawn batches; padding never changes a result."""
+    from seqpipe.runtime import SequenceRunner, StepRunner
+
+    _, model = forecast_model
+    lengths_list, seed = case
+    lengths = np.array(lengths_list, dtype=np.int64)
+    x = np.random.default_rng(seed).normal(size=(len(lengths), int(lengths.max()), 1)).astype(np.float32)
+    out = forecast_run / "out" / "onnx"
+    y_seq, s_seq = SequenceRunner(out / "sequence.onnx", device="cpu").run(x, lengths)
+    _, last, s_step = StepRunner(out / "step.onnx", device="cpu").run_padded(x, lengths)
+    with torch.no_grad():
+        y_torch, s_torch = model.sequence_output(torch.from_numpy(x), torch.from_numpy(lengths))
+    assert np.abs(y_seq - y_torch.numpy()).max() <= 1e-5 and np.abs(last - y_seq).max() <= 1e-5
+    assert np.abs(s_seq["h"] - s_torch[0].numpy()).max() <= 1e-5 and np.abs(s_step["h"] - s_seq["h"]).max() <= 1e-5
+    alone, _ = SequenceRunner(out / "sequence.onnx", device="cpu").run(x[:1, : lengths[0]], lengths[:1])
+    assert np.abs(alone[0] - y_seq[0]).max() <= 1e-5
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ("YEAR,SUNACTIVITY\n1700,5\n1701,lots\n", "non-number"),
+    ("YEAR,OTHER\n1700,5\n", "no column 'SUNACTIVITY'"),
+    ("YEAR,SUNACTIVITY\n" + "".join(f"{1700 + i},{i}\n" for i in range(10)), "too few"),
+])
+def test_bad_series_is_one_line(tmp_path, content, fragment):
+    (tmp_path / "s.csv").write_text(content)
+    result = CliRunner().invoke(main, ["run", str(_pipeline(tmp_path / "p.toml", data='path = "s.csv"')), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and fragment in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
