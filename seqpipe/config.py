@@ -28,7 +28,7 @@ class Section(BaseModel):
 class DataConfig(Section):
     dataset: str | None = Field(None, description="a bundled dataset by name (see `seqpipe plugins`)")
     path: str | None = Field(None, description="your own data file, relative to the pipeline file")
-    format: Literal["csv", "tsv", "jsonl"] | None = Field(None, description="default: from the file extension")
+    format: Literal["csv", "tsv", "jsonl", "conll"] | None = Field(None, description="default: from the file extension")
     validation_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
     split_seed: int = Field(0, description="seeds the shuffle before splitting")

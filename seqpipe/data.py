@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from seqpipe.errors import DataError
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".conll": "conll"}
 
 T = TypeVar("T")
 
@@ -22,7 +22,7 @@ def infer_format(path: Path, declared: str | None, where: str) -> str:
     try:
         return FORMATS[path.suffix.lower()]
     except KeyError:
-        raise DataError(f"{where}: cannot tell the format of '{path}' from its extension; set data.format to csv, tsv or jsonl.") from None
+        raise DataError(f"{where}: cannot tell the format of '{path}' from its extension; set data.format to csv, tsv, jsonl or conll.") from None
 
 
 def read_records(path: Path, fmt: str, columns: Sequence[str], where: str) -> list[dict[str, Any]]:
@@ -80,3 +80,33 @@ def split_three(items: Sequence[T], validation_fraction: float, test_fraction: f
     for part in (train, validation, test):
         rng.shuffle(part)
     return train, validation, test
+
+
+def read_conll(path: Path, where: str) -> list[list[tuple[str, str]]]:
+    """Sentences of (token, tag) from CoNLL-style text: ``token<TAB>tag`` per line (extra columns
+    between them are ignored: the first is the token, the last the tag), a blank line between sentences."""
+    if not path.is_file():
+        raise DataError(f"{where}: data file '{path}' does not exist; fix data.path (relative paths start at the pipeline file).")
+    sentences, current = [], []
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                line = line.rstrip("\n").rstrip("\r")
+                if not line.strip():
+                    if current:
+                        sentences.append(current)
+                        current = []
+                    continue
+                if line.startswith("#"):
+                    continue  # CoNLL-U style comments
+                fields = line.split("\t")
+                if len(fields) < 2 or not fields[0] or not fields[-1]:
+                    raise DataError(f"{path}:{number}: expected 'token<TAB>tag', found {line[:60]!r}; separate token and tag by a tab.")
+                current.append((fields[0], fields[-1]))
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; re-save the data file as UTF-8.") from None
+    if current:
+        sentences.append(current)
+    if not sentences:
+        raise DataError(f"{path}: holds no sentences; give 'token<TAB>tag' lines with a blank line between sentences.")
+    return sentences

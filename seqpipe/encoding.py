@@ -63,3 +63,78 @@ class CharVocabulary:
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> CharVocabulary:
         return cls(tuple(spec["symbols"]), bool(spec["lowercase"]), int(spec["max_length"]))
+
+
+# Suffixes that mark a part of speech in English, longest first: an unseen word is encoded by its
+# shape and suffix (e.g. "<unk:cap:ing>"), so a tagger still sees "Rumbling" as a likely verb form.
+SIGNATURE_SUFFIXES = ("ness", "ment", "able", "ible", "ing", "ion", "ous", "ive", "ful", "est", "ity", "ed", "ly", "er",
+                      "al", "ic", "es", "s", "y")
+WORD_PATTERN = r"\w+(?:[-'’.]\w+)*|[^\w\s]+"
+
+
+def word_signature(word: str) -> str:
+    """The class an unknown word falls into, from its shape: digits, punctuation, capitals, hyphens, suffix."""
+    if any(ch.isdigit() for ch in word):
+        return "<unk:num>"
+    if not any(ch.isalnum() for ch in word):
+        return "<unk:punct>"
+    parts = ["unk"]
+    if word[0].isupper():
+        parts.append("cap")
+    if "-" in word:
+        parts.append("hyphen")
+    lower = word.lower()
+    suffix = next((s for s in SIGNATURE_SUFFIXES if lower.endswith(s) and len(lower) > len(s) + 1), None)
+    if suffix:
+        parts.append(suffix)
+    return "<" + ":".join(parts) + ">"
+
+
+def split_words(text: str) -> list[str]:
+    """Words and punctuation marks, the way the bundled corpora are tokenised ("Atlanta's" stays one word)."""
+    import re
+
+    return re.findall(WORD_PATTERN, text)
+
+
+@dataclass(frozen=True)
+class WordVocabulary:
+    """Words to ids: 0 padding, 1 unknown, then unknown-word signatures, then words by count.
+
+    Training words seen fewer than ``min_count`` times are encoded by their signature, so the
+    model learns what to make of words it has never seen.
+    """
+
+    symbols: tuple[str, ...]
+    lowercase: bool = False
+
+    @classmethod
+    def fit(cls, sentences: Iterable[list[str]], *, lowercase: bool, min_count: int) -> WordVocabulary:
+        counts = Counter(w.lower() if lowercase else w for sentence in sentences for w in sentence)
+        kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+        signatures = sorted({word_signature(w) for w, n in counts.items() if n < min_count})
+        return cls((PAD, UNK, *signatures, *kept), lowercase)
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    @property
+    def _index(self) -> dict[str, int]:
+        cached = self.__dict__.get("_index_cache")
+        if cached is None:
+            cached = {s: i for i, s in enumerate(self.symbols)}
+            object.__setattr__(self, "_index_cache", cached)
+        return cached
+
+    def encode(self, words: list[str]) -> list[int]:
+        index = self._index
+        return [index.get(w.lower() if self.lowercase else w) or index.get(word_signature(w), 1) for w in words]
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"kind": "words", "symbols": list(self.symbols), "pad_id": 0, "unk_id": 1, "lowercase": self.lowercase,
+                "unknown_words": "encoded as seqpipe.encoding.word_signature(word) when that symbol exists, else <unk>",
+                "tokenizer": {"pattern": WORD_PATTERN, "note": "re.findall(pattern, text)"}}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> WordVocabulary:
+        return cls(tuple(spec["symbols"]), bool(spec["lowercase"]))

@@ -33,6 +33,7 @@ BUILTIN_PLUGINS = (
     "seqpipe.builtin.topologies",
     "seqpipe.builtin.classify",
     "seqpipe.builtin.forecast",
+    "seqpipe.builtin.tag",
     "seqpipe.builtin.datasets",
 )
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from seqpipe.encoding import CharVocabulary
+from seqpipe.encoding import CharVocabulary, WordVocabulary, split_words
 from seqpipe.errors import SeqpipeError
 from seqpipe.runtime import SequenceRunner, StepRunner, open_export
 
@@ -148,4 +148,35 @@ def classify(runner: StepRunner | SequenceRunner, texts: list[str]) -> list[dict
     return results
 
 
-PREDICTORS = {"classify": _classify, "forecast": _forecast}
+def tag(runner: StepRunner | SequenceRunner, sentences: list[str]) -> list[dict[str, Any]]:
+    """Each sentence's words (split as the training corpus was) with their tags and probabilities."""
+    vocabulary = WordVocabulary.from_spec(runner.spec["encoding"]["input"])
+    labels = runner.spec["encoding"]["output"]["labels"]
+    words = [split_words(s) for s in sentences]
+    for number, ws in enumerate(words, start=1):
+        if not ws:
+            raise SeqpipeError(f"input {number} holds no words; give a sentence to tag.")
+    lengths = np.array([len(ws) for ws in words], dtype=np.int64)
+    tokens = np.zeros((len(words), int(lengths.max())), dtype=np.int64)
+    for row, ws in enumerate(words):
+        tokens[row, : len(ws)] = vocabulary.encode(ws)
+    probs = runner.run(tokens, lengths)[0] if isinstance(runner, SequenceRunner) else runner.run_padded(tokens, lengths)[0]
+    results = []
+    for row, (sentence, ws) in enumerate(zip(sentences, words)):
+        best = probs[row, : len(ws)].argmax(axis=-1)
+        results.append({"text": sentence, "tokens": ws, "tags": [labels[int(i)] for i in best],
+                        "confidence": [float(probs[row, t, i]) for t, i in enumerate(best)]})
+    return results
+
+
+def _tag(path, first, inputs, options) -> list[dict[str, Any]]:
+    if not inputs:
+        raise SeqpipeError("give one or more sentences to tag.")
+    runner = open_export(path, device=options.device, precision=options.precision)  # the sequence graph when there is one
+    results = tag(runner, inputs)
+    for r in results:
+        r["line"] = " ".join(f"{w}/{t}" for w, t in zip(r["tokens"], r["tags"]))
+    return results
+
+
+PREDICTORS = {"classify": _classify, "forecast": _forecast, "tag": _tag}

@@ -14,5 +14,7 @@ HERE = Path(__file__).resolve().parent.parent / "datasets"
 def register_datasets(register):
     register("spam-assassin", Dataset(HERE / "spam_assassin" / "subjects.csv", "csv",
                                       "SpamAssassin public corpus subject lines, ham/spam (PDDL-1.0 / CC0-1.0)"))
+    register("brown-pos", Dataset(HERE / "brown_pos" / "brown-universal.conll", "conll",
+                                  "Brown corpus, 5,000 sentences tagged with the 12 universal POS tags (redistribution permitted)"))
     register("sunspots", Dataset(HERE / "sunspots" / "sunspots.csv", "csv",
                                  "yearly sunspot numbers 1700-2008, column SUNACTIVITY (public domain; from statsmodels)"))

@@ -1,0 +1,140 @@
+"""The tag task: CoNLL data, unknown-word signatures, per-step graphs proven equal, predict from ONNX alone."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seqpipe.cli import main
+from seqpipe.encoding import WordVocabulary, word_signature
+
+REPO = Path(__file__).resolve().parents[1]
+BROWN = REPO / "seqpipe" / "datasets" / "brown_pos" / "brown-universal.conll"
+
+
+def _pipeline(path: Path, data: str, topology: str = "single", epochs: int = 2) -> Path:
+    path.write_text(textwrap.dedent(f"""
+        [data]
+        {data}
+        [model]
+        cell = "gru"
+        topology = "{topology}"
+        hidden_size = 24
+        [task]
+        name = "tag"
+        [task.options]
+        embedding_size = 16
+        word_dropout = 0.05
+        [training]
+        epochs = {epochs}
+        batch_size = 32
+        [export]
+        parity_sequences = 80
+    """))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_brown(tmp_path_factory) -> Path:
+    """The first 600 bundled sentences: every tag occurs, and a run takes seconds."""
+    root = tmp_path_factory.mktemp("tag")
+    sentences = BROWN.read_text(encoding="utf-8").split("\n\n")[:600]
+    (root / "small.conll").write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
+    return root / "small.conll"
+
+
+@pytest.fixture(scope="module")
+def tag_run(small_brown):
+    root = small_brown.parent
+    result = CliRunner().invoke(main, ["run", str(_pipeline(root / "p.toml", f'path = "{small_brown.name}"')), "--out", str(root / "out")])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_run_reports_accuracy_and_baseline_and_exports_per_step_graphs(tag_run):
+    out = tag_run / "out"
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert 0 < test["baseline_accuracy"] < 1 and 0 < test["accuracy"] <= 1 and test["tokens"] > test["examples"]
+    parity = json.loads((out / "parity.json").read_text())
+    assert parity["passed"] and set(parity["graphs"]) == {"step", "sequence"}
+    assert set(parity["graphs"]["sequence"]["comparisons"]) == {"ort_sequence_vs_torch_sequence", "ort_sequence_vs_ort_step_loop"}
+    from seqpipe.runtime import SequenceRunner
+
+    runner = SequenceRunner(out / "onnx" / "sequence.onnx", device="cpu")
+    assert runner.spec["outputs"][0]["shape"] == ["batch", "time", 12]
+    assert runner.spec["encoding"]["output"]["labels"] == sorted(runner.spec["encoding"]["output"]["labels"])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lengths=st.lists(st.integers(1, 20), min_size=1, max_size=5), seed=st.integers(0, 2**31 - 1))
+def test_a_sentence_alone_equals_it_padded_in_a_batch(tag_run, lengths, seed):
+    from seqpipe.runtime import SequenceRunner, StepRunner
+
+    onnx_dir = tag_run / "out" / "onnx"
+    sequence, step = SequenceRunner(onnx_dir / "sequence.onnx", device="cpu"), StepRunner(onnx_dir / "step.onnx", device="cpu")
+    lengths = np.array(lengths, dtype=np.int64)
+    x = np.random.default_rng(seed).integers(1, 300, size=(len(lengths), int(lengths.max())))
+    y, _ = sequence.run(x, lengths)
+    ys, _, _ = step.run_padded(x, lengths)
+    for row, n in enumerate(lengths):
+        alone, _ = sequence.run(x[row:row + 1, :n], lengths[row:row + 1])
+        assert np.abs(alone[0] - y[row, :n]).max() <= 1e-5
+        assert np.abs(ys[row, :n] - y[row, :n]).max() <= 1e-5
+
+
+def test_predict_tags_like_the_torch_model(tag_run):
+    from seqpipe.assembly import resolve_pipeline
+    from seqpipe.checkpoint import load_checkpoint
+    from seqpipe.plugins import make_plugin_manager
+    from seqpipe.registry import build_registry
+
+    sentence = "The committee said Friday that the Zorblatt reforms were overdue ."
+    result = CliRunner().invoke(main, ["predict", str(tag_run / "out"), sentence, "--json"])
+    assert result.exit_code == 0, result.output
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    resolved = resolve_pipeline(tag_run / "p.toml", build_registry(make_plugin_manager(strict=False, warn=lambda line: None)[0]))
+    task = resolved.make_task()
+    task.prepare()
+    model = task.build_model(resolved.make_topology)
+    load_checkpoint(model, tag_run / "out" / "model.safetensors")
+    ids = torch.tensor([task.vocabulary.encode(served["tokens"])])
+    with torch.no_grad():
+        probs = model.sequence_output(ids, torch.tensor([ids.shape[1]]))[0][0]
+    assert served["tags"] == [task.labels[i] for i in probs.argmax(-1).tolist()]
+    assert np.allclose(served["confidence"], probs.max(-1).values.numpy(), atol=1e-5)
+
+
+def test_unknown_words_fall_back_to_their_signature():
+    vocab = WordVocabulary.fit([["the", "Rumbling", "cat", "the"], ["cat"]], lowercase=False, min_count=2)
+    assert word_signature("Rumbling") == "<unk:cap:ing>" and word_signature("1,204") == "<unk:num>"
+    assert "Rumbling" not in vocab.symbols and "<unk:cap:ing>" in vocab.symbols
+    ids = vocab.encode(["the", "Grumbling", "dog"])
+    assert vocab.symbols[ids[1]] == "<unk:cap:ing>" and ids[2] == 1  # "dog": a signature never trained -> <unk>
+    assert WordVocabulary.from_spec(vocab.to_spec()) == vocab
+
+
+def test_bidirectional_tagger_exports_only_the_sequence_graph(small_brown, tmp_path):
+    pipeline = _pipeline(tmp_path / "bi.toml", f'path = "{small_brown.as_posix()}"', topology="bidirectional", epochs=1)
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out" / "onnx").iterdir()) == ["sequence.onnx"]
+    tagged = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "The jury said so ."])
+    assert tagged.exit_code == 0 and tagged.stdout.strip().count("/") == 5
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ("The\tDET\ncat NOUN\n", "expected 'token<TAB>tag'"),
+    ("\n\n", "holds no sentences"),
+])
+def test_bad_conll_is_one_line(tmp_path, content, fragment):
+    (tmp_path / "d.conll").write_text(content)
+    result = CliRunner().invoke(main, ["run", str(_pipeline(tmp_path / "p.toml", 'path = "d.conll"')), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and fragment in result.output and len(result.output.strip().splitlines()) == 1
