@@ -117,6 +117,7 @@ def predict(model: Path, inputs: tuple[str, ...], device: str, precision: str, s
     \b
     classify:  seqpipe predict RUN "text one" "text two"
     tag:       seqpipe predict RUN "The jury praised the city ."
+    generate:  seqpipe predict RUN --condition female --count 5 --temperature 0.8   (or --beam 5)
     forecast:  seqpipe predict RUN series.csv --steps 10
     """
     from seqpipe.predict import PredictOptions

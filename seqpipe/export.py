@@ -50,21 +50,31 @@ def export_step(model: StepModel, example_x: torch.Tensor, path: Path, *, opset:
         raise ExportError(f"topology '{type(model.body).__name__}' is not causal (it reads the future), so it has no step graph; "
                           "export a sequence graph instead, or choose a causal topology.")
     model = model.eval().cpu()
-    graph = StepGraph(model).eval()
     state = model.initial_state(example_x.shape[0])
     inputs, outputs = step_io_names(model.state_names)
-    args = (example_x, *state)
+    batch = torch.export.Dim("batch", min=1)
+    return export_module(StepGraph(model).eval(), (example_x, *state), path, input_names=inputs, output_names=outputs,
+                         dynamic_shapes=({0: batch}, tuple({0: batch} for _ in state)), opset=opset, exporter=exporter)
+
+
+def export_module(module: nn.Module, args: tuple, path: Path, *, input_names: list[str], output_names: list[str],
+                  dynamic_shapes: tuple, opset: int, exporter: str) -> str:
+    """Export ``module(*args)`` to ``path`` with named inputs and outputs and the given dynamic axes.
+
+    ``dynamic_shapes`` mirrors ``args`` the way ``torch.export`` wants it (a tuple per ``*varargs``
+    parameter), each leaf ``{axis: torch.export.Dim}``; outputs' axis 0 is the batch.
+    """
     with _quiet():
         if exporter == "dynamo":
-            batch = torch.export.Dim("batch", min=1)
-            dynamic_shapes = {"x": {0: batch}, "state": tuple({0: batch} for _ in state)}
-            program = torch.onnx.export(graph, args, dynamo=True, opset_version=opset, input_names=inputs,
-                                        output_names=outputs, dynamic_shapes=dynamic_shapes, verbose=False)
+            program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=input_names,
+                                        output_names=output_names, dynamic_shapes=dynamic_shapes, verbose=False)
             program.save(str(path))
         else:
-            axes = {name: {0: "batch"} for name in inputs + outputs}
-            torch.onnx.export(graph, args, str(path), dynamo=False, opset_version=opset, input_names=inputs,
-                              output_names=outputs, dynamic_axes=axes)
+            leaves = [leaf for item in dynamic_shapes for leaf in (item if isinstance(item, tuple) else (item,))]
+            axes = {name: {axis: dim.__name__ for axis, dim in leaf.items()} for name, leaf in zip(input_names, leaves)}
+            axes.update({name: {0: "batch"} for name in output_names})
+            torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, input_names=input_names,
+                              output_names=output_names, dynamic_axes=axes)
     check_onnx(path)
     return f"torch.onnx {exporter} (torch {torch.__version__.split('+')[0]})"
 

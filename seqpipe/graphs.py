@@ -23,8 +23,9 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
     """Write ``onnx/<graph>.onnx`` for each requested graph; return the parity report."""
     cfg = resolved.config.export
     onnx_dir.mkdir(exist_ok=True)
-    x, lengths, *rest = task.parity_inputs("test", cfg.parity_sequences)
-    state0 = rest[0] if rest else None  # where test sequences start, when the task conditions the state
+    x, lengths = task.parity_inputs("test", cfg.parity_sequences)
+    # where test sequences start, when the task computes it per sequence (a conditioned state)
+    state0 = task.parity_start(model, "test", cfg.parity_sequences) if hasattr(task, "parity_start") else None
     reports: dict[str, dict[str, Any]] = {}
     step_runner = None
     own = [kind for kind in resolved.graphs if kind not in ("step", "sequence")]

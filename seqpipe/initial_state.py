@@ -1,4 +1,4 @@
-"""Initial-state strategies from the seed: zeros, random, learnable.
+"""Initial-state strategies from the seed: zeros, random, learnable, conditioned.
 
 - ``zeros``: every sequence starts from zeros.
 - ``random``: while training, each sequence starts from N(0, scale²) noise (drawn from torch's
@@ -7,9 +7,8 @@
 - ``learnable``: one trained vector per state slot, shared by all sequences. Exports carry the
   values: the sequence graph builds them in, and the step graph's metadata lists them under
   ``initial_state.values`` for the caller to feed as the first ``state_in.*``.
-
-(The seed's fourth choice, a state computed from a condition by a separate network, belongs to
-tasks that have a condition: generation and seq2seq.)
+- ``conditioned`` (:class:`ConditionedInitialState`): computed from a condition by a separate
+  network, for tasks that have a condition (generate); exported as an init graph.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from torch import nn
 
 from seqpipe.contracts import State
 
-RULES = ("zeros", "random", "learnable")
+RULES = ("zeros", "random", "learnable")  # "conditioned": ConditionedInitialState, below
 
 
 class InitialState(nn.Module):
@@ -56,4 +55,40 @@ class InitialState(nn.Module):
         """The [S, H] state every served sequence starts from (zeros unless learnable)."""
         if self.rule == "learnable":
             return {n: self.values[n].detach().cpu().float().numpy() for n in self.state_names}
+        return {n: np.zeros((self.slots, self.hidden), np.float32) for n in self.state_names}
+
+
+class ConditionedInitialState(nn.Module):
+    """The seed's fourth choice: the initial state computed from a condition by a separate network.
+
+    A condition (a label id) is embedded and mapped through a linear layer and tanh to every state
+    slot: ``state[name] = tanh(W · embed(condition) + b)`` reshaped to [B, slots, hidden]. It is
+    exported as its own graph (``init.onnx``: ``condition`` → ``state_out.*``), which a program runs
+    once per sequence before stepping.
+    """
+
+    rule = "conditioned"
+
+    def __init__(self, num_conditions: int, state_names: tuple[str, ...], slots: int, hidden: int,
+                 labels: list[str], condition_size: int = 16) -> None:
+        super().__init__()
+        self.state_names, self.slots, self.hidden, self.labels = state_names, slots, hidden, labels
+        self.embed = nn.Embedding(num_conditions, condition_size)
+        self.project = nn.Linear(condition_size, len(state_names) * slots * hidden)
+
+    def from_condition(self, condition: torch.Tensor) -> State:
+        """condition [B] int64 → one [B, slots, hidden] tensor per state name."""
+        flat = torch.tanh(self.project(self.embed(condition)))  # [B, n·S·H]
+        parts = flat.view(condition.shape[0], len(self.state_names), self.slots, self.hidden)
+        return tuple(parts[:, i] for i in range(len(self.state_names)))
+
+    def forward(self, batch: int, device: torch.device | None = None) -> State:
+        """Zeros: only for shapes (export examples); sequences start from :meth:`from_condition`."""
+        return tuple(torch.zeros(batch, self.slots, self.hidden, device=device) for _ in self.state_names)
+
+    def spec(self) -> dict[str, Any]:
+        return {"rule": "conditioned", "graph": "init.onnx", "condition": {"kind": "label", "labels": self.labels},
+                "note": "run init.onnx on condition ids (index into labels, int64 [batch]); its state_out.<name> is the first state_in.<name>"}
+
+    def served_values(self) -> dict[str, np.ndarray]:
         return {n: np.zeros((self.slots, self.hidden), np.float32) for n in self.state_names}

@@ -34,6 +34,7 @@ BUILTIN_PLUGINS = (
     "seqpipe.builtin.classify",
     "seqpipe.builtin.forecast",
     "seqpipe.builtin.tag",
+    "seqpipe.builtin.generate",
     "seqpipe.builtin.datasets",
 )
 

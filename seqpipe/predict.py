@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from seqpipe.encoding import CharVocabulary, WordVocabulary, split_words
-from seqpipe.errors import SeqpipeError
-from seqpipe.runtime import SequenceRunner, StepRunner, open_export
+from seqpipe.decoding import beam_search, sample
+from seqpipe.errors import SeqpipeError, did_you_mean
+from seqpipe.runtime import STEP_FILE, OnnxGraph, SequenceRunner, StepRunner, open_export
 
 
 @dataclass(frozen=True)
@@ -179,4 +180,62 @@ def _tag(path, first, inputs, options) -> list[dict[str, Any]]:
     return results
 
 
-PREDICTORS = {"classify": _classify, "forecast": _forecast, "tag": _tag}
+def _run_file(path: str | Path, name: str) -> Path:
+    """``name`` inside a run directory (or its onnx/ folder), or beside a given .onnx file."""
+    base = Path(path)
+    folders = [base.parent] if base.is_file() else [base / "onnx", base]
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name
+    raise SeqpipeError(f"{path}: no {name} here or in onnx/; pass the run directory of a generation model.")
+
+
+class Generator:
+    """Generation from ONNX alone: ``init.onnx`` turns the condition into the first state, ``step.onnx``
+    writes one character per call, :mod:`seqpipe.decoding` chooses them."""
+
+    def __init__(self, path: str | Path, device: str = "auto") -> None:
+        self.step_runner = StepRunner(_run_file(path, STEP_FILE), device=device)
+        self.init = OnnxGraph(_run_file(path, "init.onnx"), device=device)
+        encoding = self.step_runner.spec["encoding"]
+        self.symbols = encoding["input"]["symbols"]
+        self.conditions = encoding["condition"]["labels"]
+        self.sos, self.eos = int(encoding["input"]["sos_id"]), int(encoding["input"]["eos_id"])
+        self.max_length = int(encoding["decoding"]["max_length"])
+
+    def start(self, condition: str, rows: int) -> dict[str, np.ndarray]:
+        if condition not in self.conditions:
+            raise SeqpipeError(f"--condition {condition!r}: this model knows {', '.join(self.conditions)}{did_you_mean(condition, self.conditions)}.")
+        ids = np.full(rows, self.conditions.index(condition), dtype=np.int64)
+        states = self.init.session.run(None, {"condition": ids})
+        return dict(zip(self.step_runner.state_names, states))
+
+    def generate(self, condition: str, count: int = 1, temperature: float = 0.0, beam: int = 1, seed: int = 0,
+                 max_length: int | None = None) -> list[dict[str, Any]]:
+        limit = max_length or self.max_length
+        if beam > 1:
+            found = beam_search(self.step_runner.step, self.start(condition, 1), sos=self.sos, eos=self.eos, max_length=limit, beam=beam)[:count]
+            how = f"beam {beam}"
+        else:
+            rows = count if temperature > 0 else 1  # greedy decoding has one answer
+            found = sample(self.step_runner.step, self.start(condition, rows), sos=self.sos, eos=self.eos, max_length=limit,
+                           temperature=temperature, rng=np.random.default_rng(seed))
+            how = f"sampled at temperature {temperature:g}" if temperature > 0 else "greedy"
+        return [{"condition": condition, "text": "".join(self.symbols[t] for t in h.tokens), "log_probability": h.log_probability,
+                 "finished": h.finished, "decoding": how} for h in found]
+
+
+def _generate(path, first, inputs, options) -> list[dict[str, Any]]:
+    if inputs:
+        raise SeqpipeError(f"a generation model takes no inputs (found {inputs[0]!r}); choose with --condition, --count, --temperature, --beam.")
+    generator = Generator(path, device=options.device)
+    condition = options.condition or generator.conditions[0]
+    if options.count < 1 or options.beam < 1 or options.temperature < 0:
+        raise SeqpipeError("--count and --beam must be at least 1 and --temperature at least 0.")
+    results = generator.generate(condition, options.count, options.temperature, options.beam, options.seed, options.max_length)
+    for r in results:
+        r["line"] = f"{r['text']:<16} {condition}  log p = {r['log_probability']:.2f}" + ("" if r["finished"] else "  (length limit)")
+    return results
+
+
+PREDICTORS = {"classify": _classify, "forecast": _forecast, "tag": _tag, "generate": _generate}

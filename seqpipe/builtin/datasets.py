@@ -16,5 +16,7 @@ def register_datasets(register):
                                       "SpamAssassin public corpus subject lines, ham/spam (PDDL-1.0 / CC0-1.0)"))
     register("brown-pos", Dataset(HERE / "brown_pos" / "brown-universal.conll", "conll",
                                   "Brown corpus, 5,000 sentences tagged with the 12 universal POS tags (redistribution permitted)"))
+    register("census-names", Dataset(HERE / "census_names" / "first_names.csv", "csv",
+                                     "US Census 1990 first names with gender, 5,494 rows (public domain; from the names package)"))
     register("sunspots", Dataset(HERE / "sunspots" / "sunspots.csv", "csv",
                                  "yearly sunspot numbers 1700-2008, column SUNACTIVITY (public domain; from statsmodels)"))

@@ -1,0 +1,270 @@
+"""One-to-many generation: a condition sets the initial state, then the network writes a sequence.
+
+As in the seed, a condition (here a label, e.g. a gender) is turned into the first hidden state
+by a separate small network (the ``conditioned`` initial state); decoding starts at ``<sos>``,
+feeds each emitted character back in, and stops at ``<eos>`` or a length limit. Decoding is greedy,
+sampled at a temperature (seeded) or a beam search, all in :mod:`seqpipe.decoding` so the ONNX
+graphs decode exactly as torch does. Exports: ``init.onnx`` (condition → state) and ``step.onnx``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torchmetrics.functional.text import perplexity
+
+from seqpipe import hookimpl
+from seqpipe.contracts import State, Task, Topology
+from seqpipe.data import read_records, split_three
+from seqpipe.encoding import PAD, UNK, CharVocabulary
+from seqpipe.errors import DataError
+from seqpipe.export import base_spec, export_module
+from seqpipe.initial_state import ConditionedInitialState
+from seqpipe.models import SequenceModel, token_embedding
+from seqpipe.parity import max_diff, merge, report
+
+IGNORE = -100
+SOS, EOS = "<sos>", "<eos>"
+
+
+class GenerateOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text_column: str = Field("text", description="column holding the sequences to learn (e.g. names)")
+    condition_column: str = Field("label", description="column holding the condition (a label) that starts each sequence")
+    max_length: int = Field(32, ge=1, description="characters kept per sequence, and the decoding length limit")
+    embedding_size: int = Field(32, ge=1)
+    condition_size: int = Field(16, ge=1, description="width of the condition's embedding in the initial-state network")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    samples: int = Field(8, ge=1, description="names sampled per condition for the run's report")
+    temperature: float = Field(0.8, gt=0.0, description="sampling temperature for the report's samples")
+    beam: int = Field(5, ge=1, description="beam width for the report's beam-search results")
+
+
+@dataclass
+class Batch:
+    tokens: torch.Tensor  # [B, T]: <sos> c1 … cn, 0-padded
+    lengths: torch.Tensor  # [B]: n + 1
+    targets: torch.Tensor  # [B, T]: c1 … cn <eos>, IGNORE-padded
+    condition: torch.Tensor  # [B] condition ids
+
+
+class InitGraph(nn.Module):
+    """``condition [B] -> state_out.*``: the exported initial-state network."""
+
+    def __init__(self, initial: ConditionedInitialState) -> None:
+        super().__init__()
+        self.initial = initial
+
+    def forward(self, condition: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.initial.from_condition(condition)
+
+
+class GenerateTask(Task):
+    Options = GenerateOptions
+    monitor = "perplexity"
+    monitor_mode = "min"
+    default_graphs = ("step",)
+    extra_graphs = ("init",)
+    needs_causal = True
+    initial_states = ("conditioned",)
+
+    def __init__(self, options: GenerateOptions, data: Any) -> None:
+        self.options = options
+        self.data = data
+        self.vocabulary: CharVocabulary | None = None
+        self.conditions: list[str] = []
+        self.examples: dict[str, list[tuple[list[int], int]]] = {}
+        self.texts: dict[str, list[str]] = {}
+        self._bigram: dict[str, float] = {}
+
+    @property
+    def predict_example(self) -> str:
+        return f"--condition {self.conditions[0]} --count 5 --temperature 0.8"
+
+    # -- data ---------------------------------------------------------------------------------
+    def prepare(self) -> dict[str, int]:
+        o, d = self.options, self.data.config
+        rows = read_records(self.data.path, self.data.format, [o.text_column, o.condition_column], self.data.where)
+        pairs = [(str(r[o.text_column])[: o.max_length], str(r[o.condition_column])) for r in rows]
+        train, validation, test = split_three(pairs, d.validation_fraction, d.test_fraction, d.split_seed, key=lambda p: p[1])
+        self.conditions = sorted({c for _, c in pairs})
+        chars = sorted({ch for text, _ in train for ch in text})
+        self.vocabulary = CharVocabulary((PAD, UNK, SOS, EOS, *chars), False, o.max_length)
+        index = {c: i for i, c in enumerate(self.conditions)}
+        for name, part in zip(self.splits, (train, validation, test)):
+            self.texts[name] = [t for t, _ in part]
+            self.examples[name] = [(self.vocabulary.encode(t), index[c]) for t, c in part]
+        if not self.examples["test"]:
+            raise DataError(f"{self.data.path}: too few rows for a test split; add data or raise data.test_fraction.")
+        return {name: len(part) for name, part in self.examples.items()}
+
+    @property
+    def sos_id(self) -> int:
+        return 2
+
+    @property
+    def eos_id(self) -> int:
+        return 3
+
+    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        examples = self.examples[split]
+        order = torch.randperm(len(examples), generator=generator).tolist() if shuffle else list(range(len(examples)))
+        for start in range(0, len(order), batch_size):
+            yield self._collate([examples[i] for i in order[start:start + batch_size]])
+
+    def _collate(self, examples: list[tuple[list[int], int]]) -> Batch:
+        lengths = torch.tensor([len(ids) + 1 for ids, _ in examples], dtype=torch.int64)
+        tokens = torch.zeros(len(examples), int(lengths.max()), dtype=torch.int64)
+        targets = torch.full_like(tokens, IGNORE)
+        for row, (ids, _) in enumerate(examples):
+            tokens[row, : len(ids) + 1] = torch.tensor([self.sos_id, *ids])
+            targets[row, : len(ids) + 1] = torch.tensor([*ids, self.eos_id])
+        return Batch(tokens, lengths, targets, torch.tensor([c for _, c in examples], dtype=torch.int64))
+
+    # -- model --------------------------------------------------------------------------------
+    def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "conditioned",
+                    initial_state_scale: float = 0.1) -> SequenceModel:
+        o = self.options
+        topology = make_topology(o.embedding_size)
+        initial = ConditionedInitialState(len(self.conditions), topology.state_names, topology.num_slots, topology.hidden_size,
+                                          self.conditions, o.condition_size)
+        return SequenceModel(token_embedding(len(self.vocabulary), o.embedding_size, o.dropout), topology,
+                             nn.Linear(topology.output_size, len(self.vocabulary)), initial, output="softmax", per_step=True,
+                             dropout=o.dropout)
+
+    def loss(self, model: SequenceModel, batch: Batch) -> torch.Tensor:
+        logits, _ = model(batch.tokens, batch.lengths, model.initial.from_condition(batch.condition))  # [B, T, V]
+        return F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)
+
+    @torch.no_grad()
+    def evaluate(self, model: SequenceModel, split: str, batch_size: int = 512) -> dict[str, float]:
+        model.eval()
+        total, count = 0.0, 0
+        for batch in self.batches(split, batch_size):
+            logits, _ = model(batch.tokens, batch.lengths, model.initial.from_condition(batch.condition))
+            n = int((batch.targets != IGNORE).sum())
+            # torchmetrics' perplexity is exp(mean NLL) per batch; weight by characters to combine batches
+            total += math.log(float(perplexity(logits, batch.targets, ignore_index=IGNORE))) * n
+            count += n
+        return {"loss": total / count, "perplexity": math.exp(total / count),
+                "bigram_perplexity": self.bigram_perplexity(split), "characters": count, "examples": len(self.examples[split])}
+
+    def bigram_perplexity(self, split: str) -> float:
+        """Per-character perplexity of a character bigram model conditioned on the label, with
+        add-k smoothing (k chosen on the validation split): the baseline the network must beat."""
+        if split in self._bigram:
+            return self._bigram[split]
+        counts: Counter = Counter()
+        context: Counter = Counter()
+        for ids, c in self.examples["train"]:
+            seq = [self.sos_id, *ids, self.eos_id]
+            for a, b in zip(seq, seq[1:]):
+                counts[(c, a, b)] += 1
+                context[(c, a)] += 1
+        vocab = len(self.vocabulary)
+
+        def ppl(part: str, k: float) -> float:
+            nll, n = 0.0, 0
+            for ids, c in self.examples[part]:
+                seq = [self.sos_id, *ids, self.eos_id]
+                for a, b in zip(seq, seq[1:]):
+                    nll -= math.log((counts[(c, a, b)] + k) / (context[(c, a)] + k * vocab))
+                    n += 1
+            return math.exp(nll / n)
+
+        k = min((0.01, 0.03, 0.1, 0.3, 1.0), key=lambda k: ppl("validation", k))
+        self._bigram[split] = ppl(split, k)
+        return self._bigram[split]
+
+    # -- export -------------------------------------------------------------------------------
+    def step_example(self, batch: int = 2) -> torch.Tensor:
+        return torch.full((batch,), self.sos_id, dtype=torch.int64)
+
+    def parity_inputs(self, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        batch = self._collate(self.examples[split][:limit])
+        return batch.tokens.numpy(), batch.lengths.numpy()
+
+    @torch.no_grad()
+    def parity_start(self, model: SequenceModel, split: str, limit: int) -> dict[str, np.ndarray]:
+        """Each test sequence starts from the state its condition gives."""
+        condition = torch.tensor([c for _, c in self.examples[split][:limit]], dtype=torch.int64)
+        return {n: s.numpy() for n, s in zip(model.state_names, model.initial.eval().from_condition(condition))}
+
+    def export_graph(self, kind: str, model: SequenceModel, path: Path, *, resolved, opset: int, exporter: str,
+                     tolerance: float, limit: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``init.onnx``: ``condition`` [batch] int64 → ``state_out.<name>`` [batch, slots, hidden]."""
+        from seqpipe.runtime import OnnxGraph
+
+        model = model.eval().cpu()
+        outputs = [f"state_out.{n}" for n in model.state_names]
+        batch = torch.export.Dim("batch", min=1)
+        described = export_module(InitGraph(model.initial).eval(), (torch.zeros(2, dtype=torch.int64),), path,
+                                  input_names=["condition"], output_names=outputs, dynamic_shapes=({0: batch},),
+                                  opset=opset, exporter=exporter)
+        state_shape = ["batch", model.num_slots, model.hidden_size]
+        spec = base_spec(kind, resolved, model, self, opset=opset, exporter=described)
+        spec.update({
+            "inputs": [{"name": "condition", "dtype": "int64", "shape": ["batch"], "labels": self.conditions}],
+            "outputs": [{"name": o, "dtype": "float32", "shape": state_shape} for o in outputs],
+            "states": [{"name": n, "shape": state_shape, "input": f"state_in.{n}", "output": f"state_out.{n}"} for n in model.state_names],
+            "initial_state": model.initial.spec(),
+        })
+        from seqpipe.export import write_metadata
+
+        write_metadata(path, spec)
+        # every condition, and a ragged mix of them as a batch
+        condition = np.array(list(range(len(self.conditions))) + [c for _, c in self.examples["test"][:limit]], dtype=np.int64)
+        runner = OnnxGraph(path, device="cpu")
+        served = runner.session.run(None, {"condition": condition})
+        with torch.no_grad():
+            expected = model.initial.from_condition(torch.from_numpy(condition))
+        worst: dict[str, dict[str, dict[str, float]]] = {"ort_init_vs_torch_init": {}}
+        for name, a, b in zip(model.state_names, served, expected):
+            merge(worst["ort_init_vs_torch_init"], f"state.{name}", max_diff(a, b.numpy()))
+        return spec, report(worst, tolerance, condition, np.ones(len(condition), np.int64), runner)
+
+    def encoding_spec(self) -> dict[str, Any]:
+        return {
+            "input": {"dtype": "int64", **self.vocabulary.to_spec(), "sos_id": self.sos_id, "eos_id": self.eos_id},
+            "output": {"kind": "probabilities", "size": len(self.vocabulary), "labels": list(self.vocabulary.symbols),
+                       "read": "y: probabilities of the next character; feed the chosen id as the next x; stop at <eos>"},
+            "condition": {"kind": "label", "labels": self.conditions, "graph": "init.onnx"},
+            "decoding": {"max_length": self.options.max_length, "start": SOS, "end": EOS},
+        }
+
+    # -- report -------------------------------------------------------------------------------
+    def write_report(self, model: SequenceModel, run_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+        """Samples for every condition, decoded from the exported ONNX graphs (greedy, sampled, beam),
+        and the share of sampled names that are not in the training data."""
+        from seqpipe.predict import Generator
+
+        generator = Generator(run_dir, device="cpu")
+        seen = set(self.texts["train"])
+        o = self.options
+        samples: dict[str, Any] = {}
+        novel = []
+        for condition in self.conditions:
+            sampled = generator.generate(condition, count=o.samples, temperature=o.temperature, seed=0)
+            novel += [s["text"] not in seen for s in sampled]
+            samples[condition] = {
+                "greedy": generator.generate(condition, count=1)[0]["text"],
+                f"beam_{o.beam}": [s["text"] for s in generator.generate(condition, count=o.beam, beam=o.beam)],
+                f"sampled_t{o.temperature:g}": [s["text"] for s in sampled],
+            }
+            log(f"samples {condition}: " + ", ".join(samples[condition][f"sampled_t{o.temperature:g}"]))
+        return {"samples": samples, "sampled_not_in_training": float(np.mean(novel))}
+
+
+@hookimpl
+def register_tasks(register):
+    register("generate", GenerateTask)
