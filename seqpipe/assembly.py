@@ -71,13 +71,13 @@ def resolve_pipeline(path: str | Path, registry: Registry) -> ResolvedPipeline:
     cell_options = validate_options(cell.obj.Options, config.model.cell_options, src, "model.cell_options")
     topology_options = validate_options(topology.obj.Options, config.model.topology_options, src, "model.topology_options")
     task_options = validate_options(task.obj.Options, config.task.options, src, "task.options")
-    _check_task_fit(config, task, topology, src)
+    _check_task_fit(config, task, cell, topology, src)
     graphs = _graphs(config, cell, topology, task, src)
     return ResolvedPipeline(path, config, cell, topology, task, cell_options, topology_options, task_options,
                             _data_source(config.data, path, registry), graphs)
 
 
-def _check_task_fit(config: PipelineConfig, task: Entry, topology: Entry, src: str) -> None:
+def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: Entry, src: str) -> None:
     """Combinations a task cannot train or decode are refused before any data is read."""
     rules = getattr(task.obj, "initial_states", ("zeros", "random", "learnable"))
     if config.model.initial_state not in rules:
@@ -86,6 +86,13 @@ def _check_task_fit(config: PipelineConfig, task: Entry, topology: Entry, src: s
     if config.export.int8 and config.model.initial_state == "conditioned":
         raise ConfigError(f"{src}: export.int8: int8 copies are checked from the initial state, which 'conditioned' makes "
                           "per sequence; remove int8 = true.")
+    if getattr(task.obj, "needs_native_encoder", False):
+        from seqpipe.builtin.native_onnx import native_support
+
+        reason = native_support(cell.obj, topology.obj)
+        if reason:
+            raise ConfigError(f"{src}: model.cell: task '{config.task.name}' exports its encoder with native ONNX RNN operators, "
+                              f"and {reason}; choose gru, lstm or vanilla.")
     if getattr(task.obj, "needs_causal", False) and not getattr(topology.obj, "causal", True):
         raise ConfigError(f"{src}: model.topology: task '{config.task.name}' decodes step by step, and topology "
                           f"'{config.model.topology}' reads the future; choose 'single' or 'stacked'.")

@@ -118,6 +118,7 @@ def predict(model: Path, inputs: tuple[str, ...], device: str, precision: str, s
     classify:  seqpipe predict RUN "text one" "text two"
     tag:       seqpipe predict RUN "The jury praised the city ."
     generate:  seqpipe predict RUN --condition female --count 5 --temperature 0.8   (or --beam 5)
+    seq2seq:   seqpipe predict RUN pronounce seqpipe   (--beam 5 for beam search)
     forecast:  seqpipe predict RUN series.csv --steps 10
     """
     from seqpipe.predict import PredictOptions

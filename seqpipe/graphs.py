@@ -23,13 +23,15 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
     """Write ``onnx/<graph>.onnx`` for each requested graph; return the parity report."""
     cfg = resolved.config.export
     onnx_dir.mkdir(exist_ok=True)
-    x, lengths = task.parity_inputs("test", cfg.parity_sequences)
-    # where test sequences start, when the task computes it per sequence (a conditioned state)
-    state0 = task.parity_start(model, "test", cfg.parity_sequences) if hasattr(task, "parity_start") else None
     reports: dict[str, dict[str, Any]] = {}
     step_runner = None
     own = [kind for kind in resolved.graphs if kind not in ("step", "sequence")]
-    for kind in [k for k in resolved.graphs if k not in own]:  # "step" first: the sequence check reuses it
+    core = [kind for kind in resolved.graphs if kind not in own]  # "step" first: the sequence check reuses it
+    if core:
+        x, lengths = task.parity_inputs("test", cfg.parity_sequences)
+        # where test sequences start, when the task computes it per sequence (a conditioned state)
+        state0 = task.parity_start(model, "test", cfg.parity_sequences) if hasattr(task, "parity_start") else None
+    for kind in core:
         path = onnx_dir / f"{kind}.onnx"
         if kind == "step":
             exporter = export_step(model, task.step_example(), path, opset=cfg.opset, exporter=cfg.exporter)

@@ -40,3 +40,19 @@ def plot_forecast(times, actual, one_step, persistence, multi_times, multi_step,
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_attention(examples: list[tuple[list[str], list[str], "object"]], path: Path) -> None:
+    """One heatmap per example: output tokens (rows) against source tokens (columns), attention weights."""
+    fig, axes = plt.subplots(1, len(examples), figsize=(3.2 * len(examples), 3.6), squeeze=False)
+    for ax, (source, output, weights) in zip(axes[0], examples):
+        ax.imshow(weights[: len(output), : len(source)], cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(source)), source)
+        ax.set_yticks(range(len(output)), output)
+        ax.set_xlabel("source")
+        ax.tick_params(labelsize=8)
+    axes[0][0].set_ylabel("output (decoded)")
+    fig.suptitle("Attention weights of the exported decoder")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -35,6 +35,7 @@ BUILTIN_PLUGINS = (
     "seqpipe.builtin.forecast",
     "seqpipe.builtin.tag",
     "seqpipe.builtin.generate",
+    "seqpipe.builtin.seq2seq",
     "seqpipe.builtin.datasets",
 )
 

@@ -43,14 +43,26 @@ def load_classifier(path: str | Path, device: str = "auto", precision: str = "fp
 
 def predict(path: str | Path, inputs: list[str], options: PredictOptions = PredictOptions()) -> list[dict[str, Any]]:
     """Run the exported model at ``path`` (a run directory or .onnx file) on ``inputs``."""
-    first = open_export(path, device=options.device, precision=options.precision, prefer="step")
-    task = first.spec["task"]
+    task = task_of(path)
     if task not in PREDICTORS:
-        raise SeqpipeError(f"{first.path}: task '{task}' has no predictor in this seqpipe version; known: {', '.join(PREDICTORS)}.")
-    return PREDICTORS[task](path, first, inputs, options)
+        raise SeqpipeError(f"{path}: task '{task}' has no predictor in this seqpipe version; known: {', '.join(PREDICTORS)}.")
+    return PREDICTORS[task](path, inputs, options)
 
 
-def _classify(path, first, inputs, options) -> list[dict[str, Any]]:
+def task_of(path: str | Path) -> str:
+    """The task named in the ``seqpipe.spec`` of ``path``, or of the first seqpipe file in a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted((path / "onnx").glob("*.onnx")) + sorted(path.glob("*.onnx"))
+        if not files:
+            raise SeqpipeError(f"{path}: no .onnx files in this directory or its onnx/ folder; pass a run directory or an .onnx file.")
+        path = files[0]
+    elif not path.exists():
+        raise SeqpipeError(f"{path}: no such file or directory; pass a run directory or an .onnx file.")
+    return OnnxGraph(path, device="cpu").spec["task"]
+
+
+def _classify(path, inputs, options) -> list[dict[str, Any]]:
     runner = load_classifier(path, options.device, options.precision)
     if not inputs:
         raise SeqpipeError("give one or more texts to classify.")
@@ -111,8 +123,8 @@ def forecast(runner: StepRunner, history: np.ndarray, steps: int) -> np.ndarray:
     return np.concatenate(out, axis=1)[0] * scaling["std"] + scaling["mean"]
 
 
-def _forecast(path, first, inputs, options) -> list[dict[str, Any]]:
-    runner = first if isinstance(first, StepRunner) else open_export(path, device=options.device, precision=options.precision, prefer="step")
+def _forecast(path, inputs, options) -> list[dict[str, Any]]:
+    runner = open_export(path, device=options.device, precision=options.precision, prefer="step")
     if not isinstance(runner, StepRunner):
         raise SeqpipeError(f"{runner.path}: forecasting feeds each forecast back through the step graph; pass the run directory or step.onnx.")
     if len(inputs) != 1:
@@ -170,7 +182,7 @@ def tag(runner: StepRunner | SequenceRunner, sentences: list[str]) -> list[dict[
     return results
 
 
-def _tag(path, first, inputs, options) -> list[dict[str, Any]]:
+def _tag(path, inputs, options) -> list[dict[str, Any]]:
     if not inputs:
         raise SeqpipeError("give one or more sentences to tag.")
     runner = open_export(path, device=options.device, precision=options.precision)  # the sequence graph when there is one
@@ -225,7 +237,7 @@ class Generator:
                  "finished": h.finished, "decoding": how} for h in found]
 
 
-def _generate(path, first, inputs, options) -> list[dict[str, Any]]:
+def _generate(path, inputs, options) -> list[dict[str, Any]]:
     if inputs:
         raise SeqpipeError(f"a generation model takes no inputs (found {inputs[0]!r}); choose with --condition, --count, --temperature, --beam.")
     generator = Generator(path, device=options.device)
@@ -238,4 +250,79 @@ def _generate(path, first, inputs, options) -> list[dict[str, Any]]:
     return results
 
 
-PREDICTORS = {"classify": _classify, "forecast": _forecast, "tag": _tag, "generate": _generate}
+class Transcriber:
+    """Encoder–decoder from ONNX alone: ``encoder.onnx`` reads the source, ``decoder.onnx`` writes the
+    target one token per call (attending to the encoder's memory when it has attention)."""
+
+    def __init__(self, path: str | Path, device: str = "auto") -> None:
+        self.encoder = OnnxGraph(_run_file(path, "encoder.onnx"), device=device)
+        self.decoder = OnnxGraph(_run_file(path, "decoder.onnx"), device=device)
+        spec = self.decoder.spec["encoding"]
+        self.vocabulary = CharVocabulary.from_spec(spec["input"])
+        self.symbols = spec["output"]["labels"]
+        self.sos, self.eos = int(spec["output"]["sos_id"]), int(spec["output"]["eos_id"])
+        self.max_length = int(spec["decoding"]["max_length"])
+        self.state_names = [s["name"] for s in self.decoder.spec["states"]]
+        self.attends = spec["attention"] != "none"
+
+    def _step(self, memory: np.ndarray, memory_lengths: np.ndarray, record: list | None = None):
+        """A decoding step function over the decoder graph; memory rows follow the live hypotheses."""
+        def step(tokens: np.ndarray, state: dict[str, np.ndarray]):
+            feeds = {"x": tokens.astype(np.int64), **{f"state_in.{n}": state[n] for n in self.state_names}}
+            if self.attends:
+                rows = len(tokens)
+                feeds["memory"] = memory if len(memory) == rows else np.repeat(memory[:1], rows, axis=0)
+                feeds["memory_lengths"] = memory_lengths if len(memory_lengths) == rows else np.repeat(memory_lengths[:1], rows)
+            out = self.decoder.session.run(None, feeds)
+            if record is not None and self.attends:
+                record.append(out[1])
+            return out[0], dict(zip(self.state_names, out[-len(self.state_names):]))
+        return step
+
+    def transcribe(self, sources: list[str], beam: int = 1, max_length: int | None = None) -> list[dict[str, Any]]:
+        encoded = [self.vocabulary.encode(s) for s in sources]
+        for number, ids in enumerate(encoded, start=1):
+            if not ids:
+                raise SeqpipeError(f"input {number} is empty; give a word to transcribe.")
+        lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
+        x = np.zeros((len(encoded), int(lengths.max())), dtype=np.int64)
+        for row, ids in enumerate(encoded):
+            x[row, : len(ids)] = ids
+        memory, *states = self.encoder.session.run(None, {"x": x, "lengths": lengths})
+        state = dict(zip(self.state_names, states))
+        limit = max_length or self.max_length
+        results = []
+        if beam > 1:
+            for row, source in enumerate(sources):
+                best = beam_search(self._step(memory[row:row + 1], lengths[row:row + 1]), {n: v[row:row + 1] for n, v in state.items()},
+                                   sos=self.sos, eos=self.eos, max_length=limit, beam=beam)[0]
+                results.append(self._result(source, best, None))
+            return results
+        record: list[np.ndarray] = []
+        found = sample(self._step(memory, lengths, record), state, sos=self.sos, eos=self.eos, max_length=limit)
+        attention = np.stack(record, axis=1) if record else None  # [B, steps, source]
+        for row, (source, h) in enumerate(zip(sources, found)):
+            results.append(self._result(source, h, None if attention is None else attention[row, : len(h.tokens) + 1, : lengths[row]]))
+        return results
+
+    def _result(self, source: str, h, attention) -> dict[str, Any]:
+        tokens = [self.symbols[t] for t in h.tokens]
+        result = {"source": source, "text": " ".join(tokens), "tokens": tokens, "log_probability": h.log_probability, "finished": h.finished}
+        if attention is not None:
+            result["attention"] = attention.tolist()
+        return result
+
+
+def _seq2seq(path, inputs, options) -> list[dict[str, Any]]:
+    if not inputs:
+        raise SeqpipeError("give one or more inputs to transcribe, e.g. seqpipe predict RUN pronounce seqpipe.")
+    if options.beam < 1:
+        raise SeqpipeError("--beam must be at least 1.")
+    results = Transcriber(path, device=options.device).transcribe(inputs, options.beam, options.max_length)
+    for r in results:
+        r.pop("attention", None)
+        r["line"] = f"{r['source']:<16} {r['text']}"
+    return results
+
+
+PREDICTORS = {"classify": _classify, "forecast": _forecast, "tag": _tag, "generate": _generate, "seq2seq": _seq2seq}

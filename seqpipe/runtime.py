@@ -88,7 +88,7 @@ class OnnxGraph:
         self.spec: dict[str, Any] = json.loads(meta["seqpipe.spec"])
         if self.kind is not None and self.spec.get("graph") != self.kind:
             raise SeqpipeError(f"{self.path}: is a '{self.spec.get('graph')}' graph, not a {self.kind} graph.")
-        self.state_names = [s["name"] for s in self.spec["states"]]
+        self.state_names = [s["name"] for s in self.spec.get("states", [])]
         self.x_dtype = np.dtype(self.spec["inputs"][0]["dtype"])
         options = ort.SessionOptions()
         # warnings off: onnxruntime warns about every initializer that doubles as an input, which is

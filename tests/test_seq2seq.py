@@ -1,0 +1,169 @@
+"""The seq2seq task: encoder and decoder graphs proven equal to torch, decoding from ONNX alone
+equal to torch's greedy decoding, attention masked to each source, metrics from torchmetrics."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seqpipe.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _pipeline(path: Path, attention: str = "additive", cell: str = "gru", topology: str = "single", epochs: int = 2) -> Path:
+    path.write_text(textwrap.dedent(f"""
+        [data]
+        path = "small.tsv"
+        [model]
+        cell = "{cell}"
+        topology = "{topology}"
+        hidden_size = 32
+        [task]
+        name = "seq2seq"
+        [task.options]
+        source_column = "word"
+        target_column = "phonemes"
+        attention = "{attention}"
+        embedding_size = 16
+        heatmap_examples = 2
+        [training]
+        epochs = {epochs}
+        batch_size = 64
+        [export]
+        parity_sequences = 120
+    """))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_tsv(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("g2p")
+    lines = (REPO / "seqpipe" / "datasets" / "cmudict_g2p" / "cmudict-12k.tsv").read_text(encoding="utf-8").splitlines()
+    (root / "small.tsv").write_text("\n".join(lines[:1201]) + "\n", encoding="utf-8")
+    return root / "small.tsv"
+
+
+def _run(root: Path, **kwargs) -> Path:
+    result = CliRunner().invoke(main, ["run", str(_pipeline(root / "p.toml", **kwargs)), "--out", str(root / "out")])
+    assert result.exit_code == 0, result.output
+    return root / "out"
+
+
+@pytest.fixture(scope="module", params=["additive", "dot", "none"])
+def g2p_run(request, small_tsv, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"g2p-{request.param}")
+    (root / "small.tsv").write_bytes(small_tsv.read_bytes())
+    cell = "lstm" if request.param == "dot" else "gru"
+    return request.param, root, _run(root, attention=request.param, cell=cell)
+
+
+def _load(root: Path):
+    from seqpipe.assembly import resolve_pipeline
+    from seqpipe.checkpoint import load_checkpoint
+    from seqpipe.plugins import make_plugin_manager
+    from seqpipe.registry import build_registry
+
+    resolved = resolve_pipeline(root / "p.toml", build_registry(make_plugin_manager(strict=False, warn=lambda line: None)[0]))
+    task = resolved.make_task()
+    task.prepare()
+    model = task.build_model(resolved.make_topology)
+    load_checkpoint(model, root / "out" / "model.safetensors")
+    return task, model.eval()
+
+
+def test_run_exports_encoder_and_decoder_with_parity(g2p_run):
+    attention, _, out = g2p_run
+    assert sorted(p.name for p in (out / "onnx").iterdir()) == ["decoder.onnx", "encoder.onnx"]
+    parity = json.loads((out / "parity.json").read_text())
+    assert parity["passed"] and set(parity["graphs"]) == {"encoder", "decoder"}
+    compared = parity["graphs"]["decoder"]["comparisons"]["ort_step_vs_torch_step"]
+    assert ("attention" in compared) == (attention != "none")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["test"]["phoneme_error_rate"] and 0 <= metrics["test"]["word_accuracy"] <= 1
+    assert (out / "attention.png").exists() == (attention != "none")
+    assert len(metrics["examples"]) == 6
+
+
+def test_onnx_transcription_equals_torch_greedy_decoding(g2p_run):
+    from seqpipe.builtin.seq2seq import collate
+    from seqpipe.predict import Transcriber
+
+    _, root, out = g2p_run
+    task, model = _load(root)
+    words = ["seqpipe", "a", "pronunciation", "zebra"]
+    served = Transcriber(out, device="cpu").transcribe(words)
+    batch = collate([(task.source_vocab.encode(w), []) for w in words])
+    expected = [" ".join(task.target_symbols[i] for i in ids) for ids in task.greedy(model, batch)]
+    assert [r["text"] for r in served] == expected
+    result = CliRunner().invoke(main, ["predict", str(out), *words, "--json"])
+    assert result.exit_code == 0 and [json.loads(line)["text"] for line in result.stdout.splitlines()] == expected
+
+
+def test_beam_search_is_at_least_as_probable_as_greedy(g2p_run):
+    from seqpipe.predict import Transcriber
+
+    _, _, out = g2p_run
+    transcriber = Transcriber(out, device="cpu")
+    for word in ("quattrocchi", "ok"):
+        greedy, beam = transcriber.transcribe([word])[0], transcriber.transcribe([word], beam=4)[0]
+        if greedy["finished"]:
+            assert beam["log_probability"] >= greedy["log_probability"] - 1e-6
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lengths=st.lists(st.integers(1, 14), min_size=1, max_size=5), seed=st.integers(0, 2**31 - 1))
+def test_a_source_alone_equals_it_padded_in_a_batch(g2p_run, lengths, seed):
+    """Encoder memory and state, and the decoder's first step (attention masked to the source's
+    own length), are the same for a source alone and the same source padded beside longer ones."""
+    from seqpipe.runtime import OnnxGraph
+
+    attention, _, out = g2p_run
+    encoder, decoder = OnnxGraph(out / "onnx" / "encoder.onnx", device="cpu"), OnnxGraph(out / "onnx" / "decoder.onnx", device="cpu")
+    lengths = np.array(lengths, dtype=np.int64)
+    x = np.random.default_rng(seed).integers(2, 20, size=(len(lengths), int(lengths.max())))
+    names = [s["name"] for s in decoder.spec["states"]]
+
+    def first_step(xb, lb):
+        memory, *states = encoder.session.run(None, {"x": xb, "lengths": lb})
+        feeds = {"x": np.full(len(lb), 2, np.int64), **{f"state_in.{n}": s for n, s in zip(names, states)}}
+        if attention != "none":
+            feeds.update(memory=memory, memory_lengths=lb)
+        return memory, states, decoder.session.run(None, feeds)
+
+    memory, states, step = first_step(x, lengths)
+    for row, n in enumerate(lengths):
+        m1, s1, step1 = first_step(x[row:row + 1, :n], lengths[row:row + 1])
+        assert np.abs(m1[0] - memory[row, :n]).max() <= 1e-5
+        assert all(np.abs(a[0] - b[row]).max() <= 1e-5 for a, b in zip(s1, states))
+        assert np.abs(step1[0][0] - step[0][row]).max() <= 1e-5
+        if attention != "none":
+            assert np.abs(step[1][row, n:]).max(initial=0.0) == 0.0  # no weight on padding
+            assert np.abs(step1[1][0] - step[1][row, :n]).max() <= 1e-5
+
+
+def test_metrics_are_torchmetrics_edit_distances():
+    from seqpipe.builtin.seq2seq import Seq2SeqTask
+
+    scores = Seq2SeqTask.scores(["K AE T", "D AO G Z"], ["K AE T", "D AO G"])
+    assert scores["word_accuracy"] == 0.5 and scores["phoneme_error_rate"] == pytest.approx(1 / 6)
+
+
+@pytest.mark.parametrize("cell,topology,fragment", [
+    ("gru", "bidirectional", "decodes step by step"),
+    ("indrnn", "single", "exports its encoder with native ONNX RNN operators"),
+])
+def test_seq2seq_refuses_models_it_cannot_export(tmp_path, small_tsv, cell, topology, fragment):
+    (tmp_path / "small.tsv").write_bytes(small_tsv.read_bytes())
+    result = CliRunner().invoke(main, ["check", str(_pipeline(tmp_path / "p.toml", cell=cell, topology=topology))])
+    if cell == "indrnn" and "unknown cell" in result.output:
+        pytest.skip("the IndRNN plugin is not installed in this environment")
+    assert result.exit_code == 2 and fragment in result.output
