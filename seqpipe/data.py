@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -110,3 +110,17 @@ def read_conll(path: Path, where: str) -> list[list[tuple[str, str]]]:
     if not sentences:
         raise DataError(f"{path}: holds no sentences; give 'token<TAB>tag' lines with a blank line between sentences.")
     return sentences
+
+
+def batched(examples: Sequence[T], batch_size: int, collate: Callable[[list[T]], Any], *, shuffle: bool = False,
+            generator=None) -> Iterator[Any]:
+    """``collate`` applied to consecutive chunks of ``examples``, in an order drawn from torch's
+    ``generator`` when ``shuffle`` (so a seeded run sees the same batches)."""
+    if shuffle:
+        import torch  # training-side only; the torch-free runtime never calls this
+
+        order = torch.randperm(len(examples), generator=generator).tolist()
+    else:
+        order = list(range(len(examples)))
+    for start in range(0, len(order), batch_size):
+        yield collate([examples[i] for i in order[start:start + batch_size]])

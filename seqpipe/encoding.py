@@ -11,7 +11,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 PAD, UNK = "<pad>", "<unk>"
+
+
+def pad_ids(encoded: list[list[int]], what: str = "input") -> tuple[np.ndarray, np.ndarray]:
+    """Id lists → (ids [B, T] int64 padded with 0, lengths [B] int64); an empty list is a user error."""
+    from seqpipe.errors import SeqpipeError
+
+    for number, ids in enumerate(encoded, start=1):
+        if not ids:
+            raise SeqpipeError(f"input {number} is empty; give at least one {what}.")
+    lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
+    tokens = np.zeros((len(encoded), int(lengths.max())), dtype=np.int64)
+    for row, ids in enumerate(encoded):
+        tokens[row, : len(ids)] = ids
+    return tokens, lengths
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,9 @@ class InitialState(nn.Module):
 class ConditionedInitialState(nn.Module):
     """The seed's fourth choice: the initial state computed from a condition by a separate network.
 
-    A condition (a label id) is embedded and mapped through a linear layer and tanh to every state
-    slot: ``state[name] = tanh(W · embed(condition) + b)`` reshaped to [B, slots, hidden]. It is
+    A condition — a label id, embedded, or a vector of numbers, projected linearly — is mapped
+    through a linear layer and tanh to every state slot: ``state[name] = tanh(W · embed(condition) + b)``
+    reshaped to [B, slots, hidden]. It is
     exported as its own graph (``init.onnx``: ``condition`` → ``state_out.*``), which a program runs
     once per sequence before stepping.
     """
@@ -70,14 +71,16 @@ class ConditionedInitialState(nn.Module):
     rule = "conditioned"
 
     def __init__(self, num_conditions: int, state_names: tuple[str, ...], slots: int, hidden: int,
-                 labels: list[str], condition_size: int = 16) -> None:
+                 condition: dict[str, Any], condition_size: int = 16) -> None:
+        """``num_conditions``: how many labels, or the vector's length when ``condition["kind"]`` is "vector"."""
         super().__init__()
-        self.state_names, self.slots, self.hidden, self.labels = state_names, slots, hidden, labels
-        self.embed = nn.Embedding(num_conditions, condition_size)
+        self.state_names, self.slots, self.hidden, self.condition = state_names, slots, hidden, condition
+        vector = condition.get("kind") == "vector"
+        self.embed = nn.Linear(num_conditions, condition_size) if vector else nn.Embedding(num_conditions, condition_size)
         self.project = nn.Linear(condition_size, len(state_names) * slots * hidden)
 
     def from_condition(self, condition: torch.Tensor) -> State:
-        """condition [B] int64 → one [B, slots, hidden] tensor per state name."""
+        """condition [B] int64 labels or [B, D] float vectors → one [B, slots, hidden] tensor per state name."""
         flat = torch.tanh(self.project(self.embed(condition)))  # [B, n·S·H]
         parts = flat.view(condition.shape[0], len(self.state_names), self.slots, self.hidden)
         return tuple(parts[:, i] for i in range(len(self.state_names)))
@@ -87,8 +90,8 @@ class ConditionedInitialState(nn.Module):
         return tuple(torch.zeros(batch, self.slots, self.hidden, device=device) for _ in self.state_names)
 
     def spec(self) -> dict[str, Any]:
-        return {"rule": "conditioned", "graph": "init.onnx", "condition": {"kind": "label", "labels": self.labels},
-                "note": "run init.onnx on condition ids (index into labels, int64 [batch]); its state_out.<name> is the first state_in.<name>"}
+        return {"rule": "conditioned", "graph": "init.onnx", "condition": self.condition,
+                "note": "run init.onnx on the condition (see condition.input); its state_out.<name> is the first state_in.<name>"}
 
     def served_values(self) -> dict[str, np.ndarray]:
         return {n: np.zeros((self.slots, self.hidden), np.float32) for n in self.state_names}

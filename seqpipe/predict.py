@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from seqpipe.encoding import CharVocabulary, WordVocabulary, split_words
+from seqpipe.encoding import CharVocabulary, WordVocabulary, pad_ids, split_words
 from seqpipe.decoding import beam_search, sample
 from seqpipe.errors import SeqpipeError, did_you_mean
 from seqpipe.runtime import STEP_FILE, OnnxGraph, SequenceRunner, StepRunner, open_export
@@ -145,14 +145,7 @@ def classify(runner: StepRunner | SequenceRunner, texts: list[str]) -> list[dict
     """Label and class probabilities for each text (a step graph is stepped to each text's end)."""
     vocabulary = CharVocabulary.from_spec(runner.spec["encoding"]["input"])
     labels = runner.spec["encoding"]["output"]["labels"]
-    encoded = [vocabulary.encode(text) for text in texts]
-    for number, ids in enumerate(encoded, start=1):
-        if not ids:
-            raise SeqpipeError(f"input {number} is empty; give at least one character to classify.")
-    lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
-    tokens = np.zeros((len(encoded), int(lengths.max())), dtype=np.int64)
-    for row, ids in enumerate(encoded):
-        tokens[row, : len(ids)] = ids
+    tokens, lengths = pad_ids([vocabulary.encode(text) for text in texts], "character to classify")
     last, _ = runner.final(tokens, lengths)
     results = []
     for text, probs in zip(texts, last):
@@ -166,13 +159,7 @@ def tag(runner: StepRunner | SequenceRunner, sentences: list[str]) -> list[dict[
     vocabulary = WordVocabulary.from_spec(runner.spec["encoding"]["input"])
     labels = runner.spec["encoding"]["output"]["labels"]
     words = [split_words(s) for s in sentences]
-    for number, ws in enumerate(words, start=1):
-        if not ws:
-            raise SeqpipeError(f"input {number} holds no words; give a sentence to tag.")
-    lengths = np.array([len(ws) for ws in words], dtype=np.int64)
-    tokens = np.zeros((len(words), int(lengths.max())), dtype=np.int64)
-    for row, ws in enumerate(words):
-        tokens[row, : len(ws)] = vocabulary.encode(ws)
+    tokens, lengths = pad_ids([vocabulary.encode(ws) for ws in words], "word to tag")
     probs = runner.run(tokens, lengths)[0] if isinstance(runner, SequenceRunner) else runner.run_padded(tokens, lengths)[0]
     results = []
     for row, (sentence, ws) in enumerate(zip(sentences, words)):
@@ -211,15 +198,29 @@ class Generator:
         self.init = OnnxGraph(_run_file(path, "init.onnx"), device=device)
         encoding = self.step_runner.spec["encoding"]
         self.symbols = encoding["input"]["symbols"]
-        self.conditions = encoding["condition"]["labels"]
+        self.condition = encoding["condition"]
+        self.conditions = self.condition.get("labels", [])
         self.sos, self.eos = int(encoding["input"]["sos_id"]), int(encoding["input"]["eos_id"])
         self.max_length = int(encoding["decoding"]["max_length"])
 
     def start(self, condition: str, rows: int) -> dict[str, np.ndarray]:
-        if condition not in self.conditions:
-            raise SeqpipeError(f"--condition {condition!r}: this model knows {', '.join(self.conditions)}{did_you_mean(condition, self.conditions)}.")
-        ids = np.full(rows, self.conditions.index(condition), dtype=np.int64)
-        states = self.init.session.run(None, {"condition": ids})
+        """The first state of ``rows`` sequences: ``condition`` is a label, or comma-separated numbers for a vector."""
+        if self.condition["kind"] == "vector":
+            size, scaling = int(self.condition["size"]), self.condition["scaling"]
+            try:
+                values = np.array([float(v) for v in str(condition).split(",")], dtype=np.float64)
+            except ValueError:
+                values = np.zeros(0)
+            if len(values) != size:
+                raise SeqpipeError(f"--condition {condition!r}: this model is conditioned on {size} number(s) "
+                                   f"({', '.join(self.condition['columns'])}); give them comma-separated.")
+            scaled = ((values - np.asarray(scaling["mean"])) / np.asarray(scaling["std"])).astype(np.float32)
+            feed = np.repeat(scaled[None], rows, axis=0)
+        else:
+            if condition not in self.conditions:
+                raise SeqpipeError(f"--condition {condition!r}: this model knows {', '.join(self.conditions)}{did_you_mean(condition, self.conditions)}.")
+            feed = np.full(rows, self.conditions.index(condition), dtype=np.int64)
+        states = self.init.session.run(None, {"condition": feed})
         return dict(zip(self.step_runner.state_names, states))
 
     def generate(self, condition: str, count: int = 1, temperature: float = 0.0, beam: int = 1, seed: int = 0,
@@ -241,6 +242,9 @@ def _generate(path, inputs, options) -> list[dict[str, Any]]:
     if inputs:
         raise SeqpipeError(f"a generation model takes no inputs (found {inputs[0]!r}); choose with --condition, --count, --temperature, --beam.")
     generator = Generator(path, device=options.device)
+    if options.condition is None and generator.condition["kind"] == "vector":
+        raise SeqpipeError(f"give --condition: {generator.condition['size']} comma-separated number(s) "
+                           f"({', '.join(generator.condition['columns'])}).")
     condition = options.condition or generator.conditions[0]
     if options.count < 1 or options.beam < 1 or options.temperature < 0:
         raise SeqpipeError("--count and --beam must be at least 1 and --temperature at least 0.")
@@ -280,14 +284,7 @@ class Transcriber:
         return step
 
     def transcribe(self, sources: list[str], beam: int = 1, max_length: int | None = None) -> list[dict[str, Any]]:
-        encoded = [self.vocabulary.encode(s) for s in sources]
-        for number, ids in enumerate(encoded, start=1):
-            if not ids:
-                raise SeqpipeError(f"input {number} is empty; give a word to transcribe.")
-        lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
-        x = np.zeros((len(encoded), int(lengths.max())), dtype=np.int64)
-        for row, ids in enumerate(encoded):
-            x[row, : len(ids)] = ids
+        x, lengths = pad_ids([self.vocabulary.encode(s) for s in sources], "character to transcribe")
         memory, *states = self.encoder.session.run(None, {"x": x, "lengths": lengths})
         state = dict(zip(self.state_names, states))
         limit = max_length or self.max_length

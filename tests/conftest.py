@@ -67,6 +67,35 @@ parity_sequences = 40
 
 
 @pytest.fixture
+def torch_blocked_env(tmp_path_factory) -> dict[str, str]:
+    """Environment for a subprocess in which importing torch raises: what an embedding app has."""
+    import os
+    import textwrap
+
+    blocker = tmp_path_factory.mktemp("blocker")
+    (blocker / "sitecustomize.py").write_text(textwrap.dedent("""
+        import sys
+        class _NoTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, _NoTorch())
+    """))
+    return {**os.environ, "PYTHONPATH": str(blocker)}
+
+
+def predict_without_torch(env: dict[str, str], *args: str) -> list[dict]:
+    """``seqpipe predict ARGS --json`` in a process that cannot import torch; one dict per result."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "seqpipe", "predict", *args, "--json"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+@pytest.fixture
 def write_pipeline():
     """``write_pipeline(path, data_path, cell=…, topology=…)``: a small, fast classify pipeline."""
     return _write_pipeline

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 from seqpipe.cli import main
 
+from conftest import predict_without_torch
+
 REPO = Path(__file__).resolve().parents[1]
 SUNSPOTS = REPO / "seqpipe" / "datasets" / "sunspots" / "sunspots.csv"
 
@@ -88,7 +90,8 @@ def test_scaling_is_fitted_on_the_training_years_only(forecast_model):
     assert task.targets["test"][-1] == len(values) - 1  # the test part is the most recent years
 
 
-def test_predict_from_onnx_matches_torch_autoregression(forecast_run, forecast_model, tmp_path):
+def test_predict_from_onnx_matches_torch_autoregression(forecast_run, forecast_model, tmp_path, torch_blocked_env):
+    env = torch_blocked_env
     task, model = forecast_model
     history = tmp_path / "history.csv"
     values = np.loadtxt(SUNSPOTS, delimiter=",", skiprows=1)[:, 1]
@@ -99,6 +102,7 @@ def test_predict_from_onnx_matches_torch_autoregression(forecast_run, forecast_m
     served = json.loads(result.stdout.strip().splitlines()[-1])["forecast"]
     expected = task.forecast(model, np.array([cut]), 4)[0]
     assert np.allclose(served, expected, rtol=1e-5, atol=1e-3)
+    assert predict_without_torch(env, str(forecast_run / "out"), str(history), "--steps", "4")[0]["forecast"] == served
 
 
 numeric_batches = st.integers(1, 5).flatmap(lambda b: st.tuples(st.lists(st.integers(1, 15), min_size=b, max_size=b),

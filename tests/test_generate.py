@@ -15,6 +15,8 @@ from click.testing import CliRunner
 from seqpipe.cli import main
 from seqpipe.decoding import beam_search, sample
 
+from conftest import predict_without_torch
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -111,6 +113,15 @@ def test_onnx_decoding_equals_torch_decoding(names_run, trained, how):
         assert np.allclose([s["log_probability"] for s in served], [h.log_probability for h in expected], atol=1e-4)
 
 
+def test_predict_generates_without_torch(names_run, torch_blocked_env):
+    args = [str(names_run / "out"), "--condition", "male", "--count", "3", "--temperature", "0.7", "--seed", "5"]
+    served = predict_without_torch(torch_blocked_env, *args)
+    cli = CliRunner().invoke(main, ["predict", *args, "--json"])
+    assert served == [json.loads(line) for line in cli.stdout.splitlines()] and len(served) == 3
+    beams = predict_without_torch(torch_blocked_env, str(names_run / "out"), "--condition", "female", "--beam", "4", "--count", "4")
+    assert [b["log_probability"] for b in beams] == sorted((b["log_probability"] for b in beams), reverse=True)
+
+
 def test_condition_changes_the_state(trained):
     _, model = trained
     with torch.no_grad():
@@ -146,3 +157,23 @@ def test_conditioned_is_refused_by_tasks_without_a_condition(tmp_path, small_csv
     pipeline.write_text(pipeline.read_text().replace('hidden_size = 16', 'hidden_size = 16\ninitial_state = "conditioned"'))
     result = CliRunner().invoke(main, ["check", str(pipeline)])
     assert result.exit_code == 2 and "'conditioned' needs a task with a condition" in result.output
+
+
+def test_vector_condition_exports_a_float_init_graph(tmp_path):
+    """A condition vector (here the name's census popularity) instead of a label: standardised on
+    training rows, a float32 init graph, parity, and predict taking the numbers."""
+    pipeline = _pipeline(tmp_path / "p.toml", epochs=1)
+    pipeline.write_text(pipeline.read_text().replace('condition_column = "gender"', 'condition_columns = ["percent"]'))
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    from seqpipe.runtime import OnnxGraph
+
+    init = OnnxGraph(tmp_path / "out" / "onnx" / "init.onnx", device="cpu")
+    assert init.spec["inputs"][0] == {"name": "condition", "dtype": "float32", "shape": ["batch", 1]}
+    condition = init.spec["encoding"]["condition"]
+    assert condition["kind"] == "vector" and condition["columns"] == ["percent"] and condition["scaling"]["std"][0] > 0
+    assert json.loads((tmp_path / "out" / "parity.json").read_text())["passed"]
+    served = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "--condition", "1.5", "--count", "2", "--temperature", "1"])
+    assert served.exit_code == 0 and len(served.stdout.strip().splitlines()) == 2
+    wrong = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "--condition", "female"])
+    assert wrong.exit_code == 2 and "conditioned on 1 number(s) (percent)" in wrong.output

@@ -17,6 +17,8 @@ from safetensors.torch import load_file
 
 from seqpipe.cli import main
 
+from conftest import predict_without_torch
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -101,24 +103,10 @@ def test_step_graph_has_dynamic_batch(trained_run, batch):
     assert np.allclose(y.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_predict_agrees_with_torch_and_never_imports_torch(trained_run, tmp_path):
+def test_predict_agrees_with_torch_and_never_imports_torch(trained_run, torch_blocked_env):
     """Predict in a process where importing torch raises: the embedding app ships without torch."""
-    blocker = tmp_path / "blocker"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(textwrap.dedent("""
-        import sys
-        class _NoTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name == "torch" or name.startswith("torch."):
-                    raise ImportError("torch is blocked in this test")
-        sys.meta_path.insert(0, _NoTorch())
-    """))
-    env = {**os.environ, "PYTHONPATH": str(blocker)}
     texts = ["FREE money!!! click now", "Re: meeting notes for tomorrow"]
-    proc = subprocess.run([sys.executable, "-m", "seqpipe", "predict", str(trained_run), *texts, "--json"],
-                          capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr
-    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    results = predict_without_torch(torch_blocked_env, str(trained_run), *texts)
     assert [r["text"] for r in results] == texts
 
     # same answer as the trained torch model

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 from seqpipe.cli import main
 
+from conftest import predict_without_torch
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -106,6 +108,13 @@ def test_onnx_transcription_equals_torch_greedy_decoding(g2p_run):
     assert [r["text"] for r in served] == expected
     result = CliRunner().invoke(main, ["predict", str(out), *words, "--json"])
     assert result.exit_code == 0 and [json.loads(line)["text"] for line in result.stdout.splitlines()] == expected
+
+
+def test_predict_transcribes_without_torch(g2p_run, torch_blocked_env):
+    _, _, out = g2p_run
+    served = predict_without_torch(torch_blocked_env, str(out), "seqpipe", "zebra", "--beam", "3")
+    cli = CliRunner().invoke(main, ["predict", str(out), "seqpipe", "zebra", "--beam", "3", "--json"])
+    assert served == [json.loads(line) for line in cli.stdout.splitlines()] and served[0]["source"] == "seqpipe"
 
 
 def test_beam_search_is_at_least_as_probable_as_greedy(g2p_run):

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from seqpipe.cli import main
 from seqpipe.encoding import WordVocabulary, word_signature
 
+from conftest import predict_without_torch
+
 REPO = Path(__file__).resolve().parents[1]
 BROWN = REPO / "seqpipe" / "datasets" / "brown_pos" / "brown-universal.conll"
 
@@ -88,6 +90,12 @@ def test_a_sentence_alone_equals_it_padded_in_a_batch(tag_run, lengths, seed):
         alone, _ = sequence.run(x[row:row + 1, :n], lengths[row:row + 1])
         assert np.abs(alone[0] - y[row, :n]).max() <= 1e-5
         assert np.abs(ys[row, :n] - y[row, :n]).max() <= 1e-5
+
+
+def test_predict_tags_without_torch(tag_run, torch_blocked_env):
+    cli = CliRunner().invoke(main, ["predict", str(tag_run / "out"), "The jury said so .", "--json"])
+    served = predict_without_torch(torch_blocked_env, str(tag_run / "out"), "The jury said so .")
+    assert served == [json.loads(cli.stdout)] and served[0]["tokens"] == ["The", "jury", "said", "so", "."]
 
 
 def test_predict_tags_like_the_torch_model(tag_run):

@@ -22,7 +22,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from seqpipe import hookimpl
 from seqpipe.builtin.native_onnx import sequence_graph
 from seqpipe.contracts import Task, Topology
-from seqpipe.data import read_records, split_three
+from seqpipe.data import batched, read_records, split_three
 from seqpipe.encoding import CharVocabulary
 from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel, token_embedding
@@ -102,12 +102,7 @@ class ClassifyTask(Task):
         return {name: len(part) for name, part in self.examples.items()}
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        examples = self.examples[split]
-        order = torch.randperm(len(examples), generator=generator).tolist() if shuffle else range(len(examples))
-        order = list(order)
-        for start in range(0, len(order), batch_size):
-            chosen = [examples[i] for i in order[start:start + batch_size]]
-            yield collate(chosen)
+        return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator)
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",

@@ -1,7 +1,7 @@
 """One-to-many generation: a condition sets the initial state, then the network writes a sequence.
 
-As in the seed, a condition (here a label, e.g. a gender) is turned into the first hidden state
-by a separate small network (the ``conditioned`` initial state); decoding starts at ``<sos>``,
+As in the seed, a condition — a label (e.g. a gender) or a vector of numbers — is turned into the
+first hidden state by a separate small network (the ``conditioned`` initial state); decoding starts at ``<sos>``,
 feeds each emitted character back in, and stops at ``<eos>`` or a length limit. Decoding is greedy,
 sampled at a temperature (seeded) or a beam search, all in :mod:`seqpipe.decoding` so the ONNX
 graphs decode exactly as torch does. Exports: ``init.onnx`` (condition → state) and ``step.onnx``.
@@ -25,7 +25,7 @@ from torchmetrics.functional.text import perplexity
 
 from seqpipe import hookimpl
 from seqpipe.contracts import State, Task, Topology
-from seqpipe.data import read_records, split_three
+from seqpipe.data import batched, read_records, split_three
 from seqpipe.encoding import PAD, UNK, CharVocabulary
 from seqpipe.errors import DataError
 from seqpipe.export import base_spec, export_module
@@ -41,6 +41,8 @@ class GenerateOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text_column: str = Field("text", description="column holding the sequences to learn (e.g. names)")
     condition_column: str = Field("label", description="column holding the condition (a label) that starts each sequence")
+    condition_columns: list[str] | None = Field(
+        None, min_length=1, description="instead of a label: numeric columns forming a condition vector (standardised on training rows)")
     max_length: int = Field(32, ge=1, description="characters kept per sequence, and the decoding length limit")
     embedding_size: int = Field(32, ge=1)
     condition_size: int = Field(16, ge=1, description="width of the condition's embedding in the initial-state network")
@@ -55,7 +57,7 @@ class Batch:
     tokens: torch.Tensor  # [B, T]: <sos> c1 … cn, 0-padded
     lengths: torch.Tensor  # [B]: n + 1
     targets: torch.Tensor  # [B, T]: c1 … cn <eos>, IGNORE-padded
-    condition: torch.Tensor  # [B] condition ids
+    condition: torch.Tensor  # [B] label ids, or [B, D] standardised condition vectors
 
 
 class InitGraph(nn.Module):
@@ -82,31 +84,53 @@ class GenerateTask(Task):
         self.options = options
         self.data = data
         self.vocabulary: CharVocabulary | None = None
-        self.conditions: list[str] = []
+        self.conditions: list[str] = []  # labels (label conditions)
+        self.vector_mean = self.vector_std = np.zeros(0)  # scaling of vector conditions, from training rows
         self.examples: dict[str, list[tuple[list[int], int]]] = {}
         self.texts: dict[str, list[str]] = {}
         self._bigram: dict[str, float] = {}
 
     @property
+    def vector(self) -> bool:
+        return self.options.condition_columns is not None
+
+    @property
     def predict_example(self) -> str:
-        return f"--condition {self.conditions[0]} --count 5 --temperature 0.8"
+        first = ",".join(f"{v:g}" for v in self.vector_mean) if self.vector else self.conditions[0]
+        return f"--condition {first} --count 5 --temperature 0.8"
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, int]:
         o, d = self.options, self.data.config
-        rows = read_records(self.data.path, self.data.format, [o.text_column, o.condition_column], self.data.where)
-        pairs = [(str(r[o.text_column])[: o.max_length], str(r[o.condition_column])) for r in rows]
-        train, validation, test = split_three(pairs, d.validation_fraction, d.test_fraction, d.split_seed, key=lambda p: p[1])
-        self.conditions = sorted({c for _, c in pairs})
+        columns = o.condition_columns or [o.condition_column]
+        rows = read_records(self.data.path, self.data.format, [o.text_column, *columns], self.data.where)
+        if self.vector:
+            try:
+                pairs = [(str(r[o.text_column])[: o.max_length], tuple(float(r[c]) for c in columns)) for r in rows]
+            except ValueError as exc:
+                raise DataError(f"{self.data.path}: a condition column ({', '.join(columns)}) holds a non-number ({exc}); "
+                                "vector conditions are numbers.") from None
+            train, validation, test = split_three(pairs, d.validation_fraction, d.test_fraction, d.split_seed)
+            values = np.array([c for _, c in train], dtype=np.float64)
+            self.vector_mean, self.vector_std = values.mean(axis=0), np.where(values.std(axis=0) > 0, values.std(axis=0), 1.0)
+        else:
+            pairs = [(str(r[o.text_column])[: o.max_length], str(r[o.condition_column])) for r in rows]
+            train, validation, test = split_three(pairs, d.validation_fraction, d.test_fraction, d.split_seed, key=lambda p: p[1])
+            self.conditions = sorted({c for _, c in pairs})
         chars = sorted({ch for text, _ in train for ch in text})
         self.vocabulary = CharVocabulary((PAD, UNK, SOS, EOS, *chars), False, o.max_length)
-        index = {c: i for i, c in enumerate(self.conditions)}
         for name, part in zip(self.splits, (train, validation, test)):
             self.texts[name] = [t for t, _ in part]
-            self.examples[name] = [(self.vocabulary.encode(t), index[c]) for t, c in part]
+            self.examples[name] = [(self.vocabulary.encode(t), self._encode_condition(c)) for t, c in part]
         if not self.examples["test"]:
             raise DataError(f"{self.data.path}: too few rows for a test split; add data or raise data.test_fraction.")
         return {name: len(part) for name, part in self.examples.items()}
+
+    def _encode_condition(self, condition) -> int | tuple[float, ...]:
+        """A label's index, or a vector standardised with the training rows' mean and std."""
+        if self.vector:
+            return tuple(((np.asarray(condition) - self.vector_mean) / self.vector_std).astype(np.float32).tolist())
+        return self.conditions.index(condition)
 
     @property
     def sos_id(self) -> int:
@@ -117,10 +141,7 @@ class GenerateTask(Task):
         return 3
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        examples = self.examples[split]
-        order = torch.randperm(len(examples), generator=generator).tolist() if shuffle else list(range(len(examples)))
-        for start in range(0, len(order), batch_size):
-            yield self._collate([examples[i] for i in order[start:start + batch_size]])
+        return batched(self.examples[split], batch_size, self._collate, shuffle=shuffle, generator=generator)
 
     def _collate(self, examples: list[tuple[list[int], int]]) -> Batch:
         lengths = torch.tensor([len(ids) + 1 for ids, _ in examples], dtype=torch.int64)
@@ -129,15 +150,16 @@ class GenerateTask(Task):
         for row, (ids, _) in enumerate(examples):
             tokens[row, : len(ids) + 1] = torch.tensor([self.sos_id, *ids])
             targets[row, : len(ids) + 1] = torch.tensor([*ids, self.eos_id])
-        return Batch(tokens, lengths, targets, torch.tensor([c for _, c in examples], dtype=torch.int64))
+        condition = torch.tensor([c for _, c in examples], dtype=torch.float32 if self.vector else torch.int64)
+        return Batch(tokens, lengths, targets, condition)
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "conditioned",
                     initial_state_scale: float = 0.1) -> SequenceModel:
         o = self.options
         topology = make_topology(o.embedding_size)
-        initial = ConditionedInitialState(len(self.conditions), topology.state_names, topology.num_slots, topology.hidden_size,
-                                          self.conditions, o.condition_size)
+        initial = ConditionedInitialState(len(self.vector_mean) if self.vector else len(self.conditions), topology.state_names,
+                                          topology.num_slots, topology.hidden_size, self.condition_spec(), o.condition_size)
         return SequenceModel(token_embedding(len(self.vocabulary), o.embedding_size, o.dropout), topology,
                              nn.Linear(topology.output_size, len(self.vocabulary)), initial, output="softmax", per_step=True,
                              dropout=o.dropout)
@@ -160,13 +182,15 @@ class GenerateTask(Task):
                 "bigram_perplexity": self.bigram_perplexity(split), "characters": count, "examples": len(self.examples[split])}
 
     def bigram_perplexity(self, split: str) -> float:
-        """Per-character perplexity of a character bigram model conditioned on the label, with
-        add-k smoothing (k chosen on the validation split): the baseline the network must beat."""
+        """Per-character perplexity of a character bigram model conditioned on the label (one shared
+        bigram for vector conditions), with add-k smoothing (k chosen on the validation split): the
+        baseline the network must beat."""
         if split in self._bigram:
             return self._bigram[split]
         counts: Counter = Counter()
         context: Counter = Counter()
         for ids, c in self.examples["train"]:
+            c = 0 if self.vector else c
             seq = [self.sos_id, *ids, self.eos_id]
             for a, b in zip(seq, seq[1:]):
                 counts[(c, a, b)] += 1
@@ -176,6 +200,7 @@ class GenerateTask(Task):
         def ppl(part: str, k: float) -> float:
             nll, n = 0.0, 0
             for ids, c in self.examples[part]:
+                c = 0 if self.vector else c
                 seq = [self.sos_id, *ids, self.eos_id]
                 for a, b in zip(seq, seq[1:]):
                     nll -= math.log((counts[(c, a, b)] + k) / (context[(c, a)] + k * vocab))
@@ -197,24 +222,27 @@ class GenerateTask(Task):
     @torch.no_grad()
     def parity_start(self, model: SequenceModel, split: str, limit: int) -> dict[str, np.ndarray]:
         """Each test sequence starts from the state its condition gives."""
-        condition = torch.tensor([c for _, c in self.examples[split][:limit]], dtype=torch.int64)
+        condition = self._collate(self.examples[split][:limit]).condition
         return {n: s.numpy() for n, s in zip(model.state_names, model.initial.eval().from_condition(condition))}
 
     def export_graph(self, kind: str, model: SequenceModel, path: Path, *, resolved, opset: int, exporter: str,
                      tolerance: float, limit: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``init.onnx``: ``condition`` [batch] int64 → ``state_out.<name>`` [batch, slots, hidden]."""
+        """``init.onnx``: ``condition`` (label ids int64 [batch], or standardised vectors float32
+        [batch, D]) → ``state_out.<name>`` [batch, slots, hidden]."""
         from seqpipe.runtime import OnnxGraph
 
         model = model.eval().cpu()
         outputs = [f"state_out.{n}" for n in model.state_names]
         batch = torch.export.Dim("batch", min=1)
-        described = export_module(InitGraph(model.initial).eval(), (torch.zeros(2, dtype=torch.int64),), path,
+        example = torch.zeros(2, len(self.vector_mean)) if self.vector else torch.zeros(2, dtype=torch.int64)
+        described = export_module(InitGraph(model.initial).eval(), (example,), path,
                                   input_names=["condition"], output_names=outputs, dynamic_shapes=({0: batch},),
                                   opset=opset, exporter=exporter)
         state_shape = ["batch", model.num_slots, model.hidden_size]
         spec = base_spec(kind, resolved, model, self, opset=opset, exporter=described)
         spec.update({
-            "inputs": [{"name": "condition", "dtype": "int64", "shape": ["batch"], "labels": self.conditions}],
+            "inputs": [{"name": "condition", "dtype": "float32", "shape": ["batch", len(self.vector_mean)]} if self.vector else
+                       {"name": "condition", "dtype": "int64", "shape": ["batch"], "labels": self.conditions}],
             "outputs": [{"name": o, "dtype": "float32", "shape": state_shape} for o in outputs],
             "states": [{"name": n, "shape": state_shape, "input": f"state_in.{n}", "output": f"state_out.{n}"} for n in model.state_names],
             "initial_state": model.initial.spec(),
@@ -222,8 +250,10 @@ class GenerateTask(Task):
         from seqpipe.export import write_metadata
 
         write_metadata(path, spec)
-        # every condition, and a ragged mix of them as a batch
-        condition = np.array(list(range(len(self.conditions))) + [c for _, c in self.examples["test"][:limit]], dtype=np.int64)
+        # every label (for label conditions), and the test rows' conditions as one batch
+        condition = self._collate(self.examples["test"][:limit]).condition.numpy()
+        if not self.vector:
+            condition = np.concatenate([np.arange(len(self.conditions)), condition])
         runner = OnnxGraph(path, device="cpu")
         served = runner.session.run(None, {"condition": condition})
         with torch.no_grad():
@@ -238,9 +268,16 @@ class GenerateTask(Task):
             "input": {"dtype": "int64", **self.vocabulary.to_spec(), "sos_id": self.sos_id, "eos_id": self.eos_id},
             "output": {"kind": "probabilities", "size": len(self.vocabulary), "labels": list(self.vocabulary.symbols),
                        "read": "y: probabilities of the next character; feed the chosen id as the next x; stop at <eos>"},
-            "condition": {"kind": "label", "labels": self.conditions, "graph": "init.onnx"},
+            "condition": self.condition_spec(),
             "decoding": {"max_length": self.options.max_length, "start": SOS, "end": EOS},
         }
+
+    def condition_spec(self) -> dict[str, Any]:
+        if self.vector:
+            return {"kind": "vector", "columns": self.options.condition_columns, "size": len(self.vector_mean),
+                    "scaling": {"mean": self.vector_mean.tolist(), "std": self.vector_std.tolist(), "apply": "(value - mean) / std"},
+                    "graph": "init.onnx", "input": "float32 [batch, size], standardised"}
+        return {"kind": "label", "labels": self.conditions, "graph": "init.onnx", "input": "int64 [batch], the label's index"}
 
     # -- report -------------------------------------------------------------------------------
     def write_report(self, model: SequenceModel, run_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -253,7 +290,10 @@ class GenerateTask(Task):
         o = self.options
         samples: dict[str, Any] = {}
         novel = []
-        for condition in self.conditions:
+        shown = self.conditions if not self.vector else \
+            [",".join(f"{v:g}" for v in np.round(np.asarray(c) * self.vector_std + self.vector_mean, 4)) for c in
+             sorted({c for _, c in self.examples["test"]})[:2]]
+        for condition in shown:
             sampled = generator.generate(condition, count=o.samples, temperature=o.temperature, seed=0)
             novel += [s["text"] not in seen for s in sampled]
             samples[condition] = {

@@ -29,7 +29,7 @@ from torchmetrics.functional.text import word_error_rate
 from seqpipe import hookimpl
 from seqpipe.builtin.native_onnx import IR_VERSION, GraphBuilder, emit_topology, optional_state_inputs
 from seqpipe.contracts import State, Task, Topology
-from seqpipe.data import read_records, split_three
+from seqpipe.data import batched, read_records, split_three
 from seqpipe.encoding import PAD, UNK, CharVocabulary
 from seqpipe.errors import DataError
 from seqpipe.export import base_spec, check_onnx, export_module, write_metadata
@@ -193,10 +193,7 @@ class Seq2SeqTask(Task):
         return {name: len(part) for name, part in self.examples.items()}
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        examples = self.examples[split]
-        order = torch.randperm(len(examples), generator=generator).tolist() if shuffle else list(range(len(examples)))
-        for start in range(0, len(order), batch_size):
-            yield collate([examples[i] for i in order[start:start + batch_size]])
+        return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator)
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",

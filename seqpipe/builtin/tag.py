@@ -24,7 +24,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from seqpipe import hookimpl
 from seqpipe.builtin.native_onnx import sequence_graph
 from seqpipe.contracts import Task, Topology
-from seqpipe.data import read_conll, split_three
+from seqpipe.data import batched, read_conll, split_three
 from seqpipe.encoding import WordVocabulary
 from seqpipe.errors import DataError
 from seqpipe.initial_state import InitialState
@@ -93,10 +93,7 @@ class TagTask(Task):
                              for i, s in enumerate(self.vocabulary.symbols)], dtype=torch.int64)
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        examples = self.examples[split]
-        order = torch.randperm(len(examples), generator=generator).tolist() if shuffle else list(range(len(examples)))
-        for start in range(0, len(order), batch_size):
-            yield collate([examples[i] for i in order[start:start + batch_size]])
+        return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator)
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
