@@ -46,12 +46,12 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
         else:
             report = check_sequence_parity(model, SequenceRunner(path, device="cpu"), x, lengths, cfg.parity_tolerance, step_runner,
                                            per_step=getattr(task, "sequence_y", "final") == "per_step")
-        reports[kind] = _stamp(path, spec, report, kind, log)
+        reports[kind] = _stamp(path, spec, report, kind, log, cfg.parity_tolerance_reason)
     for kind in own:  # the task's own graphs (init, encoder, decoder): it exports and checks them
         path = onnx_dir / f"{kind}.onnx"
         spec, report = task.export_graph(kind, model, path, resolved=resolved, opset=cfg.opset, exporter=cfg.exporter,
                                          tolerance=cfg.parity_tolerance, limit=cfg.parity_sequences)
-        reports[kind] = _stamp(path, spec, report, kind, log)
+        reports[kind] = _stamp(path, spec, report, kind, log, cfg.parity_tolerance_reason)
     if cfg.int8:
         for kind in [k for k in reports if k in ("step", "sequence")]:
             reports[f"{kind}.int8"] = _int8_copy(task, onnx_dir / f"{kind}.onnx", x, lengths, cfg.int8_tolerance, log)
@@ -60,14 +60,18 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
         "max_abs_diff": max(r["max_abs_diff"] for r in reports.values()),
         "max_scaled_diff": max(r["max_scaled_diff"] for r in reports.values()),
         "tolerance": cfg.parity_tolerance,
+        **({"tolerance_reason": cfg.parity_tolerance_reason} if cfg.parity_tolerance_reason else {}),
         "graphs": reports,
     }
 
 
-def _stamp(path: Path, spec: dict[str, Any], report: dict[str, Any], kind: str, log: Callable[[str], None]) -> dict[str, Any]:
+def _stamp(path: Path, spec: dict[str, Any], report: dict[str, Any], kind: str, log: Callable[[str], None],
+           reason: str | None = None) -> dict[str, Any]:
     """Record a graph's parity in its own metadata and say it."""
     report["file"] = f"onnx/{path.name}"
     spec["parity"] = {k: report[k] for k in PARITY_SUMMARY}
+    if reason:
+        spec["parity"]["tolerance_reason"] = report["tolerance_reason"] = reason
     write_metadata(path, spec)
     log(f"parity {kind:>8}: max |torch - onnxruntime| = {report['max_abs_diff']:.2e} (scaled by magnitude: "
         f"{report['max_scaled_diff']:.2e}) over {report['sequences']} test sequences, tolerance {report['tolerance']:.0e}: "
