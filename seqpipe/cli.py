@@ -87,8 +87,9 @@ def plugins(strict_plugins: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"registered": listing, "plugins": report.loaded, "failed": report.failed}, indent=2))
         return
+    plural = {"cell": "cells", "topology": "topologies", "task": "tasks", "dataset": "datasets"}
     for kind, names in listing.items():
-        click.echo(f"{kind}s:")
+        click.echo(f"{plural.get(kind, kind + 's')}:")
         for name, plugin in names.items():
             dist = report.loaded.get(plugin, "?")
             click.echo(f"  {name:<16} {plugin}" + (f" ({dist})" if dist != "seqpipe" else ""))

@@ -145,7 +145,8 @@ def export_sequence(task, model: StepModel, path: Path, *, opset: int, step_path
         else:
             step = onnx.load(str(step_path))
         onnx.save(loop_sequence_graph(step, list(model.state_names), [model.num_slots, model.hidden_size],
-                                      model.initial.served_values()), str(path))
+                                      model.initial.served_values(), per_step=getattr(task, "sequence_y", "final") == "per_step"),
+                  str(path))
         described = f"ONNX Loop around the step graph ({exporter})"
     check_onnx(path)
     return described

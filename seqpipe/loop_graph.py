@@ -20,9 +20,10 @@ def _int64(name: str, values: list[int]) -> onnx.TensorProto:
 
 
 def loop_sequence_graph(step: onnx.ModelProto, state_names: list[str], state_shape: list[int],
-                        defaults: dict[str, np.ndarray]) -> onnx.ModelProto:
+                        defaults: dict[str, np.ndarray], per_step: bool = False) -> onnx.ModelProto:
     """``step``: (x, state_in.*) -> (y, state_out.*). Returns (x [B,T,…], lengths [B], optional
-    state_in.*) -> (y, state_out.*).
+    state_in.*) -> (y, state_out.*), where ``y`` is each sequence's last valid output [B, …], or with
+    ``per_step`` its output at every step [B, T, …] (zero past each length: a Loop scan output).
 
     ``state_shape`` is [slots, hidden]; ``defaults`` per state [slots, hidden]: the state a sequence
     starts from when the caller feeds no ``state_in.*`` (an initializer of the input's name).
@@ -59,6 +60,11 @@ def loop_sequence_graph(step: onnx.ModelProto, state_names: list[str], state_sha
         helper.make_node("Where", ["alive_y", PREFIX + "y", "carry_in.y"], ["carry_out.y"], name="keep_y"),
         helper.make_node("Identity", ["cond_in"], ["cond_out"], name="cond"),
     ]
+    if per_step:  # y at this step, zero once the sequence has ended; the Loop stacks these to [T, B, …]
+        zero = helper.make_tensor("zero", y_info.type.tensor_type.elem_type, [1], [0])
+        body_nodes += [helper.make_node("Shape", [PREFIX + "y"], ["y_shape_t"], name="y_shape_t"),
+                       helper.make_node("ConstantOfShape", ["y_shape_t"], ["y_zero"], value=zero, name="y_zero"),
+                       helper.make_node("Where", ["alive_y", PREFIX + "y", "y_zero"], ["scan.y"], name="y_at_t")]
     for n in state_names:
         body_nodes.append(helper.make_node("Where", ["alive_state", PREFIX + f"state_out.{n}", f"carry_in.{n}"],
                                            [f"carry_out.{n}"], name=f"keep_{n}"))
@@ -70,7 +76,8 @@ def loop_sequence_graph(step: onnx.ModelProto, state_names: list[str], state_sha
         + [helper.make_tensor_value_info("carry_in.y", y_dtype, None)],
         [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, [])]
         + [helper.make_tensor_value_info(f"carry_out.{n}", TensorProto.FLOAT, None) for n in state_names]
-        + [helper.make_tensor_value_info("carry_out.y", y_dtype, None)],
+        + [helper.make_tensor_value_info("carry_out.y", y_dtype, None)]
+        + ([helper.make_tensor_value_info("scan.y", y_dtype, None)] if per_step else []),
     )
 
     inits = [numpy_helper.from_array(numpy_helper.to_array(t), PREFIX + t.name) for t in g.initializer]
@@ -88,8 +95,13 @@ def loop_sequence_graph(step: onnx.ModelProto, state_names: list[str], state_sha
     for n in state_names:
         inits.append(numpy_helper.from_array(np.asarray(defaults[n], np.float32)[None], f"state_in.{n}"))  # [1, S, H]
         nodes.append(helper.make_node("Expand", [f"state_in.{n}", "state_shape"], [f"init.{n}"], name=f"init_{n}"))
+    last_y = "y_last" if per_step else "y"
     nodes.append(helper.make_node("Loop", ["time", "true", *(f"init.{n}" for n in state_names), "y0"],
-                                  [*(f"state_out.{n}" for n in state_names), "y"], body=body, name="steps"))
+                                  [*(f"state_out.{n}" for n in state_names), last_y, *(["y_steps"] if per_step else [])],
+                                  body=body, name="steps"))
+    if per_step:  # [T, B, …] -> [B, T, …]
+        perm = [1, 0, *range(2, 2 + len(y_tail))]
+        nodes.append(helper.make_node("Transpose", ["y_steps"], ["y"], perm=perm, name="batch_major"))
     time_dims = [d.dim_param or d.dim_value for d in x_info.type.tensor_type.shape.dim]
     x_shape = ["batch", "time", *time_dims[1:]]
     graph = helper.make_graph(
@@ -97,7 +109,7 @@ def loop_sequence_graph(step: onnx.ModelProto, state_names: list[str], state_sha
         [helper.make_tensor_value_info("x", x_info.type.tensor_type.elem_type, x_shape),
          helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])]
         + [helper.make_tensor_value_info(f"state_in.{n}", TensorProto.FLOAT, ["state_batch", *state_shape]) for n in state_names],
-        [helper.make_tensor_value_info("y", y_dtype, ["batch", *y_tail])]
+        [helper.make_tensor_value_info("y", y_dtype, ["batch", "time", *y_tail] if per_step else ["batch", *y_tail])]
         + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, ["batch", *state_shape]) for n in state_names],
         initializer=inits)
     model = helper.make_model(graph, opset_imports=list(step.opset_import), ir_version=step.ir_version)

@@ -106,14 +106,35 @@ def pytest_terminal_summary(terminalreporter):
     try:
         from test_parity_matrix import COVERAGE
     except ImportError:
-        return
-    if not COVERAGE:
-        return
-    total = sum(v for row in COVERAGE.values() for v in row.values() if isinstance(v, int))
+        COVERAGE = {}
+    if COVERAGE:
+        _classify_matrix_summary(terminalreporter, COVERAGE)
+    try:
+        from test_parity_matrix_tasks import TASK_COVERAGE
+    except ImportError:
+        TASK_COVERAGE = {}
+    if TASK_COVERAGE:
+        _task_matrix_summary(terminalreporter, TASK_COVERAGE)
+
+
+def _classify_matrix_summary(terminalreporter, coverage) -> None:
+    total = sum(v for row in coverage.values() for v in row.values() if isinstance(v, int))
     terminalreporter.section(f"parity matrix: {total} graph checks on hypothesis-drawn ragged batches (classify task, fp32, tolerance 1e-5)")
     terminalreporter.write_line(f"{'cell':<10}{'topology':<15}{'initial':<11}{'step graph':<28}{'sequence graph'}")
-    for (cell, topology, rule), row in sorted(COVERAGE.items()):
+    for (cell, topology, rule), row in sorted(coverage.items()):
         cols = [f"{v} cases passed" if isinstance(v, int) else v for v in (row.get("step", "-"), row.get("sequence", "-"))]
         if "sequence_kind" in row:
             cols[1] += f" ({row['sequence_kind']})"
         terminalreporter.write_line(f"{cell:<10}{topology:<15}{rule:<11}{cols[0]:<28}{cols[1]}")
+
+
+def _task_matrix_summary(terminalreporter, coverage) -> None:
+    total = sum(v for row in coverage.values() for v in row.values() if isinstance(v, int))
+    terminalreporter.section(f"parity matrix, task shapes: {total} graph checks (tag: per-step outputs from token ids; "
+                             "forecast: real-valued inputs), tolerance 1e-5")
+    terminalreporter.write_line(f"{'shape':<10}{'cell':<10}{'topology':<15}{'step graph':<28}{'sequence graph'}")
+    for (shape, cell, topology), row in sorted(coverage.items()):
+        cols = [f"{v} cases passed" if isinstance(v, int) else v for v in (row.get("step", "-"), row.get("sequence", "-"))]
+        if "sequence_kind" in row:
+            cols[1] += f" ({row['sequence_kind']})"
+        terminalreporter.write_line(f"{shape:<10}{cell:<10}{topology:<15}{cols[0]:<28}{cols[1]}")

@@ -22,12 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 BROWN = REPO / "seqpipe" / "datasets" / "brown_pos" / "brown-universal.conll"
 
 
-def _pipeline(path: Path, data: str, topology: str = "single", epochs: int = 2) -> Path:
+def _pipeline(path: Path, data: str, topology: str = "single", epochs: int = 2, cell: str = "gru") -> Path:
     path.write_text(textwrap.dedent(f"""
         [data]
         {data}
         [model]
-        cell = "gru"
+        cell = "{cell}"
         topology = "{topology}"
         hidden_size = 24
         [task]
@@ -136,6 +136,23 @@ def test_bidirectional_tagger_exports_only_the_sequence_graph(small_brown, tmp_p
     assert sorted(p.name for p in (tmp_path / "out" / "onnx").iterdir()) == ["sequence.onnx"]
     tagged = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "The jury said so ."])
     assert tagged.exit_code == 0 and tagged.stdout.strip().count("/") == 5
+
+
+def test_plugin_cell_tagger_gets_a_per_step_loop_sequence_graph(small_brown, tmp_path, registry):
+    """A cell without a native ONNX operator (the IndRNN plugin) gets an ONNX Loop sequence graph
+    that yields every step's tags, checked against torch and the step loop by the run's parity."""
+    if "indrnn" not in registry.names("cell"):
+        pytest.skip("the IndRNN plugin is not installed in this environment")
+    pipeline = _pipeline(tmp_path / "p.toml", f'path = "{small_brown.as_posix()}"', epochs=1, cell="indrnn")
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    parity = json.loads((tmp_path / "out" / "parity.json").read_text())
+    assert parity["passed"] and parity["graphs"]["sequence"]["comparisons"]["ort_sequence_vs_ort_step_loop"]["y"]["abs"] <= 1e-5
+    from seqpipe.runtime import SequenceRunner
+
+    runner = SequenceRunner(tmp_path / "out" / "onnx" / "sequence.onnx", device="cpu")
+    y, _ = runner.run(np.array([[3, 4, 5, 0], [6, 7, 8, 9]]), np.array([3, 4]))
+    assert y.shape == (2, 4, 12) and np.allclose(y[0, :3].sum(-1), 1, atol=1e-5) and np.all(y[0, 3] == 0)
 
 
 @pytest.mark.parametrize("content,fragment", [

@@ -1,0 +1,136 @@
+"""The parity matrix over task shapes: every registered cell × topology, exported the way the tag
+task (per-step outputs from token ids; generate's step graph has the same shape) and the forecast
+task (real-valued inputs, one output after the last step) export it, proven equal on
+hypothesis-drawn ragged batches (lengths from 1) to 1e-5. Plugin cells take the ONNX Loop path,
+so its per-step scan output is covered too. (classify's shape is tests/test_parity_matrix.py.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from seqpipe.builtin.native_onnx import native_support, sequence_graph
+from seqpipe.export import export_sequence, export_step, graph_spec, write_metadata
+from seqpipe.initial_state import InitialState
+from seqpipe.models import SequenceModel, token_embedding
+from seqpipe.parity import torch_step_loop
+from seqpipe.runtime import SequenceRunner, StepRunner
+from test_parity_matrix import REGISTRY, TOPOLOGY_OPTIONS, _Spec
+
+TOL = 1e-5
+VOCAB, EMBED, HIDDEN, LABELS, FEATURES = 19, 6, 9, 4, 2
+SHAPES = ("tag", "forecast")
+COMBINATIONS = [(s, c, t) for s in SHAPES for c in REGISTRY.names("cell") for t in REGISTRY.names("topology")]
+TASK_COVERAGE: dict[tuple[str, str, str], dict[str, str | int]] = {}
+
+
+class _ShapeTask:
+    """The parts of a task that export and metadata read."""
+
+    def __init__(self, shape: str):
+        self.shape = shape
+        self.sequence_y = "per_step" if shape == "tag" else "final"
+
+    def encoding_spec(self):
+        if self.shape == "tag":
+            return {"input": {"dtype": "int64", "kind": "words"}, "output": {"labels": [f"t{i}" for i in range(LABELS)]}}
+        return {"input": {"dtype": "float32", "features": FEATURES}, "output": {"size": FEATURES}}
+
+    def step_example(self):
+        return torch.ones(2, dtype=torch.int64) if self.shape == "tag" else torch.zeros(2, FEATURES)
+
+    def sequence_graph(self, model, opset):
+        return sequence_graph(model, opset, LABELS if self.shape == "tag" else FEATURES, f"matrix_{self.shape}")
+
+
+def _model(shape: str, cell_cls, topo_cls, options) -> SequenceModel:
+    torch.manual_seed(0)
+    size = EMBED if shape == "tag" else FEATURES
+    topology = topo_cls(cell_cls, size, HIDDEN, {}, **options)
+    initial = InitialState("zeros", topology.state_names, topology.num_slots, HIDDEN)
+    if shape == "tag":
+        return SequenceModel(token_embedding(VOCAB, EMBED), topology, nn.Linear(topology.output_size, LABELS), initial,
+                             output="softmax", per_step=True).eval()
+    return SequenceModel(nn.Identity(), topology, nn.Linear(topology.output_size, FEATURES), initial, output="identity").eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("matrix-tasks")
+    cache = {}
+    for shape, cell, topology in COMBINATIONS:
+        cell_cls = REGISTRY.get("cell", cell, "matrix").obj
+        topo_cls = REGISTRY.get("topology", topology, "matrix").obj
+        options = {k: v for k, v in TOPOLOGY_OPTIONS.get(topology, {}).items() if k in topo_cls.Options.model_fields}
+        model, task = _model(shape, cell_cls, topo_cls, options), _ShapeTask(shape)
+        spec_src = _Spec(cell, topology, options, "zeros")
+        spec_src.config.task.name = shape
+        runners, row = {}, TASK_COVERAGE.setdefault((shape, cell, topology), {})
+        for kind in ("step", "sequence"):
+            if kind == "step" and not topo_cls.causal:
+                row[kind], runners[kind] = "n/a: topology not causal", None
+                continue
+            if kind == "sequence" and native_support(cell_cls, topo_cls) and not topo_cls.causal:
+                row[kind], runners[kind] = "n/a: no native op, not causal", None
+                continue
+            path = root / f"{shape}-{cell}-{topology}-{kind}.onnx"
+            if kind == "step":
+                exporter = export_step(model, task.step_example(), path, opset=18, exporter="dynamo")
+            else:
+                step_path = root / f"{shape}-{cell}-{topology}-step.onnx" if runners.get("step") else None
+                exporter = export_sequence(task, model, path, opset=18, step_path=step_path, exporter="dynamo")
+                row["sequence_kind"] = "native" if native_support(cell_cls, topo_cls) is None else "loop"
+            write_metadata(path, graph_spec(kind, spec_src, model, task, opset=18, exporter=exporter))
+            runners[kind] = (StepRunner if kind == "step" else SequenceRunner)(path, device="cpu")
+            row[kind] = 0
+        cache[(shape, cell, topology)] = (model, runners["step"], runners["sequence"])
+    return cache
+
+
+batches = st.integers(1, 5).flatmap(lambda b: st.tuples(st.lists(st.integers(1, 12), min_size=b, max_size=b),
+                                                        st.integers(0, 2**31 - 1)))
+
+
+def _diff(a, b, mask=None) -> float:
+    d = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+    return float((d[mask] if mask is not None else d).max(initial=0.0))
+
+
+@pytest.mark.parametrize("shape,cell,topology", COMBINATIONS, ids=["-".join(c) for c in COMBINATIONS])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=batches)
+def test_task_shape_parity(exported, shape, cell, topology, case):
+    lengths_list, seed = case
+    model, step, sequence = exported[(shape, cell, topology)]
+    lengths = np.array(lengths_list, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    T = int(lengths.max())
+    x = rng.integers(1, VOCAB, size=(len(lengths), T)) if shape == "tag" else rng.normal(size=(len(lengths), T, FEATURES)).astype(np.float32)
+    xt, lt = torch.from_numpy(x), torch.from_numpy(lengths)
+    valid = np.arange(T)[None, :] < lengths[:, None]  # [B, T]
+    with torch.no_grad():
+        y_torch, s_torch = model.sequence_output(xt, lt)  # tag: [B, T, C]; forecast: [B, F]
+    names = model.state_names
+    if step is not None:
+        with torch.no_grad():
+            ys_step, s_step = torch_step_loop(model, xt, lt)
+        ys_ort, last, s_ort = step.run_padded(x, lengths)
+        assert _diff(ys_ort, ys_step.numpy(), valid) <= TOL
+        assert _diff(ys_ort if shape == "tag" else last, y_torch.numpy(), valid if shape == "tag" else None) <= TOL
+        assert all(_diff(s_ort[n], a.numpy()) <= TOL for n, a in zip(names, s_torch))
+        TASK_COVERAGE[(shape, cell, topology)]["step"] += 1
+    if sequence is not None:
+        y_seq, s_seq = sequence.run(x, lengths)
+        assert y_seq.shape == tuple(y_torch.shape)
+        assert _diff(y_seq, y_torch.numpy(), valid if shape == "tag" else None) <= TOL
+        assert all(_diff(s_seq[n], b.numpy()) <= TOL for n, b in zip(names, s_torch))
+        if shape == "tag":  # a sentence alone equals it padded in the batch
+            row = int(np.argmin(lengths))
+            alone, _ = sequence.run(x[row:row + 1, : lengths[row]], lengths[row:row + 1])
+            assert _diff(alone[0], y_seq[row, : lengths[row]]) <= TOL
+        TASK_COVERAGE[(shape, cell, topology)]["sequence"] += 1
