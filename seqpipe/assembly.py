@@ -86,13 +86,13 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
     if config.export.int8 and config.model.initial_state == "conditioned":
         raise ConfigError(f"{src}: export.int8: int8 copies are checked from the initial state, which 'conditioned' makes "
                           "per sequence; remove int8 = true.")
-    if getattr(task.obj, "needs_native_encoder", False):
-        from seqpipe.builtin.native_onnx import native_support
+    if getattr(task.obj, "needs_sequence_encoder", False):
+        from seqpipe.builtin.native_onnx import sequence_support
 
-        reason = native_support(cell.obj, topology.obj)
+        reason = sequence_support(cell.obj, topology.obj)
         if reason:
-            raise ConfigError(f"{src}: model.cell: task '{config.task.name}' exports its encoder with native ONNX RNN operators, "
-                              f"and {reason}; choose gru, lstm or vanilla.")
+            raise ConfigError(f"{src}: model.topology: task '{config.task.name}' exports its encoder as a sequence graph, "
+                              f"and {reason}; choose 'single' or 'stacked'.")
     if getattr(task.obj, "needs_causal", False) and not getattr(topology.obj, "causal", True):
         raise ConfigError(f"{src}: model.topology: task '{config.task.name}' decodes step by step, and topology "
                           f"'{config.model.topology}' reads the future; choose 'single' or 'stacked'.")
@@ -101,11 +101,12 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
 def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, src: str) -> list[str]:
     """The graphs to export, step first, then the task's own; a graph the model cannot have is a
     config error, not a crash after training."""
-    from seqpipe.builtin.native_onnx import native_support  # torch-level import, deferred like all model code
+    from seqpipe.builtin.native_onnx import sequence_support  # torch-level import, deferred like all model code
 
     causal = getattr(topology.obj, "causal", True)
-    native = native_support(cell.obj, topology.obj)
-    # a sequence graph is native RNN operators, or, for any causal model, a Loop around the step graph
+    # a sequence graph is native RNN operators or Loops over each exported cell (built-in topologies),
+    # or, for any causal model, a Loop around the step graph
+    native = sequence_support(cell.obj, topology.obj)
     no_sequence = None if native is None or causal else native
     wanted = config.export.graphs
     task_default = getattr(task.obj, "default_graphs", None)

@@ -125,13 +125,17 @@ def write_metadata(path: Path, spec: dict[str, Any]) -> None:
 
 def export_sequence(task, model: StepModel, path: Path, *, opset: int, step_path: Path | None, exporter: str) -> str:
     """Write the whole-sequence graph to ``path``: native ONNX RNN/GRU/LSTM operators when every cell
-    has one, otherwise an ONNX Loop around the step graph (exported now if ``step_path`` is None)."""
+    has one; otherwise, for a causal model, an ONNX Loop around the step graph (exported now if
+    ``step_path`` is None), and for a bidirectional one, Loops over each direction's exported cell."""
     from seqpipe.builtin.native_onnx import supports
 
     model = model.eval().cpu()
-    if supports(model.body) is None:
+    causal = getattr(model.body, "causal", True)
+    if supports(model.body) is None or not causal:
+        # non-causal without native operators (a bidirectional plugin cell): Loops over each exported cell
         onnx.save(task.sequence_graph(model, opset), str(path))
-        described = "seqpipe native RNN/GRU/LSTM operators"
+        described = "seqpipe native RNN/GRU/LSTM operators" if supports(model.body) is None else \
+            "ONNX Loops over each direction's exported cell (torch.onnx dynamo)"
     else:
         from seqpipe.loop_graph import loop_sequence_graph
 

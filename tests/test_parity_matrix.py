@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seqpipe.builtin.classify import ClassifierModel, ClassifyTask
-from seqpipe.builtin.native_onnx import native_support
+from seqpipe.builtin.native_onnx import native_support, sequence_support
 from seqpipe.export import export_sequence, export_step, write_metadata
 from seqpipe.plugins import make_plugin_manager
 from seqpipe.registry import build_registry
@@ -84,8 +84,8 @@ def exported(tmp_path_factory):
             reason = None
             if kind == "step" and not topo_cls.causal:
                 reason = "n/a: topology not causal"
-            if kind == "sequence" and native_support(cell_cls, topo_cls) and not topo_cls.causal:
-                reason = "n/a: no native op, not causal"
+            if kind == "sequence" and sequence_support(cell_cls, topo_cls):
+                reason = "n/a: topology has no ONNX sequence form"
             if reason:
                 COVERAGE.setdefault((cell, topology, rule), {})[kind] = reason
                 runners[kind] = None
@@ -100,9 +100,16 @@ def exported(tmp_path_factory):
             runners[kind] = (StepRunner if kind == "step" else SequenceRunner)(path, device="cpu")
             COVERAGE.setdefault((cell, topology, rule), {})[kind] = 0
             if kind == "sequence":
-                COVERAGE[(cell, topology, rule)]["sequence_kind"] = "native" if native_support(cell_cls, topo_cls) is None else "loop"
+                COVERAGE[(cell, topology, rule)]["sequence_kind"] = _sequence_kind(cell_cls, topo_cls)
         cache[(cell, topology, rule)] = (model, runners["step"], runners["sequence"])
     return cache
+
+
+def _sequence_kind(cell_cls, topo_cls) -> str:
+    """How the sequence graph is built: native operators, a Loop around the step graph, or Loops over each cell."""
+    if native_support(cell_cls, topo_cls) is None:
+        return "native"
+    return "step loop" if topo_cls.causal else "cell loops"
 
 
 batches = st.integers(1, 6).flatmap(lambda b: st.tuples(

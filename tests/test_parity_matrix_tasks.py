@@ -14,13 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from seqpipe.builtin.native_onnx import native_support, sequence_graph
+from seqpipe.builtin.native_onnx import sequence_graph, sequence_support
 from seqpipe.export import export_sequence, export_step, graph_spec, write_metadata
 from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel, token_embedding
 from seqpipe.parity import torch_step_loop
 from seqpipe.runtime import SequenceRunner, StepRunner
-from test_parity_matrix import REGISTRY, TOPOLOGY_OPTIONS, _Spec
+from test_parity_matrix import REGISTRY, TOPOLOGY_OPTIONS, _sequence_kind, _Spec
 
 TOL = 1e-5
 VOCAB, EMBED, HIDDEN, LABELS, FEATURES = 19, 6, 9, 4, 2
@@ -75,8 +75,8 @@ def exported(tmp_path_factory):
             if kind == "step" and not topo_cls.causal:
                 row[kind], runners[kind] = "n/a: topology not causal", None
                 continue
-            if kind == "sequence" and native_support(cell_cls, topo_cls) and not topo_cls.causal:
-                row[kind], runners[kind] = "n/a: no native op, not causal", None
+            if kind == "sequence" and sequence_support(cell_cls, topo_cls):
+                row[kind], runners[kind] = "n/a: topology has no ONNX sequence form", None
                 continue
             path = root / f"{shape}-{cell}-{topology}-{kind}.onnx"
             if kind == "step":
@@ -84,7 +84,7 @@ def exported(tmp_path_factory):
             else:
                 step_path = root / f"{shape}-{cell}-{topology}-step.onnx" if runners.get("step") else None
                 exporter = export_sequence(task, model, path, opset=18, step_path=step_path, exporter="dynamo")
-                row["sequence_kind"] = "native" if native_support(cell_cls, topo_cls) is None else "loop"
+                row["sequence_kind"] = _sequence_kind(cell_cls, topo_cls)
             write_metadata(path, graph_spec(kind, spec_src, model, task, opset=18, exporter=exporter))
             runners[kind] = (StepRunner if kind == "step" else SequenceRunner)(path, device="cpu")
             row[kind] = 0

@@ -265,3 +265,34 @@ def test_failed_parity_fails_the_run_loudly(tmp_path, small_csv, write_pipeline)
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("error: ") and "do not serve onnx/step.int8.onnx" in last
     assert json.loads((tmp_path / "out" / "parity.json").read_text())["passed"] is False
+
+
+def test_bidirectional_plugin_cell_gets_a_sequence_graph(tmp_path, small_csv, registry):
+    """A bidirectional topology of a cell without a native ONNX operator (the IndRNN plugin) exports a
+    sequence graph of Loops over each direction's exported cell, and passes parity."""
+    if "indrnn" not in registry.names("cell"):
+        pytest.skip("the IndRNN plugin is not installed in this environment")
+    pipeline = tmp_path / "bi.toml"
+    pipeline.write_text(textwrap.dedent(f"""
+        [data]
+        path = "{small_csv.as_posix()}"
+        [model]
+        cell = "indrnn"
+        topology = "bidirectional"
+        hidden_size = 12
+        topology_options = {{num_layers = 2}}
+        [task.options]
+        max_length = 40
+        embedding_size = 8
+        [training]
+        epochs = 1
+        [export]
+        parity_sequences = 60
+    """))
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out" / "onnx").iterdir()) == ["sequence.onnx"]
+    parity = json.loads((tmp_path / "out" / "parity.json").read_text())
+    assert parity["passed"] and parity["graphs"]["sequence"]["max_abs_diff"] <= 1e-5
+    predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "hello"])
+    assert predicted.exit_code == 0 and predicted.stdout.split()[0] in {"ham", "spam"}

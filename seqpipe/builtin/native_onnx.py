@@ -1,10 +1,16 @@
-"""Whole-sequence ONNX graphs built from native RNN/GRU/LSTM operators, for the built-in cells.
+"""Whole-sequence ONNX graphs built from native RNN/GRU/LSTM operators, for the built-in cells,
+and from ONNX Loops over each exported cell for any other cell (plugins), in either direction.
 
 onnxruntime runs these operators with fused CPU (and cuDNN) kernels, they take ``sequence_lens``
 so ragged batches are exact in both directions, and the time and batch axes stay dynamic, which
 sidesteps two exporter traps seen with torch 2.13: a frozen time axis, and a GRU exported with the
 wrong ``linear_before_reset``. Weights are copied from the cells' torch modules with the gate
 order each operator expects; parity tests hold the result to torch.
+
+A cell without a native operator is exported once per layer and direction as a one-step graph
+``(x_t, *state) -> state`` and run by an ONNX ``Loop`` (time axis dynamic, finished sequences
+frozen, outputs zero past each length); the backward direction reads each sequence reversed
+within its own length. So a bidirectional topology of plugin cells has a sequence graph too.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ class GraphBuilder:
 
     nodes: list[NodeProto] = field(default_factory=list)
     initializers: list[TensorProto] = field(default_factory=list)
+    functions: list[onnx.FunctionProto] = field(default_factory=list)  # from exported cell graphs
+    opset: int = 18  # for cells exported by torch.onnx (Loop bodies)
     _count: int = 0
 
     def name(self, hint: str) -> str:
@@ -42,7 +50,8 @@ class GraphBuilder:
 
     def const(self, hint: str, value: np.ndarray) -> str:
         name = self.name(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        # np.array, not np.ascontiguousarray: the latter turns a 0-d scalar (a Loop condition, Range bounds) into [1]
+        self.initializers.append(numpy_helper.from_array(np.array(value, order="C"), name))
         return name
 
     def op(self, op_type: str, inputs: list[str], hint: str, n_out: int = 1, **attrs) -> list[str]:
@@ -57,6 +66,14 @@ def native_support(cell_cls: type, topology_cls: type) -> str | None:
         return f"topology '{getattr(topology_cls, '__name__', topology_cls)}' has no native ONNX form"
     if cell_cls not in OP_TYPE:
         return f"cell '{getattr(cell_cls, '__name__', cell_cls)}' has no native ONNX operator"
+    return None
+
+
+def sequence_support(cell_cls: type, topology_cls: type) -> str | None:
+    """None if :func:`emit_topology` can build this topology (native operators, or Loops over the
+    exported cell for other cells), else the reason not."""
+    if not (isinstance(topology_cls, type) and issubclass(topology_cls, (Stacked, Bidirectional))):
+        return f"topology '{getattr(topology_cls, '__name__', topology_cls)}' has no ONNX sequence form"
     return None
 
 
@@ -86,6 +103,8 @@ def _rnn_layer(g: GraphBuilder, cells: list[FusedCell], x: str, seq_lens: str, l
                initial: list[str]) -> tuple[str, list[str]]:
     """One native operator over ``x`` [T, B, I] for 1 or 2 directions. Returns Y [T, D, B, H] and final states [D, B, H]."""
     cls = type(cells[0])
+    if cls not in OP_TYPE:
+        return _loop_layer(g, cells, x, seq_lens, layer, initial)
     ws, rs, bs = zip(*(_weights(c) for c in cells))
     hidden = cells[0].hidden_size
     attrs = {"hidden_size": hidden, "direction": "bidirectional" if len(cells) == 2 else "forward"}
@@ -99,6 +118,136 @@ def _rnn_layer(g: GraphBuilder, cells: list[FusedCell], x: str, seq_lens: str, l
     n_states = len(cls.state_names)
     outs = g.op(OP_TYPE[cls], inputs, f"{OP_TYPE[cls].lower()}{layer}", n_out=1 + n_states, **attrs)
     return outs[0], outs[1:]
+
+
+class _CellStep(torch.nn.Module):
+    """One cell, one step: ``(x_t [B, I], *state [B, H]) -> new state``, for export as a Loop body."""
+
+    def __init__(self, cell) -> None:
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, x_t: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.cell(x_t, tuple(state)))
+
+
+def _export_cell(g: GraphBuilder, cell, prefix: str) -> onnx.GraphProto:
+    """The cell as an ONNX graph (inputs ``x``, ``state_in.<n>``; outputs ``<prefix>state_out.<n>``) with
+    every other name prefixed; its weights become initializers of the outer graph."""
+    import tempfile
+    from pathlib import Path
+
+    from seqpipe.export import export_module
+
+    names = list(cell.state_names)
+    batch = torch.export.Dim("batch", min=1)
+    args = (torch.zeros(2, cell.input_size), *(torch.zeros(2, cell.hidden_size) for _ in names))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cell.onnx"
+        export_module(_CellStep(cell.eval().cpu()).eval(), args, path, input_names=["x", *(f"state_in.{n}" for n in names)],
+                      output_names=[f"state_out.{n}" for n in names], dynamic_shapes=({0: batch}, tuple({0: batch} for _ in names)),
+                      opset=g.opset, exporter="dynamo")
+        model = onnx.load(str(path))
+    known = {(f.domain, f.name, getattr(f, "overload", "")) for f in g.functions}
+    g.functions += [f for f in model.functions if (f.domain, f.name, getattr(f, "overload", "")) not in known]
+    graph = model.graph
+    keep = {i.name for i in graph.input}
+
+    def renamed(name: str) -> str:
+        return name if not name or name in keep else prefix + name
+
+    for init in graph.initializer:
+        g.initializers.append(numpy_helper.from_array(numpy_helper.to_array(init), prefix + init.name))
+    for node in graph.node:
+        node.name = prefix + node.name
+        node.input[:] = [renamed(i) for i in node.input]
+        node.output[:] = [renamed(o) for o in node.output]
+    return graph
+
+
+def _reverse_index(g: GraphBuilder, x: str, seq_lens: str) -> str:
+    """[T, B, 1] int64 time indices that reverse each sequence within its length (padding stays put);
+    ``seq_lens`` int64 [B]."""
+    time = g.op("Shape", [x], "time", start=0, end=1)[0]  # [1]
+    steps = g.op("Range", [g.const("zero", np.array(0, np.int64)), g.op("Squeeze", [time], "time_scalar")[0],
+                           g.const("one", np.array(1, np.int64))], "steps")[0]  # [T]
+    t = g.op("Unsqueeze", [steps, g.const("axis1", np.array([1], np.int64))], "t_col")[0]  # [T, 1]
+    lengths = g.op("Unsqueeze", [seq_lens, g.const("axis0", np.array([0], np.int64))], "len_row")[0]  # [1, B] int64
+    back = g.op("Sub", [g.op("Sub", [lengths, g.const("one", np.array(1, np.int64))], "last")[0], t], "back")[0]  # [T, B]
+    index = g.op("Where", [g.op("Less", [t, lengths], "inside")[0], back,
+                           g.op("Expand", [t, g.op("Shape", [back], "tb")[0]], "t_tb")[0]], "rev_index")[0]
+    return g.op("Unsqueeze", [index, g.const("axis2", np.array([2], np.int64))], "rev_index3")[0]  # [T, B, 1]
+
+
+def _gather_time(g: GraphBuilder, values: str, index: str) -> str:
+    """values [T, B, F] reordered along time by ``index`` [T, B, 1]."""
+    full = g.op("Expand", [index, g.op("Shape", [values], "values_shape")[0]], "index_full")[0]
+    return g.op("GatherElements", [values, full], "reordered", axis=0)[0]
+
+
+def _cell_loop(g: GraphBuilder, cell, x: str, seq_lens: str, initial: list[str], prefix: str) -> tuple[str, list[str]]:
+    """An ONNX Loop stepping ``cell`` over ``x`` [T, B, I]: (outputs [T, B, H], zero past each
+    length; final states [B, H] each, frozen at each sequence's length)."""
+    names = list(cell.state_names)
+    body = _export_cell(g, cell, prefix)
+    carry_in = {f"state_in.{n}": f"{prefix}carry_in.{n}" for n in names}
+    nodes = [helper.make_node("Gather", [x, f"{prefix}t"], [f"{prefix}x_t"], axis=0, name=f"{prefix}x_at_t"),
+             helper.make_node("Less", [f"{prefix}t", seq_lens], [f"{prefix}alive"], name=f"{prefix}alive"),
+             helper.make_node("Unsqueeze", [f"{prefix}alive", g.const("axis1", np.array([1], np.int64))], [f"{prefix}alive2"],
+                              name=f"{prefix}alive2")]
+    for node in body.node:
+        node.input[:] = [f"{prefix}x_t" if i == "x" else carry_in.get(i, i) for i in node.input]
+        nodes.append(node)
+    for n in names:
+        nodes.append(helper.make_node("Where", [f"{prefix}alive2", f"{prefix}state_out.{n}", carry_in[f"state_in.{n}"]],
+                                      [f"{prefix}carry_out.{n}"], name=f"{prefix}keep_{n}"))
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
+    nodes += [helper.make_node("Shape", [f"{prefix}state_out.{names[0]}"], [f"{prefix}h_shape"], name=f"{prefix}h_shape"),
+              helper.make_node("ConstantOfShape", [f"{prefix}h_shape"], [f"{prefix}h_zero"], value=zero, name=f"{prefix}h_zero"),
+              helper.make_node("Where", [f"{prefix}alive2", f"{prefix}state_out.{names[0]}", f"{prefix}h_zero"], [f"{prefix}y_t"],
+                               name=f"{prefix}y_t"),
+              helper.make_node("Identity", [f"{prefix}cond_in"], [f"{prefix}cond_out"], name=f"{prefix}cond")]
+    graph = helper.make_graph(
+        nodes, f"{prefix}body",
+        [helper.make_tensor_value_info(f"{prefix}t", TensorProto.INT64, []),
+         helper.make_tensor_value_info(f"{prefix}cond_in", TensorProto.BOOL, [])]
+        + [helper.make_tensor_value_info(carry_in[f"state_in.{n}"], TensorProto.FLOAT, None) for n in names],
+        [helper.make_tensor_value_info(f"{prefix}cond_out", TensorProto.BOOL, [])]
+        + [helper.make_tensor_value_info(f"{prefix}carry_out.{n}", TensorProto.FLOAT, None) for n in names]
+        + [helper.make_tensor_value_info(f"{prefix}y_t", TensorProto.FLOAT, None)])
+    time = g.op("Squeeze", [g.op("Shape", [x], "loop_time", start=0, end=1)[0]], "loop_trips")[0]
+    outs = g.op("Loop", [time, g.const("true", np.array(True)), *initial], f"{prefix}loop", n_out=len(names) + 1, body=graph)
+    return outs[-1], outs[:-1]  # outputs [T, B, H], final states
+
+
+def _loop_layer(g: GraphBuilder, cells: list, x: str, seq_lens: str, layer: int, initial: list[str]) -> tuple[str, list[str]]:
+    """Like :func:`_rnn_layer`, for cells without a native operator: one Loop per direction.
+    ``initial``: per state [D, B, H] (empty for zeros). Returns Y [T, D, B, H] and finals [D, B, H] each."""
+    names = list(cells[0].state_names)
+    hidden = cells[0].hidden_size
+    if initial:
+        per_dir = [[g.op("Gather", [state, g.const("d", np.array(d, np.int64))], f"init_d{d}", axis=0)[0] for state in initial]
+                   for d in range(len(cells))]  # [B, H] each
+    else:
+        batch = g.op("Shape", [x], "batch_size", start=1, end=2)[0]
+        shape = g.op("Concat", [batch, g.const("hidden", np.array([hidden], np.int64))], "bh", axis=0)[0]
+        zeros = g.op("ConstantOfShape", [shape], "zeros_bh", value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))[0]
+        per_dir = [[zeros for _ in names] for _ in cells]
+    lengths = g.op("Cast", [seq_lens], "lengths_i64", to=TensorProto.INT64)[0]  # the loop counter is int64
+    ys, finals = [], []
+    for d, cell in enumerate(cells):
+        source = x
+        if d == 1:  # backward: each sequence reversed within its own length
+            index = _reverse_index(g, x, lengths)
+            source = _gather_time(g, x, index)
+        y, final = _cell_loop(g, cell, source, lengths, per_dir[d], f"l{layer}d{d}/")
+        if d == 1:
+            y = _gather_time(g, y, index)  # back to input order; padding (zeros) stays put
+        ys.append(g.op("Unsqueeze", [y, g.const("axis1", np.array([1], np.int64))], "y_dir")[0])  # [T, 1, B, H]
+        finals.append([g.op("Unsqueeze", [f, g.const("axis0", np.array([0], np.int64))], "final_dir")[0] for f in final])
+    y = ys[0] if len(ys) == 1 else g.op("Concat", ys, "y_dirs", axis=1)[0]
+    states = [parts[0] if len(parts) == 1 else g.op("Concat", list(parts), "finals", axis=0)[0] for parts in zip(*finals)]
+    return y, states
 
 
 def _layer_initial(g: GraphBuilder, states: list[str] | None, slots: list[int]) -> list[str]:
@@ -134,7 +283,8 @@ def emit_topology(g: GraphBuilder, topology: Topology, x: str, seq_lens: str,
 
     ``initial_states``: names of [B, slots, H] tensors in ``state_names`` order (None: zeros).
     """
-    reason = supports(topology)
+    cell = (list(topology.cells) if isinstance(topology, Stacked) else list(getattr(topology, "forward_cells", [None])))[0]
+    reason = sequence_support(type(cell), type(topology))
     if reason:
         raise ExportError(f"no sequence graph: {reason}; export the step graph instead.")
     if isinstance(topology, Stacked):
@@ -181,7 +331,7 @@ def sequence_graph(model, opset: int, y_size: int, name: str) -> onnx.ModelProto
     state). Outputs: ``y`` — [batch, time, y_size] when the model is per-step, else [batch, y_size]
     after each sequence's last step — and ``state_out.*``.
     """
-    g = GraphBuilder()
+    g = GraphBuilder(opset=opset)
     lengths32 = g.op("Cast", ["lengths"], "lengths_i32", to=TensorProto.INT32)[0]
     if model.token_input:
         x_info = helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "time"])
@@ -216,4 +366,16 @@ def sequence_graph(model, opset: int, y_size: int, name: str) -> onnx.ModelProto
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)]
         + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, shape) for n in model.state_names],
         initializer=g.initializers)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
+    return finish_model(g, graph, opset)
+
+
+def finish_model(g: GraphBuilder, graph: onnx.GraphProto, opset: int) -> onnx.ModelProto:
+    """The model around ``graph``, with the functions and opset imports its exported cells need."""
+    imports = {"": opset}
+    for f in g.functions:
+        for imp in f.opset_import:
+            imports.setdefault(imp.domain, imp.version)
+        imports.setdefault(f.domain, 1)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in imports.items()], ir_version=IR_VERSION)
+    model.functions.extend(g.functions)
+    return model

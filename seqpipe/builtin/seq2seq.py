@@ -27,7 +27,7 @@ from torch import nn
 from torchmetrics.functional.text import word_error_rate
 
 from seqpipe import hookimpl
-from seqpipe.builtin.native_onnx import IR_VERSION, GraphBuilder, emit_topology, optional_state_inputs
+from seqpipe.builtin.native_onnx import GraphBuilder, emit_topology, finish_model, optional_state_inputs
 from seqpipe.contracts import State, Task, Topology
 from seqpipe.data import batched, read_records, split_three
 from seqpipe.encoding import PAD, UNK, CharVocabulary
@@ -163,7 +163,7 @@ class Seq2SeqTask(Task):
     default_graphs = ()
     extra_graphs = ("encoder", "decoder")
     needs_causal = True  # the decoder steps; it is built like the encoder, so both must be causal
-    needs_native_encoder = True  # encoder.onnx is built from native ONNX RNN operators
+    needs_sequence_encoder = True  # encoder.onnx is built by emit_topology (native operators or cell loops)
     initial_states = ("zeros", "learnable")
     predict_example = "pronounce seqpipe"
 
@@ -253,7 +253,7 @@ class Seq2SeqTask(Task):
         if kind == "encoder":
             onnx.save(self._encoder_graph(model, opset), str(path))
             check_onnx(path)
-            spec.update(self._encoder_io(model), exporter="seqpipe native RNN/GRU/LSTM operators")
+            spec.update(self._encoder_io(model), exporter="seqpipe native RNN/GRU/LSTM operators, or Loops over the exported cell")
             write_metadata(path, spec)
             return spec, self._encoder_parity(model, path, batch, tolerance)
         spec["exporter"] = self._export_decoder(model, path, opset, exporter)
@@ -262,7 +262,7 @@ class Seq2SeqTask(Task):
         return spec, self._decoder_parity(model, path, batch, tolerance)
 
     def _encoder_graph(self, model: Seq2SeqModel, opset: int) -> onnx.ModelProto:
-        g = GraphBuilder()
+        g = GraphBuilder(opset=opset)
         lengths32 = g.op("Cast", ["lengths"], "lengths_i32", to=TensorProto.INT32)[0]
         embedded = g.op("Gather", [g.const("embedding", model.source_embed[0].weight.detach().numpy()), "x"], "embed")[0]
         time_major = g.op("Transpose", [embedded], "time_major", perm=[1, 0, 2])[0]
@@ -280,7 +280,7 @@ class Seq2SeqTask(Task):
             [helper.make_tensor_value_info("memory", TensorProto.FLOAT, ["batch", "time", model.body.output_size])]
             + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, ["batch", slots, hidden]) for n in model.state_names],
             initializer=g.initializers)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
+        return finish_model(g, graph, opset)
 
     def _export_decoder(self, model: Seq2SeqModel, path: Path, opset: int, exporter: str) -> str:
         b, s = torch.export.Dim("batch", min=1), torch.export.Dim("source_time", min=1)
