@@ -30,8 +30,25 @@ def pad_ids(encoded: list[list[int]], what: str = "input") -> tuple[np.ndarray, 
     return tokens, lengths
 
 
+class _Symbols:
+    """Length and a cached symbol → id index for a frozen vocabulary with ``symbols``."""
+
+    symbols: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    @property
+    def _index(self) -> dict[str, int]:
+        cached = self.__dict__.get("_index_cache")
+        if cached is None:
+            cached = {s: i for i, s in enumerate(self.symbols)}
+            object.__setattr__(self, "_index_cache", cached)  # frozen dataclass: a cache, not state
+        return cached
+
+
 @dataclass(frozen=True)
-class CharVocabulary:
+class CharVocabulary(_Symbols):
     """Characters to ids: id 0 is padding, id 1 unknown, then characters by descending count."""
 
     symbols: tuple[str, ...]
@@ -56,21 +73,11 @@ class CharVocabulary:
     def unk_id(self) -> int:
         return 1
 
-    def __len__(self) -> int:
-        return len(self.symbols)
-
     def encode(self, text: str) -> list[int]:
         """Ids of the first ``max_length`` characters; unseen characters map to ``<unk>``."""
         index = self._index
         return [index.get(ch, 1) for ch in self._normalise(text, self.lowercase)[: self.max_length]]
 
-    @property
-    def _index(self) -> dict[str, int]:
-        cached = self.__dict__.get("_index_cache")
-        if cached is None:
-            cached = {s: i for i, s in enumerate(self.symbols)}
-            object.__setattr__(self, "_index_cache", cached)
-        return cached
 
     def to_spec(self) -> dict[str, Any]:
         return {"kind": "characters", "symbols": list(self.symbols), "pad_id": 0, "unk_id": 1,
@@ -114,7 +121,7 @@ def split_words(text: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class WordVocabulary:
+class WordVocabulary(_Symbols):
     """Words to ids: 0 padding, 1 unknown, then unknown-word signatures, then words by count.
 
     Training words seen fewer than ``min_count`` times are encoded by their signature, so the
@@ -131,16 +138,6 @@ class WordVocabulary:
         signatures = sorted({word_signature(w) for w, n in counts.items() if n < min_count})
         return cls((PAD, UNK, *signatures, *kept), lowercase)
 
-    def __len__(self) -> int:
-        return len(self.symbols)
-
-    @property
-    def _index(self) -> dict[str, int]:
-        cached = self.__dict__.get("_index_cache")
-        if cached is None:
-            cached = {s: i for i, s in enumerate(self.symbols)}
-            object.__setattr__(self, "_index_cache", cached)
-        return cached
 
     def encode(self, words: list[str]) -> list[int]:
         index = self._index

@@ -84,6 +84,20 @@ def torch_blocked_env(tmp_path_factory) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(blocker)}
 
 
+def load_trained(root: Path, pipeline: str = "p.toml", run: str = "out"):
+    """(task, model) of the run ``root/run`` made from ``root/pipeline``: data prepared, best weights loaded, eval mode."""
+    from seqpipe.assembly import resolve_pipeline
+    from seqpipe.checkpoint import load_checkpoint
+
+    pm, _ = make_plugin_manager(strict=False, warn=lambda line: None)
+    resolved = resolve_pipeline(root / pipeline, build_registry(pm))
+    task = resolved.make_task()
+    task.prepare()
+    model = task.build_model(resolved.make_topology, resolved.config.model.initial_state, resolved.config.model.initial_state_scale)
+    load_checkpoint(model, root / run / "model.safetensors")
+    return task, model.eval()
+
+
 def predict_without_torch(env: dict[str, str], *args: str) -> list[dict]:
     """``seqpipe predict ARGS --json`` in a process that cannot import torch; one dict per result."""
     import json

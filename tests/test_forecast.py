@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from seqpipe.cli import main
 
-from conftest import predict_without_torch
+from conftest import load_trained, predict_without_torch
 
 REPO = Path(__file__).resolve().parents[1]
 SUNSPOTS = REPO / "seqpipe" / "datasets" / "sunspots" / "sunspots.csv"
@@ -51,23 +51,9 @@ def forecast_run(tmp_path_factory):
     return root
 
 
-def _load(root: Path):
-    from seqpipe.assembly import resolve_pipeline
-    from seqpipe.checkpoint import load_checkpoint
-    from seqpipe.plugins import make_plugin_manager
-    from seqpipe.registry import build_registry
-
-    resolved = resolve_pipeline(root / "p.toml", build_registry(make_plugin_manager(strict=False, warn=lambda line: None)[0]))
-    task = resolved.make_task()
-    task.prepare()
-    model = task.build_model(resolved.make_topology)
-    load_checkpoint(model, root / "out" / "model.safetensors")
-    return task, model.eval()
-
-
 @pytest.fixture(scope="module")
 def forecast_model(forecast_run):
-    return _load(forecast_run)
+    return load_trained(forecast_run)
 
 
 def test_run_writes_metrics_plot_and_exact_graphs(forecast_run):

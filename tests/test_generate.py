@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from seqpipe.cli import main
 from seqpipe.decoding import beam_search, sample
 
-from conftest import predict_without_torch
+from conftest import load_trained, predict_without_torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,17 +56,7 @@ def names_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(names_run):
-    from seqpipe.assembly import resolve_pipeline
-    from seqpipe.checkpoint import load_checkpoint
-    from seqpipe.plugins import make_plugin_manager
-    from seqpipe.registry import build_registry
-
-    resolved = resolve_pipeline(names_run / "p.toml", build_registry(make_plugin_manager(strict=False, warn=lambda line: None)[0]))
-    task = resolved.make_task()
-    task.prepare()
-    model = task.build_model(resolved.make_topology, "conditioned")
-    load_checkpoint(model, names_run / "out" / "model.safetensors")
-    return task, model.eval()
+    return load_trained(names_run)
 
 
 def test_run_exports_init_and_step_graphs_with_parity_and_samples(names_run):

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from seqpipe.cli import main
 
-from conftest import predict_without_torch
+from conftest import load_trained, predict_without_torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,20 +68,6 @@ def g2p_run(request, small_tsv, tmp_path_factory):
     return request.param, root, _run(root, attention=request.param, cell=cell)
 
 
-def _load(root: Path):
-    from seqpipe.assembly import resolve_pipeline
-    from seqpipe.checkpoint import load_checkpoint
-    from seqpipe.plugins import make_plugin_manager
-    from seqpipe.registry import build_registry
-
-    resolved = resolve_pipeline(root / "p.toml", build_registry(make_plugin_manager(strict=False, warn=lambda line: None)[0]))
-    task = resolved.make_task()
-    task.prepare()
-    model = task.build_model(resolved.make_topology)
-    load_checkpoint(model, root / "out" / "model.safetensors")
-    return task, model.eval()
-
-
 def test_run_exports_encoder_and_decoder_with_parity(g2p_run):
     attention, _, out = g2p_run
     assert sorted(p.name for p in (out / "onnx").iterdir()) == ["decoder.onnx", "encoder.onnx"]
@@ -100,7 +86,7 @@ def test_onnx_transcription_equals_torch_greedy_decoding(g2p_run):
     from seqpipe.predict import Transcriber
 
     _, root, out = g2p_run
-    task, model = _load(root)
+    task, model = load_trained(root)
     words = ["seqpipe", "a", "pronunciation", "zebra"]
     served = Transcriber(out, device="cpu").transcribe(words)
     batch = collate([(task.source_vocab.encode(w), []) for w in words])

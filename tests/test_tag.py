@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from seqpipe.cli import main
 from seqpipe.encoding import WordVocabulary, word_signature
 
-from conftest import predict_without_torch
+from conftest import load_trained, predict_without_torch
 
 REPO = Path(__file__).resolve().parents[1]
 BROWN = REPO / "seqpipe" / "datasets" / "brown_pos" / "brown-universal.conll"
@@ -99,20 +99,11 @@ def test_predict_tags_without_torch(tag_run, torch_blocked_env):
 
 
 def test_predict_tags_like_the_torch_model(tag_run):
-    from seqpipe.assembly import resolve_pipeline
-    from seqpipe.checkpoint import load_checkpoint
-    from seqpipe.plugins import make_plugin_manager
-    from seqpipe.registry import build_registry
-
     sentence = "The committee said Friday that the Zorblatt reforms were overdue ."
     result = CliRunner().invoke(main, ["predict", str(tag_run / "out"), sentence, "--json"])
     assert result.exit_code == 0, result.output
     served = json.loads(result.stdout.strip().splitlines()[-1])
-    resolved = resolve_pipeline(tag_run / "p.toml", build_registry(make_plugin_manager(strict=False, warn=lambda line: None)[0]))
-    task = resolved.make_task()
-    task.prepare()
-    model = task.build_model(resolved.make_topology)
-    load_checkpoint(model, tag_run / "out" / "model.safetensors")
+    task, model = load_trained(tag_run)
     ids = torch.tensor([task.vocabulary.encode(served["tokens"])])
     with torch.no_grad():
         probs = model.sequence_output(ids, torch.tensor([ids.shape[1]]))[0][0]

@@ -413,7 +413,9 @@ class Seq2SeqTask(Task):
             from seqpipe.plots import plot_attention
 
             shown = served[: self.options.heatmap_examples]
-            plot_attention([(list(r["source"]), r["tokens"], np.asarray(r["attention"])) for r in shown], run_dir / "attention.png")
+            # rows: each emitted token, and the step that emitted <eos> (its weights are in "attention" too)
+            plot_attention([(list(r["source"]), r["tokens"] + (["<eos>"] if r["finished"] else []), np.asarray(r["attention"]))
+                            for r in shown], run_dir / "attention.png")
             log(f"plot: {run_dir / 'attention.png'}")
         return {"examples": examples}
 
