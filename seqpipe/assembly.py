@@ -106,8 +106,8 @@ def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, s
     causal = getattr(topology.obj, "causal", True)
     # a sequence graph is native RNN operators or Loops over each exported cell (built-in topologies),
     # or, for any causal model, a Loop around the step graph
-    native = sequence_support(cell.obj, topology.obj)
-    no_sequence = None if native is None or causal else native
+    unsupported = sequence_support(cell.obj, topology.obj)
+    no_sequence = None if unsupported is None or causal else unsupported
     wanted = config.export.graphs
     task_default = getattr(task.obj, "default_graphs", None)
     extra = list(getattr(task.obj, "extra_graphs", ()))
@@ -121,14 +121,14 @@ def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, s
     if wanted is None:
         wanted = (["step"] if causal else []) + (["sequence"] if no_sequence is None else [])
         if not wanted:
-            raise ConfigError(f"{src}: model: topology '{config.model.topology}' is not causal (no step graph) and {native} "
-                              "(no sequence graph), so nothing can be exported; choose a causal topology or a built-in cell.")
+            raise ConfigError(f"{src}: model: topology '{config.model.topology}' is not causal (no step graph) and {unsupported} "
+                              "(no sequence graph), so nothing can be exported; choose a causal topology or a built-in one.")
     if "step" in wanted and not causal:
         raise ConfigError(f"{src}: export.graphs: 'step' needs a causal topology, and '{config.model.topology}' reads the "
                           "future; remove 'step' (export graphs = [\"sequence\"]) or choose 'single'/'stacked'.")
     if "sequence" in wanted and no_sequence is not None:
         raise ConfigError(f"{src}: export.graphs: no 'sequence' graph: {no_sequence} and the topology is not causal; "
-                          "choose a built-in cell or a causal topology.")
+                          "choose a built-in topology or a causal one.")
     return sorted(set(wanted), key=["step", "sequence"].index) + extra
 
 

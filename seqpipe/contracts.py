@@ -138,3 +138,14 @@ class Task:
     needs_causal: ClassVar[bool] = False
     # initial-state rules the task accepts in [model] initial_state
     initial_states: ClassVar[tuple[str, ...]] = ("zeros", "random", "learnable")
+    # arguments for `seqpipe predict RUN …`, shown after a run
+    predict_example: ClassVar[str] = '"some text"'
+
+    def parity_start(self, model: StepModel, split: str, limit: int) -> dict[str, Any] | None:
+        """Where each of the first ``limit`` parity sequences starts, per state name [N, slots, hidden]
+        (numpy), when the task computes it per sequence (a conditioned state); None: the initial state."""
+        return None
+
+    def write_report(self, model: StepModel, run_dir: Any, log: Any) -> dict[str, Any] | None:
+        """Task-specific results after export (plots, samples); a returned dict is merged into metrics.json."""
+        return None

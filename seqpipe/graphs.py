@@ -30,7 +30,7 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
     if core:
         x, lengths = task.parity_inputs("test", cfg.parity_sequences)
         # where test sequences start, when the task computes it per sequence (a conditioned state)
-        state0 = task.parity_start(model, "test", cfg.parity_sequences) if hasattr(task, "parity_start") else None
+        state0 = task.parity_start(model, "test", cfg.parity_sequences)
     for kind in core:
         path = onnx_dir / f"{kind}.onnx"
         if kind == "step":

@@ -32,7 +32,7 @@ def torch_step_loop(model: StepModel, x: torch.Tensor, lengths: torch.Tensor,
     return torch.stack(ys, dim=1), state
 
 
-def _max_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
+def max_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
     """(max absolute difference, max difference scaled by max(1, |reference|)).
 
     The scaled figure is what the tolerance judges: absolute for values up to 1 (probabilities,
@@ -75,16 +75,16 @@ def check_step_parity(model: StepModel, runner: StepRunner, x: np.ndarray, lengt
         for label, (a, b) in {"ort_step_vs_torch_step": (ort, torch_step), "ort_step_vs_torch_sequence": (ort, torch_seq),
                               "torch_step_vs_torch_sequence": (torch_step, torch_seq)}.items():
             for key in a:
-                _merge(worst[label], key, _max_diff(a[key], b[key], valid if key == "y" else None))
-    return _report(worst, tolerance, x, lengths, runner)
+                merge(worst[label], key, max_diff(a[key], b[key], valid if key == "y" else None))
+    return report(worst, tolerance, x, lengths, runner)
 
 
-def _merge(group: dict[str, dict[str, float]], key: str, diffs: tuple[float, float]) -> None:
+def merge(group: dict[str, dict[str, float]], key: str, diffs: tuple[float, float]) -> None:
     entry = group.setdefault(key, {"abs": 0.0, "scaled": 0.0})
     entry["abs"], entry["scaled"] = max(entry["abs"], diffs[0]), max(entry["scaled"], diffs[1])
 
 
-def _report(worst: dict[str, dict[str, dict[str, float]]], tolerance: float, x: np.ndarray, lengths: np.ndarray, runner) -> dict[str, Any]:
+def report(worst: dict[str, dict[str, dict[str, float]]], tolerance: float, x: np.ndarray, lengths: np.ndarray, runner) -> dict[str, Any]:
     max_abs = max(v["abs"] for group in worst.values() for v in group.values())
     max_scaled = max(v["scaled"] for group in worst.values() for v in group.values())
     return {
@@ -125,8 +125,8 @@ def check_sequence_parity(model: StepModel, runner: SequenceRunner, x: np.ndarra
         valid = np.arange(xb.shape[1])[None, :] < lb[:, None] if per_step else None  # [B, T]
         for label, ref in refs.items():
             for key in ort:
-                _merge(worst[label], key, _max_diff(ort[key], ref[key], valid if key == "y" else None))
-    return _report(worst, tolerance, x, lengths, runner)
+                merge(worst[label], key, max_diff(ort[key], ref[key], valid if key == "y" else None))
+    return report(worst, tolerance, x, lengths, runner)
 
 
 def check_int8_parity(fp32, int8, x: np.ndarray, lengths: np.ndarray, tolerance: float, batch_size: int = 64) -> dict[str, Any]:
@@ -139,9 +139,5 @@ def check_int8_parity(fp32, int8, x: np.ndarray, lengths: np.ndarray, tolerance:
             y, state = runner.final(xb, lb)
             outs.append({"y": y, **{f"state.{n}": v for n, v in state.items()}})
         for key in outs[0]:
-            _merge(worst["ort_int8_vs_ort_fp32"], key, _max_diff(outs[1][key], outs[0][key]))
-    return _report(worst, tolerance, x, lengths, int8)
-
-
-# public names for tasks that check graphs of their own (init, encoder, decoder graphs)
-max_diff, merge, report = _max_diff, _merge, _report
+            merge(worst["ort_int8_vs_ort_fp32"], key, max_diff(outs[1][key], outs[0][key]))
+    return report(worst, tolerance, x, lengths, int8)

@@ -25,7 +25,7 @@ class PredictOptions:
     device: str = "auto"
     precision: str = "fp32"
     steps: int = 5  # forecast: values ahead
-    condition: str | None = None  # generate: the label that starts the state
+    condition: str | None = None  # generate: the label (or comma-separated numbers, for a vector) that starts the state
     count: int = 5  # generate: how many samples
     temperature: float = 0.0  # generate/seq2seq: 0 = greedy, else sampling at this temperature
     beam: int = 1  # generate/seq2seq: beam width (> 1: beam search)
@@ -271,12 +271,15 @@ class Transcriber:
 
     def _step(self, memory: np.ndarray, memory_lengths: np.ndarray, record: list | None = None):
         """A decoding step function over the decoder graph; memory rows follow the live hypotheses."""
+        tiled: dict[int, tuple[np.ndarray, np.ndarray]] = {len(memory): (memory, memory_lengths)}
+
         def step(tokens: np.ndarray, state: dict[str, np.ndarray]):
             feeds = {"x": tokens.astype(np.int64), **{f"state_in.{n}": state[n] for n in self.state_names}}
             if self.attends:
                 rows = len(tokens)
-                feeds["memory"] = memory if len(memory) == rows else np.repeat(memory[:1], rows, axis=0)
-                feeds["memory_lengths"] = memory_lengths if len(memory_lengths) == rows else np.repeat(memory_lengths[:1], rows)
+                if rows not in tiled:  # beam search: one source's memory for every live hypothesis, tiled once per width
+                    tiled[rows] = (np.repeat(memory[:1], rows, axis=0), np.repeat(memory_lengths[:1], rows))
+                feeds["memory"], feeds["memory_lengths"] = tiled[rows]
             out = self.decoder.session.run(None, feeds)
             if record is not None and self.attends:
                 record.append(out[1])

@@ -20,7 +20,7 @@ class RunResult:
     metrics: dict
     parity: dict
     files: list[Path]
-    predict_example: str = '"some text"'  # arguments for `seqpipe predict RUN …`, shown after a run
+    predict_example: str  # arguments for `seqpipe predict RUN …`, shown after a run
 
 
 def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = None, force: bool = False,
@@ -59,14 +59,13 @@ def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = N
 
     parity = export_graphs(resolved, task, model, run_dir / "onnx", log)
     write_json(run_dir / "parity.json", parity)
-    if hasattr(task, "write_report"):  # task-specific results beside the metrics: plots, samples, baselines
-        extra = task.write_report(model, run_dir, log)
-        if extra:
-            metrics.update(extra)
-            write_json(run_dir / "metrics.json", metrics)
+    extra = task.write_report(model, run_dir, log)  # task-specific results: plots, samples
+    if extra:
+        metrics.update(extra)
+        write_json(run_dir / "metrics.json", metrics)
     files = sorted(p for p in run_dir.rglob("*") if p.is_file())
     if not parity["passed"]:
         failed = ", ".join(r["file"] for r in parity["graphs"].values() if not r["passed"])
         raise ParityError(f"{run_dir / 'parity.json'}: torch and onnxruntime differ by {parity['max_scaled_diff']:.2e} > "
                           f"{parity['tolerance']:.0e} (scaled by magnitude beyond 1); do not serve {failed} (see parity.json).")
-    return RunResult(run_dir, metrics, parity, files, getattr(task, "predict_example", '"some text"'))
+    return RunResult(run_dir, metrics, parity, files, task.predict_example)

@@ -267,28 +267,13 @@ def test_failed_parity_fails_the_run_loudly(tmp_path, small_csv, write_pipeline)
     assert json.loads((tmp_path / "out" / "parity.json").read_text())["passed"] is False
 
 
-def test_bidirectional_plugin_cell_gets_a_sequence_graph(tmp_path, small_csv, registry):
+def test_bidirectional_plugin_cell_gets_a_sequence_graph(tmp_path, small_csv, registry, write_pipeline):
     """A bidirectional topology of a cell without a native ONNX operator (the IndRNN plugin) exports a
     sequence graph of Loops over each direction's exported cell, and passes parity."""
     if "indrnn" not in registry.names("cell"):
         pytest.skip("the IndRNN plugin is not installed in this environment")
-    pipeline = tmp_path / "bi.toml"
-    pipeline.write_text(textwrap.dedent(f"""
-        [data]
-        path = "{small_csv.as_posix()}"
-        [model]
-        cell = "indrnn"
-        topology = "bidirectional"
-        hidden_size = 12
-        topology_options = {{num_layers = 2}}
-        [task.options]
-        max_length = 40
-        embedding_size = 8
-        [training]
-        epochs = 1
-        [export]
-        parity_sequences = 60
-    """))
+    pipeline = write_pipeline(tmp_path / "bi.toml", small_csv, cell="indrnn", topology="bidirectional", hidden=12,
+                              topology_options="topology_options = {num_layers = 2}")
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out" / "onnx").iterdir()) == ["sequence.onnx"]
