@@ -3,6 +3,7 @@
     python benchmarks/serving.py            # table
     python benchmarks/serving.py --json     # one JSON object
     python benchmarks/serving.py --quick    # fewer repetitions (smoke run)
+    python benchmarks/serving.py --device cuda   # on a GPU: onnxruntime CUDA vs torch CUDA eager
 
 Model: the seed's example sizes, an LSTM with input 300 and hidden 512, and a 10-way softmax head.
 Rows (ratio > 1 means seqpipe is faster):
@@ -10,7 +11,14 @@ Rows (ratio > 1 means seqpipe is faster):
   overhead over raw onnxruntime  seqpipe Stream / a minimal hand-written IO-binding loop, same graph
   sequence, batch 64 × 20        torch ``nn.LSTM`` (oneDNN) + head / seqpipe sequence graph (native LSTM op)
   int8 vs fp32 step, batch 64    fp32 step graph / int8 dynamically quantized step graph (raw onnxruntime)
+                                 (--device cuda: fp16 instead, the GPU's reduced precision)
   training overhead              seqpipe trainer / hand-written torch loop (same model, data, epochs)
+  step graph (info)              the traced step graph (torch.onnx dynamo) / the native-operator step
+                                 graph seqpipe writes for built-in cells, both stepped by raw onnxruntime
+
+With --device cuda both sides run on the GPU: torch eager on CUDA tensors, onnxruntime's CUDA
+provider with the recurrent state bound on the device (IO binding, never copied to the host);
+each step's ``y`` comes back to the host on both sides, as an application reading predictions has it.
 
 Each ratio comes from its own pair of contenders timed in alternating rounds (order flipped each
 round), keeping each one's median, because this machine is shared and noisy; only ratios are
@@ -33,36 +41,25 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from onnx import TensorProto, helper
 
 from seqpipe.builtin.cells import LSTMCell
-from seqpipe.builtin.native_onnx import IR_VERSION, GraphBuilder, emit_topology
+from seqpipe.builtin.native_onnx import sequence_graph
 from seqpipe.builtin.topologies import Stacked
-from seqpipe.contracts import StepModel
 from seqpipe.export import export_step, write_metadata
 from seqpipe.initial_state import InitialState
-from seqpipe.quantize import quantize_int8
-from seqpipe.runtime import StepRunner, Stream
+from seqpipe.models import SequenceModel
+from seqpipe.precision import convert_fp16, quantize_int8
+from seqpipe.runtime import StepRunner, Stream, choose_providers
 
 INPUT, HIDDEN, CLASSES = 300, 512, 10
 
 
-class SeedClassifier(StepModel):
-    """The seed's ``VanillaRNN`` shape with an LSTM: numeric inputs, softmax head, every step."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = Stacked(LSTMCell, INPUT, HIDDEN, {}, num_layers=1)
-        self.head = torch.nn.Linear(HIDDEN, CLASSES)
-        self.initial = InitialState("zeros", self.body.state_names, 1, HIDDEN)
-        self.state_names, self.num_slots, self.hidden_size = self.body.state_names, 1, HIDDEN
-
-    def initial_state(self, batch: int):
-        return self.initial(batch)
-
-    def step(self, x, state):
-        h, state = self.body.step(x, state)
-        return torch.softmax(self.head(h), dim=-1), state
+def seed_classifier() -> SequenceModel:
+    """The seed's ``VanillaRNN`` shape with an LSTM: numeric inputs, softmax head after the last step,
+    built from seqpipe's own parts, so the graphs below are the ones a seqpipe run exports."""
+    body = Stacked(LSTMCell, INPUT, HIDDEN, {}, num_layers=1)
+    return SequenceModel(torch.nn.Identity(), body, torch.nn.Linear(HIDDEN, CLASSES),
+                         InitialState("zeros", body.state_names, 1, HIDDEN), output="softmax")
 
 
 def spec(graph: str) -> dict:
@@ -73,25 +70,6 @@ def spec(graph: str) -> dict:
             "outputs": [{"name": "y", "dtype": "float32", "shape": ["batch", CLASSES]}],
             "states": [{"name": n, "shape": state_shape} for n in ("h", "c")],
             "initial_state": {"rule": "zeros"}, "encoding": {"output": {"labels": [str(i) for i in range(CLASSES)]}}}
-
-
-def sequence_graph(model: SeedClassifier, path: Path) -> None:
-    g = GraphBuilder()
-    lengths = g.op("Cast", ["lengths"], "lengths32", to=TensorProto.INT32)[0]
-    time_major = g.op("Transpose", ["x"], "time_major", perm=[1, 0, 2])[0]
-    summary, states, _ = emit_topology(g, model.body, time_major, lengths)
-    logits = g.op("Gemm", [summary, g.const("w", model.head.weight.detach().numpy()), g.const("b", model.head.bias.detach().numpy())],
-                  "head", transB=1)[0]
-    g.nodes.append(helper.make_node("Softmax", [logits], ["y"], axis=-1))
-    for n, s in zip(("h", "c"), states):
-        g.nodes.append(helper.make_node("Identity", [s], [f"state_out.{n}"]))
-    graph = helper.make_graph(g.nodes, "bench_sequence",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", INPUT]),
-                               helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", CLASSES])]
-                              + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, ["batch", 1, HIDDEN]) for n in ("h", "c")],
-                              initializer=g.initializers)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=IR_VERSION), str(path))
 
 
 def interleaved(contenders: dict, rounds: int, calls: int) -> dict[str, float]:
@@ -112,11 +90,19 @@ def interleaved(contenders: dict, rounds: int, calls: int) -> dict[str, float]:
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
-def raw_iobinding_loop(session: ort.InferenceSession, batch: int):
+def raw_session(path: Path, device: str) -> ort.InferenceSession:
+    """A plain onnxruntime session, as a hand-written app would open it (warnings off, as seqpipe's)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # sequence graphs' optional state_in.* draw one warning each
+    return ort.InferenceSession(str(path), options, providers=choose_providers(device))
+
+
+def raw_iobinding_loop(session: ort.InferenceSession, batch: int, device: str = "cpu"):
     """The minimal hand-written way to step a graph with onnxruntime: the reference for overhead."""
-    bufs = [{n: ort.OrtValue.ortvalue_from_numpy(np.zeros((batch, 1, HIDDEN), np.float32)) for n in ("h", "c")} for _ in range(2)]
+    zeros = np.zeros((batch, 1, HIDDEN), np.float32)
+    bufs = [{n: ort.OrtValue.ortvalue_from_numpy(zeros, device, 0) for n in ("h", "c")} for _ in range(2)]
     x = ort.OrtValue.ortvalue_from_numpy(np.random.default_rng(0).standard_normal((batch, INPUT)).astype(np.float32))
-    y = ort.OrtValue.ortvalue_from_shape_and_type((batch, CLASSES), np.float32, "cpu", 0)
+    y = ort.OrtValue.ortvalue_from_shape_and_type((batch, CLASSES), np.float32, device, 0)
     bindings = []
     for read in range(2):
         b = session.io_binding()
@@ -139,39 +125,47 @@ def raw_iobinding_loop(session: ort.InferenceSession, batch: int):
     return step
 
 
-def bench_steps(model, step_path, int8_path, batch, rounds, calls) -> dict[str, float]:
-    runner = StepRunner(step_path, device="cpu")
+def bench_steps(model, step_path, reduced_path, batch, rounds, calls, device: str = "cpu") -> dict[str, float]:
+    """``reduced_path``: the int8 copy (CPU) or the fp16 copy (CUDA) of the step graph."""
+    runner = StepRunner(step_path, device=device)
     stream = Stream(runner, batch)
     x_np = np.random.default_rng(0).standard_normal((batch, INPUT)).astype(np.float32)
-    x_t = torch.from_numpy(x_np)
+    x_t = torch.from_numpy(x_np).to(device)
     state = [model.initial_state(batch)]
 
     def torch_step():
         with torch.inference_mode():
             y, state[0] = model.step(x_t, state[0])
-        return y
+        return y.cpu().numpy() if device == "cuda" else y  # the caller reads y on the host, as from the stream
 
-    seqpipe, raw = (lambda: stream.step(x_np)), raw_iobinding_loop(runner.session, batch)
-    int8 = raw_iobinding_loop(ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"]), batch)
+    seqpipe, raw = (lambda: stream.step(x_np)), raw_iobinding_loop(runner.session, batch, stream.device)
+    reduced = raw_iobinding_loop(raw_session(reduced_path, device), batch, stream.device)
     # each comparison is its own interleaved pair, so a third contender cannot skew it
     vs_torch = interleaved({"torch": torch_step, "seqpipe": seqpipe}, rounds, calls)
     vs_raw = interleaved({"seqpipe": seqpipe, "raw_ort": raw}, rounds, calls)
-    vs_int8 = interleaved({"raw_ort": raw, "raw_ort_int8": int8}, rounds, calls)
+    vs_reduced = interleaved({"raw_ort": raw, "raw_ort_reduced": reduced}, rounds, calls)
     return {"torch": vs_torch["torch"], "seqpipe": vs_torch["seqpipe"], "seqpipe_vs_raw": vs_raw["seqpipe"],
-            "raw_ort": vs_raw["raw_ort"], "fp32": vs_int8["raw_ort"], "int8": vs_int8["raw_ort_int8"]}
+            "raw_ort": vs_raw["raw_ort"], "fp32": vs_reduced["raw_ort"], "reduced": vs_reduced["raw_ort_reduced"]}
 
 
-def bench_sequence(model, seq_path, rounds, calls) -> dict[str, float]:
-    session = ort.InferenceSession(str(seq_path), providers=["CPUExecutionProvider"])
+def bench_step_graphs(native_path, traced_path, batch, rounds, calls, device: str = "cpu") -> dict[str, float]:
+    """The two ways to write the same step graph, stepped the same way (raw IO binding)."""
+    on = "cuda" if device == "cuda" else "cpu"
+    loops = {kind: raw_iobinding_loop(raw_session(path, device), batch, on) for kind, path in (("native", native_path), ("traced", traced_path))}
+    return interleaved(loops, rounds, calls)
+
+
+def bench_sequence(model, seq_path, rounds, calls, device: str = "cpu") -> dict[str, float]:
+    session = raw_session(seq_path, device)
     x = np.random.default_rng(0).standard_normal((64, 20, INPUT)).astype(np.float32)
     lengths = np.full(64, 20, np.int64)
-    lstm = model.body.cells[0].fused  # torch nn.LSTM, batch-first, oneDNN on CPU
+    lstm = model.body.cells[0].fused  # torch nn.LSTM, batch-first: oneDNN on CPU, cuDNN on CUDA
     xt = torch.from_numpy(x)
 
     def torch_sequence():
-        with torch.inference_mode():
-            out, _ = lstm(xt)
-            return torch.softmax(model.head(out[:, -1]), dim=-1)
+        with torch.inference_mode():  # from host inputs to host outputs, as onnxruntime's run() is timed
+            out, _ = lstm(xt.to(device))
+            return torch.softmax(model.head(out[:, -1]), dim=-1).cpu()
 
     return interleaved({"torch": torch_sequence, "seqpipe": lambda: session.run(None, {"x": x, "lengths": lengths})}, rounds, calls)
 
@@ -226,21 +220,36 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions: a smoke run, not a measurement")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: torch and onnxruntime both on the GPU (fp16 rows instead of int8; no training row)")
     args = parser.parse_args()
     rounds, calls = (3, 20) if args.quick else (9, 200)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        sys.exit("benchmark: --device cuda needs a torch build with CUDA and a GPU; this torch has none.")
+    if cuda and choose_providers("cuda")[0] != "CUDAExecutionProvider":
+        sys.exit("benchmark: --device cuda needs onnxruntime's CUDA provider (onnxruntime-gpu).")
     torch.manual_seed(0)
-    model = SeedClassifier().eval()
+    model = seed_classifier().eval()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        step_path, seq_path, int8_path = tmp / "step.onnx", tmp / "sequence.onnx", tmp / "step.int8.onnx"
+        step_path, traced_path, seq_path = tmp / "step.onnx", tmp / "step.traced.onnx", tmp / "sequence.onnx"
+        # exported on CPU, as always: the native step graph a run writes, and the traced one it replaced
         export_step(model, torch.randn(2, INPUT), step_path, opset=18, exporter="dynamo")
-        write_metadata(step_path, spec("step"))
-        sequence_graph(model, seq_path)
-        quantize_int8(step_path, int8_path)  # what `[export] int8 = true` writes
-        step1 = bench_steps(model, step_path, int8_path, 1, rounds, calls)
-        step64 = bench_steps(model, step_path, int8_path, 64, rounds, max(20, calls // 4))
-        sequence = bench_sequence(model, seq_path, rounds, max(10, calls // 20))
-    training = None if args.skip_training else bench_training(1 if args.quick else 3)
+        export_step(model, torch.randn(2, INPUT), traced_path, opset=18, exporter="dynamo", native=False)
+        onnx.save(sequence_graph(model, 18, CLASSES, "bench_sequence"), str(seq_path))
+        for path, graph in ((step_path, "step"), (traced_path, "step"), (seq_path, "sequence")):
+            write_metadata(path, spec(graph))
+        reduced = "fp16" if cuda else "int8"
+        reduced_path = tmp / f"step.{reduced}.onnx"
+        (convert_fp16 if cuda else quantize_int8)(step_path, reduced_path)  # what `[export] fp16 / int8 = true` writes
+        model.to(args.device)
+        step1 = bench_steps(model, step_path, reduced_path, 1, rounds, calls, args.device)
+        step64 = bench_steps(model, step_path, reduced_path, 64, rounds, max(20, calls // 4), args.device)
+        sequence = bench_sequence(model, seq_path, rounds, max(10, calls // 20), args.device)
+        graphs = {b: bench_step_graphs(step_path, traced_path, b, rounds, calls if b == 1 else max(20, calls // 4), args.device)
+                  for b in (1, 64)}
+    training = None if args.skip_training or cuda else bench_training(1 if args.quick else 3)
     rows = [
         ("step latency, batch 1: torch eager / seqpipe stream", step1["torch"] / step1["seqpipe"], ">= 3.0",
          f"{step1['torch'] * 1e6:.0f} µs / {step1['seqpipe'] * 1e6:.0f} µs"),
@@ -252,15 +261,21 @@ def main() -> None:
          f"{step64['seqpipe_vs_raw'] * 1e3:.2f} ms / {step64['raw_ort'] * 1e3:.2f} ms"),
         ("sequence 64x20: torch nn.LSTM / seqpipe sequence graph", sequence["torch"] / sequence["seqpipe"], ">= 0.95",
          f"{sequence['torch'] * 1e3:.1f} ms / {sequence['seqpipe'] * 1e3:.1f} ms"),
-        ("int8 vs fp32 step, batch 64: fp32 / int8", step64["fp32"] / step64["int8"], ">= 1.5",
-         f"{step64['fp32'] * 1e3:.2f} ms / {step64['int8'] * 1e3:.2f} ms"),
-        ("int8 vs fp32 step, batch 1: fp32 / int8", step1["fp32"] / step1["int8"], "(info)",
-         f"{step1['fp32'] * 1e6:.0f} µs / {step1['int8'] * 1e6:.0f} µs"),
+        (f"{reduced} vs fp32 step, batch 64: fp32 / {reduced}", step64["fp32"] / step64["reduced"], ">= 1.5" if not cuda else "(info)",
+         f"{step64['fp32'] * 1e3:.2f} ms / {step64['reduced'] * 1e3:.2f} ms"),
+        (f"{reduced} vs fp32 step, batch 1: fp32 / {reduced}", step1["fp32"] / step1["reduced"], "(info)",
+         f"{step1['fp32'] * 1e6:.0f} µs / {step1['reduced'] * 1e6:.0f} µs"),
     ]
+    for b, pair in graphs.items():
+        unit, scale = ("µs", 1e6) if b == 1 else ("ms", 1e3)
+        rows.append((f"step graph, batch {b}: traced (torch.onnx) / native operators (raw onnxruntime)", pair["traced"] / pair["native"],
+                     "(info)", f"{pair['traced'] * scale:.{0 if b == 1 else 2}f} {unit} / {pair['native'] * scale:.{0 if b == 1 else 2}f} {unit}"))
     if training:
         rows.append(("training overhead: seqpipe trainer / hand-written loop", training["seqpipe"] / training["hand"], "<= 1.10",
                      f"{training['seqpipe']:.1f} s / {training['hand']:.1f} s"))
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, onnxruntime {ort.__version__}, torch {torch.__version__}"
+    if cuda:
+        machine += f", {torch.cuda.get_device_name()} (torch and onnxruntime on CUDA)"
     if args.json:
         print(json.dumps({"machine": machine, "rows": [{"measure": r[0], "ratio": round(r[1], 3), "target": r[2], "raw": r[3]} for r in rows]}, indent=2))
         return

@@ -83,9 +83,10 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
     if config.model.initial_state not in rules:
         raise ConfigError(f"{src}: model.initial_state: task '{config.task.name}' accepts {', '.join(repr(r) for r in rules)}, "
                           f"found '{config.model.initial_state}'; 'conditioned' needs a task with a condition (generate).")
-    if config.export.int8 and config.model.initial_state == "conditioned":
-        raise ConfigError(f"{src}: export.int8: int8 copies are checked from the initial state, which 'conditioned' makes "
-                          "per sequence; remove int8 = true.")
+    for precision in ("int8", "fp16"):
+        if getattr(config.export, precision) and config.model.initial_state == "conditioned":
+            raise ConfigError(f"{src}: export.{precision}: {precision} copies are checked from the initial state, which "
+                              f"'conditioned' makes per sequence; remove {precision} = true.")
     if getattr(task.obj, "needs_sequence_encoder", False):
         from seqpipe.builtin.native_onnx import sequence_support
 

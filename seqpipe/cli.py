@@ -101,8 +101,8 @@ def plugins(strict_plugins: bool, as_json: bool) -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
-              help="With a run directory: int8 uses its *.int8.onnx copies.")
+@click.option("--precision", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32", show_default=True,
+              help="With a run directory: int8 / fp16 use its *.int8.onnx / *.fp16.onnx copies ([export] int8 / fp16 = true).")
 @click.option("--steps", type=int, default=5, show_default=True, help="forecast: values to forecast ahead.")
 @click.option("--condition", help="generate: the condition (e.g. a label) that starts each sample.")
 @click.option("--count", type=int, default=5, show_default=True, help="generate: samples to draw.")

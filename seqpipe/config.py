@@ -64,6 +64,8 @@ class TrainingConfig(Section):
     grad_clip: float = Field(1.0, gt=0.0, description="max global gradient norm")
     patience: int = Field(4, ge=1, description="epochs without validation improvement before stopping")
     lr_decay: float = Field(1.0, gt=0.0, le=1.0, description="multiply the learning rate by this after each epoch without improvement")
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0, description="validate, keep and export an exponential moving "
+                                    "average of the weights (updated every batch) instead of the last weights; e.g. 0.99")
     seed: int = 0
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
 
@@ -72,13 +74,17 @@ class ExportConfig(Section):
     graphs: list[Literal["step", "sequence"]] | None = Field(
         None, description="default: every graph the model has (step when causal, sequence for built-in cells)")
     opset: int = Field(18, ge=17, le=23)
-    exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    exporter: Literal["dynamo", "torchscript"] = Field("dynamo", description="torch.onnx's exporter for graphs traced from torch")
+    native_step: bool = Field(True, description="built-in cells' step graph from native ONNX RNN/GRU/LSTM operators run for one "
+                              "step (faster in onnxruntime); false: trace model.step with torch.onnx")
     parity_tolerance: float = Field(1e-5, gt=0.0)
     parity_sequences: int = Field(512, ge=1, description="test sequences stepped through both runtimes")
     parity_tolerance_reason: str | None = Field(
         None, description="why this pipeline needs a tolerance other than 1e-5; recorded in parity.json and each file's metadata")
     int8: bool = Field(False, description="also write <graph>.int8.onnx (dynamic quantization) for CPU serving")
     int8_tolerance: float = Field(0.15, gt=0.0, description="max |int8 - fp32| on outputs and states (scaled beyond 1); error accumulates over long sequences")
+    fp16: bool = Field(False, description="also write <graph>.fp16.onnx (float16 weights and arithmetic, float32 inputs/outputs) for GPU serving")
+    fp16_tolerance: float = Field(0.01, gt=0.0, description="max |fp16 - fp32| on outputs and states (scaled beyond 1)")
 
 
 class PipelineConfig(Section):

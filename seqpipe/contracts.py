@@ -140,6 +140,11 @@ class Task:
     initial_states: ClassVar[tuple[str, ...]] = ("zeros", "random", "learnable")
     # arguments for `seqpipe predict RUN …`, shown after a run
     predict_example: ClassVar[str] = '"some text"'
+    # the tables of a small pipeline for this task on data a plugin registers, e.g.
+    # {"data": {"dataset": "spam-assassin"}, "task": {"options": {...}}}: seqpipe's parity matrix
+    # exports every registered cell × topology for the task on it, so a task joins the matrix by
+    # declaring one (None: the matrix lists the task as not covered)
+    example_pipeline: ClassVar[dict[str, Any] | None] = None
 
     def parity_start(self, model: StepModel, split: str, limit: int) -> dict[str, Any] | None:
         """Where each of the first ``limit`` parity sequences starts, per state name [N, slots, hidden]

@@ -44,12 +44,22 @@ def step_io_names(state_names: tuple[str, ...]) -> tuple[list[str], list[str]]:
     return ["x", *(f"state_in.{n}" for n in state_names)], ["y", *(f"state_out.{n}" for n in state_names)]
 
 
-def export_step(model: StepModel, example_x: torch.Tensor, path: Path, *, opset: int, exporter: str) -> str:
-    """Write the step graph of ``model`` to ``path``; return a description of the exporter used."""
+def export_step(model: StepModel, example_x: torch.Tensor, path: Path, *, opset: int, exporter: str, native: bool = True) -> str:
+    """Write the step graph of ``model`` to ``path``; return a description of the exporter used.
+
+    ``native``: when every cell has a native ONNX operator, build the graph from those operators
+    run for one step (onnxruntime's fused kernels); otherwise, or with ``native=False``, trace
+    ``model.step`` with torch.onnx's ``exporter``."""
+    from seqpipe.builtin.native_onnx import native_step_support, step_graph
+
     if not getattr(getattr(model, "body", None), "causal", True):
         raise ExportError(f"topology '{type(model.body).__name__}' is not causal (it reads the future), so it has no step graph; "
                           "export a sequence graph instead, or choose a causal topology.")
     model = model.eval().cpu()
+    if native and native_step_support(model) is None:
+        onnx.save(step_graph(model, opset, "seqpipe_step"), str(path))
+        check_onnx(path)
+        return "seqpipe native RNN/GRU/LSTM operators, one time step"
     state = model.initial_state(example_x.shape[0])
     inputs, outputs = step_io_names(model.state_names)
     batch = torch.export.Dim("batch", min=1)

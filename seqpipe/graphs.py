@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from seqpipe.export import export_sequence, export_step, graph_spec, write_metadata
-from seqpipe.parity import check_int8_parity, check_sequence_parity, check_step_parity
+from seqpipe.parity import check_precision_parity, check_sequence_parity, check_step_parity
+from seqpipe.precision import PRECISIONS
 from seqpipe.runtime import SequenceRunner, StepRunner
 
 # what each file's own metadata records of its parity check (parity.json has the full report)
@@ -34,7 +35,7 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
     for kind in core:
         path = onnx_dir / f"{kind}.onnx"
         if kind == "step":
-            exporter = export_step(model, task.step_example(), path, opset=cfg.opset, exporter=cfg.exporter)
+            exporter = export_step(model, task.step_example(), path, opset=cfg.opset, exporter=cfg.exporter, native=cfg.native_step)
         else:
             step_path = onnx_dir / "step.onnx" if step_runner is not None else None
             exporter = export_sequence(task, model, path, opset=cfg.opset, step_path=step_path, exporter=cfg.exporter)
@@ -52,9 +53,11 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
         spec, report = task.export_graph(kind, model, path, resolved=resolved, opset=cfg.opset, exporter=cfg.exporter,
                                          tolerance=cfg.parity_tolerance, limit=cfg.parity_sequences)
         reports[kind] = _stamp(path, spec, report, kind, log, cfg.parity_tolerance_reason)
-    if cfg.int8:
-        for kind in [k for k in reports if k in ("step", "sequence")]:
-            reports[f"{kind}.int8"] = _int8_copy(task, onnx_dir / f"{kind}.onnx", x, lengths, cfg.int8_tolerance, log)
+    for precision in PRECISIONS:
+        if getattr(cfg, precision):
+            for kind in [k for k in reports if k in ("step", "sequence")]:
+                reports[f"{kind}.{precision}"] = _precision_copy(task, onnx_dir / f"{kind}.onnx", precision, x, lengths,
+                                                                 getattr(cfg, f"{precision}_tolerance"), log)
     return {
         "passed": all(r["passed"] for r in reports.values()),
         "max_abs_diff": max(r["max_abs_diff"] for r in reports.values()),
@@ -79,25 +82,28 @@ def _stamp(path: Path, spec: dict[str, Any], report: dict[str, Any], kind: str, 
     return report
 
 
-def _int8_copy(task, fp32_path: Path, x, lengths, tolerance: float, log: Callable[[str], None]) -> dict[str, Any]:
-    """Quantize one graph, re-check it against its fp32 original, and report the test metric change."""
-    from seqpipe.quantize import quantize_int8
+def _precision_copy(task, fp32_path: Path, precision: str, x, lengths, tolerance: float,
+                    log: Callable[[str], None]) -> dict[str, Any]:
+    """Write one graph's int8 or fp16 copy, re-check it against its fp32 original, and report the
+    test metric change. int8 is a CPU serving option and is checked on CPU; fp16 is a GPU one and is
+    checked on CUDA when onnxruntime can use it (on CPU otherwise, which still checks its numbers)."""
+    from seqpipe.precision import convert
 
-    int8_path = fp32_path.with_name(f"{fp32_path.stem}.int8.onnx")
-    spec = quantize_int8(fp32_path, int8_path)
+    copy_path, spec = convert(fp32_path, precision)
     cls = StepRunner if spec["graph"] == "step" else SequenceRunner
-    fp32, int8 = cls(fp32_path, device="cpu"), cls(int8_path, device="cpu")
-    report = check_int8_parity(fp32, int8, x, lengths, tolerance)
-    report["file"] = f"onnx/{int8_path.name}"
+    device = "cpu" if precision == "int8" else "auto"
+    fp32, copy = cls(fp32_path, device=device), cls(copy_path, device=device)
+    report = check_precision_parity(fp32, copy, x, lengths, tolerance, precision)
+    report["file"] = f"onnx/{copy_path.name}"
     change = "metric change not measured (task has no evaluate_onnx)"
     if hasattr(task, "evaluate_onnx"):
-        metrics = {"fp32": task.evaluate_onnx(fp32, "test"), "int8": task.evaluate_onnx(int8, "test")}
-        metrics["change"] = {k: metrics["int8"][k] - metrics["fp32"][k] for k in metrics["fp32"]}
+        metrics = {"fp32": task.evaluate_onnx(fp32, "test"), precision: task.evaluate_onnx(copy, "test")}
+        metrics["change"] = {k: metrics[precision][k] - metrics["fp32"][k] for k in metrics["fp32"]}
         report["test_metrics"] = metrics
         change = "test " + ", ".join(f"{k} {v:+.4f}" for k, v in metrics["change"].items())
     spec["parity"] = {k: report[k] for k in PARITY_SUMMARY}
-    spec["parity"]["against"] = f"onnx/{fp32_path.name} (fp32, onnxruntime)"
-    write_metadata(int8_path, spec)
-    log(f"parity {spec['graph']}.int8: max |int8 - fp32| = {report['max_abs_diff']:.2e}, tolerance {tolerance:g}: "
-        f"{'PASSED' if report['passed'] else 'FAILED'}; {change}")
+    spec["parity"]["against"] = f"onnx/{fp32_path.name} (fp32, onnxruntime {copy.providers[0]})"
+    write_metadata(copy_path, spec)
+    log(f"parity {spec['graph']}.{precision}: max |{precision} - fp32| = {report['max_abs_diff']:.2e} on {copy.providers[0]}, "
+        f"tolerance {tolerance:g}: {'PASSED' if report['passed'] else 'FAILED'}; {change}")
     return report

@@ -129,15 +129,18 @@ def check_sequence_parity(model: StepModel, runner: SequenceRunner, x: np.ndarra
     return report(worst, tolerance, x, lengths, runner)
 
 
-def check_int8_parity(fp32, int8, x: np.ndarray, lengths: np.ndarray, tolerance: float, batch_size: int = 64) -> dict[str, Any]:
-    """An int8 graph against its fp32 original, both in onnxruntime, on ``y`` and the final states."""
-    worst: dict[str, dict[str, dict[str, float]]] = {"ort_int8_vs_ort_fp32": {}}
+def check_precision_parity(fp32, copy, x: np.ndarray, lengths: np.ndarray, tolerance: float, precision: str,
+                           batch_size: int = 64) -> dict[str, Any]:
+    """A reduced-precision copy (int8, fp16) against its fp32 original, both in onnxruntime, on
+    ``y`` and the final states."""
+    label = f"ort_{precision}_vs_ort_fp32"
+    worst: dict[str, dict[str, dict[str, float]]] = {label: {}}
     for start in range(0, len(x), batch_size):
         xb, lb = x[start:start + batch_size], lengths[start:start + batch_size]
         outs = []
-        for runner in (fp32, int8):
+        for runner in (fp32, copy):
             y, state = runner.final(xb, lb)
             outs.append({"y": y, **{f"state.{n}": v for n, v in state.items()}})
         for key in outs[0]:
-            merge(worst["ort_int8_vs_ort_fp32"], key, max_diff(outs[1][key], outs[0][key]))
-    return report(worst, tolerance, x, lengths, int8)
+            merge(worst[label], key, max_diff(outs[1][key], outs[0][key]))
+    return report(worst, tolerance, x, lengths, copy)

@@ -189,8 +189,8 @@ class SequenceRunner(OnnxGraph):
 def open_export(path: str | Path, *, device: str = "auto", prefer: str = "sequence", precision: str = "fp32",
                 threads: int | None = None) -> StepRunner | SequenceRunner:
     """Open an export: an .onnx file (its kind read from its metadata) or a run directory (its
-    ``prefer``-red graph when it has one, the other otherwise; ``precision="int8"`` picks the
-    ``*.int8.onnx`` copies)."""
+    ``prefer``-red graph when it has one, the other otherwise; ``precision`` "int8" or "fp16" picks
+    the ``*.int8.onnx`` or ``*.fp16.onnx`` copies)."""
     path = Path(path)
     if path.is_file():
         try:
@@ -200,14 +200,14 @@ def open_export(path: str | Path, *, device: str = "auto", prefer: str = "sequen
             kind = "step"  # let the runner's own checks give the precise error
         return (SequenceRunner if kind == "sequence" else StepRunner)(path, device=device, threads=threads)
     order = [SEQUENCE_FILE, STEP_FILE] if prefer == "sequence" else [STEP_FILE, SEQUENCE_FILE]
-    if precision == "int8":
-        order = [name.replace(".onnx", ".int8.onnx") for name in order]
+    if precision != "fp32":
+        order = [name.replace(".onnx", f".{precision}.onnx") for name in order]
     for filename in order:
         for candidate in (path / "onnx" / filename, path / filename):
             if candidate.is_file():
                 return (SequenceRunner if filename.startswith("sequence") else StepRunner)(candidate, device=device, threads=threads)
     if path.is_dir():
-        hint = " (export them with [export] int8 = true)" if precision == "int8" else ""
+        hint = f" (export them with [export] {precision} = true)" if precision != "fp32" else ""
         raise SeqpipeError(f"{path}: no {' or '.join(order)} in this directory or its onnx/ folder{hint}; pass a run directory or an .onnx file.")
     raise SeqpipeError(f"{path}: no such file or directory; pass a run directory or an .onnx file.")
 
@@ -222,6 +222,11 @@ class Stream:
     """
 
     def __init__(self, runner: StepRunner, batch: int) -> None:
+        if not isinstance(runner, StepRunner):
+            raise SeqpipeError(f"{runner.path}: a {runner.spec.get('graph')} graph cannot be streamed step by step"
+                               + (f"; topology '{runner.spec.get('topology')}' reads each sequence in both directions, so it has no step graph"
+                                  if runner.spec.get("causal") is False else "")
+                               + "; run whole sequences with SequenceRunner.run, or stream a step.onnx.")
         self.runner, self.batch = runner, batch
         cuda = runner.providers[0] == "CUDAExecutionProvider"
         self.device = "cuda" if cuda else "cpu"

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from seqpipe.checkpoint import load_checkpoint, save_checkpoint
@@ -31,6 +32,10 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
     """Train ``model`` on ``task``'s train split; return one record per epoch."""
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    # an average of recent weights is a smoother model than the last step's: less noise in which
+    # epoch early stopping picks, and usually a better one
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema_decay else None
+    kept = ema.module if ema is not None else model  # what is validated, checkpointed and returned
     sign = 1.0 if task.monitor_mode == "max" else -1.0
     best, stale, history = -math.inf, 0, []
     n_batches = math.ceil(len(task.examples["train"]) / cfg.batch_size)
@@ -46,15 +51,17 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             total += loss.item() * len(batch.targets)
             count += len(batch.targets)
             bar.set_postfix(loss=f"{total / count:.4f}")
-        validation = task.evaluate(model, "validation")
+        validation = task.evaluate(kept, "validation")
         score = sign * validation[task.monitor]
         improved = score > best
         if improved:
             best, stale = score, 0
-            save_checkpoint(model, checkpoint)
+            save_checkpoint(kept, checkpoint)
         else:
             stale += 1
             for group in optimizer.param_groups:  # step size down once progress stalls

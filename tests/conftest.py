@@ -129,6 +129,12 @@ def pytest_terminal_summary(terminalreporter):
         TASK_COVERAGE = {}
     if TASK_COVERAGE:
         _task_matrix_summary(terminalreporter, TASK_COVERAGE)
+    try:
+        from test_parity_matrix_registry import REGISTRY_COVERAGE
+    except ImportError:
+        REGISTRY_COVERAGE = {}
+    if any("cases" in row or "(" in row.get("graphs", "") for row in REGISTRY_COVERAGE.values()):
+        _registry_matrix_summary(terminalreporter, REGISTRY_COVERAGE)
 
 
 def _classify_matrix_summary(terminalreporter, coverage) -> None:
@@ -152,3 +158,13 @@ def _task_matrix_summary(terminalreporter, coverage) -> None:
         if "sequence_kind" in row:
             cols[1] += f" ({row['sequence_kind']})"
         terminalreporter.write_line(f"{shape:<10}{cell:<10}{topology:<15}{cols[0]:<28}{cols[1]}")
+
+
+def _registry_matrix_summary(terminalreporter, coverage) -> None:
+    total = sum(row.get("cases", 0) for row in coverage.values())
+    terminalreporter.section(f"parity matrix, registered tasks: every graph `seqpipe run` writes, checked on the task's "
+                             f"example data, then {total} hypothesis-drawn batches of its test sequences (step and sequence graphs)")
+    terminalreporter.write_line(f"{'task':<10}{'cell':<10}{'topology':<15}{'drawn':<7}graphs exported and checked (test sequences)")
+    for (task, cell, topology), row in sorted(coverage.items()):
+        drawn = str(row["cases"]) if "cases" in row else "-"
+        terminalreporter.write_line(f"{task:<10}{cell:<10}{topology:<15}{drawn:<7}{row.get('graphs', '-')}")

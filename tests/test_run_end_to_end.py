@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from seqpipe.cli import main
+from seqpipe.errors import SeqpipeError
 
 from conftest import predict_without_torch
 
@@ -198,10 +199,33 @@ def test_training_is_deterministic(tmp_path, small_csv, write_pipeline):
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
 
 
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_the_weights_validated_are_the_weights_kept(tmp_path, small_csv, write_pipeline, ema):
+    """The best epoch's recorded validation metric belongs to the weights the run keeps and exports:
+    the last step's weights, or with [training] ema_decay their moving average (a different model)."""
+    from conftest import load_trained
+
+    extra = "" if ema is None else f"ema_decay = {ema}"
+    pipeline = write_pipeline(tmp_path / "p.toml", small_csv, epochs=3)
+    text = pipeline.read_text().replace("patience = 1", f"patience = 3\n{extra}")
+    pipeline.write_text(text)
+    assert CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")]).exit_code == 0
+    task, model = load_trained(tmp_path)
+    history = json.loads((tmp_path / "out" / "metrics.json").read_text())["training"]["history"]
+    best = [r for r in history if r["best"]][-1]["validation"]
+    assert task.evaluate(model, "validation")["loss"] == pytest.approx(best["loss"], abs=1e-6)
+    if ema is not None:  # the average differs from plain training's last weights
+        plain = tmp_path / "plain.toml"
+        plain.write_text(text.replace(extra, ""))
+        assert CliRunner().invoke(main, ["run", str(plain), "--out", str(tmp_path / "plain")]).exit_code == 0
+        a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("out", "plain"))
+        assert any(not np.allclose(a[k].numpy(), b[k].numpy()) for k in a)
+
+
 def test_bidirectional_pipeline_exports_sequence_graph_only(tmp_path, small_csv):
     """A stacked bidirectional LSTM with a learned initial state: no step graph, and the sequence
     graph is exact for a sequence alone and the same sequence padded in a batch."""
-    from seqpipe.runtime import SequenceRunner
+    from seqpipe.runtime import SequenceRunner, Stream
 
     pipeline = tmp_path / "bi.toml"
     pipeline.write_text(textwrap.dedent(f"""
@@ -237,24 +261,34 @@ def test_bidirectional_pipeline_exports_sequence_graph_only(tmp_path, small_csv)
     assert all(np.abs(states[n][2] - alone_s[n][0]).max() <= 1e-5 for n in ("h", "c"))
     predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "hello"])
     assert predicted.exit_code == 0 and predicted.stdout.split()[0] in {"ham", "spam"}
+    with pytest.raises(SeqpipeError, match="topology 'bidirectional' reads each sequence in both directions"):
+        Stream(runner, 2)  # streaming it is a clear error, not a silently wrong answer
 
 
-def test_int8_copies_are_rechecked_and_their_metric_change_reported(tmp_path, small_csv, write_pipeline):
-    pipeline = write_pipeline(tmp_path / "p.toml", small_csv, cell="lstm", extra="int8 = true")
+def test_int8_and_fp16_copies_are_rechecked_and_their_metric_change_reported(tmp_path, small_csv, write_pipeline):
+    pipeline = write_pipeline(tmp_path / "p.toml", small_csv, cell="lstm", extra="int8 = true\nfp16 = true")
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     parity = json.loads((tmp_path / "out" / "parity.json").read_text())
-    assert set(parity["graphs"]) == {"step", "sequence", "step.int8", "sequence.int8"}
-    for kind in ("step.int8", "sequence.int8"):
-        report = parity["graphs"][kind]
-        assert report["passed"] and report["tolerance"] == 0.15
-        assert 0 < report["max_abs_diff"] <= 0.15  # int8 is close, and not secretly the fp32 graph
-        assert set(report["test_metrics"]) == {"fp32", "int8", "change"}
-    spec = json.loads({p.key: p.value for p in onnx.load(str(tmp_path / "out" / "onnx" / "step.int8.onnx")).metadata_props}["seqpipe.spec"])
-    assert spec["precision"] == "int8" and spec["parity"]["against"] == "onnx/step.onnx (fp32, onnxruntime)"
-    predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "--precision", "int8", "--json", "win cash"])
-    assert predicted.exit_code == 0, predicted.output
-    assert json.loads(predicted.stdout)["label"] in {"ham", "spam"}
+    assert set(parity["graphs"]) == {"step", "sequence", "step.int8", "sequence.int8", "step.fp16", "sequence.fp16"}
+    for precision, tolerance in (("int8", 0.15), ("fp16", 0.01)):
+        for kind in ("step", "sequence"):
+            report = parity["graphs"][f"{kind}.{precision}"]
+            assert report["passed"] and report["tolerance"] == tolerance
+            assert 0 < report["max_abs_diff"] <= tolerance  # close, and not secretly the fp32 graph
+            assert set(report["test_metrics"]) == {"fp32", precision, "change"}
+        path = tmp_path / "out" / "onnx" / f"step.{precision}.onnx"
+        model = onnx.load(str(path))
+        spec = json.loads({p.key: p.value for p in model.metadata_props}["seqpipe.spec"])
+        assert spec["precision"] == precision and spec["parity"]["against"].startswith("onnx/step.onnx (fp32, onnxruntime ")
+        # the copy keeps the ONNX contract: float32 x/state in, float32 y/state out, same names
+        io = [(v.name, v.type.tensor_type.elem_type) for v in (*model.graph.input, *model.graph.output)]
+        assert ("state_in.h", onnx.TensorProto.FLOAT) in io and ("y", onnx.TensorProto.FLOAT) in io
+        predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "--precision", precision, "--json", "win cash"])
+        assert predicted.exit_code == 0, predicted.output
+        assert json.loads(predicted.stdout)["label"] in {"ham", "spam"}
+    half = onnx.load(str(tmp_path / "out" / "onnx" / "step.fp16.onnx"))
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in half.graph.initializer)  # weights really are fp16
 
 
 def test_failed_parity_fails_the_run_loudly(tmp_path, small_csv, write_pipeline):

@@ -88,6 +88,33 @@ def test_cuda_step_matches_cpu(tmp_path, small_csv, write_pipeline):
     assert np.abs(a - b).max() <= 1e-4 and all(np.abs(sa[k] - sb[k]).max() <= 1e-4 for k in sa)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_usable(), reason="onnxruntime cannot start its CUDA provider here (no GPU or CUDA libraries)")
+def test_cuda_stream_keeps_state_on_the_device_and_fp16_copies_are_checked_there(tmp_path, small_csv, write_pipeline):
+    import json
+
+    from click.testing import CliRunner
+
+    from seqpipe.cli import main
+
+    pipeline = write_pipeline(tmp_path / "p.toml", small_csv, cell="gru", extra="fp16 = true")
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    parity = json.loads((tmp_path / "r" / "parity.json").read_text())
+    for kind in ("step.fp16", "sequence.fp16"):  # fp16 is a GPU serving option: checked on the GPU
+        assert parity["graphs"][kind]["passed"]
+        assert parity["graphs"][kind]["runtime"]["onnxruntime_providers"][0] == "CUDAExecutionProvider"
+    gpu = runtime.StepRunner(tmp_path / "r" / "onnx" / "step.onnx", device="cuda")
+    stream = runtime.Stream(gpu, 4)
+    assert all(buf.device_name().lower() == "cuda" for pair in stream._buffers for buf in pair.values())
+    x = np.random.default_rng(1).integers(1, 20, size=(4, 12))
+    ys = np.stack([stream.step(x[:, t]) for t in range(12)], axis=1)
+    cpu = runtime.StepRunner(tmp_path / "r" / "onnx" / "step.onnx", device="cpu")
+    ref, _, state = cpu.run_padded(x, np.full(4, 12))
+    assert np.abs(ys - ref).max() <= 1e-4
+    assert np.abs(stream.state()["h"] - state["h"]).max() <= 1e-4
+
+
 @pytest.fixture(scope="module")
 def lstm_export(tmp_path_factory):
     """A small trained LSTM (2 stacked layers) exported by a real run."""

@@ -64,6 +64,7 @@ class ClassifyTask(Task):
     Options = ClassifyOptions
     monitor = "macro_f1"
     monitor_mode = "max"
+    example_pipeline = {"data": {"dataset": "spam-assassin"}}
 
     def __init__(self, options: ClassifyOptions, data: Any) -> None:
         self.options = options

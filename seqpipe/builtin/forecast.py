@@ -51,6 +51,7 @@ class ForecastTask(Task):
     monitor = "rmse"
     monitor_mode = "min"
     predict_example = "series.csv --steps 5   (a CSV of past values, oldest first)"
+    example_pipeline = {"data": {"dataset": "sunspots"}, "task": {"options": {"value_column": "SUNACTIVITY"}}}
 
     def __init__(self, options: ForecastOptions, data: Any) -> None:
         self.options = options

@@ -79,6 +79,8 @@ class GenerateTask(Task):
     extra_graphs = ("init",)
     needs_causal = True
     initial_states = ("conditioned",)
+    example_pipeline = {"data": {"dataset": "census-names"}, "model": {"initial_state": "conditioned"},
+                        "task": {"options": {"text_column": "name", "condition_column": "gender"}}}
 
     def __init__(self, options: GenerateOptions, data: Any) -> None:
         self.options = options

@@ -78,8 +78,8 @@ def sequence_support(cell_cls: type, topology_cls: type) -> str | None:
 
 
 def supports(topology: Topology) -> str | None:
-    cells = list(topology.cells) if isinstance(topology, Stacked) else list(getattr(topology, "forward_cells", [None]))
-    return native_support(type(cells[0]), type(topology))
+    """None if every layer of ``topology`` has a native operator, else the reason not."""
+    return native_support(*_cell_and_topology(topology))
 
 
 def _weights(cell: FusedCell) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -283,8 +283,7 @@ def emit_topology(g: GraphBuilder, topology: Topology, x: str, seq_lens: str,
 
     ``initial_states``: names of [B, slots, H] tensors in ``state_names`` order (None: zeros).
     """
-    cell = (list(topology.cells) if isinstance(topology, Stacked) else list(getattr(topology, "forward_cells", [None])))[0]
-    reason = sequence_support(type(cell), type(topology))
+    reason = sequence_support(*_cell_and_topology(topology))
     if reason:
         raise ExportError(f"no sequence graph: {reason}; export the step graph instead.")
     if isinstance(topology, Stacked):
@@ -364,6 +363,59 @@ def sequence_graph(model, opset: int, y_size: int, name: str) -> onnx.ModelProto
         + [helper.make_tensor_value_info(f"state_in.{n}", TensorProto.FLOAT, ["state_batch", model.num_slots, model.hidden_size])
            for n in model.state_names],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)]
+        + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, shape) for n in model.state_names],
+        initializer=g.initializers)
+    return finish_model(g, graph, opset)
+
+
+def native_step_support(model) -> str | None:
+    """None when ``model``'s step graph can be built from native operators; else why not."""
+    from seqpipe.models import SequenceModel
+
+    if not isinstance(model, SequenceModel) or type(model).step is not SequenceModel.step:
+        return f"{type(model).__name__} is not a plain SequenceModel"
+    if not getattr(model.body, "causal", True):
+        return "the topology is not causal"
+    return supports(model.body)
+
+
+def _cell_and_topology(topology: Topology) -> tuple[type, type]:
+    cells = list(topology.cells) if isinstance(topology, Stacked) else list(getattr(topology, "forward_cells", [None]))
+    return type(cells[0]), type(topology)
+
+
+def step_graph(model, opset: int, name: str) -> onnx.ModelProto:
+    """The step graph of a causal :class:`seqpipe.models.SequenceModel` of built-in cells, built from
+    the same native RNN/GRU/LSTM operators as its sequence graph, run for one time step.
+
+    Same contract as the traced step graph: inputs ``x`` — token ids [batch] (int64) or features
+    [batch, F] (float32) — and ``state_in.*`` [batch, slots, hidden]; outputs ``y`` [batch, size]
+    and ``state_out.*``. onnxruntime runs each layer as one fused kernel, which is faster than the
+    traced graph's separate matmuls and gate arithmetic (see benchmarks/serving.py).
+    """
+    g = GraphBuilder(opset=opset)
+    if model.token_input:
+        x_info = helper.make_tensor_value_info("x", TensorProto.INT64, ["batch"])
+        embedded = g.op("Gather", [g.const("embedding", model.embed[0].weight.detach().numpy()), "x"], "embed")[0]  # [B, E]
+    else:
+        x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", model.body_input_size])
+        embedded = "x"
+    one_step = g.op("Unsqueeze", [embedded, g.const("axis0", np.array([0], np.int64))], "one_step")[0]  # [1, B, E]
+    # no sequence_lens: every sequence runs its one step
+    summary, states, _ = emit_topology(g, model.body, one_step, "", [f"state_in.{n}" for n in model.state_names])
+    logits = g.op("Gemm", [summary, g.const("head_w", model.head.weight.detach().numpy()), g.const("head_b", model.head.bias.detach().numpy())],
+                  "head", transB=1)[0]  # [B, C]
+    if model.output == "softmax":
+        g.nodes.append(helper.make_node("Softmax", [logits], ["y"], axis=-1, name="probabilities"))
+    else:
+        g.nodes.append(helper.make_node("Identity", [logits], ["y"], name="values"))
+    for state_name, state in zip(model.state_names, states):
+        g.nodes.append(helper.make_node("Identity", [state], [f"state_out.{state_name}"], name=f"state_out_{state_name}"))
+    shape = ["batch", model.num_slots, model.hidden_size]
+    graph = helper.make_graph(
+        g.nodes, name,
+        [x_info] + [helper.make_tensor_value_info(f"state_in.{n}", TensorProto.FLOAT, shape) for n in model.state_names],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", model.head.out_features])]
         + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, shape) for n in model.state_names],
         initializer=g.initializers)
     return finish_model(g, graph, opset)

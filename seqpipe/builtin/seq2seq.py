@@ -166,6 +166,7 @@ class Seq2SeqTask(Task):
     needs_sequence_encoder = True  # encoder.onnx is built by emit_topology (native operators or cell loops)
     initial_states = ("zeros", "learnable")
     predict_example = "pronounce seqpipe"
+    example_pipeline = {"data": {"dataset": "cmudict-g2p"}, "task": {"options": {"source_column": "word", "target_column": "phonemes"}}}
 
     def __init__(self, options: Seq2SeqOptions, data: Any) -> None:
         self.options = options

@@ -56,6 +56,7 @@ class TagTask(Task):
     monitor_mode = "max"
     sequence_y = "per_step"
     predict_example = '"The jury praised the city ."'
+    example_pipeline = {"data": {"dataset": "brown-pos"}}
 
     def __init__(self, options: TagOptions, data: Any) -> None:
         self.options = options
