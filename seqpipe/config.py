@@ -76,7 +76,7 @@ class ExportConfig(Section):
     opset: int = Field(18, ge=17, le=23)
     exporter: Literal["dynamo", "torchscript"] = Field("dynamo", description="torch.onnx's exporter for graphs traced from torch")
     native_step: bool = Field(True, description="built-in cells' step graph from native ONNX RNN/GRU/LSTM operators run for one "
-                              "step (faster in onnxruntime); false: trace model.step with torch.onnx")
+                              "step (the sequence graph's operators, written without tracing); false: trace model.step with torch.onnx")
     parity_tolerance: float = Field(1e-5, gt=0.0)
     parity_sequences: int = Field(512, ge=1, description="test sequences stepped through both runtimes")
     parity_tolerance_reason: str | None = Field(
@@ -84,7 +84,8 @@ class ExportConfig(Section):
     int8: bool = Field(False, description="also write <graph>.int8.onnx (dynamic quantization) for CPU serving")
     int8_tolerance: float = Field(0.15, gt=0.0, description="max |int8 - fp32| on outputs and states (scaled beyond 1); error accumulates over long sequences")
     fp16: bool = Field(False, description="also write <graph>.fp16.onnx (float16 weights and arithmetic, float32 inputs/outputs) for GPU serving")
-    fp16_tolerance: float = Field(0.01, gt=0.0, description="max |fp16 - fp32| on outputs and states (scaled beyond 1)")
+    fp16_tolerance: float = Field(0.03, gt=0.0, description="max |fp16 - fp32| on outputs and states (scaled beyond 1); "
+                                  "error accumulates over long sequences")
 
 
 class PipelineConfig(Section):

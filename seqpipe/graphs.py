@@ -13,7 +13,7 @@ from typing import Any
 
 from seqpipe.export import export_sequence, export_step, graph_spec, write_metadata
 from seqpipe.parity import check_precision_parity, check_sequence_parity, check_step_parity
-from seqpipe.precision import PRECISIONS
+from seqpipe.precision import PRECISIONS, convert
 from seqpipe.runtime import SequenceRunner, StepRunner
 
 # what each file's own metadata records of its parity check (parity.json has the full report)
@@ -87,8 +87,6 @@ def _precision_copy(task, fp32_path: Path, precision: str, x, lengths, tolerance
     """Write one graph's int8 or fp16 copy, re-check it against its fp32 original, and report the
     test metric change. int8 is a CPU serving option and is checked on CPU; fp16 is a GPU one and is
     checked on CUDA when onnxruntime can use it (on CPU otherwise, which still checks its numbers)."""
-    from seqpipe.precision import convert
-
     copy_path, spec = convert(fp32_path, precision)
     cls = StepRunner if spec["graph"] == "step" else SequenceRunner
     device = "cpu" if precision == "int8" else "auto"

@@ -23,7 +23,7 @@ def test_default_pipeline_trains_exports_and_passes_parity(tmp_path):
     result = CliRunner().invoke(main, ["run", str(PIPELINE), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["test"]["macro_f1"] >= 0.82, metrics["test"]
+    assert metrics["test"]["macro_f1"] >= 0.84, metrics["test"]  # 0.8591 measured here; three seeds: 0.852-0.869
     assert metrics["test"]["examples"] == 861  # 20% of 4,303 unique subjects, stratified
     parity = json.loads((tmp_path / "run" / "parity.json").read_text())
     assert parity["passed"] and parity["max_abs_diff"] <= 1e-5

@@ -271,7 +271,7 @@ def test_int8_and_fp16_copies_are_rechecked_and_their_metric_change_reported(tmp
     assert result.exit_code == 0, result.output
     parity = json.loads((tmp_path / "out" / "parity.json").read_text())
     assert set(parity["graphs"]) == {"step", "sequence", "step.int8", "sequence.int8", "step.fp16", "sequence.fp16"}
-    for precision, tolerance in (("int8", 0.15), ("fp16", 0.01)):
+    for precision, tolerance in (("int8", 0.15), ("fp16", 0.03)):
         for kind in ("step", "sequence"):
             report = parity["graphs"][f"{kind}.{precision}"]
             assert report["passed"] and report["tolerance"] == tolerance

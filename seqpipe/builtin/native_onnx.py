@@ -390,8 +390,10 @@ def step_graph(model, opset: int, name: str) -> onnx.ModelProto:
 
     Same contract as the traced step graph: inputs ``x`` — token ids [batch] (int64) or features
     [batch, F] (float32) — and ``state_in.*`` [batch, slots, hidden]; outputs ``y`` [batch, size]
-    and ``state_out.*``. onnxruntime runs each layer as one fused kernel, which is faster than the
-    traced graph's separate matmuls and gate arithmetic (see benchmarks/serving.py).
+    and ``state_out.*``. onnxruntime runs each layer as one fused kernel; the graph is written in
+    milliseconds without tracing (a torch.onnx export of the step takes 1-3 s) and does not depend
+    on how a torch.onnx version traces the cell. Served speed matches the traced graph on CPU
+    (benchmarks/serving.py, "step graph" rows).
     """
     g = GraphBuilder(opset=opset)
     if model.token_input:
