@@ -350,12 +350,7 @@ def sequence_graph(model, opset: int, y_size: int, name: str) -> onnx.ModelProto
     else:
         logits = g.op("Add", [g.op("MatMul", [summary, weight_t], "head")[0], bias], "head_bias")[0]  # [B, C]
         y_shape = ["batch", y_size]
-    if model.output == "softmax":
-        g.nodes.append(helper.make_node("Softmax", [logits], ["y"], axis=-1, name="probabilities"))
-    else:
-        g.nodes.append(helper.make_node("Identity", [logits], ["y"], name="values"))
-    for state_name, state in zip(model.state_names, states):
-        g.nodes.append(helper.make_node("Identity", [state], [f"state_out.{state_name}"], name=f"state_out_{state_name}"))
+    _emit_outputs(g, model, logits, states)
     shape = ["batch", model.num_slots, model.hidden_size]
     graph = helper.make_graph(
         g.nodes, name,
@@ -366,6 +361,16 @@ def sequence_graph(model, opset: int, y_size: int, name: str) -> onnx.ModelProto
         + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, shape) for n in model.state_names],
         initializer=g.initializers)
     return finish_model(g, graph, opset)
+
+
+def _emit_outputs(g: GraphBuilder, model, logits: str, states: list[str]) -> None:
+    """The graph outputs: ``y`` (probabilities or values, per the model's output) and ``state_out.*``."""
+    if model.output == "softmax":
+        g.nodes.append(helper.make_node("Softmax", [logits], ["y"], axis=-1, name="probabilities"))
+    else:
+        g.nodes.append(helper.make_node("Identity", [logits], ["y"], name="values"))
+    for state_name, state in zip(model.state_names, states):
+        g.nodes.append(helper.make_node("Identity", [state], [f"state_out.{state_name}"], name=f"state_out_{state_name}"))
 
 
 def native_step_support(model) -> str | None:
@@ -407,12 +412,7 @@ def step_graph(model, opset: int, name: str) -> onnx.ModelProto:
     summary, states, _ = emit_topology(g, model.body, one_step, "", [f"state_in.{n}" for n in model.state_names])
     logits = g.op("Gemm", [summary, g.const("head_w", model.head.weight.detach().numpy()), g.const("head_b", model.head.bias.detach().numpy())],
                   "head", transB=1)[0]  # [B, C]
-    if model.output == "softmax":
-        g.nodes.append(helper.make_node("Softmax", [logits], ["y"], axis=-1, name="probabilities"))
-    else:
-        g.nodes.append(helper.make_node("Identity", [logits], ["y"], name="values"))
-    for state_name, state in zip(model.state_names, states):
-        g.nodes.append(helper.make_node("Identity", [state], [f"state_out.{state_name}"], name=f"state_out_{state_name}"))
+    _emit_outputs(g, model, logits, states)
     shape = ["batch", model.num_slots, model.hidden_size]
     graph = helper.make_graph(
         g.nodes, name,
