@@ -139,7 +139,7 @@ def pytest_terminal_summary(terminalreporter):
 
 def _classify_matrix_summary(terminalreporter, coverage) -> None:
     total = sum(v for row in coverage.values() for v in row.values() if isinstance(v, int))
-    terminalreporter.section(f"parity matrix: {total} graph checks on hypothesis-drawn ragged batches (classify task, fp32, tolerance 1e-5)")
+    terminalreporter.section(f"parity matrix: {total} graph checks on hypothesis-drawn ragged batches (classify task, native step graphs for built-in cells, fp32, tolerance 1e-5)")
     terminalreporter.write_line(f"{'cell':<10}{'topology':<15}{'initial':<11}{'step graph':<28}{'sequence graph'}")
     for (cell, topology, rule), row in sorted(coverage.items()):
         cols = [f"{v} cases passed" if isinstance(v, int) else v for v in (row.get("step", "-"), row.get("sequence", "-"))]
@@ -151,7 +151,7 @@ def _classify_matrix_summary(terminalreporter, coverage) -> None:
 def _task_matrix_summary(terminalreporter, coverage) -> None:
     total = sum(v for row in coverage.values() for v in row.values() if isinstance(v, int))
     terminalreporter.section(f"parity matrix, task shapes: {total} graph checks (tag: per-step outputs from token ids; "
-                             "forecast: real-valued inputs), tolerance 1e-5")
+                             "forecast: real-valued inputs; step graphs traced by torch.onnx), tolerance 1e-5")
     terminalreporter.write_line(f"{'shape':<10}{'cell':<10}{'topology':<15}{'step graph':<28}{'sequence graph'}")
     for (shape, cell, topology), row in sorted(coverage.items()):
         cols = [f"{v} cases passed" if isinstance(v, int) else v for v in (row.get("step", "-"), row.get("sequence", "-"))]

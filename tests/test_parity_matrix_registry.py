@@ -13,7 +13,9 @@ lengths cut down to 1) and checks the step and sequence graphs on them again.
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -31,7 +33,9 @@ from test_parity_matrix import REGISTRY, TOPOLOGY_OPTIONS
 
 HIDDEN = 8
 PARITY_SEQUENCES = 24  # test sequences each export is checked on (and hypothesis draws from)
+# pipeline files are written at collection time, before pytest's tmp_path exists
 ROOT = Path(tempfile.mkdtemp(prefix="seqpipe-registry-matrix-"))
+atexit.register(shutil.rmtree, ROOT, ignore_errors=True)
 REGISTRY_COVERAGE: dict[tuple[str, str, str], dict[str, str | int]] = {}
 
 

@@ -2,7 +2,9 @@
 task (per-step outputs from token ids; generate's step graph has the same shape) and the forecast
 task (real-valued inputs, one output after the last step) export it, proven equal on
 hypothesis-drawn ragged batches (lengths from 1) to 1e-5. Plugin cells take the ONNX Loop path,
-so its per-step scan output is covered too. (classify's shape is tests/test_parity_matrix.py.)
+so its per-step scan output is covered too. Step graphs here are traced by torch.onnx
+(``native_step = false``); the classify and registry matrices check the native ones. (classify's
+shape is tests/test_parity_matrix.py.)
 """
 
 from __future__ import annotations
