@@ -150,8 +150,7 @@ def bench_steps(model, step_path, reduced_path, batch, rounds, calls, device: st
 
 def bench_step_graphs(native_path, traced_path, batch, rounds, calls, device: str = "cpu") -> dict[str, float]:
     """The two ways to write the same step graph, stepped the same way (raw IO binding)."""
-    on = "cuda" if device == "cuda" else "cpu"
-    loops = {kind: raw_iobinding_loop(raw_session(path, device), batch, on) for kind, path in (("native", native_path), ("traced", traced_path))}
+    loops = {kind: raw_iobinding_loop(raw_session(path, device), batch, device) for kind, path in (("native", native_path), ("traced", traced_path))}
     return interleaved(loops, rounds, calls)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from seqpipe.config import DataConfig, PipelineConfig, load_pipeline, validate_options
+from seqpipe.config import PRECISIONS, DataConfig, PipelineConfig, load_pipeline, validate_options
 from seqpipe.data import infer_format
 from seqpipe.errors import ConfigError
 from seqpipe.registry import Entry, Registry
@@ -83,7 +83,7 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
     if config.model.initial_state not in rules:
         raise ConfigError(f"{src}: model.initial_state: task '{config.task.name}' accepts {', '.join(repr(r) for r in rules)}, "
                           f"found '{config.model.initial_state}'; 'conditioned' needs a task with a condition (generate).")
-    for precision in ("int8", "fp16"):
+    for precision in PRECISIONS:
         if getattr(config.export, precision) and config.model.initial_state == "conditioned":
             raise ConfigError(f"{src}: export.{precision}: {precision} copies are checked from the initial state, which "
                               f"'conditioned' makes per sequence; remove {precision} = true.")

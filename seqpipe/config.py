@@ -70,6 +70,10 @@ class TrainingConfig(Section):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
 
 
+# reduced-precision copies an export can add, each with its own `<name>` and `<name>_tolerance` keys
+PRECISIONS = ("int8", "fp16")
+
+
 class ExportConfig(Section):
     graphs: list[Literal["step", "sequence"]] | None = Field(
         None, description="default: every graph the model has (step when causal, sequence for built-in cells)")

@@ -13,7 +13,8 @@ from typing import Any
 
 from seqpipe.export import export_sequence, export_step, graph_spec, write_metadata
 from seqpipe.parity import check_precision_parity, check_sequence_parity, check_step_parity
-from seqpipe.precision import PRECISIONS, convert
+from seqpipe.config import PRECISIONS
+from seqpipe.precision import convert
 from seqpipe.runtime import SequenceRunner, StepRunner
 
 # what each file's own metadata records of its parity check (parity.json has the full report)

@@ -21,8 +21,6 @@ import onnx
 
 from seqpipe.export import write_metadata
 
-PRECISIONS = ("int8", "fp16")
-
 
 def copy_path(fp32_path: Path, precision: str) -> Path:
     """``onnx/step.onnx`` -> ``onnx/step.<precision>.onnx``."""
