@@ -19,6 +19,8 @@ Rows (ratio > 1 means seqpipe is faster):
 With --device cuda both sides run on the GPU: torch eager on CUDA tensors, onnxruntime's CUDA
 provider with the recurrent state bound on the device (IO binding, never copied to the host);
 each step's ``y`` comes back to the host on both sides, as an application reading predictions has it.
+Each library keeps its own TF32 choice (onnxruntime's MatMul/Gemm in fp32, as seqpipe runs them);
+``benchmarks/cuda_check.sh`` runs this under NVIDIA_TF32_OVERRIDE=0, so both sides compute in fp32.
 
 Each ratio comes from its own pair of contenders timed in alternating rounds (order flipped each
 round), keeping each one's median, because this machine is shared and noisy; only ratios are
@@ -49,7 +51,7 @@ from seqpipe.export import export_step, write_metadata
 from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel
 from seqpipe.precision import convert_fp16, quantize_int8
-from seqpipe.runtime import StepRunner, Stream, choose_providers
+from seqpipe.runtime import StepRunner, Stream, choose_providers, session_providers
 
 INPUT, HIDDEN, CLASSES = 300, 512, 10
 
@@ -94,7 +96,7 @@ def raw_session(path: Path, device: str) -> ort.InferenceSession:
     """A plain onnxruntime session, as a hand-written app would open it (warnings off, as seqpipe's)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3  # sequence graphs' optional state_in.* draw one warning each
-    return ort.InferenceSession(str(path), options, providers=choose_providers(device))
+    return ort.InferenceSession(str(path), options, providers=session_providers(choose_providers(device)))  # as seqpipe's
 
 
 def raw_iobinding_loop(session: ort.InferenceSession, batch: int, device: str = "cpu"):

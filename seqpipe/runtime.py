@@ -59,6 +59,19 @@ def choose_providers(device: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+# seqpipe's graphs are fp32, and parity promises answers within about 1e-5 of torch's; onnxruntime's
+# CUDA provider would otherwise round MatMul/Gemm inputs to TF32 (a 10-bit mantissa, about 1e-3
+# relative) on Ampere and later GPUs. cuDNN's RNN kernels, behind the native LSTM/GRU/RNN operators,
+# take no such option and may still use TF32: NVIDIA_TF32_OVERRIDE=0 in the environment stops that too.
+CUDA_PROVIDER_OPTIONS = {"use_tf32": "0"}
+
+
+def session_providers(providers: list[str]) -> list[str | tuple[str, dict[str, str]]]:
+    """``providers`` as handed to ``onnxruntime.InferenceSession``: each with the options seqpipe
+    runs it with (CUDA in full fp32)."""
+    return [(p, dict(CUDA_PROVIDER_OPTIONS)) if p == "CUDAExecutionProvider" else p for p in providers]
+
+
 def _say_fallback(reason: str) -> None:
     global _fallback_said
     if not _fallback_said:
@@ -101,7 +114,7 @@ class OnnxGraph:
             # onnxruntime logs two error lines when the CUDA libraries are missing; we say it once, in one line.
             ort.set_default_logger_severity(4)
         try:
-            self.session = ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=providers)
+            self.session = ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=session_providers(providers))
         finally:
             ort.set_default_logger_severity(2)
         if providers[0] == "CUDAExecutionProvider" and "CUDAExecutionProvider" not in self.session.get_providers():

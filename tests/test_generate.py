@@ -142,6 +142,18 @@ def test_generate_refuses_what_it_cannot_decode(tmp_path, rule, topology, fragme
     assert result.exit_code == 2 and fragment in result.output
 
 
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_reduced_precision_copies_are_refused_for_a_conditioned_state(tmp_path, precision):
+    """Reduced-precision copies are checked from the file's initial state, which 'conditioned' has
+    none of: the check must refuse the option, naming it, before any data is read."""
+    pipeline = _pipeline(tmp_path / "p.toml")
+    pipeline.write_text(pipeline.read_text().replace("parity_sequences = 100", f"parity_sequences = 100\n{precision} = true"))
+    result = CliRunner().invoke(main, ["check", str(pipeline)])
+    assert result.exit_code == 2, result.output
+    assert f"export.{precision}:" in result.output and f"remove {precision} = true" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
 def test_conditioned_is_refused_by_tasks_without_a_condition(tmp_path, small_csv, write_pipeline):
     pipeline = write_pipeline(tmp_path / "p.toml", small_csv)
     pipeline.write_text(pipeline.read_text().replace('hidden_size = 16', 'hidden_size = 16\ninitial_state = "conditioned"'))
