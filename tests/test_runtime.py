@@ -152,6 +152,29 @@ def test_cuda_stream_keeps_state_on_the_device_and_fp16_copies_are_checked_there
     assert np.abs(stream.state()["h"] - state["h"]).max() <= CUDA_TOLERANCE
 
 
+@needs_cuda
+@pytest.mark.parametrize("cell", ["vanilla", "gru", "lstm"])
+def test_cuda_sequence_graph_matches_cpu_on_ragged_bidirectional_batches(tmp_path, small_csv, write_pipeline, cell):
+    """cuDNN runs the native operators with sequence_lens and the backward direction: ragged batches,
+    lengths down to 1, must give CPU's answers, final states included."""
+    from click.testing import CliRunner
+
+    from seqpipe.cli import main
+
+    pipeline = write_pipeline(tmp_path / "p.toml", small_csv, cell=cell, topology="bidirectional",
+                              topology_options="topology_options = {num_layers = 2}", extra='graphs = ["sequence"]')
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "r" / "onnx" / "sequence.onnx"
+    cpu, gpu = runtime.SequenceRunner(path, device="cpu"), runtime.SequenceRunner(path, device="cuda")
+    assert gpu.providers[0] == "CUDAExecutionProvider"
+    rng = np.random.default_rng(4)
+    x = rng.integers(1, 20, size=(9, 25))
+    lengths = np.array([1, 25, 3, 17, 2, 25, 9, 1, 12])
+    (a, sa), (b, sb) = cpu.run(x, lengths), gpu.run(x, lengths)
+    assert np.abs(a - b).max() <= CUDA_TOLERANCE and all(np.abs(sa[k] - sb[k]).max() <= CUDA_TOLERANCE for k in sa)
+
+
 @pytest.fixture(scope="module")
 def lstm_export(tmp_path_factory):
     """A small trained LSTM (2 stacked layers) exported by a real run."""
