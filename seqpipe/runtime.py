@@ -203,8 +203,12 @@ def open_export(path: str | Path, *, device: str = "auto", prefer: str = "sequen
                 threads: int | None = None) -> StepRunner | SequenceRunner:
     """Open an export: an .onnx file (its kind read from its metadata) or a run directory (its
     ``prefer``-red graph when it has one, the other otherwise; ``precision`` "int8" or "fp16" picks
-    the ``*.int8.onnx`` or ``*.fp16.onnx`` copies)."""
+    the ``*.int8.onnx`` or ``*.fp16.onnx`` copies). int8 copies always run on CPU, what they are made for."""
     path = Path(path)
+    if precision == "int8":  # dynamically quantized for CPU kernels: on CUDA its ops would bounce between devices
+        if device == "cuda":
+            raise SeqpipeError(f"{path}: int8 copies are quantized for CPU serving; use precision fp16 on CUDA, or device cpu.")
+        device = "cpu"
     if path.is_file():
         try:
             meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}

@@ -265,7 +265,7 @@ def test_bidirectional_pipeline_exports_sequence_graph_only(tmp_path, small_csv)
         Stream(runner, 2)  # streaming it is a clear error, not a silently wrong answer
 
 
-def test_int8_and_fp16_copies_are_rechecked_and_their_metric_change_reported(tmp_path, small_csv, write_pipeline):
+def test_int8_and_fp16_copies_are_rechecked_and_their_metric_change_reported(tmp_path, small_csv, write_pipeline, monkeypatch):
     pipeline = write_pipeline(tmp_path / "p.toml", small_csv, cell="lstm", extra="int8 = true\nfp16 = true")
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
@@ -287,6 +287,13 @@ def test_int8_and_fp16_copies_are_rechecked_and_their_metric_change_reported(tmp
         predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "--precision", precision, "--json", "win cash"])
         assert predicted.exit_code == 0, predicted.output
         assert json.loads(predicted.stdout)["label"] in {"ham", "spam"}
+    from seqpipe import runtime
+
+    asked, choose = [], runtime.choose_providers  # int8 copies are opened on CPU even where CUDA is offered
+    monkeypatch.setattr(runtime, "choose_providers", lambda device="auto": asked.append(device) or choose(device))
+    assert runtime.open_export(tmp_path / "out", precision="int8").providers == ["CPUExecutionProvider"] and asked == ["cpu"]
+    with pytest.raises(SeqpipeError, match="int8 copies are quantized for CPU serving"):
+        runtime.open_export(tmp_path / "out", precision="int8", device="cuda")
     half = onnx.load(str(tmp_path / "out" / "onnx" / "step.fp16.onnx"))
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in half.graph.initializer)  # weights really are fp16
 
