@@ -27,7 +27,6 @@ import sys
 try:
     import onnxruntime as ort
     import torch
-    from onnx import TensorProto, helper
 
     from seqpipe import runtime
 except ImportError as exc:
@@ -36,14 +35,8 @@ if not torch.cuda.is_available():
     sys.exit(f"cuda_check: torch {torch.__version__} sees no CUDA GPU; install a CUDA build of torch on a GPU machine.")
 if "CUDAExecutionProvider" not in ort.get_available_providers():
     sys.exit(f"cuda_check: onnxruntime {ort.__version__} has no CUDA provider; install onnxruntime-gpu.")
-identity = helper.make_model(helper.make_graph([helper.make_node("Identity", ["a"], ["b"])], "g",
-                                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
-                                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])]),
-                             opset_imports=[helper.make_opsetid("", 18)])
-runtime.choose_providers("cuda")  # loads the CUDA and cuDNN libraries the way seqpipe does
-session = ort.InferenceSession(identity.SerializeToString(), providers=runtime.session_providers(["CUDAExecutionProvider"]))
-if session.get_providers()[0] != "CUDAExecutionProvider":
-    sys.exit("cuda_check: onnxruntime could not start its CUDA provider (CUDA 13 and cuDNN 9 libraries); see its log above.")
+if not runtime.cuda_usable():
+    sys.exit("cuda_check: onnxruntime could not start its CUDA provider (it needs the CUDA 13 and cuDNN 9 libraries).")
 print(f"cuda_check: torch {torch.__version__} on {torch.cuda.get_device_name()}, onnxruntime {ort.__version__}")
 EOF
 

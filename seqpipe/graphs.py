@@ -90,8 +90,8 @@ def _precision_copy(task, fp32_path: Path, precision: str, x, lengths, tolerance
     checked on CUDA when onnxruntime can use it (on CPU otherwise, which still checks its numbers)."""
     copy_path, spec = convert(fp32_path, precision)
     cls = StepRunner if spec["graph"] == "step" else SequenceRunner
-    device = "cpu" if precision == "int8" else "auto"
-    fp32, copy = cls(fp32_path, device=device), cls(copy_path, device=device)
+    copy = cls(copy_path)  # where it is served: int8 on CPU, fp16 on CUDA when onnxruntime can use it
+    fp32 = cls(fp32_path, device="cuda" if copy.providers[0] == "CUDAExecutionProvider" else "cpu")  # compared on the same device
     report = check_precision_parity(fp32, copy, x, lengths, tolerance, precision)
     report["file"] = f"onnx/{copy_path.name}"
     change = "metric change not measured (task has no evaluate_onnx)"

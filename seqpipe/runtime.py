@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper
 
 from seqpipe.errors import SeqpipeError
 
@@ -72,6 +73,35 @@ def session_providers(providers: list[str]) -> list[str | tuple[str, dict[str, s
     return [(p, dict(CUDA_PROVIDER_OPTIONS)) if p == "CUDAExecutionProvider" else p for p in providers]
 
 
+@contextlib.contextmanager
+def _quiet_cuda_start(providers: list[str]):
+    """onnxruntime logs two error lines when it cannot start CUDA; seqpipe says it once, in one line."""
+    if providers[0] == "CUDAExecutionProvider":
+        ort.set_default_logger_severity(4)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(2)
+
+
+def cuda_usable() -> bool:
+    """Whether onnxruntime can start its CUDA provider here (a GPU, and CUDA and cuDNN libraries it
+    can load), asked the way seqpipe opens its sessions."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    providers = choose_providers("cuda")
+    identity = helper.make_model(helper.make_graph([helper.make_node("Identity", ["a"], ["b"])], "identity",
+                                                  [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
+                                                  [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])]),
+                                 opset_imports=[helper.make_opsetid("", 18)])
+    with _quiet_cuda_start(providers):
+        try:
+            session = ort.InferenceSession(identity.SerializeToString(), providers=session_providers(providers[:1]))
+        except Exception:  # a provider that cannot start, however onnxruntime reports it, is not usable
+            return False
+    return session.get_providers()[0] == "CUDAExecutionProvider"
+
+
 def _say_fallback(reason: str) -> None:
     global _fallback_said
     if not _fallback_said:
@@ -101,6 +131,10 @@ class OnnxGraph:
         self.spec: dict[str, Any] = json.loads(meta["seqpipe.spec"])
         if self.kind is not None and self.spec.get("graph") != self.kind:
             raise SeqpipeError(f"{self.path}: is a '{self.spec.get('graph')}' graph, not a {self.kind} graph.")
+        if self.spec.get("precision") == "int8":  # dynamically quantized for CPU kernels: on CUDA its ops would bounce between devices
+            if device == "cuda":
+                raise SeqpipeError(f"{self.path}: int8 copies are quantized for CPU serving; use precision fp16 on CUDA, or device cpu.")
+            device = "cpu"
         self.state_names = [s["name"] for s in self.spec.get("states", [])]
         self.x_dtype = np.dtype(self.spec["inputs"][0]["dtype"])
         options = ort.SessionOptions()
@@ -110,13 +144,8 @@ class OnnxGraph:
         if threads:
             options.intra_op_num_threads = threads
         providers = choose_providers(device)
-        if providers[0] == "CUDAExecutionProvider":
-            # onnxruntime logs two error lines when the CUDA libraries are missing; we say it once, in one line.
-            ort.set_default_logger_severity(4)
-        try:
+        with _quiet_cuda_start(providers):
             self.session = ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=session_providers(providers))
-        finally:
-            ort.set_default_logger_severity(2)
         if providers[0] == "CUDAExecutionProvider" and "CUDAExecutionProvider" not in self.session.get_providers():
             if device == "cuda":
                 raise SeqpipeError(f"{self.path}: onnxruntime could not start its CUDA provider (check the CUDA and cuDNN libraries); use --device cpu.")
@@ -205,10 +234,6 @@ def open_export(path: str | Path, *, device: str = "auto", prefer: str = "sequen
     ``prefer``-red graph when it has one, the other otherwise; ``precision`` "int8" or "fp16" picks
     the ``*.int8.onnx`` or ``*.fp16.onnx`` copies). int8 copies always run on CPU, what they are made for."""
     path = Path(path)
-    if precision == "int8":  # dynamically quantized for CPU kernels: on CUDA its ops would bounce between devices
-        if device == "cuda":
-            raise SeqpipeError(f"{path}: int8 copies are quantized for CPU serving; use precision fp16 on CUDA, or device cpu.")
-        device = "cpu"
     if path.is_file():
         try:
             meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}

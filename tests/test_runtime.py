@@ -12,28 +12,9 @@ from seqpipe import runtime
 from seqpipe.errors import SeqpipeError
 
 
-def cuda_usable() -> bool:
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return False
-    try:
-        from onnx import TensorProto, helper
-
-        graph = helper.make_graph([helper.make_node("Identity", ["a"], ["b"])], "g",
-                                  [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
-                                  [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-        ort.set_default_logger_severity(4)
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CUDAExecutionProvider"])
-        return "CUDAExecutionProvider" in session.get_providers()
-    except Exception:
-        return False
-    finally:
-        ort.set_default_logger_severity(2)
-
-
 # asked once, at collection: each ask starts (or fails to start) a CUDA session
 CUDA_MARKS = (pytest.mark.cuda,
-              pytest.mark.skipif(not cuda_usable(), reason="onnxruntime cannot start its CUDA provider here (no GPU or CUDA libraries)"))
+              pytest.mark.skipif(not runtime.cuda_usable(), reason="onnxruntime cannot start its CUDA provider here (no GPU or CUDA libraries)"))
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA_MARKS)]  # CUDA results are compared with CPU's
 # CUDA differs from CPU by rounding alone when it computes in fp32 (NVIDIA_TF32_OVERRIDE=0); otherwise
 # cuDNN's RNN kernels may use TF32 (a 10-bit mantissa), which no onnxruntime session option turns off
@@ -250,7 +231,7 @@ def test_cuda_check_script_refuses_in_one_line_where_it_cannot_run(tmp_path):
 
     import torch
 
-    if torch.cuda.is_available() and CUDA_USABLE:
+    if torch.cuda.is_available() and runtime.cuda_usable():
         pytest.skip("this machine can run the GPU checks; the refusal is for machines that cannot")
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "cuda_check.sh"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # this python

@@ -24,7 +24,7 @@ from torch import nn
 from torchmetrics.functional.text import perplexity
 
 from seqpipe import hookimpl
-from seqpipe.contracts import State, Task, Topology
+from seqpipe.contracts import Task, Topology
 from seqpipe.data import batched, read_records, split_three
 from seqpipe.encoding import PAD, UNK, CharVocabulary
 from seqpipe.errors import DataError
