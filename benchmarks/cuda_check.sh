@@ -28,7 +28,7 @@ try:
     import onnxruntime as ort
     import torch
 
-    from seqpipe import runtime
+    from seqpipe.serving import runtime
 except ImportError as exc:
     sys.exit(f"cuda_check: cannot import {exc.name}; install seqpipe with pip install -e '.[test]', and onnxruntime-gpu.")
 if not torch.cuda.is_available():

@@ -45,13 +45,13 @@ import onnxruntime as ort
 import torch
 
 from seqpipe.builtin.cells import LSTMCell
-from seqpipe.builtin.native_onnx import sequence_graph
+from seqpipe.onnx.native import sequence_graph
 from seqpipe.builtin.topologies import Stacked
-from seqpipe.export import export_step, write_metadata
+from seqpipe.onnx.export import export_step, write_metadata
 from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel
-from seqpipe.precision import convert_fp16, quantize_int8
-from seqpipe.runtime import StepRunner, Stream, choose_providers, session_providers
+from seqpipe.onnx.precision import convert_fp16, quantize_int8
+from seqpipe.serving.runtime import StepRunner, Stream, choose_providers, session_providers
 
 INPUT, HIDDEN, CLASSES = 300, 512, 10
 

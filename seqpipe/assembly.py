@@ -88,7 +88,7 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
             raise ConfigError(f"{src}: export.{precision}: {precision} copies are checked from the initial state, which "
                               f"'conditioned' makes per sequence; remove {precision} = true.")
     if getattr(task.obj, "needs_sequence_encoder", False):
-        from seqpipe.builtin.native_onnx import sequence_support
+        from seqpipe.onnx.native import sequence_support
 
         reason = sequence_support(cell.obj, topology.obj)
         if reason:
@@ -102,7 +102,7 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
 def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, src: str) -> list[str]:
     """The graphs to export, step first, then the task's own; a graph the model cannot have is a
     config error, not a crash after training."""
-    from seqpipe.builtin.native_onnx import sequence_support  # torch-level import, deferred like all model code
+    from seqpipe.onnx.native import sequence_support  # torch-level import, deferred like all model code
 
     causal = getattr(topology.obj, "causal", True)
     # a sequence graph is native RNN operators or Loops over each exported cell (built-in topologies),

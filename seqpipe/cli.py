@@ -122,8 +122,8 @@ def predict(model: Path, inputs: tuple[str, ...], device: str, precision: str, s
     seq2seq:   seqpipe predict RUN pronounce seqpipe   (--beam 5 for beam search)
     forecast:  seqpipe predict RUN series.csv --steps 10
     """
-    from seqpipe.predict import PredictOptions
-    from seqpipe.predict import predict as run_predict
+    from seqpipe.serving.predict import PredictOptions
+    from seqpipe.serving.predict import predict as run_predict
 
     options = PredictOptions(device, precision, steps, condition, count, temperature, beam, seed, max_length)
     for r in run_predict(model, list(inputs), options):

@@ -1,6 +1,6 @@
 """Text encodings shared by training and serving.
 
-Torch-free on purpose: :mod:`seqpipe.runtime` rebuilds the exact encoding from an ONNX file's
+Torch-free on purpose: :mod:`seqpipe.serving.runtime` rebuilds the exact encoding from an ONNX file's
 metadata, so an application can turn text into token ids without torch or seqpipe's training code.
 """
 

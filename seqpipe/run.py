@@ -27,7 +27,7 @@ def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = N
                  log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> RunResult:
     # model code (torch) is imported here, not at CLI import time, so `seqpipe predict` never pays for it
     from seqpipe.checkpoint import save_checkpoint
-    from seqpipe.graphs import export_graphs
+    from seqpipe.exports import export_graphs
     from seqpipe.plots import plot_training_curves
     from seqpipe.rundir import make_run_dir, write_json
     from seqpipe.training import seed_everything, train

@@ -45,7 +45,7 @@ def check_cell(cell_cls: type, *, input_size: int = 3, hidden_size: int = 5, opt
 
     from seqpipe.builtin.topologies import Stacked
     from seqpipe.contracts import masked_step_loop
-    from seqpipe.export import StepGraph, export_step, step_io_names
+    from seqpipe.onnx.export import StepGraph, export_step, step_io_names
 
     name = cell_cls.__name__
     assert isinstance(cell_cls.state_names, tuple) and cell_cls.state_names, f"{name}.state_names must be a non-empty tuple"

@@ -143,8 +143,8 @@ def test_native_and_traced_step_graphs_agree(registry, tmp_path, cell, op_type):
     import onnxruntime as ort
 
     from seqpipe.builtin.classify import ClassifierModel
-    from seqpipe.export import export_step
-    from seqpipe.parity import torch_step_loop
+    from seqpipe.onnx.export import export_step
+    from seqpipe.onnx.parity import torch_step_loop
 
     topology = build(registry, cell, "stacked", 5, 7, 2)
     torch.manual_seed(1)

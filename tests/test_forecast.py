@@ -99,7 +99,7 @@ numeric_batches = st.integers(1, 5).flatmap(lambda b: st.tuples(st.lists(st.inte
 @given(case=numeric_batches)
 def test_numeric_graphs_agree_on_ragged_batches(forecast_run, forecast_model, case):
     """Sequence graph, step loop and torch agree on drawn batches; padding never changes a result."""
-    from seqpipe.runtime import SequenceRunner, StepRunner
+    from seqpipe.serving.runtime import SequenceRunner, StepRunner
 
     _, model = forecast_model
     lengths_list, seed = case

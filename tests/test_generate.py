@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from seqpipe.cli import main
-from seqpipe.decoding import beam_search, sample
+from seqpipe.serving.decoding import beam_search, sample
 
 from conftest import load_trained, predict_without_torch
 
@@ -67,7 +67,7 @@ def test_run_exports_init_and_step_graphs_with_parity_and_samples(names_run):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"]["perplexity"] > 1 and metrics["test"]["bigram_perplexity"] > 1
     assert set(metrics["samples"]) == {"female", "male"} and 0 <= metrics["sampled_not_in_training"] <= 1
-    from seqpipe.runtime import StepRunner
+    from seqpipe.serving.runtime import StepRunner
 
     step = StepRunner(out / "onnx" / "step.onnx", device="cpu")
     assert step.spec["initial_state"]["rule"] == "conditioned" and step.spec["initial_state"]["graph"] == "init.onnx"
@@ -83,7 +83,7 @@ def _torch_step(model):
 
 @pytest.mark.parametrize("how", ["greedy", "sampled", "beam"])
 def test_onnx_decoding_equals_torch_decoding(names_run, trained, how):
-    from seqpipe.predict import Generator
+    from seqpipe.serving.predict import Generator
 
     task, model = trained
     generator = Generator(names_run / "out", device="cpu")
@@ -168,7 +168,7 @@ def test_vector_condition_exports_a_float_init_graph(tmp_path):
     pipeline.write_text(pipeline.read_text().replace('condition_column = "gender"', 'condition_columns = ["percent"]'))
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    from seqpipe.runtime import OnnxGraph
+    from seqpipe.serving.runtime import OnnxGraph
 
     init = OnnxGraph(tmp_path / "out" / "onnx" / "init.onnx", device="cpu")
     assert init.spec["inputs"][0] == {"name": "condition", "dtype": "float32", "shape": ["batch", 1]}

@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seqpipe.builtin.classify import ClassifierModel, ClassifyTask
-from seqpipe.builtin.native_onnx import native_support, sequence_support
-from seqpipe.export import export_sequence, export_step, write_metadata
+from seqpipe.onnx.native import native_support, sequence_support
+from seqpipe.onnx.export import export_sequence, export_step, write_metadata
 from seqpipe.plugins import make_plugin_manager
 from seqpipe.registry import build_registry
-from seqpipe.runtime import SequenceRunner, StepRunner
+from seqpipe.serving.runtime import SequenceRunner, StepRunner
 
 TOL = 1e-5
 VOCAB, EMBED, HIDDEN, LABELS = 23, 6, 10, 3
@@ -64,7 +64,7 @@ def exported(tmp_path_factory):
 
     Learnable initial states get random non-zero values, so the metadata round trip (step graph)
     and the built-in initial state (sequence graph) are both exercised."""
-    from seqpipe.export import graph_spec
+    from seqpipe.onnx.export import graph_spec
 
     root = tmp_path_factory.mktemp("matrix")
     cache = {}
@@ -133,7 +133,7 @@ def test_parity(exported, cell, topology, rule, case):
         y_torch, s_torch = model.sequence_output(xt, lt)
     names = model.state_names
     if step is not None:
-        from seqpipe.parity import torch_step_loop
+        from seqpipe.onnx.parity import torch_step_loop
 
         with torch.no_grad():
             ys_step, s_step = torch_step_loop(model, xt, lt)

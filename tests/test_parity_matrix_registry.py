@@ -6,7 +6,7 @@ built-in task does), so an installed third-party task is covered like a built-in
 installed cell or topology. Each combination is resolved by the engine (a combination the engine
 refuses, such as generation on a bidirectional topology, is listed with the engine's reason), its
 example data prepared, a small untrained model built, and every graph the run would write exported
-and checked by ``seqpipe.graphs.export_graphs``: the task's own graphs too (init, encoder,
+and checked by ``seqpipe.exports.export_graphs``: the task's own graphs too (init, encoder,
 decoder). Then hypothesis draws batches of the task's test sequences (any rows, any batch size,
 lengths cut down to 1) and checks the step and sequence graphs on them again.
 """
@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from seqpipe.assembly import resolve_pipeline
 from seqpipe.errors import ConfigError
-from seqpipe.parity import check_sequence_parity, check_step_parity
+from seqpipe.onnx.parity import check_sequence_parity, check_step_parity
 from test_parity_matrix import REGISTRY, TOPOLOGY_OPTIONS
 
 HIDDEN = 8
@@ -107,8 +107,8 @@ def _prepared(task: str):
 @cache
 def _exported(task: str, cell: str, topology: str):
     """Export every graph the run would write for this combination; return what the checks reuse."""
-    from seqpipe.graphs import export_graphs
-    from seqpipe.runtime import SequenceRunner, StepRunner
+    from seqpipe.exports import export_graphs
+    from seqpipe.serving.runtime import SequenceRunner, StepRunner
 
     resolved = resolve_pipeline(ROOT / f"{task}-{cell}-{topology}.toml", REGISTRY)
     prepared = _prepared(task)

@@ -16,12 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from seqpipe.builtin.native_onnx import sequence_graph, sequence_support
-from seqpipe.export import export_sequence, export_step, graph_spec, write_metadata
+from seqpipe.onnx.native import sequence_graph, sequence_support
+from seqpipe.onnx.export import export_sequence, export_step, graph_spec, write_metadata
 from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel, token_embedding
-from seqpipe.parity import torch_step_loop
-from seqpipe.runtime import SequenceRunner, StepRunner
+from seqpipe.onnx.parity import torch_step_loop
+from seqpipe.serving.runtime import SequenceRunner, StepRunner
 from test_parity_matrix import REGISTRY, TOPOLOGY_OPTIONS, _sequence_kind, _Spec
 
 TOL = 1e-5

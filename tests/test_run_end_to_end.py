@@ -134,7 +134,7 @@ def test_predict_agrees_with_torch_and_never_imports_torch(trained_run, torch_bl
 
 
 def test_seqpipe_runtime_imports_without_torch():
-    code = "import sys, seqpipe.runtime, seqpipe.predict, seqpipe.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, seqpipe.serving.runtime, seqpipe.serving.predict, seqpipe.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -150,7 +150,7 @@ def test_predict_on_either_onnx_file_gives_the_same_answer(trained_run, graph):
 
 
 def test_sequence_graph_accepts_any_batch_and_length(trained_run):
-    from seqpipe.runtime import SequenceRunner
+    from seqpipe.serving.runtime import SequenceRunner
 
     runner = SequenceRunner(trained_run / "onnx" / "sequence.onnx", device="cpu")
     rng = np.random.default_rng(0)
@@ -224,7 +224,7 @@ def test_the_weights_validated_are_the_weights_kept(tmp_path, small_csv, write_p
 def test_bidirectional_pipeline_exports_sequence_graph_only(tmp_path, small_csv):
     """A stacked bidirectional LSTM with a learned initial state: no step graph, and the sequence
     graph is exact for a sequence alone and the same sequence padded in a batch."""
-    from seqpipe.runtime import SequenceRunner, Stream
+    from seqpipe.serving.runtime import SequenceRunner, Stream
 
     pipeline = tmp_path / "bi.toml"
     pipeline.write_text(textwrap.dedent(f"""
@@ -286,7 +286,7 @@ def test_int8_and_fp16_copies_are_rechecked_and_their_metric_change_reported(tmp
         predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "--precision", precision, "--json", "win cash"])
         assert predicted.exit_code == 0, predicted.output
         assert json.loads(predicted.stdout)["label"] in {"ham", "spam"}
-    from seqpipe import runtime
+    from seqpipe.serving import runtime
 
     asked, choose = [], runtime.choose_providers  # int8 copies are opened on CPU even where CUDA is offered
     monkeypatch.setattr(runtime, "choose_providers", lambda device="auto": asked.append(device) or choose(device))

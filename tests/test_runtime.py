@@ -1,4 +1,4 @@
-"""seqpipe.runtime: provider choice, checked files, CUDA when present (skipped cleanly otherwise)."""
+"""seqpipe.serving.runtime: provider choice, checked files, CUDA when present (skipped cleanly otherwise)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from seqpipe import runtime
+from seqpipe.serving import runtime
 from seqpipe.errors import SeqpipeError
 
 

@@ -82,7 +82,7 @@ def test_run_exports_encoder_and_decoder_with_parity(g2p_run):
 
 def test_onnx_transcription_equals_torch_greedy_decoding(g2p_run):
     from seqpipe.builtin.seq2seq import collate
-    from seqpipe.predict import Transcriber
+    from seqpipe.serving.predict import Transcriber
 
     _, root, out = g2p_run
     task, model = load_trained(root)
@@ -103,7 +103,7 @@ def test_predict_transcribes_without_torch(g2p_run, torch_blocked_env):
 
 
 def test_beam_search_is_at_least_as_probable_as_greedy(g2p_run):
-    from seqpipe.predict import Transcriber
+    from seqpipe.serving.predict import Transcriber
 
     _, _, out = g2p_run
     transcriber = Transcriber(out, device="cpu")
@@ -118,7 +118,7 @@ def test_beam_search_is_at_least_as_probable_as_greedy(g2p_run):
 def test_a_source_alone_equals_it_padded_in_a_batch(g2p_run, lengths, seed):
     """Encoder memory and state, and the decoder's first step (attention masked to the source's
     own length), are the same for a source alone and the same source padded beside longer ones."""
-    from seqpipe.runtime import OnnxGraph
+    from seqpipe.serving.runtime import OnnxGraph
 
     attention, _, out = g2p_run
     encoder, decoder = OnnxGraph(out / "onnx" / "encoder.onnx", device="cpu"), OnnxGraph(out / "onnx" / "decoder.onnx", device="cpu")

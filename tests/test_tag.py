@@ -68,7 +68,7 @@ def test_run_reports_accuracy_and_baseline_and_exports_per_step_graphs(tag_run):
     parity = json.loads((out / "parity.json").read_text())
     assert parity["passed"] and set(parity["graphs"]) == {"step", "sequence"}
     assert set(parity["graphs"]["sequence"]["comparisons"]) == {"ort_sequence_vs_torch_sequence", "ort_sequence_vs_ort_step_loop"}
-    from seqpipe.runtime import SequenceRunner
+    from seqpipe.serving.runtime import SequenceRunner
 
     runner = SequenceRunner(out / "onnx" / "sequence.onnx", device="cpu")
     assert runner.spec["outputs"][0]["shape"] == ["batch", "time", 12]
@@ -78,7 +78,7 @@ def test_run_reports_accuracy_and_baseline_and_exports_per_step_graphs(tag_run):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lengths=st.lists(st.integers(1, 20), min_size=1, max_size=5), seed=st.integers(0, 2**31 - 1))
 def test_a_sentence_alone_equals_it_padded_in_a_batch(tag_run, lengths, seed):
-    from seqpipe.runtime import SequenceRunner, StepRunner
+    from seqpipe.serving.runtime import SequenceRunner, StepRunner
 
     onnx_dir = tag_run / "out" / "onnx"
     sequence, step = SequenceRunner(onnx_dir / "sequence.onnx", device="cpu"), StepRunner(onnx_dir / "step.onnx", device="cpu")
@@ -139,7 +139,7 @@ def test_plugin_cell_tagger_gets_a_per_step_loop_sequence_graph(small_brown, tmp
     assert result.exit_code == 0, result.output
     parity = json.loads((tmp_path / "out" / "parity.json").read_text())
     assert parity["passed"] and parity["graphs"]["sequence"]["comparisons"]["ort_sequence_vs_ort_step_loop"]["y"]["abs"] <= 1e-5
-    from seqpipe.runtime import SequenceRunner
+    from seqpipe.serving.runtime import SequenceRunner
 
     runner = SequenceRunner(tmp_path / "out" / "onnx" / "sequence.onnx", device="cpu")
     y, _ = runner.run(np.array([[3, 4, 5, 0], [6, 7, 8, 9]]), np.array([3, 4]))

@@ -22,7 +22,7 @@ from torch import nn
 from torchmetrics.functional import mean_squared_error
 
 from seqpipe import hookimpl
-from seqpipe.builtin.native_onnx import sequence_graph
+from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
 from seqpipe.data import read_records
 from seqpipe.errors import DataError

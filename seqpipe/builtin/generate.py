@@ -3,7 +3,7 @@
 As in the seed, a condition — a label (e.g. a gender) or a vector of numbers — is turned into the
 first hidden state by a separate small network (the ``conditioned`` initial state); decoding starts at ``<sos>``,
 feeds each emitted character back in, and stops at ``<eos>`` or a length limit. Decoding is greedy,
-sampled at a temperature (seeded) or a beam search, all in :mod:`seqpipe.decoding` so the ONNX
+sampled at a temperature (seeded) or a beam search, all in :mod:`seqpipe.serving.decoding` so the ONNX
 graphs decode exactly as torch does. Exports: ``init.onnx`` (condition → state) and ``step.onnx``.
 """
 
@@ -28,10 +28,10 @@ from seqpipe.contracts import Task, Topology
 from seqpipe.data import batched, read_records, split_three
 from seqpipe.encoding import PAD, UNK, CharVocabulary
 from seqpipe.errors import DataError
-from seqpipe.export import base_spec, export_module
+from seqpipe.onnx.export import base_spec, export_module
 from seqpipe.initial_state import ConditionedInitialState
 from seqpipe.models import SequenceModel, token_embedding
-from seqpipe.parity import max_diff, merge, report
+from seqpipe.onnx.parity import max_diff, merge, report
 
 IGNORE = -100
 SOS, EOS = "<sos>", "<eos>"
@@ -231,7 +231,7 @@ class GenerateTask(Task):
                      tolerance: float, limit: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """``init.onnx``: ``condition`` (label ids int64 [batch], or standardised vectors float32
         [batch, D]) → ``state_out.<name>`` [batch, slots, hidden]."""
-        from seqpipe.runtime import OnnxGraph
+        from seqpipe.serving.runtime import OnnxGraph
 
         model = model.eval().cpu()
         outputs = [f"state_out.{n}" for n in model.state_names]
@@ -249,7 +249,7 @@ class GenerateTask(Task):
             "states": [{"name": n, "shape": state_shape, "input": f"state_in.{n}", "output": f"state_out.{n}"} for n in model.state_names],
             "initial_state": model.initial.spec(),
         })
-        from seqpipe.export import write_metadata
+        from seqpipe.onnx.export import write_metadata
 
         write_metadata(path, spec)
         # every label (for label conditions), and the test rows' conditions as one batch
@@ -285,7 +285,7 @@ class GenerateTask(Task):
     def write_report(self, model: SequenceModel, run_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
         """Samples for every condition, decoded from the exported ONNX graphs (greedy, sampled, beam),
         and the share of sampled names that are not in the training data."""
-        from seqpipe.predict import Generator
+        from seqpipe.serving.predict import Generator
 
         generator = Generator(run_dir, device="cpu")
         seen = set(self.texts["train"])

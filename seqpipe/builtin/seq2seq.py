@@ -27,15 +27,15 @@ from torch import nn
 from torchmetrics.functional.text import word_error_rate
 
 from seqpipe import hookimpl
-from seqpipe.builtin.native_onnx import GraphBuilder, emit_topology, finish_model, optional_state_inputs
+from seqpipe.onnx.native import GraphBuilder, emit_topology, finish_model, optional_state_inputs
 from seqpipe.contracts import State, Task, Topology
 from seqpipe.data import batched, read_records, split_three
 from seqpipe.encoding import PAD, UNK, CharVocabulary
 from seqpipe.errors import DataError
-from seqpipe.export import base_spec, check_onnx, export_module, write_metadata
+from seqpipe.onnx.export import base_spec, check_onnx, export_module, write_metadata
 from seqpipe.initial_state import InitialState
 from seqpipe.models import token_embedding
-from seqpipe.parity import max_diff, merge, report
+from seqpipe.onnx.parity import max_diff, merge, report
 
 IGNORE = -100
 SOS, EOS = "<sos>", "<eos>"
@@ -329,7 +329,7 @@ class Seq2SeqTask(Task):
         }
 
     def _encoder_parity(self, model: Seq2SeqModel, path: Path, batch: Batch, tolerance: float) -> dict[str, Any]:
-        from seqpipe.runtime import OnnxGraph
+        from seqpipe.serving.runtime import OnnxGraph
 
         runner = OnnxGraph(path, device="cpu")
         memory, *states = runner.session.run(None, {"x": batch.source.numpy(), "lengths": batch.source_lengths.numpy()})
@@ -346,7 +346,7 @@ class Seq2SeqTask(Task):
     def _decoder_parity(self, model: Seq2SeqModel, path: Path, batch: Batch, tolerance: float) -> dict[str, Any]:
         """Teacher-forced test targets: onnxruntime's decoder step vs torch's step vs torch's fused
         whole-sequence decoder, on every valid step's probabilities (and attention) and the final states."""
-        from seqpipe.runtime import OnnxGraph
+        from seqpipe.serving.runtime import OnnxGraph
 
         runner = OnnxGraph(path, device="cpu")
         memory, state0 = model.encode(batch.source, batch.source_lengths)
@@ -401,7 +401,7 @@ class Seq2SeqTask(Task):
     # -- report -------------------------------------------------------------------------------
     def write_report(self, model: Seq2SeqModel, run_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
         """Test examples transcribed from the exported graphs, and ``attention.png`` (with attention)."""
-        from seqpipe.predict import Transcriber
+        from seqpipe.serving.predict import Transcriber
 
         transcriber = Transcriber(run_dir, device="cpu")
         words = [s for s, _ in self.pairs["test"][: max(self.options.heatmap_examples, 6)]]

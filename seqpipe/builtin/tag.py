@@ -22,7 +22,7 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from seqpipe import hookimpl
-from seqpipe.builtin.native_onnx import sequence_graph
+from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
 from seqpipe.data import batched, read_conll, split_three
 from seqpipe.encoding import WordVocabulary

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from seqpipe.contracts import StepModel
-from seqpipe.runtime import SequenceRunner, StepRunner
+from seqpipe.serving.runtime import SequenceRunner, StepRunner
 
 
 @torch.no_grad()

@@ -50,7 +50,7 @@ def export_step(model: StepModel, example_x: torch.Tensor, path: Path, *, opset:
     ``native``: when every cell has a native ONNX operator, build the graph from those operators
     run for one step (onnxruntime's fused kernels); otherwise, or with ``native=False``, trace
     ``model.step`` with torch.onnx's ``exporter``."""
-    from seqpipe.builtin.native_onnx import native_step_support, step_graph
+    from seqpipe.onnx.native import native_step_support, step_graph
 
     if not getattr(getattr(model, "body", None), "causal", True):
         raise ExportError(f"topology '{type(model.body).__name__}' is not causal (it reads the future), so it has no step graph; "
@@ -137,7 +137,7 @@ def export_sequence(task, model: StepModel, path: Path, *, opset: int, step_path
     """Write the whole-sequence graph to ``path``: native ONNX RNN/GRU/LSTM operators when every cell
     has one; otherwise, for a causal model, an ONNX Loop around the step graph (exported now if
     ``step_path`` is None), and for a bidirectional one, Loops over each direction's exported cell."""
-    from seqpipe.builtin.native_onnx import supports
+    from seqpipe.onnx.native import supports
 
     model = model.eval().cpu()
     causal = getattr(model.body, "causal", True)
@@ -147,7 +147,7 @@ def export_sequence(task, model: StepModel, path: Path, *, opset: int, step_path
         described = "seqpipe native RNN/GRU/LSTM operators" if supports(model.body) is None else \
             "ONNX Loops over each direction's exported cell (torch.onnx dynamo)"
     else:
-        from seqpipe.loop_graph import loop_sequence_graph
+        from seqpipe.onnx.loop import loop_sequence_graph
 
         if step_path is None:
             step_path = path.with_name(f".{path.stem}-step.onnx")

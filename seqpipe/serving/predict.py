@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from seqpipe.encoding import CharVocabulary, WordVocabulary, pad_ids, split_words
-from seqpipe.decoding import beam_search, sample
+from seqpipe.serving.decoding import beam_search, sample
 from seqpipe.errors import SeqpipeError, did_you_mean
-from seqpipe.runtime import STEP_FILE, OnnxGraph, SequenceRunner, StepRunner, open_export
+from seqpipe.serving.runtime import STEP_FILE, OnnxGraph, SequenceRunner, StepRunner, open_export
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,7 @@ def _run_file(path: str | Path, name: str) -> Path:
 
 class Generator:
     """Generation from ONNX alone: ``init.onnx`` turns the condition into the first state, ``step.onnx``
-    writes one character per call, :mod:`seqpipe.decoding` chooses them."""
+    writes one character per call, :mod:`seqpipe.serving.decoding` chooses them."""
 
     def __init__(self, path: str | Path, device: str = "auto") -> None:
         self.step_runner = StepRunner(_run_file(path, STEP_FILE), device=device)

@@ -5,7 +5,7 @@ fp16: weights and arithmetic in float16 (onnxruntime's float16 converter), with 
 outputs kept float32, so a copy obeys the same ONNX contract as its original and a caller swaps
 files without changing a line. Each copy keeps the fp32 file's ``seqpipe.spec`` with its
 ``precision``; it is written only next to its fp32 original and re-checked against it (see
-:mod:`seqpipe.graphs`).
+:mod:`seqpipe.exports`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import onnx
 
-from seqpipe.export import write_metadata
+from seqpipe.onnx.export import write_metadata
 
 
 def copy_path(fp32_path: Path, precision: str) -> Path:

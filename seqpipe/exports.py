@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from seqpipe.export import export_sequence, export_step, graph_spec, write_metadata
-from seqpipe.parity import check_precision_parity, check_sequence_parity, check_step_parity
+from seqpipe.onnx.export import export_sequence, export_step, graph_spec, write_metadata
+from seqpipe.onnx.parity import check_precision_parity, check_sequence_parity, check_step_parity
 from seqpipe.config import PRECISIONS
-from seqpipe.precision import convert
-from seqpipe.runtime import SequenceRunner, StepRunner
+from seqpipe.onnx.precision import convert
+from seqpipe.serving.runtime import SequenceRunner, StepRunner
 
 # what each file's own metadata records of its parity check (parity.json has the full report)
 PARITY_SUMMARY = ("passed", "max_abs_diff", "max_scaled_diff", "tolerance", "rule", "sequences")

@@ -137,7 +137,7 @@ def _export_cell(g: GraphBuilder, cell, prefix: str) -> onnx.GraphProto:
     import tempfile
     from pathlib import Path
 
-    from seqpipe.export import export_module
+    from seqpipe.onnx.export import export_module
 
     names = list(cell.state_names)
     batch = torch.export.Dim("batch", min=1)
