@@ -61,7 +61,7 @@ def seed_classifier() -> SequenceModel:
     built from seqpipe's own parts, so the graphs below are the ones a seqpipe run exports."""
     body = Stacked(LSTMCell, INPUT, HIDDEN, {}, num_layers=1)
     return SequenceModel(torch.nn.Identity(), body, torch.nn.Linear(HIDDEN, CLASSES),
-                         InitialState("zeros", body.state_names, 1, HIDDEN), output="softmax")
+                         InitialState("zeros", body.state_shapes), output="softmax")
 
 
 def spec(graph: str) -> dict:

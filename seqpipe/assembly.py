@@ -6,6 +6,9 @@ or option fails in ``seqpipe check`` exactly as it would in ``seqpipe run``.
 
 from __future__ import annotations
 
+import contextlib
+import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from pydantic import BaseModel
 
 from seqpipe.config import PRECISIONS, DataConfig, PipelineConfig, load_pipeline, validate_options
 from seqpipe.data import infer_format
-from seqpipe.errors import ConfigError
+from seqpipe.errors import ConfigError, PluginError, SeqpipeError
 from seqpipe.registry import Entry, Registry
 
 
@@ -48,6 +51,29 @@ class ResolvedPipeline:
         return self.topology.obj(self.cell.obj, input_size, self.config.model.hidden_size,
                                  self.cell_options.model_dump(), **self.topology_options.model_dump())
 
+    @contextlib.contextmanager
+    def plugin_code(self, doing: str) -> Iterator[None]:
+        """Run plugin code (a task's data reading, a model's construction): a failure inside it is one
+        line naming the cell, topology or task whose code raised, its plugin and distribution."""
+        try:
+            yield
+        except SeqpipeError:
+            raise
+        except Exception as exc:
+            entry = self._culprit(exc)
+            raise PluginError(f"{self.path}: {entry.kind} '{entry.name}' from plugin '{entry.plugin}' "
+                              f"(distribution '{entry.distribution}') failed while {doing}: {type(exc).__name__}: {exc}; "
+                              f"check its options in the pipeline file, or report it to the plugin's authors.") from exc
+
+    def _culprit(self, exc: BaseException) -> Entry:
+        """The entry whose module holds the innermost frame of ``exc``'s traceback (the task when none does)."""
+        by_module = {entry.obj.__module__: entry for entry in (self.task, self.topology, self.cell)}
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            for module, entry in by_module.items():
+                if frame.filename.endswith(module.replace(".", "/") + ".py"):
+                    return entry
+        return self.task
+
     def as_dict(self) -> dict[str, Any]:
         """The resolved config with every default filled in, as written to the run directory."""
         resolved = self.config.model_dump(mode="json")
@@ -68,9 +94,10 @@ def resolve_pipeline(path: str | Path, registry: Registry) -> ResolvedPipeline:
     cell = registry.get("cell", config.model.cell, f"{src}: model.cell")
     topology = registry.get("topology", config.model.topology, f"{src}: model.topology")
     task = registry.get("task", config.task.name, f"{src}: task.name")
-    cell_options = validate_options(cell.obj.Options, config.model.cell_options, src, "model.cell_options")
-    topology_options = validate_options(topology.obj.Options, config.model.topology_options, src, "model.topology_options")
-    task_options = validate_options(task.obj.Options, config.task.options, src, "task.options")
+    sizes = {"hidden_size": config.model.hidden_size}  # option validators may check options against the model's sizes
+    cell_options = validate_options(cell.obj.Options, config.model.cell_options, src, "model.cell_options", sizes)
+    topology_options = validate_options(topology.obj.Options, config.model.topology_options, src, "model.topology_options", sizes)
+    task_options = validate_options(task.obj.Options, config.task.options, src, "task.options", sizes)
     _check_task_fit(config, task, cell, topology, src)
     graphs = _graphs(config, cell, topology, task, src)
     return ResolvedPipeline(path, config, cell, topology, task, cell_options, topology_options, task_options,
@@ -79,7 +106,9 @@ def resolve_pipeline(path: str | Path, registry: Registry) -> ResolvedPipeline:
 
 def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: Entry, src: str) -> None:
     """Combinations a task cannot train or decode are refused before any data is read."""
-    rules = getattr(task.obj, "initial_states", ("zeros", "random", "learnable"))
+    from seqpipe.contracts import declares_layers  # torch-level import, deferred like all model code
+
+    rules = task.obj.initial_states
     if config.model.initial_state not in rules:
         raise ConfigError(f"{src}: model.initial_state: task '{config.task.name}' accepts {', '.join(repr(r) for r in rules)}, "
                           f"found '{config.model.initial_state}'; 'conditioned' needs a task with a condition (generate).")
@@ -87,14 +116,11 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
         if getattr(config.export, precision) and config.model.initial_state == "conditioned":
             raise ConfigError(f"{src}: export.{precision}: {precision} copies are checked from the initial state, which "
                               f"'conditioned' makes per sequence; remove {precision} = true.")
-    if getattr(task.obj, "needs_sequence_encoder", False):
-        from seqpipe.onnx.native import sequence_support
-
-        reason = sequence_support(cell.obj, topology.obj)
-        if reason:
-            raise ConfigError(f"{src}: model.topology: task '{config.task.name}' exports its encoder as a sequence graph, "
-                              f"and {reason}; choose 'single' or 'stacked'.")
-    if getattr(task.obj, "needs_causal", False) and not getattr(topology.obj, "causal", True):
+    if task.obj.needs_sequence_encoder and not declares_layers(topology.obj):
+        raise ConfigError(f"{src}: model.topology: task '{config.task.name}' exports its encoder as a sequence graph built from "
+                          f"the topology's declared layers, and topology '{config.model.topology}' declares none (Topology.layers); "
+                          "choose 'single' or 'stacked'.")
+    if task.obj.needs_causal and not topology.obj.causal:
         raise ConfigError(f"{src}: model.topology: task '{config.task.name}' decodes step by step, and topology "
                           f"'{config.model.topology}' reads the future; choose 'single' or 'stacked'.")
 
@@ -102,16 +128,17 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
 def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, src: str) -> list[str]:
     """The graphs to export, step first, then the task's own; a graph the model cannot have is a
     config error, not a crash after training."""
-    from seqpipe.onnx.native import sequence_support  # torch-level import, deferred like all model code
+    from seqpipe.contracts import declares_layers  # torch-level import, deferred like all model code
 
-    causal = getattr(topology.obj, "causal", True)
-    # a sequence graph is native RNN operators or Loops over each exported cell (built-in topologies),
-    # or, for any causal model, a Loop around the step graph
-    unsupported = sequence_support(cell.obj, topology.obj)
+    causal = topology.obj.causal
+    # a sequence graph is native RNN operators or Loops over each exported cell (a topology that
+    # declares its layers), or, for any causal model, a Loop around the step graph
+    unsupported = None if declares_layers(topology.obj) else \
+        f"topology '{config.model.topology}' declares no layers (Topology.layers)"
     no_sequence = None if unsupported is None or causal else unsupported
     wanted = config.export.graphs
-    task_default = getattr(task.obj, "default_graphs", None)
-    extra = list(getattr(task.obj, "extra_graphs", ()))
+    task_default = task.obj.default_graphs
+    extra = list(task.obj.extra_graphs)
     if wanted is not None and task_default == ():
         raise ConfigError(f"{src}: export.graphs: task '{config.task.name}' exports its own graphs ({', '.join(extra)}); "
                           "remove export.graphs.")
@@ -123,7 +150,7 @@ def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, s
         wanted = (["step"] if causal else []) + (["sequence"] if no_sequence is None else [])
         if not wanted:
             raise ConfigError(f"{src}: model: topology '{config.model.topology}' is not causal (no step graph) and {unsupported} "
-                              "(no sequence graph), so nothing can be exported; choose a causal topology or a built-in one.")
+                              "(no sequence graph), so nothing can be exported; choose a causal topology or one that declares its layers.")
     if "step" in wanted and not causal:
         raise ConfigError(f"{src}: export.graphs: 'step' needs a causal topology, and '{config.model.topology}' reads the "
                           "future; remove 'step' (export graphs = [\"sequence\"]) or choose 'single'/'stacked'.")

@@ -195,9 +195,13 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
         raise ConfigError(format_validation_error(exc, str(path), model=PipelineConfig)) from None
 
 
-def validate_options(options_model: type[BaseModel], values: dict[str, Any], source: str, key: str) -> BaseModel:
-    """Validate a plugin's options table with the same one-line errors as the core sections."""
+def validate_options(options_model: type[BaseModel], values: dict[str, Any], source: str, key: str,
+                     sizes: dict[str, int] | None = None) -> BaseModel:
+    """Validate a plugin's options table with the same one-line errors as the core sections.
+
+    ``sizes`` (e.g. ``{"hidden_size": 64}``) reach the plugin's validators as ``info.context``, so
+    an option that must fit the model's sizes is refused at ``seqpipe check``, not at ``run``."""
     try:
-        return options_model.model_validate(values)
+        return options_model.model_validate(values, context=dict(sizes or {}))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source, tuple(key.split(".")), model=options_model)) from None

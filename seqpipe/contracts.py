@@ -1,16 +1,30 @@
-"""The cell, topology and task contracts (see DESIGN.md) as base classes.
+"""The cell, topology and task contracts: everything the engine calls on a plugin, declared here.
+
+A plugin (built-in or not) subclasses :class:`Cell`, :class:`Topology` or :class:`Task`. Each is
+an abstract base class: the methods a plugin must write are abstract, the optional ones have
+defaults that say what the engine does without them. The engine learns what it needs from these
+declarations — never from ``isinstance`` on a built-in class, never by probing with ``hasattr``.
 
 Shapes: ``B`` batch, ``T`` time, ``I`` input size, ``H`` hidden size, ``S`` state slots
-(layers × directions). A *state* is a tuple of tensors in ``state_names`` order.
+(layers × directions). A *state* is a tuple of tensors in ``state_names`` order; each state has
+its own size (a projected LSTM's ``h`` is smaller than its ``c``).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from abc import ABC, ABCMeta, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
+
+if TYPE_CHECKING:
+    import onnx
 
 State = tuple[torch.Tensor, ...]
 
@@ -21,136 +35,375 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Cell(nn.Module):
-    """One recurrence ``h_t = f_W(h_{t-1}, x_t)``, built as ``Cell(input_size, hidden_size, **options)``.
+def declaration_holds(cls: type, declaration: str, computations: Iterable[str]) -> bool:
+    """Whether ``cls``'s ``declaration`` (e.g. a cell's ``onnx_operator``) still describes its computation.
 
-    Inputs: ``x_t`` [B, I], ``state`` tuple of [B, H] in ``state_names`` order.
-    Outputs: the new state, same structure; the cell's output is ``state[0]``.
+    A declaration made by a class describes the computation of that class. A subclass that overrides
+    one of ``computations`` (``forward``, ``step``, …) without re-declaring has changed what the
+    declaration describes, so it no longer holds: the engine then exports the computation itself
+    (traced, or a Loop), never a native graph of the parent's computation.
+    """
+    mro = cls.__mro__
+    declared_at = next((i for i, k in enumerate(mro) if declaration in vars(k)), None)
+    if declared_at is None:
+        return False
+    for name in computations:
+        computed_at = next((i for i, k in enumerate(mro) if name in vars(k)), len(mro))
+        if computed_at < declared_at:
+            return False
+    return True
+
+
+def masked_steps(step: Callable[[torch.Tensor, State], tuple[torch.Tensor, State]], x: torch.Tensor, lengths: torch.Tensor,
+                 state: State) -> tuple[torch.Tensor, State]:
+    """The one masked step loop: ``step(x_t, state) -> (y_t, state)`` over a padded batch ``x`` [B, T, …].
+
+    Sequences whose length has passed keep their state, and their ``y`` is zero from then on, so
+    padding never changes a result. Returns ``y`` at every step [B, T, …] and the final state.
+    """
+    outputs = []
+    lengths = lengths.to(x.device)
+    for t in range(x.shape[1]):
+        y, new_state = step(x[:, t], state)
+        alive = t < lengths  # [B]
+        state = tuple(torch.where(alive.view(-1, *[1] * (old.dim() - 1)), new, old) for new, old in zip(new_state, state))
+        outputs.append(torch.where(alive.view(-1, *[1] * (y.dim() - 1)), y, torch.zeros_like(y)))
+    return torch.stack(outputs, dim=1), state
+
+
+# -- cells ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OnnxOperator:
+    """How a cell maps onto ONNX's native ``RNN``, ``GRU`` or ``LSTM`` operator, for one direction.
+
+    ``W`` [G·H, I], ``R`` [G·H, H] and ``B`` [2·G·H] are the cell's weights in that operator's gate
+    order (LSTM: i, o, f, c; GRU: z, r, h), ``attributes`` the operator's own (``activations``,
+    ``linear_before_reset``, …; ``hidden_size`` and ``direction`` are set by the engine).
     """
 
+    op_type: Literal["RNN", "GRU", "LSTM"]
+    W: np.ndarray
+    R: np.ndarray
+    B: np.ndarray
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+class Cell(nn.Module, metaclass=ABCMeta):
+    """One recurrence ``h_t = f_W(h_{t-1}, x_t)``, built as ``Cell(input_size, hidden_size, **options)``.
+
+    Inputs: ``x_t`` [B, I], ``state`` a tuple in ``state_names`` order, state ``k`` [B, state_sizes[k]].
+    Outputs: the new state, same structure; the cell's output is ``state[0]`` ([B, output_size]).
+    """
+
+    # names of the state tensors, output first (vanilla/GRU: ("h",); LSTM: ("h", "c"))
     state_names: ClassVar[tuple[str, ...]] = ("h",)
+    # the options' pydantic model, validated from [model.cell_options]; a validator may read the
+    # model sizes from ``info.context`` ({"hidden_size": …}) to refuse bad combinations at `seqpipe check`
     Options: ClassVar[type[BaseModel]] = NoOptions
+    # options the parity matrices build this cell with (a cell with a required option declares one)
+    example_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, input_size: int, hidden_size: int, **options: Any) -> None:
         super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size
 
-    def forward(self, x_t: torch.Tensor, state: State) -> State:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__}.forward(x_t, state) is not implemented")
+    @property
+    def state_sizes(self) -> tuple[int, ...]:
+        """Each state's size, in ``state_names`` order; by default every state is ``hidden_size`` wide."""
+        return (self.hidden_size,) * len(self.state_names)
+
+    @property
+    def output_size(self) -> int:
+        """The width of the cell's output, ``state[0]``: what the next layer and the head read."""
+        return self.state_sizes[0]
+
+    @abstractmethod
+    def forward(self, x_t: torch.Tensor, state: State) -> State:
+        """Advance one time step: ``x_t`` [B, I], ``state`` → the new state."""
 
     def forward_sequence(self, x: torch.Tensor, lengths: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """Run a padded batch: ``x`` [B, T, I], ``lengths`` [B] → outputs [B, T, H], final state.
+        """Run a padded batch: ``x`` [B, T, I], ``lengths`` [B] → outputs [B, T, output_size], final state.
 
         Positions at or past a sequence's length give zero outputs and leave its state untouched,
         so padding never changes a result. Cells with a fused kernel override this; the override
-        must agree with this step loop.
+        must agree with this step loop (``seqpipe.testing.check_cell`` checks it).
         """
         return masked_step_loop(self, x, lengths, state)
 
+    def onnx_operator(self) -> OnnxOperator | None:
+        """The native ONNX operator this cell is, with its weights in that operator's layout; None
+        (the default) when it has none, and the engine exports the cell itself inside ONNX Loops.
+
+        Holds only for the class that declares it: a subclass overriding ``forward`` or
+        ``forward_sequence`` without re-declaring is exported as its own computation.
+        """
+        return None
+
 
 def masked_step_loop(cell: Cell, x: torch.Tensor, lengths: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-    """The reference sequence path: call the cell once per step, freezing finished sequences."""
-    outputs = []
-    lengths = lengths.to(x.device)
-    for t in range(x.shape[1]):
-        new_state = cell(x[:, t], state)
-        alive = (t < lengths).unsqueeze(1)  # [B, 1]
-        state = tuple(torch.where(alive, new, old) for new, old in zip(new_state, state))
-        outputs.append(torch.where(alive, new_state[0], torch.zeros_like(new_state[0])))
-    return torch.stack(outputs, dim=1), state
+    """The reference sequence path of a cell: :func:`masked_steps` over its one-step call."""
+
+    def step(x_t: torch.Tensor, s: State) -> tuple[torch.Tensor, State]:
+        new = cell(x_t, s)
+        return new[0], new
+
+    return masked_steps(step, x, lengths, state)
 
 
-class Topology(nn.Module):
+def native_operator(cell: Cell) -> OnnxOperator | None:
+    """The cell's native operator when its declaration still holds (see :func:`declaration_holds`)."""
+    if not declaration_holds(type(cell), "onnx_operator", ("forward", "forward_sequence")):
+        return None
+    return cell.onnx_operator()
+
+
+# -- topologies -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Layers:
+    """What a topology is made of, for the engine's ONNX graphs: per layer, its cells (one, or a
+    forward and a backward one), layer ``l+1`` reading layer ``l``'s merged outputs; state slots in
+    order ``[layer0 dir0, layer0 dir1, layer1 dir0, …]``; ``merge`` joins two directions' outputs."""
+
+    cells: list[tuple[Cell, ...]]
+    merge: Literal["concat", "sum"] = "concat"
+
+
+class Topology(nn.Module, metaclass=ABCMeta):
     """How cells are wired, built as ``Topology(cell_cls, input_size, hidden_size, cell_options, **options)``.
 
-    ``forward(x [B,T,I], lengths [B], state) -> (outputs [B,T,output_size], final state)`` with
-    states batch-first ``[B, num_slots, H]``. A causal topology also offers
-    ``step(x_t [B,I], state) -> (y_t [B,output_size], state)`` advancing every layer one step.
+    A constructor sets ``input_size``, ``hidden_size``, ``num_slots``, ``output_size``,
+    ``state_names`` and ``state_sizes`` (see the attribute comments). States are batch-first, state ``k`` is
+    [B, num_slots, state_sizes[k]].
     """
 
+    # False when outputs depend on later inputs (bidirectional): no step, no step graph, no streaming
     causal: ClassVar[bool] = True
     Options: ClassVar[type[BaseModel]] = NoOptions
-    num_slots: int
-    output_size: int
-    state_names: tuple[str, ...]
-    hidden_size: int
+    num_slots: int  # state slots: layers × directions
+    output_size: int  # width of the outputs [B, T, output_size] and of step's y
+    state_names: tuple[str, ...]  # the cells' state names
+    state_sizes: tuple[int, ...]  # each state's size, in state_names order (the cells' state_sizes)
+    input_size: int  # features per step it reads
+    hidden_size: int  # the [model] hidden_size it was built with
 
-    def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Run a padded batch: ``x`` [B, T, I], ``lengths`` [B] → outputs [B, T, output_size] (zero
+        past each length), final state; ``state`` None starts from :meth:`zero_state`."""
+
+    def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Advance every layer one step (causal topologies): ``x_t`` [B, I] → (y [B, output_size], state)."""
+        from seqpipe.errors import ExportError
+
+        raise ExportError(f"topology '{type(self).__name__}' is not causal: it reads the future, so it cannot be stepped or "
+                          "streamed; use a sequence graph, or a causal topology ('single'/'stacked') for streaming.")
 
     def final_output(self, outputs: torch.Tensor, lengths: torch.Tensor, state: State) -> torch.Tensor:
         """The output summarising each whole sequence, [B, output_size]: by default the last valid step's."""
         return outputs[torch.arange(outputs.shape[0], device=outputs.device), lengths.to(outputs.device) - 1]
 
+    @property
+    def state_shapes(self) -> dict[str, tuple[int, int]]:
+        """Each state's shape after the batch axis, ``(num_slots, size)``: the one place that spells it."""
+        return {name: (self.num_slots, size) for name, size in zip(self.state_names, self.state_sizes)}
+
     def zero_state(self, batch: int, device: torch.device | None = None) -> State:
-        return tuple(torch.zeros(batch, self.num_slots, self.hidden_size, device=device) for _ in self.state_names)
+        return tuple(torch.zeros(batch, *shape, device=device) for shape in self.state_shapes.values())
+
+    def layers(self) -> Layers | None:
+        """The topology's layers, when it is a stack of (uni- or bidirectional) cell layers: the engine
+        then builds its sequence graph (and step graph) from native operators or Loops over each cell.
+        None (the default): a causal topology's sequence graph is a Loop around its traced step graph.
+
+        Holds only for the class that declares it: a subclass overriding ``forward``, ``step`` or
+        ``final_output`` without re-declaring is exported as its own computation.
+        """
+        return None
 
 
-class StepModel(nn.Module):
+def declared_layers(topology: Topology) -> Layers | None:
+    """The topology's layers when its declaration still holds (see :func:`declaration_holds`)."""
+    return topology.layers() if declares_layers(type(topology)) else None
+
+
+def declares_layers(topology_cls: type) -> bool:
+    """Whether a topology class declares layers that describe its own computation (class level, so
+    ``seqpipe check`` can decide which graphs a pipeline can have before building anything)."""
+    declared_by = next(k for k in topology_cls.__mro__ if "layers" in vars(k))
+    return declared_by is not Topology and declaration_holds(topology_cls, "layers", ("forward", "step", "final_output"))
+
+
+# -- the model a task builds ------------------------------------------------------------------------
+
+class StepModel(nn.Module, metaclass=ABCMeta):
     """A task's whole network (input encoding ∘ topology ∘ head) as the engine sees it.
 
     ``step(x_t, state) -> (y_t, state)`` is what the ONNX step graph exports;
     ``run_sequence(x, lengths) -> (y [B,T,…], final state)`` is the fast whole-sequence path that
-    parity compares against. ``y`` at padded positions is unspecified.
+    parity compares against. ``y`` at padded positions is unspecified. ``body`` is the topology
+    (the engine reads causality, layers and state shapes from it); ``initial`` the initial-state
+    module (see :mod:`seqpipe.initial_state`).
     """
 
-    state_names: tuple[str, ...]
-    num_slots: int
-    hidden_size: int
+    body: Topology
+    initial: nn.Module
 
-    def initial_state(self, batch: int) -> State:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return self.body.state_names
 
-    def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @property
+    def num_slots(self) -> int:
+        return self.body.num_slots
 
-    def run_sequence(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:  # pragma: no cover
-        raise NotImplementedError
+    @property
+    def hidden_size(self) -> int:
+        return self.body.hidden_size
 
-    def sequence_output(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:  # pragma: no cover
-        """What the sequence graph returns: ``y`` for each whole sequence, and the final state."""
-        raise NotImplementedError
+    @property
+    def state_shapes(self) -> dict[str, tuple[int, int]]:
+        return self.body.state_shapes
+
+    @abstractmethod
+    def initial_state(self, batch: int) -> State:
+        """The state every sequence starts from, [B, slots, size] per state."""
+
+    @abstractmethod
+    def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One time step of the whole network: what the step graph exports."""
+
+    @abstractmethod
+    def run_sequence(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """``y`` at every step [B, T, …] and the final state, by the fast whole-sequence path."""
+
+    @abstractmethod
+    def sequence_output(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """What the sequence graph returns: ``y`` for each whole sequence (or every step), and the final state."""
 
 
-class Task:
+# -- tasks ------------------------------------------------------------------------------------------
+
+class Batch(Protocol):
+    """What the trainer needs of a task's batch: its targets (one row per example, for counting)."""
+
+    targets: torch.Tensor
+
+
+class Task(ABC):
     """What the network is for; owns data encoding, head, loss, metrics and export inputs.
 
     Built as ``Task(options, data)`` where ``data`` is a :class:`seqpipe.assembly.DataSource`.
-    The engine then calls, in order: ``prepare()`` (read and encode data, fit vocabularies),
-    ``build_model(make_topology)``, ``batches``/``loss`` while training, ``evaluate`` per split,
-    and ``parity_inputs``/``encoding_spec``/``step_example`` for export.
+    The engine then calls, in order: :meth:`prepare` (read and encode data, fit vocabularies),
+    :meth:`build_model`, :meth:`batches` and :meth:`loss` while training, :meth:`evaluate` per
+    split, then for export :meth:`step_example`, :meth:`parity_inputs`, :meth:`encoding_spec`
+    (and :meth:`sequence_graph` / :meth:`export_graph` for the graphs it builds itself), and last
+    :meth:`write_report`.
     """
 
     Options: ClassVar[type[BaseModel]] = NoOptions
     monitor: ClassVar[str] = "loss"  # validation metric that picks the best epoch
-    monitor_mode: ClassVar[str] = "min"  # "min" or "max"
+    monitor_mode: ClassVar[Literal["min", "max"]] = "min"
     splits: ClassVar[tuple[str, ...]] = ("train", "validation", "test")
     # what the sequence graph's ``y`` is: "final" (after each sequence's last step) or "per_step"
-    sequence_y: ClassVar[str] = "final"
+    sequence_y: ClassVar[Literal["final", "per_step"]] = "final"
     # graphs exported through the engine's step/sequence machinery by default; None: every one the
-    # model has (step when causal, sequence when a native or Loop form exists)
+    # model has (step when causal, sequence when a native or Loop form exists); (): only its own
     default_graphs: ClassVar[tuple[str, ...] | None] = None
-    # graphs the task writes itself with ``export_graph(kind, model, path, opset)`` (e.g. an init
-    # graph for a conditioned state, or a seq2seq encoder and decoder), after the engine's graphs
+    # graphs the task writes itself with :meth:`export_graph` (an init graph for a conditioned
+    # state, a seq2seq encoder and decoder), after the engine's graphs
     extra_graphs: ClassVar[tuple[str, ...]] = ()
-    # True when the task's decoding steps the model (generation): a non-causal topology is refused
+    # True when the task's decoding steps the model (generation, decoders): a non-causal topology is refused
     needs_causal: ClassVar[bool] = False
+    # True when the task exports its encoder from the topology's declared layers (seq2seq)
+    needs_sequence_encoder: ClassVar[bool] = False
     # initial-state rules the task accepts in [model] initial_state
     initial_states: ClassVar[tuple[str, ...]] = ("zeros", "random", "learnable")
     # arguments for `seqpipe predict RUN …`, shown after a run
     predict_example: ClassVar[str] = '"some text"'
     # the tables of a small pipeline for this task on data a plugin registers, e.g.
     # {"data": {"dataset": "spam-assassin"}, "task": {"options": {...}}}: seqpipe's parity matrix
-    # exports every registered cell × topology for the task on it, so a task joins the matrix by
-    # declaring one (None: the matrix lists the task as not covered)
+    # exports every registered cell × topology for the task on it (None: not covered)
     example_pipeline: ClassVar[dict[str, Any] | None] = None
 
-    def parity_start(self, model: StepModel, split: str, limit: int) -> dict[str, Any] | None:
-        """Where each of the first ``limit`` parity sequences starts, per state name [N, slots, hidden]
+    # encoded examples per split, filled by prepare(); the trainer counts len(examples["train"])
+    examples: dict[str, Sequence[Any]]
+
+    def __init__(self, options: BaseModel, data: Any) -> None:
+        self.options = options
+        self.data = data
+        self.examples = {}
+
+    # -- data ---------------------------------------------------------------------------------
+    @abstractmethod
+    def prepare(self) -> dict[str, int]:
+        """Read and encode the data, fit vocabularies and scalers; return examples per split.
+        Bad data raises :class:`seqpipe.errors.DataError` here, before a run directory exists."""
+
+    @abstractmethod
+    def batches(self, split: str, batch_size: int, *, shuffle: bool = False,
+                generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """The split's examples as batches (shuffled with ``generator`` while training)."""
+
+    # -- model --------------------------------------------------------------------------------
+    @abstractmethod
+    def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
+                    initial_state_scale: float = 0.1) -> StepModel:
+        """The whole network; ``make_topology(input_size)`` builds the pipeline's topology."""
+
+    @abstractmethod
+    def loss(self, model: StepModel, batch: Batch) -> torch.Tensor:
+        """The training loss of one batch (a scalar)."""
+
+    @abstractmethod
+    def evaluate(self, model: StepModel, split: str) -> dict[str, float]:
+        """Metrics on a split; must include ``loss`` and the :attr:`monitor` metric."""
+
+    # -- export -------------------------------------------------------------------------------
+    def step_example(self, batch: int = 2) -> torch.Tensor:
+        """An example step input ``x_t`` [batch, …] (token ids or features) for tracing the step graph.
+        Required when the engine exports the task's step or sequence graph (:attr:`default_graphs` not ``()``)."""
+        raise _not_implemented(self, "step_example")
+
+    def parity_inputs(self, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``limit`` padded sequences of a split, ``(x [N, T, …], lengths [N])``, for parity checks.
+        Required when the engine exports the task's step or sequence graph (:attr:`default_graphs` not ``()``)."""
+        raise _not_implemented(self, "parity_inputs")
+
+    @abstractmethod
+    def encoding_spec(self) -> dict[str, Any]:
+        """How inputs and outputs are encoded (vocabulary, labels, scaling): stored in every graph's
+        metadata so a program with only the ONNX file can encode and decode. ``input`` has ``dtype``
+        (and ``features`` for numeric inputs); ``output`` has ``labels`` or ``size``."""
+
+    def sequence_graph(self, model: StepModel, opset: int) -> onnx.ModelProto:
+        """The sequence graph built from the topology's declared layers (for non-causal topologies,
+        which have no step graph to loop over); the default builds the engine's generic one."""
+        raise _not_implemented(self, "sequence_graph", "a non-causal topology's sequence graph is built from its declared layers")
+
+    def export_graph(self, kind: str, model: StepModel, path: Path, *, resolved: Any, opset: int, exporter: str,
+                     tolerance: float, limit: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Write one of :attr:`extra_graphs` to ``path`` and check it; return (its spec, its parity report)."""
+        raise _not_implemented(self, "export_graph", f"it lists graph '{kind}' in extra_graphs")
+
+    def evaluate_onnx(self, runner: Any, split: str) -> dict[str, float] | None:
+        """Metrics of an exported graph (any precision) on a split, via onnxruntime; None: not measured."""
+        return None
+
+    def parity_start(self, model: StepModel, split: str, limit: int) -> dict[str, np.ndarray] | None:
+        """Where each of the first ``limit`` parity sequences starts, per state name [N, slots, size]
         (numpy), when the task computes it per sequence (a conditioned state); None: the initial state."""
         return None
 
-    def write_report(self, model: StepModel, run_dir: Any, log: Any) -> dict[str, Any] | None:
+    def write_report(self, model: StepModel, run_dir: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
         """Task-specific results after export (plots, samples); a returned dict is merged into metrics.json."""
         return None
+
+
+def _not_implemented(task: Task, method: str, why: str = "the engine exports its step or sequence graph") -> Exception:
+    from seqpipe.errors import ExportError
+
+    return ExportError(f"task '{type(task).__name__}' does not implement Task.{method}, which it needs because {why}; "
+                       f"implement it, or set default_graphs = () and export the task's own graphs.")

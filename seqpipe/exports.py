@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from seqpipe.onnx.export import export_sequence, export_step, graph_spec, write_metadata
+from seqpipe.onnx.export import export_sequence, export_step
+from seqpipe.onnx.spec import graph_spec, write_metadata
 from seqpipe.onnx.parity import check_precision_parity, check_sequence_parity, check_step_parity
 from seqpipe.config import PRECISIONS
 from seqpipe.onnx.precision import convert
@@ -47,7 +48,7 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
             report = check_step_parity(model, step_runner, x, lengths, cfg.parity_tolerance, state0=state0)
         else:
             report = check_sequence_parity(model, SequenceRunner(path, device="cpu"), x, lengths, cfg.parity_tolerance, step_runner,
-                                           per_step=getattr(task, "sequence_y", "final") == "per_step")
+                                           per_step=task.sequence_y == "per_step")
         reports[kind] = _stamp(path, spec, report, kind, log, cfg.parity_tolerance_reason)
     for kind in own:  # the task's own graphs (init, encoder, decoder): it exports and checks them
         path = onnx_dir / f"{kind}.onnx"
@@ -94,9 +95,10 @@ def _precision_copy(task, fp32_path: Path, precision: str, x, lengths, tolerance
     fp32 = cls(fp32_path, device="cuda" if copy.providers[0] == "CUDAExecutionProvider" else "cpu")  # compared on the same device
     report = check_precision_parity(fp32, copy, x, lengths, tolerance, precision)
     report["file"] = f"onnx/{copy_path.name}"
-    change = "metric change not measured (task has no evaluate_onnx)"
-    if hasattr(task, "evaluate_onnx"):
-        metrics = {"fp32": task.evaluate_onnx(fp32, "test"), precision: task.evaluate_onnx(copy, "test")}
+    change = "metric change not measured (the task's evaluate_onnx returns None)"
+    fp32_metrics = task.evaluate_onnx(fp32, "test")
+    if fp32_metrics is not None:
+        metrics = {"fp32": fp32_metrics, precision: task.evaluate_onnx(copy, "test")}
         metrics["change"] = {k: metrics[precision][k] - metrics["fp32"][k] for k in metrics["fp32"]}
         report["test_metrics"] = metrics
         change = "test " + ", ".join(f"{k} {v:+.4f}" for k, v in metrics["change"].items())

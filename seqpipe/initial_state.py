@@ -25,20 +25,23 @@ RULES = ("zeros", "random", "learnable")  # "conditioned": ConditionedInitialSta
 
 
 class InitialState(nn.Module):
-    def __init__(self, rule: str, state_names: tuple[str, ...], slots: int, hidden: int, scale: float = 0.1) -> None:
+    """``shapes``: each state's shape after the batch axis, ``{name: (slots, size)}`` (``Topology.state_shapes``)."""
+
+    def __init__(self, rule: str, shapes: dict[str, tuple[int, int]], scale: float = 0.1) -> None:
         super().__init__()
         if rule not in RULES:
             raise ValueError(f"unknown initial-state rule {rule!r}; expected one of {RULES}")
-        self.rule, self.state_names, self.slots, self.hidden, self.scale = rule, state_names, slots, hidden, scale
+        self.rule, self.shapes, self.scale = rule, dict(shapes), scale
+        self.state_names = tuple(self.shapes)
         if rule == "learnable":
-            self.values = nn.ParameterDict({n: nn.Parameter(torch.zeros(slots, hidden)) for n in state_names})  # [S, H]
+            self.values = nn.ParameterDict({n: nn.Parameter(torch.zeros(*shape)) for n, shape in self.shapes.items()})  # [S, H]
 
     def forward(self, batch: int, device: torch.device | None = None) -> State:
         if self.rule == "learnable":
             return tuple(self.values[n].unsqueeze(0).expand(batch, -1, -1) for n in self.state_names)  # [B, S, H]
         if self.rule == "random" and self.training:
-            return tuple(torch.randn(batch, self.slots, self.hidden, device=device) * self.scale for _ in self.state_names)
-        return tuple(torch.zeros(batch, self.slots, self.hidden, device=device) for _ in self.state_names)
+            return tuple(torch.randn(batch, *shape, device=device) * self.scale for shape in self.shapes.values())
+        return tuple(torch.zeros(batch, *shape, device=device) for shape in self.shapes.values())
 
     def spec(self) -> dict[str, Any]:
         """How a program with only the ONNX file starts a sequence."""
@@ -55,7 +58,7 @@ class InitialState(nn.Module):
         """The [S, H] state every served sequence starts from (zeros unless learnable)."""
         if self.rule == "learnable":
             return {n: self.values[n].detach().cpu().float().numpy() for n in self.state_names}
-        return {n: np.zeros((self.slots, self.hidden), np.float32) for n in self.state_names}
+        return {n: np.zeros(shape, np.float32) for n, shape in self.shapes.items()}
 
 
 class ConditionedInitialState(nn.Module):
@@ -70,28 +73,30 @@ class ConditionedInitialState(nn.Module):
 
     rule = "conditioned"
 
-    def __init__(self, num_conditions: int, state_names: tuple[str, ...], slots: int, hidden: int,
-                 condition: dict[str, Any], condition_size: int = 16) -> None:
-        """``num_conditions``: how many labels, or the vector's length when ``condition["kind"]`` is "vector"."""
+    def __init__(self, num_conditions: int, shapes: dict[str, tuple[int, int]], condition: dict[str, Any],
+                 condition_size: int = 16) -> None:
+        """``num_conditions``: how many labels, or the vector's length when ``condition["kind"]`` is "vector";
+        ``shapes``: ``{name: (slots, size)}`` per state."""
         super().__init__()
-        self.state_names, self.slots, self.hidden, self.condition = state_names, slots, hidden, condition
+        self.shapes, self.condition = dict(shapes), condition
+        self.state_names = tuple(self.shapes)
         vector = condition.get("kind") == "vector"
         self.embed = nn.Linear(num_conditions, condition_size) if vector else nn.Embedding(num_conditions, condition_size)
-        self.project = nn.Linear(condition_size, len(state_names) * slots * hidden)
+        self.project = nn.Linear(condition_size, sum(s * h for s, h in self.shapes.values()))
 
     def from_condition(self, condition: torch.Tensor) -> State:
-        """condition [B] int64 labels or [B, D] float vectors → one [B, slots, hidden] tensor per state name."""
-        flat = torch.tanh(self.project(self.embed(condition)))  # [B, n·S·H]
-        parts = flat.view(condition.shape[0], len(self.state_names), self.slots, self.hidden)
-        return tuple(parts[:, i] for i in range(len(self.state_names)))
+        """condition [B] int64 labels or [B, D] float vectors → one [B, slots, size] tensor per state name."""
+        flat = torch.tanh(self.project(self.embed(condition)))  # [B, Σ S·H]
+        parts = flat.split([s * h for s, h in self.shapes.values()], dim=1)
+        return tuple(part.reshape(condition.shape[0], *shape) for part, shape in zip(parts, self.shapes.values()))
 
     def forward(self, batch: int, device: torch.device | None = None) -> State:
         """Zeros: only for shapes (export examples); sequences start from :meth:`from_condition`."""
-        return tuple(torch.zeros(batch, self.slots, self.hidden, device=device) for _ in self.state_names)
+        return tuple(torch.zeros(batch, *shape, device=device) for shape in self.shapes.values())
 
     def spec(self) -> dict[str, Any]:
         return {"rule": "conditioned", "graph": "init.onnx", "condition": self.condition,
                 "note": "run init.onnx on the condition (see condition.input); its state_out.<name> is the first state_in.<name>"}
 
     def served_values(self) -> dict[str, np.ndarray]:
-        return {n: np.zeros((self.slots, self.hidden), np.float32) for n in self.state_names}
+        return {n: np.zeros(shape, np.float32) for n, shape in self.shapes.items()}

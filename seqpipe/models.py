@@ -33,9 +33,6 @@ class SequenceModel(StepModel):
         self.head = head
         self.output = output
         self.per_step = per_step
-        self.state_names = topology.state_names
-        self.num_slots = topology.num_slots
-        self.hidden_size = topology.hidden_size
 
     @property
     def token_input(self) -> bool:
@@ -44,8 +41,7 @@ class SequenceModel(StepModel):
     @property
     def body_input_size(self) -> int:
         """Features per step the topology reads (for numeric inputs: the input's own width)."""
-        cells = getattr(self.body, "cells", None) or getattr(self.body, "forward_cells")
-        return cells[0].input_size
+        return self.body.input_size
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, dim=-1) if self.output == "softmax" else logits

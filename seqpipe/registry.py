@@ -30,6 +30,7 @@ class Entry:
     name: str
     obj: Any
     plugin: str
+    distribution: str = "unknown"
 
 
 @dataclass(frozen=True)

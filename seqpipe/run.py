@@ -36,14 +36,17 @@ def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = N
     resolved = resolve_pipeline(pipeline, registry)
     cfg = resolved.config
     seed_everything(cfg.training.seed, cfg.training.threads)
-    task = resolved.make_task()
-    sizes = task.prepare()  # bad data fails here, before a run directory exists
+    # bad data and plugin code that cannot build the model fail here, before a run directory exists
+    with resolved.plugin_code("reading the data"):
+        task = resolved.make_task()
+        sizes = task.prepare()
+    with resolved.plugin_code("building the model"):
+        model = task.build_model(resolved.make_topology, cfg.model.initial_state, cfg.model.initial_state_scale)
     run_dir = make_run_dir(run_dir_arg, pipeline, force)
     log(f"seqpipe: run directory {run_dir}")
     shutil.copyfile(pipeline, run_dir / "pipeline.toml")
     write_json(run_dir / "config.json", resolved.as_dict())
     log("data: " + ", ".join(f"{name} {n}" for name, n in sizes.items()) + f" examples from {resolved.data.path}")
-    model = task.build_model(resolved.make_topology, cfg.model.initial_state, cfg.model.initial_state_scale)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {cfg.model.cell} cell, {cfg.model.topology} topology, hidden {cfg.model.hidden_size}, {n_params:,} parameters")
 

@@ -8,12 +8,12 @@ from seqpipe.initial_state import InitialState
 
 
 def test_zeros():
-    state = InitialState("zeros", ("h", "c"), 2, 3)(4)
+    state = InitialState("zeros", {"h": (2, 3), "c": (2, 3)})(4)
     assert len(state) == 2 and all(s.shape == (4, 2, 3) and not s.any() for s in state)
 
 
 def test_random_is_seeded_noise_in_training_and_zeros_in_eval():
-    init = InitialState("random", ("h",), 1, 5, scale=0.5)
+    init = InitialState("random", {"h": (1, 5)}, scale=0.5)
     torch.manual_seed(0)
     a = init(3)[0]
     torch.manual_seed(0)
@@ -26,7 +26,7 @@ def test_random_is_seeded_noise_in_training_and_zeros_in_eval():
 
 
 def test_learnable_is_trained_and_shared_across_the_batch():
-    init = InitialState("learnable", ("h",), 2, 3)
+    init = InitialState("learnable", {"h": (2, 3)})
     assert [n for n, _ in init.named_parameters()] == ["values.h"]
     (init(4)[0] * torch.arange(3.0)).sum().backward()
     assert init.values["h"].grad is not None and init.values["h"].grad.abs().sum() > 0

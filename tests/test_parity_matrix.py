@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from seqpipe.builtin.classify import ClassifierModel, ClassifyTask
 from seqpipe.onnx.native import native_support, sequence_support
-from seqpipe.onnx.export import export_sequence, export_step, write_metadata
+from seqpipe.onnx.export import export_sequence, export_step
+from seqpipe.onnx.spec import write_metadata
 from seqpipe.plugins import make_plugin_manager
 from seqpipe.registry import build_registry
 from seqpipe.serving.runtime import SequenceRunner, StepRunner
@@ -64,7 +65,7 @@ def exported(tmp_path_factory):
 
     Learnable initial states get random non-zero values, so the metadata round trip (step graph)
     and the built-in initial state (sequence graph) are both exercised."""
-    from seqpipe.onnx.export import graph_spec
+    from seqpipe.onnx.spec import graph_spec
 
     root = tmp_path_factory.mktemp("matrix")
     cache = {}
@@ -74,7 +75,7 @@ def exported(tmp_path_factory):
         topo_cls = REGISTRY.get("topology", topology, "matrix").obj
         options = {k: v for k, v in TOPOLOGY_OPTIONS.get(topology, {}).items() if k in topo_cls.Options.model_fields}
         torch.manual_seed(0)
-        model = ClassifierModel(VOCAB, EMBED, topo_cls(cell_cls, EMBED, HIDDEN, {}, **options), LABELS, initial_state=rule).eval()
+        model = ClassifierModel(VOCAB, EMBED, topo_cls(cell_cls, EMBED, HIDDEN, dict(cell_cls.example_options), **options), LABELS, initial_state=rule).eval()
         if rule == "learnable":
             for value in model.initial.values.values():
                 torch.nn.init.normal_(value, std=0.5)
@@ -84,7 +85,7 @@ def exported(tmp_path_factory):
             reason = None
             if kind == "step" and not topo_cls.causal:
                 reason = "n/a: topology not causal"
-            if kind == "sequence" and sequence_support(cell_cls, topo_cls):
+            if kind == "sequence" and sequence_support(topo_cls):
                 reason = "n/a: topology has no ONNX sequence form"
             if reason:
                 COVERAGE.setdefault((cell, topology, rule), {})[kind] = reason
@@ -100,16 +101,16 @@ def exported(tmp_path_factory):
             runners[kind] = (StepRunner if kind == "step" else SequenceRunner)(path, device="cpu")
             COVERAGE.setdefault((cell, topology, rule), {})[kind] = 0
             if kind == "sequence":
-                COVERAGE[(cell, topology, rule)]["sequence_kind"] = _sequence_kind(cell_cls, topo_cls)
+                COVERAGE[(cell, topology, rule)]["sequence_kind"] = _sequence_kind(model)
         cache[(cell, topology, rule)] = (model, runners["step"], runners["sequence"])
     return cache
 
 
-def _sequence_kind(cell_cls, topo_cls) -> str:
+def _sequence_kind(model) -> str:
     """How the sequence graph is built: native operators, a Loop around the step graph, or Loops over each cell."""
-    if native_support(cell_cls, topo_cls) is None:
+    if native_support(model.body) is None:
         return "native"
-    return "step loop" if topo_cls.causal else "cell loops"
+    return "step loop" if model.body.causal else "cell loops"
 
 
 batches = st.integers(1, 6).flatmap(lambda b: st.tuples(

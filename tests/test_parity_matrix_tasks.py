@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from seqpipe.onnx.native import sequence_graph, sequence_support
-from seqpipe.onnx.export import export_sequence, export_step, graph_spec, write_metadata
+from seqpipe.onnx.export import export_sequence, export_step
+from seqpipe.onnx.spec import graph_spec, write_metadata
 from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel, token_embedding
 from seqpipe.onnx.parity import torch_step_loop
@@ -53,8 +54,8 @@ class _ShapeTask:
 def _model(shape: str, cell_cls, topo_cls, options) -> SequenceModel:
     torch.manual_seed(0)
     size = EMBED if shape == "tag" else FEATURES
-    topology = topo_cls(cell_cls, size, HIDDEN, {}, **options)
-    initial = InitialState("zeros", topology.state_names, topology.num_slots, HIDDEN)
+    topology = topo_cls(cell_cls, size, HIDDEN, dict(cell_cls.example_options), **options)
+    initial = InitialState("zeros", topology.state_shapes)
     if shape == "tag":
         return SequenceModel(token_embedding(VOCAB, EMBED), topology, nn.Linear(topology.output_size, LABELS), initial,
                              output="softmax", per_step=True).eval()
@@ -77,7 +78,7 @@ def exported(tmp_path_factory):
             if kind == "step" and not topo_cls.causal:
                 row[kind], runners[kind] = "n/a: topology not causal", None
                 continue
-            if kind == "sequence" and sequence_support(cell_cls, topo_cls):
+            if kind == "sequence" and sequence_support(topo_cls):
                 row[kind], runners[kind] = "n/a: topology has no ONNX sequence form", None
                 continue
             path = root / f"{shape}-{cell}-{topology}-{kind}.onnx"
@@ -87,7 +88,7 @@ def exported(tmp_path_factory):
             else:
                 step_path = root / f"{shape}-{cell}-{topology}-step.onnx" if runners.get("step") else None
                 exporter = export_sequence(task, model, path, opset=18, step_path=step_path, exporter="dynamo")
-                row["sequence_kind"] = _sequence_kind(cell_cls, topo_cls)
+                row["sequence_kind"] = _sequence_kind(model)
             write_metadata(path, graph_spec(kind, spec_src, model, task, opset=18, exporter=exporter))
             runners[kind] = (StepRunner if kind == "step" else SequenceRunner)(path, device="cpu")
             row[kind] = 0

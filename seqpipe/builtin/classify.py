@@ -55,7 +55,7 @@ class ClassifierModel(SequenceModel):
 
     def __init__(self, vocab_size: int, embedding_size: int, topology: Topology, num_labels: int, dropout: float = 0.0,
                  initial_state: str = "zeros", initial_state_scale: float = 0.1) -> None:
-        initial = InitialState(initial_state, topology.state_names, topology.num_slots, topology.hidden_size, initial_state_scale)
+        initial = InitialState(initial_state, topology.state_shapes, initial_state_scale)
         super().__init__(token_embedding(vocab_size, embedding_size, dropout), topology, nn.Linear(topology.output_size, num_labels),
                          initial, output="softmax", per_step=False, dropout=dropout)
 

@@ -104,7 +104,7 @@ class ForecastTask(Task):
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
                     initial_state_scale: float = 0.1) -> SequenceModel:
         topology = make_topology(1)
-        initial = InitialState(initial_state, topology.state_names, topology.num_slots, topology.hidden_size, initial_state_scale)
+        initial = InitialState(initial_state, topology.state_shapes, initial_state_scale)
         return SequenceModel(nn.Identity(), topology, nn.Linear(topology.output_size, 1), initial, output="identity",
                              per_step=False, dropout=self.options.dropout)
 

@@ -28,10 +28,11 @@ from seqpipe.contracts import Task, Topology
 from seqpipe.data import batched, read_records, split_three
 from seqpipe.encoding import PAD, UNK, CharVocabulary
 from seqpipe.errors import DataError
-from seqpipe.onnx.export import base_spec, export_module
+from seqpipe.onnx.spec import base_spec, state_outputs, states_spec, write_metadata
+from seqpipe.onnx.torch_export import export_module
 from seqpipe.initial_state import ConditionedInitialState
 from seqpipe.models import SequenceModel, token_embedding
-from seqpipe.onnx.parity import max_diff, merge, report
+from seqpipe.onnx.parity import compare, report
 
 IGNORE = -100
 SOS, EOS = "<sos>", "<eos>"
@@ -160,8 +161,8 @@ class GenerateTask(Task):
                     initial_state_scale: float = 0.1) -> SequenceModel:
         o = self.options
         topology = make_topology(o.embedding_size)
-        initial = ConditionedInitialState(len(self.vector_mean) if self.vector else len(self.conditions), topology.state_names,
-                                          topology.num_slots, topology.hidden_size, self.condition_spec(), o.condition_size)
+        initial = ConditionedInitialState(len(self.vector_mean) if self.vector else len(self.conditions), topology.state_shapes,
+                                          self.condition_spec(), o.condition_size)
         return SequenceModel(token_embedding(len(self.vocabulary), o.embedding_size, o.dropout), topology,
                              nn.Linear(topology.output_size, len(self.vocabulary)), initial, output="softmax", per_step=True,
                              dropout=o.dropout)
@@ -240,17 +241,14 @@ class GenerateTask(Task):
         described = export_module(InitGraph(model.initial).eval(), (example,), path,
                                   input_names=["condition"], output_names=outputs, dynamic_shapes=({0: batch},),
                                   opset=opset, exporter=exporter)
-        state_shape = ["batch", model.num_slots, model.hidden_size]
         spec = base_spec(kind, resolved, model, self, opset=opset, exporter=described)
         spec.update({
             "inputs": [{"name": "condition", "dtype": "float32", "shape": ["batch", len(self.vector_mean)]} if self.vector else
                        {"name": "condition", "dtype": "int64", "shape": ["batch"], "labels": self.conditions}],
-            "outputs": [{"name": o, "dtype": "float32", "shape": state_shape} for o in outputs],
-            "states": [{"name": n, "shape": state_shape, "input": f"state_in.{n}", "output": f"state_out.{n}"} for n in model.state_names],
+            "outputs": state_outputs(model),
+            "states": states_spec(model),
             "initial_state": model.initial.spec(),
         })
-        from seqpipe.onnx.export import write_metadata
-
         write_metadata(path, spec)
         # every label (for label conditions), and the test rows' conditions as one batch
         condition = self._collate(self.examples["test"][:limit]).condition.numpy()
@@ -260,9 +258,9 @@ class GenerateTask(Task):
         served = runner.session.run(None, {"condition": condition})
         with torch.no_grad():
             expected = model.initial.from_condition(torch.from_numpy(condition))
-        worst: dict[str, dict[str, dict[str, float]]] = {"ort_init_vs_torch_init": {}}
-        for name, a, b in zip(model.state_names, served, expected):
-            merge(worst["ort_init_vs_torch_init"], f"state.{name}", max_diff(a, b.numpy()))
+        worst: dict[str, dict[str, dict[str, float]]] = {}
+        compare(worst, "ort_init_vs_torch_init", {f"state.{n}": a for n, a in zip(model.state_names, served)},
+                {f"state.{n}": b.numpy() for n, b in zip(model.state_names, expected)})
         return spec, report(worst, tolerance, condition, np.ones(len(condition), np.int64), runner)
 
     def encoding_spec(self) -> dict[str, Any]:

@@ -27,15 +27,17 @@ from torch import nn
 from torchmetrics.functional.text import word_error_rate
 
 from seqpipe import hookimpl
-from seqpipe.onnx.native import GraphBuilder, emit_topology, finish_model, optional_state_inputs
+from seqpipe.onnx.builder import GraphBuilder, finish_model, optional_state_inputs, state_value_infos
+from seqpipe.onnx.native import emit_topology
 from seqpipe.contracts import State, Task, Topology
 from seqpipe.data import batched, read_records, split_three
 from seqpipe.encoding import PAD, UNK, CharVocabulary
 from seqpipe.errors import DataError
-from seqpipe.onnx.export import base_spec, check_onnx, export_module, write_metadata
+from seqpipe.onnx.spec import base_spec, state_inputs, state_outputs, states_spec, write_metadata
+from seqpipe.onnx.torch_export import check_onnx, export_module
 from seqpipe.initial_state import InitialState
 from seqpipe.models import token_embedding
-from seqpipe.onnx.parity import max_diff, merge, report
+from seqpipe.onnx.parity import compare, outputs, report, three_way
 
 IGNORE = -100
 SOS, EOS = "<sos>", "<eos>"
@@ -103,6 +105,7 @@ class Seq2SeqModel(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(decoder.output_size, target_vocab)
         self.state_names, self.num_slots, self.hidden_size = encoder.state_names, encoder.num_slots, encoder.hidden_size
+        self.state_shapes = encoder.state_shapes
 
     def encode(self, source: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:
         """memory [B, S, H] (zero past each length) and the final state, which starts the decoder."""
@@ -152,7 +155,7 @@ class PlainDecoderStep(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor, *state: torch.Tensor):
-        y, _, new = self.model.decode_step(x, torch.zeros(x.shape[0], 1, self.model.hidden_size), torch.ones_like(x), tuple(state))
+        y, _, new = self.model.decode_step(x, torch.zeros(x.shape[0], 1, self.model.decoder.output_size), torch.ones_like(x), tuple(state))
         return (y, *new)
 
 
@@ -201,7 +204,7 @@ class Seq2SeqTask(Task):
                     initial_state_scale: float = 0.1) -> Seq2SeqModel:
         o = self.options
         encoder, decoder = make_topology(o.embedding_size), make_topology(o.embedding_size)
-        initial = InitialState(initial_state, encoder.state_names, encoder.num_slots, encoder.hidden_size, initial_state_scale)
+        initial = InitialState(initial_state, encoder.state_shapes, initial_state_scale)
         return Seq2SeqModel(len(self.source_vocab), len(self.target_symbols), o.embedding_size, encoder, decoder, o.attention,
                             initial, o.dropout)
 
@@ -267,19 +270,18 @@ class Seq2SeqTask(Task):
         lengths32 = g.op("Cast", ["lengths"], "lengths_i32", to=TensorProto.INT32)[0]
         embedded = g.op("Gather", [g.const("embedding", model.source_embed[0].weight.detach().numpy()), "x"], "embed")[0]
         time_major = g.op("Transpose", [embedded], "time_major", perm=[1, 0, 2])[0]
-        initial = optional_state_inputs(g, model.state_names, model.initial.served_values(), "x")
+        initial = optional_state_inputs(g, model.initial.served_values(), "x")
         _, states, outputs = emit_topology(g, model.body, time_major, lengths32, initial)
         g.nodes.append(helper.make_node("Transpose", [outputs], ["memory"], perm=[1, 0, 2], name="memory"))  # [B, S, H]
         for name, state in zip(model.state_names, states):
             g.nodes.append(helper.make_node("Identity", [state], [f"state_out.{name}"], name=f"state_out_{name}"))
-        slots, hidden = model.num_slots, model.hidden_size
         graph = helper.make_graph(
             g.nodes, "seqpipe_seq2seq_encoder",
             [helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "time"]),
-             helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])]
-            + [helper.make_tensor_value_info(f"state_in.{n}", TensorProto.FLOAT, ["state_batch", slots, hidden]) for n in model.state_names],
-            [helper.make_tensor_value_info("memory", TensorProto.FLOAT, ["batch", "time", model.body.output_size])]
-            + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, ["batch", slots, hidden]) for n in model.state_names],
+             helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
+             *state_value_infos(model.state_shapes, "in", batch="state_batch")],
+            [helper.make_tensor_value_info("memory", TensorProto.FLOAT, ["batch", "time", model.body.output_size]),
+             *state_value_infos(model.state_shapes, "out")],
             initializer=g.initializers)
         return finish_model(g, graph, opset)
 
@@ -298,33 +300,27 @@ class Seq2SeqTask(Task):
                              input_names=["x", "memory", "memory_lengths", *inputs_state], output_names=["y", "attention", *outputs],
                              dynamic_shapes=({0: b}, {0: b, 1: s}, {0: b}, tuple({0: b} for _ in state)), opset=opset, exporter=exporter)
 
-    def _states_io(self, model: Seq2SeqModel) -> list[dict[str, Any]]:
-        shape = ["batch", model.num_slots, model.hidden_size]
-        return [{"name": n, "shape": shape, "input": f"state_in.{n}", "output": f"state_out.{n}"} for n in model.state_names]
-
     def _encoder_io(self, model: Seq2SeqModel) -> dict[str, Any]:
-        shape = ["batch", model.num_slots, model.hidden_size]
         return {
-            "inputs": [{"name": "x", "dtype": "int64", "shape": ["batch", "time"]}, {"name": "lengths", "dtype": "int64", "shape": ["batch"]}]
-            + [{"name": f"state_in.{n}", "dtype": "float32", "shape": shape, "optional": True} for n in model.state_names],
+            "inputs": [{"name": "x", "dtype": "int64", "shape": ["batch", "time"]}, {"name": "lengths", "dtype": "int64", "shape": ["batch"]},
+                       *state_inputs(model, optional=True)],
             "outputs": [{"name": "memory", "dtype": "float32", "shape": ["batch", "time", model.body.output_size],
-                         "read": "feed to decoder.onnx as memory (zero past each length)"}]
-            + [{"name": f"state_out.{n}", "dtype": "float32", "shape": shape, "read": "the decoder's first state_in"} for n in model.state_names],
-            "states": self._states_io(model),
+                         "read": "feed to decoder.onnx as memory (zero past each length)"},
+                        *state_outputs(model, read="the decoder's first state_in")],
+            "states": states_spec(model),
             "initial_state": model.initial.spec(),
         }
 
     def _decoder_io(self, model: Seq2SeqModel) -> dict[str, Any]:
-        shape = ["batch", model.num_slots, model.hidden_size]
         memory = [{"name": "memory", "dtype": "float32", "shape": ["batch", "source_time", model.body.output_size]},
                   {"name": "memory_lengths", "dtype": "int64", "shape": ["batch"]}] if model.attention else []
         return {
-            "inputs": [{"name": "x", "dtype": "int64", "shape": ["batch"], "read": "the previous target token (<sos> first)"}, *memory]
-            + [{"name": f"state_in.{n}", "dtype": "float32", "shape": shape} for n in model.state_names],
+            "inputs": [{"name": "x", "dtype": "int64", "shape": ["batch"], "read": "the previous target token (<sos> first)"}, *memory,
+                       *state_inputs(model)],
             "outputs": [{"name": "y", "dtype": "float32", "shape": ["batch", len(self.target_symbols)]}]
             + ([{"name": "attention", "dtype": "float32", "shape": ["batch", "source_time"]}] if model.attention else [])
-            + [{"name": f"state_out.{n}", "dtype": "float32", "shape": shape} for n in model.state_names],
-            "states": self._states_io(model),
+            + state_outputs(model),
+            "states": states_spec(model),
             "initial_state": {"rule": "encoder", "note": "the first state_in.* is encoder.onnx's state_out.*"},
         }
 
@@ -336,10 +332,10 @@ class Seq2SeqTask(Task):
         with torch.no_grad():
             ref_memory, ref_state = model.encode(batch.source, batch.source_lengths)
         valid = (np.arange(memory.shape[1])[None, :] < batch.source_lengths.numpy()[:, None])
-        worst: dict[str, dict[str, dict[str, float]]] = {"ort_encoder_vs_torch_encoder": {}}
-        merge(worst["ort_encoder_vs_torch_encoder"], "memory", max_diff(memory, ref_memory.numpy(), valid))
-        for name, a, b in zip(model.state_names, states, ref_state):
-            merge(worst["ort_encoder_vs_torch_encoder"], f"state.{name}", max_diff(a, b.numpy()))
+        worst: dict[str, dict[str, dict[str, float]]] = {}
+        served, reference = outputs(memory, model.state_names, states), outputs(ref_memory, model.state_names, ref_state)
+        served["memory"], reference["memory"] = served.pop("y"), reference.pop("y")
+        compare(worst, "ort_encoder_vs_torch_encoder", served, reference, valid, per_step=("memory",))
         return report(worst, tolerance, batch.source.numpy(), batch.source_lengths.numpy(), runner)
 
     @torch.no_grad()
@@ -373,19 +369,14 @@ class Seq2SeqTask(Task):
             if w is not None:
                 attention["torch"].append(w.numpy())
                 attention["ort"].append(w_ort)
-        y_torch, y_ort = np.stack(ys["torch"], 1), np.stack(ys["ort"], 1)
-        worst: dict[str, dict[str, dict[str, float]]] = {"ort_step_vs_torch_step": {}, "ort_step_vs_torch_sequence": {},
-                                                         "torch_step_vs_torch_sequence": {}}
-        fused = {"y": torch.softmax(logits, -1).numpy(), **{f"state.{n}": s.numpy() for n, s in zip(names, state_seq)}}
-        stepped = {"y": y_torch, **{f"state.{n}": s.numpy() for n, s in zip(names, torch_state)}}
-        served = {"y": y_ort, **{f"state.{n}": ort_state[n] for n in names}}
+        fused = outputs(torch.softmax(logits, -1), names, state_seq)
+        stepped = outputs(np.stack(ys["torch"], 1), names, torch_state)
+        served = outputs(np.stack(ys["ort"], 1), names, ort_state)
         if attention["torch"]:
             fused["attention"] = weights_seq.numpy()
             stepped["attention"], served["attention"] = np.stack(attention["torch"], 1), np.stack(attention["ort"], 1)
-        for label, (a, b) in {"ort_step_vs_torch_step": (served, stepped), "ort_step_vs_torch_sequence": (served, fused),
-                              "torch_step_vs_torch_sequence": (stepped, fused)}.items():
-            for key in a:
-                merge(worst[label], key, max_diff(a[key], b[key], valid if key in ("y", "attention") else None))
+        worst: dict[str, dict[str, dict[str, float]]] = {}
+        three_way(worst, served, stepped, fused, valid, per_step=("y", "attention"))
         return report(worst, tolerance, batch.target_in.numpy(), lengths, runner)
 
     def encoding_spec(self) -> dict[str, Any]:

@@ -101,7 +101,7 @@ class TagTask(Task):
                     initial_state_scale: float = 0.1) -> SequenceModel:
         o = self.options
         topology = make_topology(o.embedding_size)
-        initial = InitialState(initial_state, topology.state_names, topology.num_slots, topology.hidden_size, initial_state_scale)
+        initial = InitialState(initial_state, topology.state_shapes, initial_state_scale)
         return SequenceModel(token_embedding(len(self.vocabulary), o.embedding_size, o.dropout), topology,
                              nn.Linear(topology.output_size, len(self.labels)), initial, output="softmax", per_step=True,
                              dropout=o.dropout)

@@ -9,8 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from seqpipe import hookimpl
-from seqpipe.contracts import Cell, NoOptions, State, Topology
-from seqpipe.errors import ExportError
+from seqpipe.contracts import Cell, Layers, NoOptions, State, Topology
 
 
 class StackedOptions(BaseModel):
@@ -28,13 +27,15 @@ class Stacked(Topology):
     def __init__(self, cell_cls: type[Cell], input_size: int, hidden_size: int, cell_options: dict[str, Any],
                  num_layers: int = 2, dropout: float = 0.0) -> None:
         super().__init__()
-        sizes = [input_size] + [hidden_size] * (num_layers - 1)
-        self.cells = nn.ModuleList(cell_cls(size, hidden_size, **cell_options) for size in sizes)
+        first = cell_cls(input_size, hidden_size, **cell_options)
+        # each later layer reads the previous layer's output (a projected cell's is narrower than hidden_size)
+        self.cells = nn.ModuleList([first, *(cell_cls(first.output_size, hidden_size, **cell_options) for _ in range(num_layers - 1))])
         self.dropout = nn.Dropout(dropout)
-        self.hidden_size = hidden_size
-        self.output_size = hidden_size
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.output_size = first.output_size
         self.num_slots = num_layers
         self.state_names = tuple(cell_cls.state_names)
+        self.state_sizes = first.state_sizes
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         if state is None:
@@ -56,6 +57,9 @@ class Stacked(Topology):
             news.append(new)
             x_t = new[0]  # [B, H]
         return x_t, tuple(torch.stack(parts, dim=1) for parts in zip(*news))
+
+    def layers(self) -> Layers:
+        return Layers([(cell,) for cell in self.cells])
 
 
 class Single(Stacked):
@@ -95,16 +99,18 @@ class Bidirectional(Topology):
     def __init__(self, cell_cls: type[Cell], input_size: int, hidden_size: int, cell_options: dict[str, Any],
                  num_layers: int = 1, dropout: float = 0.0, merge: str = "concat") -> None:
         super().__init__()
-        merged = 2 * hidden_size if merge == "concat" else hidden_size
+        first = cell_cls(input_size, hidden_size, **cell_options)
+        merged = 2 * first.output_size if merge == "concat" else first.output_size
         sizes = [input_size] + [merged] * (num_layers - 1)
-        self.forward_cells = nn.ModuleList(cell_cls(size, hidden_size, **cell_options) for size in sizes)
+        self.forward_cells = nn.ModuleList([first, *(cell_cls(size, hidden_size, **cell_options) for size in sizes[1:])])
         self.backward_cells = nn.ModuleList(cell_cls(size, hidden_size, **cell_options) for size in sizes)
         self.dropout = nn.Dropout(dropout)
         self.merge = merge
-        self.hidden_size = hidden_size
+        self.input_size, self.hidden_size = input_size, hidden_size
         self.output_size = merged
         self.num_slots = 2 * num_layers
         self.state_names = tuple(cell_cls.state_names)
+        self.state_sizes = first.state_sizes
 
     def _merge(self, fwd: torch.Tensor, bwd: torch.Tensor) -> torch.Tensor:
         return torch.cat([fwd, bwd], dim=-1) if self.merge == "concat" else fwd + bwd
@@ -127,9 +133,8 @@ class Bidirectional(Topology):
         after reading back to step 0: exactly the two final states of the last layer."""
         return self._merge(state[0][:, -2], state[0][:, -1])
 
-    def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        raise ExportError("topology 'bidirectional' is not causal: its backward direction reads the future, so it cannot be "
-                          "stepped or streamed; use a sequence graph, or the 'single'/'stacked' topology for streaming.")
+    def layers(self) -> Layers:
+        return Layers(list(zip(self.forward_cells, self.backward_cells)), merge=self.merge)
 
 
 @hookimpl

@@ -1,117 +1,130 @@
-"""A whole-sequence graph for any causal model: an ONNX ``Loop`` whose body is its step graph.
+"""The one masked ONNX ``Loop``, and the whole-sequence graph of any causal model built from it.
 
-Cells without a native ONNX operator (third-party plugins, for one) still get a sequence graph:
-the exported step graph becomes the loop body, each step reads ``x[:, t]``, and sequences that
-have ended keep their state and last output (``t < lengths``), so ragged batches are exact. The
-time axis is the loop's trip count, so it is dynamic by construction.
+Every Loop seqpipe writes — around a model's step graph, or around one exported cell inside a
+sequence graph — steps ``t`` over the time axis with the same body: read ``x`` at ``t``, run the
+step, and let sequences whose length has passed keep their state (``t < lengths``), their last
+output, and a zero output from then on. So ragged batches are exact, and the time axis (the
+loop's trip count) is dynamic by construction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import NodeProto, TensorProto, helper, numpy_helper
+
+from seqpipe.onnx.builder import GraphBuilder, optional_state_inputs
+
+# build_step(x_t, states) -> (body nodes, new states, y): one step, reading the given names
+StepBuilder = Callable[[str, list[str]], tuple[list[NodeProto], list[str], str]]
+
+
+def masked_loop(g: GraphBuilder, x: str, lengths: str, initial: list[str], build_step: StepBuilder, *, time_axis: int,
+                state_ranks: list[int], y_rank: int, prefix: str, last_y: str | None = None,
+                scan_y: bool = False) -> tuple[list[str], str | None, str | None]:
+    """An ONNX Loop over the ``time_axis`` of ``x``, carrying the states that start at ``initial``.
+
+    ``lengths`` int64 [B]; ``state_ranks``/``y_rank``: each state's and ``y``'s rank (batch first).
+    ``last_y``: a zero tensor shaped like ``y`` to carry each sequence's last valid ``y`` in;
+    ``scan_y``: also stack ``y`` at every step, zero past each length, time first [T, B, …].
+    Returns (final states, last valid ``y`` or None, stacked ``y`` or None).
+    """
+    p = prefix
+    carry_in = [f"{p}carry_in.{k}" for k in range(len(initial))]
+    step_nodes, new_states, y = build_step(f"{p}x_t", carry_in)
+    alive_at = {}  # rank -> alive [B, 1, …] broadcastable to a tensor of that rank
+    nodes = [helper.make_node("Gather", [x, f"{p}t"], [f"{p}x_t"], axis=time_axis, name=f"{p}x_at_t"), *step_nodes,
+             helper.make_node("Less", [f"{p}t", lengths], [f"{p}alive"], name=f"{p}alive"),
+             helper.make_node("Identity", [f"{p}cond_in"], [f"{p}cond_out"], name=f"{p}cond")]
+    for rank in {*state_ranks, y_rank}:
+        alive_at[rank] = f"{p}alive_r{rank}"
+        axes = g.const(f"{p}alive_axes", np.arange(1, rank, dtype=np.int64))
+        nodes.append(helper.make_node("Unsqueeze", [f"{p}alive", axes], [alive_at[rank]], name=f"{p}alive_r{rank}"))
+    carry_out = [f"{p}carry_out.{k}" for k in range(len(initial))]
+    for new, old, out, rank in zip(new_states, carry_in, carry_out, state_ranks):
+        nodes.append(helper.make_node("Where", [alive_at[rank], new, old], [out], name=f"{p}keep_{out}"))
+    body_in = [helper.make_tensor_value_info(f"{p}t", TensorProto.INT64, []), helper.make_tensor_value_info(f"{p}cond_in", TensorProto.BOOL, [])]
+    body_in += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in carry_in]
+    body_out = [helper.make_tensor_value_info(f"{p}cond_out", TensorProto.BOOL, [])]
+    body_out += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in carry_out]
+    loop_in = [*initial]
+    if last_y is not None:  # each sequence's last valid y: kept once its length has passed
+        nodes.append(helper.make_node("Where", [alive_at[y_rank], y, f"{p}y_in"], [f"{p}y_out"], name=f"{p}keep_y"))
+        body_in.append(helper.make_tensor_value_info(f"{p}y_in", TensorProto.FLOAT, None))
+        body_out.append(helper.make_tensor_value_info(f"{p}y_out", TensorProto.FLOAT, None))
+        loop_in.append(last_y)
+    if scan_y:  # y at this step, zero once the sequence has ended; the Loop stacks these to [T, B, …]
+        zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
+        nodes += [helper.make_node("Shape", [y], [f"{p}y_shape"], name=f"{p}y_shape"),
+                  helper.make_node("ConstantOfShape", [f"{p}y_shape"], [f"{p}y_zero"], value=zero, name=f"{p}y_zero"),
+                  helper.make_node("Where", [alive_at[y_rank], y, f"{p}y_zero"], [f"{p}y_scan"], name=f"{p}y_at_t")]
+        body_out.append(helper.make_tensor_value_info(f"{p}y_scan", TensorProto.FLOAT, None))
+    body = helper.make_graph(nodes, f"{p}body", body_in, body_out)
+    time = g.op("Squeeze", [g.op("Shape", [x], f"{p}time", start=time_axis, end=time_axis + 1)[0]], f"{p}trips")[0]
+    outs = g.op("Loop", [time, g.const(f"{p}true", np.array(True)), *loop_in], f"{p}loop",
+                n_out=len(initial) + (last_y is not None) + scan_y, body=body)
+    finals = outs[: len(initial)]
+    rest = outs[len(initial):]
+    kept = rest.pop(0) if last_y is not None else None
+    scanned = rest.pop(0) if scan_y else None
+    return finals, kept, scanned
+
 
 PREFIX = "step/"
 
 
-def _int64(name: str, values: list[int]) -> onnx.TensorProto:
-    return numpy_helper.from_array(np.array(values, dtype=np.int64), name)
-
-
-def loop_sequence_graph(step: onnx.ModelProto, state_names: list[str], state_shape: list[int],
-                        defaults: dict[str, np.ndarray], per_step: bool = False) -> onnx.ModelProto:
+def loop_sequence_graph(step: onnx.ModelProto, defaults: dict[str, np.ndarray], per_step: bool = False) -> onnx.ModelProto:
     """``step``: (x, state_in.*) -> (y, state_out.*). Returns (x [B,T,…], lengths [B], optional
     state_in.*) -> (y, state_out.*), where ``y`` is each sequence's last valid output [B, …], or with
-    ``per_step`` its output at every step [B, T, …] (zero past each length: a Loop scan output).
+    ``per_step`` its output at every step [B, T, …] (zero past each length).
 
-    ``state_shape`` is [slots, hidden]; ``defaults`` per state [slots, hidden]: the state a sequence
-    starts from when the caller feeds no ``state_in.*`` (an initializer of the input's name).
+    ``defaults``: per state, [slots, size], the state a sequence starts from when the caller feeds
+    no ``state_in.*`` (an initializer of the input's name); its keys are the state names.
     """
-    g = step.graph
-    x_info = g.input[0]
-    y_info = g.output[0]
+    sg = step.graph
+    names = list(defaults)
+    x_info, y_info = sg.input[0], sg.output[0]
     y_tail = [d.dim_value for d in y_info.type.tensor_type.shape.dim[1:]]
     if any(v <= 0 for v in y_tail):
         raise ValueError("the step graph's y needs static trailing dimensions to build a loop around it")
+    g = GraphBuilder()
+    g.initializers += [numpy_helper.from_array(numpy_helper.to_array(t), PREFIX + t.name) for t in sg.initializer]
+    initial = optional_state_inputs(g, defaults, "x")
 
-    rename = {"x": "x_t", **{f"state_in.{n}": f"carry_in.{n}" for n in state_names}}
+    def build_step(x_t: str, states: list[str]) -> tuple[list[NodeProto], list[str], str]:
+        rename = {"x": x_t, **{f"state_in.{n}": s for n, s in zip(names, states)}}
+        nodes = []
+        for node in sg.node:
+            new = onnx.NodeProto()
+            new.CopyFrom(node)
+            new.name = PREFIX + node.name
+            new.input[:] = [rename.get(i, PREFIX + i) if i else i for i in node.input]
+            new.output[:] = [PREFIX + o if o else o for o in node.output]
+            nodes.append(new)
+        return nodes, [f"{PREFIX}state_out.{n}" for n in names], f"{PREFIX}y"
 
-    def renamed(name: str) -> str:
-        if not name:
-            return name
-        return rename.get(name, PREFIX + name)
-
-    body_nodes = [helper.make_node("Gather", ["x", "t"], ["x_t"], axis=1, name="x_at_t")]
-    for node in g.node:
-        new = onnx.NodeProto()
-        new.CopyFrom(node)
-        new.name = PREFIX + node.name
-        del new.input[:]
-        del new.output[:]
-        new.input.extend(renamed(i) for i in node.input)
-        new.output.extend(renamed(o) for o in node.output)
-        body_nodes.append(new)
-    # sequences whose length has passed keep their state and their last y
-    body_nodes += [
-        helper.make_node("Less", ["t", "lengths"], ["alive"], name="alive"),
-        helper.make_node("Unsqueeze", ["alive", "axes_state"], ["alive_state"], name="alive_state"),
-        helper.make_node("Unsqueeze", ["alive", "axes_y"], ["alive_y"], name="alive_y"),
-        helper.make_node("Where", ["alive_y", PREFIX + "y", "carry_in.y"], ["carry_out.y"], name="keep_y"),
-        helper.make_node("Identity", ["cond_in"], ["cond_out"], name="cond"),
-    ]
-    if per_step:  # y at this step, zero once the sequence has ended; the Loop stacks these to [T, B, …]
-        zero = helper.make_tensor("zero", y_info.type.tensor_type.elem_type, [1], [0])
-        body_nodes += [helper.make_node("Shape", [PREFIX + "y"], ["y_shape_t"], name="y_shape_t"),
-                       helper.make_node("ConstantOfShape", ["y_shape_t"], ["y_zero"], value=zero, name="y_zero"),
-                       helper.make_node("Where", ["alive_y", PREFIX + "y", "y_zero"], ["scan.y"], name="y_at_t")]
-    for n in state_names:
-        body_nodes.append(helper.make_node("Where", ["alive_state", PREFIX + f"state_out.{n}", f"carry_in.{n}"],
-                                           [f"carry_out.{n}"], name=f"keep_{n}"))
-    y_dtype = y_info.type.tensor_type.elem_type
-    body = helper.make_graph(
-        body_nodes, "step_body",
-        [helper.make_tensor_value_info("t", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])]
-        + [helper.make_tensor_value_info(f"carry_in.{n}", TensorProto.FLOAT, None) for n in state_names]
-        + [helper.make_tensor_value_info("carry_in.y", y_dtype, None)],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, [])]
-        + [helper.make_tensor_value_info(f"carry_out.{n}", TensorProto.FLOAT, None) for n in state_names]
-        + [helper.make_tensor_value_info("carry_out.y", y_dtype, None)]
-        + ([helper.make_tensor_value_info("scan.y", y_dtype, None)] if per_step else []),
-    )
-
-    inits = [numpy_helper.from_array(numpy_helper.to_array(t), PREFIX + t.name) for t in g.initializer]
-    inits += [_int64("axes_state", [1, 2]), _int64("axes_y", list(range(1, 1 + len(y_tail)))),
-              _int64("state_dims", list(state_shape)), _int64("y_dims", y_tail),
-              numpy_helper.from_array(np.array(True), "true")]
-    nodes = [
-        helper.make_node("Shape", ["x"], ["batch"], start=0, end=1, name="batch"),
-        helper.make_node("Shape", ["x"], ["time_1d"], start=1, end=2, name="time"),
-        helper.make_node("Squeeze", ["time_1d"], ["time"], name="time_scalar"),
-        helper.make_node("Concat", ["batch", "state_dims"], ["state_shape"], axis=0, name="state_shape"),
-        helper.make_node("Concat", ["batch", "y_dims"], ["y_shape"], axis=0, name="y_shape"),
-        helper.make_node("ConstantOfShape", ["y_shape"], ["y0"], value=helper.make_tensor("zero", y_dtype, [1], [0]), name="y0"),
-    ]
-    for n in state_names:
-        inits.append(numpy_helper.from_array(np.asarray(defaults[n], np.float32)[None], f"state_in.{n}"))  # [1, S, H]
-        nodes.append(helper.make_node("Expand", [f"state_in.{n}", "state_shape"], [f"init.{n}"], name=f"init_{n}"))
-    last_y = "y_last" if per_step else "y"
-    nodes.append(helper.make_node("Loop", ["time", "true", *(f"init.{n}" for n in state_names), "y0"],
-                                  [*(f"state_out.{n}" for n in state_names), last_y, *(["y_steps"] if per_step else [])],
-                                  body=body, name="steps"))
-    if per_step:  # [T, B, …] -> [B, T, …]
-        perm = [1, 0, *range(2, 2 + len(y_tail))]
-        nodes.append(helper.make_node("Transpose", ["y_steps"], ["y"], perm=perm, name="batch_major"))
-    time_dims = [d.dim_param or d.dim_value for d in x_info.type.tensor_type.shape.dim]
-    x_shape = ["batch", "time", *time_dims[1:]]
+    y0 = None
+    if not per_step:
+        batch = g.op("Shape", ["x"], "batch", start=0, end=1)[0]
+        y_shape = g.op("Concat", [batch, g.const("y_dims", np.array(y_tail, np.int64))], "y_shape", axis=0)[0]
+        y0 = g.op("ConstantOfShape", [y_shape], "y0", value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))[0]
+    finals, last, scanned = masked_loop(g, "x", "lengths", initial, build_step, time_axis=1, state_ranks=[3] * len(names),
+                                        y_rank=1 + len(y_tail), prefix="loop/", last_y=y0, scan_y=per_step)
+    y = last if not per_step else g.op("Transpose", [scanned], "batch_major", perm=[1, 0, *range(2, 2 + len(y_tail))])[0]
+    g.nodes.append(helper.make_node("Identity", [y], ["y"], name="y"))
+    for n, final in zip(names, finals):
+        g.nodes.append(helper.make_node("Identity", [final], [f"state_out.{n}"], name=f"state_out_{n}"))
+    x_dims = [d.dim_param or d.dim_value for d in x_info.type.tensor_type.shape.dim]
     graph = helper.make_graph(
-        nodes, "seqpipe_loop_sequence",
-        [helper.make_tensor_value_info("x", x_info.type.tensor_type.elem_type, x_shape),
+        g.nodes, "seqpipe_loop_sequence",
+        [helper.make_tensor_value_info("x", x_info.type.tensor_type.elem_type, ["batch", "time", *x_dims[1:]]),
          helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])]
-        + [helper.make_tensor_value_info(f"state_in.{n}", TensorProto.FLOAT, ["state_batch", *state_shape]) for n in state_names],
-        [helper.make_tensor_value_info("y", y_dtype, ["batch", "time", *y_tail] if per_step else ["batch", *y_tail])]
-        + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, ["batch", *state_shape]) for n in state_names],
-        initializer=inits)
+        + [helper.make_tensor_value_info(f"state_in.{n}", TensorProto.FLOAT, ["state_batch", *np.shape(defaults[n])]) for n in names],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "time", *y_tail] if per_step else ["batch", *y_tail])]
+        + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, ["batch", *np.shape(defaults[n])]) for n in names],
+        initializer=g.initializers)
     model = helper.make_model(graph, opset_imports=list(step.opset_import), ir_version=step.ir_version)
     model.functions.extend(step.functions)
     return model

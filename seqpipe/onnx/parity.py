@@ -8,13 +8,17 @@ difference must stay within the tolerance, or the run fails.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from seqpipe.contracts import StepModel
-from seqpipe.serving.runtime import SequenceRunner, StepRunner
+from seqpipe.contracts import StepModel, masked_steps
+
+if TYPE_CHECKING:  # runners are handed in by the caller; this module never opens a session itself
+    from seqpipe.serving.runtime import SequenceRunner, StepRunner
+
+Worst = dict[str, dict[str, dict[str, float]]]  # comparison -> output -> {"abs", "scaled"}
 
 
 @torch.no_grad()
@@ -23,13 +27,36 @@ def torch_step_loop(model: StepModel, x: torch.Tensor, lengths: torch.Tensor,
     """``model.step`` over a padded batch from ``state`` (default: the initial state); finished
     sequences keep their state. y: [B, T, …]."""
     state = model.initial_state(x.shape[0]) if state is None else state
-    ys = []
-    for t in range(x.shape[1]):
-        y, new = model.step(x[:, t], state)
-        alive = t < lengths
-        state = tuple(torch.where(alive.view(-1, 1, 1), n, o) for n, o in zip(new, state))
-        ys.append(y)
-    return torch.stack(ys, dim=1), state
+    return masked_steps(model.step, x, lengths, state)
+
+
+def outputs(y: Any, names: list[str] | tuple[str, ...], states: Any) -> dict[str, np.ndarray]:
+    """One way's results as compared: ``y`` and ``state.<name>`` per state (tensors or arrays, as a
+    sequence in ``names`` order or a dict by name)."""
+    if isinstance(states, dict):
+        states = [states[n] for n in names]
+    return {"y": _numpy(y), **{f"state.{n}": _numpy(s) for n, s in zip(names, states)}}
+
+
+def _numpy(value: Any) -> np.ndarray:
+    return value.numpy() if isinstance(value, torch.Tensor) else value
+
+
+def compare(worst: Worst, label: str, got: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+            valid: np.ndarray | None = None, per_step: tuple[str, ...] = ("y",)) -> None:
+    """Record the largest differences of ``got`` vs ``reference`` under ``label``; outputs named in
+    ``per_step`` are compared only where ``valid`` ([B, T]) is true."""
+    group = worst.setdefault(label, {})
+    for key in got:
+        merge(group, key, max_diff(got[key], reference[key], valid if key in per_step else None))
+
+
+def three_way(worst: Worst, served: dict[str, np.ndarray], stepped: dict[str, np.ndarray], fused: dict[str, np.ndarray],
+              valid: np.ndarray, per_step: tuple[str, ...] = ("y",)) -> None:
+    """The step-graph comparison: onnxruntime stepping vs torch stepping vs torch's fused sequence path."""
+    for label, (a, b) in {"ort_step_vs_torch_step": (served, stepped), "ort_step_vs_torch_sequence": (served, fused),
+                          "torch_step_vs_torch_sequence": (stepped, fused)}.items():
+        compare(worst, label, a, b, valid, per_step)
 
 
 def max_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
@@ -58,8 +85,7 @@ def check_step_parity(model: StepModel, runner: StepRunner, x: np.ndarray, lengt
     state); None starts every path from the initial state."""
     model.eval()
     names = list(model.state_names)
-    worst: dict[str, dict[str, dict[str, float]]] = {"ort_step_vs_torch_step": {}, "ort_step_vs_torch_sequence": {},
-                                                     "torch_step_vs_torch_sequence": {}}
+    worst: Worst = {}
     for start in range(0, len(x), batch_size):
         xb, lb = x[start:start + batch_size], lengths[start:start + batch_size]
         valid = np.arange(xb.shape[1])[None, :] < lb[:, None]  # [B, T]
@@ -69,13 +95,7 @@ def check_step_parity(model: StepModel, runner: StepRunner, x: np.ndarray, lengt
         y_step, s_step = torch_step_loop(model, xt, lt, st)
         y_seq, s_seq = model.run_sequence(xt, lt) if st is None else model.run_sequence(xt, lt, st)
         y_ort, _, s_ort = runner.run_padded(xb, lb, sb)
-        torch_step = {"y": y_step.numpy(), **{f"state.{n}": s.numpy() for n, s in zip(names, s_step)}}
-        torch_seq = {"y": y_seq.numpy(), **{f"state.{n}": s.numpy() for n, s in zip(names, s_seq)}}
-        ort = {"y": y_ort, **{f"state.{n}": s_ort[n] for n in names}}
-        for label, (a, b) in {"ort_step_vs_torch_step": (ort, torch_step), "ort_step_vs_torch_sequence": (ort, torch_seq),
-                              "torch_step_vs_torch_sequence": (torch_step, torch_seq)}.items():
-            for key in a:
-                merge(worst[label], key, max_diff(a[key], b[key], valid if key == "y" else None))
+        three_way(worst, outputs(y_ort, names, s_ort), outputs(y_step, names, s_step), outputs(y_seq, names, s_seq), valid)
     return report(worst, tolerance, x, lengths, runner)
 
 
@@ -84,7 +104,7 @@ def merge(group: dict[str, dict[str, float]], key: str, diffs: tuple[float, floa
     entry["abs"], entry["scaled"] = max(entry["abs"], diffs[0]), max(entry["scaled"], diffs[1])
 
 
-def report(worst: dict[str, dict[str, dict[str, float]]], tolerance: float, x: np.ndarray, lengths: np.ndarray, runner) -> dict[str, Any]:
+def report(worst: Worst, tolerance: float, x: np.ndarray, lengths: np.ndarray, runner) -> dict[str, Any]:
     max_abs = max(v["abs"] for group in worst.values() for v in group.values())
     max_scaled = max(v["scaled"] for group in worst.values() for v in group.values())
     return {
@@ -109,23 +129,18 @@ def check_sequence_parity(model: StepModel, runner: SequenceRunner, x: np.ndarra
     [B, T, …] and compared at every valid step."""
     model.eval()
     names = list(model.state_names)
-    worst: dict[str, dict[str, dict[str, float]]] = {"ort_sequence_vs_torch_sequence": {}}
-    if step_runner is not None:
-        worst["ort_sequence_vs_ort_step_loop"] = {}
+    worst: Worst = {}
     for start in range(0, len(x), batch_size):
         xb, lb = x[start:start + batch_size], lengths[start:start + batch_size]
         xb = xb[:, : int(lb.max())]  # a batch as a caller would pad it: to its own longest sequence
         y_torch, s_torch = model.sequence_output(torch.from_numpy(xb), torch.from_numpy(lb))
         y_ort, s_ort = runner.run(xb, lb)
-        ort = {"y": y_ort, **{f"state.{n}": s_ort[n] for n in names}}
-        refs = {"ort_sequence_vs_torch_sequence": {"y": y_torch.numpy(), **{f"state.{n}": s.numpy() for n, s in zip(names, s_torch)}}}
+        ort = outputs(y_ort, names, s_ort)
+        valid = np.arange(xb.shape[1])[None, :] < lb[:, None] if per_step else None  # [B, T]
+        compare(worst, "ort_sequence_vs_torch_sequence", ort, outputs(y_torch, names, s_torch), valid)
         if step_runner is not None:
             ys, last, s_loop = step_runner.run_padded(xb, lb)
-            refs["ort_sequence_vs_ort_step_loop"] = {"y": ys if per_step else last, **{f"state.{n}": s_loop[n] for n in names}}
-        valid = np.arange(xb.shape[1])[None, :] < lb[:, None] if per_step else None  # [B, T]
-        for label, ref in refs.items():
-            for key in ort:
-                merge(worst[label], key, max_diff(ort[key], ref[key], valid if key == "y" else None))
+            compare(worst, "ort_sequence_vs_ort_step_loop", ort, outputs(ys if per_step else last, names, s_loop), valid)
     return report(worst, tolerance, x, lengths, runner)
 
 
@@ -133,14 +148,14 @@ def check_precision_parity(fp32, copy, x: np.ndarray, lengths: np.ndarray, toler
                            batch_size: int = 64) -> dict[str, Any]:
     """A reduced-precision copy (int8, fp16) against its fp32 original, both in onnxruntime, on
     ``y`` and the final states."""
-    label = f"ort_{precision}_vs_ort_fp32"
-    worst: dict[str, dict[str, dict[str, float]]] = {label: {}}
+    worst: Worst = {}
     for start in range(0, len(x), batch_size):
         xb, lb = x[start:start + batch_size], lengths[start:start + batch_size]
-        outs = []
-        for runner in (fp32, copy):
-            y, state = runner.final(xb, lb)
-            outs.append({"y": y, **{f"state.{n}": v for n, v in state.items()}})
-        for key in outs[0]:
-            merge(worst[label], key, max_diff(outs[1][key], outs[0][key]))
+        reference, got = (_final_outputs(runner, xb, lb) for runner in (fp32, copy))
+        compare(worst, f"ort_{precision}_vs_ort_fp32", got, reference)
     return report(worst, tolerance, x, lengths, copy)
+
+
+def _final_outputs(runner: StepRunner | SequenceRunner, x: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
+    y, state = runner.final(x, lengths)
+    return outputs(y, list(state), state)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import onnx
 
-from seqpipe.onnx.export import write_metadata
+from seqpipe.onnx.spec import write_metadata
 
 
 def copy_path(fp32_path: Path, precision: str) -> Path:

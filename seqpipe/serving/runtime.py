@@ -160,16 +160,17 @@ class StepRunner(OnnxGraph):
 
     def __init__(self, path: str | Path, **kwargs: Any) -> None:
         super().__init__(path, **kwargs)
-        self.state_shape = self.spec["states"][0]["shape"][1:]  # [slots, hidden]
+        # each state's shape after the batch axis, (slots, size): a projected LSTM's h is narrower than its c
+        self.state_shapes = {s["name"]: tuple(s["shape"][1:]) for s in self.spec["states"]}
 
     def initial_state(self, batch: int) -> dict[str, np.ndarray]:
         """The state a new sequence starts from, per the file's initial-state rule."""
         rule = self.spec["initial_state"]
         if rule["rule"] == "learnable":
-            return {n: np.broadcast_to(np.asarray(rule["values"][n], dtype=np.float32), (batch, *self.state_shape)).copy()
+            return {n: np.broadcast_to(np.asarray(rule["values"][n], dtype=np.float32), (batch, *self.state_shapes[n])).copy()
                     for n in self.state_names}
         if rule["rule"] in ("zeros", "random"):  # "random" noise is training-only; serving starts from its mean
-            return {n: np.zeros((batch, *self.state_shape), dtype=np.float32) for n in self.state_names}
+            return {n: np.zeros((batch, *self.state_shapes[n]), dtype=np.float32) for n in self.state_names}
         if rule["rule"] == "conditioned":
             raise SeqpipeError(f"{self.path}: sequences start from a state computed from a condition; run {rule['graph']} "
                                "on the condition and pass its state_out.* as the state.")
@@ -272,9 +273,8 @@ class Stream:
         self.runner, self.batch = runner, batch
         cuda = runner.providers[0] == "CUDAExecutionProvider"
         self.device = "cuda" if cuda else "cpu"
-        shape = (batch, *runner.state_shape)
-        self._buffers = [{n: ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, self.device, 0) for n in runner.state_names}
-                         for _ in range(2)]
+        self._buffers = [{n: ort.OrtValue.ortvalue_from_shape_and_type((batch, *runner.state_shapes[n]), np.float32, self.device, 0)
+                          for n in runner.state_names} for _ in range(2)]
         x_tail = runner.spec["inputs"][0]["shape"][1:]  # [] for token ids, [features] for numeric inputs
         # the input comes from the host anyway: one buffer, bound once, refilled each step
         self._x = ort.OrtValue.ortvalue_from_shape_and_type((batch, *x_tail), runner.x_dtype, "cpu", 0) \
@@ -298,7 +298,7 @@ class Stream:
 
     def reset(self, rows: np.ndarray | list[int] | None = None, state: dict[str, np.ndarray] | None = None) -> None:
         """Start sequences afresh: all rows, or only ``rows`` (e.g. those that just ended), from the
-        file's initial state or from ``state`` ([batch, slots, hidden] per name, e.g. an init graph's output)."""
+        file's initial state or from ``state`` ([batch, slots, size] per name, e.g. an init graph's output)."""
         initial = self.runner.initial_state(self.batch) if state is None else state
         for n, buffer in self._buffers[self._current].items():
             if rows is None:
