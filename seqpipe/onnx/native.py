@@ -31,7 +31,7 @@ from seqpipe.onnx.torch_export import export_module
 def sequence_support(topology_cls: type) -> str | None:
     """None if a sequence graph can be built from this topology class's declared layers, else the reason not."""
     if not declares_layers(topology_cls):
-        return f"topology '{getattr(topology_cls, '__name__', topology_cls)}' declares no layers (Topology.layers)"
+        return f"topology '{topology_cls.__name__}' declares no layers (Topology.layers)"
     return None
 
 
