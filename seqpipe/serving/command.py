@@ -37,7 +37,7 @@ def parse_task_arguments(task: str, predictor: type[Predictor], args: list[str],
     except click.NoSuchOption as exc:
         flags = [option.flag for option in predictor.options]
         raise SeqpipeError(f"task '{task}' takes no option {exc.option_name}{did_you_mean(exc.option_name, flags)}; its options: "
-                           f"{predictor.describe_options()} (and {COMMON_FLAGS}; see seqpipe predict --help).") from None
+                           f"{predictor.describe_options()} (besides {COMMON_FLAGS}; see `seqpipe predict --help`).") from None
     except click.UsageError as exc:
         raise SeqpipeError(f"task '{task}': {exc.format_message()}") from None
     values = dict(parsed.params)

@@ -92,4 +92,4 @@ class Predictor(ABC):
     @classmethod
     def describe_options(cls) -> str:
         """The declared options as command-line flags, for one-line errors."""
-        return ", ".join(option.flag for option in cls.options) or "no options"
+        return ", ".join(option.flag for option in cls.options) or "none"
