@@ -46,7 +46,7 @@ def predict(path: str | Path, inputs: list[str], *, device: str = "auto", precis
 
 def predictor_for(task: str, registry: Registry, where: str | Path) -> type[Predictor]:
     """The predictor class registered for ``task``; ``where`` (the model path) starts the error."""
-    if task not in registry.entries["predictor"] and not any(kind == "predictor" and name == task for kind, name in registry.clashes):
+    if task not in registry.entries["predictor"] and ("predictor", task) not in registry.clashes:
         known = ", ".join(registry.names("predictor")) or "none"
         raise PluginError(f"{where}: task '{task}' has no registered predictor (tasks with one: {known}); install the "
                           f"distribution that provides '{task}' with its serving plugin (an entry point in the "
