@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from seqpipe.config import PRECISIONS, DataConfig, PipelineConfig, load_pipeline, validate_options
 from seqpipe.data import infer_format
 from seqpipe.errors import ConfigError, PluginError, SeqpipeError
-from seqpipe.registry import Entry, Registry
+from seqpipe.registry import Entry, Registry, plugin_label
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ class ResolvedPipeline:
             raise
         except Exception as exc:
             entry = self._culprit(exc)
-            raise PluginError(f"{self.path}: {entry.kind} '{entry.name}' from plugin '{entry.plugin}' "
-                              f"(distribution '{entry.distribution}') failed while {doing}: {type(exc).__name__}: {exc}; "
+            raise PluginError(f"{self.path}: {entry.kind} '{entry.name}' from plugin {plugin_label(entry.plugin, entry.distribution)} "
+                              f"failed while {doing}: {type(exc).__name__}: {exc}; "
                               f"check its options in the pipeline file, or report it to the plugin's authors.") from exc
 
     def _culprit(self, exc: BaseException) -> Entry:
@@ -83,7 +83,8 @@ class ResolvedPipeline:
         resolved["data"]["resolved_path"] = str(self.data.path)
         resolved["data"]["format"] = self.data.format
         resolved["export"]["graphs"] = self.graphs
-        resolved["plugins"] = {"cell": self.cell.plugin, "topology": self.topology.plugin, "task": self.task.plugin}
+        resolved["plugins"] = {kind: {"plugin": entry.plugin, "distribution": entry.distribution or "seqpipe"}
+                               for kind, entry in (("cell", self.cell), ("topology", self.topology), ("task", self.task))}
         return resolved
 
 

@@ -10,6 +10,8 @@ import click
 
 from seqpipe import __version__
 from seqpipe.errors import SeqpipeError
+from seqpipe.plugins import SERVING, TRAINING, PluginSource, load_registry
+from seqpipe.serving.command import predict
 
 
 class SeqpipeGroup(click.Group):
@@ -26,12 +28,8 @@ class SeqpipeGroup(click.Group):
             sys.exit(130)
 
 
-def _registry(strict: bool):
-    from seqpipe.plugins import make_plugin_manager
-    from seqpipe.registry import build_registry
-
-    pm, report = make_plugin_manager(strict=strict or None)
-    return build_registry(pm), report
+def _registry(strict: bool, source: PluginSource = TRAINING):
+    return load_registry(strict or None, source=source)
 
 
 strict_option = click.option("--strict-plugins", is_flag=True, help="Fail if any plugin fails to load (also SEQPIPE_STRICT_PLUGINS=1).")
@@ -81,51 +79,23 @@ def check(pipeline: Path, strict_plugins: bool) -> None:
 @strict_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(strict_plugins: bool, as_json: bool) -> None:
-    """List every cell, topology, task and dataset, with the plugin that provides it."""
+    """List every cell, topology, task, dataset and predictor, with the plugin that provides it."""
     registry, report = _registry(strict_plugins)
-    listing = {kind: {name: registry.entries[kind][name].plugin for name in registry.names(kind)} for kind in registry.entries}
+    serving, serving_report = _registry(strict_plugins, SERVING)  # predictors come from the torch-free group
+    source = {"cell": registry, "topology": registry, "task": registry, "dataset": registry, "predictor": serving}
+    entries = {kind: [r.entries[kind][name] for name in r.names(kind)] for kind, r in source.items()}
     if as_json:
-        click.echo(json.dumps({"registered": listing, "plugins": report.loaded, "failed": report.failed}, indent=2))
+        listing = {kind: {e.name: e.plugin for e in kind_entries} for kind, kind_entries in entries.items()}
+        click.echo(json.dumps({"registered": listing, "plugins": report.loaded, "serving_plugins": serving_report.loaded,
+                               "failed": report.failed + serving_report.failed}, indent=2))
         return
-    plural = {"cell": "cells", "topology": "topologies", "task": "tasks", "dataset": "datasets"}
-    for kind, names in listing.items():
-        click.echo(f"{plural.get(kind, kind + 's')}:")
-        for name, plugin in names.items():
-            dist = report.loaded.get(plugin, "?")
-            click.echo(f"  {name:<16} {plugin}" + (f" ({dist})" if dist != "seqpipe" else ""))
-    for (kind, name), owners in sorted(registry.clashes.items()):
+    plural = {"cell": "cells", "topology": "topologies", "task": "tasks", "dataset": "datasets", "predictor": "predictors"}
+    for kind, kind_entries in entries.items():
+        click.echo(f"{plural[kind]}:")
+        for e in kind_entries:
+            click.echo(f"  {e.name:<16} {e.plugin}" + (f" ({e.distribution})" if e.distribution != "seqpipe" else ""))
+    for (kind, name), owners in sorted([*registry.clashes.items(), *serving.clashes.items()]):
         click.echo(f"clash: {kind} '{name}' registered by {', '.join(owners)}")
 
 
-@main.command()
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("inputs", nargs=-1)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32", show_default=True,
-              help="With a run directory: int8 / fp16 use its *.int8.onnx / *.fp16.onnx copies ([export] int8 / fp16 = true).")
-@click.option("--steps", type=int, default=5, show_default=True, help="forecast: values to forecast ahead.")
-@click.option("--condition", help="generate: the condition (e.g. a label) that starts each sample.")
-@click.option("--count", type=int, default=5, show_default=True, help="generate: samples to draw.")
-@click.option("--temperature", type=float, default=0.0, show_default=True, help="generate/seq2seq: 0 decodes greedily, > 0 samples.")
-@click.option("--beam", type=int, default=1, show_default=True, help="generate/seq2seq: beam width (> 1: beam search).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling.")
-@click.option("--max-length", type=int, help="generate/seq2seq: most symbols to emit (default: from the model).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per result.")
-def predict(model: Path, inputs: tuple[str, ...], device: str, precision: str, steps: int, condition: str | None, count: int,
-            temperature: float, beam: int, seed: int, max_length: int | None, as_json: bool) -> None:
-    """Predict with the ONNX export in MODEL (a run directory or .onnx file); torch not needed.
-
-    \b
-    classify:  seqpipe predict RUN "text one" "text two"
-    tag:       seqpipe predict RUN "The jury praised the city ."
-    generate:  seqpipe predict RUN --condition female --count 5 --temperature 0.8   (or --beam 5)
-    seq2seq:   seqpipe predict RUN pronounce seqpipe   (--beam 5 for beam search)
-    forecast:  seqpipe predict RUN series.csv --steps 10
-    """
-    from seqpipe.serving.predict import PredictOptions
-    from seqpipe.serving.predict import predict as run_predict
-
-    options = PredictOptions(device, precision, steps, condition, count, temperature, beam, seed, max_length)
-    for r in run_predict(model, list(inputs), options):
-        line = r.pop("line")
-        click.echo(json.dumps(r, ensure_ascii=False) if as_json else line)
+main.add_command(predict)

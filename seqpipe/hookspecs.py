@@ -3,7 +3,8 @@
 Registration hooks receive a ``register`` callback: the core, not hook call order, owns names,
 duplicates and "did you mean" (see :mod:`seqpipe.registry`). Hooks fire once per plugin manager,
 when :func:`seqpipe.registry.build_registry` runs, i.e. at the start of every command that needs
-plugins.
+plugins. Training loads the ``seqpipe`` entry-point group, serving (``seqpipe predict``) the
+torch-free ``seqpipe.serving`` group, which is where ``register_predictors`` belongs.
 """
 
 from __future__ import annotations
@@ -50,4 +51,14 @@ def register_datasets(register: Register) -> None:
     ``register("name", seqpipe.registry.Dataset(path, format, description))``.
 
     A pipeline names one with ``[data] dataset = "name"`` instead of ``path``.
+    """
+
+
+@hookspec
+def register_predictors(register: Register) -> None:
+    """Register how a task serves predictions: ``register("task-name", PredictorClass)``.
+
+    ``PredictorClass`` subclasses :class:`seqpipe.serving.predictor.Predictor` (its options, a usage
+    line and ``predict(path, inputs, options)``). It is loaded from the ``seqpipe.serving``
+    entry-point group, without torch: the module that implements this hook must not import torch.
     """

@@ -1,4 +1,9 @@
-"""Build a plugin manager: built-in plugins first, then the ``seqpipe`` entry-point group.
+"""Build a plugin manager: built-in plugins first, then an entry-point group.
+
+Two sources exist. Training (``seqpipe run``, ``check``, ``plugins``) loads :data:`BUILTIN_PLUGINS`
+and the ``seqpipe`` group, whose modules may import torch. Serving (``seqpipe predict``) loads
+:data:`SERVING_BUILTIN_PLUGINS` and the ``seqpipe.serving`` group, whose modules register
+predictors and must not import torch, so that serving runs where torch is not installed.
 
 Entry points are loaded in our own loop rather than through pluggy's
 ``load_setuptools_entrypoints``, so that one broken plugin is reported (with its distribution and
@@ -9,7 +14,7 @@ Environment escape hatches:
 
 - ``SEQPIPE_STRICT_PLUGINS=1``: a plugin that fails to load is an error, not a warning.
 - ``SEQPIPE_DISABLE_PLUGIN_AUTOLOAD=1``: load built-ins only.
-- ``SEQPIPE_BLOCK_PLUGINS=a,b``: skip the named entry points.
+- ``SEQPIPE_BLOCK_PLUGINS=a,b``: skip the named entry points (of either group).
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ import pluggy
 
 from seqpipe import hookspecs
 from seqpipe.errors import PluginError
+from seqpipe.registry import Registry, build_registry
 
 ENTRY_POINT_GROUP = "seqpipe"
+SERVING_ENTRY_POINT_GROUP = "seqpipe.serving"
 
 # Built-ins are ordinary plugins, listed explicitly: nothing is discovered by scanning folders.
 BUILTIN_PLUGINS = (
@@ -38,6 +45,21 @@ BUILTIN_PLUGINS = (
     "seqpipe.builtin.seq2seq",
     "seqpipe.builtin.datasets",
 )
+
+# The built-in tasks' predictors: torch-free, unlike the task modules above.
+SERVING_BUILTIN_PLUGINS = ("seqpipe.builtin.predictors",)
+
+
+@dataclass(frozen=True)
+class PluginSource:
+    """Where one plugin manager's plugins come from: built-in modules, then an entry-point group."""
+
+    builtins: tuple[str, ...]
+    group: str
+
+
+TRAINING = PluginSource(BUILTIN_PLUGINS, ENTRY_POINT_GROUP)
+SERVING = PluginSource(SERVING_BUILTIN_PLUGINS, SERVING_ENTRY_POINT_GROUP)
 
 
 @dataclass
@@ -52,8 +74,8 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def make_plugin_manager(strict: bool | None = None, *, warn=None) -> tuple[pluggy.PluginManager, LoadReport]:
-    """Return a fresh plugin manager with built-ins and installed plugins registered.
+def make_plugin_manager(strict: bool | None = None, *, warn=None, source: PluginSource = TRAINING) -> tuple[pluggy.PluginManager, LoadReport]:
+    """Return a fresh plugin manager with ``source``'s built-ins and installed plugins registered.
 
     ``strict`` re-raises plugin load failures (default: ``SEQPIPE_STRICT_PLUGINS``). ``warn`` is
     called with one line per skipped plugin (default: print to stderr).
@@ -65,18 +87,24 @@ def make_plugin_manager(strict: bool | None = None, *, warn=None) -> tuple[plugg
     pm = pluggy.PluginManager("seqpipe")
     pm.add_hookspecs(hookspecs)
     report = LoadReport()
-    for module_name in BUILTIN_PLUGINS:
+    for module_name in source.builtins:
         pm.register(importlib.import_module(module_name), name=module_name)
         report.loaded[module_name] = "seqpipe"
     if not _env_flag("SEQPIPE_DISABLE_PLUGIN_AUTOLOAD"):
-        _load_entry_points(pm, report, strict, warn)
+        _load_entry_points(pm, report, source.group, strict, warn)
     pm.check_pending()
     return pm, report
 
 
-def _load_entry_points(pm: pluggy.PluginManager, report: LoadReport, strict: bool, warn) -> None:
+def load_registry(strict: bool | None = None, *, warn=None, source: PluginSource = TRAINING) -> tuple[Registry, LoadReport]:
+    """A fresh registry of ``source``'s plugins, each entry knowing its distribution."""
+    pm, report = make_plugin_manager(strict, warn=warn, source=source)
+    return build_registry(pm, report.loaded), report
+
+
+def _load_entry_points(pm: pluggy.PluginManager, report: LoadReport, group: str, strict: bool, warn) -> None:
     blocked = {n.strip() for n in os.environ.get("SEQPIPE_BLOCK_PLUGINS", "").split(",") if n.strip()}
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+    for ep in sorted(entry_points(group=group), key=lambda e: (e.name, e.value)):
         dist = ep.dist.name if ep.dist is not None else "unknown distribution"
         if ep.name in blocked:
             continue

@@ -81,7 +81,8 @@ def torch_blocked_env(tmp_path_factory) -> dict[str, str]:
                     raise ImportError("torch is blocked in this test")
         sys.meta_path.insert(0, _NoTorch())
     """))
-    return {**os.environ, "PYTHONPATH": str(blocker)}
+    # keep any PYTHONPATH the tests run under, so the subprocess imports the same seqpipe
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(blocker), os.environ.get("PYTHONPATH")]))}
 
 
 def load_trained(root: Path, pipeline: str = "p.toml", run: str = "out"):

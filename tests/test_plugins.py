@@ -16,12 +16,15 @@ from seqpipe.plugins import BUILTIN_PLUGINS, make_plugin_manager
 from seqpipe.registry import Registry, build_registry
 
 
-def make_distribution(root: Path, dist: str, module: str, entry_points: dict[str, str], code: str) -> Path:
-    """Write, build and install (``pip install --target``) a distribution; return its site dir."""
+def make_distribution(root: Path, dist: str, modules: dict[str, str], entry_points: dict[str, dict[str, str]]) -> Path:
+    """Write, build and install (``pip install --target``) a distribution of ``modules`` (name ->
+    code) with ``entry_points`` (group -> {name: target}); return its site dir."""
     src = root / f"src-{dist}"
     src.mkdir(parents=True)
-    (src / f"{module}.py").write_text(textwrap.dedent(code), encoding="utf-8")
-    eps = "\n".join(f'{name} = "{target}"' for name, target in entry_points.items())
+    for module, code in modules.items():
+        (src / f"{module}.py").write_text(textwrap.dedent(code), encoding="utf-8")
+    groups = "".join(f'\n[project.entry-points."{group}"]\n' + "".join(f'{name} = "{target}"\n' for name, target in eps.items())
+                     for group, eps in entry_points.items())
     (src / "pyproject.toml").write_text(textwrap.dedent(f"""\
         [build-system]
         requires = ["setuptools>=61"]
@@ -32,10 +35,8 @@ def make_distribution(root: Path, dist: str, module: str, entry_points: dict[str
         version = "0.0.1"
 
         [tool.setuptools]
-        py-modules = ["{module}"]
-
-        [project.entry-points.seqpipe]
-        """) + eps + "\n", encoding="utf-8")
+        py-modules = {json.dumps(sorted(modules))}
+        """) + groups, encoding="utf-8")
     site = root / f"site-{dist}"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--target", str(site), str(src)], check=True, capture_output=True)
@@ -66,24 +67,44 @@ PEEPHOLE_CELL = """
 """
 
 
+CLASHING_CELL = """
+    from seqpipe import hookimpl
+    from seqpipe.builtin.cells import GRUCell
+
+    class OtherGRU(GRUCell):
+        '''A real cell whose only fault is its name.'''
+
+    @hookimpl
+    def register_cells(register):
+        register("gru", OtherGRU)
+"""
+
+NOT_A_CELL = """
+    from seqpipe import hookimpl
+
+    @hookimpl
+    def register_cells(register):
+        register("notacell", object)
+"""
+
+
 @pytest.fixture(scope="module")
 def plugin_sites(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dists")
     return {
-        "good": make_distribution(root, "seqpipe-scaledtanh", "seqpipe_scaledtanh", {"scaledtanh": "seqpipe_scaledtanh"}, PEEPHOLE_CELL),
-        "broken": make_distribution(root, "seqpipe-broken", "seqpipe_broken", {"broken": "seqpipe_broken"},
-                                    "raise ImportError('needs a library that is not installed')\n"),
-        "clash": make_distribution(root, "seqpipe-clash", "seqpipe_clash", {"clash": "seqpipe_clash"}, """
-            from seqpipe import hookimpl
-            @hookimpl
-            def register_cells(register):
-                register("gru", object)
-        """),
+        "good": make_distribution(root, "seqpipe-scaledtanh", {"seqpipe_scaledtanh": PEEPHOLE_CELL},
+                                  {"seqpipe": {"scaledtanh": "seqpipe_scaledtanh"}}),
+        "broken": make_distribution(root, "seqpipe-broken", {"seqpipe_broken": "raise ImportError('needs a library that is not installed')\n"},
+                                    {"seqpipe": {"broken": "seqpipe_broken"}}),
+        "clash": make_distribution(root, "seqpipe-clash", {"seqpipe_clash": CLASHING_CELL}, {"seqpipe": {"clash": "seqpipe_clash"}}),
+        "wrong-kind": make_distribution(root, "seqpipe-wrongkind", {"seqpipe_wrongkind": NOT_A_CELL},
+                                        {"seqpipe": {"wrongkind": "seqpipe_wrongkind"}}),
     }
 
 
 def seqpipe_cli(args: list[str], sites: list[Path], **env: str) -> subprocess.CompletedProcess:
-    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, sites)), **env}
+    # the sites first, then any PYTHONPATH the tests run under, so the subprocess imports the same seqpipe
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [*map(str, sites), os.environ.get("PYTHONPATH")])), **env}
     return subprocess.run([sys.executable, "-m", "seqpipe", *args], capture_output=True, text=True, env=environ, timeout=600)
 
 
@@ -156,3 +177,61 @@ def test_strict_in_process_raises_plugin_error(plugin_sites, monkeypatch):
     pm, report = make_plugin_manager(strict=False, warn=lines.append)
     assert len(lines) == 1 and report.failed == lines
     assert "gru" in build_registry(pm).names("cell")
+
+
+
+def test_wrong_kind_is_refused_naming_the_plugin(plugin_sites):
+    result = seqpipe_cli(["plugins"], [plugin_sites["wrong-kind"]])
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "plugin 'wrongkind' (distribution 'seqpipe-wrongkind') registered cell 'notacell'" in result.stderr
+    assert "seqpipe.contracts.Cell" in result.stderr and "SEQPIPE_BLOCK_PLUGINS=wrongkind" in result.stderr
+
+
+class _NotAPredictor:
+    def predict(self, path, inputs, options):
+        return []
+
+
+def _json_option_predictor():
+    from seqpipe.serving.predictor import Option, Predictor
+
+    class JsonOptionPredictor(Predictor):
+        options = (Option("json", bool, False),)  # `seqpipe predict` owns --json
+
+        def predict(self, path, inputs, options):
+            return []
+
+    return JsonOptionPredictor
+
+
+@pytest.mark.parametrize("hook,obj,expected", [
+    ("register_cells", object, "seqpipe.contracts.Cell"),
+    ("register_topologies", int, "seqpipe.contracts.Topology"),
+    ("register_tasks", "classify", "seqpipe.contracts.Task"),
+    ("register_datasets", "data.csv", "seqpipe.registry.Dataset"),
+    ("register_predictors", _NotAPredictor, "seqpipe.serving.predictor.Predictor"),
+    ("register_predictors", _json_option_predictor(), "option 'json'"),
+])
+def test_every_kind_refuses_the_wrong_object(hook, obj, expected):
+    import types
+
+    from seqpipe import hookimpl
+
+    plugin = types.ModuleType("seqpipe_wrong")
+    setattr(plugin, hook, hookimpl(lambda register: register("thing", obj)))
+    pm, _ = make_plugin_manager(strict=False, warn=lambda line: None)
+    pm.register(plugin, name="wrong")
+    with pytest.raises(PluginError, match="plugin 'wrong' \\(distribution 'seqpipe-wrong'\\)") as refused:
+        build_registry(pm, {"wrong": "seqpipe-wrong"})
+    assert expected in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_serving_registry_holds_the_builtin_predictors_and_no_torch_kinds():
+    from seqpipe.plugins import SERVING, load_registry
+
+    registry, report = load_registry(strict=False, warn=lambda line: None, source=SERVING)
+    assert set(registry.names("predictor")) >= {"classify", "tag", "forecast", "generate", "seq2seq"}
+    assert registry.get("predictor", "forecast", "x").distribution == "seqpipe"
+    assert registry.names("cell") == registry.names("task") == []
+    assert "seqpipe.builtin.classify" not in report.loaded

@@ -1,14 +1,15 @@
 """Predictions from exported ONNX files alone: no torch, no checkpoint, no pipeline file.
 
-``predict(path, inputs, options)`` reads the task from the file's ``seqpipe.spec`` and hands the
-inputs to that task's predictor; each returns one JSON-able dict per result, with a ``line`` for
-people.
+``predict(path, inputs, **options)`` reads the task from the file's ``seqpipe.spec`` and hands the
+inputs to the predictor registered for that task (:mod:`seqpipe.serving.predictor`; plugins in the
+``seqpipe.serving`` entry-point group); each returns one JSON-able dict per result, with a ``line``
+for people. The built-in tasks' serving calls (classify, tag, forecast, :class:`Generator`,
+:class:`Transcriber`) live here too, for their predictors and for programs that call them directly.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +17,11 @@ import numpy as np
 
 from seqpipe.encoding import CharVocabulary, WordVocabulary, pad_ids, split_words
 from seqpipe.serving.decoding import beam_search, sample
-from seqpipe.errors import SeqpipeError, did_you_mean
+from seqpipe.errors import PluginError, SeqpipeError, did_you_mean
+from seqpipe.plugins import SERVING, SERVING_ENTRY_POINT_GROUP, load_registry
+from seqpipe.registry import Registry
+from seqpipe.serving.predictor import PredictOptions, Predictor
 from seqpipe.serving.runtime import STEP_FILE, OnnxGraph, SequenceRunner, StepRunner, open_export
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    device: str = "auto"
-    precision: str = "fp32"
-    steps: int = 5  # forecast: values ahead
-    condition: str | None = None  # generate: the label (or comma-separated numbers, for a vector) that starts the state
-    count: int = 5  # generate: how many samples
-    temperature: float = 0.0  # generate/seq2seq: 0 = greedy, else sampling at this temperature
-    beam: int = 1  # generate/seq2seq: beam width (> 1: beam search)
-    seed: int = 0  # sampling
-    max_length: int | None = None  # generate/seq2seq: default from the file's spec
 
 
 def load_classifier(path: str | Path, device: str = "auto", precision: str = "fp32") -> StepRunner | SequenceRunner:
@@ -41,12 +32,26 @@ def load_classifier(path: str | Path, device: str = "auto", precision: str = "fp
     return runner
 
 
-def predict(path: str | Path, inputs: list[str], options: PredictOptions = PredictOptions()) -> list[dict[str, Any]]:
-    """Run the exported model at ``path`` (a run directory or .onnx file) on ``inputs``."""
+def predict(path: str | Path, inputs: list[str], *, device: str = "auto", precision: str = "fp32", registry: Registry | None = None,
+            **task_options: Any) -> list[dict[str, Any]]:
+    """Run the exported model at ``path`` (a run directory or .onnx file) on ``inputs`` with its
+    task's predictor; ``task_options`` are that predictor's options by name (e.g. ``steps=10`` for
+    forecast, ``condition="female"`` for generate). ``registry``: a serving registry (default: a
+    fresh one of the installed serving plugins)."""
     task = task_of(path)
-    if task not in PREDICTORS:
-        raise SeqpipeError(f"{path}: task '{task}' has no predictor in this seqpipe version; known: {', '.join(PREDICTORS)}.")
-    return PREDICTORS[task](path, inputs, options)
+    predictor = predictor_for(task, registry if registry is not None else load_registry(source=SERVING)[0], path)
+    options = PredictOptions(device, precision, predictor.resolve_options(task, task_options))
+    return predictor().predict(Path(path), list(inputs), options)
+
+
+def predictor_for(task: str, registry: Registry, where: str | Path) -> type[Predictor]:
+    """The predictor class registered for ``task``; ``where`` (the model path) starts the error."""
+    if task not in registry.entries["predictor"] and ("predictor", task) not in registry.clashes:
+        known = ", ".join(registry.names("predictor")) or "none"
+        raise PluginError(f"{where}: task '{task}' has no registered predictor (tasks with one: {known}); install the "
+                          f"distribution that provides '{task}' with its serving plugin (an entry point in the "
+                          f"'{SERVING_ENTRY_POINT_GROUP}' group whose register_predictors hook registers '{task}').")
+    return registry.get("predictor", task, str(where)).obj
 
 
 def task_of(path: str | Path) -> str:
@@ -62,14 +67,6 @@ def task_of(path: str | Path) -> str:
     return OnnxGraph(path, device="cpu").spec["task"]
 
 
-def _classify(path, inputs, options) -> list[dict[str, Any]]:
-    runner = load_classifier(path, options.device, options.precision)
-    if not inputs:
-        raise SeqpipeError("give one or more texts to classify.")
-    results = classify(runner, inputs)
-    for r in results:
-        r["line"] = f"{r['label']:<10} " + "  ".join(f"{label} {p:.3f}" for label, p in r["probabilities"].items()) + f"  {r['text']}"
-    return results
 
 
 def read_series(path: str | Path, column: str | None) -> np.ndarray:
@@ -123,22 +120,6 @@ def forecast(runner: StepRunner, history: np.ndarray, steps: int) -> np.ndarray:
     return np.concatenate(out, axis=1)[0] * scaling["std"] + scaling["mean"]
 
 
-def _forecast(path, inputs, options) -> list[dict[str, Any]]:
-    runner = open_export(path, device=options.device, precision=options.precision, prefer="step")
-    if not isinstance(runner, StepRunner):
-        raise SeqpipeError(f"{runner.path}: forecasting feeds each forecast back through the step graph; pass the run directory or step.onnx.")
-    if len(inputs) != 1:
-        raise SeqpipeError("give one CSV file holding the series (values oldest first), e.g. seqpipe predict RUN series.csv --steps 5.")
-    if options.steps < 1:
-        raise SeqpipeError(f"--steps {options.steps}: forecast at least one step ahead.")
-    encoding = runner.spec["encoding"]["input"]
-    history = read_series(inputs[0], encoding.get("column"))
-    window = int(encoding["window"])
-    if len(history) < 1:
-        raise SeqpipeError(f"{inputs[0]}: holds no values; the model reads up to {window} past values.")
-    values = forecast(runner, history, options.steps)
-    return [{"input": inputs[0], "history_used": int(min(len(history), window)), "forecast": [float(v) for v in values],
-             "line": f"next {options.steps}: " + ", ".join(f"{v:.4g}" for v in values)}]
 
 
 def classify(runner: StepRunner | SequenceRunner, texts: list[str]) -> list[dict[str, Any]]:
@@ -169,14 +150,6 @@ def tag(runner: StepRunner | SequenceRunner, sentences: list[str]) -> list[dict[
     return results
 
 
-def _tag(path, inputs, options) -> list[dict[str, Any]]:
-    if not inputs:
-        raise SeqpipeError("give one or more sentences to tag.")
-    runner = open_export(path, device=options.device, precision=options.precision)  # the sequence graph when there is one
-    results = tag(runner, inputs)
-    for r in results:
-        r["line"] = " ".join(f"{w}/{t}" for w, t in zip(r["tokens"], r["tags"]))
-    return results
 
 
 def _run_file(path: str | Path, name: str) -> Path:
@@ -238,20 +211,6 @@ class Generator:
                  "finished": h.finished, "decoding": how} for h in found]
 
 
-def _generate(path, inputs, options) -> list[dict[str, Any]]:
-    if inputs:
-        raise SeqpipeError(f"a generation model takes no inputs (found {inputs[0]!r}); choose with --condition, --count, --temperature, --beam.")
-    generator = Generator(path, device=options.device)
-    if options.condition is None and generator.condition["kind"] == "vector":
-        raise SeqpipeError(f"give --condition: {generator.condition['size']} comma-separated number(s) "
-                           f"({', '.join(generator.condition['columns'])}).")
-    condition = options.condition or generator.conditions[0]
-    if options.count < 1 or options.beam < 1 or options.temperature < 0:
-        raise SeqpipeError("--count and --beam must be at least 1 and --temperature at least 0.")
-    results = generator.generate(condition, options.count, options.temperature, options.beam, options.seed, options.max_length)
-    for r in results:
-        r["line"] = f"{r['text']:<16} {condition}  log p = {r['log_probability']:.2f}" + ("" if r["finished"] else "  (length limit)")
-    return results
 
 
 class Transcriber:
@@ -313,16 +272,4 @@ class Transcriber:
         return result
 
 
-def _seq2seq(path, inputs, options) -> list[dict[str, Any]]:
-    if not inputs:
-        raise SeqpipeError("give one or more inputs to transcribe, e.g. seqpipe predict RUN pronounce seqpipe.")
-    if options.beam < 1:
-        raise SeqpipeError("--beam must be at least 1.")
-    results = Transcriber(path, device=options.device).transcribe(inputs, options.beam, options.max_length)
-    for r in results:
-        r.pop("attention", None)
-        r["line"] = f"{r['source']:<16} {r['text']}"
-    return results
 
-
-PREDICTORS = {"classify": _classify, "forecast": _forecast, "tag": _tag, "generate": _generate, "seq2seq": _seq2seq}

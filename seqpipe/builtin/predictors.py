@@ -1,0 +1,119 @@
+"""The built-in tasks' predictors: how ``seqpipe predict`` serves classify, tag, forecast, generate
+and seq2seq from their ONNX files. A serving plugin (group ``seqpipe.serving``): no torch here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from seqpipe import hookimpl
+from seqpipe.errors import SeqpipeError
+from seqpipe.serving.predict import Generator, Transcriber, classify, forecast, load_classifier, read_series, tag
+from seqpipe.serving.predictor import Option, PredictOptions, Predictor
+from seqpipe.serving.runtime import StepRunner, open_export
+
+BEAM = Option("beam", int, 1, "beam width (> 1: beam search)")
+MAX_LENGTH = Option("max_length", int, None, "most symbols to emit (default: from the model)")
+
+
+class ClassifyPredictor(Predictor):
+    usage = '"text one" "text two"'
+
+    def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
+        if not inputs:
+            raise SeqpipeError("give one or more texts to classify.")
+        results = classify(load_classifier(path, options.device, options.precision), inputs)
+        for r in results:
+            r["line"] = f"{r['label']:<10} " + "  ".join(f"{label} {p:.3f}" for label, p in r["probabilities"].items()) + f"  {r['text']}"
+        return results
+
+
+class TagPredictor(Predictor):
+    usage = '"The jury praised the city ."'
+
+    def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
+        if not inputs:
+            raise SeqpipeError("give one or more sentences to tag.")
+        runner = open_export(path, device=options.device, precision=options.precision)  # the sequence graph when there is one
+        results = tag(runner, inputs)
+        for r in results:
+            r["line"] = " ".join(f"{w}/{t}" for w, t in zip(r["tokens"], r["tags"]))
+        return results
+
+
+class ForecastPredictor(Predictor):
+    options = (Option("steps", int, 5, "values to forecast ahead"),)
+    usage = "series.csv --steps 10   (a CSV of past values, oldest first)"
+
+    def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
+        steps = options.task["steps"]
+        runner = open_export(path, device=options.device, precision=options.precision, prefer="step")
+        if not isinstance(runner, StepRunner):
+            raise SeqpipeError(f"{runner.path}: forecasting feeds each forecast back through the step graph; pass the run directory or step.onnx.")
+        if len(inputs) != 1:
+            raise SeqpipeError("give one CSV file holding the series (values oldest first), e.g. seqpipe predict RUN series.csv --steps 5.")
+        if steps < 1:
+            raise SeqpipeError(f"--steps {steps}: forecast at least one step ahead.")
+        encoding = runner.spec["encoding"]["input"]
+        history = read_series(inputs[0], encoding.get("column"))
+        window = int(encoding["window"])
+        if len(history) < 1:
+            raise SeqpipeError(f"{inputs[0]}: holds no values; the model reads up to {window} past values.")
+        values = forecast(runner, history, steps)
+        return [{"input": inputs[0], "history_used": int(min(len(history), window)), "forecast": [float(v) for v in values],
+                 "line": f"next {steps}: " + ", ".join(f"{v:.4g}" for v in values)}]
+
+
+class GeneratePredictor(Predictor):
+    options = (
+        Option("condition", str, None, "the condition that starts each sample: a label, or comma-separated numbers "
+               "for a vector (default: the first label)"),
+        Option("count", int, 5, "samples to draw"),
+        Option("temperature", float, 0.0, "0 decodes greedily, > 0 samples"),
+        BEAM,
+        Option("seed", int, 0, "seed for sampling"),
+        MAX_LENGTH,
+    )
+    usage = "--condition female --count 5 --temperature 0.8   (or --beam 5)"
+
+    def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
+        o = options.task
+        if inputs:
+            raise SeqpipeError(f"a generation model takes no inputs (found {inputs[0]!r}); choose with --condition, --count, --temperature, --beam.")
+        generator = Generator(path, device=options.device)
+        if o["condition"] is None and generator.condition["kind"] == "vector":
+            raise SeqpipeError(f"give --condition: {generator.condition['size']} comma-separated number(s) "
+                               f"({', '.join(generator.condition['columns'])}).")
+        condition = o["condition"] or generator.conditions[0]
+        if o["count"] < 1 or o["beam"] < 1 or o["temperature"] < 0:
+            raise SeqpipeError("--count and --beam must be at least 1 and --temperature at least 0.")
+        results = generator.generate(condition, o["count"], o["temperature"], o["beam"], o["seed"], o["max_length"])
+        for r in results:
+            r["line"] = f"{r['text']:<16} {condition}  log p = {r['log_probability']:.2f}" + ("" if r["finished"] else "  (length limit)")
+        return results
+
+
+class Seq2SeqPredictor(Predictor):
+    options = (BEAM, MAX_LENGTH)
+    usage = "pronounce seqpipe   (--beam 5 for beam search)"
+
+    def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
+        o = options.task
+        if not inputs:
+            raise SeqpipeError("give one or more inputs to transcribe, e.g. seqpipe predict RUN pronounce seqpipe.")
+        if o["beam"] < 1:
+            raise SeqpipeError("--beam must be at least 1.")
+        results = Transcriber(path, device=options.device).transcribe(inputs, o["beam"], o["max_length"])
+        for r in results:
+            r.pop("attention", None)
+            r["line"] = f"{r['source']:<16} {r['text']}"
+        return results
+
+
+@hookimpl
+def register_predictors(register):
+    register("classify", ClassifyPredictor)
+    register("tag", TagPredictor)
+    register("forecast", ForecastPredictor)
+    register("generate", GeneratePredictor)
+    register("seq2seq", Seq2SeqPredictor)
