@@ -141,31 +141,39 @@ def pytest_terminal_summary(terminalreporter):
 def _classify_matrix_summary(terminalreporter, coverage) -> None:
     total = sum(v for row in coverage.values() for v in row.values() if isinstance(v, int))
     terminalreporter.section(f"parity matrix: {total} graph checks on hypothesis-drawn ragged batches (classify task, native step graphs for built-in cells, fp32, tolerance 1e-5)")
-    terminalreporter.write_line(f"{'cell':<10}{'topology':<15}{'initial':<11}{'step graph':<28}{'sequence graph'}")
+    c, t = _widths(coverage, 0), _widths(coverage, 1)
+    terminalreporter.write_line(f"{'cell':<{c}}{'topology':<{t}}{'initial':<11}{'step graph':<32}{'sequence graph'}")
     for (cell, topology, rule), row in sorted(coverage.items()):
         cols = [f"{v} cases passed" if isinstance(v, int) else v for v in (row.get("step", "-"), row.get("sequence", "-"))]
         if "sequence_kind" in row:
             cols[1] += f" ({row['sequence_kind']})"
-        terminalreporter.write_line(f"{cell:<10}{topology:<15}{rule:<11}{cols[0]:<28}{cols[1]}")
+        terminalreporter.write_line(f"{cell:<{c}}{topology:<{t}}{rule:<11}{cols[0]:<32}{cols[1]}")
 
 
 def _task_matrix_summary(terminalreporter, coverage) -> None:
     total = sum(v for row in coverage.values() for v in row.values() if isinstance(v, int))
     terminalreporter.section(f"parity matrix, task shapes: {total} graph checks (tag: per-step outputs from token ids; "
                              "forecast: real-valued inputs; step graphs traced by torch.onnx), tolerance 1e-5")
-    terminalreporter.write_line(f"{'shape':<10}{'cell':<10}{'topology':<15}{'step graph':<28}{'sequence graph'}")
+    c, t = _widths(coverage, 1), _widths(coverage, 2)
+    terminalreporter.write_line(f"{'shape':<10}{'cell':<{c}}{'topology':<{t}}{'step graph':<32}{'sequence graph'}")
     for (shape, cell, topology), row in sorted(coverage.items()):
         cols = [f"{v} cases passed" if isinstance(v, int) else v for v in (row.get("step", "-"), row.get("sequence", "-"))]
         if "sequence_kind" in row:
             cols[1] += f" ({row['sequence_kind']})"
-        terminalreporter.write_line(f"{shape:<10}{cell:<10}{topology:<15}{cols[0]:<28}{cols[1]}")
+        terminalreporter.write_line(f"{shape:<10}{cell:<{c}}{topology:<{t}}{cols[0]:<32}{cols[1]}")
 
 
 def _registry_matrix_summary(terminalreporter, coverage) -> None:
     total = sum(row.get("cases", 0) for row in coverage.values())
     terminalreporter.section(f"parity matrix, registered tasks: every graph `seqpipe run` writes, checked on the task's "
                              f"example data, then {total} hypothesis-drawn batches of its test sequences (step and sequence graphs)")
-    terminalreporter.write_line(f"{'task':<10}{'cell':<10}{'topology':<15}{'drawn':<7}graphs exported and checked (test sequences)")
+    c, t = _widths(coverage, 1), _widths(coverage, 2)
+    terminalreporter.write_line(f"{'task':<10}{'cell':<{c}}{'topology':<{t}}{'drawn':<7}graphs exported and checked (test sequences)")
     for (task, cell, topology), row in sorted(coverage.items()):
         drawn = str(row["cases"]) if "cases" in row else "-"
-        terminalreporter.write_line(f"{task:<10}{cell:<10}{topology:<15}{drawn:<7}{row.get('graphs', '-')}")
+        terminalreporter.write_line(f"{task:<10}{cell:<{c}}{topology:<{t}}{drawn:<7}{row.get('graphs', '-')}")
+
+
+def _widths(coverage, column: int) -> int:
+    """A column wide enough for its longest name (a plugin's cell name may be long), and a gap."""
+    return max([10, *(len(key[column]) + 2 for key in coverage)])

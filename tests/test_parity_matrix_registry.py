@@ -14,7 +14,6 @@ lengths cut down to 1) and checks the step and sequence graphs on them again.
 from __future__ import annotations
 
 import atexit
-import json
 import shutil
 import tempfile
 from functools import cache
@@ -29,6 +28,7 @@ from hypothesis import strategies as st
 from seqpipe.assembly import resolve_pipeline
 from seqpipe.errors import ConfigError
 from seqpipe.onnx.parity import check_sequence_parity, check_step_parity
+from seqpipe.testing import pipeline_tables, pipeline_toml
 from test_parity_matrix import REGISTRY, TOPOLOGY_OPTIONS
 
 HIDDEN = 8
@@ -39,79 +39,82 @@ atexit.register(shutil.rmtree, ROOT, ignore_errors=True)
 REGISTRY_COVERAGE: dict[tuple[str, str, str], dict[str, str | int]] = {}
 
 
-def _toml(tables: dict) -> str:
-    """A pipeline file from nested dicts of strings, numbers and booleans (inline tables one level down)."""
-    def value(v):
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
-        return json.dumps(v)  # TOML's basic strings, numbers, true/false read as JSON writes them
-
-    lines = []
-    for name, table in tables.items():
-        options = table.get("options") if name == "task" else None
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {value(v)}" for k, v in table.items() if not (name == "task" and k == "options")]
-        if options:
-            lines.append("[task.options]")
-            lines += [f"{k} = {value(v)}" for k, v in options.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    """``base`` with ``extra`` laid over it, table by table."""
-    out = dict(base)
-    for key, v in extra.items():
-        out[key] = _merge(out.get(key, {}), v) if isinstance(v, dict) else v
-    return out
-
-
-def _pipeline(task: str, cell: str, topology: str) -> Path | str:
-    """The combination's pipeline file, or why the engine refuses it."""
-    example = REGISTRY.get("task", task, "matrix").obj.example_pipeline
-    if example is None:
-        return "not covered: the task declares no example_pipeline"
-    topo_cls = REGISTRY.get("topology", topology, "matrix").obj
-    options = {k: v for k, v in TOPOLOGY_OPTIONS.get(topology, {}).items() if k in topo_cls.Options.model_fields}
-    base = {"model": {"cell": cell, "topology": topology, "hidden_size": HIDDEN, "topology_options": options},
-            "task": {"name": task}, "export": {"parity_sequences": PARITY_SEQUENCES}}
-    path = ROOT / f"{task}-{cell}-{topology}.toml"
-    path.write_text(_toml(_merge(base, example)), encoding="utf-8")
+def _pipeline(task: str, cell: str, topology: str) -> Path | str | Exception:
+    """The combination's pipeline file (the cell with its ``example_options``); or why the engine
+    refuses the combination; or the exception a broken plugin raised, for its own row to raise."""
     try:
+        task_cls = REGISTRY.get("task", task, "matrix").obj
+        if task_cls.example_pipeline is None:
+            return "not covered: the task declares no example_pipeline"
+        topo_cls = REGISTRY.get("topology", topology, "matrix").obj
+        options = {k: v for k, v in TOPOLOGY_OPTIONS.get(topology, {}).items() if k in topo_cls.Options.model_fields}
+        tables = pipeline_tables(task_cls, task, cell=cell, topology=topology, hidden_size=HIDDEN,
+                                 cell_options=REGISTRY.get("cell", cell, "matrix").obj.example_options, topology_options=options,
+                                 parity_sequences=PARITY_SEQUENCES)
+        path = ROOT / f"{task}-{cell}-{topology}.toml"
+        path.write_text(pipeline_toml(tables), encoding="utf-8")
         resolve_pipeline(path, REGISTRY)
     except ConfigError as exc:
-        return "n/a: " + str(exc).split(": ", 2)[-1].split(";")[0]
+        # the engine refusing a plugin's own options (its example) is the plugin's failure, not a refusal
+        return exc if _plugin_options_rejected(exc) else "n/a: " + str(exc).split(": ", 2)[-1].split(";")[0]
+    except Exception as exc:  # a plugin that breaks while resolving fails its own row, not the whole matrix
+        return exc
     return path
 
 
+def _plugin_options_rejected(exc: ConfigError) -> bool:
+    """Whether the engine refused a plugin's options (a cell's example_options, a task's example
+    pipeline) rather than the combination (a task that cannot use a topology)."""
+    return any(f": {key}" in str(exc) for key in ("model.cell_options", "model.topology_options", "task.options"))
+
+
 COMBINATIONS = []
+BROKEN: dict[tuple[str, str, str], Exception] = {}  # what a broken plugin raised while its pipeline was resolved
 for _task in REGISTRY.names("task"):
     for _cell in REGISTRY.names("cell"):
         for _topology in REGISTRY.names("topology"):
             _made = _pipeline(_task, _cell, _topology)
-            if isinstance(_made, Path):
+            if isinstance(_made, Exception):
+                BROKEN[(_task, _cell, _topology)] = _made
+            if not isinstance(_made, str):
                 COMBINATIONS.append((_task, _cell, _topology))
             else:
                 REGISTRY_COVERAGE[(_task, _cell, _topology)] = {"graphs": _made}
 
 
-@cache
-def _prepared(task: str):
-    """The task on its example data, prepared once (its vocabulary and splits do not depend on the model)."""
-    any_combo = next(c for c in COMBINATIONS if c[0] == task)
-    resolved = resolve_pipeline(ROOT / f"{'-'.join(any_combo)}.toml", REGISTRY)
-    prepared = resolved.make_task()
-    prepared.prepare()
-    return prepared
+_PREPARED: dict[str, object] = {}
+
+
+def _prepared(task: str, resolved):
+    """The task on its example data, prepared once, by the first combination that gets this far (its
+    vocabulary and splits do not depend on the model, and a broken cell's row never gets here)."""
+    if task not in _PREPARED:
+        prepared = resolved.make_task()
+        prepared.prepare()
+        _PREPARED[task] = prepared
+    return _PREPARED[task]
 
 
 @cache
 def _exported(task: str, cell: str, topology: str):
-    """Export every graph the run would write for this combination; return what the checks reuse."""
+    """Export every graph the run would write for this combination, on first use (a plugin that fails
+    fails its own rows; `-k` builds only what it selects); return what the checks reuse."""
+    row = REGISTRY_COVERAGE.setdefault((task, cell, topology), {})
+    try:
+        return _export(task, cell, topology, row)
+    except Exception as exc:
+        row["graphs"] = f"FAILED: {type(exc).__name__}"
+        raise
+
+
+def _export(task: str, cell: str, topology: str, row: dict):
     from seqpipe.exports import export_graphs
     from seqpipe.serving.runtime import SequenceRunner, StepRunner
 
+    if (task, cell, topology) in BROKEN:
+        raise BROKEN[(task, cell, topology)]
     resolved = resolve_pipeline(ROOT / f"{task}-{cell}-{topology}.toml", REGISTRY)
-    prepared = _prepared(task)
+    prepared = _prepared(task, resolved)
     torch.manual_seed(0)
     model = prepared.build_model(resolved.make_topology, resolved.config.model.initial_state,
                                  resolved.config.model.initial_state_scale).eval()
@@ -121,7 +124,6 @@ def _exported(task: str, cell: str, topology: str):
     out = ROOT / f"{task}-{cell}-{topology}"
     out.mkdir(exist_ok=True)
     parity = export_graphs(resolved, prepared, model, out, log=lambda line: None)
-    row = REGISTRY_COVERAGE.setdefault((task, cell, topology), {})
     row["graphs"] = ", ".join(f"{kind} ({report['sequences']} seq)" for kind, report in parity["graphs"].items())
     core = {kind: (StepRunner if kind == "step" else SequenceRunner)(out / f"{kind}.onnx", device="cpu")
             for kind in ("step", "sequence") if kind in parity["graphs"]}
@@ -167,5 +169,7 @@ def test_registered_task_parity(task, cell, topology):
 def test_every_builtin_task_joins_the_matrix():
     covered = {task for task, _, _ in COMBINATIONS}
     assert {"classify", "tag", "generate", "seq2seq", "forecast"} <= covered
+    # a cell with a required option joins with its example_options
+    assert {("classify", "projected_lstm", "single"), ("seq2seq", "projected_lstm", "stacked")} <= set(COMBINATIONS)
     # the engine's refusals are listed, not silently dropped
     assert REGISTRY_COVERAGE[("generate", "gru", "bidirectional")]["graphs"].startswith("n/a")
