@@ -350,8 +350,10 @@ class Task(ABC):
     # -- model --------------------------------------------------------------------------------
     @abstractmethod
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
-                    initial_state_scale: float = 0.1) -> StepModel:
-        """The whole network; ``make_topology(input_size)`` builds the pipeline's topology."""
+                    initial_state_scale: float = 0.1) -> nn.Module:
+        """The whole network; ``make_topology(input_size)`` builds the pipeline's topology. A
+        :class:`StepModel` when the engine exports its step or sequence graphs; a task that exports
+        only its own graphs (``default_graphs = ()``) may return any module with a ``body`` topology."""
 
     @abstractmethod
     def loss(self, model: StepModel, batch: Batch) -> torch.Tensor:

@@ -48,7 +48,7 @@ class InitialState(nn.Module):
         if self.rule == "learnable":
             values = {n: self.values[n].detach().cpu().tolist() for n in self.state_names}
             return {"rule": "learnable", "values": values,
-                    "note": "feed values[name] ([slots][hidden], the same for every sequence) as the first state_in.<name>"}
+                    "note": "feed values[name] ([slots][size], the same for every sequence) as the first state_in.<name>"}
         if self.rule == "random":
             return {"rule": "random", "scale": self.scale, "served_as": "zeros",
                     "note": "noise was a training-time regulariser; start every sequence from zeros"}
@@ -66,7 +66,7 @@ class ConditionedInitialState(nn.Module):
 
     A condition — a label id, embedded, or a vector of numbers, projected linearly — is mapped
     through a linear layer and tanh to every state slot: ``state[name] = tanh(W · embed(condition) + b)``
-    reshaped to [B, slots, hidden]. It is
+    reshaped to [B, slots, size] per state. It is
     exported as its own graph (``init.onnx``: ``condition`` → ``state_out.*``), which a program runs
     once per sequence before stepping.
     """

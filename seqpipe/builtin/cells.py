@@ -150,7 +150,7 @@ class ProjectedLSTMCell(FusedCell):
     Options = ProjectedLSTMOptions
     example_options = {"proj_size": 3}
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, proj_size: int = 1) -> None:
+    def __init__(self, input_size: int, hidden_size: int, *, proj_size: int, bias: bool = True) -> None:
         if not 1 <= proj_size < hidden_size:
             raise ValueError(f"ProjectedLSTMCell: proj_size {proj_size} must be in [1, hidden_size {hidden_size})")
         super().__init__(input_size, hidden_size, bias=bias, proj_size=proj_size)

@@ -143,7 +143,7 @@ class ClassifyTask(Task):
 
     def sequence_graph(self, model: ClassifierModel, opset: int) -> onnx.ModelProto:
         """Whole texts at once: ``x`` [batch, time] ids and ``lengths`` [batch] in; ``y`` [batch, labels]
-        (probabilities after each text's last token) and ``state_out.*`` [batch, slots, hidden] out."""
+        (probabilities after each text's last token) and ``state_out.*`` [batch, slots, size] out."""
         return sequence_graph(model, opset, len(self.labels), "seqpipe_classify_sequence")
 
     def parity_inputs(self, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:

@@ -231,7 +231,7 @@ class GenerateTask(Task):
     def export_graph(self, kind: str, model: SequenceModel, path: Path, *, resolved, opset: int, exporter: str,
                      tolerance: float, limit: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """``init.onnx``: ``condition`` (label ids int64 [batch], or standardised vectors float32
-        [batch, D]) → ``state_out.<name>`` [batch, slots, hidden]."""
+        [batch, D]) → ``state_out.<name>`` [batch, slots, size]."""
         from seqpipe.serving.runtime import OnnxGraph
 
         model = model.eval().cpu()

@@ -18,7 +18,7 @@ from torch import nn
 from seqpipe.contracts import StepModel, Task, declared_layers
 from seqpipe.errors import ExportError
 from seqpipe.onnx.loop import loop_sequence_graph
-from seqpipe.onnx.native import native_step_support, native_support, step_graph
+from seqpipe.onnx.native import layers_support, native_step_support, native_support, step_graph
 from seqpipe.onnx.torch_export import check_onnx, export_module
 
 
@@ -64,6 +64,9 @@ def export_sequence(task: Task, model: StepModel, path: Path, *, opset: int, ste
     has a native operator, or when the topology is not causal (Loops over each exported cell);
     otherwise an ONNX Loop around the step graph (exported now if ``step_path`` is None)."""
     model = model.eval().cpu()
+    if not model.body.causal and declared_layers(model.body) is None:
+        raise ExportError(f"no sequence graph: {layers_support(type(model.body))} and it is not causal, so there is no "
+                          "step graph to loop over either.")
     native = native_support(model.body) is None
     if declared_layers(model.body) is not None and (native or not model.body.causal):
         onnx.save(task.sequence_graph(model, opset), str(path))

@@ -28,8 +28,10 @@ from seqpipe.onnx.loop import masked_loop
 from seqpipe.onnx.torch_export import export_module
 
 
-def sequence_support(topology_cls: type) -> str | None:
-    """None if a sequence graph can be built from this topology class's declared layers, else the reason not."""
+def layers_support(topology_cls: type) -> str | None:
+    """None if graphs can be built layer by layer from this topology class's declared layers, else the
+    reason not. (A causal topology without declared layers still has a sequence graph: a Loop around
+    its step graph, see :func:`seqpipe.onnx.export.export_sequence`.)"""
     if not declares_layers(topology_cls):
         return f"topology '{topology_cls.__name__}' declares no layers (Topology.layers)"
     return None
@@ -190,7 +192,7 @@ def emit_topology(g: GraphBuilder, topology: Topology, x: str, seq_lens: str,
     """
     layers = declared_layers(topology)
     if layers is None:
-        raise ExportError(f"no sequence graph: {sequence_support(type(topology))}; export the step graph instead.")
+        raise ExportError(f"no sequence graph: {layers_support(type(topology))}; export the step graph instead.")
     finals: list[list[str]] = []
     for index, cells in enumerate(layers.cells):
         slots = list(range(index * len(cells), (index + 1) * len(cells)))

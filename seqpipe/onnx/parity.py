@@ -81,7 +81,7 @@ def _rows(state0: dict[str, np.ndarray] | None, start: int, stop: int) -> dict[s
 @torch.no_grad()
 def check_step_parity(model: StepModel, runner: StepRunner, x: np.ndarray, lengths: np.ndarray, tolerance: float,
                       batch_size: int = 64, state0: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """``state0``: per state name [N, slots, hidden], where sequences start (a conditioned initial
+    """``state0``: per state name [N, slots, size], where sequences start (a conditioned initial
     state); None starts every path from the initial state."""
     model.eval()
     names = list(model.state_names)

@@ -216,7 +216,7 @@ class SequenceRunner(OnnxGraph):
 
     def run(self, x: np.ndarray, lengths: np.ndarray, state: dict[str, np.ndarray] | None = None
             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``y`` and each sequence's final state; start from ``state`` ([B, slots, hidden] per name)
+        """``y`` and each sequence's final state; start from ``state`` ([B, slots, size] per name)
         to continue sequences, or from the file's initial state when it is None."""
         feeds = {"x": np.ascontiguousarray(x, dtype=self.x_dtype), "lengths": np.asarray(lengths, dtype=np.int64)}
         if state is not None:
