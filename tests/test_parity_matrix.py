@@ -98,8 +98,6 @@ def _exported(root: Path, cell: str, topology: str, rule: str):
 
 
 def _export(root: Path, cell: str, topology: str, rule: str, row: dict):
-    from seqpipe.onnx.spec import graph_spec
-
     cell_cls = REGISTRY.get("cell", cell, "matrix").obj
     topo_cls = REGISTRY.get("topology", topology, "matrix").obj
     options = {k: v for k, v in TOPOLOGY_OPTIONS.get(topology, {}).items() if k in topo_cls.Options.model_fields}
@@ -109,24 +107,33 @@ def _export(root: Path, cell: str, topology: str, rule: str, row: dict):
     if rule == "learnable":
         for value in model.initial.values.values():
             torch.nn.init.normal_(value, std=0.5)
-    task, spec_src = _task(), _Spec(cell, topology, options, rule)
+    step, sequence = export_row(model, _task(), _Spec(cell, topology, options, rule), topo_cls, root / f"{cell}-{topology}-{rule}", row)
+    return model, step, sequence
+
+
+def export_row(model, task, spec_src, topo_cls, stem: Path, row: dict, native_step: bool = True):
+    """Export the graphs `seqpipe run` writes for this combination to ``<stem>-<kind>.onnx``, record
+    each in the coverage ``row`` (or why it is absent), and open them: (step runner | None,
+    sequence runner | None)."""
+    from seqpipe.onnx.spec import graph_spec
+
     absent = {"step": None if topo_cls.causal else "n/a: topology not causal", "sequence": no_sequence_graph(topo_cls)}
     runners = {}
     for kind in ("step", "sequence"):
         if absent[kind]:
             row[kind], runners[kind] = absent[kind], None
             continue
-        path = root / f"{cell}-{topology}-{rule}-{kind}.onnx"
+        path = stem.with_name(f"{stem.name}-{kind}.onnx")
         if kind == "step":
-            exporter = export_step(model, torch.ones(2, dtype=torch.int64), path, opset=18, exporter="dynamo")
+            exporter = export_step(model, task.step_example(), path, opset=18, exporter="dynamo", native=native_step)
         else:
-            step_path = root / f"{cell}-{topology}-{rule}-step.onnx" if runners.get("step") else None
+            step_path = stem.with_name(f"{stem.name}-step.onnx") if runners.get("step") else None
             exporter = export_sequence(task, model, path, opset=18, step_path=step_path, exporter="dynamo")
             row["sequence_kind"] = _sequence_kind(model)
         write_metadata(path, graph_spec(kind, spec_src, model, task, opset=18, exporter=exporter))
         runners[kind] = (StepRunner if kind == "step" else SequenceRunner)(path, device="cpu")
         row[kind] = 0
-    return model, runners["step"], runners["sequence"]
+    return runners["step"], runners["sequence"]
 
 
 def _sequence_kind(model) -> str:

@@ -22,13 +22,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from seqpipe.onnx.native import sequence_graph
-from seqpipe.onnx.export import export_sequence, export_step
-from seqpipe.onnx.spec import graph_spec, write_metadata
 from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel, token_embedding
 from seqpipe.onnx.parity import torch_step_loop
-from seqpipe.serving.runtime import SequenceRunner, StepRunner
-from test_parity_matrix import REGISTRY, TOPOLOGY_OPTIONS, _sequence_kind, _Spec, no_sequence_graph
+from test_parity_matrix import REGISTRY, TOPOLOGY_OPTIONS, _Spec, export_row
 
 TOL = 1e-5
 VOCAB, EMBED, HIDDEN, LABELS, FEATURES = 19, 6, 9, 4, 2
@@ -91,24 +88,9 @@ def _export(root: Path, shape: str, cell: str, topology: str, row: dict):
     model, task = _model(shape, cell_cls, topo_cls, options), _ShapeTask(shape)
     spec_src = _Spec(cell, topology, options, "zeros")
     spec_src.config.task.name = shape
-    absent = {"step": None if topo_cls.causal else "n/a: topology not causal", "sequence": no_sequence_graph(topo_cls)}
-    runners = {}
-    for kind in ("step", "sequence"):
-        if absent[kind]:
-            row[kind], runners[kind] = absent[kind], None
-            continue
-        path = root / f"{shape}-{cell}-{topology}-{kind}.onnx"
-        if kind == "step":
-            # traced here (the classify and registry matrices check the native step graphs)
-            exporter = export_step(model, task.step_example(), path, opset=18, exporter="dynamo", native=False)
-        else:
-            step_path = root / f"{shape}-{cell}-{topology}-step.onnx" if runners.get("step") else None
-            exporter = export_sequence(task, model, path, opset=18, step_path=step_path, exporter="dynamo")
-            row["sequence_kind"] = _sequence_kind(model)
-        write_metadata(path, graph_spec(kind, spec_src, model, task, opset=18, exporter=exporter))
-        runners[kind] = (StepRunner if kind == "step" else SequenceRunner)(path, device="cpu")
-        row[kind] = 0
-    return model, runners["step"], runners["sequence"]
+    # step graphs traced here (the classify and registry matrices check the native ones)
+    step, sequence = export_row(model, task, spec_src, topo_cls, root / f"{shape}-{cell}-{topology}", row, native_step=False)
+    return model, step, sequence
 
 
 batches = st.integers(1, 5).flatmap(lambda b: st.tuples(st.lists(st.integers(1, 12), min_size=b, max_size=b),
