@@ -58,7 +58,7 @@ def register_datasets(register: Register) -> None:
 def register_predictors(register: Register) -> None:
     """Register how a task serves predictions: ``register("task-name", PredictorClass)``.
 
-    ``PredictorClass`` subclasses :class:`seqpipe.serving.predictor.Predictor` (its options, a usage
+    ``PredictorClass`` subclasses :class:`seqpipe.predictor.Predictor` (its options, a usage
     line and ``predict(path, inputs, options)``). It is loaded from the ``seqpipe.serving``
     entry-point group, without torch: the module that implements this hook must not import torch.
     """

@@ -59,7 +59,7 @@ def kind_problem(kind: str, obj: Any) -> str | None:
     if kind == "dataset":
         return None if isinstance(obj, Dataset) else f"a seqpipe.registry.Dataset, not {obj!r}"
     if kind == "predictor":
-        from seqpipe.serving.predictor import Predictor
+        from seqpipe.predictor import Predictor
 
         base = Predictor
     else:

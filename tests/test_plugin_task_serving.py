@@ -31,7 +31,7 @@ VERDICT_TASK = """
 VERDICT_PREDICTOR = """
     from seqpipe import hookimpl
     from seqpipe.serving.predict import classify
-    from seqpipe.serving.predictor import Option, Predictor
+    from seqpipe.predictor import Option, Predictor
     from seqpipe.serving.runtime import open_export
 
     class VerdictPredictor(Predictor):

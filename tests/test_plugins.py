@@ -194,7 +194,7 @@ class _NotAPredictor:
 
 
 def _json_option_predictor():
-    from seqpipe.serving.predictor import Option, Predictor
+    from seqpipe.predictor import Option, Predictor
 
     class JsonOptionPredictor(Predictor):
         options = (Option("json", bool, False),)  # `seqpipe predict` owns --json
@@ -210,7 +210,7 @@ def _json_option_predictor():
     ("register_topologies", int, "seqpipe.contracts.Topology"),
     ("register_tasks", "classify", "seqpipe.contracts.Task"),
     ("register_datasets", "data.csv", "seqpipe.registry.Dataset"),
-    ("register_predictors", _NotAPredictor, "seqpipe.serving.predictor.Predictor"),
+    ("register_predictors", _NotAPredictor, "seqpipe.predictor.Predictor"),
     ("register_predictors", _json_option_predictor(), "option 'json'"),
 ])
 def test_every_kind_refuses_the_wrong_object(hook, obj, expected):

@@ -9,7 +9,7 @@ from typing import Any
 from seqpipe import hookimpl
 from seqpipe.errors import SeqpipeError
 from seqpipe.serving.predict import Generator, Transcriber, classify, forecast, load_classifier, read_series, tag
-from seqpipe.serving.predictor import Option, PredictOptions, Predictor
+from seqpipe.predictor import Option, PredictOptions, Predictor
 from seqpipe.serving.runtime import StepRunner, open_export
 
 BEAM = Option("beam", int, 1, "beam width (> 1: beam search)")

@@ -1,6 +1,6 @@
 """The ``seqpipe predict`` command line: MODEL and the options every prediction takes are parsed
 first; the rest (inputs and the task's own options) waits until the file's task is known, then a
-click command built from that task's :class:`~seqpipe.serving.predictor.Predictor` parses it."""
+click command built from that task's :class:`~seqpipe.predictor.Predictor` parses it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import click
 
 from seqpipe.errors import SeqpipeError, did_you_mean
 from seqpipe.plugins import SERVING, load_registry
-from seqpipe.serving.predictor import Option, PredictOptions, Predictor
+from seqpipe.predictor import Option, PredictOptions, Predictor
 
 COMMON_FLAGS = "--device, --precision, --json"
 

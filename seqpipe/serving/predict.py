@@ -1,7 +1,7 @@
 """Predictions from exported ONNX files alone: no torch, no checkpoint, no pipeline file.
 
 ``predict(path, inputs, **options)`` reads the task from the file's ``seqpipe.spec`` and hands the
-inputs to the predictor registered for that task (:mod:`seqpipe.serving.predictor`; plugins in the
+inputs to the predictor registered for that task (:mod:`seqpipe.predictor`; plugins in the
 ``seqpipe.serving`` entry-point group); each returns one JSON-able dict per result, with a ``line``
 for people. The built-in tasks' serving calls (classify, tag, forecast, :class:`Generator`,
 :class:`Transcriber`) live here too, for their predictors and for programs that call them directly.
@@ -20,7 +20,7 @@ from seqpipe.serving.decoding import beam_search, sample
 from seqpipe.errors import PluginError, SeqpipeError, did_you_mean
 from seqpipe.plugins import SERVING, SERVING_ENTRY_POINT_GROUP, load_registry
 from seqpipe.registry import Registry
-from seqpipe.serving.predictor import PredictOptions, Predictor
+from seqpipe.predictor import PredictOptions, Predictor
 from seqpipe.serving.runtime import STEP_FILE, OnnxGraph, SequenceRunner, StepRunner, open_export
 
 

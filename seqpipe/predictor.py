@@ -69,7 +69,7 @@ class Predictor(ABC):
         names: set[str] = set()
         for option in cls.options:
             if not isinstance(option, Option):
-                return f"options must be seqpipe.serving.predictor.Option objects (found {type(option).__name__})"
+                return f"options must be seqpipe.predictor.Option objects (found {type(option).__name__})"
             if not option.name.isidentifier() or keyword.iskeyword(option.name):
                 return f"option name {option.name!r} is not a Python identifier"
             if option.name in COMMON_OPTIONS or option.name in names:
