@@ -47,7 +47,8 @@ import torch
 from seqpipe.builtin.cells import LSTMCell
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.builtin.topologies import Stacked
-from seqpipe.onnx.export import export_step, write_metadata
+from seqpipe.onnx.export import export_step
+from seqpipe.onnx.spec import write_metadata
 from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel
 from seqpipe.onnx.precision import convert_fp16, quantize_int8

@@ -79,8 +79,9 @@ class ExportConfig(Section):
         None, description="default: every graph the model has (step when causal, sequence for built-in cells)")
     opset: int = Field(18, ge=17, le=23)
     exporter: Literal["dynamo", "torchscript"] = Field("dynamo", description="torch.onnx's exporter for graphs traced from torch")
-    native_step: bool = Field(True, description="built-in cells' step graph from native ONNX RNN/GRU/LSTM operators run for one "
-                              "step (the sequence graph's operators, written without tracing); false: trace model.step with torch.onnx")
+    native_step: bool = Field(True, description="when the cells declare a native ONNX RNN/GRU/LSTM operator and the topology "
+                              "its layers: the step graph from those operators run for one step (the sequence graph's "
+                              "operators, written without tracing); false: trace model.step with torch.onnx")
     parity_tolerance: float = Field(1e-5, gt=0.0)
     parity_sequences: int = Field(512, ge=1, description="test sequences stepped through both runtimes")
     parity_tolerance_reason: str | None = Field(

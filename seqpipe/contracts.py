@@ -156,7 +156,11 @@ def native_operator(cell: Cell) -> OnnxOperator | None:
     """The cell's native operator when its declaration still holds (see :func:`declaration_holds`)."""
     if not declaration_holds(type(cell), "onnx_operator", ("forward", "forward_sequence")):
         return None
-    return cell.onnx_operator()
+    operator = cell.onnx_operator()
+    # an ONNX RNN/GRU/LSTM node has one hidden size for every state: a cell whose states differ runs in Loops
+    if operator is not None and any(size != operator.R.shape[1] for size in cell.state_sizes):
+        return None
+    return operator
 
 
 # -- topologies -------------------------------------------------------------------------------------
@@ -380,10 +384,12 @@ class Task(ABC):
         metadata so a program with only the ONNX file can encode and decode. ``input`` has ``dtype``
         (and ``features`` for numeric inputs); ``output`` has ``labels`` or ``size``."""
 
-    def sequence_graph(self, model: StepModel, opset: int) -> onnx.ModelProto:
-        """The sequence graph built from the topology's declared layers (for non-causal topologies,
-        which have no step graph to loop over); the default builds the engine's generic one."""
-        raise _not_implemented(self, "sequence_graph", "a non-causal topology's sequence graph is built from its declared layers")
+    def sequence_graph(self, model: StepModel, opset: int) -> onnx.ModelProto | None:
+        """The sequence graph built from the topology's declared layers (used when every cell has a
+        native operator, or the topology is not causal). None (the default): the engine builds its
+        generic one for a :class:`seqpipe.models.SequenceModel` (``y`` sized from
+        :meth:`encoding_spec`); a task whose model is not one overrides this."""
+        return None
 
     def export_graph(self, kind: str, model: StepModel, path: Path, *, resolved: Any, opset: int, exporter: str,
                      tolerance: float, limit: int) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -18,7 +18,8 @@ from torch import nn
 from seqpipe.contracts import StepModel, Task, declared_layers
 from seqpipe.errors import ExportError
 from seqpipe.onnx.loop import loop_sequence_graph
-from seqpipe.onnx.native import layers_support, native_step_support, native_support, step_graph
+from seqpipe.onnx.native import native_step_support, native_support, sequence_graph, step_graph
+from seqpipe.onnx.spec import io_shapes
 from seqpipe.onnx.torch_export import check_onnx, export_module
 
 
@@ -65,11 +66,11 @@ def export_sequence(task: Task, model: StepModel, path: Path, *, opset: int, ste
     otherwise an ONNX Loop around the step graph (exported now if ``step_path`` is None)."""
     model = model.eval().cpu()
     if not model.body.causal and declared_layers(model.body) is None:
-        raise ExportError(f"no sequence graph: {layers_support(type(model.body))} and it is not causal, so there is no "
-                          "step graph to loop over either.")
+        raise ExportError(f"no sequence graph: topology '{type(model.body).__name__}' declares no layers and is not causal, "
+                          "so there is no step graph to loop over either.")
     native = native_support(model.body) is None
     if declared_layers(model.body) is not None and (native or not model.body.causal):
-        onnx.save(task.sequence_graph(model, opset), str(path))
+        onnx.save(_layered_sequence_graph(task, model, opset), str(path))
         described = "seqpipe native RNN/GRU/LSTM operators" if native else \
             "ONNX Loops over each direction's exported cell (torch.onnx dynamo)"
     else:
@@ -86,3 +87,16 @@ def export_sequence(task: Task, model: StepModel, path: Path, *, opset: int, ste
         described = f"ONNX Loop around the step graph ({exporter})"
     check_onnx(path)
     return described
+
+
+def _layered_sequence_graph(task: Task, model: StepModel, opset: int) -> onnx.ModelProto:
+    """The task's own sequence graph from declared layers, or the engine's generic one for a SequenceModel."""
+    from seqpipe.models import SequenceModel
+
+    graph = task.sequence_graph(model, opset)
+    if graph is not None:
+        return graph
+    if not isinstance(model, SequenceModel):
+        raise ExportError(f"task '{type(task).__name__}': its model is a {type(model).__name__}, not a SequenceModel, so the "
+                          "engine cannot build its sequence graph; implement Task.sequence_graph.")
+    return sequence_graph(model, opset, io_shapes(task)[2][0], "seqpipe_sequence")

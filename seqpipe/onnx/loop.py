@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
+from seqpipe.errors import ExportError
 from seqpipe.onnx.builder import GraphBuilder, optional_state_inputs
 
 # build_step(x_t, states) -> (body nodes, new states, y): one step, reading the given names
@@ -88,7 +89,8 @@ def loop_sequence_graph(step: onnx.ModelProto, defaults: dict[str, np.ndarray], 
     x_info, y_info = sg.input[0], sg.output[0]
     y_tail = [d.dim_value for d in y_info.type.tensor_type.shape.dim[1:]]
     if any(v <= 0 for v in y_tail):
-        raise ValueError("the step graph's y needs static trailing dimensions to build a loop around it")
+        raise ExportError(f"step graph '{sg.name}': its y has a dynamic trailing dimension ({y_tail}); the sequence graph "
+                          "loops around the step graph and needs y's size per step fixed (batch first, then static sizes).")
     g = GraphBuilder()
     g.initializers += [numpy_helper.from_array(numpy_helper.to_array(t), PREFIX + t.name) for t in sg.initializer]
     initial = optional_state_inputs(g, defaults, "x")

@@ -192,14 +192,16 @@ def emit_topology(g: GraphBuilder, topology: Topology, x: str, seq_lens: str,
     """
     layers = declared_layers(topology)
     if layers is None:
-        raise ExportError(f"no sequence graph: {layers_support(type(topology))}; export the step graph instead.")
+        raise ExportError(f"no sequence graph from layers: topology '{type(topology).__name__}' declares none; "
+                          "export the step graph instead.")
     finals: list[list[str]] = []
     for index, cells in enumerate(layers.cells):
         slots = list(range(index * len(cells), (index + 1) * len(cells)))
         initial = _layer_initial(g, initial_states, slots)
         ops = [native_operator(cell) for cell in cells]
         if all(op is not None for op in ops):
-            y, states = _native_layer(g, ops, cells[0].hidden_size, x, seq_lens, index, initial, len(cells[0].state_names))
+            hidden = ops[0].R.shape[1]  # the operator's own hidden size: every state of its cell has it
+            y, states = _native_layer(g, ops, hidden, x, seq_lens, index, initial, len(cells[0].state_names))
         else:
             y, states = _loop_layer(g, cells, x, seq_lens, index, initial)  # y: [T, D, B, out]
         finals.append(states)
