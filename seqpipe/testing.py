@@ -61,11 +61,9 @@ def seqpipe_registry():
 
 def fresh_registry() -> Registry:
     """A registry from a fresh plugin manager: the built-ins and every installed plugin."""
-    from seqpipe.plugins import make_plugin_manager
-    from seqpipe.registry import build_registry
+    from seqpipe.plugins import load_registry
 
-    pm, _ = make_plugin_manager(strict=True)
-    return build_registry(pm)
+    return load_registry(strict=True)[0]  # entries keep their distributions, for error messages
 
 
 # -- cells ------------------------------------------------------------------------------------------

@@ -89,18 +89,27 @@ def _exported(root: Path, cell: str, topology: str, rule: str):
 
     Learnable initial states get random non-zero values, so the metadata round trip (step graph)
     and the built-in initial state (sequence graph) are both exercised."""
-    row = COVERAGE.setdefault((cell, topology, rule), {})
+    return built_into(COVERAGE.setdefault((cell, topology, rule), {}), _export, root, cell, topology, rule)
+
+
+def built_into(row: dict, build, *args):
+    """``build(*args, row)``; a failure marks the coverage row as failed to build before it propagates."""
     try:
-        return _export(root, cell, topology, rule, row)
+        return build(*args, row)
     except Exception as exc:
         row["step"] = row["sequence"] = f"FAILED to build: {type(exc).__name__}"
         raise
 
 
-def _export(root: Path, cell: str, topology: str, rule: str, row: dict):
+def plugin_classes(cell: str, topology: str) -> tuple[type, type, dict]:
+    """The registered cell and topology classes, and the matrix's options for that topology."""
     cell_cls = REGISTRY.get("cell", cell, "matrix").obj
     topo_cls = REGISTRY.get("topology", topology, "matrix").obj
-    options = {k: v for k, v in TOPOLOGY_OPTIONS.get(topology, {}).items() if k in topo_cls.Options.model_fields}
+    return cell_cls, topo_cls, {k: v for k, v in TOPOLOGY_OPTIONS.get(topology, {}).items() if k in topo_cls.Options.model_fields}
+
+
+def _export(root: Path, cell: str, topology: str, rule: str, row: dict):
+    cell_cls, topo_cls, options = plugin_classes(cell, topology)
     torch.manual_seed(0)
     model = ClassifierModel(VOCAB, EMBED, topo_cls(cell_cls, EMBED, HIDDEN, dict(cell_cls.example_options), **options), LABELS,
                             initial_state=rule).eval()

@@ -25,7 +25,7 @@ from seqpipe.onnx.native import sequence_graph
 from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel, token_embedding
 from seqpipe.onnx.parity import torch_step_loop
-from test_parity_matrix import REGISTRY, TOPOLOGY_OPTIONS, _Spec, export_row
+from test_parity_matrix import REGISTRY, _Spec, built_into, export_row, plugin_classes
 
 TOL = 1e-5
 VOCAB, EMBED, HIDDEN, LABELS, FEATURES = 19, 6, 9, 4, 2
@@ -73,18 +73,11 @@ def matrix_dir(tmp_path_factory) -> Path:
 def _exported(root: Path, shape: str, cell: str, topology: str):
     """(model, step runner | None, sequence runner | None) of one combination, exported on first use
     (a plugin that fails to build fails its own rows; `-k` builds only what it selects)."""
-    row = TASK_COVERAGE.setdefault((shape, cell, topology), {})
-    try:
-        return _export(root, shape, cell, topology, row)
-    except Exception as exc:
-        row["step"] = row["sequence"] = f"FAILED to build: {type(exc).__name__}"
-        raise
+    return built_into(TASK_COVERAGE.setdefault((shape, cell, topology), {}), _export, root, shape, cell, topology)
 
 
 def _export(root: Path, shape: str, cell: str, topology: str, row: dict):
-    cell_cls = REGISTRY.get("cell", cell, "matrix").obj
-    topo_cls = REGISTRY.get("topology", topology, "matrix").obj
-    options = {k: v for k, v in TOPOLOGY_OPTIONS.get(topology, {}).items() if k in topo_cls.Options.model_fields}
+    cell_cls, topo_cls, options = plugin_classes(cell, topology)
     model, task = _model(shape, cell_cls, topo_cls, options), _ShapeTask(shape)
     spec_src = _Spec(cell, topology, options, "zeros")
     spec_src.config.task.name = shape

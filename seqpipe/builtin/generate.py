@@ -28,7 +28,7 @@ from seqpipe.contracts import Task, Topology
 from seqpipe.data import batched, read_records, split_three
 from seqpipe.encoding import PAD, UNK, CharVocabulary
 from seqpipe.errors import DataError
-from seqpipe.onnx.spec import base_spec, state_outputs, states_spec, write_metadata
+from seqpipe.onnx.spec import base_spec, state_io, states_spec, write_metadata
 from seqpipe.onnx.torch_export import export_module
 from seqpipe.initial_state import ConditionedInitialState
 from seqpipe.models import SequenceModel, token_embedding
@@ -245,7 +245,7 @@ class GenerateTask(Task):
         spec.update({
             "inputs": [{"name": "condition", "dtype": "float32", "shape": ["batch", len(self.vector_mean)]} if self.vector else
                        {"name": "condition", "dtype": "int64", "shape": ["batch"], "labels": self.conditions}],
-            "outputs": state_outputs(model),
+            "outputs": state_io(model, "out"),
             "states": states_spec(model),
             "initial_state": model.initial.spec(),
         })

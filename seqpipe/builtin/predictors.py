@@ -43,7 +43,7 @@ class TagPredictor(Predictor):
 
 class ForecastPredictor(Predictor):
     options = (Option("steps", int, 5, "values to forecast ahead"),)
-    usage = "series.csv --steps 10   (a CSV of past values, oldest first)"
+    usage = "series.csv --steps 5   (a CSV of past values, oldest first)"
 
     def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
         steps = options.task["steps"]

@@ -33,7 +33,7 @@ from seqpipe.contracts import State, Task, Topology
 from seqpipe.data import batched, read_records, split_three
 from seqpipe.encoding import PAD, UNK, CharVocabulary
 from seqpipe.errors import DataError
-from seqpipe.onnx.spec import base_spec, state_inputs, state_outputs, states_spec, write_metadata
+from seqpipe.onnx.spec import base_spec, state_io, states_spec, write_metadata
 from seqpipe.onnx.torch_export import check_onnx, export_module
 from seqpipe.initial_state import InitialState
 from seqpipe.models import token_embedding
@@ -303,10 +303,10 @@ class Seq2SeqTask(Task):
     def _encoder_io(self, model: Seq2SeqModel) -> dict[str, Any]:
         return {
             "inputs": [{"name": "x", "dtype": "int64", "shape": ["batch", "time"]}, {"name": "lengths", "dtype": "int64", "shape": ["batch"]},
-                       *state_inputs(model, optional=True)],
+                       *state_io(model, "in", optional=True)],
             "outputs": [{"name": "memory", "dtype": "float32", "shape": ["batch", "time", model.body.output_size],
                          "read": "feed to decoder.onnx as memory (zero past each length)"},
-                        *state_outputs(model, read="the decoder's first state_in")],
+                        *state_io(model, "out", read="the decoder's first state_in")],
             "states": states_spec(model),
             "initial_state": model.initial.spec(),
         }
@@ -316,10 +316,10 @@ class Seq2SeqTask(Task):
                   {"name": "memory_lengths", "dtype": "int64", "shape": ["batch"]}] if model.attention else []
         return {
             "inputs": [{"name": "x", "dtype": "int64", "shape": ["batch"], "read": "the previous target token (<sos> first)"}, *memory,
-                       *state_inputs(model)],
+                       *state_io(model, "in")],
             "outputs": [{"name": "y", "dtype": "float32", "shape": ["batch", len(self.target_symbols)]}]
             + ([{"name": "attention", "dtype": "float32", "shape": ["batch", "source_time"]}] if model.attention else [])
-            + state_outputs(model),
+            + state_io(model, "out"),
             "states": states_spec(model),
             "initial_state": {"rule": "encoder", "note": "the first state_in.* is encoder.onnx's state_out.*"},
         }

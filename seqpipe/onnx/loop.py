@@ -40,6 +40,9 @@ def masked_loop(g: GraphBuilder, x: str, lengths: str, initial: list[str], build
              helper.make_node("Less", [f"{p}t", lengths], [f"{p}alive"], name=f"{p}alive"),
              helper.make_node("Identity", [f"{p}cond_in"], [f"{p}cond_out"], name=f"{p}cond")]
     for rank in {*state_ranks, y_rank}:
+        if rank == 1:  # [B] already: nothing to broadcast over
+            alive_at[rank] = f"{p}alive"
+            continue
         alive_at[rank] = f"{p}alive_r{rank}"
         axes = g.const(f"{p}alive_axes", np.arange(1, rank, dtype=np.int64))
         nodes.append(helper.make_node("Unsqueeze", [f"{p}alive", axes], [alive_at[rank]], name=f"{p}alive_r{rank}"))

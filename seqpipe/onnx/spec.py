@@ -28,12 +28,9 @@ def states_spec(model: StepModel) -> list[dict[str, Any]]:
     return [{"name": n, "shape": state_shape(model, n), "input": f"state_in.{n}", "output": f"state_out.{n}"} for n in model.state_names]
 
 
-def state_inputs(model: StepModel, **extra: Any) -> list[dict[str, Any]]:
-    return [{"name": f"state_in.{n}", "dtype": "float32", "shape": state_shape(model, n), **extra} for n in model.state_names]
-
-
-def state_outputs(model: StepModel, **extra: Any) -> list[dict[str, Any]]:
-    return [{"name": f"state_out.{n}", "dtype": "float32", "shape": state_shape(model, n), **extra} for n in model.state_names]
+def state_io(model: StepModel, direction: str, **extra: Any) -> list[dict[str, Any]]:
+    """The graph's ``state_in.<name>`` or ``state_out.<name>`` entries (``direction`` "in"/"out"), one per state."""
+    return [{"name": f"state_{direction}.{n}", "dtype": "float32", "shape": state_shape(model, n), **extra} for n in model.state_names]
 
 
 def write_metadata(path: Path, spec: dict[str, Any]) -> None:
@@ -97,18 +94,18 @@ def graph_spec(kind: str, resolved, model: StepModel, task: Task, *, opset: int,
     x_dtype, x_tail, y_tail = io_shapes(task)
     per_step = task.sequence_y == "per_step"
     if kind == "step":
-        inputs = [{"name": "x", "dtype": x_dtype, "shape": ["batch", *x_tail]}, *state_inputs(model)]
+        inputs = [{"name": "x", "dtype": x_dtype, "shape": ["batch", *x_tail]}, *state_io(model, "in")]
         y = {"name": "y", "dtype": "float32", "shape": ["batch", *y_tail]}
     else:
         inputs = [{"name": "x", "dtype": x_dtype, "shape": ["batch", "time", *x_tail]},
                   {"name": "lengths", "dtype": "int64", "shape": ["batch"]},
-                  *state_inputs(model, optional=True, default="the initial state (initial_state rule), broadcast to the batch")]
+                  *state_io(model, "in", optional=True, default="the initial state (initial_state rule), broadcast to the batch")]
         y = {"name": "y", "dtype": "float32", "shape": ["batch", "time", *y_tail] if per_step else ["batch", *y_tail],
              "read": "every valid step (padding unspecified)" if per_step else "after each sequence's last step"}
     spec = base_spec(kind, resolved, model, task, opset=opset, exporter=exporter)
     spec.update({
         "inputs": inputs,
-        "outputs": [y, *state_outputs(model)],
+        "outputs": [y, *state_io(model, "out")],
         "initial_state": model.initial.spec() if kind == "step" else
         {"rule": cfg.model.initial_state, "note": "built in as the default of the optional state_in.* inputs; "
                                                   "feed state_in.* to continue sequences from a state"},

@@ -67,8 +67,6 @@ def task_of(path: str | Path) -> str:
     return OnnxGraph(path, device="cpu").spec["task"]
 
 
-
-
 def read_series(path: str | Path, column: str | None) -> np.ndarray:
     """Numbers from a CSV file: the named column when the file has a header holding it, the only
     column otherwise; a headerless file of numbers is read as one value per row."""
@@ -120,8 +118,6 @@ def forecast(runner: StepRunner, history: np.ndarray, steps: int) -> np.ndarray:
     return np.concatenate(out, axis=1)[0] * scaling["std"] + scaling["mean"]
 
 
-
-
 def classify(runner: StepRunner | SequenceRunner, texts: list[str]) -> list[dict[str, Any]]:
     """Label and class probabilities for each text (a step graph is stepped to each text's end)."""
     vocabulary = CharVocabulary.from_spec(runner.spec["encoding"]["input"])
@@ -148,8 +144,6 @@ def tag(runner: StepRunner | SequenceRunner, sentences: list[str]) -> list[dict[
         results.append({"text": sentence, "tokens": ws, "tags": [labels[int(i)] for i in best],
                         "confidence": [float(probs[row, t, i]) for t, i in enumerate(best)]})
     return results
-
-
 
 
 def _run_file(path: str | Path, name: str) -> Path:
@@ -211,8 +205,6 @@ class Generator:
                  "finished": h.finished, "decoding": how} for h in found]
 
 
-
-
 class Transcriber:
     """Encoder–decoder from ONNX alone: ``encoder.onnx`` reads the source, ``decoder.onnx`` writes the
     target one token per call (attending to the encoder's memory when it has attention)."""
@@ -270,6 +262,3 @@ class Transcriber:
         if attention is not None:
             result["attention"] = attention.tolist()
         return result
-
-
-
