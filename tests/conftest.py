@@ -1,15 +1,23 @@
 from __future__ import annotations
 
 import csv
+import os
 import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from seqpipe.plugins import make_plugin_manager
 from seqpipe.registry import build_registry
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One pytest worker per core (`tox` runs `-n auto`): a second torch thread per worker would only
+    # fight the other worker for the same core. Child processes the tests start inherit the setting.
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture
@@ -116,26 +124,38 @@ def write_pipeline():
     return _write_pipeline
 
 
+# The three parity matrices fill a coverage table per module as they run. Under `-n auto` they run in
+# worker processes, so each test's report carries its module's table to the controlling process,
+# which prints the summaries.
+MATRIX_TABLES = {"test_parity_matrix": "COVERAGE", "test_parity_matrix_tasks": "TASK_COVERAGE",
+                 "test_parity_matrix_registry": "REGISTRY_COVERAGE"}
+GATHERED: dict[str, dict] = {table: {} for table in MATRIX_TABLES.values()}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    table = MATRIX_TABLES.get(item.module.__name__.rsplit(".", 1)[-1]) if item.module is not None else None
+    if table and report.when == "teardown":
+        rows = {key: dict(row) for key, row in getattr(item.module, table).items()}
+        report.user_properties.append((f"matrix:{table}", rows))
+
+
+def pytest_runtest_logreport(report):
+    for key, value in report.user_properties:
+        if isinstance(key, str) and key.startswith("matrix:"):
+            GATHERED[key.removeprefix("matrix:")].update(value)
+
+
 def pytest_terminal_summary(terminalreporter):
-    """Print what the parity matrix covered: cases per graph, or why a graph does not exist."""
-    try:
-        from test_parity_matrix import COVERAGE
-    except ImportError:
-        COVERAGE = {}
-    if COVERAGE:
-        _classify_matrix_summary(terminalreporter, COVERAGE)
-    try:
-        from test_parity_matrix_tasks import TASK_COVERAGE
-    except ImportError:
-        TASK_COVERAGE = {}
-    if TASK_COVERAGE:
-        _task_matrix_summary(terminalreporter, TASK_COVERAGE)
-    try:
-        from test_parity_matrix_registry import REGISTRY_COVERAGE
-    except ImportError:
-        REGISTRY_COVERAGE = {}
-    if any("cases" in row or "(" in row.get("graphs", "") for row in REGISTRY_COVERAGE.values()):
-        _registry_matrix_summary(terminalreporter, REGISTRY_COVERAGE)
+    """Print what the parity matrices covered: cases per graph, or why a graph does not exist."""
+    if GATHERED["COVERAGE"]:
+        _classify_matrix_summary(terminalreporter, GATHERED["COVERAGE"])
+    if GATHERED["TASK_COVERAGE"]:
+        _task_matrix_summary(terminalreporter, GATHERED["TASK_COVERAGE"])
+    registry = GATHERED["REGISTRY_COVERAGE"]
+    if any("cases" in row or "(" in row.get("graphs", "") for row in registry.values()):
+        _registry_matrix_summary(terminalreporter, registry)
 
 
 def _classify_matrix_summary(terminalreporter, coverage) -> None:
@@ -177,3 +197,9 @@ def _registry_matrix_summary(terminalreporter, coverage) -> None:
 def _widths(coverage, column: int) -> int:
     """A column wide enough for its longest name (a plugin's cell name may be long), and a gap."""
     return max([10, *(len(key[column]) + 2 for key in coverage)])
+
+
+def pytest_collection_modifyitems(items):
+    """Start the end-to-end trainings first: under `-n 2` the long ones then overlap the many short ones
+    instead of running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

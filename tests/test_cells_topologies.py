@@ -169,3 +169,33 @@ def test_native_and_traced_step_graphs_agree(registry, tmp_path, cell, op_type):
         for t in range(9):
             y, *state = session.run(None, {"x": x[:, t].numpy(), **{f"state_in.{n}": s for n, s in zip(model.state_names, state)}})
             assert np.abs(y - ys[:, t].numpy()).max() <= TOL, (kind, t)
+
+
+def test_reusing_torch_onnx_table_writes_the_same_file_as_torch_alone(tmp_path):
+    """export_module builds torch.onnx's ATen-to-ONNX table once per process (a speed-up): the files
+    it writes are byte for byte what torch.onnx writes on its own, and torch's own builder is put back."""
+    from torch.onnx._internal.exporter import _registration
+
+    from seqpipe.builtin.cells import ProjectedLSTMCell
+    from seqpipe.onnx.torch_export import export_module
+
+    class Step(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = ProjectedLSTMCell(3, 6, proj_size=4)
+
+        def forward(self, x, h, c):
+            return self.cell(x, (h, c))
+
+    torch.manual_seed(0)
+    module, batch = Step().eval(), torch.export.Dim("batch")
+    args = (torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 6))
+    shapes, names = ({0: batch},) * 3, dict(input_names=["x", "h", "c"], output_names=["h_out", "c_out"])
+    original = _registration.ONNXRegistry.__dict__["from_torchlib"]
+    for name in ("first.onnx", "second.onnx"):
+        export_module(module, args, tmp_path / name, dynamic_shapes=shapes, opset=18, exporter="dynamo", **names)
+    assert _registration.ONNXRegistry.__dict__["from_torchlib"] is original
+    torch.onnx.export(module, args, dynamo=True, opset_version=18, dynamic_shapes=shapes, **names).save(
+        str(tmp_path / "torch.onnx"))
+    expected = (tmp_path / "torch.onnx").read_bytes()
+    assert (tmp_path / "first.onnx").read_bytes() == expected == (tmp_path / "second.onnx").read_bytes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import warnings
@@ -23,7 +24,7 @@ def export_module(module: nn.Module, args: tuple, path: Path, *, input_names: li
     ``dynamic_shapes`` mirrors ``args`` the way ``torch.export`` wants it (a tuple per ``*varargs``
     parameter), each leaf ``{axis: torch.export.Dim}``; outputs' axis 0 is the batch.
     """
-    with _quiet():
+    with _quiet(), _torchlib_table_built_once():
         if exporter == "dynamo":
             program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=input_names,
                                         output_names=output_names, dynamic_shapes=dynamic_shapes, verbose=False)
@@ -50,6 +51,35 @@ def _quiet():
             yield
     finally:
         logger.setLevel(level)
+
+
+@functools.cache
+def _torchlib_table(build, *args, **kwargs):
+    return build(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _torchlib_table_built_once():
+    """Build torch.onnx's table of ATen-to-ONNX functions once per opset and process.
+
+    torch.onnx rebuilds that table (about 500 functions, each re-read from its source) on every
+    dynamo export, about 0.7 s each time; seqpipe exports one graph per layer and direction of a cell
+    without a native operator, so a stacked bidirectional model paid it four times over. The table is
+    only read during an export (seqpipe passes no custom translation table). Where torch's private
+    layout is not the one expected, the export runs exactly as torch ships it.
+    """
+    try:
+        from torch.onnx._internal.exporter import _registration
+        original = _registration.ONNXRegistry.__dict__["from_torchlib"]
+        build = original.__get__(None, _registration.ONNXRegistry)
+    except (ImportError, AttributeError, KeyError):
+        yield
+        return
+    _registration.ONNXRegistry.from_torchlib = classmethod(lambda cls, *args, **kwargs: _torchlib_table(build, *args, **kwargs))
+    try:
+        yield
+    finally:
+        _registration.ONNXRegistry.from_torchlib = original
 
 
 def check_onnx(path: Path) -> None:
