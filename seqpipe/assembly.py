@@ -16,19 +16,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from seqpipe.config import PRECISIONS, DataConfig, PipelineConfig, load_pipeline, validate_options
-from seqpipe.data import infer_format
-from seqpipe.errors import ConfigError, PluginError, SeqpipeError
+from seqpipe.data import DataSource, infer_format
+from seqpipe.errors import ConfigError, DataError, PluginError, SeqpipeError, did_you_mean
 from seqpipe.registry import Entry, Registry, plugin_label
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """Where a task reads its data: a file, its format, and a label for error messages."""
-
-    path: Path
-    format: str
-    config: DataConfig
-    where: str
 
 
 @dataclass
@@ -46,6 +36,28 @@ class ResolvedPipeline:
 
     def make_task(self) -> Any:
         return self.task.obj(self.task_options, self.data)
+
+    def prepare(self) -> tuple[Any, dict[str, int], tuple[str, str]]:
+        """The task with its data read (every record, as `run` reads it), the examples per split, and
+        the monitored metric with its direction: what `check` and `run` both do before training."""
+        with self.plugin_code("reading the data"):
+            task = self.make_task()
+            sizes = task.prepare()
+        empty = [split for split, n in sizes.items() if n == 0]
+        if empty:
+            raise DataError(f"{self.data.path}: {sum(sizes.values())} examples leave no {' or '.join(empty)} examples; "
+                            "add data, raise the split fractions, or give the split's own file (data.validation, data.test).")
+        return task, sizes, self.monitor(task)
+
+    def monitor(self, task: Any) -> tuple[str, str]:
+        """The validation metric that picks the best epoch, and its direction, once ``task`` has read
+        its data: ``[training] monitor``, or the task's own."""
+        names = task.metric_names()
+        name = self.config.training.monitor or task.monitor
+        if name not in names:
+            raise ConfigError(f"{self.path}: training.monitor: task '{self.config.task.name}' reports no '{name}' on this data "
+                              f"(it reports {', '.join(sorted(names))}); choose one of those.")
+        return name, names[name]
 
     def make_topology(self, input_size: int) -> Any:
         return self.topology.obj(self.cell.obj, input_size, self.config.model.hidden_size,
@@ -121,6 +133,12 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
         raise ConfigError(f"{src}: model.topology: task '{config.task.name}' exports its encoder as a sequence graph built from "
                           f"the topology's declared layers, and topology '{config.model.topology}' declares none (Topology.layers); "
                           "choose 'single' or 'stacked'.")
+    monitor = config.training.monitor
+    if monitor is not None:
+        known = {**task.obj.metric_modes, task.obj.monitor: task.obj.monitor_mode, "loss": "min"}
+        if monitor not in known:
+            raise ConfigError(f"{src}: training.monitor: task '{config.task.name}' reports no validation metric '{monitor}'"
+                              f"{did_you_mean(monitor, list(known))}; choose one of {', '.join(sorted(known))}.")
     if task.obj.needs_causal and not topology.obj.causal:
         raise ConfigError(f"{src}: model.topology: task '{config.task.name}' decodes step by step, and topology "
                           f"'{config.model.topology}' reads the future; choose 'single' or 'stacked'.")
@@ -166,9 +184,21 @@ def _data_source(data: DataConfig, pipeline_path: Path, registry: Registry) -> D
     if data.dataset is not None:
         dataset = registry.get("dataset", data.dataset, f"{src}: data.dataset").obj
         return DataSource(dataset.path, data.format or dataset.format, data, f"{src}: data.dataset")
-    file = Path(data.path)
+    key = "path" if data.path is not None else "train"
+    files = {name: _data_file(getattr(data, name), name, pipeline_path) for name in (key, "validation", "test")
+             if getattr(data, name) is not None}
+    fmt = infer_format(files[key], data.format, f"{src}: data.{key}")
+    for name, file in files.items():
+        if infer_format(file, data.format, f"{src}: data.{name}") != fmt:
+            raise ConfigError(f"{src}: data.{name}: '{file.name}' is not in the training file's format ({fmt}); "
+                              "give every split in one format.")
+    return DataSource(files[key], fmt, data, f"{src}: data.{key}", files.get("validation"), files.get("test"))
+
+
+def _data_file(value: str, key: str, pipeline_path: Path) -> Path:
+    file = Path(value)
     if not file.is_absolute():
         file = pipeline_path.parent / file
     if not file.is_file():
-        raise ConfigError(f"{src}: data.path: file '{file}' does not exist; paths are relative to the pipeline file.")
-    return DataSource(file, infer_format(file, data.format, f"{src}: data.path"), data, f"{src}: data.path")
+        raise ConfigError(f"{pipeline_path}: data.{key}: file '{file}' does not exist; paths are relative to the pipeline file.")
+    return file

@@ -66,13 +66,18 @@ def run(pipeline: Path, out: Path | None, force: bool, strict_plugins: bool) -> 
 @pipeline_argument
 @strict_option
 def check(pipeline: Path, strict_plugins: bool) -> None:
-    """Validate PIPELINE (syntax, keys, plugin names and options, data file) without running it."""
+    """Validate PIPELINE (syntax, keys, plugin names and options, and the data: every record is read
+    and encoded as `run` would) without training."""
     from seqpipe.assembly import resolve_pipeline
 
     registry, _ = _registry(strict_plugins)
     resolved = resolve_pipeline(pipeline, registry)
+    task, sizes, (monitor, mode) = resolved.prepare()
     m = resolved.config.model
     click.echo(f"{pipeline}: ok (task {resolved.config.task.name}, cell {m.cell}, topology {m.topology}, data {resolved.data.path})")
+    click.echo("data: " + ", ".join(f"{name} {n}" for name, n in sizes.items()) + f" examples; monitor: validation {monitor} ({mode})")
+    for line in resolved.data.account.lines():
+        click.echo(f"data: {line}")
 
 
 @main.command()

@@ -27,16 +27,24 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     dataset: str | None = Field(None, description="a bundled dataset by name (see `seqpipe plugins`)")
-    path: str | None = Field(None, description="your own data file, relative to the pipeline file")
+    path: str | None = Field(None, description="your own data file, relative to the pipeline file; split by the fractions below")
+    train: str | None = Field(None, description="instead of 'path': your training file, with the published splits beside it")
+    validation: str | None = Field(None, description="with 'train': the validation file (default: cut from train by validation_fraction)")
+    test: str | None = Field(None, description="with 'train': the test file (default: cut from train by test_fraction)")
     format: Literal["csv", "tsv", "jsonl", "conll"] | None = Field(None, description="default: from the file extension")
+    comment_prefix: str | None = Field(None, min_length=1, description="conll: skip (and count) lines starting with this; "
+                                       "default: every line but '-DOCSTART-' is data, so '#hashtag' tokens are kept")
     validation_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
     split_seed: int = Field(0, description="seeds the shuffle before splitting")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
-        if (self.dataset is None) == (self.path is None):
-            raise ValueError("set exactly one of 'dataset' (bundled) or 'path' (your own file)")
+        if sum(source is not None for source in (self.dataset, self.path, self.train)) != 1:
+            raise ValueError("set exactly one of 'dataset' (bundled), 'path' (your own file) or 'train' (your own files, "
+                             "split as published)")
+        if self.train is None and (self.validation is not None or self.test is not None):
+            raise ValueError("'validation' and 'test' files go with 'train' (rename 'path' to 'train')")
         return self
 
 
@@ -67,6 +75,8 @@ class TrainingConfig(Section):
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0, description="validate, keep and export an exponential moving "
                                     "average of the weights (updated every batch) instead of the last weights; e.g. 0.99")
     seed: int = 0
+    monitor: str | None = Field(None, description="the validation metric that picks the best epoch and stops early "
+                                "(any the task reports, e.g. 'entity_f1'); default: the task's own")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
 
 

@@ -299,7 +299,9 @@ class Batch(Protocol):
 class Task(ABC):
     """What the network is for; owns data encoding, head, loss, metrics and export inputs.
 
-    Built as ``Task(options, data)`` where ``data`` is a :class:`seqpipe.assembly.DataSource`.
+    Built as ``Task(options, data)`` where ``data`` is a :class:`seqpipe.data.DataSource`: read
+    its splits with ``data.splits(read)`` (given files, or cuts of one file), and count whatever
+    reading skips or cuts short with ``data.account.add(...)``: the engine reports it.
     The engine then calls, in order: :meth:`prepare` (read and encode data, fit vocabularies),
     :meth:`build_model`, :meth:`batches` and :meth:`loss` while training, :meth:`evaluate` per
     split, then for export :meth:`step_example`, :meth:`parity_inputs`, :meth:`encoding_spec`
@@ -308,8 +310,10 @@ class Task(ABC):
     """
 
     Options: ClassVar[type[BaseModel]] = NoOptions
-    monitor: ClassVar[str] = "loss"  # validation metric that picks the best epoch
+    monitor: ClassVar[str] = "loss"  # validation metric that picks the best epoch ([training] monitor overrides it)
     monitor_mode: ClassVar[Literal["min", "max"]] = "min"
+    # every validation metric a user may choose as [training] monitor, with its direction
+    metric_modes: ClassVar[dict[str, Literal["min", "max"]]] = {}
     splits: ClassVar[tuple[str, ...]] = ("train", "validation", "test")
     # what the sequence graph's ``y`` is: "final" (after each sequence's last step) or "per_step"
     sequence_y: ClassVar[Literal["final", "per_step"]] = "final"
@@ -341,6 +345,11 @@ class Task(ABC):
         self.examples = {}
 
     # -- data ---------------------------------------------------------------------------------
+    def metric_names(self) -> dict[str, Literal["min", "max"]]:
+        """The validation metrics this task reports on its data, with their directions (after
+        :meth:`prepare`; a task may narrow them to what the data allows)."""
+        return {**self.metric_modes, self.monitor: self.monitor_mode, "loss": "min"}
+
     @abstractmethod
     def prepare(self) -> dict[str, int]:
         """Read and encode the data, fit vocabularies and scalers; return examples per split.

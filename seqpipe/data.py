@@ -6,14 +6,43 @@ import csv
 import json
 import random
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from seqpipe.errors import DataError
+
+if TYPE_CHECKING:  # the engine's config, named for readers only: this module sits below the engine
+    from seqpipe.config import DataConfig
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".conll": "conll"}
 
 T = TypeVar("T")
+
+
+class Record(dict):
+    """One row of a data file, knowing the line it starts on (for errors that name it)."""
+
+    line: int = 0
+
+
+@dataclass
+class DataAccount:
+    """What reading and preparing the data skipped or cut short. Nothing is left out silently: every
+    count lands in the run log and in ``metrics.json`` (``data``)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+    def add(self, key: str, count: int, description: str) -> None:
+        """Count ``count`` more of ``key`` (e.g. ``"truncated_sentences"``); ``description`` says
+        what it is in words, e.g. "sentences cut to task.options.max_length = 128 tokens"."""
+        if count:
+            self.counts[key] = self.counts.get(key, 0) + count
+            self.descriptions[key] = description
+
+    def lines(self) -> list[str]:
+        return [f"{self.counts[key]:,} {self.descriptions[key]}" for key in self.counts]
 
 
 def infer_format(path: Path, declared: str | None, where: str) -> str:
@@ -25,40 +54,130 @@ def infer_format(path: Path, declared: str | None, where: str) -> str:
         raise DataError(f"{where}: cannot tell the format of '{path}' from its extension; set data.format to csv, tsv, jsonl or conll.") from None
 
 
-def read_records(path: Path, fmt: str, columns: Sequence[str], where: str) -> list[dict[str, Any]]:
-    """Rows as dicts holding at least ``columns``; a missing file or column is a :class:`DataError`."""
+@dataclass(frozen=True)
+class DataSource:
+    """Where a task reads its data: the training file (or the only file), its format, the given
+    validation and test files if any, and a label for error messages. ``account`` collects what
+    reading skipped or cut short; the engine reports it."""
+
+    path: Path
+    format: str
+    config: DataConfig
+    where: str
+    validation_path: Path | None = None
+    test_path: Path | None = None
+    account: DataAccount = field(default_factory=DataAccount, compare=False)
+
+    def splits(self, read: Callable[[Path], list[T]], key: Callable[[T], Any] | None = None) -> tuple[list[T], list[T], list[T]]:
+        """Train, validation and test items: ``read`` applied to each given file; a split without
+        its own file is cut from the training file (shuffled with ``data.split_seed``, stratified by
+        ``key`` if given) by its fraction."""
+        d = self.config
+        items = read(self.path)
+        given = {name: read(path) for name, path in (("validation", self.validation_path), ("test", self.test_path)) if path}
+        cut = {"validation": 0.0 if "validation" in given else d.validation_fraction, "test": 0.0 if "test" in given else d.test_fraction}
+        train, validation, test = split_three(items, cut["validation"], cut["test"], d.split_seed, key=key) if cut["validation"] or cut["test"] \
+            else (items, [], [])
+        return train, given.get("validation", validation), given.get("test", test)
+
+
+def read_records(path: Path, fmt: str, columns: Sequence[str], where: str) -> list[Record]:
+    """Rows as :class:`Record` dicts holding at least ``columns``; a missing file or column, or an
+    empty value, is a :class:`DataError` naming the file and line."""
     if not path.is_file():
         raise DataError(f"{where}: data file '{path}' does not exist; fix data.path (relative paths start at the pipeline file).")
+    rows: list[Record] = []
     try:
         with path.open(encoding="utf-8", newline="") as fh:
             if fmt == "jsonl":
-                rows = []
                 for number, line in enumerate(fh, start=1):
                     if line.strip():
                         try:
-                            row = json.loads(line)
+                            value = json.loads(line)
                         except json.JSONDecodeError as exc:
                             raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}); each line must be one JSON object.") from None
-                        if not isinstance(row, dict):
-                            raise DataError(f"{path}:{number}: expected a JSON object per line, found {type(row).__name__}.")
-                        rows.append(row)
+                        if not isinstance(value, dict):
+                            raise DataError(f"{path}:{number}: expected a JSON object per line, found {type(value).__name__}.")
+                        rows.append(_record(value, number))
                 header = sorted({k for row in rows for k in row})
             else:
                 reader = csv.DictReader(fh, delimiter="\t" if fmt == "tsv" else ",")
-                rows = list(reader)
+                start = 2  # the line after the header
+                for row in reader:
+                    if None in row:  # more fields than the header names: DictReader would hide them under None
+                        raise DataError(f"{path}:{start}: {len(reader.fieldnames or []) + len(row[None])} fields where the header "
+                                        f"names {len(reader.fieldnames or [])}; quote values that hold a '{',' if fmt == 'csv' else 'tab'}'.")
+                    rows.append(_record(row, start))
+                    start = reader.line_num + 1
                 header = list(reader.fieldnames or [])
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text; re-save the data file as UTF-8.") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not readable as {fmt.upper()} ({exc}); fix the quoting there.") from None
     if not rows:
         raise DataError(f"{path}: holds no records; a {fmt.upper()} file with a header and rows is expected.")
     for column in columns:
         if column not in header:
             raise DataError(f"{path}: no column '{column}' (found: {', '.join(header) or 'none'}); rename the column or set the task option naming it.")
-    for number, row in enumerate(rows, start=2 if fmt != "jsonl" else 1):
+    for row in rows:
         for column in columns:
             if row.get(column) in (None, ""):
-                raise DataError(f"{path}: record {number - (1 if fmt != 'jsonl' else 0)}: empty '{column}'; fill it in or remove the record.")
+                raise DataError(f"{path}:{row.line}: empty '{column}'; fill it in or remove the record.")
     return rows
+
+
+def _record(values: dict, line: int) -> Record:
+    record = Record(values)
+    record.line = line
+    return record
+
+
+def text_values(rows: Sequence[Record], column: str, path: Path, task: str) -> list[str]:
+    """The text in ``column`` of every row; numbers are refused, never read as characters.
+
+    A JSON value that is not a string (a number, a list of number vectors) is refused at its line;
+    a CSV column whose every value reads as a number (or a JSON list of numbers) is refused too:
+    its characters would be learnt as if they were text."""
+    for row in rows:
+        value = row[column]
+        if not isinstance(value, str):
+            kind = "a list" if isinstance(value, list) else "a table" if isinstance(value, dict) else f"the {type(value).__name__} {value!r}"
+            raise DataError(f"{path}:{row.line}: column '{column}' holds {kind}, not text; the {task} task reads '{column}' "
+                            "as text: point it at a text column, or give the text as a JSON string.")
+    if all(_reads_as_numbers(row[column]) for row in rows):
+        raise DataError(f"{path}:{rows[0].line}: column '{column}' holds numbers in every record (here {rows[0][column][:40]!r}), "
+                        f"not text; the {task} task would learn their characters: point it at a text column.")
+    return [row[column] for row in rows]
+
+
+def _reads_as_numbers(value: str) -> bool:
+    text = value.strip()
+    try:
+        float(text)
+        return True
+    except ValueError:
+        pass
+    if not text.startswith("["):
+        return False
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    flat = parsed
+    while isinstance(flat, list) and flat and isinstance(flat[0], list):
+        flat = [x for item in flat for x in item]
+    return isinstance(flat, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in flat)
+
+
+def number(row: Record, column: str, path: Path, why: str) -> float:
+    """``row[column]`` as a float, or a :class:`DataError` naming the file, line and column."""
+    value = row[column]
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}:{row.line}: column '{column}' holds {str(value)[:40]!r}, not a number; {why}.") from None
 
 
 def split_three(items: Sequence[T], validation_fraction: float, test_fraction: float, seed: int,
@@ -82,12 +201,22 @@ def split_three(items: Sequence[T], validation_fraction: float, test_fraction: f
     return train, validation, test
 
 
-def read_conll(path: Path, where: str) -> list[list[tuple[str, str]]]:
-    """Sentences of (token, tag) from CoNLL-style text: ``token<TAB>tag`` per line (extra columns
-    between them are ignored: the first is the token, the last the tag), a blank line between sentences."""
+DOCSTART = "-DOCSTART-"
+
+
+def read_conll(path: Path, where: str, *, comment_prefix: str | None = None,
+               account: DataAccount | None = None) -> list[list[tuple[str, str]]]:
+    """Sentences of (token, tag) from CoNLL-style text: ``token<TAB>tag`` per line (or, on a line
+    without a tab, fields separated by spaces; extra columns between them are ignored: the first is
+    the token, the last the tag), a blank line between sentences.
+
+    Every other line is data: a token may start with ``#`` (hashtags are tokens). Only
+    ``-DOCSTART-`` lines and, when ``comment_prefix`` is set, lines starting with it are skipped,
+    and ``account`` counts them."""
     if not path.is_file():
         raise DataError(f"{where}: data file '{path}' does not exist; fix data.path (relative paths start at the pipeline file).")
     sentences, current = [], []
+    docstarts = comments = 0
     try:
         with path.open(encoding="utf-8") as fh:
             for number, line in enumerate(fh, start=1):
@@ -97,9 +226,13 @@ def read_conll(path: Path, where: str) -> list[list[tuple[str, str]]]:
                         sentences.append(current)
                         current = []
                     continue
-                if line.startswith("#"):
-                    continue  # CoNLL-U style comments
-                fields = line.split("\t")
+                if comment_prefix and line.startswith(comment_prefix):
+                    comments += 1
+                    continue
+                fields = line.split("\t") if "\t" in line else line.split()
+                if fields[0] == DOCSTART:
+                    docstarts += 1
+                    continue
                 if len(fields) < 2 or not fields[0] or not fields[-1]:
                     raise DataError(f"{path}:{number}: expected 'token<TAB>tag', found {line[:60]!r}; separate token and tag by a tab.")
                 current.append((fields[0], fields[-1]))
@@ -109,6 +242,9 @@ def read_conll(path: Path, where: str) -> list[list[tuple[str, str]]]:
         sentences.append(current)
     if not sentences:
         raise DataError(f"{path}: holds no sentences; give 'token<TAB>tag' lines with a blank line between sentences.")
+    if account is not None:
+        account.add("docstart_lines", docstarts, f"'{DOCSTART}' document separator lines skipped in {path.name}")
+        account.add("comment_lines", comments, f"comment lines (starting with data.comment_prefix {comment_prefix!r}) skipped in {path.name}")
     return sentences
 
 

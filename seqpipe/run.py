@@ -37,9 +37,7 @@ def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = N
     cfg = resolved.config
     seed_everything(cfg.training.seed, cfg.training.threads)
     # bad data and plugin code that cannot build the model fail here, before a run directory exists
-    with resolved.plugin_code("reading the data"):
-        task = resolved.make_task()
-        sizes = task.prepare()
+    task, sizes, monitor = resolved.prepare()
     with resolved.plugin_code("building the model"):
         model = task.build_model(resolved.make_topology, cfg.model.initial_state, cfg.model.initial_state_scale)
     run_dir = make_run_dir(run_dir_arg, pipeline, force)
@@ -47,17 +45,21 @@ def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = N
     shutil.copyfile(pipeline, run_dir / "pipeline.toml")
     write_json(run_dir / "config.json", resolved.as_dict())
     log("data: " + ", ".join(f"{name} {n}" for name, n in sizes.items()) + f" examples from {resolved.data.path}")
+    for line in resolved.data.account.lines():
+        log(f"data: {line}")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {cfg.model.cell} cell, {cfg.model.topology} topology, hidden {cfg.model.hidden_size}, {n_params:,} parameters")
 
     checkpoint = run_dir / "model.safetensors"
-    history = train(task, model, cfg.training, checkpoint, log=log)
+    history = train(task, model, cfg.training, checkpoint, log=log, monitor=monitor)
     save_checkpoint(model, checkpoint, metadata={"pipeline": str(pipeline), "task": cfg.task.name})
     metrics = {split: task.evaluate(model, split) for split in task.splits}
-    metrics["training"] = {"epochs_run": len(history), "best_epoch": max(r["epoch"] for r in history if r["best"]),
+    metrics["data"] = {"examples": sizes, "left_out": dict(resolved.data.account.counts),
+                       "left_out_described": resolved.data.account.lines()}
+    metrics["training"] = {"monitor": monitor[0], "monitor_mode": monitor[1], "epochs_run": len(history), "best_epoch": max(r["epoch"] for r in history if r["best"]),
                            "seconds": round(time.perf_counter() - started, 2), "history": history}
     write_json(run_dir / "metrics.json", metrics)
-    plot_training_curves(history, task.monitor, run_dir / "training_curves.png")
+    plot_training_curves(history, monitor[0], run_dir / "training_curves.png")
     log("test: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items() if isinstance(v, float)))
 
     parity = export_graphs(resolved, task, model, run_dir / "onnx", log)

@@ -28,15 +28,20 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
 
 
 def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
-          log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> list[dict]:
-    """Train ``model`` on ``task``'s train split; return one record per epoch."""
+          log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+          monitor: tuple[str, str] | None = None) -> list[dict]:
+    """Train ``model`` on ``task``'s train split; return one record per epoch.
+
+    ``monitor`` is the validation metric that picks the best epoch and its direction ("min" or
+    "max"); default: the task's own."""
+    monitor_name, monitor_mode = monitor or (task.monitor, task.monitor_mode)
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     # an average of recent weights is a smoother model than the last step's: less noise in which
     # epoch early stopping picks, and usually a better one
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema_decay else None
     kept = ema.module if ema is not None else model  # what is validated, checkpointed and returned
-    sign = 1.0 if task.monitor_mode == "max" else -1.0
+    sign = 1.0 if monitor_mode == "max" else -1.0
     best, stale, history = -math.inf, 0, []
     n_batches = math.ceil(len(task.examples["train"]) / cfg.batch_size)
     for epoch in range(1, cfg.epochs + 1):
@@ -57,7 +62,7 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
             count += len(batch.targets)
             bar.set_postfix(loss=f"{total / count:.4f}")
         validation = task.evaluate(kept, "validation")
-        score = sign * validation[task.monitor]
+        score = sign * validation[monitor_name]
         improved = score > best
         if improved:
             best, stale = score, 0
@@ -70,10 +75,10 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
                   "seconds": time.perf_counter() - started, "best": improved}
         history.append(record)
         log(f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
-            f"validation loss {validation['loss']:.4f}  {task.monitor} {validation[task.monitor]:.4f}"
+            f"validation loss {validation['loss']:.4f}  {monitor_name} {validation[monitor_name]:.4f}"
             f"  {record['seconds']:.1f}s{'  *best' if improved else ''}")
         if stale >= cfg.patience:
-            log(f"early stop: validation {task.monitor} has not improved for {cfg.patience} epochs")
+            log(f"early stop: validation {monitor_name} has not improved for {cfg.patience} epochs")
             break
     load_checkpoint(model, checkpoint)
     model.eval()

@@ -33,7 +33,7 @@ def test_formats_read_the_same(tmp_path, fmt):
 @pytest.mark.parametrize("content,fmt,fragment", [
     ("text,lbl\nhello,ham\n", "csv", "no column 'label' (found: text, lbl)"),
     ("text,label\n", "csv", "holds no records"),
-    ("text,label\nhello,\n", "csv", "record 1: empty 'label'"),
+    ("text,label\nhello,\n", "csv", ":2: empty 'label'"),
     ('{"text": "a", "label": "ham"}\n{oops\n', "jsonl", ":2: not valid JSON"),
     ('["a", "ham"]\n', "jsonl", "expected a JSON object per line"),
 ])

@@ -117,7 +117,7 @@ def test_numeric_graphs_agree_on_ragged_batches(forecast_run, forecast_model, ca
 
 
 @pytest.mark.parametrize("content,fragment", [
-    ("YEAR,SUNACTIVITY\n1700,5\n1701,lots\n", "non-number"),
+    ("YEAR,SUNACTIVITY\n1700,5\n1701,lots\n", "s.csv:3: column 'SUNACTIVITY' holds 'lots', not a number"),
     ("YEAR,OTHER\n1700,5\n", "no column 'SUNACTIVITY'"),
     ("YEAR,SUNACTIVITY\n" + "".join(f"{1700 + i},{i}\n" for i in range(10)), "too few"),
 ])

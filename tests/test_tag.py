@@ -147,10 +147,23 @@ def test_plugin_cell_tagger_gets_a_per_step_loop_sequence_graph(small_brown, tmp
 
 
 @pytest.mark.parametrize("content,fragment", [
-    ("The\tDET\ncat NOUN\n", "expected 'token<TAB>tag'"),
+    ("The\tDET\ncat\n", "d.conll:2: expected 'token<TAB>tag'"),
+    ("The\tDET\ncat NOUN\n", "1 examples leave no validation or test examples"),
     ("\n\n", "holds no sentences"),
 ])
 def test_bad_conll_is_one_line(tmp_path, content, fragment):
     (tmp_path / "d.conll").write_text(content)
     result = CliRunner().invoke(main, ["run", str(_pipeline(tmp_path / "p.toml", 'path = "d.conll"')), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and fragment in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_pretokenized_input_keeps_the_training_tokens(tag_run):
+    """`--tokens`: split at spaces only, so tokens tokenized otherwise in training ('@user', "'s")
+    reach the model as they were; the model's own pattern would split them."""
+    sentence = "@jury 's #praise said so ."
+    plain = json.loads(CliRunner().invoke(main, ["predict", str(tag_run / "out"), sentence, "--json"]).stdout)
+    given = CliRunner().invoke(main, ["predict", str(tag_run / "out"), sentence, "--tokens", "--json"])
+    assert given.exit_code == 0, given.output
+    assert json.loads(given.stdout)["tokens"] == ["@jury", "'s", "#praise", "said", "so", "."]
+    assert plain["tokens"] != json.loads(given.stdout)["tokens"]
+    assert len(json.loads(given.stdout)["tags"]) == 6

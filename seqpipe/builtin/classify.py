@@ -22,7 +22,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from seqpipe import hookimpl
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
-from seqpipe.data import batched, read_records, split_three
+from seqpipe.data import batched, read_records, text_values
 from seqpipe.encoding import CharVocabulary
 from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel, token_embedding
@@ -78,8 +78,8 @@ class ClassifyTask(Task):
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, int]:
         o = self.options
-        rows = read_records(self.data.path, self.data.format, [o.text_column, o.label_column], self.data.where)
-        pairs = [(str(r[o.text_column]), str(r[o.label_column])) for r in rows]
+        train, validation, test = self.data.splits(self._read, key=lambda p: p[1])
+        pairs = train + validation + test
         found = sorted({label for _, label in pairs})
         if o.labels is not None:
             unknown = sorted(set(found) - set(o.labels))
@@ -90,8 +90,8 @@ class ClassifyTask(Task):
             self.labels = found
         if len(self.labels) < 2:
             raise DataError(f"{self.data.path}: column '{o.label_column}' holds a single label {found}; classification needs at least two.")
-        d = self.data.config
-        train, validation, test = split_three(pairs, d.validation_fraction, d.test_fraction, d.split_seed, key=lambda p: p[1])
+        self.data.account.add("truncated_texts", sum(len(t) > o.max_length for t, _ in pairs),
+                              f"texts cut to task.options.max_length = {o.max_length} characters (raise it to keep them whole)")
         self.vocabulary = CharVocabulary.fit((t for t, _ in train), lowercase=o.lowercase, max_length=o.max_length, min_count=o.min_char_count)
         index = {label: i for i, label in enumerate(self.labels)}
         for name, part in zip(self.splits, (train, validation, test)):
@@ -101,6 +101,11 @@ class ClassifyTask(Task):
         # inverse frequency, normalised so a balanced dataset gets weight 1 for every label
         self.class_weights = (counts.sum() / (len(self.labels) * counts.clamp(min=1))) if o.balance_classes else None
         return {name: len(part) for name, part in self.examples.items()}
+
+    def _read(self, path) -> list[tuple[str, str]]:
+        o = self.options
+        rows = read_records(path, self.data.format, [o.text_column, o.label_column], self.data.where)
+        return list(zip(text_values(rows, o.text_column, path, "classify"), (str(r[o.label_column]) for r in rows)))
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
         return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator)
@@ -134,8 +139,16 @@ class ClassifyTask(Task):
             "loss": float(F.cross_entropy(logits_all, target)),
             "accuracy": float(multiclass_accuracy(preds, target, num_classes=n, average="micro")),
             "macro_f1": float(multiclass_f1_score(preds, target, num_classes=n, average="macro")),
+            **self._majority_baseline(target),
             "examples": len(target),
         }
+
+    def _majority_baseline(self, target: torch.Tensor) -> dict[str, float]:
+        """Always the training split's most frequent label: the floor a model must clear."""
+        majority = torch.full_like(target, int(torch.bincount(torch.tensor([y for _, y in self.examples["train"]])).argmax()))
+        n = len(self.labels)
+        return {"majority_accuracy": float(multiclass_accuracy(majority, target, num_classes=n, average="micro")),
+                "majority_macro_f1": float(multiclass_f1_score(majority, target, num_classes=n, average="macro"))}
 
     # -- export -------------------------------------------------------------------------------
     def step_example(self, batch: int = 2) -> torch.Tensor:

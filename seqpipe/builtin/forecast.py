@@ -24,7 +24,7 @@ from torchmetrics.functional import mean_squared_error
 from seqpipe import hookimpl
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
-from seqpipe.data import read_records
+from seqpipe.data import number, read_records
 from seqpipe.errors import DataError
 from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel
@@ -65,11 +65,11 @@ class ForecastTask(Task):
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, int]:
         o, d = self.options, self.data.config
+        if self.data.validation_path or self.data.test_path:
+            raise DataError(f"{self.data.where}: the forecast task splits one series by time (the last values are the test part); "
+                            "give the whole series as data.path and set data.validation_fraction and data.test_fraction.")
         rows = read_records(self.data.path, self.data.format, [o.value_column], self.data.where)
-        try:
-            self.series = np.array([float(r[o.value_column]) for r in rows], dtype=np.float32)
-        except ValueError as exc:
-            raise DataError(f"{self.data.path}: column '{o.value_column}' holds a non-number ({exc}); forecasting needs numbers.") from None
+        self.series = np.array([number(r, o.value_column, self.data.path, "forecasting needs numbers") for r in rows], dtype=np.float32)
         n = len(self.series)
         n_test, n_val = round(n * d.test_fraction), round(n * d.validation_fraction)
         train_end = n - n_test - n_val

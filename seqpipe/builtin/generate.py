@@ -25,7 +25,7 @@ from torchmetrics.functional.text import perplexity
 
 from seqpipe import hookimpl
 from seqpipe.contracts import Task, Topology
-from seqpipe.data import batched, read_records, split_three
+from seqpipe.data import batched, number, read_records, text_values
 from seqpipe.encoding import PAD, UNK, CharVocabulary
 from seqpipe.errors import DataError
 from seqpipe.onnx.spec import base_spec, state_io, states_spec, write_metadata
@@ -106,19 +106,15 @@ class GenerateTask(Task):
     def prepare(self) -> dict[str, int]:
         o, d = self.options, self.data.config
         columns = o.condition_columns or [o.condition_column]
-        rows = read_records(self.data.path, self.data.format, [o.text_column, *columns], self.data.where)
+        train, validation, test = self.data.splits(self._read, key=None if self.vector else (lambda p: p[1]))
+        pairs = train + validation + test
+        long = sum(len(t) > o.max_length for t, _ in pairs)
+        self.data.account.add("truncated_texts", long, f"texts cut to task.options.max_length = {o.max_length} characters")
+        train, validation, test = ([(t[: o.max_length], c) for t, c in part] for part in (train, validation, test))
         if self.vector:
-            try:
-                pairs = [(str(r[o.text_column])[: o.max_length], tuple(float(r[c]) for c in columns)) for r in rows]
-            except ValueError as exc:
-                raise DataError(f"{self.data.path}: a condition column ({', '.join(columns)}) holds a non-number ({exc}); "
-                                "vector conditions are numbers.") from None
-            train, validation, test = split_three(pairs, d.validation_fraction, d.test_fraction, d.split_seed)
             values = np.array([c for _, c in train], dtype=np.float64)
             self.vector_mean, self.vector_std = values.mean(axis=0), np.where(values.std(axis=0) > 0, values.std(axis=0), 1.0)
         else:
-            pairs = [(str(r[o.text_column])[: o.max_length], str(r[o.condition_column])) for r in rows]
-            train, validation, test = split_three(pairs, d.validation_fraction, d.test_fraction, d.split_seed, key=lambda p: p[1])
             self.conditions = sorted({c for _, c in pairs})
         chars = sorted({ch for text, _ in train for ch in text})
         self.vocabulary = CharVocabulary((PAD, UNK, SOS, EOS, *chars), False, o.max_length)
@@ -128,6 +124,15 @@ class GenerateTask(Task):
         if not self.examples["test"]:
             raise DataError(f"{self.data.path}: too few rows for a test split; add data or raise data.test_fraction.")
         return {name: len(part) for name, part in self.examples.items()}
+
+    def _read(self, path) -> list[tuple[str, Any]]:
+        o = self.options
+        columns = o.condition_columns or [o.condition_column]
+        rows = read_records(path, self.data.format, [o.text_column, *columns], self.data.where)
+        texts = text_values(rows, o.text_column, path, "generate")
+        if self.vector:
+            return [(t, tuple(number(r, c, path, "vector conditions are numbers") for c in columns)) for t, r in zip(texts, rows)]
+        return [(t, str(r[o.condition_column])) for t, r in zip(texts, rows)]
 
     def _encode_condition(self, condition) -> int | tuple[float, ...]:
         """A label's index, or a vector standardised with the training rows' mean and std."""

@@ -29,13 +29,15 @@ class ClassifyPredictor(Predictor):
 
 
 class TagPredictor(Predictor):
+    options = (Option("tokens", bool, False, "each input is tokens separated by spaces, as in the training file "
+                      "(default: split words with the model's tokenizer)"),)
     usage = '"The jury praised the city ."'
 
     def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
         if not inputs:
             raise SeqpipeError("give one or more sentences to tag.")
         runner = open_export(path, device=options.device, precision=options.precision)  # the sequence graph when there is one
-        results = tag(runner, inputs)
+        results = tag(runner, inputs, pretokenized=options.task["tokens"])
         for r in results:
             r["line"] = " ".join(f"{w}/{t}" for w, t in zip(r["tokens"], r["tags"]))
         return results

@@ -30,7 +30,7 @@ from seqpipe import hookimpl
 from seqpipe.onnx.builder import GraphBuilder, finish_model, optional_state_inputs, state_value_infos
 from seqpipe.onnx.native import emit_topology
 from seqpipe.contracts import State, Task, Topology
-from seqpipe.data import batched, read_records, split_three
+from seqpipe.data import batched, read_records, text_values
 from seqpipe.encoding import PAD, UNK, CharVocabulary
 from seqpipe.errors import DataError
 from seqpipe.onnx.spec import base_spec, state_io, states_spec, write_metadata
@@ -182,10 +182,14 @@ class Seq2SeqTask(Task):
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, int]:
         o, d = self.options, self.data.config
-        rows = read_records(self.data.path, self.data.format, [o.source_column, o.target_column], self.data.where)
-        pairs = [(str(r[o.source_column])[: o.max_source_length], " ".join(str(r[o.target_column]).split()[: o.max_target_length - 1]))
-                 for r in rows]
-        train, validation, test = split_three(pairs, d.validation_fraction, d.test_fraction, d.split_seed)
+        train, validation, test = self.data.splits(self._read)
+        pairs = train + validation + test
+        self.data.account.add("truncated_sources", sum(len(src) > o.max_source_length for src, _ in pairs),
+                              f"sources cut to task.options.max_source_length = {o.max_source_length} characters")
+        self.data.account.add("truncated_targets", sum(len(tgt.split()) > o.max_target_length - 1 for _, tgt in pairs),
+                              f"targets cut to task.options.max_target_length - 1 = {o.max_target_length - 1} symbols (one is <eos>)")
+        train, validation, test = ([(src[: o.max_source_length], " ".join(tgt.split()[: o.max_target_length - 1])) for src, tgt in part]
+                                   for part in (train, validation, test))
         self.source_vocab = CharVocabulary.fit((s for s, _ in train), lowercase=False, max_length=o.max_source_length, min_count=1)
         self.target_symbols = [PAD, UNK, SOS, EOS, *sorted({t for _, tgt in train for t in tgt.split()})]
         index = {t: i for i, t in enumerate(self.target_symbols)}
@@ -195,6 +199,11 @@ class Seq2SeqTask(Task):
         if not self.examples["test"]:
             raise DataError(f"{self.data.path}: too few rows for a test split; add data or raise data.test_fraction.")
         return {name: len(part) for name, part in self.examples.items()}
+
+    def _read(self, path) -> list[tuple[str, str]]:
+        o = self.options
+        rows = read_records(path, self.data.format, [o.source_column, o.target_column], self.data.where)
+        return list(zip(text_values(rows, o.source_column, path, "seq2seq"), text_values(rows, o.target_column, path, "seq2seq")))
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
         return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator)

@@ -24,13 +24,26 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from seqpipe import hookimpl
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
-from seqpipe.data import batched, read_conll, split_three
+from seqpipe.data import batched, read_conll
 from seqpipe.encoding import WordVocabulary
 from seqpipe.errors import DataError
 from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel, token_embedding
 
 IGNORE = -100  # target at padded positions: no loss, no metric
+
+
+def entity_scheme(labels: list[str]) -> str | None:
+    """"IOBES" or "IOB2" when every tag but 'O' is a prefix (B/I, plus E/S for IOBES; L/U read as
+    E/S are not accepted) and a type, e.g. B-PER; None for other tag sets (part-of-speech tags)."""
+    prefixes = {label.split("-", 1)[0] for label in labels if label != "O"}
+    if not prefixes or any("-" not in label or not label.split("-", 1)[1] for label in labels if label != "O"):
+        return None
+    if prefixes <= {"B", "I"}:
+        return "IOB2"
+    if prefixes <= {"B", "I", "E", "S"}:
+        return "IOBES"
+    return None
 
 
 class TagOptions(BaseModel):
@@ -52,8 +65,10 @@ class Batch:
 
 class TagTask(Task):
     Options = TagOptions
-    monitor = "accuracy"
+    monitor = "accuracy"  # entity_f1 when the tags mark entities (BIO/IOB2/BIOES)
     monitor_mode = "max"
+    metric_modes = {"accuracy": "max", "macro_f1": "max", "entity_f1": "max", "entity_precision": "max",
+                    "entity_recall": "max", "loss": "min"}
     sequence_y = "per_step"
     predict_example = '"The jury praised the city ."'
     example_pipeline = {"data": {"dataset": "brown-pos"}}
@@ -65,6 +80,7 @@ class TagTask(Task):
         self.labels: list[str] = []
         self.examples: dict[str, list[tuple[list[int], list[int]]]] = {}
         self.signature_of: torch.Tensor | None = None  # word id -> its signature id (word dropout)
+        self.scheme: str | None = None  # "IOB2" or "IOBES" when the tags mark entities
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, int]:
@@ -72,13 +88,20 @@ class TagTask(Task):
         if self.data.format != "conll":
             raise DataError(f"{self.data.where}: the tag task reads CoNLL-style files ('token<TAB>tag', blank line between "
                             f"sentences), found format '{self.data.format}'; set data.format = \"conll\".")
-        sentences = [s[: o.max_length] for s in read_conll(self.data.path, self.data.where)]
-        train, validation, test = split_three(sentences, d.validation_fraction, d.test_fraction, d.split_seed)
+        train, validation, test = self.data.splits(
+            lambda path: read_conll(path, self.data.where, comment_prefix=d.comment_prefix, account=self.data.account))
+        long = [s for s in train + validation + test if len(s) > o.max_length]
+        self.data.account.add("truncated_sentences", len(long), f"sentences cut to task.options.max_length = {o.max_length} tokens "
+                              f"({sum(len(s) - o.max_length for s in long):,} tokens neither trained on nor scored; raise it to keep them)")
+        train, validation, test = ([s[: o.max_length] for s in part] for part in (train, validation, test))
         self.labels = sorted({tag for s in train for _, tag in s})
         unseen = sorted({tag for s in validation + test for _, tag in s} - set(self.labels))
         if unseen:
             raise DataError(f"{self.data.path}: tag(s) {', '.join(unseen)} occur only outside the training split; "
                             "add training sentences with them or merge them into other tags.")
+        self.scheme = entity_scheme(self.labels)
+        if self.scheme is not None:
+            self.monitor = "entity_f1"  # token accuracy rewards tagging everything 'O' on entity data
         self.vocabulary = WordVocabulary.fit(([w for w, _ in s] for s in train), lowercase=o.lowercase, min_count=o.min_word_count)
         index = {tag: i for i, tag in enumerate(self.labels)}
         for name, part in zip(self.splits, (train, validation, test)):
@@ -125,15 +148,43 @@ class TagTask(Task):
             logits.append(out[valid])
             targets.append(batch.targets[valid])
         logits_all, target = torch.cat(logits), torch.cat(targets)
-        return {**self._scores(logits_all.argmax(dim=1), target), "loss": float(F.cross_entropy(logits_all, target)),
-                "baseline_accuracy": self._baseline_accuracy(split), "tokens": len(target), "examples": len(self.examples[split])}
+        preds = logits_all.argmax(dim=1)
+        metrics = {**self._scores(preds, target), "loss": float(F.cross_entropy(logits_all, target))}
+        baseline = self._baseline_predictions(split)
+        metrics["baseline_accuracy"] = self._scores(torch.tensor([t for s in baseline for t in s]), target)["accuracy"]
+        if self.scheme is not None:
+            metrics.update(self._entity_scores(preds.tolist(), split))
+            metrics.update({f"baseline_{k}": v for k, v in self._entity_scores([t for s in baseline for t in s], split).items()})
+        return {**metrics, "tokens": len(target), "examples": len(self.examples[split])}
+
+    def metric_names(self) -> dict[str, str]:
+        names = super().metric_names()
+        if self.scheme is None:
+            for key in ("entity_f1", "entity_precision", "entity_recall"):
+                names.pop(key)
+        return names
+
+    def _entity_scores(self, flat_preds: list[int], split: str) -> dict[str, float]:
+        """Entity-level precision, recall and F1 (seqeval, scored as conlleval does): an entity counts
+        only when its whole span and its type are right."""
+        from seqeval.metrics import f1_score, precision_score, recall_score
+
+        truth, guess, at = [], [], 0
+        for _, tags in self.examples[split]:
+            truth.append([self.labels[t] for t in tags])
+            guess.append([self.labels[t] for t in flat_preds[at: at + len(tags)]])
+            at += len(tags)
+        kwargs = {"zero_division": 0}
+        return {"entity_precision": float(precision_score(truth, guess, **kwargs)),
+                "entity_recall": float(recall_score(truth, guess, **kwargs)),
+                "entity_f1": float(f1_score(truth, guess, **kwargs))}
 
     def _scores(self, preds: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         n = len(self.labels)
         return {"accuracy": float(multiclass_accuracy(preds, target, num_classes=n, average="micro")),
                 "macro_f1": float(multiclass_f1_score(preds, target, num_classes=n, average="macro"))}
 
-    def _baseline_accuracy(self, split: str) -> float:
+    def _baseline_predictions(self, split: str) -> list[list[int]]:
         """Most-frequent-tag baseline: each word id (a known word, or an unknown word's signature)
         gets the tag it most often has in training, ids never seen the overall most frequent tag."""
         by_word: dict[int, Counter] = {}
@@ -144,11 +195,7 @@ class TagTask(Task):
                 overall[t] += 1
         best = {w: c.most_common(1)[0][0] for w, c in by_word.items()}
         fallback = overall.most_common(1)[0][0]
-        preds, target = [], []
-        for ids, tags in self.examples[split]:
-            preds += [best.get(w, fallback) for w in ids]
-            target += tags
-        return self._scores(torch.tensor(preds), torch.tensor(target))["accuracy"]
+        return [[best.get(w, fallback) for w in ids] for ids, _ in self.examples[split]]
 
     # -- export -------------------------------------------------------------------------------
     def step_example(self, batch: int = 2) -> torch.Tensor:

@@ -131,11 +131,13 @@ def classify(runner: StepRunner | SequenceRunner, texts: list[str]) -> list[dict
     return results
 
 
-def tag(runner: StepRunner | SequenceRunner, sentences: list[str]) -> list[dict[str, Any]]:
-    """Each sentence's words (split as the training corpus was) with their tags and probabilities."""
+def tag(runner: StepRunner | SequenceRunner, sentences: list[str], pretokenized: bool = False) -> list[dict[str, Any]]:
+    """Each sentence's words with their tags and probabilities. Words are split by the model's
+    tokenizer pattern, or, ``pretokenized``, at whitespace only, so that tokens match training
+    data tokenized otherwise (``@user``, ``#tag``, ``'s``)."""
     vocabulary = WordVocabulary.from_spec(runner.spec["encoding"]["input"])
     labels = runner.spec["encoding"]["output"]["labels"]
-    words = [split_words(s) for s in sentences]
+    words = [s.split() if pretokenized else split_words(s) for s in sentences]
     tokens, lengths = pad_ids([vocabulary.encode(ws) for ws in words], "word to tag")
     probs = runner.run(tokens, lengths)[0] if isinstance(runner, SequenceRunner) else runner.run_padded(tokens, lengths)[0]
     results = []
