@@ -167,3 +167,20 @@ def test_plugin_cell_seq2seq_encodes_with_cell_loops(tmp_path, small_tsv, regist
     parity = json.loads((out / "parity.json").read_text())
     assert parity["passed"] and set(parity["graphs"]) == {"encoder", "decoder"}
     assert "Loop" in {n.op_type for n in __import__("onnx").load(str(out / "onnx" / "encoder.onnx")).graph.node}
+
+
+def test_nearest_neighbour_baseline_and_the_predict_hint_come_from_the_data(tmp_path):
+    """The baseline answers each source with the target of the most similar training source: a
+    source seen in training gets its own target back; the run's predict hint is its own test data."""
+    rows = [("cat", "K AE T"), ("cats", "K AE T S"), ("dog", "D AO G"), ("dogs", "D AO G Z"), ("bird", "B ER D")] * 8
+    data = tmp_path / "d.tsv"
+    data.write_text("source\ttarget\n" + "".join(f"{s}\t{t}\n" for s, t in rows), encoding="utf-8")
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text('[data]\npath = "d.tsv"\n[model]\ncell = "gru"\nhidden_size = 8\n[task]\nname = "seq2seq"\n'
+                        '[task.options]\nembedding_size = 4\n[training]\nepochs = 1\n[export]\nparity_sequences = 8\n', encoding="utf-8")
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    test = json.loads((tmp_path / "out" / "metrics.json").read_text())["test"]
+    assert test["baseline_word_accuracy"] == 1.0 and test["baseline_phoneme_error_rate"] == 0.0
+    hint = next(line for line in result.output.splitlines() if line.startswith("try: seqpipe predict"))
+    assert any(f" {s}" in hint for s, _ in rows) and "pronounce" not in hint

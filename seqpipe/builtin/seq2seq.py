@@ -168,7 +168,14 @@ class Seq2SeqTask(Task):
     needs_causal = True  # the decoder steps; it is built like the encoder, so both must be causal
     needs_sequence_encoder = True  # encoder.onnx is built by emit_topology (native operators or cell loops)
     initial_states = ("zeros", "learnable")
-    predict_example = "pronounce seqpipe"
+
+    @property
+    def predict_example(self) -> str:
+        """Two test sources of this run's own data, quoted for the shell."""
+        import shlex
+
+        return " ".join(shlex.quote(s) for s, _ in self.pairs.get("test", [])[:2]) or '"some source text"'
+
     example_pipeline = {"data": {"dataset": "cmudict-g2p"}, "task": {"options": {"source_column": "word", "target_column": "phonemes"}}}
 
     def __init__(self, options: Seq2SeqOptions, data: Any) -> None:
@@ -178,6 +185,7 @@ class Seq2SeqTask(Task):
         self.target_symbols: list[str] = []
         self.examples: dict[str, list[tuple[list[int], list[int]]]] = {}
         self.pairs: dict[str, list[tuple[str, str]]] = {}
+        self._nearest: dict[str, list[str]] = {}  # split -> the nearest-neighbour baseline's targets
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, int]:
@@ -248,7 +256,23 @@ class Seq2SeqTask(Task):
             total += float(F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)) * n
             count += n
             predicted += [" ".join(self.target_symbols[i] for i in ids) for ids in self.greedy(model, batch)]
-        return {"loss": total / count, **self.scores(predicted, [t for _, t in self.pairs[split]]), "examples": len(predicted)}
+        reference = [t for _, t in self.pairs[split]]
+        baseline = {f"baseline_{k}": v for k, v in self.scores(self._nearest_targets(split), reference).items()}
+        return {"loss": total / count, **self.scores(predicted, reference), **baseline, "examples": len(predicted)}
+
+    def _nearest_targets(self, split: str) -> list[str]:
+        """The baseline: for each source, the target of the most similar training source (cosine
+        similarity of character 1-3-gram TF-IDF vectors): what memorising the training pairs gives."""
+        if split not in self._nearest:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            sources = [s for s, _ in self.pairs["train"]]
+            vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), lowercase=False).fit(sources)
+            train, queries = vectorizer.transform(sources), vectorizer.transform([s for s, _ in self.pairs[split]])
+            nearest = np.concatenate([(queries[i: i + 1024] @ train.T).toarray().argmax(axis=1)
+                                      for i in range(0, queries.shape[0], 1024)]) if queries.shape[0] else np.zeros(0, int)
+            self._nearest[split] = [self.pairs["train"][j][1] for j in nearest]
+        return self._nearest[split]
 
     @staticmethod
     def scores(predicted: list[str], reference: list[str]) -> dict[str, float]:
