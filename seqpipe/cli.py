@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import click
 from seqpipe import __version__
 from seqpipe.errors import SeqpipeError
 from seqpipe.plugins import SERVING, TRAINING, PluginSource, load_registry
+from seqpipe.runstate import Terminated
 from seqpipe.serving.command import predict
 
 
@@ -26,6 +28,13 @@ class SeqpipeGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except Terminated:
+            click.echo("terminated", err=True)
+            sys.exit(143)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 def _registry(strict: bool, source: PluginSource = TRAINING):
@@ -52,7 +61,11 @@ def run(pipeline: Path, out: Path | None, force: bool, strict_plugins: bool) -> 
     from seqpipe.run import run_pipeline
 
     registry, _ = _registry(strict_plugins)
-    result = run_pipeline(pipeline, registry, out, force)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)  # a terminated run records 'interrupted' in status.json
+    try:
+        result = run_pipeline(pipeline, registry, out, force)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     click.echo(f"\nrun directory: {result.run_dir}")
     for path in result.files:
         click.echo(f"  {path.relative_to(result.run_dir)}")

@@ -75,6 +75,8 @@ class TrainingConfig(Section):
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0, description="validate, keep and export an exponential moving "
                                     "average of the weights (updated every batch) instead of the last weights; e.g. 0.99")
     seed: int = 0
+    max_minutes: float | None = Field(None, gt=0.0, description="stop training after the epoch that passes this budget, "
+                                      "then evaluate and export the best epoch as usual")
     monitor: str | None = Field(None, description="the validation metric that picks the best epoch and stops early "
                                 "(any the task reports, e.g. 'entity_f1'); default: the task's own")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")

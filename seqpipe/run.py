@@ -30,6 +30,7 @@ def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = N
     from seqpipe.exports import export_graphs
     from seqpipe.plots import plot_training_curves
     from seqpipe.rundir import make_run_dir, write_json
+    from seqpipe.runstate import status_recorded
     from seqpipe.training import seed_everything, train
 
     started = time.perf_counter()
@@ -41,36 +42,37 @@ def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = N
     with resolved.plugin_code("building the model"):
         model = task.build_model(resolved.make_topology, cfg.model.initial_state, cfg.model.initial_state_scale)
     run_dir = make_run_dir(run_dir_arg, pipeline, force)
-    log(f"seqpipe: run directory {run_dir}")
-    shutil.copyfile(pipeline, run_dir / "pipeline.toml")
-    write_json(run_dir / "config.json", resolved.as_dict())
-    log("data: " + ", ".join(f"{name} {n}" for name, n in sizes.items()) + f" examples from {resolved.data.path}")
-    for line in resolved.data.account.lines():
-        log(f"data: {line}")
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {cfg.model.cell} cell, {cfg.model.topology} topology, hidden {cfg.model.hidden_size}, {n_params:,} parameters")
+    with status_recorded(run_dir):  # status.json: running, then done, failed or interrupted
+        log(f"seqpipe: run directory {run_dir}")
+        shutil.copyfile(pipeline, run_dir / "pipeline.toml")
+        write_json(run_dir / "config.json", resolved.as_dict())
+        log("data: " + ", ".join(f"{name} {n}" for name, n in sizes.items()) + f" examples from {resolved.data.path}")
+        for line in resolved.data.account.lines():
+            log(f"data: {line}")
+        n_params = sum(p.numel() for p in model.parameters())
+        log(f"model: {cfg.model.cell} cell, {cfg.model.topology} topology, hidden {cfg.model.hidden_size}, {n_params:,} parameters")
 
-    checkpoint = run_dir / "model.safetensors"
-    history = train(task, model, cfg.training, checkpoint, log=log, monitor=monitor)
-    save_checkpoint(model, checkpoint, metadata={"pipeline": str(pipeline), "task": cfg.task.name})
-    metrics = {split: task.evaluate(model, split) for split in task.splits}
-    metrics["data"] = {"examples": sizes, "left_out": dict(resolved.data.account.counts),
-                       "left_out_described": resolved.data.account.lines()}
-    metrics["training"] = {"monitor": monitor[0], "monitor_mode": monitor[1], "epochs_run": len(history), "best_epoch": max(r["epoch"] for r in history if r["best"]),
-                           "seconds": round(time.perf_counter() - started, 2), "history": history}
-    write_json(run_dir / "metrics.json", metrics)
-    plot_training_curves(history, monitor[0], run_dir / "training_curves.png")
-    log("test: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items() if isinstance(v, float)))
-
-    parity = export_graphs(resolved, task, model, run_dir / "onnx", log)
-    write_json(run_dir / "parity.json", parity)
-    extra = task.write_report(model, run_dir, log)  # task-specific results: plots, samples
-    if extra:
-        metrics.update(extra)
+        checkpoint = run_dir / "model.safetensors"
+        history = train(task, model, cfg.training, checkpoint, log=log, monitor=monitor, history_path=run_dir / "history.jsonl")
+        save_checkpoint(model, checkpoint, metadata={"pipeline": str(pipeline), "task": cfg.task.name})
+        metrics = {split: task.evaluate(model, split) for split in task.splits}
+        metrics["data"] = {"examples": sizes, "left_out": dict(resolved.data.account.counts),
+                           "left_out_described": resolved.data.account.lines()}
+        metrics["training"] = {"monitor": monitor[0], "monitor_mode": monitor[1], "epochs_run": len(history), "best_epoch": max(r["epoch"] for r in history if r["best"]),
+                               "seconds": round(time.perf_counter() - started, 2), "history": history}
         write_json(run_dir / "metrics.json", metrics)
-    files = sorted(p for p in run_dir.rglob("*") if p.is_file())
-    if not parity["passed"]:
-        failed = ", ".join(r["file"] for r in parity["graphs"].values() if not r["passed"])
-        raise ParityError(f"{run_dir / 'parity.json'}: torch and onnxruntime differ by {parity['max_scaled_diff']:.2e} > "
-                          f"{parity['tolerance']:.0e} (scaled by magnitude beyond 1); do not serve {failed} (see parity.json).")
+        plot_training_curves(history, monitor[0], run_dir / "training_curves.png")
+        log("test: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items() if isinstance(v, float)))
+
+        parity = export_graphs(resolved, task, model, run_dir / "onnx", log)
+        write_json(run_dir / "parity.json", parity)
+        extra = task.write_report(model, run_dir, log)  # task-specific results: plots, samples
+        if extra:
+            metrics.update(extra)
+            write_json(run_dir / "metrics.json", metrics)
+        files = sorted(p for p in run_dir.rglob("*") if p.is_file())
+        if not parity["passed"]:
+            failed = ", ".join(r["file"] for r in parity["graphs"].values() if not r["passed"])
+            raise ParityError(f"{run_dir / 'parity.json'}: torch and onnxruntime differ by {parity['max_scaled_diff']:.2e} > "
+                              f"{parity['tolerance']:.0e} (scaled by magnitude beyond 1); do not serve {failed} (see parity.json).")
     return RunResult(run_dir, metrics, parity, files, task.predict_example)

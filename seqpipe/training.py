@@ -6,6 +6,7 @@ restored at the end, so the returned model is the one the metrics and exports de
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -29,11 +30,12 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
 
 def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
           log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
-          monitor: tuple[str, str] | None = None) -> list[dict]:
+          monitor: tuple[str, str] | None = None, history_path: Path | None = None) -> list[dict]:
     """Train ``model`` on ``task``'s train split; return one record per epoch.
 
     ``monitor`` is the validation metric that picks the best epoch and its direction ("min" or
-    "max"); default: the task's own."""
+    "max"); default: the task's own. Each epoch's record is appended to ``history_path`` (JSON
+    Lines) as soon as it exists, so a long run can be followed, or inspected after a crash."""
     monitor_name, monitor_mode = monitor or (task.monitor, task.monitor_mode)
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -44,6 +46,7 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
     sign = 1.0 if monitor_mode == "max" else -1.0
     best, stale, history = -math.inf, 0, []
     n_batches = math.ceil(len(task.examples["train"]) / cfg.batch_size)
+    training_started = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -74,11 +77,19 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
         record = {"epoch": epoch, "train_loss": total / count, "validation": validation,
                   "seconds": time.perf_counter() - started, "best": improved}
         history.append(record)
+        if history_path is not None:
+            with history_path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
         log(f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
             f"validation loss {validation['loss']:.4f}  {monitor_name} {validation[monitor_name]:.4f}"
             f"  {record['seconds']:.1f}s{'  *best' if improved else ''}")
         if stale >= cfg.patience:
             log(f"early stop: validation {monitor_name} has not improved for {cfg.patience} epochs")
+            break
+        minutes = (time.perf_counter() - training_started) / 60
+        if cfg.max_minutes is not None and minutes >= cfg.max_minutes and epoch < cfg.epochs:
+            log(f"time budget: {minutes:.1f} of training.max_minutes = {cfg.max_minutes:g} spent after epoch {epoch}; "
+                f"stopping here, the best epoch so far ({max(r['epoch'] for r in history if r['best'])}) goes on to evaluation and export")
             break
     load_checkpoint(model, checkpoint)
     model.eval()

@@ -1,0 +1,62 @@
+"""A run directory's state, ``status.json``: running, interrupted, failed or done.
+
+Written by the engine as a run goes (atomically: readers never see half a file), read by
+``seqpipe predict`` so that a run that did not finish is never served as if it had. Standard
+library only: serving reads it without torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+STATUS_FILE = "status.json"
+STATES = ("running", "interrupted", "failed", "done")
+
+
+def write_status(run_dir: Path, state: str, **details: Any) -> None:
+    """Record ``state`` (one of :data:`STATES`) with ``details`` (e.g. the error line)."""
+    assert state in STATES, state
+    record = {"state": state, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "pid": os.getpid(), **details}
+    fd, tmp = tempfile.mkstemp(prefix=f".{STATUS_FILE}-", dir=run_dir)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, run_dir / STATUS_FILE)
+
+
+@contextlib.contextmanager
+def status_recorded(run_dir: Path) -> Iterator[None]:
+    """``running`` while the block runs; then ``done``, ``interrupted`` (Ctrl-C, SIGTERM) or
+    ``failed`` with the error's first line."""
+    write_status(run_dir, "running")
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated):
+        write_status(run_dir, "interrupted")
+        raise
+    except BaseException as exc:
+        write_status(run_dir, "failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
+    write_status(run_dir, "done")
+
+
+class Terminated(Exception):
+    """Raised in the main thread when the process receives SIGTERM (see the ``run`` command), so a
+    terminated run records its state like an interrupted one."""
+
+
+def read_status(run_dir: Path) -> dict[str, Any] | None:
+    """The recorded state, or None for a directory without one (a single file, an older run)."""
+    try:
+        return json.loads((run_dir / STATUS_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, json.JSONDecodeError):
+        return {"state": "unreadable"}
