@@ -93,6 +93,7 @@ class ResolvedPipeline:
         resolved["model"]["topology_options"] = self.topology_options.model_dump(mode="json")
         resolved["task"]["options"] = self.task_options.model_dump(mode="json")
         resolved["data"]["resolved_path"] = str(self.data.path)
+        resolved["data"]["relative_to"] = str(self.path.resolve().parent)  # where a resumed run finds the data
         resolved["data"]["format"] = self.data.format
         resolved["export"]["graphs"] = self.graphs
         resolved["plugins"] = {kind: {"plugin": entry.plugin, "distribution": entry.distribution or "seqpipe"}
@@ -100,7 +101,9 @@ class ResolvedPipeline:
         return resolved
 
 
-def resolve_pipeline(path: str | Path, registry: Registry) -> ResolvedPipeline:
+def resolve_pipeline(path: str | Path, registry: Registry, data_relative_to: Path | None = None) -> ResolvedPipeline:
+    """``data_relative_to``: the folder the data paths are relative to, when not the pipeline
+    file's own (a run directory's copy of a pipeline, resumed)."""
     path = Path(path)
     config = load_pipeline(path)
     src = str(path)
@@ -114,7 +117,7 @@ def resolve_pipeline(path: str | Path, registry: Registry) -> ResolvedPipeline:
     _check_task_fit(config, task, cell, topology, src)
     graphs = _graphs(config, cell, topology, task, src)
     return ResolvedPipeline(path, config, cell, topology, task, cell_options, topology_options, task_options,
-                            _data_source(config.data, path, registry), graphs)
+                            _data_source(config.data, path, registry, data_relative_to or path.parent), graphs)
 
 
 def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: Entry, src: str) -> None:
@@ -179,13 +182,13 @@ def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, s
     return sorted(set(wanted), key=["step", "sequence"].index) + extra
 
 
-def _data_source(data: DataConfig, pipeline_path: Path, registry: Registry) -> DataSource:
+def _data_source(data: DataConfig, pipeline_path: Path, registry: Registry, folder: Path) -> DataSource:
     src = str(pipeline_path)
     if data.dataset is not None:
         dataset = registry.get("dataset", data.dataset, f"{src}: data.dataset").obj
         return DataSource(dataset.path, data.format or dataset.format, data, f"{src}: data.dataset")
     key = "path" if data.path is not None else "train"
-    files = {name: _data_file(getattr(data, name), name, pipeline_path) for name in (key, "validation", "test")
+    files = {name: _data_file(getattr(data, name), name, pipeline_path, folder) for name in (key, "validation", "test")
              if getattr(data, name) is not None}
     fmt = infer_format(files[key], data.format, f"{src}: data.{key}")
     for name, file in files.items():
@@ -195,10 +198,10 @@ def _data_source(data: DataConfig, pipeline_path: Path, registry: Registry) -> D
     return DataSource(files[key], fmt, data, f"{src}: data.{key}", files.get("validation"), files.get("test"))
 
 
-def _data_file(value: str, key: str, pipeline_path: Path) -> Path:
+def _data_file(value: str, key: str, pipeline_path: Path, folder: Path) -> Path:
     file = Path(value)
     if not file.is_absolute():
-        file = pipeline_path.parent / file
+        file = folder / file
     if not file.is_file():
         raise ConfigError(f"{pipeline_path}: data.{key}: file '{file}' does not exist; paths are relative to the pipeline file.")
     return file

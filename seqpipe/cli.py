@@ -25,12 +25,17 @@ class SeqpipeGroup(click.Group):
         except SeqpipeError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+        except KeyboardInterrupt as exc:
+            click.echo("interrupted" + _resume_hint(exc), err=True)
             sys.exit(130)
-        except Terminated:
-            click.echo("terminated", err=True)
+        except Terminated as exc:
+            click.echo("terminated" + _resume_hint(exc), err=True)
             sys.exit(143)
+
+
+def _resume_hint(exc: BaseException) -> str:
+    command = getattr(exc, "resume_command", None)
+    return f"; continue from the last complete epoch with: {command}" if command else ""
 
 
 def _raise_terminated(signum, frame) -> None:
@@ -52,18 +57,22 @@ def main() -> None:
 
 
 @main.command()
-@pipeline_argument
+@click.argument("pipeline", type=click.Path(path_type=Path, dir_okay=False), required=False)
 @click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False), help="Run directory (default: runs/<pipeline>-<time>).")
 @click.option("--force", is_flag=True, help="Write into --out even if it is not empty.")
+@click.option("--resume", type=click.Path(path_type=Path, file_okay=False), metavar="RUN_DIR",
+              help="Continue the run in RUN_DIR from its last complete epoch, with its own pipeline file (instead of PIPELINE).")
 @strict_option
-def run(pipeline: Path, out: Path | None, force: bool, strict_plugins: bool) -> None:
+def run(pipeline: Path | None, out: Path | None, force: bool, resume: Path | None, strict_plugins: bool) -> None:
     """Train, evaluate, export and parity-check the pipeline in PIPELINE."""
     from seqpipe.run import run_pipeline
 
+    if (pipeline is None) == (resume is None) or (resume is not None and (out is not None or force)):
+        raise SeqpipeError("seqpipe run: give a PIPELINE file to run, or --resume RUN_DIR alone to continue a stopped run.")
     registry, _ = _registry(strict_plugins)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)  # a terminated run records 'interrupted' in status.json
     try:
-        result = run_pipeline(pipeline, registry, out, force)
+        result = run_pipeline(pipeline, registry, out, force, resume=resume)
     finally:
         signal.signal(signal.SIGTERM, previous)
     click.echo(f"\nrun directory: {result.run_dir}")

@@ -23,29 +23,37 @@ class RunResult:
     predict_example: str  # arguments for `seqpipe predict RUN …`, shown after a run
 
 
-def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = None, force: bool = False,
-                 log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> RunResult:
+def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | None = None, force: bool = False,
+                 log: Callable[[str], None] = lambda line: print(line, file=sys.stderr), resume: Path | None = None) -> RunResult:
+    """Run ``pipeline`` into a new run directory, or with ``resume`` (a run directory), continue
+    that run from its last complete epoch with the run directory's own pipeline file."""
     # model code (torch) is imported here, not at CLI import time, so `seqpipe predict` never pays for it
     from seqpipe.checkpoint import save_checkpoint
     from seqpipe.exports import export_graphs
     from seqpipe.plots import plot_training_curves
     from seqpipe.rundir import make_run_dir, write_json
+    from seqpipe.resume import RESUME_FILE
     from seqpipe.runstate import status_recorded
     from seqpipe.training import seed_everything, train
 
     started = time.perf_counter()
-    resolved = resolve_pipeline(pipeline, registry)
+    if resume is not None:
+        pipeline, data_folder = resumable(resume)
+        resolved = resolve_pipeline(pipeline, registry, data_relative_to=data_folder)
+    else:
+        resolved = resolve_pipeline(pipeline, registry)
     cfg = resolved.config
     seed_everything(cfg.training.seed, cfg.training.threads)
     # bad data and plugin code that cannot build the model fail here, before a run directory exists
     task, sizes, monitor = resolved.prepare()
     with resolved.plugin_code("building the model"):
         model = task.build_model(resolved.make_topology, cfg.model.initial_state, cfg.model.initial_state_scale)
-    run_dir = make_run_dir(run_dir_arg, pipeline, force)
+    run_dir = resume if resume is not None else make_run_dir(run_dir_arg, pipeline, force)
     with status_recorded(run_dir):  # status.json: running, then done, failed or interrupted
         log(f"seqpipe: run directory {run_dir}")
-        shutil.copyfile(pipeline, run_dir / "pipeline.toml")
-        write_json(run_dir / "config.json", resolved.as_dict())
+        if resume is None:
+            shutil.copyfile(pipeline, run_dir / "pipeline.toml")
+            write_json(run_dir / "config.json", resolved.as_dict())
         log("data: " + ", ".join(f"{name} {n}" for name, n in sizes.items()) + f" examples from {resolved.data.path}")
         for line in resolved.data.account.lines():
             log(f"data: {line}")
@@ -53,7 +61,8 @@ def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = N
         log(f"model: {cfg.model.cell} cell, {cfg.model.topology} topology, hidden {cfg.model.hidden_size}, {n_params:,} parameters")
 
         checkpoint = run_dir / "model.safetensors"
-        history = train(task, model, cfg.training, checkpoint, log=log, monitor=monitor, history_path=run_dir / "history.jsonl")
+        history = train(task, model, cfg.training, checkpoint, log=log, monitor=monitor, history_path=run_dir / "history.jsonl",
+                        run_dir=run_dir, resume=resume is not None)
         save_checkpoint(model, checkpoint, metadata={"pipeline": str(pipeline), "task": cfg.task.name})
         metrics = {split: task.evaluate(model, split) for split in task.splits}
         metrics["data"] = {"examples": sizes, "left_out": dict(resolved.data.account.counts),
@@ -75,4 +84,26 @@ def run_pipeline(pipeline: Path, registry: Registry, run_dir_arg: str | None = N
             failed = ", ".join(r["file"] for r in parity["graphs"].values() if not r["passed"])
             raise ParityError(f"{run_dir / 'parity.json'}: torch and onnxruntime differ by {parity['max_scaled_diff']:.2e} > "
                               f"{parity['tolerance']:.0e} (scaled by magnitude beyond 1); do not serve {failed} (see parity.json).")
-    return RunResult(run_dir, metrics, parity, files, task.predict_example)
+    (run_dir / RESUME_FILE).unlink(missing_ok=True)  # done: nothing left to resume (trainer_state.json stays, to read)
+    return RunResult(run_dir, metrics, parity, [f for f in files if f.name != RESUME_FILE], task.predict_example)
+
+
+def resumable(run_dir: Path) -> tuple[Path, Path]:
+    """The run directory's pipeline file and its data folder, if the run can be resumed."""
+    import json
+
+    from seqpipe.errors import RunDirectoryError
+    from seqpipe.resume import RESUME_FILE
+    from seqpipe.runstate import read_status
+
+    status = read_status(run_dir)
+    if status is None or not (run_dir / "pipeline.toml").is_file():
+        raise RunDirectoryError(f"--resume {run_dir}: not a seqpipe run directory (no status.json or pipeline.toml); pass the "
+                         "directory a `seqpipe run` wrote.")
+    if status.get("state") == "done":
+        raise RunDirectoryError(f"--resume {run_dir}: this run is done; nothing to resume (start a new run with seqpipe run).")
+    if not (run_dir / RESUME_FILE).is_file():
+        raise RunDirectoryError(f"--resume {run_dir}: no epoch finished before the run stopped, so there is nothing to continue; "
+                         f"start it again: seqpipe run {run_dir / 'pipeline.toml'} --out {run_dir} --force")
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    return run_dir / "pipeline.toml", Path(config["data"]["relative_to"])

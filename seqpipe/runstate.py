@@ -38,8 +38,9 @@ def status_recorded(run_dir: Path) -> Iterator[None]:
     write_status(run_dir, "running")
     try:
         yield
-    except (KeyboardInterrupt, Terminated):
+    except (KeyboardInterrupt, Terminated) as exc:
         write_status(run_dir, "interrupted")
+        exc.resume_command = f"seqpipe run --resume {run_dir}"  # the CLI's one line names it
         raise
     except BaseException as exc:
         write_status(run_dir, "failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from seqpipe.checkpoint import load_checkpoint, save_checkpoint
 from seqpipe.config import TrainingConfig
+from seqpipe.resume import load_training_state, save_training_state
 
 
 def seed_everything(seed: int, threads: int | None = None) -> None:
@@ -30,12 +31,17 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
 
 def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
           log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
-          monitor: tuple[str, str] | None = None, history_path: Path | None = None) -> list[dict]:
+          monitor: tuple[str, str] | None = None, history_path: Path | None = None,
+          run_dir: Path | None = None, resume: bool = False) -> list[dict]:
     """Train ``model`` on ``task``'s train split; return one record per epoch.
 
     ``monitor`` is the validation metric that picks the best epoch and its direction ("min" or
     "max"); default: the task's own. Each epoch's record is appended to ``history_path`` (JSON
-    Lines) as soon as it exists, so a long run can be followed, or inspected after a crash."""
+    Lines) as soon as it exists, so a long run can be followed, or inspected after a crash.
+
+    With ``run_dir``, the state to continue from is saved there after every epoch
+    (:mod:`seqpipe.resume`); ``resume`` first restores it and continues with the next epoch, so
+    the result is the one an uninterrupted run gives, bit for bit on CPU."""
     monitor_name, monitor_mode = monitor or (task.monitor, task.monitor_mode)
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -44,10 +50,17 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema_decay else None
     kept = ema.module if ema is not None else model  # what is validated, checkpointed and returned
     sign = 1.0 if monitor_mode == "max" else -1.0
-    best, stale, history = -math.inf, 0, []
+    best, stale, history, first_epoch, spent = -math.inf, 0, [], 1, 0.0
+    if resume:
+        counters = load_training_state(run_dir, model, ema, optimizer, generator)
+        best, stale, spent, first_epoch = counters["best"], counters["stale"], counters["seconds"], counters["epoch"] + 1
+        history = _history(history_path, counters["epoch"])
+        log(f"resuming after epoch {counters['epoch']} (best validation {monitor_name} so far: {sign * best:.4f})")
+        if stale >= cfg.patience or (cfg.max_minutes is not None and spent >= cfg.max_minutes * 60):
+            first_epoch = cfg.epochs + 1  # training had already stopped: go on to evaluation and export
     n_batches = math.ceil(len(task.examples["train"]) / cfg.batch_size)
-    training_started = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    training_started = time.perf_counter() - spent
+    for epoch in range(first_epoch, cfg.epochs + 1):
         started = time.perf_counter()
         model.train()
         total, count = 0.0, 0
@@ -80,6 +93,10 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
         if history_path is not None:
             with history_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
+        if run_dir is not None:
+            save_training_state(run_dir, model, ema, optimizer, generator,
+                                {"epoch": epoch, "best": best, "stale": stale, "seconds": time.perf_counter() - training_started,
+                                 "monitor": monitor_name})
         log(f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
             f"validation loss {validation['loss']:.4f}  {monitor_name} {validation[monitor_name]:.4f}"
             f"  {record['seconds']:.1f}s{'  *best' if improved else ''}")
@@ -94,3 +111,13 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
     load_checkpoint(model, checkpoint)
     model.eval()
     return history
+
+
+def _history(path: Path | None, epochs: int) -> list[dict]:
+    """The first ``epochs`` records of a run's history.jsonl (a killed run may have logged one more
+    epoch than its last saved state; that epoch is run again)."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path is not None and path.is_file() else []
+    records = [json.loads(line) for line in lines if line.strip()][:epochs]
+    if path is not None:
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return records

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from seqpipe.cli import main
@@ -75,7 +77,70 @@ def test_an_interrupted_run_records_it_and_exits_with_the_signal_code(tmp_path, 
     proc.send_signal(sent)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
-    assert err.strip().splitlines()[-1] == line and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"{line}; continue from the last complete epoch with: seqpipe run --resume {run}"
+    assert "Traceback" not in err
     assert status(run)["state"] == "interrupted"
     served = CliRunner().invoke(main, ["predict", str(run), "hello"])
     assert served.exit_code == 2 and "this run is interrupted" in served.output
+
+
+def test_a_killed_run_resumed_ends_bit_identical_to_an_uninterrupted_one(tmp_path, small_csv):
+    """SIGKILL after a complete epoch, then `seqpipe run --resume`: the same weights, bit for bit, and
+    the same metrics and history as the run that was never stopped (CPU)."""
+    from safetensors.torch import load_file
+
+    # dropout and EMA exercise the saved random and averaged state; lr_decay the saved learning rate
+    training = "epochs = 8\npatience = 100\nlr_decay = 0.7\nema_decay = 0.9\nthreads = 1"
+    p = pipeline(tmp_path / "p.toml", small_csv, training)
+    p.write_text(p.read_text().replace("embedding_size = 8", "embedding_size = 8\ndropout = 0.2\nchar_dropout = 0.1"))
+    whole = CliRunner().invoke(main, ["run", str(p), "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "seqpipe", "run", str(p), "--out", str(run)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not ((run / "trainer_state.json").is_file() and json.loads((run / "trainer_state.json").read_text())["epoch"] >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert status(run)["state"] == "running"  # killed: nothing had the chance to record it
+    killed_at = json.loads((run / "trainer_state.json").read_text())["epoch"]
+    assert killed_at < 8
+
+    resumed = CliRunner().invoke(main, ["run", "--resume", str(run)])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming after epoch {killed_at}" in resumed.output and status(run)["state"] == "done"
+    a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "whole", run))
+    assert ma["test"] == mb["test"]
+    strip = lambda history: [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+    assert strip(ma["training"]["history"]) == strip(mb["training"]["history"])
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path, small_csv):
+    run = tmp_path / "run"
+    assert CliRunner().invoke(main, ["run", str(pipeline(tmp_path / "p.toml", small_csv, "epochs = 1")), "--out", str(run)]).exit_code == 0
+    done = CliRunner().invoke(main, ["run", "--resume", str(run)])
+    assert done.exit_code == 2 and "this run is done; nothing to resume" in done.output
+    both = CliRunner().invoke(main, ["run", str(tmp_path / "p.toml"), "--resume", str(run)])
+    assert both.exit_code == 2 and "or --resume RUN_DIR alone" in both.output
+
+
+def test_a_run_that_failed_after_training_resumes_without_training_more(tmp_path, small_csv):
+    """Early stopping had ended training when export failed: resuming goes straight to evaluation and export."""
+    run = tmp_path / "run"
+    p = pipeline(tmp_path / "p.toml", small_csv, "epochs = 30\npatience = 1\nlearning_rate = 1e-9", "parity_tolerance = 1e-30")
+    first = CliRunner().invoke(main, ["run", str(p), "--out", str(run)])
+    assert first.exit_code == 1 and status(run)["state"] == "failed"
+    epochs = json.loads((run / "trainer_state.json").read_text())["epoch"]
+    assert epochs < 30  # stopped early: a learning rate this small never improves on the first epoch
+    p.write_text(p.read_text().replace("parity_tolerance = 1e-30", ""))  # the user's file; the run keeps its own copy
+    (run / "pipeline.toml").write_text((run / "pipeline.toml").read_text().replace("parity_tolerance = 1e-30", ""))
+    resumed = CliRunner().invoke(main, ["run", "--resume", str(run)])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming after epoch {epochs}" in resumed.output
+    assert not re.search(r"^epoch +\d+/30", resumed.output, flags=re.MULTILINE)  # no epoch trained again
+    assert len((run / "history.jsonl").read_text().splitlines()) == epochs and status(run)["state"] == "done"

@@ -1,0 +1,72 @@
+"""What a run needs to continue after its last complete epoch, in one safetensors file.
+
+``resume.safetensors`` in the run directory holds the model's current weights, the weight average
+(EMA) if any, the optimizer's moments, torch's random state and the data-order generator's state;
+its metadata holds the trainer's counters (epoch, best score, patience, time spent) and the
+optimizer's parameter groups (learning rates). One file written atomically: a run killed at any
+moment leaves either the previous epoch's state or this one's, never a mix. ``trainer_state.json``
+beside it is the same counters for people to read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+RESUME_FILE = "resume.safetensors"
+TRAINER_STATE_FILE = "trainer_state.json"
+
+
+def save_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
+                        generator: torch.Generator, counters: dict[str, Any]) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    optimizer_state = optimizer.state_dict()
+    for index, values in optimizer_state["state"].items():
+        for name, value in values.items():
+            tensors[f"optimizer.{index}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.data_order"] = generator.get_state()
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
+    state = {**counters, "param_groups": optimizer_state["param_groups"]}
+    _atomic(run_dir / RESUME_FILE, lambda tmp: save_file(tensors, tmp, metadata={"trainer_state": json.dumps(state)}))
+    _atomic(run_dir / TRAINER_STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(counters, indent=2) + "\n", encoding="utf-8"))
+
+
+def load_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
+                        generator: torch.Generator) -> dict[str, Any]:
+    """Restore everything :func:`save_training_state` wrote; return the trainer's counters."""
+    with safe_open(str(run_dir / RESUME_FILE), framework="pt") as fh:
+        state = json.loads(fh.metadata()["trainer_state"])
+        tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        ema.load_state_dict({k.removeprefix("ema."): v for k, v in tensors.items() if k.startswith("ema.")})
+    moments: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            moments.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": moments, "param_groups": state.pop("param_groups")})
+    torch.set_rng_state(tensors["rng.torch"])
+    generator.set_state(tensors["rng.data_order"])
+    return state
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
