@@ -1,0 +1,84 @@
+"""seqpipe training benchmark: what saving the resumable state after every epoch costs.
+
+    python benchmarks/training.py            # table
+    python benchmarks/training.py --json     # one JSON object
+    python benchmarks/training.py --epochs 1 # shorter (smoke run)
+
+The default pipeline (pipelines/spam.toml: its data, model and training settings), trained for
+the same epochs with and without ``resume.safetensors`` written after each epoch, in alternating
+rounds in one process (this machine is shared and noisy: each side keeps its fastest round).
+Reported: the overhead as a share of epoch time, and one save's time beside one epoch's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench_checkpointing(epochs: int, rounds: int) -> dict[str, float]:
+    from seqpipe.assembly import resolve_pipeline
+    from seqpipe.plugins import load_registry
+    from seqpipe.resume import save_training_state
+    from seqpipe.training import train
+
+    registry, _ = load_registry(False, warn=lambda line: None)
+    resolved = resolve_pipeline(REPO / "pipelines" / "spam.toml", registry)
+    task = resolved.make_task()
+    task.prepare()
+    cfg = resolved.config.training.model_copy(update={"epochs": epochs, "patience": epochs + 1, "max_minutes": None})
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    for round_ in range(rounds):
+        for side in (("without", "with") if round_ % 2 == 0 else ("with", "without")):
+            torch.manual_seed(0)
+            model = task.build_model(resolved.make_topology, resolved.config.model.initial_state)
+            with tempfile.TemporaryDirectory() as tmp:
+                start = time.perf_counter()
+                train(task, model, cfg, Path(tmp) / "best.safetensors", log=lambda line: None,
+                      run_dir=Path(tmp) if side == "with" else None)
+                times[side].append(time.perf_counter() - start)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(*_one_batch(task))[0].sum().backward()
+    optimizer.step()  # moments exist, as after an epoch
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        for _ in range(5):
+            save_training_state(Path(tmp), model, None, optimizer, torch.Generator(), {"epoch": 1})
+        save = (time.perf_counter() - start) / 5
+    without, with_ = min(times["without"]), min(times["with"])
+    return {"epochs": epochs, "epoch_seconds": without / epochs, "save_seconds": save,
+            "overhead_share": (with_ - without) / without, "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def _one_batch(task):
+    batch = next(iter(task.batches("train", 64)))
+    return batch.tokens, batch.lengths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+              "checkpointing": bench_checkpointing(args.epochs, args.rounds)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    c = result["checkpointing"]
+    print(f"{result['machine']}; default pipeline, {c['parameters']:,} parameters, {c['epochs']} epochs per round")
+    print(f"per-epoch resumable state: {c['overhead_share']:+.1%} of training time "
+          f"(one save {c['save_seconds'] * 1000:.0f} ms, one epoch {c['epoch_seconds']:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
