@@ -22,6 +22,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from seqpipe import hookimpl
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
+from seqpipe.baselines import text_classifier
 from seqpipe.data import batched, read_records, text_values
 from seqpipe.encoding import CharVocabulary
 from seqpipe.initial_state import InitialState
@@ -41,6 +42,8 @@ class ClassifyOptions(BaseModel):
     balance_classes: bool = Field(False, description="weight the loss by inverse label frequency (helps macro-F1 on skewed data)")
     char_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training characters replaced by <unk> (augmentation)")
     labels: list[str] | None = Field(None, description="allowed labels in output order; default: those in the data, sorted")
+    strong_baseline: bool = Field(True, description="also report character n-gram TF-IDF + logistic regression on the test split "
+                                  "(scikit-learn; a few seconds on small data); false: skip it")
 
 
 @dataclass
@@ -74,6 +77,7 @@ class ClassifyTask(Task):
         self.examples: dict[str, list[tuple[list[int], int]]] = {}
         self.texts: dict[str, list[str]] = {}
         self.class_weights: torch.Tensor | None = None
+        self._tfidf: dict[str, float] | None = None  # the strong baseline's test scores, computed once
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, int]:
@@ -140,8 +144,22 @@ class ClassifyTask(Task):
             "accuracy": float(multiclass_accuracy(preds, target, num_classes=n, average="micro")),
             "macro_f1": float(multiclass_f1_score(preds, target, num_classes=n, average="macro")),
             **self._majority_baseline(target),
+            **(self._strong_baseline() if split == "test" and self.options.strong_baseline else {}),
             "examples": len(target),
         }
+
+    def _strong_baseline(self) -> dict[str, float]:
+        """Character 1-5-gram TF-IDF + logistic regression, regularisation chosen on validation macro-F1."""
+        from sklearn.metrics import accuracy_score, f1_score
+
+        if self._tfidf is None:
+            labels = {split: [y for _, y in self.examples[split]] for split in self.splits}
+            predicted = text_classifier(self.texts["train"], labels["train"], self.texts["validation"], labels["validation"],
+                                        self.texts["test"], lambda t, p: f1_score(t, p, average="macro"), self.options.lowercase)
+            self._tfidf = {"tfidf_accuracy": float(accuracy_score(labels["test"], predicted)),
+                           "tfidf_macro_f1": float(f1_score(labels["test"], predicted, average="macro",
+                                                            labels=list(range(len(self.labels))), zero_division=0))}
+        return self._tfidf
 
     def _majority_baseline(self, target: torch.Tensor) -> dict[str, float]:
         """Always the training split's most frequent label: the floor a model must clear."""

@@ -24,6 +24,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from seqpipe import hookimpl
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
+from seqpipe.baselines import window_tagger
 from seqpipe.data import batched, read_conll
 from seqpipe.encoding import WordVocabulary
 from seqpipe.errors import DataError
@@ -54,6 +55,8 @@ class TagOptions(BaseModel):
     embedding_size: int = Field(64, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings and on the head's input (training only)")
     word_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training words replaced by their signature (augmentation)")
+    strong_baseline: bool = Field(True, description="also report logistic regression on word-window features on the test split "
+                                  "(scikit-learn; seconds to a minute); false: skip it")
 
 
 @dataclass
@@ -81,6 +84,8 @@ class TagTask(Task):
         self.examples: dict[str, list[tuple[list[int], list[int]]]] = {}
         self.signature_of: torch.Tensor | None = None  # word id -> its signature id (word dropout)
         self.scheme: str | None = None  # "IOB2" or "IOBES" when the tags mark entities
+        self.words: dict[str, list[list[str]]] = {}
+        self._window: dict[str, float] | None = None  # the strong baseline's test scores, computed once
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, int]:
@@ -105,6 +110,7 @@ class TagTask(Task):
         self.vocabulary = WordVocabulary.fit(([w for w, _ in s] for s in train), lowercase=o.lowercase, min_count=o.min_word_count)
         index = {tag: i for i, tag in enumerate(self.labels)}
         for name, part in zip(self.splits, (train, validation, test)):
+            self.words[name] = [[w for w, _ in s] for s in part]
             self.examples[name] = [(self.vocabulary.encode([w for w, _ in s]), [index[t] for _, t in s]) for s in part]
         self.signature_of = self._signature_table()
         return {name: len(part) for name, part in self.examples.items()}
@@ -155,7 +161,22 @@ class TagTask(Task):
         if self.scheme is not None:
             metrics.update(self._entity_scores(preds.tolist(), split))
             metrics.update({f"baseline_{k}": v for k, v in self._entity_scores([t for s in baseline for t in s], split).items()})
+        if split == "test" and self.options.strong_baseline:
+            metrics.update(self._strong_baseline(target))
         return {**metrics, "tokens": len(target), "examples": len(self.examples[split])}
+
+    def _strong_baseline(self, target: torch.Tensor) -> dict[str, float]:
+        """Logistic regression on word-window features, regularisation chosen on validation token accuracy."""
+        if self._window is None:
+            tags = {split: [t for _, t in self.examples[split]] for split in self.splits}
+            accuracy = lambda truth, guess: float(np.mean(np.array(truth) == np.array(guess)))
+            predicted = window_tagger(self.words["train"], tags["train"], self.words["validation"], tags["validation"],
+                                      self.words["test"], accuracy)
+            flat = [t for s in predicted for t in s]
+            self._window = {"window_accuracy": self._scores(torch.tensor(flat), target)["accuracy"]}
+            if self.scheme is not None:
+                self._window["window_entity_f1"] = self._entity_scores(flat, "test")["entity_f1"]
+        return self._window
 
     def metric_names(self) -> dict[str, str]:
         names = super().metric_names()

@@ -1,0 +1,47 @@
+"""The strong classical baselines every classify and tag run reports beside the model's figures."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from click.testing import CliRunner
+
+from seqpipe.baselines import text_classifier, window_tagger
+from seqpipe.cli import main
+
+
+def test_the_text_baseline_learns_what_characters_decide():
+    rng = random.Random(0)
+    words = ["cheap", "meeting", "offer", "notes", "report", "lunch"]
+    texts = [" ".join(rng.choice(words) for _ in range(4)) + (" $$$" if i % 2 else "") for i in range(300)]
+    labels = [i % 2 for i in range(300)]
+    accuracy = lambda truth, guess: sum(t == g for t, g in zip(truth, guess)) / len(truth)
+    predicted = text_classifier(texts[:200], labels[:200], texts[200:250], labels[200:250], texts[250:], accuracy, lowercase=False)
+    assert predicted == labels[250:]
+
+
+def test_the_window_baseline_uses_the_next_word():
+    """The tag of 'can' depends on the word after it: a window model sees it (a causal tagger cannot)."""
+    rng = random.Random(0)
+    sentences, tags = [], []
+    for _ in range(300):
+        follower = rng.choice(["run", "opener"])
+        sentences.append(["a", "can", follower])
+        tags.append([0, 1 if follower == "run" else 2, 1 if follower == "run" else 2])
+    accuracy = lambda truth, guess: sum(t == g for t, g in zip(truth, guess)) / len(truth)
+    predicted = window_tagger(sentences[:200], tags[:200], sentences[200:250], tags[200:250], sentences[250:], accuracy)
+    assert predicted == tags[250:]
+
+
+def test_runs_report_the_baseline_unless_switched_off(tmp_path, small_csv, write_pipeline):
+    reported = {}
+    for switch in ("true", "false"):
+        p = write_pipeline(tmp_path / f"{switch}.toml", small_csv)
+        p.write_text(p.read_text().replace("embedding_size = 8", f"embedding_size = 8\nstrong_baseline = {switch}"))
+        result = CliRunner().invoke(main, ["run", str(p), "--out", str(tmp_path / switch)])
+        assert result.exit_code == 0, result.output
+        reported[switch] = json.loads((tmp_path / switch / "metrics.json").read_text())
+    test = reported["true"]["test"]
+    assert 0.5 < test["tfidf_accuracy"] <= 1.0 and 0.0 < test["tfidf_macro_f1"] <= 1.0
+    assert "tfidf_macro_f1" not in reported["false"]["test"] and "tfidf_macro_f1" not in reported["true"]["validation"]
