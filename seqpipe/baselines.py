@@ -1,7 +1,8 @@
 """Strong classical baselines, computed with scikit-learn on the same splits as the model.
 
 What a user would build in seconds before trusting a recurrent model: character n-gram TF-IDF
-with logistic regression for texts, logistic regression on word-window features for tags. The
+with logistic regression for texts, logistic regression on word-window features for tags, an
+ARIMA model (statsmodels) for a series. The
 text classifier picks its regularisation on the validation split (as the model picks its epoch);
 the tagger, whose fit takes about 20 s on 5,000 sentences, uses one (C = 10). Both predict the test
 split and never touch the exported model.
@@ -9,8 +10,11 @@ split and never touch the exported model.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 REGULARISATION = (1.0, 10.0, 100.0)  # logistic regression's C, chosen on validation (text)
 TAGGER_REGULARISATION = (10.0,)
@@ -76,3 +80,32 @@ def _logistic(train, train_labels, validation, validation_labels, test, score, c
         if best is None or value > best:
             best, best_model = value, model
     return best_model.predict(test).tolist()
+
+
+ARIMA_ORDERS = tuple((p, 0, q) for p in (1, 2, 3, 4, 6, 9, 12) for q in (0, 1, 2))
+
+
+def arima_forecasts(series: np.ndarray, train_end: int, targets: np.ndarray, origins: np.ndarray,
+                    horizon: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+    """ARIMA(p, 0, q), the order chosen by AIC on ``series[:train_end]`` and its parameters fitted
+    there, then run over the whole series with those parameters: one-step forecasts of the values
+    at ``targets`` (each from the actual values before it), ``horizon``-step forecasts from each of
+    ``origins`` ([len(origins), horizon]), and the order."""
+    from statsmodels.tsa.arima.model import ARIMA
+
+    values = series.astype(np.float64)
+    best = None
+    with warnings.catch_warnings():  # non-convergence of a candidate order is expected; AIC judges it
+        warnings.simplefilter("ignore")
+        for order in ARIMA_ORDERS:
+            try:
+                fitted = ARIMA(values[:train_end], order=order).fit()
+            except (ValueError, np.linalg.LinAlgError):
+                continue
+            if np.isfinite(fitted.aic) and (best is None or fitted.aic < best.aic):
+                best = fitted
+        whole = best.apply(values)
+        one_step = np.asarray(whole.predict(start=int(targets[0]), end=int(targets[-1])))[targets - targets[0]]
+        multi = np.stack([np.asarray(whole.predict(start=int(o), end=int(o) + horizon - 1, dynamic=True)) for o in origins]) \
+            if len(origins) else np.zeros((0, horizon))
+    return one_step, multi, tuple(best.model.order)

@@ -45,3 +45,22 @@ def test_runs_report_the_baseline_unless_switched_off(tmp_path, small_csv, write
     test = reported["true"]["test"]
     assert 0.5 < test["tfidf_accuracy"] <= 1.0 and 0.0 < test["tfidf_macro_f1"] <= 1.0
     assert "tfidf_macro_f1" not in reported["false"]["test"] and "tfidf_macro_f1" not in reported["true"]["validation"]
+
+
+def test_arima_forecasts_an_autoregressive_series_near_its_noise():
+    """On an AR(2) series the ARIMA baseline finds the order, its one-step error is close to the
+    noise and below persistence's; multi-step forecasts come from the given origins."""
+    import numpy as np
+
+    from seqpipe.baselines import arima_forecasts
+
+    rng = np.random.default_rng(0)
+    x = np.zeros(400)
+    for t in range(2, 400):
+        x[t] = 1.2 * x[t - 1] - 0.5 * x[t - 2] + rng.normal()
+    targets = np.arange(320, 400)
+    one_step, multi, order = arima_forecasts(x.astype(np.float32), 300, targets, np.arange(320, 396), 5)
+    rmse = float(np.sqrt(np.mean((one_step - x[targets]) ** 2)))
+    persistence = float(np.sqrt(np.mean((x[targets - 1] - x[targets]) ** 2)))
+    assert order == (2, 0, 0) and rmse < 1.1 and rmse < persistence, (rmse, persistence, order)  # the noise's std is 1
+    assert multi.shape == (76, 5) and order[1] == 0

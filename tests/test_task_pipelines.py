@@ -38,6 +38,7 @@ def test_sunspot_forecast_is_20_percent_below_persistence(tmp_path):
     metrics, parity = _run("sunspots", tmp_path / "sunspots")
     test = metrics["test"]
     assert test["rmse"] <= 0.8 * test["persistence_rmse"], test
+    assert test["rmse"] < test["arima_rmse"], test  # and below the statsmodels baseline, one step ahead
     assert test["rmse_5_step"] < test["persistence_rmse_5_step"], test
     assert parity["passed"] and (tmp_path / "sunspots" / "forecast.png").is_file()
 

@@ -24,6 +24,7 @@ from torchmetrics.functional import mean_squared_error
 from seqpipe import hookimpl
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
+from seqpipe.baselines import arima_forecasts
 from seqpipe.data import number, read_records
 from seqpipe.errors import DataError
 from seqpipe.initial_state import InitialState
@@ -37,6 +38,8 @@ class ForecastOptions(BaseModel):
     horizon: int = Field(5, ge=1, description="steps ahead for the multi-step (autoregressive) evaluation")
     scaling: Literal["standard", "none"] = Field("standard", description="standardise with the training part's mean and std")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the head's input (training only)")
+    strong_baseline: bool = Field(True, description="also report an ARIMA model's RMSE on the test part (statsmodels, order by "
+                                  "AIC on the training part); false: skip it")
 
 
 @dataclass
@@ -145,8 +148,20 @@ class ForecastTask(Task):
             naive = torch.from_numpy(np.repeat(self.series[origins - 1][:, None], h, axis=1))
             metrics[f"rmse_{h}_step"] = float(mean_squared_error(multi, truth, squared=False))
             metrics[f"persistence_rmse_{h}_step"] = float(mean_squared_error(naive, truth, squared=False))
+        if split == "test" and self.options.strong_baseline:
+            metrics.update(self._arima(ends, origins, actual))
         metrics["examples"] = len(ends)
         return metrics
+
+    def _arima(self, ends: np.ndarray, origins: np.ndarray, actual: torch.Tensor) -> dict[str, Any]:
+        """ARIMA on the same test values, one step and ``horizon`` steps ahead (see seqpipe.baselines)."""
+        h = self.options.horizon
+        one_step, multi, order = arima_forecasts(self.series, int(self.targets["validation"][0]), ends, origins, h)
+        result: dict[str, Any] = {"arima_rmse": float(np.sqrt(np.mean((one_step - actual.numpy()) ** 2))), "arima_order": list(order)}
+        if len(origins):
+            truth = np.stack([self.series[o:o + h] for o in origins])
+            result[f"arima_rmse_{h}_step"] = float(np.sqrt(np.mean((multi - truth) ** 2)))
+        return result
 
     # -- export -------------------------------------------------------------------------------
     def step_example(self, batch: int = 2) -> torch.Tensor:
