@@ -136,6 +136,9 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
         raise ConfigError(f"{src}: model.topology: task '{config.task.name}' exports its encoder as a sequence graph built from "
                           f"the topology's declared layers, and topology '{config.model.topology}' declares none (Topology.layers); "
                           "choose 'single' or 'stacked'.")
+    if config.training.precision == "fp16":
+        raise ConfigError(f"{src}: training.precision: fp16 training needs a CUDA device (a gradient scaler on GPU "
+                          "arithmetic), and seqpipe trains on the CPU; use \"bf16\" (CPU autocast) or \"fp32\".")
     monitor = config.training.monitor
     if monitor is not None:
         known = {**task.obj.metric_modes, task.obj.monitor: task.obj.monitor_mode, "loss": "min"}

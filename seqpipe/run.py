@@ -67,7 +67,7 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
         metrics = {split: task.evaluate(model, split) for split in task.splits}
         metrics["data"] = {"examples": sizes, "left_out": dict(resolved.data.account.counts),
                            "left_out_described": resolved.data.account.lines()}
-        metrics["training"] = {"monitor": monitor[0], "monitor_mode": monitor[1], "epochs_run": len(history), "best_epoch": max(r["epoch"] for r in history if r["best"]),
+        metrics["training"] = {"precision": cfg.training.precision, "monitor": monitor[0], "monitor_mode": monitor[1], "epochs_run": len(history), "best_epoch": max(r["epoch"] for r in history if r["best"]),
                                "seconds": round(time.perf_counter() - started, 2), "history": history}
         write_json(run_dir / "metrics.json", metrics)
         plot_training_curves(history, monitor[0], run_dir / "training_curves.png")

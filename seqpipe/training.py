@@ -6,6 +6,7 @@ restored at the end, so the returned model is the one the metrics and exports de
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -59,6 +60,9 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
         if stale >= cfg.patience or (cfg.max_minutes is not None and spent >= cfg.max_minutes * 60):
             first_epoch = cfg.epochs + 1  # training had already stopped: go on to evaluation and export
     n_batches = math.ceil(len(task.examples["train"]) / cfg.batch_size)
+    # bf16: the forward pass and loss in bfloat16 where torch's CPU autocast lists the op; the weights,
+    # their gradients and the optimizer stay fp32, so validation, checkpoints and exports are unchanged
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if cfg.precision == "bf16" else contextlib.nullcontext
     training_started = time.perf_counter() - spent
     for epoch in range(first_epoch, cfg.epochs + 1):
         started = time.perf_counter()
@@ -68,7 +72,8 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
                    desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr, disable=None, unit="batch")
         for batch in bar:
             optimizer.zero_grad(set_to_none=True)
-            loss = task.loss(model, batch)
+            with autocast():
+                loss = task.loss(model, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()

@@ -144,3 +144,27 @@ def test_a_run_that_failed_after_training_resumes_without_training_more(tmp_path
     assert f"resuming after epoch {epochs}" in resumed.output
     assert not re.search(r"^epoch +\d+/30", resumed.output, flags=re.MULTILINE)  # no epoch trained again
     assert len((run / "history.jsonl").read_text().splitlines()) == epochs and status(run)["state"] == "done"
+
+
+def test_bf16_autocast_trains_on_cpu_and_exports_fp32(tmp_path, small_csv):
+    """bf16 changes the training arithmetic only: the weights stay fp32 and the exports pass parity."""
+    from safetensors.torch import load_file
+
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        run = tmp_path / precision
+        p = pipeline(tmp_path / f"{precision}.toml", small_csv, f'epochs = 2\nprecision = "{precision}"')
+        result = CliRunner().invoke(main, ["run", str(p), "--out", str(run)])
+        assert result.exit_code == 0, result.output
+        runs[precision] = json.loads((run / "metrics.json").read_text())
+        assert json.loads((run / "parity.json").read_text())["passed"]
+        assert all(t.dtype == torch.float32 for t in load_file(str(run / "model.safetensors")).values())
+    assert runs["bf16"]["training"]["precision"] == "bf16"
+    losses = [[r["train_loss"] for r in runs[p]["training"]["history"]] for p in ("fp32", "bf16")]
+    assert losses[0] != losses[1]  # the arithmetic did change
+
+
+def test_fp16_training_is_refused_on_the_cpu(tmp_path, small_csv):
+    result = CliRunner().invoke(main, ["check", str(pipeline(tmp_path / "p.toml", small_csv, 'precision = "fp16"'))])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "training.precision: fp16 training needs a CUDA device" in result.output
