@@ -63,6 +63,7 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
     # bf16: the forward pass and loss in bfloat16 where torch's CPU autocast lists the op; the weights,
     # their gradients and the optimizer stay fp32, so validation, checkpoints and exports are unchanged
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if cfg.precision == "bf16" else contextlib.nullcontext
+    board = _tensorboard(history_path.parent / "tensorboard") if history_path is not None else None
     training_started = time.perf_counter() - spent
     for epoch in range(first_epoch, cfg.epochs + 1):
         started = time.perf_counter()
@@ -98,6 +99,12 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
         if history_path is not None:
             with history_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
+        if board is not None:
+            board.add_scalar("train/loss", record["train_loss"], epoch)
+            for name, value in validation.items():
+                if isinstance(value, float):
+                    board.add_scalar(f"validation/{name}", value, epoch)
+            board.flush()
         if run_dir is not None:
             save_training_state(run_dir, model, ema, optimizer, generator,
                                 {"epoch": epoch, "best": best, "stale": stale, "seconds": time.perf_counter() - training_started,
@@ -113,9 +120,21 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
             log(f"time budget: {minutes:.1f} of training.max_minutes = {cfg.max_minutes:g} spent after epoch {epoch}; "
                 f"stopping here, the best epoch so far ({max(r['epoch'] for r in history if r['best'])}) goes on to evaluation and export")
             break
+    if board is not None:
+        board.close()
     load_checkpoint(model, checkpoint)
     model.eval()
     return history
+
+
+def _tensorboard(folder: Path):
+    """A TensorBoard writer when the optional ``tensorboard`` package is installed (``pip install
+    seqpipe[tensorboard]``), else None: history.jsonl has the same figures."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(folder))
 
 
 def _history(path: Path | None, epochs: int) -> list[dict]:

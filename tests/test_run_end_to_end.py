@@ -54,7 +54,9 @@ def trained_run(tmp_path_factory) -> Path:
 
 def test_run_directory_holds_everything(trained_run):
     names = {p.relative_to(trained_run).as_posix() for p in trained_run.rglob("*") if p.is_file()}
-    assert names == {"pipeline.toml", "config.json", "model.safetensors", "metrics.json", "training_curves.png",
+    board = {n for n in names if n.startswith("tensorboard/")}  # the test extra installs tensorboard
+    assert len(board) == 1 and board.pop().startswith("tensorboard/events.out.tfevents.")
+    assert names - {n for n in names if n.startswith("tensorboard/")} == {"pipeline.toml", "config.json", "model.safetensors", "metrics.json", "training_curves.png",
                      "onnx/step.onnx", "onnx/sequence.onnx", "parity.json", "history.jsonl", "trainer_state.json", "status.json"}
     metrics = json.loads((trained_run / "metrics.json").read_text())
     for split in ("train", "validation", "test"):

@@ -168,3 +168,15 @@ def test_fp16_training_is_refused_on_the_cpu(tmp_path, small_csv):
     result = CliRunner().invoke(main, ["check", str(pipeline(tmp_path / "p.toml", small_csv, 'precision = "fp16"'))])
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "training.precision: fp16 training needs a CUDA device" in result.output
+
+
+def test_epochs_are_written_for_tensorboard_when_it_is_installed(tmp_path, small_csv):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", str(pipeline(tmp_path / "p.toml", small_csv, "epochs = 2")), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    history = json.loads((run / "metrics.json").read_text())["training"]["history"]
+    assert [e.step for e in events.Scalars("validation/macro_f1")] == [1, 2]
+    assert [round(e.value, 5) for e in events.Scalars("train/loss")] == [round(r["train_loss"], 5) for r in history]
