@@ -196,3 +196,19 @@ def test_classify_reports_the_majority_class_baseline(tmp_path, small_csv, write
     share = max(labels.count(label) for label in set(labels)) / len(labels)
     assert abs(test["majority_accuracy"] - share) < 0.05  # stratified split: the test share is the file's share
     assert test["majority_macro_f1"] < 0.5 < test["majority_accuracy"]
+
+
+def test_entity_schemes_are_recognised_and_bmes_is_scored_like_iobes():
+    from seqpipe.builtin.tag import entity_scheme
+
+    assert entity_scheme(["O", "B-PER", "I-PER"]) == "IOB2"
+    assert entity_scheme(["O", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]) == "IOBES"
+    assert entity_scheme(["O", "B-LOC", "M-LOC", "E-LOC", "S-PER"]) == "BMES"
+    assert entity_scheme(["NOUN", "VERB", "."]) is None and entity_scheme(["NN-TL", "VB-HL", "O"]) is None
+
+
+def test_a_bmes_tagger_monitors_entity_f1(tmp_path):
+    sentences = [[("北", "B-LOC"), ("京", "M-LOC"), ("市", "E-LOC"), ("好", "O")], [("张", "S-PER"), ("来", "O")]] * 20
+    conll(tmp_path / "d.conll", sentences)
+    result = CliRunner().invoke(main, ["check", str(pipeline(tmp_path / "p.toml", 'path = "d.conll"', "tag"))])
+    assert result.exit_code == 0 and "monitor: validation entity_f1 (max)" in result.output, result.output

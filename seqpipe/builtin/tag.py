@@ -35,8 +35,9 @@ IGNORE = -100  # target at padded positions: no loss, no metric
 
 
 def entity_scheme(labels: list[str]) -> str | None:
-    """"IOBES" or "IOB2" when every tag but 'O' is a prefix (B/I, plus E/S for IOBES; L/U read as
-    E/S are not accepted) and a type, e.g. B-PER; None for other tag sets (part-of-speech tags)."""
+    """"IOB2", "IOBES" or "BMES" when every tag but 'O' is a prefix (B/I; plus E/S; or B/M/E/S, M
+    for inside, common in Chinese corpora) and a type, e.g. B-PER; None for other tag sets
+    (part-of-speech tags)."""
     prefixes = {label.split("-", 1)[0] for label in labels if label != "O"}
     if not prefixes or any("-" not in label or not label.split("-", 1)[1] for label in labels if label != "O"):
         return None
@@ -44,6 +45,8 @@ def entity_scheme(labels: list[str]) -> str | None:
         return "IOB2"
     if prefixes <= {"B", "I", "E", "S"}:
         return "IOBES"
+    if prefixes <= {"B", "M", "E", "S"}:
+        return "BMES"
     return None
 
 
@@ -190,10 +193,12 @@ class TagTask(Task):
         only when its whole span and its type are right."""
         from seqeval.metrics import f1_score, precision_score, recall_score
 
+        # BMES's M (inside) is IOBES's I: seqeval reads the rest alike
+        names = [f"I-{label[2:]}" if self.scheme == "BMES" and label.startswith("M-") else label for label in self.labels]
         truth, guess, at = [], [], 0
         for _, tags in self.examples[split]:
-            truth.append([self.labels[t] for t in tags])
-            guess.append([self.labels[t] for t in flat_preds[at: at + len(tags)]])
+            truth.append([names[t] for t in tags])
+            guess.append([names[t] for t in flat_preds[at: at + len(tags)]])
             at += len(tags)
         kwargs = {"zero_division": 0}
         return {"entity_precision": float(precision_score(truth, guess, **kwargs)),
