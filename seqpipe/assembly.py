@@ -141,7 +141,7 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
                           "arithmetic), and seqpipe trains on the CPU; use \"bf16\" (CPU autocast) or \"fp32\".")
     monitor = config.training.monitor
     if monitor is not None:
-        known = {**task.obj.metric_modes, task.obj.monitor: task.obj.monitor_mode, "loss": "min"}
+        known = task.obj.declared_metrics()
         if monitor not in known:
             raise ConfigError(f"{src}: training.monitor: task '{config.task.name}' reports no validation metric '{monitor}'"
                               f"{did_you_mean(monitor, list(known))}; choose one of {', '.join(sorted(known))}.")

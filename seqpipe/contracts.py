@@ -345,10 +345,16 @@ class Task(ABC):
         self.examples = {}
 
     # -- data ---------------------------------------------------------------------------------
+    @classmethod
+    def declared_metrics(cls) -> dict[str, Literal["min", "max"]]:
+        """Every validation metric the task can report, with its direction (what `check` validates
+        ``[training] monitor`` against before any data is read)."""
+        return {**cls.metric_modes, cls.monitor: cls.monitor_mode, "loss": "min"}
+
     def metric_names(self) -> dict[str, Literal["min", "max"]]:
         """The validation metrics this task reports on its data, with their directions (after
         :meth:`prepare`; a task may narrow them to what the data allows)."""
-        return {**self.metric_modes, self.monitor: self.monitor_mode, "loss": "min"}
+        return {**self.declared_metrics(), self.monitor: self.monitor_mode}
 
     @abstractmethod
     def prepare(self) -> dict[str, int]:
