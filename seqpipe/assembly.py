@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,9 @@ class ResolvedPipeline:
         resolved["model"]["cell_options"] = self.cell_options.model_dump(mode="json")
         resolved["model"]["topology_options"] = self.topology_options.model_dump(mode="json")
         resolved["task"]["options"] = self.task_options.model_dump(mode="json")
+        for key in ("input", "output"):
+            encoding = getattr(self.data, key)
+            resolved[key] = encoding.options.model_dump(mode="json") if encoding is not None else None
         resolved["data"]["resolved_path"] = str(self.data.path)
         resolved["data"]["relative_to"] = str(self.path.resolve().parent)  # where a resumed run finds the data
         resolved["data"]["format"] = self.data.format
@@ -116,8 +119,38 @@ def resolve_pipeline(path: str | Path, registry: Registry, data_relative_to: Pat
     task_options = validate_options(task.obj.Options, config.task.options, src, "task.options", sizes)
     _check_task_fit(config, task, cell, topology, src)
     graphs = _graphs(config, cell, topology, task, src)
-    return ResolvedPipeline(path, config, cell, topology, task, cell_options, topology_options, task_options,
-                            _data_source(config.data, path, registry, data_relative_to or path.parent), graphs)
+    data = _data_source(config.data, path, registry, data_relative_to or path.parent)
+    data = replace(data, input=_encoding(config.input, "input", task, registry, src),
+                   output=_encoding(config.output, "output", task, registry, src))
+    return ResolvedPipeline(path, config, cell, topology, task, cell_options, topology_options, task_options, data, graphs)
+
+
+def _encoding(table: dict[str, Any] | None, key: str, task: Entry, registry: Registry, src: str) -> Any:
+    """The pipeline's ``[input]`` or ``[output]`` encoding, unfitted, its options validated; the
+    task's default when the table is absent; None for a task that reads no such table."""
+    default = task.obj.default_input if key == "input" else task.obj.default_output
+    if default is None:
+        if table is not None:
+            raise ConfigError(f"{src}: {key}: task '{task.name}' takes no [{key}] table"
+                              + (" (it reads its own columns: see its options)" if key == "input" else "") + f"; remove [{key}].")
+        return None
+    table = dict(table or {})
+    kind = table.setdefault("kind", default)
+    if not isinstance(kind, str):
+        raise ConfigError(f"{src}: {key}.kind: expected an encoding name, found {kind!r}; see `seqpipe plugins`.")
+    entry = registry.get("encoding", kind, f"{src}: {key}.kind")
+    options = validate_options(entry.obj.Options, table, src, key)
+    cls = entry.obj
+    if key == "input" and cls.reads not in task.obj.input_reads:
+        raise ConfigError(f"{src}: input.kind: task '{task.name}' reads {' or '.join(task.obj.input_reads)}, and encoding "
+                          f"'{kind}' reads {cls.reads}; choose another encoding.")
+    if key == "input" and task.obj.needs_token_aligned_input and not cls.token_aligned:
+        raise ConfigError(f"{src}: input.kind: task '{task.name}' gives one label per token, and encoding '{kind}' may split a "
+                          "token into several steps; choose \"words\" or \"characters\" (or \"numbers\").")
+    if key == "output" and cls.reads != "text":
+        raise ConfigError(f"{src}: output.kind: task '{task.name}' writes tokens, and encoding '{kind}' reads {cls.reads}; "
+                          "choose \"characters\", \"words\" or \"subwords\".")
+    return cls(options)
 
 
 def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: Entry, src: str) -> None:
@@ -189,7 +222,7 @@ def _data_source(data: DataConfig, pipeline_path: Path, registry: Registry, fold
     src = str(pipeline_path)
     if data.dataset is not None:
         dataset = registry.get("dataset", data.dataset, f"{src}: data.dataset").obj
-        return DataSource(dataset.path, data.format or dataset.format, data, f"{src}: data.dataset")
+        return DataSource(dataset.path, data.format or dataset.format, data, f"{src}: data.dataset", dataset.validation, dataset.test)
     key = "path" if data.path is not None else "train"
     files = {name: _data_file(getattr(data, name), name, pipeline_path, folder) for name in (key, "validation", "test")
              if getattr(data, name) is not None}

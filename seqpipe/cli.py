@@ -106,17 +106,18 @@ def check(pipeline: Path, strict_plugins: bool) -> None:
 @strict_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(strict_plugins: bool, as_json: bool) -> None:
-    """List every cell, topology, task, dataset and predictor, with the plugin that provides it."""
+    """List every cell, topology, task, encoding, dataset and predictor, with the plugin that provides it."""
     registry, report = _registry(strict_plugins)
     serving, serving_report = _registry(strict_plugins, SERVING)  # predictors come from the torch-free group
-    source = {"cell": registry, "topology": registry, "task": registry, "dataset": registry, "predictor": serving}
+    source = {"cell": registry, "topology": registry, "task": registry, "encoding": registry, "dataset": registry, "predictor": serving}
     entries = {kind: [r.entries[kind][name] for name in r.names(kind)] for kind, r in source.items()}
     if as_json:
         listing = {kind: {e.name: e.plugin for e in kind_entries} for kind, kind_entries in entries.items()}
         click.echo(json.dumps({"registered": listing, "plugins": report.loaded, "serving_plugins": serving_report.loaded,
                                "failed": report.failed + serving_report.failed}, indent=2))
         return
-    plural = {"cell": "cells", "topology": "topologies", "task": "tasks", "dataset": "datasets", "predictor": "predictors"}
+    plural = {"cell": "cells", "topology": "topologies", "task": "tasks", "encoding": "encodings", "dataset": "datasets",
+              "predictor": "predictors"}
     for kind, kind_entries in entries.items():
         click.echo(f"{plural[kind]}:")
         for e in kind_entries:

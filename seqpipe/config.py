@@ -34,6 +34,9 @@ class DataConfig(Section):
     format: Literal["csv", "tsv", "jsonl", "conll"] | None = Field(None, description="default: from the file extension")
     comment_prefix: str | None = Field(None, min_length=1, description="conll: skip (and count) lines starting with this; "
                                        "default: every line but '-DOCSTART-' is data, so '#hashtag' tokens are kept")
+    sequence_column: str | None = Field(None, description="long format (CSV/TSV, one row per step): the column naming "
+                                        "each row's sequence; rows of one sequence are joined in order_column order")
+    order_column: str | None = Field(None, description="with sequence_column: the column giving each row's step (a number)")
     validation_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
     split_seed: int = Field(0, description="seeds the shuffle before splitting")
@@ -45,6 +48,8 @@ class DataConfig(Section):
                              "split as published)")
         if self.train is None and (self.validation is not None or self.test is not None):
             raise ValueError("'validation' and 'test' files go with 'train' (rename 'path' to 'train')")
+        if (self.sequence_column is None) != (self.order_column is None):
+            raise ValueError("long format needs both 'sequence_column' and 'order_column'")
         return self
 
 
@@ -109,6 +114,11 @@ class ExportConfig(Section):
 
 class PipelineConfig(Section):
     data: DataConfig
+    # how the input column becomes a sequence, and (seq2seq) the target's tokens: {kind = "...", the
+    # encoding's own options}, validated against the encoding's Options once plugins are loaded
+    input: dict[str, Any] | None = Field(None, description="the input encoding: kind (characters, words, subwords, numbers, "
+                                         "or a plugin's) and its options; default: the task's")
+    output: dict[str, Any] | None = Field(None, description="the output encoding of a task that writes tokens (seq2seq)")
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

@@ -301,7 +301,9 @@ class Task(ABC):
 
     Built as ``Task(options, data)`` where ``data`` is a :class:`seqpipe.data.DataSource`: read
     its splits with ``data.splits(read)`` (given files, or cuts of one file), and count whatever
-    reading skips or cuts short with ``data.account.add(...)``: the engine reports it.
+    reading skips or cuts short with ``data.account.add(...)``: the engine reports it. ``data.input``
+    (and ``data.output``) is the pipeline's :class:`seqpipe.inputs.InputEncoding`, unfitted: the task
+    reads its column with it, fits it on the training split and encodes every split.
     The engine then calls, in order: :meth:`prepare` (read and encode data, fit vocabularies),
     :meth:`build_model`, :meth:`batches` and :meth:`loss` while training, :meth:`evaluate` per
     split, then for export :meth:`step_example`, :meth:`parity_inputs`, :meth:`encoding_spec`
@@ -329,6 +331,19 @@ class Task(ABC):
     needs_sequence_encoder: ClassVar[bool] = False
     # initial-state rules the task accepts in [model] initial_state
     initial_states: ClassVar[tuple[str, ...]] = ("zeros", "random", "learnable")
+    # the input encoding ([input] kind) of a pipeline that names none; None: the task reads no
+    # [input] table (it encodes its own columns, as forecast does)
+    default_input: ClassVar[str | None] = "characters"
+    # the column the input encoding reads when [input] column names none
+    input_column: ClassVar[str] = "text"
+    # what the input column may hold: encodings that read "text", "numbers", or both
+    input_reads: ClassVar[tuple[str, ...]] = ("text", "numbers")
+    # True when every given token must stay one step (a tagger's labels are per token): encodings
+    # that split a token into several steps (subwords) are refused at `seqpipe check`
+    needs_token_aligned_input: ClassVar[bool] = False
+    # the output encoding ([output] kind) of a task that writes tokens; None: no [output] table
+    default_output: ClassVar[str | None] = None
+    output_column: ClassVar[str] = "target"
     # arguments for `seqpipe predict RUN …`, shown after a run
     predict_example: ClassVar[str] = '"some text"'
     # the tables of a small pipeline for this task on data a plugin registers, e.g.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -21,9 +22,11 @@ T = TypeVar("T")
 
 
 class Record(dict):
-    """One row of a data file, knowing the line it starts on (for errors that name it)."""
+    """One row of a data file, knowing the line it starts on (for errors that name it); in long
+    format, one sequence, knowing each step's line too."""
 
     line: int = 0
+    step_lines: list[int] | None = None
 
 
 @dataclass
@@ -67,6 +70,19 @@ class DataSource:
     validation_path: Path | None = None
     test_path: Path | None = None
     account: DataAccount = field(default_factory=DataAccount, compare=False)
+    input: Any = None  # the pipeline's input encoding (seqpipe.inputs.InputEncoding), unfitted; None: the task reads no [input]
+    output: Any = None  # the output encoding of a task that writes tokens
+
+    def records(self, path: Path, columns: Sequence[str], step_columns: Sequence[str] = ()) -> list[Record]:
+        """The rows of ``path`` holding ``columns``; in long format (``data.sequence_column``), one
+        record per sequence, whose ``step_columns`` hold a list (one value per step, in
+        ``data.order_column`` order) and whose other columns must be the same on every step."""
+        d = self.config
+        if d.sequence_column is None:
+            return read_records(path, self.format, columns, self.where)
+        rows = read_records(path, self.format, [d.sequence_column, d.order_column, *columns], self.where)
+        return group_steps(rows, d.sequence_column, d.order_column, [c for c in columns if c in step_columns],
+                           [c for c in columns if c not in step_columns], path)
 
     def splits(self, read: Callable[[Path], list[T]], key: Callable[[T], Any] | None = None) -> tuple[list[T], list[T], list[T]]:
         """Train, validation and test items: ``read`` applied to each given file; a split without
@@ -118,12 +134,42 @@ def read_records(path: Path, fmt: str, columns: Sequence[str], where: str) -> li
         raise DataError(f"{path}: holds no records; a {fmt.upper()} file with a header and rows is expected.")
     for column in columns:
         if column not in header:
-            raise DataError(f"{path}: no column '{column}' (found: {', '.join(header) or 'none'}); rename the column or set the task option naming it.")
+            raise DataError(f"{path}: no column '{column}' (found: {', '.join(header) or 'none'}); rename the column, or name it in the pipeline file (input.column, or the task option).")
     for row in rows:
         for column in columns:
             if row.get(column) in (None, ""):
                 raise DataError(f"{path}:{row.line}: empty '{column}'; fill it in or remove the record.")
     return rows
+
+
+def group_steps(rows: Sequence[Record], sequence_column: str, order_column: str, step_columns: Sequence[str],
+                fixed_columns: Sequence[str], path: Path) -> list[Record]:
+    """Long-format rows (one per step) → one record per sequence, in order of first appearance.
+    ``step_columns`` become lists ordered by ``order_column`` (numbers; a repeated step is refused);
+    ``fixed_columns`` (a sequence's label) must hold one value for the whole sequence."""
+    groups: dict[str, list[Record]] = {}
+    for row in rows:
+        groups.setdefault(str(row[sequence_column]), []).append(row)
+    records = []
+    for name, steps in groups.items():
+        order = {}
+        for row in steps:
+            at = number(row, order_column, path, f"data.order_column '{order_column}' orders each sequence's steps")
+            if at in order:
+                raise DataError(f"{path}:{row.line}: sequence {name!r} has step {at:g} twice (also line {order[at].line}); "
+                                "give each step of a sequence its own order value.")
+            order[at] = row
+        ordered = [order[at] for at in sorted(order)]
+        for column in fixed_columns:
+            changed = next((row for row in ordered if row[column] != ordered[0][column]), None)
+            if changed is not None:
+                raise DataError(f"{path}:{changed.line}: column '{column}' changes within sequence {name!r} "
+                                f"({ordered[0][column]!r} on line {ordered[0].line}); it is read once per sequence.")
+        record = _record({sequence_column: name, **{c: ordered[0][c] for c in fixed_columns},
+                          **{c: [row[c] for row in ordered] for c in step_columns}}, ordered[0].line)
+        record.step_lines = [row.line for row in ordered]
+        records.append(record)
+    return records
 
 
 def _record(values: dict, line: int) -> Record:
@@ -132,7 +178,7 @@ def _record(values: dict, line: int) -> Record:
     return record
 
 
-def text_values(rows: Sequence[Record], column: str, path: Path, task: str) -> list[str]:
+def text_values(rows: Sequence[Record], column: str, path: Path, task: str, encoding: str = "characters") -> list[str]:
     """The text in ``column`` of every row; numbers are refused, never read as characters.
 
     A JSON value that is not a string (a number, a list of number vectors) is refused at its line;
@@ -143,10 +189,12 @@ def text_values(rows: Sequence[Record], column: str, path: Path, task: str) -> l
         if not isinstance(value, str):
             kind = "a list" if isinstance(value, list) else "a table" if isinstance(value, dict) else f"the {type(value).__name__} {value!r}"
             raise DataError(f"{path}:{row.line}: column '{column}' holds {kind}, not text; the {task} task reads '{column}' "
-                            "as text: point it at a text column, or give the text as a JSON string.")
+                            f"as text (input.kind = \"{encoding}\"): point input.column at a text column, give the text as a "
+                            "JSON string, or for number vectors set input.kind = \"numbers\".")
     if all(_reads_as_numbers(row[column]) for row in rows):
         raise DataError(f"{path}:{rows[0].line}: column '{column}' holds numbers in every record (here {rows[0][column][:40]!r}), "
-                        f"not text; the {task} task would learn their characters: point it at a text column.")
+                        f"not text; the {task} task would learn their characters (input.kind = \"{encoding}\"): point input.column "
+                        "at a text column, or for numbers set input.kind = \"numbers\".")
     return [row[column] for row in rows]
 
 
@@ -178,6 +226,21 @@ def number(row: Record, column: str, path: Path, why: str) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise DataError(f"{path}:{row.line}: column '{column}' holds {str(value)[:40]!r}, not a number; {why}.") from None
+
+
+def time_value(row: Record, column: str, path: Path) -> float | datetime.datetime:
+    """``row[column]`` as a time: a number, or an ISO 8601 date or date-time (``2012-01-31``,
+    ``2012/01/31``, ``2012-01-31T06:00``); anything else is a :class:`DataError` naming the line."""
+    value = str(row[column]).strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.datetime.fromisoformat(value.replace("/", "-"))
+    except ValueError:
+        raise DataError(f"{path}:{row.line}: column '{column}' holds {value[:40]!r}, neither a number nor an ISO date "
+                        "(e.g. 2012-01-31); fix it, or leave task.options.time_column out to keep the file's row order.") from None
 
 
 def split_three(items: Sequence[T], validation_fraction: float, test_fraction: float, seed: int,

@@ -46,6 +46,18 @@ def register_tasks(register: Register) -> None:
 
 
 @hookspec
+def register_encodings(register: Register) -> None:
+    """Register input encodings (how a data column becomes a sequence): ``register("name", EncodingClass)``.
+
+    ``EncodingClass(options)`` subclasses :class:`seqpipe.inputs.InputEncoding`; its options are
+    declared by ``EncodingClass.Options`` and validated from the pipeline's ``[input]`` (or
+    ``[output]``) table. Encodings are torch-free and rebuilt from an export's metadata when
+    serving, so the module that implements this hook belongs to both entry-point groups,
+    ``seqpipe`` and ``seqpipe.serving``.
+    """
+
+
+@hookspec
 def register_datasets(register: Register) -> None:
     """Register datasets shipped inside a package:
     ``register("name", seqpipe.registry.Dataset(path, format, description))``.

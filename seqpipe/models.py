@@ -76,3 +76,36 @@ class SequenceModel(StepModel):
 def token_embedding(vocab_size: int, embedding_size: int, dropout: float = 0.0) -> nn.Sequential:
     """Token ids → vectors; id 0 is padding."""
     return nn.Sequential(nn.Embedding(vocab_size, embedding_size, padding_idx=0), nn.Dropout(dropout))
+
+
+UNK_ID = 1  # every built-in token encoding keeps id 0 for padding and id 1 for unknown tokens
+
+
+def input_layer(encoding, embedding_size: int, dropout: float = 0.0) -> tuple[nn.Module, int]:
+    """What turns the encoding's steps into the vectors a topology reads, and their width: a token
+    embedding for ids, nothing for number vectors (already standardised), which the topology reads as they are."""
+    if encoding.dtype == "int64":
+        return token_embedding(encoding.size, embedding_size, dropout), embedding_size
+    return nn.Identity(), encoding.size
+
+
+def pad_inputs(encoded: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoded sequences (id lists, or [time, features] float arrays) → (x [B, T] int64 or [B, T, F]
+    float32, zero-padded; lengths [B] int64)."""
+    lengths = torch.tensor([len(x) for x in encoded], dtype=torch.int64)
+    if encoded and not isinstance(encoded[0], list):  # number vectors
+        x = torch.zeros(len(encoded), int(lengths.max()), encoded[0].shape[1], dtype=torch.float32)
+        for row, values in enumerate(encoded):
+            x[row, : len(values)] = torch.from_numpy(values)
+        return x, lengths
+    x = torch.zeros(len(encoded), int(lengths.max()), dtype=torch.int64)
+    for row, ids in enumerate(encoded):
+        x[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
+    return x, lengths
+
+
+def step_input(encoding, batch: int = 2) -> torch.Tensor:
+    """An example one-step input for tracing: token ids [B] or features [B, F]."""
+    if encoding.dtype == "int64":
+        return torch.ones(batch, dtype=torch.int64)
+    return torch.zeros(batch, encoding.size)

@@ -27,16 +27,20 @@ def plot_training_curves(history: list[dict], monitor: str, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_forecast(times, actual, one_step, persistence, multi_times, multi_step, path: Path) -> None:
-    """Actual values against one-step forecasts, persistence, and one autoregressive multi-step run."""
+def plot_forecast(times, actual, one_step, persistence, multi_times, multi_step, path: Path, *, target: str = "value",
+                  time_label: str | None = None) -> None:
+    """Actual values against one-step forecasts, persistence, and one autoregressive multi-step run;
+    the legend says the horizon drawn, the x-axis the time column (or the row of the series)."""
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.plot(times, actual, color="black", marker=".", label="actual")
     ax.plot(times, one_step, color="tab:blue", label="one step ahead")
     ax.plot(times, persistence, color="tab:gray", linestyle=":", label="persistence (previous value)")
-    ax.plot(multi_times, multi_step, color="tab:red", linestyle="--", marker="x", label=f"{len(multi_step)} steps ahead, autoregressive")
-    ax.set(xlabel="time step (row of the series)", ylabel="value", title="Forecast on the test part")
+    ax.plot(multi_times, multi_step, color="tab:red", linestyle="--", marker="x",
+            label=f"{len(multi_step)} steps ahead from the first test row, autoregressive")
+    ax.set(xlabel=time_label or "time step (row of the series)", ylabel=target, title=f"Forecast of {target} on the test part")
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

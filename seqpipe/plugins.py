@@ -3,7 +3,7 @@
 Two sources exist. Training (``seqpipe run``, ``check``, ``plugins``) loads :data:`BUILTIN_PLUGINS`
 and the ``seqpipe`` group, whose modules may import torch. Serving (``seqpipe predict``) loads
 :data:`SERVING_BUILTIN_PLUGINS` and the ``seqpipe.serving`` group, whose modules register
-predictors and must not import torch, so that serving runs where torch is not installed.
+predictors (and the encodings they rebuild) and must not import torch, so that serving runs where torch is not installed.
 
 Entry points are loaded in our own loop rather than through pluggy's
 ``load_setuptools_entrypoints``, so that one broken plugin is reported (with its distribution and
@@ -43,11 +43,12 @@ BUILTIN_PLUGINS = (
     "seqpipe.builtin.tag",
     "seqpipe.builtin.generate",
     "seqpipe.builtin.seq2seq",
+    "seqpipe.builtin.encodings",
     "seqpipe.builtin.datasets",
 )
 
-# The built-in tasks' predictors: torch-free, unlike the task modules above.
-SERVING_BUILTIN_PLUGINS = ("seqpipe.builtin.predictors",)
+# The built-in tasks' predictors and the encodings they rebuild from metadata: torch-free, unlike the task modules above.
+SERVING_BUILTIN_PLUGINS = ("seqpipe.builtin.predictors", "seqpipe.builtin.encodings")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Names of cells, topologies, tasks, datasets and predictors, and the plugin that provides each.
+"""Names of cells, topologies, tasks, encodings, datasets and predictors, and the plugin that provides each.
 
 Plugins register through the ``register`` callback their hook receives. Each hook implementation
 is called on its own, so the registry knows which plugin provided which name; a name that two
@@ -18,9 +18,9 @@ import pluggy
 
 from seqpipe.errors import ConfigError, PluginError, did_you_mean
 
-KINDS = ("cell", "topology", "task", "dataset", "predictor")
+KINDS = ("cell", "topology", "task", "encoding", "dataset", "predictor")
 HOOK_KINDS = {"register_cells": "cell", "register_topologies": "topology", "register_tasks": "task",
-              "register_datasets": "dataset", "register_predictors": "predictor"}
+              "register_encodings": "encoding", "register_datasets": "dataset", "register_predictors": "predictor"}
 
 
 class Register(Protocol):
@@ -42,11 +42,14 @@ class Entry:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset shipped inside a package: a file and the format its task expects."""
+    """A dataset shipped inside a package: a file and the format its task expects; with ``test``
+    (and ``validation``) files, ``path`` is the training file and the published splits are used."""
 
     path: Path
     format: str
     description: str = ""
+    validation: Path | None = None
+    test: Path | None = None
 
 
 def plugin_label(plugin: str, distribution: str | None) -> str:
@@ -55,13 +58,17 @@ def plugin_label(plugin: str, distribution: str | None) -> str:
 
 def kind_problem(kind: str, obj: Any) -> str | None:
     """Why ``obj`` cannot be registered as a ``kind``, or None. seqpipe.contracts (torch) is imported
-    only to check torch kinds, so a serving registry, which holds predictors alone, stays torch-free."""
+    only to check torch kinds, so a serving registry, which holds predictors and encodings, stays torch-free."""
     if kind == "dataset":
         return None if isinstance(obj, Dataset) else f"a seqpipe.registry.Dataset, not {obj!r}"
     if kind == "predictor":
         from seqpipe.predictor import Predictor
 
         base = Predictor
+    elif kind == "encoding":
+        from seqpipe.inputs import InputEncoding  # torch-free: a serving registry holds encodings too
+
+        base = InputEncoding
     else:
         from seqpipe import contracts
 

@@ -143,12 +143,13 @@ def test_native_and_traced_step_graphs_agree(registry, tmp_path, cell, op_type):
     import onnxruntime as ort
 
     from seqpipe.builtin.classify import ClassifierModel
+    from seqpipe.models import token_embedding
     from seqpipe.onnx.export import export_step
     from seqpipe.onnx.parity import torch_step_loop
 
     topology = build(registry, cell, "stacked", 5, 7, 2)
     torch.manual_seed(1)
-    model = ClassifierModel(13, 5, topology, 3, initial_state="learnable").eval()
+    model = ClassifierModel(token_embedding(13, 5), topology, 3, initial_state="learnable").eval()
     for value in model.initial.values.values():
         torch.nn.init.normal_(value, std=0.5)
     sessions = {}

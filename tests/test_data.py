@@ -59,7 +59,7 @@ def test_bad_data_through_the_cli_is_one_line(tmp_path):
     pipeline.write_text('[data]\npath = "d.csv"\n')
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [f"error: {data}: no column 'text' (found: body, label); rename the column or set the task option naming it."]
+    assert result.output.strip().splitlines() == [f"error: {data}: no column 'text' (found: body, label); rename the column, or name it in the pipeline file (input.column, or the task option)."]
 
 
 def test_unknown_extension_asks_for_format(tmp_path):

@@ -26,8 +26,10 @@ def conll(path: Path, sentences=SENTENCES, head: str = "") -> Path:
     return path
 
 
-def pipeline(path: Path, data: str, task: str = "classify", options: str = "") -> Path:
-    path.write_text(f'[data]\n{data}\n[model]\nhidden_size = 8\n[task]\nname = "{task}"\n[task.options]\n{options}\n'
+def pipeline(path: Path, data: str, task: str = "classify", options: str = "", inputs: str | None = None) -> Path:
+    """A small pipeline file; ``inputs`` is the body of its [input] table (None: no table)."""
+    table = f"[input]\n{inputs}\n" if inputs is not None else ""
+    path.write_text(f'[data]\n{data}\n{table}[model]\nhidden_size = 8\n[task]\nname = "{task}"\n[task.options]\n{options}\n'
                     '[training]\nepochs = 1\n', encoding="utf-8")
     return path
 
@@ -67,9 +69,10 @@ def test_space_separated_conll_reads_like_tab_separated(tmp_path):
 
 def test_check_reports_what_run_will_cut_short(tmp_path):
     conll(tmp_path / "d.conll")
-    result = CliRunner().invoke(main, ["check", str(pipeline(tmp_path / "p.toml", 'path = "d.conll"', "tag", "max_length = 3"))])
+    result = CliRunner().invoke(main, ["check", str(pipeline(tmp_path / "p.toml", 'path = "d.conll"', "tag", inputs="max_length = 3"))])
     assert result.exit_code == 0, result.output
-    assert "data: 10 sentences cut to task.options.max_length = 3 tokens (10 tokens neither trained on nor scored" in result.output
+    assert "data: 10 sequences cut to input.max_length = 3 steps (raise it to keep them whole)" in result.output
+    assert "data: 10 steps past input.max_length, neither trained on nor scored" in result.output
     assert "monitor: validation entity_f1 (max)" in result.output
 
 

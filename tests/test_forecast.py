@@ -86,7 +86,7 @@ def test_predict_from_onnx_matches_torch_autoregression(forecast_run, forecast_m
     result = CliRunner().invoke(main, ["predict", str(forecast_run / "out"), str(history), "--steps", "4", "--json"])
     assert result.exit_code == 0, result.output
     served = json.loads(result.stdout.strip().splitlines()[-1])["forecast"]
-    expected = task.forecast(model, np.array([cut]), 4)[0]
+    expected = task.forecast(model, np.array([cut]), 4)[0, :, 0]  # [steps, columns]: the one column
     assert np.allclose(served, expected, rtol=1e-5, atol=1e-3)
     assert predict_without_torch(env, str(forecast_run / "out"), str(history), "--steps", "4")[0]["forecast"] == served
 
@@ -126,3 +126,76 @@ def test_bad_series_is_one_line(tmp_path, content, fragment):
     result = CliRunner().invoke(main, ["run", str(_pipeline(tmp_path / "p.toml", data='path = "s.csv"')), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and fragment in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+# -- covariates and a time column ------------------------------------------------------------------------
+
+def _weather(path: Path, days: int = 300, shuffled: bool = True) -> Path:
+    """A daily series whose target follows a covariate one day late, written in shuffled row order."""
+    import datetime
+    import random
+
+    rng = np.random.default_rng(0)
+    driver = np.sin(np.arange(days) / 6.0) + 0.1 * rng.normal(size=days)
+    target = np.concatenate([[0.0], driver[:-1]]) + 0.05 * rng.normal(size=days)
+    start = datetime.date(2020, 1, 1)
+    rows = [f"{(start + datetime.timedelta(days=i)).strftime('%Y/%m/%d')},{driver[i]:.4f},{target[i]:.4f}" for i in range(days)]
+    if shuffled:
+        random.Random(0).shuffle(rows)
+    path.write_text("date,driver,target\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _covariate_pipeline(path: Path, data: Path) -> Path:
+    path.write_text(textwrap.dedent(f"""
+        [data]
+        path = "{data.name}"
+        [model]
+        hidden_size = 16
+        [task]
+        name = "forecast"
+        [task.options]
+        target_columns = ["target"]
+        input_columns = ["driver"]
+        time_column = "date"
+        window = 10
+        horizon = 3
+        [training]
+        epochs = 15
+        batch_size = 16
+    """))
+    return path
+
+
+@pytest.mark.slow
+def test_covariates_are_read_in_time_order_and_served_from_onnx(tmp_path, torch_blocked_env):
+    data = _weather(tmp_path / "w.csv")
+    pipeline = _covariate_pipeline(tmp_path / "p.toml", data)
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    task, model = load_trained(tmp_path)
+    assert task.columns == ["target", "driver"] and [t.day for t in task.times[:3]] == [1, 2, 3]  # sorted by date
+    test = json.loads((tmp_path / "out" / "metrics.json").read_text())["test"]
+    assert test["rmse"] <= 0.7 * test["persistence_rmse"], test  # the covariate leads the target by a day
+    spec = json.loads(__import__("onnx").load(str(tmp_path / "out" / "onnx" / "step.onnx")).metadata_props[0].value)
+    assert spec["encoding"]["input"]["columns"] == ["target", "driver"] and spec["encoding"]["input"]["features"] == 2
+    history = tmp_path / "history.csv"
+    ordered = sorted(data.read_text().splitlines()[1:])[:200]
+    history.write_text("date,driver,target\n" + "\n".join(ordered) + "\n", encoding="utf-8")
+    served = predict_without_torch(torch_blocked_env, str(tmp_path / "out"), str(history), "--steps", "3")[0]["forecast"]
+    expected = task.forecast(model, np.array([200]), 3)[0]  # [steps, columns], from the same 200 rows
+    assert np.allclose(served["target"], expected[:, 0], rtol=1e-4, atol=1e-4)
+    assert np.allclose(served["driver"], expected[:, 1], rtol=1e-4, atol=1e-4)
+
+
+def test_a_repeated_or_unreadable_time_names_the_line(tmp_path):
+    data = _weather(tmp_path / "w.csv", shuffled=False)
+    lines = data.read_text().splitlines()
+    lines[5] = lines[4].split(",")[0] + "," + lines[5].split(",", 1)[1]  # row 5's date again
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["check", str(_covariate_pipeline(tmp_path / "p.toml", data))])
+    assert result.exit_code == 2 and f"{data}:6: time '2020/01/04' in column 'date' is also on line 5" in result.output
+    lines[5] = "yesterday," + lines[5].split(",", 1)[1]
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["check", str(_covariate_pipeline(tmp_path / "p.toml", data))])
+    assert result.exit_code == 2 and f"{data}:6: column 'date' holds 'yesterday', neither a number nor an ISO date" in result.output

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqpipe.builtin.classify import ClassifierModel, ClassifyTask
+from seqpipe.models import token_embedding
 from seqpipe.builtin.topologies import Stacked
 from seqpipe.contracts import declares_layers
 from seqpipe.onnx.native import native_support
@@ -59,11 +60,12 @@ class _Spec:
 
 
 def _task() -> ClassifyTask:
-    from seqpipe.encoding import CharVocabulary
+    from seqpipe.builtin.encodings import Characters, CharactersOptions
 
     task = ClassifyTask.__new__(ClassifyTask)
     task.labels = [f"l{i}" for i in range(LABELS)]
-    task.vocabulary = CharVocabulary(("<pad>", "<unk>", *"abcdefghijklmnopqrstu"), False, 100)
+    task.encoding = Characters(CharactersOptions(min_count=1, max_length=100))
+    task.encoding.fit(["abcdefghijklmnopqrstu"])
     return task
 
 
@@ -111,7 +113,7 @@ def plugin_classes(cell: str, topology: str) -> tuple[type, type, dict]:
 def _export(root: Path, cell: str, topology: str, rule: str, row: dict):
     cell_cls, topo_cls, options = plugin_classes(cell, topology)
     torch.manual_seed(0)
-    model = ClassifierModel(VOCAB, EMBED, topo_cls(cell_cls, EMBED, HIDDEN, dict(cell_cls.example_options), **options), LABELS,
+    model = ClassifierModel(token_embedding(VOCAB, EMBED), topo_cls(cell_cls, EMBED, HIDDEN, dict(cell_cls.example_options), **options), LABELS,
                             initial_state=rule).eval()
     if rule == "learnable":
         for value in model.initial.values.values():

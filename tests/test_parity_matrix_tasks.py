@@ -1,6 +1,8 @@
 """The parity matrix over task shapes: every registered cell × topology, exported the way the tag
-task (per-step outputs from token ids; generate's step graph has the same shape) and the forecast
-task (real-valued inputs, one output after the last step) export it, proven equal on
+task exports it from token ids (the characters, words and subwords encodings; per-step outputs;
+generate's step graph has the same shape) and from number vectors (the numbers encoding: float
+inputs, per-step outputs), and the way the forecast task (float inputs, one output after the last
+step; classify on numbers has the same graph with a softmax) exports it, proven equal on
 hypothesis-drawn ragged batches (lengths from 1) to 1e-5. Cells without a native operator take the
 ONNX Loop paths, so their per-step scan outputs are covered too. Each combination is exported on
 first use (cells with their ``example_options``), so a broken plugin fails its own rows only; a
@@ -29,7 +31,8 @@ from test_parity_matrix import REGISTRY, _Spec, built_into, export_row, plugin_c
 
 TOL = 1e-5
 VOCAB, EMBED, HIDDEN, LABELS, FEATURES = 19, 6, 9, 4, 2
-SHAPES = ("tag", "forecast")
+SHAPES = ("tag", "tag_numbers", "forecast")
+PER_STEP = ("tag", "tag_numbers")
 COMBINATIONS = [(s, c, t) for s in SHAPES for c in REGISTRY.names("cell") for t in REGISTRY.names("topology")]
 TASK_COVERAGE: dict[tuple[str, str, str], dict[str, str | int]] = {}
 
@@ -39,18 +42,21 @@ class _ShapeTask:
 
     def __init__(self, shape: str):
         self.shape = shape
-        self.sequence_y = "per_step" if shape == "tag" else "final"
+        self.sequence_y = "per_step" if shape in PER_STEP else "final"
 
     def encoding_spec(self):
+        labels = {"labels": [f"t{i}" for i in range(LABELS)]}
         if self.shape == "tag":
-            return {"input": {"dtype": "int64", "kind": "words"}, "output": {"labels": [f"t{i}" for i in range(LABELS)]}}
+            return {"input": {"dtype": "int64", "kind": "words"}, "output": labels}
+        if self.shape == "tag_numbers":
+            return {"input": {"dtype": "float32", "kind": "numbers", "features": FEATURES}, "output": labels}
         return {"input": {"dtype": "float32", "features": FEATURES}, "output": {"size": FEATURES}}
 
     def step_example(self):
         return torch.ones(2, dtype=torch.int64) if self.shape == "tag" else torch.zeros(2, FEATURES)
 
     def sequence_graph(self, model, opset):
-        return sequence_graph(model, opset, LABELS if self.shape == "tag" else FEATURES, f"matrix_{self.shape}")
+        return sequence_graph(model, opset, LABELS if self.shape in PER_STEP else FEATURES, f"matrix_{self.shape}")
 
 
 def _model(shape: str, cell_cls, topo_cls, options) -> SequenceModel:
@@ -58,9 +64,9 @@ def _model(shape: str, cell_cls, topo_cls, options) -> SequenceModel:
     size = EMBED if shape == "tag" else FEATURES
     topology = topo_cls(cell_cls, size, HIDDEN, dict(cell_cls.example_options), **options)
     initial = InitialState("zeros", topology.state_shapes)
-    if shape == "tag":
-        return SequenceModel(token_embedding(VOCAB, EMBED), topology, nn.Linear(topology.output_size, LABELS), initial,
-                             output="softmax", per_step=True).eval()
+    if shape in PER_STEP:
+        embed = token_embedding(VOCAB, EMBED) if shape == "tag" else nn.Identity()
+        return SequenceModel(embed, topology, nn.Linear(topology.output_size, LABELS), initial, output="softmax", per_step=True).eval()
     return SequenceModel(nn.Identity(), topology, nn.Linear(topology.output_size, FEATURES), initial, output="identity").eval()
 
 
@@ -116,22 +122,23 @@ def _check_case(model, step, sequence, shape: str, row: dict, case) -> None:
     xt, lt = torch.from_numpy(x), torch.from_numpy(lengths)
     valid = np.arange(T)[None, :] < lengths[:, None]  # [B, T]
     with torch.no_grad():
-        y_torch, s_torch = model.sequence_output(xt, lt)  # tag: [B, T, C]; forecast: [B, F]
+        y_torch, s_torch = model.sequence_output(xt, lt)  # tag, tag_numbers: [B, T, C]; forecast: [B, F]
     names = model.state_names
     if step is not None:
         with torch.no_grad():
             ys_step, s_step = torch_step_loop(model, xt, lt)
         ys_ort, last, s_ort = step.run_padded(x, lengths)
         assert _diff(ys_ort, ys_step.numpy(), valid) <= TOL
-        assert _diff(ys_ort if shape == "tag" else last, y_torch.numpy(), valid if shape == "tag" else None) <= TOL
+        per_step = shape in PER_STEP
+        assert _diff(ys_ort if per_step else last, y_torch.numpy(), valid if per_step else None) <= TOL
         assert all(_diff(s_ort[n], a.numpy()) <= TOL for n, a in zip(names, s_torch))
         row["step"] += 1
     if sequence is not None:
         y_seq, s_seq = sequence.run(x, lengths)
         assert y_seq.shape == tuple(y_torch.shape)
-        assert _diff(y_seq, y_torch.numpy(), valid if shape == "tag" else None) <= TOL
+        assert _diff(y_seq, y_torch.numpy(), valid if shape in PER_STEP else None) <= TOL
         assert all(_diff(s_seq[n], b.numpy()) <= TOL for n, b in zip(names, s_torch))
-        if shape == "tag":  # a sentence alone equals it padded in the batch
+        if shape in PER_STEP:  # a sequence alone equals it padded in the batch
             shortest = int(np.argmin(lengths))
             alone, _ = sequence.run(x[shortest:shortest + 1, : lengths[shortest]], lengths[shortest:shortest + 1])
             assert _diff(alone[0], y_seq[shortest, : lengths[shortest]]) <= TOL

@@ -1,5 +1,6 @@
 """The README's plugin guide is real code: its cell, topology and task are run through seqpipe's
-contract checks, then trained together as a pipeline that exports, passes parity and learns."""
+contract checks, then trained together as a pipeline that exports, passes parity and learns; its
+input encoding is fitted, rebuilt from its metadata and trained with the built-in classify task."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def _guide_blocks() -> dict[str, str]:
     """The python code block under each of the guide's "### A cell/topology/task" headings."""
     text = README.read_text(encoding="utf-8")
     blocks = {}
-    for kind in ("cell", "topology", "task"):
-        section = text.split(f"### A {kind}\n", 1)[1].split("\n### ", 1)[0]
+    for kind, heading in (("cell", "A cell"), ("topology", "A topology"), ("task", "A task"), ("encoding", "An input encoding")):
+        section = text.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0]
         blocks[kind] = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     return blocks
 
@@ -95,3 +96,34 @@ parity_sequences = 40
     labels = [row["label"] for row in csv.DictReader(data.open(encoding="utf-8"))]
     majority = max(labels.count(label) for label in set(labels)) / len(labels)
     assert result.metrics["test"]["accuracy"] >= majority + 0.2, (result.metrics["test"], majority)
+
+
+def test_guide_encoding_rebuilds_from_its_metadata(guide):
+    bytes_cls = guide["encoding"].Bytes
+    encoding = bytes_cls(bytes_cls.Options(max_length=4))
+    encoding.fit(["ignored"])
+    rebuilt = bytes_cls.from_spec(encoding.to_spec())
+    assert encoding.encode("né!") == rebuilt.encode("né!") == [ord("n") + 1, 0xC3 + 1, 0xA9 + 1, ord("!") + 1]
+    assert encoding.encode("longer") == [ord(c) + 1 for c in "long"] and encoding.steps("longer") == 6
+
+
+@pytest.mark.slow
+def test_guide_encoding_trains_a_classifier_and_refuses_numbers(guide, registry, tmp_path):
+    from seqpipe.assembly import resolve_pipeline
+    from seqpipe.errors import DataError
+
+    registry.add("encoding", "bytes", guide["encoding"].Bytes, "readme_encoding", "readme-example")
+    data = tmp_path / "d.csv"
+    rng = random.Random(0)
+    rows = [("".join(rng.choice("abc ") for _ in range(8)) + (" ja" if i % 2 else " nö"), "yes" if i % 2 else "no")
+            for i in range(300)]  # the answer is in the last bytes (ö is two)
+    with data.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([("text", "label"), *rows])
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text('[data]\npath = "d.csv"\n[input]\nkind = "bytes"\n[model]\nhidden_size = 16\n[training]\nepochs = 6\n'
+                        '[export]\nparity_sequences = 40\n', encoding="utf-8")
+    result = run_pipeline(pipeline, registry, str(tmp_path / "run"), log=lambda line: None)
+    assert result.parity["passed"] and result.metrics["test"]["accuracy"] >= 0.95
+    data.write_text("text,label\n" + "".join(f"{i}.5,{'ab'[i % 2]}\n" for i in range(40)), encoding="utf-8")
+    with pytest.raises(DataError, match="holds numbers in every record"):
+        resolve_pipeline(pipeline, registry).prepare()

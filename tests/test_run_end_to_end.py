@@ -38,8 +38,9 @@ def trained_run(tmp_path_factory) -> Path:
         topology = "stacked"
         hidden_size = 24
         topology_options = {{num_layers = 2, dropout = 0.1}}
-        [task.options]
+        [input]
         max_length = 60
+        [task.options]
         embedding_size = 8
         [training]
         epochs = 2
@@ -64,7 +65,7 @@ def test_run_directory_holds_everything(trained_run):
     assert metrics["training"]["epochs_run"] == 2
     config = json.loads((trained_run / "config.json").read_text())
     assert config["model"]["topology_options"] == {"num_layers": 2, "dropout": 0.1}
-    assert config["task"]["options"]["text_column"] == "text"  # defaults are resolved
+    assert config["task"]["options"]["label_column"] == "label" and config["input"]["kind"] == "characters"  # defaults are resolved
     assert (trained_run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -116,20 +117,20 @@ def test_predict_agrees_with_torch_and_never_imports_torch(trained_run, torch_bl
 
     from seqpipe.assembly import resolve_pipeline
     from seqpipe.checkpoint import load_checkpoint
-    from seqpipe.encoding import CharVocabulary
+    from seqpipe.inputs import encoding_from_spec
     from seqpipe.plugins import make_plugin_manager
     from seqpipe.registry import build_registry
 
     spec = json.loads({p.key: p.value for p in onnx.load(str(trained_run / "onnx" / "step.onnx")).metadata_props}["seqpipe.spec"])
     resolved = resolve_pipeline(trained_run.parent / "p.toml", build_registry(make_plugin_manager(strict=False, warn=lambda line: None)[0]))
     task = resolved.make_task()
-    task.vocabulary = CharVocabulary.from_spec(spec["encoding"]["input"])
+    task.encoding = encoding_from_spec(spec["encoding"]["input"])
     task.labels = spec["encoding"]["output"]["labels"]
     model = task.build_model(resolved.make_topology)
     load_checkpoint(model, trained_run / "model.safetensors")
     model.eval()
     for r in results:
-        ids = torch.tensor([task.vocabulary.encode(r["text"])])
+        ids = torch.tensor([task.encoding.encode(r["text"])])
         logits, _ = model(ids, torch.tensor([ids.shape[1]]))
         probs = torch.softmax(logits, -1)[0].tolist()
         assert np.allclose(list(r["probabilities"].values()), probs, atol=1e-5)
@@ -238,8 +239,9 @@ def test_bidirectional_pipeline_exports_sequence_graph_only(tmp_path, small_csv)
         hidden_size = 12
         initial_state = "learnable"
         topology_options = {{num_layers = 2, merge = "sum"}}
-        [task.options]
+        [input]
         max_length = 50
+        [task.options]
         embedding_size = 8
         [training]
         epochs = 1

@@ -20,7 +20,7 @@ from seqpipe.cli import main
 
 
 def pipeline(path: Path, data: Path, training: str, export: str = "") -> Path:
-    path.write_text(f'[data]\npath = "{data.as_posix()}"\n[model]\nhidden_size = 16\n[task.options]\nmax_length = 40\n'
+    path.write_text(f'[data]\npath = "{data.as_posix()}"\n[model]\nhidden_size = 16\n[input]\nmax_length = 40\n[task.options]\n'
                     f'embedding_size = 8\n[training]\nbatch_size = 32\n{training}\n[export]\nparity_sequences = 40\n{export}\n',
                     encoding="utf-8")
     return path
@@ -92,7 +92,7 @@ def test_a_killed_run_resumed_ends_bit_identical_to_an_uninterrupted_one(tmp_pat
     # dropout and EMA exercise the saved random and averaged state; lr_decay the saved learning rate
     training = "epochs = 8\npatience = 100\nlr_decay = 0.7\nema_decay = 0.9\nthreads = 1"
     p = pipeline(tmp_path / "p.toml", small_csv, training)
-    p.write_text(p.read_text().replace("embedding_size = 8", "embedding_size = 8\ndropout = 0.2\nchar_dropout = 0.1"))
+    p.write_text(p.read_text().replace("embedding_size = 8", "embedding_size = 8\ndropout = 0.2\ntoken_dropout = 0.1"))
     whole = CliRunner().invoke(main, ["run", str(p), "--out", str(tmp_path / "whole")])
     assert whole.exit_code == 0, whole.output
 

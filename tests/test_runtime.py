@@ -176,7 +176,7 @@ def lstm_export(tmp_path_factory):
         writer.writeheader()
         writer.writerows(rows[:150])
     (root / "p.toml").write_text('[data]\npath = "d.csv"\n[model]\ncell = "lstm"\ntopology = "stacked"\nhidden_size = 16\n'
-                                 'initial_state = "learnable"\n[task.options]\nembedding_size = 8\nmax_length = 40\n'
+                                 'initial_state = "learnable"\n[input]\nmax_length = 40\n[task.options]\nembedding_size = 8\n'
                                  '[training]\nepochs = 1\n[export]\ngraphs = ["step"]\nexporter = "torchscript"\n')
     result = CliRunner().invoke(main, ["run", str(root / "p.toml"), "--out", str(root / "run")])
     assert result.exit_code == 0, result.output

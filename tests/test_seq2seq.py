@@ -20,7 +20,9 @@ from conftest import load_trained, predict_without_torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _pipeline(path: Path, attention: str = "additive", cell: str = "gru", topology: str = "single", epochs: int = 2) -> Path:
+def _pipeline(path: Path, attention: str = "additive", cell: str = "gru", topology: str = "single", epochs: int = 2,
+              source: str = "", target: str = "") -> Path:
+    """``source`` and ``target``: more keys for the [input] and [output] tables (kind = "subwords", …)."""
     path.write_text(textwrap.dedent(f"""
         [data]
         path = "small.tsv"
@@ -28,11 +30,15 @@ def _pipeline(path: Path, attention: str = "additive", cell: str = "gru", topolo
         cell = "{cell}"
         topology = "{topology}"
         hidden_size = 32
+        [input]
+        column = "word"
+        {source}
+        [output]
+        column = "phonemes"
+        {target}
         [task]
         name = "seq2seq"
         [task.options]
-        source_column = "word"
-        target_column = "phonemes"
         attention = "{attention}"
         embedding_size = 16
         heatmap_examples = 2
@@ -75,7 +81,7 @@ def test_run_exports_encoder_and_decoder_with_parity(g2p_run):
     compared = parity["graphs"]["decoder"]["comparisons"]["ort_step_vs_torch_step"]
     assert ("attention" in compared) == (attention != "none")
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0 <= metrics["test"]["phoneme_error_rate"] and 0 <= metrics["test"]["word_accuracy"] <= 1
+    assert 0 <= metrics["test"]["token_error_rate"] and 0 <= metrics["test"]["exact_match"] <= 1
     assert (out / "attention.png").exists() == (attention != "none")
     assert len(metrics["examples"]) == 6
 
@@ -88,8 +94,8 @@ def test_onnx_transcription_equals_torch_greedy_decoding(g2p_run):
     task, model = load_trained(root)
     words = ["seqpipe", "a", "pronunciation", "zebra"]
     served = Transcriber(out, device="cpu").transcribe(words)
-    batch = collate([(task.source_vocab.encode(w), []) for w in words])
-    expected = [" ".join(task.target_symbols[i] for i in ids) for ids in task.greedy(model, batch)]
+    batch = collate([(task.source.encode(w), []) for w in words])
+    expected = [task.target.join([task.target_symbols[i] for i in ids]) for ids in task.greedy(model, batch)]
     assert [r["text"] for r in served] == expected
     result = CliRunner().invoke(main, ["predict", str(out), *words, "--json"])
     assert result.exit_code == 0 and [json.loads(line)["text"] for line in result.stdout.splitlines()] == expected
@@ -144,11 +150,21 @@ def test_a_source_alone_equals_it_padded_in_a_batch(g2p_run, lengths, seed):
             assert np.abs(step1[1][0] - step[1][row, :n]).max() <= 1e-5
 
 
-def test_metrics_are_torchmetrics_edit_distances():
+def test_metrics_are_token_edit_distances_and_sacrebleu_scores():
+    import sacrebleu
+
+    from seqpipe.builtin.encodings import Characters, CharactersOptions, Words, WordsOptions
     from seqpipe.builtin.seq2seq import Seq2SeqTask
 
-    scores = Seq2SeqTask.scores(["K AE T", "D AO G Z"], ["K AE T", "D AO G"])
-    assert scores["word_accuracy"] == 0.5 and scores["phoneme_error_rate"] == pytest.approx(1 / 6)
+    task = Seq2SeqTask.__new__(Seq2SeqTask)
+    task.target = Words(WordsOptions())  # tokens are the space-separated phonemes
+    predicted, reference = ["K AE T", "D AO G Z"], ["K AE T", "D AO G"]
+    scores = task.scores(predicted, reference)
+    assert scores["exact_match"] == 0.5 and scores["token_error_rate"] == pytest.approx(1 / 6)
+    assert scores["chrf"] == pytest.approx(sacrebleu.corpus_chrf(predicted, [reference]).score)
+    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(predicted, [reference]).score)
+    task.target = Characters(CharactersOptions())  # tokens are characters: one wrong letter in eight
+    assert task.scores(["galaxy", "caffe"], ["galaxy", "cafe"])["token_error_rate"] == pytest.approx(1 / 10)
 
 
 def test_seq2seq_refuses_a_bidirectional_model(tmp_path, small_tsv):
@@ -181,6 +197,67 @@ def test_nearest_neighbour_baseline_and_the_predict_hint_come_from_the_data(tmp_
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     test = json.loads((tmp_path / "out" / "metrics.json").read_text())["test"]
-    assert test["baseline_word_accuracy"] == 1.0 and test["baseline_phoneme_error_rate"] == 0.0
+    assert test["baseline_exact_match"] == 1.0 and test["baseline_token_error_rate"] == 0.0
     hint = next(line for line in result.output.splitlines() if line.startswith("try: seqpipe predict"))
     assert any(f" {s}" in hint for s, _ in rows) and "pronounce" not in hint
+
+
+@pytest.mark.slow
+def test_subword_source_and_target_train_export_and_decode_from_onnx_alone(small_tsv, tmp_path, torch_blocked_env):
+    """BPE pieces in and out: the tokenizers travel in the metadata, and onnxruntime's decoding,
+    joined by the stored tokenizer without torch, equals torch's greedy decoding."""
+    from seqpipe.builtin.seq2seq import collate
+
+    (tmp_path / "small.tsv").write_bytes(small_tsv.read_bytes())
+    out = _run(tmp_path, source='kind = "subwords"\nvocab_size = 120', target='kind = "subwords"\nvocab_size = 80', epochs=3)
+    task, model = load_trained(tmp_path)
+    assert task.source.kind == task.target.kind == "subwords"
+    words = [s for s, _ in task.pairs["test"][:5]]
+    batch = collate([(task.source.encode(w), []) for w in words])
+    expected = [task.target.join([task.target_symbols[i] for i in ids]) for ids in task.greedy(model, batch)]
+    served = predict_without_torch(torch_blocked_env, str(out), *words)
+    assert [r["text"] for r in served] == expected
+    assert all(set(text) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ ") for text in expected)  # pieces joined back into phonemes
+
+
+@pytest.mark.slow
+def test_number_vector_sources_train_export_and_decode_from_onnx_alone(tmp_path, torch_blocked_env):
+    """Number vectors in (the sign of each step's first feature, spelt out), words out."""
+    from seqpipe.builtin.seq2seq import collate
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(600):
+        x = np.round(rng.normal(size=(int(rng.integers(1, 6)), 2)), 3)
+        rows.append({"readings": x.tolist(), "signs": " ".join("plus" if v > 0 else "minus" for v in x[:, 0])})
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (tmp_path / "p.toml").write_text(textwrap.dedent("""
+        [data]
+        path = "d.jsonl"
+        [input]
+        kind = "numbers"
+        column = "readings"
+        [output]
+        column = "signs"
+        [model]
+        hidden_size = 32
+        [task]
+        name = "seq2seq"
+        [task.options]
+        embedding_size = 16
+        max_target_length = 8
+        [training]
+        epochs = 12
+        batch_size = 32
+    """))
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "p.toml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    test = json.loads((tmp_path / "out" / "metrics.json").read_text())["test"]
+    assert test["token_error_rate"] < 0.5 * test["baseline_token_error_rate"], test
+    assert json.loads((tmp_path / "out" / "parity.json").read_text())["passed"]
+    task, model = load_trained(tmp_path)
+    sources = [[[0.5, 1.0], [-0.7, 0.0], [0.9, 2.0]], [[-1.2, 0.3]]]
+    batch = collate([(task.source.encode(np.asarray(s, np.float32)), []) for s in sources])
+    expected = [task.target.join([task.target_symbols[i] for i in ids]) for ids in task.greedy(model, batch)]
+    served = predict_without_torch(torch_blocked_env, str(tmp_path / "out"), *(json.dumps(s) for s in sources))
+    assert [r["text"] for r in served] == expected

@@ -104,7 +104,7 @@ def test_predict_tags_like_the_torch_model(tag_run):
     assert result.exit_code == 0, result.output
     served = json.loads(result.stdout.strip().splitlines()[-1])
     task, model = load_trained(tag_run)
-    ids = torch.tensor([task.vocabulary.encode(served["tokens"])])
+    ids = torch.tensor([task.encoding.encode(served["tokens"])])
     with torch.no_grad():
         probs = model.sequence_output(ids, torch.tensor([ids.shape[1]]))[0][0]
     assert served["tags"] == [task.labels[i] for i in probs.argmax(-1).tolist()]

@@ -1,8 +1,9 @@
-"""Many-to-one classification: read a whole text, predict one label (the seed's sentiment example).
+"""Many-to-one classification: read a whole sequence, predict one label (the seed's sentiment example).
 
-Characters are embedded inside the network, so the step graph takes token ids. As in the seed's
-``VanillaRNN``, every step yields the running prediction (softmax over labels); the prediction for
-a text is the one after its last character.
+The sequence is the pipeline's ``[input]``: text as characters, words or subwords (embedded inside
+the network, so the graphs take token ids), or a vector of numbers per step (the graphs take
+float32 features). As in the seed's ``VanillaRNN``, every step yields the running prediction
+(softmax over labels); the prediction for a sequence is the one after its last step.
 """
 
 from __future__ import annotations
@@ -22,44 +23,42 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from seqpipe import hookimpl
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
-from seqpipe.baselines import text_classifier
-from seqpipe.data import batched, read_records, text_values
-from seqpipe.encoding import CharVocabulary
+from seqpipe.baselines import summary_classifier, text_classifier
+from seqpipe.data import batched
+from seqpipe.inputs import encode_all
 from seqpipe.initial_state import InitialState
-from seqpipe.models import SequenceModel, token_embedding
+from seqpipe.models import UNK_ID, SequenceModel, input_layer, pad_inputs, step_input
 from seqpipe.errors import DataError
 
 
 class ClassifyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text_column: str = Field("text", description="column holding the input text")
     label_column: str = Field("label", description="column holding the label")
-    lowercase: bool = Field(False, description="fold text to lower case before encoding")
-    max_length: int = Field(256, ge=1, description="characters kept from the start of each text")
-    min_char_count: int = Field(2, ge=1, description="rarer training characters become <unk>")
-    embedding_size: int = Field(32, ge=1)
+    embedding_size: int = Field(32, ge=1, description="token embedding width (token inputs; number vectors are read as they are)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings and on the head's input (training only)")
     balance_classes: bool = Field(False, description="weight the loss by inverse label frequency (helps macro-F1 on skewed data)")
-    char_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training characters replaced by <unk> (augmentation)")
+    token_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training tokens (characters, words, subwords) "
+                                 "replaced by <unk> (augmentation; token inputs only)")
     labels: list[str] | None = Field(None, description="allowed labels in output order; default: those in the data, sorted")
-    strong_baseline: bool = Field(True, description="also report character n-gram TF-IDF + logistic regression on the test split "
-                                  "(scikit-learn; a few seconds on small data); false: skip it")
+    strong_baseline: bool = Field(True, description="also report a classical model on the test split (scikit-learn, seconds): "
+                                  "character n-gram TF-IDF + logistic regression for text, logistic regression on per-feature "
+                                  "summaries for numbers; false: skip it")
 
 
 @dataclass
 class Batch:
-    tokens: torch.Tensor  # [B, T] int64, padded with 0
+    tokens: torch.Tensor  # [B, T] int64 ids padded with 0, or [B, T, F] float32 features padded with 0
     lengths: torch.Tensor  # [B] int64, all >= 1
     targets: torch.Tensor  # [B] int64
 
 
 class ClassifierModel(SequenceModel):
-    """Characters embedded → topology → linear head → softmax after the last valid step."""
+    """Input (tokens embedded, or number vectors as they are) → topology → linear head → softmax after the last valid step."""
 
-    def __init__(self, vocab_size: int, embedding_size: int, topology: Topology, num_labels: int, dropout: float = 0.0,
+    def __init__(self, embed: nn.Module, topology: Topology, num_labels: int, dropout: float = 0.0,
                  initial_state: str = "zeros", initial_state_scale: float = 0.1) -> None:
         initial = InitialState(initial_state, topology.state_shapes, initial_state_scale)
-        super().__init__(token_embedding(vocab_size, embedding_size, dropout), topology, nn.Linear(topology.output_size, num_labels),
+        super().__init__(embed, topology, nn.Linear(topology.output_size, num_labels),
                          initial, output="softmax", per_step=False, dropout=dropout)
 
 
@@ -69,13 +68,27 @@ class ClassifyTask(Task):
     monitor_mode = "max"
     example_pipeline = {"data": {"dataset": "spam-assassin"}}
 
+    @property
+    def predict_example(self) -> str:
+        """Inputs for `seqpipe predict` from this run's own test split, quoted for the shell: two
+        texts, or one sequence of number vectors as JSON."""
+        import json
+        import shlex
+
+        test = self.values.get("test", [])
+        if not test:
+            return '"some text"'
+        if self.encoding.reads == "numbers":
+            return shlex.quote(json.dumps(np.round(test[0], 4).tolist()))
+        return " ".join(shlex.quote(t) for t in test[:2])
+
     def __init__(self, options: ClassifyOptions, data: Any) -> None:
         self.options = options
         self.data = data
-        self.vocabulary: CharVocabulary | None = None
+        self.encoding = data.input
         self.labels: list[str] = []
-        self.examples: dict[str, list[tuple[list[int], int]]] = {}
-        self.texts: dict[str, list[str]] = {}
+        self.examples: dict[str, list[tuple[Any, int]]] = {}
+        self.values: dict[str, list[Any]] = {}  # each split's values as read (texts or number arrays), for baselines
         self.class_weights: torch.Tensor | None = None
         self._tfidf: dict[str, float] | None = None  # the strong baseline's test scores, computed once
 
@@ -94,22 +107,26 @@ class ClassifyTask(Task):
             self.labels = found
         if len(self.labels) < 2:
             raise DataError(f"{self.data.path}: column '{o.label_column}' holds a single label {found}; classification needs at least two.")
-        self.data.account.add("truncated_texts", sum(len(t) > o.max_length for t, _ in pairs),
-                              f"texts cut to task.options.max_length = {o.max_length} characters (raise it to keep them whole)")
-        self.vocabulary = CharVocabulary.fit((t for t, _ in train), lowercase=o.lowercase, max_length=o.max_length, min_count=o.min_char_count)
+        if o.token_dropout and self.encoding.dtype != "int64":
+            raise DataError(f"{self.data.where}: task.options.token_dropout hides tokens, and input.kind = "
+                            f"\"{self.encoding.kind}\" reads number vectors; remove token_dropout.")
+        self.encoding.fit([v for v, _ in train])
         index = {label: i for i, label in enumerate(self.labels)}
+        what = "sequences" if self.encoding.reads == "numbers" else "texts"
         for name, part in zip(self.splits, (train, validation, test)):
-            self.texts[name] = [t for t, _ in part]
-            self.examples[name] = [(self.vocabulary.encode(t), index[label]) for t, label in part]
+            self.values[name] = [v for v, _ in part]
+            encoded = encode_all(self.encoding, self.values[name], self.data.account, what)
+            self.examples[name] = [(x, index[label]) for x, (_, label) in zip(encoded, part)]
         counts = torch.bincount(torch.tensor([y for _, y in self.examples["train"]]), minlength=len(self.labels)).float()
         # inverse frequency, normalised so a balanced dataset gets weight 1 for every label
         self.class_weights = (counts.sum() / (len(self.labels) * counts.clamp(min=1))) if o.balance_classes else None
         return {name: len(part) for name, part in self.examples.items()}
 
-    def _read(self, path) -> list[tuple[str, str]]:
-        o = self.options
-        rows = read_records(path, self.data.format, [o.text_column, o.label_column], self.data.where)
-        return list(zip(text_values(rows, o.text_column, path, "classify"), (str(r[o.label_column]) for r in rows)))
+    def _read(self, path) -> list[tuple[Any, str]]:
+        o, encoding = self.options, self.encoding
+        columns = encoding.columns(self.input_column)
+        rows = self.data.records(path, [*columns, o.label_column], step_columns=columns)
+        return list(zip(encoding.read(rows, self.input_column, path, "classify"), (str(r[o.label_column]) for r in rows)))
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
         return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator)
@@ -117,15 +134,15 @@ class ClassifyTask(Task):
     # -- model --------------------------------------------------------------------------------
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
                     initial_state_scale: float = 0.1) -> ClassifierModel:
-        return ClassifierModel(len(self.vocabulary), self.options.embedding_size, make_topology(self.options.embedding_size),
-                               len(self.labels), self.options.dropout, initial_state, initial_state_scale)
+        embed, width = input_layer(self.encoding, self.options.embedding_size, self.options.dropout)
+        return ClassifierModel(embed, make_topology(width), len(self.labels), self.options.dropout, initial_state, initial_state_scale)
 
     def loss(self, model: ClassifierModel, batch: Batch) -> torch.Tensor:
         tokens = batch.tokens
-        if self.options.char_dropout and model.training:
-            # hide random characters so the model cannot lean on any single one; padding stays padding
-            hide = (torch.rand(tokens.shape) < self.options.char_dropout) & (tokens != self.vocabulary.pad_id)
-            tokens = tokens.masked_fill(hide, self.vocabulary.unk_id)
+        if self.options.token_dropout and model.training:
+            # hide random tokens so the model cannot lean on any single one; padding (id 0) stays padding
+            hide = (torch.rand(tokens.shape) < self.options.token_dropout) & (tokens != 0)
+            tokens = tokens.masked_fill(hide, UNK_ID)
         logits, _ = model(tokens, batch.lengths)
         return F.cross_entropy(logits, batch.targets, weight=self.class_weights)
 
@@ -149,16 +166,25 @@ class ClassifyTask(Task):
         }
 
     def _strong_baseline(self) -> dict[str, float]:
-        """Character 1-5-gram TF-IDF + logistic regression, regularisation chosen on validation macro-F1."""
+        """A classical model, regularisation chosen on validation macro-F1: character 1-5-gram TF-IDF +
+        logistic regression for text (``tfidf_*``), logistic regression on each feature's summary
+        statistics for number vectors (``summary_*``)."""
         from sklearn.metrics import accuracy_score, f1_score
 
         if self._tfidf is None:
             labels = {split: [y for _, y in self.examples[split]] for split in self.splits}
-            predicted = text_classifier(self.texts["train"], labels["train"], self.texts["validation"], labels["validation"],
-                                        self.texts["test"], lambda t, p: f1_score(t, p, average="macro"), self.options.lowercase)
-            self._tfidf = {"tfidf_accuracy": float(accuracy_score(labels["test"], predicted)),
-                           "tfidf_macro_f1": float(f1_score(labels["test"], predicted, average="macro",
-                                                            labels=list(range(len(self.labels))), zero_division=0))}
+            score = lambda t, p: f1_score(t, p, average="macro")  # noqa: E731
+            if self.encoding.reads == "numbers":
+                name = "summary"
+                predicted = summary_classifier(self.values["train"], labels["train"], self.values["validation"], labels["validation"],
+                                               self.values["test"], score)
+            else:
+                name = "tfidf"
+                predicted = text_classifier(self.values["train"], labels["train"], self.values["validation"], labels["validation"],
+                                            self.values["test"], score, getattr(self.encoding.options, "lowercase", False))
+            self._tfidf = {f"{name}_accuracy": float(accuracy_score(labels["test"], predicted)),
+                           f"{name}_macro_f1": float(f1_score(labels["test"], predicted, average="macro",
+                                                              labels=list(range(len(self.labels))), zero_division=0))}
         return self._tfidf
 
     def _majority_baseline(self, target: torch.Tensor) -> dict[str, float]:
@@ -170,11 +196,12 @@ class ClassifyTask(Task):
 
     # -- export -------------------------------------------------------------------------------
     def step_example(self, batch: int = 2) -> torch.Tensor:
-        return torch.ones(batch, dtype=torch.int64)  # [B] token ids
+        return step_input(self.encoding, batch)
 
     def sequence_graph(self, model: ClassifierModel, opset: int) -> onnx.ModelProto:
-        """Whole texts at once: ``x`` [batch, time] ids and ``lengths`` [batch] in; ``y`` [batch, labels]
-        (probabilities after each text's last token) and ``state_out.*`` [batch, slots, size] out."""
+        """Whole sequences at once: ``x`` [batch, time] ids (or [batch, time, features] floats) and
+        ``lengths`` [batch] in; ``y`` [batch, labels] (probabilities after each sequence's last step)
+        and ``state_out.*`` [batch, slots, size] out."""
         return sequence_graph(model, opset, len(self.labels), "seqpipe_classify_sequence")
 
     def parity_inputs(self, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -195,17 +222,14 @@ class ClassifyTask(Task):
 
     def encoding_spec(self) -> dict[str, Any]:
         return {
-            "input": {"dtype": "int64", **self.vocabulary.to_spec()},
-            "output": {"kind": "probabilities", "labels": self.labels, "read": "y after each sequence's last token"},
+            "input": self.encoding.to_spec(),
+            "output": {"kind": "probabilities", "labels": self.labels, "read": "y after each sequence's last step"},
         }
 
 
-def collate(examples: list[tuple[list[int], int]]) -> Batch:
-    lengths = torch.tensor([len(ids) for ids, _ in examples], dtype=torch.int64)
-    tokens = torch.zeros(len(examples), int(lengths.max()), dtype=torch.int64)
-    for row, (ids, _) in enumerate(examples):
-        tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
-    return Batch(tokens, lengths, torch.tensor([label for _, label in examples], dtype=torch.int64))
+def collate(examples: list[tuple[Any, int]]) -> Batch:
+    x, lengths = pad_inputs([x for x, _ in examples])
+    return Batch(x, lengths, torch.tensor([label for _, label in examples], dtype=torch.int64))
 
 
 @hookimpl

@@ -1,10 +1,13 @@
-"""Forecasting real-valued series: after reading values up to time t, predict the value at t+1.
+"""Forecasting real-valued series: after reading values up to time t, predict the values at t+1.
 
-The series is split in time order (train, then validation, then test: no future leaks into
-training), scaled with statistics of the training part only, and cut into windows of
-``window`` values. Training is teacher-forced at every step (many-to-many); multi-step forecasts
-feed each prediction back as the next input (autoregressive), exactly as a served step graph
-would. The baseline is persistence: tomorrow equals today.
+One or more target columns, and optionally covariate columns (``input_columns``), are read per
+row; an optional ``time_column`` orders the rows and labels the plot. Each step's input is the
+vector of every column read (targets first), and the model predicts that whole vector's next
+value, so a multi-step forecast feeds each prediction back as the next input (autoregressive),
+exactly as a served step graph does; metrics are reported on the target columns. The series is
+split in time order (train, then validation, then test: no future leaks into training), each
+column scaled with statistics of the training part only, and cut into windows of ``window``
+rows. The baseline is persistence: tomorrow equals today.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from seqpipe import hookimpl
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
 from seqpipe.baselines import arima_forecasts
-from seqpipe.data import number, read_records
+from seqpipe.data import number, read_records, time_value
 from seqpipe.errors import DataError
 from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel
@@ -33,7 +36,14 @@ from seqpipe.models import SequenceModel
 
 class ForecastOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    value_column: str = Field("value", description="column holding the series, one row per time step, oldest first")
+    value_column: str = Field("value", description="column holding the series, one row per time step (the target when "
+                              "target_columns is not given)")
+    target_columns: list[str] | None = Field(None, min_length=1, description="columns to forecast and score (instead of value_column)")
+    input_columns: list[str] = Field(default_factory=list, description="covariates: more columns read at every step and "
+                                     "forecast alongside the targets (not scored), e.g. other weather measurements")
+    time_column: str | None = Field(None, description="column giving each row's time (a number or an ISO date such as "
+                                    "2012-01-31 or 2012/01/31): rows are ordered by it and the plot's x-axis shows it; "
+                                    "default: rows in file order")
     window: int = Field(24, ge=2, description="past values the model reads before each forecast")
     horizon: int = Field(5, ge=1, description="steps ahead for the multi-step (autoregressive) evaluation")
     scaling: Literal["standard", "none"] = Field("standard", description="standardise with the training part's mean and std")
@@ -44,12 +54,13 @@ class ForecastOptions(BaseModel):
 
 @dataclass
 class Batch:
-    x: torch.Tensor  # [B, T, 1] scaled values
+    x: torch.Tensor  # [B, T, F] scaled values of every column read
     lengths: torch.Tensor  # [B]
-    targets: torch.Tensor  # [B, T, 1] the next value after each step
+    targets: torch.Tensor  # [B, T, F] the next values after each step
 
 
 class ForecastTask(Task):
+    default_input = None  # reads its own columns (see its options): no [input] table
     Options = ForecastOptions
     monitor = "rmse"
     monitor_mode = "min"
@@ -59,39 +70,72 @@ class ForecastTask(Task):
     def __init__(self, options: ForecastOptions, data: Any) -> None:
         self.options = options
         self.data = data
-        self.series = np.zeros(0, np.float32)  # raw values
-        self.scaled = np.zeros(0, np.float32)
-        self.mean, self.std = 0.0, 1.0
+        self.series = np.zeros((0, 1), np.float32)  # raw values [N, F]: targets, then covariates
+        self.scaled = np.zeros((0, 1), np.float32)
+        self.mean, self.std = np.zeros(1), np.ones(1)  # per column, from the training part
+        self.times: list[Any] = []  # each row's time_column value (or its row number)
         self.targets: dict[str, np.ndarray] = {}  # split -> indices of the values it forecasts
         self.examples: dict[str, np.ndarray] = {}  # train: window end indices (len(...) counts examples)
 
     # -- data ---------------------------------------------------------------------------------
+    @property
+    def target_columns(self) -> list[str]:
+        return list(self.options.target_columns or [self.options.value_column])
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column read at each step: the targets, then the covariates."""
+        return self.target_columns + [c for c in self.options.input_columns if c not in self.target_columns]
+
     def prepare(self) -> dict[str, int]:
         o, d = self.options, self.data.config
         if self.data.validation_path or self.data.test_path:
             raise DataError(f"{self.data.where}: the forecast task splits one series by time (the last values are the test part); "
                             "give the whole series as data.path and set data.validation_fraction and data.test_fraction.")
-        rows = read_records(self.data.path, self.data.format, [o.value_column], self.data.where)
-        self.series = np.array([number(r, o.value_column, self.data.path, "forecasting needs numbers") for r in rows], dtype=np.float32)
+        columns = self.columns
+        rows = read_records(self.data.path, self.data.format, columns + ([o.time_column] if o.time_column else []), self.data.where)
+        self.times = list(range(len(rows)))  # row numbers, unless a time column orders the rows
+        if o.time_column:
+            rows = self._ordered(rows)
+        self.series = np.array([[number(r, c, self.data.path, "forecasting needs numbers") for c in columns] for r in rows],
+                               dtype=np.float32)
         n = len(self.series)
         n_test, n_val = round(n * d.test_fraction), round(n * d.validation_fraction)
         train_end = n - n_test - n_val
         if train_end <= o.window + 1 or n_val < 1 or n_test < 1:
             raise DataError(f"{self.data.path}: {n} values are too few for window {o.window} with these split fractions; "
                             "lower task.options.window or add data.")
-        train = self.series[:train_end]
+        train = self.series[:train_end].astype(np.float64)
         if o.scaling == "standard":  # fitted on the training part only
-            self.mean, self.std = float(train.mean()), float(train.std() or 1.0)
+            std = train.std(axis=0)
+            self.mean, self.std = train.mean(axis=0), np.where(std > 0, std, 1.0)
+        else:
+            self.mean, self.std = np.zeros(len(columns)), np.ones(len(columns))
         self.scaled = ((self.series - self.mean) / self.std).astype(np.float32)
         self.targets = {"train": np.arange(o.window, train_end), "validation": np.arange(train_end, train_end + n_val),
                         "test": np.arange(train_end + n_val, n)}
         self.examples = {"train": self.targets["train"]}
         return {split: len(idx) for split, idx in self.targets.items()}
 
+    def _ordered(self, rows: list) -> list:
+        """Rows sorted by ``time_column``; a time that is neither a number nor an ISO date, or one
+        given twice, is refused at its line."""
+        column = self.options.time_column
+        keyed = [(time_value(r, column, self.data.path), r) for r in rows]
+        if len({type(t) for t, _ in keyed}) > 1:
+            raise DataError(f"{self.data.path}: column '{column}' mixes numbers and dates; give every row's time one way.")
+        keyed.sort(key=lambda kr: kr[0])
+        for (a, first), (b, second) in zip(keyed, keyed[1:]):
+            if a == b:
+                raise DataError(f"{self.data.path}:{second.line}: time {second[column]!r} in column '{column}' is also on line "
+                                f"{first.line}; give each row its own time.")
+        self.times = [t for t, _ in keyed]
+        return [r for _, r in keyed]
+
     def _windows(self, ends: np.ndarray) -> np.ndarray:
-        """The ``window`` scaled values before each index in ``ends``: [N, window, 1]."""
+        """The ``window`` scaled rows before each index in ``ends``: [N, window, F]."""
         w = self.options.window
-        return np.stack([self.scaled[e - w:e] for e in ends])[:, :, None]
+        return np.stack([self.scaled[e - w:e] for e in ends])
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
         ends = self.targets[split]
@@ -99,20 +143,21 @@ class ForecastTask(Task):
         w = self.options.window
         for start in range(0, len(order), batch_size):
             chosen = ends[order[start:start + batch_size]]
-            x = torch.from_numpy(self._windows(chosen))  # values t-w .. t-1
-            y = torch.from_numpy(self._windows(chosen + 1))  # values t-w+1 .. t: the next value after each step
+            x = torch.from_numpy(self._windows(chosen))  # rows t-w .. t-1
+            y = torch.from_numpy(self._windows(chosen + 1))  # rows t-w+1 .. t: the next values after each step
             yield Batch(x, torch.full((len(chosen),), w, dtype=torch.int64), y)
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
                     initial_state_scale: float = 0.1) -> SequenceModel:
-        topology = make_topology(1)
+        width = len(self.columns)
+        topology = make_topology(width)
         initial = InitialState(initial_state, topology.state_shapes, initial_state_scale)
-        return SequenceModel(nn.Identity(), topology, nn.Linear(topology.output_size, 1), initial, output="identity",
+        return SequenceModel(nn.Identity(), topology, nn.Linear(topology.output_size, width), initial, output="identity",
                              per_step=False, dropout=self.options.dropout)
 
     def loss(self, model: SequenceModel, batch: Batch) -> torch.Tensor:
-        predictions, _ = model.run_sequence(batch.x, batch.lengths)  # [B, T, 1]: a forecast after every step
+        predictions, _ = model.run_sequence(batch.x, batch.lengths)  # [B, T, F]: a forecast after every step
         return F.mse_loss(predictions, batch.targets)
 
     def _unscale(self, values: np.ndarray | torch.Tensor):
@@ -120,66 +165,78 @@ class ForecastTask(Task):
 
     @torch.no_grad()
     def forecast(self, model: SequenceModel, ends: np.ndarray, horizon: int) -> np.ndarray:
-        """Autoregressive forecasts of values ``ends + k`` for k < horizon, in original units: [N, horizon]."""
+        """Autoregressive forecasts of rows ``ends + k`` for k < horizon, in original units: [N, horizon, F]."""
         model.eval()
         x = torch.from_numpy(self._windows(ends))
-        last, state = model(x, torch.full((len(ends),), x.shape[1], dtype=torch.int64))  # [N, 1]
+        last, state = model(x, torch.full((len(ends),), x.shape[1], dtype=torch.int64))  # [N, F]
         out = [last]
         for _ in range(horizon - 1):
             last, state = model.step(last, state)  # the forecast becomes the next input
             out.append(last)
-        return self._unscale(torch.cat(out, dim=1).numpy())
+        return self._unscale(torch.stack(out, dim=1).numpy())
 
+    def _rmse(self, predicted: np.ndarray, actual: np.ndarray) -> float:
+        """RMSE on the target columns (the first ones), in original units: over all their values, so with one
+        target it is that series' RMSE; several targets should share a unit (or be compared one by one)."""
+        k = len(self.target_columns)
+        return float(np.sqrt(np.mean((predicted[..., :k].astype(np.float64) - actual[..., :k]) ** 2)))
+
+    @torch.no_grad()
     def evaluate(self, model: SequenceModel, split: str, batch_size: int = 256) -> dict[str, float]:
         ends = self.targets[split]
-        actual = torch.from_numpy(self.series[ends])
-        one_step = torch.from_numpy(self.forecast(model, ends, 1)[:, 0])
-        persistence = torch.from_numpy(self.series[ends - 1])
-        scaled_loss = float(F.mse_loss((one_step - self.mean) / self.std, (actual - self.mean) / self.std))
-        metrics = {"loss": scaled_loss,
-                   "rmse": float(mean_squared_error(one_step, actual, squared=False)),
-                   "persistence_rmse": float(mean_squared_error(persistence, actual, squared=False))}
+        k = len(self.target_columns)
+        actual = self.series[ends]  # [N, F]
+        one_step = self.forecast(model, ends, 1)[:, 0]  # [N, F]
+        persistence = self.series[ends - 1]
+        scaled = lambda v: (v[:, :k] - self.mean[:k]) / self.std[:k]  # noqa: E731
+        metrics = {"loss": float(np.mean((scaled(one_step) - scaled(actual)) ** 2)),
+                   "rmse": self._rmse(one_step, actual), "persistence_rmse": self._rmse(persistence, actual)}
+        if k > 1:
+            for i, column in enumerate(self.target_columns):
+                metrics[f"rmse_{column}"] = float(np.sqrt(np.mean((one_step[:, i] - actual[:, i]) ** 2)))
+                metrics[f"persistence_rmse_{column}"] = float(np.sqrt(np.mean((persistence[:, i] - actual[:, i]) ** 2)))
         metrics["skill"] = 1.0 - metrics["rmse"] / metrics["persistence_rmse"]  # > 0: beats persistence
         h = self.options.horizon
         origins = ends[ends + h <= len(self.series)] if split == "test" else ends[ends + h <= ends[-1] + 1]
         if len(origins):
-            multi = torch.from_numpy(self.forecast(model, origins, h))  # [N, h]
-            truth = torch.from_numpy(np.stack([self.series[o:o + h] for o in origins]))
-            naive = torch.from_numpy(np.repeat(self.series[origins - 1][:, None], h, axis=1))
-            metrics[f"rmse_{h}_step"] = float(mean_squared_error(multi, truth, squared=False))
-            metrics[f"persistence_rmse_{h}_step"] = float(mean_squared_error(naive, truth, squared=False))
-        if split == "test" and self.options.strong_baseline:
-            metrics.update(self._arima(ends, origins, actual))
+            multi = self.forecast(model, origins, h)  # [N, h, F]
+            truth = np.stack([self.series[o:o + h] for o in origins])
+            naive = np.repeat(self.series[origins - 1][:, None], h, axis=1)
+            metrics[f"rmse_{h}_step"] = self._rmse(multi, truth)
+            metrics[f"persistence_rmse_{h}_step"] = self._rmse(naive, truth)
+        if split == "test" and self.options.strong_baseline and k == 1:
+            metrics.update(self._arima(ends, origins, actual[:, 0]))
         metrics["examples"] = len(ends)
         return metrics
 
-    def _arima(self, ends: np.ndarray, origins: np.ndarray, actual: torch.Tensor) -> dict[str, Any]:
-        """ARIMA on the same test values, one step and ``horizon`` steps ahead (see seqpipe.baselines)."""
+    def _arima(self, ends: np.ndarray, origins: np.ndarray, actual: np.ndarray) -> dict[str, Any]:
+        """ARIMA on the target alone, same test values, one step and ``horizon`` steps ahead (see seqpipe.baselines)."""
         h = self.options.horizon
-        one_step, multi, order = arima_forecasts(self.series, int(self.targets["validation"][0]), ends, origins, h)
-        result: dict[str, Any] = {"arima_rmse": float(np.sqrt(np.mean((one_step - actual.numpy()) ** 2))), "arima_order": list(order)}
+        series = self.series[:, 0]
+        one_step, multi, order = arima_forecasts(series, int(self.targets["validation"][0]), ends, origins, h)
+        result: dict[str, Any] = {"arima_rmse": float(np.sqrt(np.mean((one_step - actual) ** 2))), "arima_order": list(order)}
         if len(origins):
-            truth = np.stack([self.series[o:o + h] for o in origins])
+            truth = np.stack([series[o:o + h] for o in origins])
             result[f"arima_rmse_{h}_step"] = float(np.sqrt(np.mean((multi - truth) ** 2)))
         return result
 
     # -- export -------------------------------------------------------------------------------
     def step_example(self, batch: int = 2) -> torch.Tensor:
-        return torch.zeros(batch, 1)  # [B, features]
+        return torch.zeros(batch, len(self.columns))  # [B, features]
 
     def sequence_graph(self, model: SequenceModel, opset: int) -> onnx.ModelProto:
-        """``x`` [batch, time, 1] scaled values and ``lengths`` in; ``y`` [batch, 1], the scaled
-        forecast of the value after each sequence's last one, and ``state_out.*`` out."""
-        return sequence_graph(model, opset, 1, "seqpipe_forecast_sequence")
+        """``x`` [batch, time, F] scaled values and ``lengths`` in; ``y`` [batch, F], the scaled
+        forecast of the row after each sequence's last one, and ``state_out.*`` out."""
+        return sequence_graph(model, opset, len(self.columns), "seqpipe_forecast_sequence")
 
     def parity_inputs(self, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """Test windows with ragged lengths (1 … window), each holding its most recent values first-aligned."""
         ends = self.targets[split][:limit]
         w = self.options.window
         lengths = np.array([w - (i % w) for i in range(len(ends))], dtype=np.int64)
-        x = np.zeros((len(ends), w, 1), np.float32)
+        x = np.zeros((len(ends), w, len(self.columns)), np.float32)
         for row, (end, length) in enumerate(zip(ends, lengths)):
-            x[row, :length, 0] = self.scaled[end - length:end]
+            x[row, :length] = self.scaled[end - length:end]
         return x, lengths
 
     def evaluate_onnx(self, runner, split: str) -> dict[str, float]:
@@ -187,30 +244,33 @@ class ForecastTask(Task):
         ends = self.targets[split]
         x = self._windows(ends)
         y, _ = runner.final(x, np.full(len(ends), x.shape[1], dtype=np.int64))
-        return {"rmse": float(mean_squared_error(torch.from_numpy(self._unscale(y[:, 0])), torch.from_numpy(self.series[ends]),
-                                                 squared=False))}
+        return {"rmse": self._rmse(self._unscale(y), self.series[ends])}
 
     def encoding_spec(self) -> dict[str, Any]:
         o = self.options
         return {
-            "input": {"dtype": "float32", "kind": "numeric", "features": 1, "column": o.value_column, "window": o.window,
-                      "scaling": {"kind": o.scaling, "mean": self.mean, "std": self.std,
-                                  "apply": "x = (value - mean) / std"}},
-            "output": {"kind": "forecast", "size": 1, "horizon": o.horizon,
-                       "read": "y after the step that read value t is the scaled forecast of value t+1; value = y * std + mean; "
-                               "feed y back as the next x to forecast further ahead"},
+            "input": {"dtype": "float32", "kind": "numeric", "features": len(self.columns), "columns": self.columns,
+                      "targets": self.target_columns, "time_column": o.time_column, "window": o.window,
+                      "scaling": {"kind": o.scaling, "mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std],
+                                  "apply": "x[t, f] = (value[t][columns[f]] - mean[f]) / std[f]"}},
+            "output": {"kind": "forecast", "size": len(self.columns), "columns": self.columns, "targets": self.target_columns,
+                       "horizon": o.horizon,
+                       "read": "y after the step that read row t is the scaled forecast of row t+1 (every column, in "
+                               "input.columns order); value = y * std + mean; feed y back as the next x to forecast further ahead"},
         }
 
     # -- report -------------------------------------------------------------------------------
     def write_report(self, model: SequenceModel, run_dir, log: Callable[[str], None]) -> None:
-        """``forecast.png``: the test years, actual against one-step forecasts, persistence and one
-        multi-step forecast from the start of the test part."""
+        """``forecast.png``: the test part of the (first) target, actual against one-step forecasts,
+        persistence and one multi-step forecast from the start of the test part."""
         from seqpipe.plots import plot_forecast
 
         ends = self.targets["test"]
         h = min(self.options.horizon * 2, len(ends))
-        plot_forecast(ends, self.series[ends], self.forecast(model, ends, 1)[:, 0], self.series[ends - 1],
-                      ends[:h], self.forecast(model, ends[:1], h)[0], run_dir / "forecast.png")
+        times = [self.times[i] for i in ends]
+        plot_forecast(times, self.series[ends, 0], self.forecast(model, ends, 1)[:, 0, 0], self.series[ends - 1, 0],
+                      times[:h], self.forecast(model, ends[:1], h)[0, :, 0], run_dir / "forecast.png",
+                      target=self.target_columns[0], time_label=self.options.time_column)
         log(f"plot: {run_dir / 'forecast.png'}")
 
 

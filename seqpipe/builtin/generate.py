@@ -73,6 +73,7 @@ class InitGraph(nn.Module):
 
 
 class GenerateTask(Task):
+    default_input = None  # reads its own columns (see its options): no [input] table
     Options = GenerateOptions
     monitor = "perplexity"
     monitor_mode = "min"

@@ -17,14 +17,15 @@ MAX_LENGTH = Option("max_length", int, None, "most symbols to emit (default: fro
 
 
 class ClassifyPredictor(Predictor):
-    usage = '"text one" "text two"'
+    usage = '"text one" "text two"   (number-vector models: \'[[0.1, 2.0], [0.3, 1.5]]\', one vector per step)'
 
     def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
         if not inputs:
             raise SeqpipeError("give one or more texts to classify.")
         results = classify(load_classifier(path, options.device, options.precision), inputs)
         for r in results:
-            r["line"] = f"{r['label']:<10} " + "  ".join(f"{label} {p:.3f}" for label, p in r["probabilities"].items()) + f"  {r['text']}"
+            r["line"] = f"{r['label']:<10} " + "  ".join(f"{label} {p:.3f}" for label, p in r["probabilities"].items()) + f"  {r['text']}" \
+                + (f"  (read its first {r['truncated_to']} steps)" if "truncated_to" in r else "")
         return results
 
 
@@ -45,7 +46,7 @@ class TagPredictor(Predictor):
 
 class ForecastPredictor(Predictor):
     options = (Option("steps", int, 5, "values to forecast ahead"),)
-    usage = "series.csv --steps 5   (a CSV of past values, oldest first)"
+    usage = "series.csv --steps 5   (a CSV of past rows with the model's columns, oldest first)"
 
     def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
         steps = options.task["steps"]
@@ -57,13 +58,21 @@ class ForecastPredictor(Predictor):
         if steps < 1:
             raise SeqpipeError(f"--steps {steps}: forecast at least one step ahead.")
         encoding = runner.spec["encoding"]["input"]
-        history = read_series(inputs[0], encoding.get("column"))
+        columns, targets = encoding["columns"], encoding["targets"]
+        history = read_series(inputs[0], columns)
         window = int(encoding["window"])
         if len(history) < 1:
-            raise SeqpipeError(f"{inputs[0]}: holds no values; the model reads up to {window} past values.")
-        values = forecast(runner, history, steps)
-        return [{"input": inputs[0], "history_used": int(min(len(history), window)), "forecast": [float(v) for v in values],
-                 "line": f"next {steps}: " + ", ".join(f"{v:.4g}" for v in values)}]
+            raise SeqpipeError(f"{inputs[0]}: holds no values; the model reads up to {window} past rows.")
+        values = forecast(runner, history, steps)  # [steps, columns]
+        result = {"input": inputs[0], "history_used": int(min(len(history), window))}
+        if len(columns) == 1:
+            result["forecast"] = [float(v) for v in values[:, 0]]
+            result["line"] = f"next {steps}: " + ", ".join(f"{v:.4g}" for v in values[:, 0])
+        else:
+            result["forecast"] = {c: [float(v) for v in values[:, i]] for i, c in enumerate(columns)}
+            result["line"] = "; ".join(f"{c} next {steps}: " + ", ".join(f"{v:.4g}" for v in values[:, columns.index(c)])
+                                       for c in targets)
+        return [result]
 
 
 class GeneratePredictor(Predictor):
@@ -97,12 +106,13 @@ class GeneratePredictor(Predictor):
 
 class Seq2SeqPredictor(Predictor):
     options = (BEAM, MAX_LENGTH)
-    usage = "pronounce seqpipe   (--beam 5 for beam search)"
+    usage = '"source one" "source two"   (--beam 5 for beam search)'
 
     def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
         o = options.task
         if not inputs:
-            raise SeqpipeError("give one or more inputs to transcribe, e.g. seqpipe predict RUN pronounce seqpipe.")
+            raise SeqpipeError("give one or more sources to transcribe, e.g. seqpipe predict RUN \"source one\" \"source two\" "
+                               "(the run's log shows two from its test split).")
         if o["beam"] < 1:
             raise SeqpipeError("--beam must be at least 1.")
         results = Transcriber(path, device=options.device).transcribe(inputs, o["beam"], o["max_length"])

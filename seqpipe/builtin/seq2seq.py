@@ -1,6 +1,8 @@
 """Encoder–decoder (many-to-many, unaligned): read a whole source sequence, then write a target one.
 
-As in the seed, the encoder's final state initialises the decoder; with ``attention`` the decoder
+The source is the pipeline's ``[input]`` (characters, words or subwords), the target its
+``[output]``: the output encoding splits each target into tokens (characters, words, subword
+pieces) and joins decoded tokens back into text. As in the seed, the encoder's final state initialises the decoder; with ``attention`` the decoder
 also looks back at every encoder output at each step (Luong-style: after the decoder cell, its
 output queries the encoder outputs, additive or dot-product scores, masked to each source's
 length), which removes the seed's "information bottleneck" of a single state vector.
@@ -12,6 +14,8 @@ next-token probabilities, attention weights, new state).
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +34,14 @@ from seqpipe import hookimpl
 from seqpipe.onnx.builder import GraphBuilder, finish_model, optional_state_inputs, state_value_infos
 from seqpipe.onnx.native import emit_topology
 from seqpipe.contracts import State, Task, Topology
-from seqpipe.data import batched, read_records, text_values
-from seqpipe.encoding import PAD, UNK, CharVocabulary
+from seqpipe.data import batched
+from seqpipe.encoding import PAD, UNK
 from seqpipe.errors import DataError
+from seqpipe.inputs import encode_all
 from seqpipe.onnx.spec import base_spec, state_io, states_spec, write_metadata
 from seqpipe.onnx.torch_export import check_onnx, export_module
 from seqpipe.initial_state import InitialState
-from seqpipe.models import token_embedding
+from seqpipe.models import input_layer, pad_inputs, token_embedding
 from seqpipe.onnx.parity import compare, outputs, report, three_way
 
 IGNORE = -100
@@ -46,12 +51,11 @@ MASKED = -1e9  # attention score of padded source positions: exp() underflows to
 
 class Seq2SeqOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    source_column: str = Field("source", description="column holding the source text (read as characters)")
-    target_column: str = Field("target", description="column holding the target (space-separated tokens, e.g. phonemes)")
     attention: Literal["none", "additive", "dot"] = Field("additive", description="how the decoder looks back at the encoder outputs")
     embedding_size: int = Field(64, ge=1)
-    max_source_length: int = Field(32, ge=1)
-    max_target_length: int = Field(32, ge=1, description="also the decoding length limit")
+    max_target_length: int = Field(32, ge=2, description="target tokens kept, <eos> included (cuts are counted); also the "
+                                   "decoding length limit")
+    min_target_count: int = Field(1, ge=1, description="target tokens seen fewer times in training become <unk>")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     heatmap_examples: int = Field(4, ge=0, description="test examples drawn in attention.png (with attention)")
 
@@ -90,13 +94,13 @@ class Attention(nn.Module):
 
 
 class Seq2SeqModel(nn.Module):
-    """Source characters → encoder topology → (final state) → decoder topology (→ attention) → head."""
+    """Source tokens → encoder topology → (final state) → decoder topology (→ attention) → head."""
 
-    def __init__(self, source_vocab: int, target_vocab: int, embedding_size: int, encoder: Topology, decoder: Topology,
+    def __init__(self, source_embed: nn.Module, target_vocab: int, embedding_size: int, encoder: Topology, decoder: Topology,
                  attention: str, initial: InitialState, dropout: float = 0.0) -> None:
         super().__init__()
         self.initial = initial
-        self.source_embed = token_embedding(source_vocab, embedding_size, dropout)
+        self.source_embed = source_embed  # token embedding, or nothing for number vectors
         self.body = encoder  # "body": the engine reads causal/sizes/state names from it
         self.target_embed = token_embedding(target_vocab, embedding_size, dropout)
         self.decoder = decoder
@@ -161,8 +165,16 @@ class PlainDecoderStep(nn.Module):
 
 class Seq2SeqTask(Task):
     Options = Seq2SeqOptions
-    monitor = "phoneme_error_rate"
+    monitor = "token_error_rate"
     monitor_mode = "min"
+    metric_modes = {"token_error_rate": "min", "exact_match": "max", "chrf": "max", "bleu": "max", "loss": "min"}
+    input_column = "source"
+    # BLEU counts word 1-4-grams: on one-word targets (g2p words, transliterated names) it is 0 or
+    # undefined, so it is reported when the training targets average at least four words
+    bleu_reported = True
+    BLEU_MIN_WORDS = 4
+    default_output = "words"
+    output_column = "target"
     default_graphs = ()
     extra_graphs = ("encoder", "decoder")
     needs_causal = True  # the decoder steps; it is built like the encoder, so both must be causal
@@ -171,17 +183,23 @@ class Seq2SeqTask(Task):
 
     @property
     def predict_example(self) -> str:
-        """Two test sources of this run's own data, quoted for the shell."""
+        """Two test sources of this run's own data, quoted for the shell (number vectors as JSON)."""
         import shlex
 
-        return " ".join(shlex.quote(s) for s, _ in self.pairs.get("test", [])[:2]) or '"some source text"'
+        return " ".join(shlex.quote(self._shown(s)) for s, _ in self.pairs.get("test", [])[:2]) or '"some source text"'
 
-    example_pipeline = {"data": {"dataset": "cmudict-g2p"}, "task": {"options": {"source_column": "word", "target_column": "phonemes"}}}
+    def _shown(self, source: Any) -> str:
+        """A source as a user types it: the text, or number vectors as JSON."""
+        return json.dumps(np.round(source, 4).tolist()) if self.source.reads == "numbers" else source
+
+    example_pipeline = {"data": {"dataset": "cmudict-g2p"}, "input": {"column": "word", "min_count": 1},
+                        "output": {"column": "phonemes", "min_count": 1}}
 
     def __init__(self, options: Seq2SeqOptions, data: Any) -> None:
         self.options = options
         self.data = data
-        self.source_vocab: CharVocabulary | None = None
+        self.source = data.input
+        self.target = data.output
         self.target_symbols: list[str] = []
         self.examples: dict[str, list[tuple[list[int], list[int]]]] = {}
         self.pairs: dict[str, list[tuple[str, str]]] = {}
@@ -189,29 +207,37 @@ class Seq2SeqTask(Task):
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, int]:
-        o, d = self.options, self.data.config
+        o = self.options
         train, validation, test = self.data.splits(self._read)
-        pairs = train + validation + test
-        self.data.account.add("truncated_sources", sum(len(src) > o.max_source_length for src, _ in pairs),
-                              f"sources cut to task.options.max_source_length = {o.max_source_length} characters")
-        self.data.account.add("truncated_targets", sum(len(tgt.split()) > o.max_target_length - 1 for _, tgt in pairs),
-                              f"targets cut to task.options.max_target_length - 1 = {o.max_target_length - 1} symbols (one is <eos>)")
-        train, validation, test = ([(src[: o.max_source_length], " ".join(tgt.split()[: o.max_target_length - 1])) for src, tgt in part]
-                                   for part in (train, validation, test))
-        self.source_vocab = CharVocabulary.fit((s for s, _ in train), lowercase=False, max_length=o.max_source_length, min_count=1)
-        self.target_symbols = [PAD, UNK, SOS, EOS, *sorted({t for _, tgt in train for t in tgt.split()})]
+        self.source.fit([s for s, _ in train])
+        self.target.fit([t for _, t in train])
+        keep = o.max_target_length - 1  # one step is <eos>
+        tokens = {name: [self.target.units(t) for _, t in part] for name, part in zip(self.splits, (train, validation, test))}
+        long = [ts for part in tokens.values() for ts in part if len(ts) > keep]
+        self.data.account.add("truncated_targets", len(long), f"targets cut to task.options.max_target_length - 1 = {keep} tokens "
+                              f"(one step is <eos>; {sum(len(ts) - keep for ts in long):,} tokens neither trained on nor scored)")
+        self.bleu_reported = np.mean([len(t.split()) for _, t in train]) >= self.BLEU_MIN_WORDS
+        counts = Counter(t for ts in tokens["train"] for t in ts)
+        self.target_symbols = [PAD, UNK, SOS, EOS, *sorted(t for t, n in counts.items() if n >= o.min_target_count)]
+        rare = sum(n for t, n in counts.items() if n < o.min_target_count)
+        self.data.account.add("rare_target_tokens", rare, f"training target tokens seen fewer than task.options.min_target_count = "
+                              f"{o.min_target_count} times, trained as <unk>")
         index = {t: i for i, t in enumerate(self.target_symbols)}
         for name, part in zip(self.splits, (train, validation, test)):
-            self.pairs[name] = part
-            self.examples[name] = [(self.source_vocab.encode(s), [index.get(t, 1) for t in tgt.split()]) for s, tgt in part]
+            cut = [ts[:keep] for ts in tokens[name]]
+            self.pairs[name] = [(s, self.target.join(ts)) for (s, _), ts in zip(part, cut)]
+            sources = encode_all(self.source, [s for s, _ in part], self.data.account, f"{name} sources")
+            self.examples[name] = [(x, [index.get(t, 1) for t in ts]) for x, ts in zip(sources, cut)]
         if not self.examples["test"]:
             raise DataError(f"{self.data.path}: too few rows for a test split; add data or raise data.test_fraction.")
         return {name: len(part) for name, part in self.examples.items()}
 
     def _read(self, path) -> list[tuple[str, str]]:
-        o = self.options
-        rows = read_records(path, self.data.format, [o.source_column, o.target_column], self.data.where)
-        return list(zip(text_values(rows, o.source_column, path, "seq2seq"), text_values(rows, o.target_column, path, "seq2seq")))
+        source_column = self.source.columns(self.input_column)[0]
+        target_column = self.target.columns(self.output_column)[0]
+        rows = self.data.records(path, [source_column, target_column])
+        return list(zip(self.source.read(rows, self.input_column, path, "seq2seq"),
+                        self.target.read(rows, self.output_column, path, "seq2seq")))
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
         return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator)
@@ -220,9 +246,10 @@ class Seq2SeqTask(Task):
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
                     initial_state_scale: float = 0.1) -> Seq2SeqModel:
         o = self.options
-        encoder, decoder = make_topology(o.embedding_size), make_topology(o.embedding_size)
+        source_embed, width = input_layer(self.source, o.embedding_size, o.dropout)
+        encoder, decoder = make_topology(width), make_topology(o.embedding_size)
         initial = InitialState(initial_state, encoder.state_shapes, initial_state_scale)
-        return Seq2SeqModel(len(self.source_vocab), len(self.target_symbols), o.embedding_size, encoder, decoder, o.attention,
+        return Seq2SeqModel(source_embed, len(self.target_symbols), o.embedding_size, encoder, decoder, o.attention,
                             initial, o.dropout)
 
     def loss(self, model: Seq2SeqModel, batch: Batch) -> torch.Tensor:
@@ -255,31 +282,56 @@ class Seq2SeqTask(Task):
             n = int((batch.targets != IGNORE).sum())
             total += float(F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)) * n
             count += n
-            predicted += [" ".join(self.target_symbols[i] for i in ids) for ids in self.greedy(model, batch)]
+            predicted += [self.target.join([self.target_symbols[i] for i in ids]) for ids in self.greedy(model, batch)]
         reference = [t for _, t in self.pairs[split]]
         baseline = {f"baseline_{k}": v for k, v in self.scores(self._nearest_targets(split), reference).items()}
         return {"loss": total / count, **self.scores(predicted, reference), **baseline, "examples": len(predicted)}
 
     def _nearest_targets(self, split: str) -> list[str]:
         """The baseline: for each source, the target of the most similar training source (cosine
-        similarity of character 1-3-gram TF-IDF vectors): what memorising the training pairs gives."""
+        similarity of character 1-3-gram TF-IDF vectors of texts; of standardised per-feature
+        summaries of number vectors): what memorising the training pairs gives."""
         if split not in self._nearest:
-            from sklearn.feature_extraction.text import TfidfVectorizer
-
             sources = [s for s, _ in self.pairs["train"]]
-            vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), lowercase=False).fit(sources)
-            train, queries = vectorizer.transform(sources), vectorizer.transform([s for s, _ in self.pairs[split]])
-            nearest = np.concatenate([(queries[i: i + 1024] @ train.T).toarray().argmax(axis=1)
+            train, queries = self._similarity_features(sources, [s for s, _ in self.pairs[split]])
+            nearest = np.concatenate([_dense(queries[i: i + 1024] @ train.T).argmax(axis=1)
                                       for i in range(0, queries.shape[0], 1024)]) if queries.shape[0] else np.zeros(0, int)
             self._nearest[split] = [self.pairs["train"][j][1] for j in nearest]
         return self._nearest[split]
 
-    @staticmethod
-    def scores(predicted: list[str], reference: list[str]) -> dict[str, float]:
-        """Phoneme error rate (edit distance over phonemes / reference phonemes, torchmetrics' word
-        error rate on phoneme strings) and word accuracy (the whole pronunciation exactly right)."""
-        return {"phoneme_error_rate": float(word_error_rate(predicted, reference)),
-                "word_accuracy": float(np.mean([p == r for p, r in zip(predicted, reference)]))}
+    def _similarity_features(self, train: list[Any], queries: list[Any]) -> tuple[Any, Any]:
+        """Row vectors whose dot products rank the training sources by similarity to each query."""
+        if self.source.reads == "numbers":
+            from sklearn.preprocessing import StandardScaler, normalize
+
+            from seqpipe.baselines import sequence_summaries
+
+            scaler = StandardScaler().fit(sequence_summaries(train))
+            return tuple(normalize(scaler.transform(sequence_summaries(v))) for v in (train, queries))
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        # a source the vectorizer cannot see (no 1-3-gram of training) gets the first training target
+        vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), lowercase=False).fit(train)
+        return vectorizer.transform(train), vectorizer.transform(queries)
+
+    def scores(self, predicted: list[str], reference: list[str]) -> dict[str, float]:
+        """Token error rate (edit distance over the output encoding's tokens / reference tokens),
+        exact match (the whole target right), and sacrebleu's corpus chrF and BLEU on the texts."""
+        import sacrebleu
+
+        spaced = lambda texts: [" ".join(self.target.units(t)) for t in texts]  # noqa: E731  one "word" per token
+        scores = {"token_error_rate": float(word_error_rate(spaced(predicted), spaced(reference))),
+                  "exact_match": float(np.mean([p == r for p, r in zip(predicted, reference)])),
+                  "chrf": float(sacrebleu.corpus_chrf(predicted, [reference]).score)}
+        if self.bleu_reported:
+            scores["bleu"] = float(sacrebleu.corpus_bleu(predicted, [reference]).score)
+        return scores
+
+    def metric_names(self) -> dict[str, str]:
+        names = super().metric_names()
+        if not self.bleu_reported:
+            names.pop("bleu")
+        return names
 
     # -- export -------------------------------------------------------------------------------
     def export_graph(self, kind: str, model: Seq2SeqModel, path: Path, *, resolved, opset: int, exporter: str,
@@ -301,7 +353,12 @@ class Seq2SeqTask(Task):
     def _encoder_graph(self, model: Seq2SeqModel, opset: int) -> onnx.ModelProto:
         g = GraphBuilder(opset=opset)
         lengths32 = g.op("Cast", ["lengths"], "lengths_i32", to=TensorProto.INT32)[0]
-        embedded = g.op("Gather", [g.const("embedding", model.source_embed[0].weight.detach().numpy()), "x"], "embed")[0]
+        if self.source.dtype == "int64":
+            embedded = g.op("Gather", [g.const("embedding", model.source_embed[0].weight.detach().numpy()), "x"], "embed")[0]  # [B, S, E]
+            x_info = helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "time"])
+        else:  # number vectors are read as they are
+            embedded = "x"
+            x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", self.source.size])
         time_major = g.op("Transpose", [embedded], "time_major", perm=[1, 0, 2])[0]
         initial = optional_state_inputs(g, model.initial.served_values(), "x")
         _, states, outputs = emit_topology(g, model.body, time_major, lengths32, initial)
@@ -310,8 +367,7 @@ class Seq2SeqTask(Task):
             g.nodes.append(helper.make_node("Identity", [state], [f"state_out.{name}"], name=f"state_out_{name}"))
         graph = helper.make_graph(
             g.nodes, "seqpipe_seq2seq_encoder",
-            [helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "time"]),
-             helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
+            [x_info, helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
              *state_value_infos(model.state_shapes, "in", batch="state_batch")],
             [helper.make_tensor_value_info("memory", TensorProto.FLOAT, ["batch", "time", model.body.output_size]),
              *state_value_infos(model.state_shapes, "out")],
@@ -335,7 +391,9 @@ class Seq2SeqTask(Task):
 
     def _encoder_io(self, model: Seq2SeqModel) -> dict[str, Any]:
         return {
-            "inputs": [{"name": "x", "dtype": "int64", "shape": ["batch", "time"]}, {"name": "lengths", "dtype": "int64", "shape": ["batch"]},
+            "inputs": [{"name": "x", "dtype": self.source.dtype,
+                        "shape": ["batch", "time"] + ([self.source.size] if self.source.dtype == "float32" else [])},
+                       {"name": "lengths", "dtype": "int64", "shape": ["batch"]},
                        *state_io(model, "in", optional=True)],
             "outputs": [{"name": "memory", "dtype": "float32", "shape": ["batch", "time", model.body.output_size],
                          "read": "feed to decoder.onnx as memory (zero past each length)"},
@@ -414,13 +472,21 @@ class Seq2SeqTask(Task):
 
     def encoding_spec(self) -> dict[str, Any]:
         return {
-            "input": {"dtype": "int64", **self.source_vocab.to_spec()},
+            "input": self.source.to_spec(),
             "output": {"kind": "probabilities", "size": len(self.target_symbols), "labels": self.target_symbols,
-                       "tokens": "space-separated", "sos_id": SOS_ID, "eos_id": EOS_ID,
+                       "encoding": self.target.to_spec(), "sos_id": SOS_ID, "eos_id": EOS_ID,
+                       "join": "decoded tokens (labels of the chosen ids) joined into text by the output encoding "
+                               "(characters: concatenated; words: separated by spaces; subwords: the tokenizer's decoder)",
                        "read": "decoder y: probabilities of the next target token; feed the chosen id as the next x; stop at <eos>"},
             "attention": self.options.attention,
             "decoding": {"max_length": self.options.max_target_length, "start": SOS, "end": EOS},
         }
+
+    def _source_steps(self, shown: str) -> list[str]:
+        """A source's steps as the attention plot labels them: its tokens, or step numbers."""
+        if self.source.reads == "numbers":
+            return [str(t + 1) for t in range(len(json.loads(shown)))]
+        return [str(u) for u in self.source.units(shown)]
 
     # -- report -------------------------------------------------------------------------------
     def write_report(self, model: Seq2SeqModel, run_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -428,9 +494,9 @@ class Seq2SeqTask(Task):
         from seqpipe.serving.predict import Transcriber
 
         transcriber = Transcriber(run_dir, device="cpu")
-        words = [s for s, _ in self.pairs["test"][: max(self.options.heatmap_examples, 6)]]
-        served = transcriber.transcribe(words)
-        examples = [{"source": w, "predicted": r["text"], "reference": ref}
+        words = [s for s, _ in self.pairs["test"][: max(self.options.heatmap_examples, 6)]]  # sources, as read
+        served = transcriber.transcribe([self._shown(w) for w in words])
+        examples = [{"source": self._shown(w), "predicted": r["text"], "reference": ref}
                     for w, r, (_, ref) in zip(words, served, self.pairs["test"])]
         for e in examples:
             log(f"example: {e['source']} -> {e['predicted']}   (reference: {e['reference']})")
@@ -439,23 +505,30 @@ class Seq2SeqTask(Task):
 
             shown = served[: self.options.heatmap_examples]
             # rows: each emitted token, and the step that emitted <eos> (its weights are in "attention" too)
-            plot_attention([(list(r["source"]), r["tokens"] + (["<eos>"] if r["finished"] else []), np.asarray(r["attention"]))
+            plot_attention([(self._source_steps(r["source"])[: len(r["attention"][0])], r["tokens"] + (["<eos>"] if r["finished"] else []), np.asarray(r["attention"]))
                             for r in shown], run_dir / "attention.png")
             log(f"plot: {run_dir / 'attention.png'}")
         return {"examples": examples}
 
 
+def _dense(similarity: Any) -> np.ndarray:
+    """A similarity block as a dense array (TF-IDF products are sparse matrices)."""
+    from scipy.sparse import issparse
+
+    return similarity.toarray() if issparse(similarity) else np.asarray(similarity)
+
+
 SOS_ID, EOS_ID = 2, 3  # positions of <sos> and <eos> in the target symbols (after <pad>, <unk>)
 
 
-def collate(examples: list[tuple[list[int], list[int]]]) -> Batch:
-    source_lengths = torch.tensor([max(len(s), 1) for s, _ in examples], dtype=torch.int64)
+def collate(examples: list[tuple[Any, list[int]]]) -> Batch:
+    """Source ids (or number vectors) and target ids → a padded batch; an empty source (a text all
+    cut away) is read as one padding step."""
+    source, source_lengths = pad_inputs([s if len(s) else [0] for s, _ in examples])
     target_lengths = torch.tensor([len(t) + 1 for _, t in examples], dtype=torch.int64)
-    source = torch.zeros(len(examples), int(source_lengths.max()), dtype=torch.int64)
     target_in = torch.zeros(len(examples), int(target_lengths.max()), dtype=torch.int64)
     targets = torch.full_like(target_in, IGNORE)
-    for row, (s, t) in enumerate(examples):
-        source[row, : len(s)] = torch.tensor(s, dtype=torch.int64)
+    for row, (_, t) in enumerate(examples):
         target_in[row, : len(t) + 1] = torch.tensor([SOS_ID, *t], dtype=torch.int64)
         targets[row, : len(t) + 1] = torch.tensor([*t, EOS_ID], dtype=torch.int64)
     return Batch(source, source_lengths, target_in, target_lengths, targets)

@@ -1,9 +1,11 @@
-"""Many-to-many tagging, aligned: one label per token (the seed's "many-to-many labeling").
+"""Many-to-many tagging, aligned: one label per step (the seed's "many-to-many labeling").
 
-Words are embedded inside the network, so the step graph takes word ids and yields the tag
-probabilities for the word just read; the sequence graph yields them for every word at once. With
-a causal topology (single, stacked) a tag depends on the words so far, which is what streaming
-needs; a bidirectional topology reads the whole sentence and exports only the sequence graph.
+The steps are the pipeline's ``[input]``: words (default) or characters of a CoNLL file, embedded
+inside the network so the step graph takes token ids; or a vector of numbers per step (a sensor
+stream with per-step activity labels) from JSON Lines or long-format CSV. The step graph yields the
+tag probabilities for the step just read; the sequence graph yields them for every step at once.
+With a causal topology (single, stacked) a tag depends on the steps so far, which is what streaming
+needs; a bidirectional topology reads the whole sequence and exports only the sequence graph.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
 from seqpipe.baselines import window_tagger
 from seqpipe.data import batched, read_conll
-from seqpipe.encoding import WordVocabulary
 from seqpipe.errors import DataError
 from seqpipe.initial_state import InitialState
-from seqpipe.models import SequenceModel, token_embedding
+from seqpipe.inputs import encode_all
+from seqpipe.models import SequenceModel, input_layer, pad_inputs, step_input
 
 IGNORE = -100  # target at padded positions: no loss, no metric
 
@@ -52,19 +54,19 @@ def entity_scheme(labels: list[str]) -> str | None:
 
 class TagOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    lowercase: bool = Field(False, description="fold words to lower case (capitals still shape unknown-word signatures)")
-    min_word_count: int = Field(2, ge=1, description="rarer training words are encoded by their shape/suffix signature")
-    max_length: int = Field(128, ge=1, description="tokens kept from the start of each sentence")
-    embedding_size: int = Field(64, ge=1)
+    tag_column: str = Field("tags", description="JSON Lines or long-format CSV: the column holding each step's tag "
+                            "(CoNLL files: the last field of each line)")
+    embedding_size: int = Field(64, ge=1, description="token embedding width (token inputs; number vectors are read as they are)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings and on the head's input (training only)")
-    word_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training words replaced by their signature (augmentation)")
+    word_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training tokens replaced by their unknown-word "
+                                "signature (words) or <unk> (augmentation; token inputs only)")
     strong_baseline: bool = Field(True, description="also report logistic regression on word-window features on the test split "
                                   "(scikit-learn; seconds to a minute); false: skip it")
 
 
 @dataclass
 class Batch:
-    tokens: torch.Tensor  # [B, T] word ids, 0-padded
+    tokens: torch.Tensor  # [B, T] token ids, or [B, T, F] features, 0-padded
     lengths: torch.Tensor  # [B]
     targets: torch.Tensor  # [B, T] tag ids, IGNORE past each length
 
@@ -76,55 +78,103 @@ class TagTask(Task):
     metric_modes = {"accuracy": "max", "macro_f1": "max", "entity_f1": "max", "entity_precision": "max",
                     "entity_recall": "max", "loss": "min"}
     sequence_y = "per_step"
-    predict_example = '"The jury praised the city ."'
+    default_input = "words"
+    input_column = "tokens"
+    needs_token_aligned_input = True
+
+    @property
+    def predict_example(self) -> str:
+        """Inputs for `seqpipe predict` from this run's own test split, quoted for the shell: a test
+        sentence's tokens (with --tokens, so they split as in the data), or a test stream as JSON."""
+        import json
+        import shlex
+
+        test = self.words.get("test", [])
+        if not test:
+            return '"The jury praised the city ."'
+        if self.encoding.reads == "numbers":
+            return shlex.quote(json.dumps(np.round(test[0][:20], 4).tolist()))
+        return "--tokens " + shlex.quote(" ".join(test[0][:20]))
     example_pipeline = {"data": {"dataset": "brown-pos"}}
 
     def __init__(self, options: TagOptions, data: Any) -> None:
         self.options = options
         self.data = data
-        self.vocabulary: WordVocabulary | None = None
+        self.encoding = data.input
         self.labels: list[str] = []
         self.examples: dict[str, list[tuple[list[int], list[int]]]] = {}
         self.signature_of: torch.Tensor | None = None  # word id -> its signature id (word dropout)
         self.scheme: str | None = None  # "IOB2", "IOBES" or "BMES" when the tags mark entities
         self._baselines: dict[str, dict[str, float]] = {}  # split -> the most-frequent-tag baseline's scores, computed once
-        self.words: dict[str, list[list[str]]] = {}
+        self.words: dict[str, list[Any]] = {}  # each split's token lists (or number arrays) as read
         self._window: dict[str, float] | None = None  # the strong baseline's test scores, computed once
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, int]:
-        o, d = self.options, self.data.config
-        if self.data.format != "conll":
-            raise DataError(f"{self.data.where}: the tag task reads CoNLL-style files ('token<TAB>tag', blank line between "
-                            f"sentences), found format '{self.data.format}'; set data.format = \"conll\".")
-        train, validation, test = self.data.splits(
-            lambda path: read_conll(path, self.data.where, comment_prefix=d.comment_prefix, account=self.data.account))
-        long = [s for s in train + validation + test if len(s) > o.max_length]
-        self.data.account.add("truncated_sentences", len(long), f"sentences cut to task.options.max_length = {o.max_length} tokens "
-                              f"({sum(len(s) - o.max_length for s in long):,} tokens neither trained on nor scored; raise it to keep them)")
-        train, validation, test = ([s[: o.max_length] for s in part] for part in (train, validation, test))
-        self.labels = sorted({tag for s in train for _, tag in s})
-        unseen = sorted({tag for s in validation + test for _, tag in s} - set(self.labels))
+        o = self.options
+        train, validation, test = self.data.splits(self._read)
+        self.labels = sorted({tag for _, tags in train for tag in tags})
+        unseen = sorted({tag for _, tags in validation + test for tag in tags} - set(self.labels))
         if unseen:
             raise DataError(f"{self.data.path}: tag(s) {', '.join(unseen)} occur only outside the training split; "
-                            "add training sentences with them or merge them into other tags.")
+                            "add training sequences with them or merge them into other tags.")
         self.scheme = entity_scheme(self.labels)
         if self.scheme is not None:
             self.monitor = "entity_f1"  # token accuracy rewards tagging everything 'O' on entity data
-        self.vocabulary = WordVocabulary.fit(([w for w, _ in s] for s in train), lowercase=o.lowercase, min_count=o.min_word_count)
+        if o.word_dropout and self.encoding.dtype != "int64":
+            raise DataError(f"{self.data.where}: task.options.word_dropout hides tokens, and input.kind = "
+                            f"\"{self.encoding.kind}\" reads number vectors; remove word_dropout.")
+        self.encoding.fit([value for value, _ in train])
+        cut = self.encoding.max_length or None
         index = {tag: i for i, tag in enumerate(self.labels)}
         for name, part in zip(self.splits, (train, validation, test)):
-            self.words[name] = [[w for w, _ in s] for s in part]
-            self.examples[name] = [(self.vocabulary.encode([w for w, _ in s]), [index[t] for _, t in s]) for s in part]
+            self.words[name] = [value[:cut] for value, _ in part]
+            encoded = encode_all(self.encoding, [value for value, _ in part], self.data.account, "sequences")
+            self.examples[name] = [(x, [index[t] for t in tags[: len(x)]]) for x, (_, tags) in zip(encoded, part)]
         self.signature_of = self._signature_table()
         return {name: len(part) for name, part in self.examples.items()}
 
-    def _signature_table(self) -> torch.Tensor:
+    def _read(self, path) -> list[tuple[Any, list[str]]]:
+        """(tokens or number vectors, tags) per sequence: CoNLL for text, JSON Lines or long-format CSV for numbers."""
+        d, encoding = self.data.config, self.encoding
+        if self.data.format == "conll":
+            if encoding.reads != "text":
+                raise DataError(f"{self.data.where}: a CoNLL file holds tokens, and input.kind = \"{encoding.kind}\" reads "
+                                "number vectors; give them as JSON Lines (a list of vectors and a list of tags per line) or "
+                                "long-format CSV.")
+            sentences = read_conll(path, self.data.where, comment_prefix=d.comment_prefix, account=self.data.account)
+            return [([w for w, _ in s], [t for _, t in s]) for s in sentences]
+        if encoding.reads != "numbers":
+            raise DataError(f"{self.data.where}: the tag task reads text from CoNLL files ('token<TAB>tag', blank line between "
+                            f"sentences), found format '{self.data.format}'; set data.format = \"conll\", or read number "
+                            "vectors with input.kind = \"numbers\".")
+        columns = encoding.columns(self.input_column)
+        rows = self.data.records(path, [*columns, self.options.tag_column], step_columns=[*columns, self.options.tag_column])
+        values = encoding.read(rows, self.input_column, path, "tag")
+        out = []
+        for row, value in zip(rows, values):
+            tags = row[self.options.tag_column]
+            if not isinstance(tags, list) or len(tags) != len(value) or not all(isinstance(t, str) and t for t in tags):
+                found = f"{len(tags)} tags" if isinstance(tags, list) else f"{type(tags).__name__} {str(tags)[:30]!r}"
+                raise DataError(f"{path}:{row.line}: column '{self.options.tag_column}' must list one tag (a string) per step: "
+                                f"{len(value)} steps, found {found}.")
+            out.append((value, tags))
+        return out
+
+    def _signature_table(self) -> torch.Tensor | None:
+        """Token id → the id word dropout shows instead: its signature (words), else <unk>."""
         from seqpipe.encoding import word_signature
 
-        index = {s: i for i, s in enumerate(self.vocabulary.symbols)}
-        return torch.tensor([index.get(word_signature(s), 1) if i > 1 and not s.startswith("<unk") else i
-                             for i, s in enumerate(self.vocabulary.symbols)], dtype=torch.int64)
+        if self.encoding.dtype != "int64":
+            return None
+        vocabulary = getattr(self.encoding, "vocabulary", None)  # a plugin's token encoding may keep none: <unk> then
+        if vocabulary is None:
+            return torch.where(torch.arange(self.encoding.size) > 1, 1, torch.arange(self.encoding.size))
+        symbols = vocabulary.symbols
+        index = {s: i for i, s in enumerate(symbols)}
+        words = self.encoding.kind == "words"
+        return torch.tensor([(index.get(word_signature(s), 1) if words else 1) if i > 1 and not s.startswith("<unk") else i
+                             for i, s in enumerate(symbols)], dtype=torch.int64)
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
         return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator)
@@ -133,9 +183,10 @@ class TagTask(Task):
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
                     initial_state_scale: float = 0.1) -> SequenceModel:
         o = self.options
-        topology = make_topology(o.embedding_size)
+        embed, width = input_layer(self.encoding, o.embedding_size, o.dropout)
+        topology = make_topology(width)
         initial = InitialState(initial_state, topology.state_shapes, initial_state_scale)
-        return SequenceModel(token_embedding(len(self.vocabulary), o.embedding_size, o.dropout), topology,
+        return SequenceModel(embed, topology,
                              nn.Linear(topology.output_size, len(self.labels)), initial, output="softmax", per_step=True,
                              dropout=o.dropout)
 
@@ -163,7 +214,7 @@ class TagTask(Task):
         if self.scheme is not None:
             metrics.update(self._entity_scores(preds.tolist(), split))
         metrics.update(self._baseline_scores(split, target))
-        if split == "test" and self.options.strong_baseline:
+        if split == "test" and self.options.strong_baseline and self.encoding.reads == "text":
             metrics.update(self._strong_baseline(target))
         return {**metrics, "tokens": len(target), "examples": len(self.examples[split])}
 
@@ -221,25 +272,28 @@ class TagTask(Task):
         return self._baselines[split]
 
     def _baseline_predictions(self, split: str) -> list[list[int]]:
-        """Most-frequent-tag baseline: each word id (a known word, or an unknown word's signature)
-        gets the tag it most often has in training, ids never seen the overall most frequent tag."""
+        """Most-frequent-tag baseline: each token id (a known word, or an unknown word's signature)
+        gets the tag it most often has in training, ids never seen (and every number vector) the
+        overall most frequent tag."""
         by_word: dict[int, Counter] = {}
         overall: Counter = Counter()
+        tokens = self.encoding.dtype == "int64"
         for ids, tags in self.examples["train"]:
             for w, t in zip(ids, tags):
-                by_word.setdefault(w, Counter())[t] += 1
+                if tokens:
+                    by_word.setdefault(w, Counter())[t] += 1
                 overall[t] += 1
         best = {w: c.most_common(1)[0][0] for w, c in by_word.items()}
         fallback = overall.most_common(1)[0][0]
-        return [[best.get(w, fallback) for w in ids] for ids, _ in self.examples[split]]
+        return [[best.get(w, fallback) if tokens else fallback for w in ids] for ids, _ in self.examples[split]]
 
     # -- export -------------------------------------------------------------------------------
     def step_example(self, batch: int = 2) -> torch.Tensor:
-        return torch.ones(batch, dtype=torch.int64)  # [B] word ids
+        return step_input(self.encoding, batch)
 
     def sequence_graph(self, model: SequenceModel, opset: int) -> onnx.ModelProto:
-        """``x`` [batch, time] word ids and ``lengths`` in; ``y`` [batch, time, tags] (the tag
-        probabilities of every word) and ``state_out.*`` out."""
+        """``x`` [batch, time] token ids (or [batch, time, features] floats) and ``lengths`` in;
+        ``y`` [batch, time, tags] (the tag probabilities of every step) and ``state_out.*`` out."""
         return sequence_graph(model, opset, len(self.labels), "seqpipe_tag_sequence")
 
     def parity_inputs(self, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -260,17 +314,15 @@ class TagTask(Task):
 
     def encoding_spec(self) -> dict[str, Any]:
         return {
-            "input": {"dtype": "int64", **self.vocabulary.to_spec()},
-            "output": {"kind": "probabilities", "labels": self.labels, "read": "y at each step: the tag of the word just read"},
+            "input": self.encoding.to_spec(),
+            "output": {"kind": "probabilities", "labels": self.labels, "read": "y at each step: the tag of the step just read"},
         }
 
 
-def collate(examples: list[tuple[list[int], list[int]]]) -> Batch:
-    lengths = torch.tensor([len(ids) for ids, _ in examples], dtype=torch.int64)
-    tokens = torch.zeros(len(examples), int(lengths.max()), dtype=torch.int64)
+def collate(examples: list[tuple[Any, list[int]]]) -> Batch:
+    tokens, lengths = pad_inputs([x for x, _ in examples])
     targets = torch.full((len(examples), int(lengths.max())), IGNORE, dtype=torch.int64)
-    for row, (ids, tags) in enumerate(examples):
-        tokens[row, : len(ids)] = torch.tensor(ids)
+    for row, (_, tags) in enumerate(examples):
         targets[row, : len(tags)] = torch.tensor(tags)
     return Batch(tokens, lengths, targets)
 

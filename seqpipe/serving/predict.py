@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from seqpipe.encoding import CharVocabulary, WordVocabulary, pad_ids, split_words
+from seqpipe.encoding import pad_ids
 from seqpipe.serving.decoding import beam_search, sample
 from seqpipe.errors import PluginError, SeqpipeError, did_you_mean
+from seqpipe.inputs import encoding_from_spec
 from seqpipe.plugins import SERVING, SERVING_ENTRY_POINT_GROUP, load_registry
 from seqpipe.registry import Registry
 from seqpipe.predictor import PredictOptions, Predictor
@@ -67,9 +68,10 @@ def task_of(path: str | Path) -> str:
     return OnnxGraph(path, device="cpu").spec["task"]
 
 
-def read_series(path: str | Path, column: str | None) -> np.ndarray:
-    """Numbers from a CSV file: the named column when the file has a header holding it, the only
-    column otherwise; a headerless file of numbers is read as one value per row."""
+def read_series(path: str | Path, columns: list[str]) -> np.ndarray:
+    """Rows of numbers from a CSV file, [rows, len(columns)]: the named columns when the file has a
+    header; a one-column model also reads the only (or the last) column of a file without them, or
+    a headerless file of numbers."""
     file = Path(path)
     try:
         rows = [row for row in csv.reader(file.read_text(encoding="utf-8").splitlines()) if row]
@@ -79,21 +81,28 @@ def read_series(path: str | Path, column: str | None) -> np.ndarray:
         raise SeqpipeError(f"{file}: not UTF-8 text; save the series as a UTF-8 CSV file.") from None
     if not rows:
         raise SeqpipeError(f"{file}: is empty; give a CSV file of values, oldest first.")
-    header, body, index = rows[0], rows, 0
+    header, body = rows[0], rows
     if not _is_number(header[0] if len(header) == 1 else header[-1]):
         body = rows[1:]
-        if column in header:
-            index = header.index(column)
-        elif len(header) == 1:
-            index = 0
+        missing = [c for c in columns if c not in header]
+        if not missing:
+            indices = [header.index(c) for c in columns]
+        elif len(columns) == 1 and len(header) == 1:
+            indices = [0]
         else:
-            raise SeqpipeError(f"{file}: no column '{column}' (found: {', '.join(header)}); name it '{column}' or keep one column.")
-    elif len(header) > 1:
-        index = len(header) - 1
-    try:
-        return np.array([float(row[index]) for row in body], dtype=np.float32)
-    except (ValueError, IndexError):
-        raise SeqpipeError(f"{file}: column {index + 1} holds something that is not a number; fix the series file.") from None
+            raise SeqpipeError(f"{file}: no column {', '.join(map(repr, missing))} (found: {', '.join(header)}); the model "
+                               f"reads {', '.join(columns)} at every step.")
+    elif len(columns) == 1:
+        indices = [len(header) - 1]
+    else:
+        raise SeqpipeError(f"{file}: has no header; the model reads {', '.join(columns)}: give a CSV with those columns.")
+    values = []
+    for number, row in enumerate(body, start=len(rows) - len(body) + 1):
+        try:
+            values.append([float(row[i]) for i in indices])
+        except (ValueError, IndexError):
+            raise SeqpipeError(f"{file}:{number}: holds something that is not a number in {', '.join(columns)}; fix the series file.") from None
+    return np.array(values, dtype=np.float32).reshape(len(values), len(columns))
 
 
 def _is_number(text: str) -> bool:
@@ -105,46 +114,75 @@ def _is_number(text: str) -> bool:
 
 
 def forecast(runner: StepRunner, history: np.ndarray, steps: int) -> np.ndarray:
-    """The next ``steps`` values after ``history`` (original units): the step graph reads the last
-    ``window`` values, then each forecast is fed back in as the next input."""
+    """The next ``steps`` rows after ``history`` [rows, columns] (original units) [steps, columns]:
+    the step graph reads the last ``window`` rows, then each forecast is fed back in as the next input."""
     encoding = runner.spec["encoding"]
     scaling, window = encoding["input"]["scaling"], int(encoding["input"]["window"])
-    context = ((history[-window:] - scaling["mean"]) / scaling["std"]).astype(np.float32)
-    _, last, state = runner.run_padded(context[None, :, None], np.array([len(context)]))  # last: [1, 1]
+    mean, std = np.asarray(scaling["mean"], np.float64), np.asarray(scaling["std"], np.float64)
+    context = ((history[-window:] - mean) / std).astype(np.float32)
+    _, last, state = runner.run_padded(context[None], np.array([len(context)]))  # last: [1, F]
     out = [last]
     for _ in range(steps - 1):
         last, state = runner.step(last, state)
         out.append(last)
-    return np.concatenate(out, axis=1)[0] * scaling["std"] + scaling["mean"]
+    return np.concatenate(out, axis=0) * std + mean
+
+
+def encode_inputs(encoding: Any, inputs: list[Any], what: str) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
+    """Command-line inputs encoded as training encoded them: (x padded, lengths, per input the
+    length it was cut to, or None). Number vectors are given as JSON text, e.g. '[[0.1, 2], [0.3, 1]]'."""
+    from seqpipe.inputs import number_vectors
+
+    values = [number_vectors(text, f"input {i}", None) for i, text in enumerate(inputs, start=1)] \
+        if encoding.reads == "numbers" else inputs  # texts, or token lists already split
+    cut = encoding.max_length
+    cuts = [cut if cut is not None and encoding.steps(v) > cut else None for v in values]
+    encoded = [encoding.encode(v) for v in values]
+    if encoding.dtype == "int64":
+        x, lengths = pad_ids(encoded, what)
+        return x, lengths, cuts
+    lengths = np.array([len(v) for v in encoded], dtype=np.int64)
+    x = np.zeros((len(encoded), int(lengths.max()), encoding.size), dtype=np.float32)
+    for row, v in enumerate(encoded):
+        x[row, : len(v)] = v
+    return x, lengths, cuts
 
 
 def classify(runner: StepRunner | SequenceRunner, texts: list[str]) -> list[dict[str, Any]]:
-    """Label and class probabilities for each text (a step graph is stepped to each text's end)."""
-    vocabulary = CharVocabulary.from_spec(runner.spec["encoding"]["input"])
+    """Label and class probabilities for each input (a step graph is stepped to each input's end);
+    an input longer than the model's max_length is read up to it, and its result says so."""
+    encoding = encoding_from_spec(runner.spec["encoding"]["input"], str(runner.path))
     labels = runner.spec["encoding"]["output"]["labels"]
-    tokens, lengths = pad_ids([vocabulary.encode(text) for text in texts], "character to classify")
+    tokens, lengths, cuts = encode_inputs(encoding, texts, "step to classify")
     last, _ = runner.final(tokens, lengths)
     results = []
-    for text, probs in zip(texts, last):
+    for text, probs, cut in zip(texts, last, cuts):
         results.append({"text": text, "label": labels[int(np.argmax(probs))],
-                        "probabilities": {label: float(p) for label, p in zip(labels, probs)}})
+                        "probabilities": {label: float(p) for label, p in zip(labels, probs)},
+                        **({"truncated_to": cut} if cut is not None else {})})
     return results
 
 
 def tag(runner: StepRunner | SequenceRunner, sentences: list[str], pretokenized: bool = False) -> list[dict[str, Any]]:
-    """Each sentence's words with their tags and probabilities. Words are split by the model's
-    tokenizer pattern, or, ``pretokenized``, at whitespace only, so that tokens match training
-    data tokenized otherwise (``@user``, ``#tag``, ``'s``)."""
-    vocabulary = WordVocabulary.from_spec(runner.spec["encoding"]["input"])
+    """Each input's steps with their tags and probabilities. Text is split by the model's tokenizer,
+    or, ``pretokenized``, at whitespace only, so that tokens match training data tokenized otherwise
+    (``@user``, ``#tag``, ``'s``); a number-vector model reads JSON lists of per-step vectors."""
+    encoding = encoding_from_spec(runner.spec["encoding"]["input"], str(runner.path))
     labels = runner.spec["encoding"]["output"]["labels"]
-    words = [s.split() if pretokenized else split_words(s) for s in sentences]
-    tokens, lengths = pad_ids([vocabulary.encode(ws) for ws in words], "word to tag")
+    if encoding.reads == "numbers":
+        words = None
+        tokens, lengths, cuts = encode_inputs(encoding, sentences, "step to tag")
+    else:
+        words = [s.split() if pretokenized else encoding.units(s) for s in sentences]
+        tokens, lengths, cuts = encode_inputs(encoding, words, "token to tag")
     probs = runner.run(tokens, lengths)[0] if isinstance(runner, SequenceRunner) else runner.run_padded(tokens, lengths)[0]
     results = []
-    for row, (sentence, ws) in enumerate(zip(sentences, words)):
-        best = probs[row, : len(ws)].argmax(axis=-1)
-        results.append({"text": sentence, "tokens": ws, "tags": [labels[int(i)] for i in best],
-                        "confidence": [float(probs[row, t, i]) for t, i in enumerate(best)]})
+    for row, sentence in enumerate(sentences):
+        best = probs[row, : int(lengths[row])].argmax(axis=-1)
+        steps = words[row][: len(best)] if words is not None else [f"step {t + 1}" for t in range(len(best))]
+        results.append({"text": sentence, "tokens": steps, "tags": [labels[int(i)] for i in best],
+                        "confidence": [float(probs[row, t, i]) for t, i in enumerate(best)],
+                        **({"truncated_to": cuts[row]} if cuts[row] is not None else {})})
     return results
 
 
@@ -215,7 +253,8 @@ class Transcriber:
         self.encoder = OnnxGraph(_run_file(path, "encoder.onnx"), device=device)
         self.decoder = OnnxGraph(_run_file(path, "decoder.onnx"), device=device)
         spec = self.decoder.spec["encoding"]
-        self.vocabulary = CharVocabulary.from_spec(spec["input"])
+        self.source = encoding_from_spec(spec["input"], str(self.decoder.path))
+        self.target = encoding_from_spec(spec["output"]["encoding"], str(self.decoder.path))
         self.symbols = spec["output"]["labels"]
         self.sos, self.eos = int(spec["output"]["sos_id"]), int(spec["output"]["eos_id"])
         self.max_length = int(spec["decoding"]["max_length"])
@@ -240,7 +279,7 @@ class Transcriber:
         return step
 
     def transcribe(self, sources: list[str], beam: int = 1, max_length: int | None = None) -> list[dict[str, Any]]:
-        x, lengths = pad_ids([self.vocabulary.encode(s) for s in sources], "character to transcribe")
+        x, lengths, _ = encode_inputs(self.source, sources, "source token to transcribe")
         memory, *states = self.encoder.session.run(None, {"x": x, "lengths": lengths})
         state = dict(zip(self.state_names, states))
         limit = max_length or self.max_length
@@ -260,7 +299,7 @@ class Transcriber:
 
     def _result(self, source: str, h, attention) -> dict[str, Any]:
         tokens = [self.symbols[t] for t in h.tokens]
-        result = {"source": source, "text": " ".join(tokens), "tokens": tokens, "log_probability": h.log_probability, "finished": h.finished}
+        result = {"source": source, "text": self.target.join(tokens), "tokens": tokens, "log_probability": h.log_probability, "finished": h.finished}
         if attention is not None:
             result["attention"] = attention.tolist()
         return result

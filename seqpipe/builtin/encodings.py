@@ -1,0 +1,284 @@
+"""The built-in input encodings: characters, words, subwords (BPE or unigram) and numbers.
+
+Torch-free: registered in the training and the serving plugin groups alike, since ``seqpipe
+predict`` rebuilds each encoding from an exported graph's metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from seqpipe import hookimpl
+from seqpipe.encoding import PAD, UNK, CharVocabulary, WordVocabulary, split_words
+from seqpipe.errors import DataError
+from seqpipe.inputs import EncodingOptions, InputEncoding, number_vectors
+
+
+class CharactersOptions(EncodingOptions):
+    kind: Literal["characters"] = "characters"
+    lowercase: bool = Field(False, description="fold text to lower case before encoding")
+    min_count: int = Field(2, ge=1, description="training characters seen fewer times become <unk>")
+    max_length: int | None = Field(256, ge=1, description="characters kept from the start of each text (cuts are counted)")
+
+
+class Characters(InputEncoding):
+    """One step per character; ids by descending training count (0 padding, 1 unknown)."""
+
+    Options = CharactersOptions
+    token_aligned = True
+
+    def __init__(self, options: CharactersOptions, vocabulary: CharVocabulary | None = None) -> None:
+        super().__init__(options)
+        self.vocabulary = vocabulary
+
+    def units(self, value: str | Sequence[str]) -> list[str]:
+        if isinstance(value, str):
+            return list(value.lower() if self.options.lowercase else value)
+        return [u.lower() if self.options.lowercase else u for u in value]
+
+    def fit(self, values: Sequence[Any]) -> None:
+        """Count characters (or, for token lists such as a tagger's, tokens: each is one step)."""
+        from collections import Counter
+
+        counts = Counter(u for v in values for u in self.units(v))
+        kept = sorted((u for u, n in counts.items() if n >= self.options.min_count), key=lambda u: (-counts[u], u))
+        self.vocabulary = CharVocabulary((PAD, UNK, *kept), self.options.lowercase, self.options.max_length or 1 << 31)
+
+    def encode(self, value: str | Sequence[str]) -> list[int]:
+        index = self.vocabulary._index
+        return [index.get(u, 1) for u in self.units(value)[: self.max_length]]
+
+    def steps(self, value: Any) -> int:
+        return len(value)
+
+    @property
+    def size(self) -> int:
+        return len(self.vocabulary)
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"dtype": "int64", "column": self.options.column, "join": "",
+                **self.vocabulary.to_spec(), "max_length": self.options.max_length,
+                "encode": "one id per character (after lower-casing when lowercase): index in symbols, else unk_id; "
+                          "keep the first max_length"}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Characters:
+        options = CharactersOptions(column=spec.get("column"), lowercase=bool(spec["lowercase"]), max_length=spec.get("max_length"))
+        return cls(options, CharVocabulary(tuple(spec["symbols"]), bool(spec["lowercase"]), int(spec.get("max_length") or 1 << 31)))
+
+
+class WordsOptions(EncodingOptions):
+    kind: Literal["words"] = "words"
+    lowercase: bool = Field(False, description="fold words to lower case (capitals still shape unknown-word signatures)")
+    min_count: int = Field(2, ge=1, description="rarer training words are encoded by their shape/suffix signature")
+
+
+class Words(InputEncoding):
+    """One step per word: text is split with seqpipe's word pattern; a token list (CoNLL) is taken as
+    given. Rare and unseen words are encoded by their shape/suffix signature (``<unk:cap:ing>``)."""
+
+    Options = WordsOptions
+    token_aligned = True
+
+    def __init__(self, options: WordsOptions, vocabulary: WordVocabulary | None = None) -> None:
+        super().__init__(options)
+        self.vocabulary = vocabulary
+
+    @staticmethod
+    def units(value: str | Sequence[str]) -> list[str]:
+        return split_words(value) if isinstance(value, str) else list(value)
+
+    def fit(self, values: Sequence[Any]) -> None:
+        self.vocabulary = WordVocabulary.fit((self.units(v) for v in values), lowercase=self.options.lowercase,
+                                             min_count=self.options.min_count)
+
+    def encode(self, value: str | Sequence[str]) -> list[int]:
+        return self.vocabulary.encode(self.units(value)[: self.max_length])
+
+    def steps(self, value: Any) -> int:
+        return len(self.units(value))
+
+    def join(self, units: Sequence[str]) -> str:
+        return " ".join(units)
+
+    @property
+    def size(self) -> int:
+        return len(self.vocabulary)
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"dtype": "int64", "column": self.options.column, "join": " ", "max_length": self.options.max_length,
+                **self.vocabulary.to_spec(), "min_count": self.options.min_count}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Words:
+        options = WordsOptions(column=spec.get("column"), lowercase=bool(spec["lowercase"]), max_length=spec.get("max_length"))
+        return cls(options, WordVocabulary.from_spec(spec))
+
+
+class SubwordsOptions(EncodingOptions):
+    kind: Literal["subwords"] = "subwords"
+    model: Literal["bpe", "unigram"] = Field("bpe", description="byte-pair encoding or a unigram language model")
+    vocab_size: int = Field(1000, ge=16, description="subword vocabulary size, special symbols included")
+    lowercase: bool = Field(False, description="fold text to lower case before splitting")
+    max_length: int | None = Field(256, ge=1, description="subwords kept from the start of each text (cuts are counted)")
+
+
+SPECIALS = (PAD, UNK, "<sos>", "<eos>")
+
+
+class Subwords(InputEncoding):
+    """Subword pieces learnt on the training split with Hugging Face ``tokenizers`` (BPE or unigram).
+
+    The trained tokenizer is stored whole in the metadata (its JSON), so a program in another
+    language loads it with any ``tokenizers`` binding (Rust, Python, Node) and encodes as training did.
+    """
+
+    Options = SubwordsOptions
+
+    def __init__(self, options: SubwordsOptions, tokenizer: Any = None) -> None:
+        super().__init__(options)
+        self.tokenizer = tokenizer
+
+    def _text(self, value: str | Sequence[str]) -> str:
+        text = value if isinstance(value, str) else " ".join(value)
+        return text.lower() if self.options.lowercase else text
+
+    def fit(self, values: Sequence[Any]) -> None:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        o = self.options
+        if o.model == "bpe":
+            tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+            trainer = trainers.BpeTrainer(vocab_size=o.vocab_size, special_tokens=list(SPECIALS), show_progress=False)
+        else:
+            tokenizer = Tokenizer(models.Unigram())
+            trainer = trainers.UnigramTrainer(vocab_size=o.vocab_size, special_tokens=list(SPECIALS), unk_token=UNK,
+                                              show_progress=False)
+        # Metaspace keeps word boundaries inside the pieces ("▁the"), so decoding restores the spaces
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        tokenizer.train_from_iterator((self._text(v) for v in values), trainer=trainer)
+        self.tokenizer = tokenizer
+
+    def units(self, value: str | Sequence[str]) -> list[str]:
+        return self.tokenizer.encode(self._text(value)).tokens
+
+    def encode(self, value: str | Sequence[str]) -> list[int]:
+        return self.tokenizer.encode(self._text(value)).ids[: self.max_length]
+
+    def steps(self, value: Any) -> int:
+        return len(self.tokenizer.encode(self._text(value)).ids)
+
+    def join(self, units: Sequence[str]) -> str:
+        return self.tokenizer.decoder.decode(list(units))
+
+    @property
+    def size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def to_spec(self) -> dict[str, Any]:
+        vocab = self.tokenizer.get_vocab()
+        return {"kind": "subwords", "dtype": "int64", "column": self.options.column, "model": self.options.model,
+                "lowercase": self.options.lowercase, "max_length": self.options.max_length, "pad_id": vocab[PAD],
+                "unk_id": vocab[UNK], "symbols": sorted(vocab, key=vocab.get),
+                "tokenizer_json": self.tokenizer.to_str(),
+                "encode": "lower-case when lowercase, then Tokenizer.from_str(tokenizer_json).encode(text).ids "
+                          "(Hugging Face tokenizers); keep the first max_length"}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Subwords:
+        from tokenizers import Tokenizer
+
+        options = SubwordsOptions(column=spec.get("column"), model=spec["model"], lowercase=bool(spec["lowercase"]),
+                                  max_length=spec.get("max_length"))
+        return cls(options, Tokenizer.from_str(spec["tokenizer_json"]))
+
+
+class NumbersOptions(EncodingOptions):
+    kind: Literal["numbers"] = "numbers"
+    columns: list[str] | None = Field(None, min_length=1, description="long format (CSV, one row per step): the feature "
+                                      "columns, with data.sequence_column and data.order_column; instead of 'column'")
+    standardize: bool = Field(True, description="subtract each feature's training mean and divide by its training "
+                              "standard deviation")
+
+
+class Numbers(InputEncoding):
+    """A vector of floats per step (``x`` float32 [batch, time, features]), standardised with the
+    training split's per-feature mean and standard deviation."""
+
+    Options = NumbersOptions
+    reads = "numbers"
+    token_aligned = True
+    dtype = "float32"
+
+    def __init__(self, options: NumbersOptions, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> None:
+        super().__init__(options)
+        self.mean, self.std = mean, std
+
+    def columns(self, default: str) -> list[str]:
+        return list(self.options.columns) if self.options.columns else [self.options.column or default]
+
+    def read(self, rows: Sequence[Any], default: str, path: Path, task: str) -> list[np.ndarray]:
+        columns = self.columns(default)
+        if self.options.columns:  # long format: each feature column holds the sequence's values, one per step
+            return [self._long(row, columns, path) for row in rows]
+        return [number_vectors(row[columns[0]], f"{path}:{row.line}", columns[0]) for row in rows]
+
+    @staticmethod
+    def _long(row: Any, columns: list[str], path: Path) -> np.ndarray:
+        """One long-format sequence (each column a list, one number per row) → [time, features]."""
+        from seqpipe.data import number
+
+        if row.step_lines is None:
+            raise DataError(f"{path}: input.columns reads long format (one row per step); set data.sequence_column and "
+                            "data.order_column, or name one column holding each sequence's vectors with input.column.")
+        steps = []
+        for t, line in enumerate(row.step_lines):
+            step = type(row)({c: row[c][t] for c in columns})
+            step.line = line
+            steps.append([number(step, c, path, "input.columns are numeric features") for c in columns])
+        return np.asarray(steps, dtype=np.float32)
+
+    def fit(self, values: Sequence[np.ndarray]) -> None:
+        widths = {v.shape[1] for v in values}
+        if len(widths) != 1:
+            raise DataError(f"the training records' number vectors have {len(widths)} different widths ({sorted(widths)}); "
+                            "every step of every record needs the same features.")
+        steps = np.concatenate(values).astype(np.float64)
+        self.mean = steps.mean(axis=0) if self.options.standardize else np.zeros(steps.shape[1])
+        std = steps.std(axis=0) if self.options.standardize else np.ones(steps.shape[1])
+        self.std = np.where(std > 0, std, 1.0)  # a constant feature is centred, not divided by zero
+
+    def encode(self, value: np.ndarray) -> np.ndarray:
+        if value.shape[1] != len(self.mean):
+            raise DataError(f"a sequence with {value.shape[1]} features per step where the model reads {len(self.mean)}.")
+        return ((value[: self.max_length] - self.mean) / self.std).astype(np.float32)
+
+    @property
+    def size(self) -> int:
+        return len(self.mean)
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"kind": "numbers", "dtype": "float32", "features": len(self.mean), "column": self.options.column,
+                "columns": self.options.columns, "max_length": self.options.max_length,
+                "mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std],
+                "encode": "x[t, f] = (value[t][f] - mean[f]) / std[f]; keep the first max_length steps"}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Numbers:
+        options = NumbersOptions(column=spec.get("column"), columns=spec.get("columns"), max_length=spec.get("max_length"))
+        return cls(options, np.asarray(spec["mean"], np.float64), np.asarray(spec["std"], np.float64))
+
+
+BUILTIN_ENCODINGS = {"characters": Characters, "words": Words, "subwords": Subwords, "numbers": Numbers}
+
+
+@hookimpl
+def register_encodings(register):
+    for name, encoding in BUILTIN_ENCODINGS.items():
+        register(name, encoding)
