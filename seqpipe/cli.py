@@ -86,6 +86,31 @@ def run(pipeline: Path | None, out: Path | None, force: bool, resume: Path | Non
 
 @main.command()
 @pipeline_argument
+@click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False), help="Study folder (default: "
+              "tune/<pipeline>); run the same command again to continue an interrupted study there.")
+@click.option("--trials", type=click.IntRange(min=1), default=None, help="Trials to finish (default: tune.trials).")
+@strict_option
+def tune(pipeline: Path, out: Path | None, trials: int | None, strict_plugins: bool) -> None:
+    """Search PIPELINE's [tune] space with Optuna: each trial a normal run, pruned when behind; the
+    best pipeline is written as best.toml."""
+    from seqpipe.tuning import tune as run_study
+
+    registry, _ = _registry(strict_plugins)
+    folder = out or Path("tune") / pipeline.stem
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        result = run_study(pipeline, registry, folder, trials)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    click.echo(f"\nstudy: {folder / 'study.db'} ({result.finished} trials finished, {result.pruned} pruned"
+               + (f", {result.rerun} interrupted and tried again" if result.rerun else "") + ")")
+    click.echo(f"best: validation {result.best_value:.4f} with " + ", ".join(f"{k} = {v!r}" for k, v in result.best_params.items()))
+    click.echo(f"best pipeline: {result.best_pipeline}  (seqpipe run {result.best_pipeline})")
+    click.echo(f"plot: {folder / 'trials.png'}")
+
+
+@main.command()
+@pipeline_argument
 @strict_option
 def check(pipeline: Path, strict_plugins: bool) -> None:
     """Validate PIPELINE (syntax, keys, plugin names and options, and the data: every record is read

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seqpipe.errors import ConfigError, did_you_mean
 
@@ -112,6 +112,71 @@ class ExportConfig(Section):
                                   "error accumulates over long sequences")
 
 
+class Range(Section):
+    """A numeric search range: integers when ``low`` and ``high`` are integers (and ``step`` too), else floats."""
+
+    low: float
+    high: float
+    log: bool = Field(False, description="sample on a log scale (learning rates, weight decay)")
+    step: float | None = Field(None, gt=0, description="only values low + k × step")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("choose log or step, not both")
+        return self
+
+
+class TuneConfig(Section):
+    """``seqpipe tune``'s study (``seqpipe run`` ignores this table)."""
+
+    trials: int = Field(20, ge=1, description="trials the study finishes (complete or pruned); --trials overrides")
+    metric: str | None = Field(None, description="the validation metric to optimise; default: the run's monitor")
+    seed: int = Field(0, description="seeds the sampler (Optuna's TPE)")
+    prune: bool = Field(True, description="stop a trial after an epoch whose validation score is behind the median of "
+                        "earlier trials' at that epoch (Optuna's median pruner, from the 6th trial, and from epoch training.patience "
+                        "(at least 2), when early stopping would first judge it too)")
+    space: dict[str, list[Any] | Range] = Field(description="what to search: keys are dotted pipeline keys "
+                                                "(\"model.hidden_size\", \"task.options.dropout\"), values a list of "
+                                                "choices or a range table {low, high, log, step}")
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _ranges(cls, space: Any) -> Any:
+        """Each value a list of choices or a range table, with one message for what is wrong."""
+        if not isinstance(space, dict):
+            return space
+        out = {}
+        for key, value in space.items():
+            if isinstance(value, list):
+                out[key] = value
+            elif isinstance(value, dict):
+                try:
+                    out[key] = Range.model_validate(value)
+                except ValidationError as exc:
+                    problem = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'range'}: {e['msg'].removeprefix('Value error, ')}"
+                                        for e in exc.errors())
+                    raise ValueError(f"space key {key!r}: {problem}") from None
+            else:
+                raise ValueError(f"space key {key!r}: expected a list of choices or a range table {{low, high}}, found {value!r}")
+        return out
+
+    @model_validator(mode="after")
+    def _keys(self) -> TuneConfig:
+        for key, value in self.space.items():
+            parts = key.split(".")
+            if len(parts) < 2 or parts[0] not in ("data", "input", "output", "model", "task", "training", "export") or not all(parts):
+                raise ValueError(f"space key {key!r} is not a dotted pipeline key such as \"model.hidden_size\" or "
+                                 "\"training.learning_rate\"")
+            if isinstance(value, list) and not value:
+                raise ValueError(f"space key {key!r} lists no choices")
+        return self
+
+
 class PipelineConfig(Section):
     data: DataConfig
     # how the input column becomes a sequence, and (seq2seq) the target's tokens: {kind = "...", the
@@ -123,6 +188,7 @@ class PipelineConfig(Section):
     task: TaskConfig = Field(default_factory=TaskConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    tune: TuneConfig | None = Field(None, description="the search space of `seqpipe tune` (ignored by `seqpipe run`)")
 
 
 def _found(value: Any) -> str:
@@ -230,3 +296,28 @@ def validate_options(options_model: type[BaseModel], values: dict[str, Any], sou
         return options_model.model_validate(values, context=dict(sizes or {}))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source, tuple(key.split(".")), model=options_model)) from None
+
+
+def format_pipeline(tables: dict[str, dict[str, Any]]) -> str:
+    """A pipeline file from nested dicts of strings, numbers, booleans and lists, as
+    :func:`parse_toml` reads it back (inline tables one level down; ``task.options`` as its own table)."""
+    import json
+    import re
+
+    def key(k: str) -> str:  # bare keys where TOML allows them, quoted ("model.hidden_size") otherwise
+        return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+    def value(v: Any) -> str:
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{key(k)} = {value(x)}" for k, x in v.items()) + " }"
+        return json.dumps(v)  # TOML's basic strings, numbers, true/false and arrays read as JSON writes them
+
+    lines = []
+    for name, table in tables.items():
+        options = table.get("options") if name == "task" else None
+        lines.append(f"[{name}]")
+        lines += [f"{key(k)} = {value(v)}" for k, v in table.items() if not (name == "task" and k == "options")]
+        if options:
+            lines.append("[task.options]")
+            lines += [f"{key(k)} = {value(v)}" for k, v in options.items()]
+    return "\n".join(lines) + "\n"

@@ -24,9 +24,11 @@ class RunResult:
 
 
 def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | None = None, force: bool = False,
-                 log: Callable[[str], None] = lambda line: print(line, file=sys.stderr), resume: Path | None = None) -> RunResult:
+                 log: Callable[[str], None] = lambda line: print(line, file=sys.stderr), resume: Path | None = None,
+                 on_epoch: Callable[[dict], None] | None = None) -> RunResult:
     """Run ``pipeline`` into a new run directory, or with ``resume`` (a run directory), continue
-    that run from its last complete epoch with the run directory's own pipeline file."""
+    that run from its last complete epoch with the run directory's own pipeline file. ``on_epoch``
+    sees each epoch's record (see :func:`seqpipe.training.train`)."""
     # model code (torch) is imported here, not at CLI import time, so `seqpipe predict` never pays for it
     from seqpipe.checkpoint import save_checkpoint
     from seqpipe.exports import export_graphs
@@ -62,7 +64,7 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
 
         checkpoint = run_dir / "model.safetensors"
         history = train(task, model, cfg.training, checkpoint, log=log, monitor=monitor, history_path=run_dir / "history.jsonl",
-                        run_dir=run_dir, resume=resume is not None)
+                        run_dir=run_dir, resume=resume is not None, on_epoch=on_epoch)
         save_checkpoint(model, checkpoint, metadata={"pipeline": str(pipeline), "task": cfg.task.name})
         metrics = {split: task.evaluate(model, split) for split in task.splits}
         metrics["data"] = {"examples": sizes, "left_out": dict(resolved.data.account.counts),

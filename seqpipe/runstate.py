@@ -1,4 +1,4 @@
-"""A run directory's state, ``status.json``: running, interrupted, failed or done.
+"""A run directory's state, ``status.json``: running, interrupted, stopped, failed or done.
 
 Written by the engine as a run goes (atomically: readers never see half a file), read by
 ``seqpipe predict`` so that a run that did not finish is never served as if it had. Standard
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 STATUS_FILE = "status.json"
-STATES = ("running", "interrupted", "failed", "done")
+STATES = ("running", "interrupted", "stopped", "failed", "done")
 
 
 def write_status(run_dir: Path, state: str, **details: Any) -> None:
@@ -42,10 +42,18 @@ def status_recorded(run_dir: Path) -> Iterator[None]:
         write_status(run_dir, "interrupted")
         exc.resume_command = f"seqpipe run --resume {run_dir}"  # the CLI's one line names it
         raise
+    except Stopped as exc:
+        write_status(run_dir, "stopped", reason=str(exc))
+        raise
     except BaseException as exc:
         write_status(run_dir, "failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
     write_status(run_dir, "done")
+
+
+class Stopped(Exception):
+    """Raised by a caller's per-epoch hook to end a run on purpose (a tuning trial pruned): the run
+    directory records ``stopped`` with the reason, not a failure."""
 
 
 class Terminated(Exception):

@@ -663,22 +663,10 @@ def merge_tables(base: dict, extra: dict) -> dict:
 
 
 def pipeline_toml(tables: dict[str, dict[str, Any]]) -> str:
-    """A pipeline file from nested dicts of strings, numbers and booleans (inline tables one level
-    down; ``task.options`` as its own table)."""
-    def value(v: Any) -> str:
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
-        return json.dumps(v)  # TOML's basic strings, numbers, true/false and arrays read as JSON writes them
+    """A pipeline file from nested dicts (see :func:`seqpipe.config.format_pipeline`)."""
+    from seqpipe.config import format_pipeline
 
-    lines = []
-    for name, table in tables.items():
-        options = table.get("options") if name == "task" else None
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {value(v)}" for k, v in table.items() if not (name == "task" and k == "options")]
-        if options:
-            lines.append("[task.options]")
-            lines += [f"{k} = {value(v)}" for k, v in options.items()]
-    return "\n".join(lines) + "\n"
+    return format_pipeline(tables)
 
 
 # -- the kit's own cell and topology ----------------------------------------------------------------

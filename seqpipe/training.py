@@ -33,7 +33,7 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
 def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
           log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
           monitor: tuple[str, str] | None = None, history_path: Path | None = None,
-          run_dir: Path | None = None, resume: bool = False) -> list[dict]:
+          run_dir: Path | None = None, resume: bool = False, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Train ``model`` on ``task``'s train split; return one record per epoch.
 
     ``monitor`` is the validation metric that picks the best epoch and its direction ("min" or
@@ -42,7 +42,10 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
 
     With ``run_dir``, the state to continue from is saved there after every epoch
     (:mod:`seqpipe.resume`); ``resume`` first restores it and continues with the next epoch, so
-    the result is the one an uninterrupted run gives, bit for bit on CPU."""
+    the result is the one an uninterrupted run gives, bit for bit on CPU.
+
+    ``on_epoch`` is called with each epoch's record once it is saved (``seqpipe tune`` reports the
+    validation score there, and may stop the run by raising :class:`seqpipe.runstate.Stopped`)."""
     monitor_name, monitor_mode = monitor or (task.monitor, task.monitor_mode)
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -112,6 +115,8 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
         log(f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
             f"validation loss {validation['loss']:.4f}  {monitor_name} {validation[monitor_name]:.4f}"
             f"  {record['seconds']:.1f}s{'  *best' if improved else ''}")
+        if on_epoch is not None:
+            on_epoch(record)
         if stale >= cfg.patience:
             log(f"early stop: validation {monitor_name} has not improved for {cfg.patience} epochs")
             break

@@ -1,0 +1,222 @@
+"""``seqpipe tune``: search a pipeline's ``[tune] space`` with Optuna, each trial a normal run.
+
+A trial is the pipeline file with the trial's values set, written into the study folder and run
+by :func:`seqpipe.run.run_pipeline` like any other (trained, evaluated, exported, parity-checked);
+its score is the validation metric of its best epoch, reported to Optuna after every epoch so the
+median pruner can stop a trial that is behind (its run directory then says ``stopped``). The study
+lives in ``study.db`` (SQLite): a study that was interrupted continues where it stopped, a trial
+killed halfway is recorded as failed and its values are tried again, and finished trials are
+never re-run. At the end the best pipeline is written as ``best.toml`` (the pipeline file with the
+best values, without ``[tune]``) and the trials are drawn in ``trials.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seqpipe.config import Range, format_pipeline, load_pipeline, parse_toml
+from seqpipe.errors import ConfigError, SeqpipeError
+from seqpipe.registry import Registry
+
+STUDY_FILE = "study.db"
+STUDY_NAME = "seqpipe"
+
+
+@dataclass
+class TuneResult:
+    folder: Path
+    best_value: float
+    best_params: dict[str, Any]
+    best_pipeline: Path
+    finished: int  # trials complete or pruned
+    pruned: int
+    rerun: int  # trials killed by an earlier interruption, whose values were tried again
+
+
+def with_values(tables: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline ``tables`` with each dotted key of ``values`` set, and no ``[tune]`` table."""
+    out = copy.deepcopy(tables)
+    out.pop("tune", None)
+    for dotted, value in values.items():
+        *path, last = dotted.split(".")
+        table = out
+        for part in path:
+            table = table.setdefault(part, {})
+        table[last] = value
+    return out
+
+
+def _suggest(trial: Any, key: str, space: list[Any] | Range) -> Any:
+    if isinstance(space, list):
+        return trial.suggest_categorical(key, space)
+    integral = float(space.low).is_integer() and float(space.high).is_integer() and (space.step is None or float(space.step).is_integer())
+    if integral:
+        return trial.suggest_int(key, int(space.low), int(space.high), step=int(space.step or 1), log=space.log)
+    return trial.suggest_float(key, space.low, space.high, step=space.step, log=space.log)
+
+
+def _corners(space: dict[str, list[Any] | Range]) -> list[dict[str, Any]]:
+    """Values that reach every end of the space: each choice, and each range's low and high."""
+    corners = []
+    for key, spec in space.items():
+        for value in (spec if isinstance(spec, list) else [spec.low, spec.high]):
+            if isinstance(spec, Range) and float(spec.low).is_integer() and float(spec.high).is_integer():
+                value = int(value)
+            corners.append({key: value})
+    return corners
+
+
+def check_space(pipeline: Path, tables: dict[str, Any], registry: Registry, folder: Path) -> None:
+    """Every choice and range end makes a valid pipeline (names, options and their ranges), so a bad
+    space fails before the first trial, as one line naming the key."""
+    from seqpipe.assembly import resolve_pipeline
+
+    config = load_pipeline(pipeline)
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / ".space-check.toml"
+    try:
+        for values in _corners(config.tune.space):
+            (key, value), = values.items()
+            probe.write_text(format_pipeline(_data_from(with_values(tables, values), pipeline.parent)), encoding="utf-8")
+            try:
+                resolve_pipeline(probe, registry)
+            except ConfigError as exc:
+                reason = str(exc).split(": ", 1)[-1]
+                raise ConfigError(f"{pipeline}: tune.space.\"{key}\" = {value!r} makes an invalid pipeline: {reason}") from None
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = None,
+         log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> TuneResult:
+    """Run (or continue) the study of ``pipeline``'s ``[tune]`` table in ``folder``."""
+    try:
+        import optuna
+    except ImportError:
+        raise SeqpipeError("seqpipe tune needs Optuna: pip install \"seqpipe[tune]\" (or pip install optuna).") from None
+    from optuna.trial import TrialState
+
+    from seqpipe.assembly import resolve_pipeline
+    from seqpipe.run import run_pipeline
+    from seqpipe.runstate import Stopped
+
+    config = load_pipeline(pipeline)
+    if config.tune is None:
+        raise ConfigError(f"{pipeline}: no [tune] table; add one with the search space, e.g. [tune.space] "
+                          "\"model.hidden_size\" = [32, 64, 128].")
+    tables = parse_toml(pipeline)
+    target = trials or config.tune.trials
+    check_space(pipeline, tables, registry, folder)
+    resolved = resolve_pipeline(pipeline, registry)
+    monitor = config.tune.metric or config.training.monitor or resolved.task.obj.monitor
+    modes = resolved.task.obj.declared_metrics()
+    if monitor not in modes:
+        raise ConfigError(f"{pipeline}: tune.metric: task '{config.task.name}' reports no validation metric '{monitor}'; "
+                          f"choose one of {', '.join(sorted(modes))}.")
+    direction = "maximize" if modes[monitor] == "max" else "minimize"
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=STUDY_NAME, storage=f"sqlite:///{(folder / STUDY_FILE).resolve()}", direction=direction, load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=config.tune.seed),
+        # a trial is judged from the epoch early stopping would first judge it (patience), never before the 2nd
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(2, config.training.patience))
+        if config.tune.prune else optuna.pruners.NopPruner())
+    # a trial still "running" was killed with the process that ran it: record it as failed and try its values again
+    rerun = 0
+    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(stale.number, state=TrialState.FAIL)
+        study.enqueue_trial(stale.params, skip_if_exists=False)
+        rerun += 1
+        log(f"trial {stale.number}: interrupted earlier; recorded as failed, its values are tried again")
+
+    def finished() -> list[Any]:
+        return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+    done = len(finished())
+    if done:
+        log(f"study {folder / STUDY_FILE}: {done} of {target} trials already finished; continuing")
+
+    def objective(trial: Any) -> float:
+        values = {key: _suggest(trial, key, spec) for key, spec in config.tune.space.items()}
+        trial_dir = folder / f"trial-{trial.number:03d}"
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        trial_pipeline = trial_dir / "pipeline.toml"
+        trial_pipeline.write_text(format_pipeline(_data_from(with_values(tables, values), pipeline.parent)), encoding="utf-8")
+
+        def report(record: dict) -> None:
+            trial.report(record["validation"][monitor], record["epoch"])
+            if trial.should_prune():
+                raise Stopped(f"pruned by seqpipe tune after epoch {record['epoch']}: validation {monitor} "
+                              f"{record['validation'][monitor]:.4f} is behind the median of earlier trials")
+
+        shown = ", ".join(f"{k} = {v!r}" for k, v in values.items())
+        try:
+            result = run_pipeline(trial_pipeline, registry, str(trial_dir / "run"), force=True, log=lambda line: None,
+                                  on_epoch=report)
+        except Stopped:
+            log(f"trial {trial.number}: {shown} → pruned")
+            raise optuna.TrialPruned() from None
+        value = float(result.metrics["validation"][monitor])
+        log(f"trial {trial.number}: {shown} → validation {monitor} {value:.4f}")
+        return value
+
+    while len(finished()) < target:
+        study.optimize(objective, n_trials=1, catch=())
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise SeqpipeError(f"{folder / STUDY_FILE}: every trial was pruned; run more trials or set tune.prune = false.")
+    best = study.best_trial
+    best_pipeline = folder / "best.toml"
+    best_pipeline.write_text(f"# seqpipe tune: best of {len(finished())} trials (trial {best.number}), validation {monitor} "
+                             f"{best.value:.4f}; {pipeline} with the best values\n"
+                             + format_pipeline(_data_from(with_values(tables, best.params), pipeline.parent)), encoding="utf-8")
+    _plot(study, monitor, folder / "trials.png")
+    pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+    return TuneResult(folder, float(best.value), dict(best.params), best_pipeline, len(finished()), pruned, rerun)
+
+
+def _data_from(tables: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The tables with data paths relative to ``folder`` (the tuned pipeline's) made absolute, so
+    trial pipelines and ``best.toml`` run from the study folder."""
+    data = tables.get("data", {})
+    for key in ("path", "train", "validation", "test"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str((folder / data[key]).resolve())
+    return tables
+
+
+def _plot(study: Any, monitor: str, path: Path) -> None:
+    """Each finished trial's score in order, and the best so far."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    numbers = [t.number for t in trials]
+    values = [t.value for t in trials]
+    better = max if study.direction.name == "MAXIMIZE" else min
+    best = [better(values[: i + 1]) for i in range(len(values))]
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(numbers, values, "o", color="tab:blue", label="trial (complete)")
+    ax.plot(numbers, best, "-", color="tab:red", label="best so far")
+    for t in pruned:
+        last = max(t.intermediate_values) if t.intermediate_values else None
+        if last is not None:
+            ax.plot([t.number], [t.intermediate_values[last]], "x", color="tab:gray")
+    if pruned:
+        ax.plot([], [], "x", color="tab:gray", label="trial (pruned: its last reported epoch)")
+    ax.set(xlabel="trial", ylabel=f"validation {monitor}", title="seqpipe tune")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

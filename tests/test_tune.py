@@ -1,0 +1,94 @@
+"""`seqpipe tune`: a [tune] space validated like every other key, trials that are normal runs, a
+study in SQLite that continues after a kill with every trial recorded once, and a best pipeline
+that reproduces its score when run with `seqpipe run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from seqpipe.cli import main
+
+optuna = pytest.importorskip("optuna")
+
+
+def _data(folder: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(240):
+        x = rng.normal(size=(int(rng.integers(2, 7)), 2)) + [rng.choice([-0.7, 0.7]), 0.0]
+        rows.append({"x": np.round(x, 3).tolist(), "label": "up" if x[:, 0].mean() > 0 else "down"})
+    (folder / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def _pipeline(folder: Path, space: str, trials: int = 6) -> Path:
+    _data(folder)
+    path = folder / "p.toml"
+    path.write_text('[data]\npath = "d.jsonl"\n[input]\nkind = "numbers"\ncolumn = "x"\n[model]\nhidden_size = 8\n'
+                    '[training]\nepochs = 4\nbatch_size = 32\n[export]\nparity_sequences = 16\n'
+                    f'[tune]\ntrials = {trials}\n[tune.space]\n{space}\n', encoding="utf-8")
+    return path
+
+
+SPACE = '"model.hidden_size" = [4, 8, 16]\n"training.learning_rate" = { low = 0.001, high = 0.03, log = true }'
+
+
+@pytest.mark.parametrize("space,fragment", [
+    ('"hidden_size" = [4, 8]', "tune: space key 'hidden_size' is not a dotted pipeline key"),
+    ('"model.cell" = ["gru", "lstmm"]', "tune.space.\"model.cell\" = 'lstmm' makes an invalid pipeline: model.cell: unknown cell 'lstmm'"),
+    ('"training.learning_rate" = { low = 0.1, high = 0.01 }', "space key 'training.learning_rate': range: low (0.1) must be below high (0.01)"),
+    ('"training.batch_size" = { low = 0, high = 64 }', "tune.space.\"training.batch_size\" = 0 makes an invalid pipeline"),
+])
+def test_a_bad_search_space_is_one_line_before_any_trial(tmp_path, space, fragment):
+    result = CliRunner().invoke(main, ["tune", str(_pipeline(tmp_path, space)), "--out", str(tmp_path / "study")])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], lines
+    assert not any((tmp_path / "study").glob("trial-*"))
+
+
+def _finished(db: Path) -> list:
+    if not db.exists():
+        return []
+    try:
+        study = optuna.load_study(study_name="seqpipe", storage=f"sqlite:///{db}")
+    except Exception:  # the study is being created
+        return []
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
+
+
+@pytest.mark.slow
+def test_a_killed_study_continues_and_its_best_pipeline_reproduces_its_score(tmp_path):
+    pipeline = _pipeline(tmp_path, SPACE, trials=6)
+    study_dir = tmp_path / "study"
+    command = [sys.executable, "-m", "seqpipe", "tune", str(pipeline), "--out", str(study_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while len(_finished(study_dir / "study.db")) < 3 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)  # halfway, most likely inside a trial
+    first.wait()
+    assert 3 <= len(_finished(study_dir / "study.db")) < 6
+    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0, second.stderr
+    study = optuna.load_study(study_name="seqpipe", storage=f"sqlite:///{study_dir / 'study.db'}")
+    finished = [t for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 6 and len({t.number for t in finished}) == 6  # each trial recorded once
+    assert all(t.state.name in ("COMPLETE", "PRUNED", "FAIL") for t in study.get_trials())  # nothing left "running"
+    assert (study_dir / "trials.png").read_bytes()[:4] == b"\x89PNG"
+    best = study.best_trial
+    rerun = CliRunner().invoke(main, ["run", str(study_dir / "best.toml"), "--out", str(tmp_path / "best-run")])
+    assert rerun.exit_code == 0, rerun.output
+    metrics = json.loads((tmp_path / "best-run" / "metrics.json").read_text())
+    assert metrics["validation"]["macro_f1"] == pytest.approx(best.value, abs=1e-9)  # runs are deterministic on CPU
+    assert json.loads((study_dir / f"trial-{best.number:03d}" / "run" / "status.json").read_text())["state"] == "done"
