@@ -1,13 +1,19 @@
-"""seqpipe training benchmark: what saving the resumable state after every epoch costs.
+"""seqpipe training benchmarks: what saving the resumable state after every epoch costs, and what
+two DistributedDataParallel processes give over one.
 
     python benchmarks/training.py            # table
     python benchmarks/training.py --json     # one JSON object
     python benchmarks/training.py --epochs 1 # shorter (smoke run)
 
-The default pipeline (pipelines/spam.toml: its data, model and training settings), trained for
-the same epochs with and without ``resume.safetensors`` written after each epoch, in alternating
-rounds in one process (this machine is shared and noisy: each side keeps its fastest round).
-Reported: the overhead as a share of epoch time, and one save's time beside one epoch's.
+Checkpointing: the default pipeline (pipelines/spam.toml: its data, model and training settings),
+trained for the same epochs with and without ``resume.safetensors`` written after each epoch, in
+alternating rounds in one process (this machine is shared and noisy: each side keeps its fastest
+round). Reported: the overhead as a share of epoch time, and one save's time beside one epoch's.
+
+Processes: the same pipeline for the same epochs, ``seqpipe run`` in one process with 2 torch
+threads against ``seqpipe run --nproc 2`` (torchrun, gloo, 1 thread each), alternating, each side's
+fastest round; training examples per second of the training steps' time (``train_seconds`` in
+history.jsonl; validation, on rank 0 alone, is not counted), and the test macro-F1 of each.
 """
 
 from __future__ import annotations
@@ -58,6 +64,36 @@ def bench_checkpointing(epochs: int, rounds: int) -> dict[str, float]:
             "overhead_share": (with_ - without) / without, "parameters": sum(p.numel() for p in model.parameters())}
 
 
+def bench_processes(epochs: int, rounds: int, nproc: int = 2) -> dict[str, float]:
+    import os
+    import subprocess
+    import sys
+
+    base = (REPO / "pipelines" / "spam.toml").read_text(encoding="utf-8")
+    sides: dict[str, list[dict]] = {"one": [], "ddp": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = Path(tmp) / "spam.toml"
+        pipeline.write_text(base.replace("epochs = 25", f"epochs = {epochs}").replace("patience = 5", f"patience = {epochs + 1}"),
+                            encoding="utf-8")
+        for round_ in range(rounds):
+            for side in (("one", "ddp") if round_ % 2 == 0 else ("ddp", "one")):
+                out = Path(tmp) / f"{side}-{round_}"
+                command = [sys.executable, "-m", "seqpipe", "run", str(pipeline), "--out", str(out)]
+                if side == "ddp":
+                    command += ["--nproc", str(nproc)]
+                env = {**os.environ, "OMP_NUM_THREADS": "1" if side == "ddp" else str(nproc)}
+                subprocess.run(command, env=env, check=True, capture_output=True)
+                metrics = json.loads((out / "metrics.json").read_text())
+                seconds = sum(r["train_seconds"] for r in metrics["training"]["history"])
+                sides[side].append({"examples_per_second": metrics["data"]["examples"]["train"] * epochs / seconds,
+                                    "macro_f1": metrics["test"]["macro_f1"]})
+    best = {side: max(runs, key=lambda r: r["examples_per_second"]) for side, runs in sides.items()}
+    return {"epochs": epochs, "processes": nproc, "one_process_examples_per_second": best["one"]["examples_per_second"],
+            "ddp_examples_per_second": best["ddp"]["examples_per_second"],
+            "speedup": best["ddp"]["examples_per_second"] / best["one"]["examples_per_second"],
+            "one_process_macro_f1": best["one"]["macro_f1"], "ddp_macro_f1": best["ddp"]["macro_f1"]}
+
+
 def _one_batch(task):
     batch = next(iter(task.batches("train", 64)))
     return batch.tokens, batch.lengths
@@ -70,7 +106,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-              "checkpointing": bench_checkpointing(args.epochs, args.rounds)}
+              "checkpointing": bench_checkpointing(args.epochs, args.rounds),
+              "processes": bench_processes(args.epochs, args.rounds)}
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -78,6 +115,10 @@ def main() -> None:
     print(f"{result['machine']}; default pipeline, {c['parameters']:,} parameters, {c['epochs']} epochs per round")
     print(f"per-epoch resumable state: {c['overhead_share']:+.1%} of training time "
           f"(one save {c['save_seconds'] * 1000:.0f} ms, one epoch {c['epoch_seconds']:.1f} s)")
+    p = result["processes"]
+    print(f"{p['processes']} DDP processes (1 thread each) / 1 process ({p['processes']} threads): {p['speedup']:.2f}x "
+          f"training examples per second ({p['ddp_examples_per_second']:.0f} / {p['one_process_examples_per_second']:.0f}); "
+          f"test macro-F1 after {p['epochs']} epochs {p['ddp_macro_f1']:.4f} / {p['one_process_macro_f1']:.4f}")
 
 
 if __name__ == "__main__":

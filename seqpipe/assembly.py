@@ -169,9 +169,11 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
         raise ConfigError(f"{src}: model.topology: task '{config.task.name}' exports its encoder as a sequence graph built from "
                           f"the topology's declared layers, and topology '{config.model.topology}' declares none (Topology.layers); "
                           "choose 'single' or 'stacked'.")
-    if config.training.precision == "fp16":
+    device = training_device(config.training.device, f"{src}: training.device")
+    if config.training.precision == "fp16" and device != "cuda":
         raise ConfigError(f"{src}: training.precision: fp16 training needs a CUDA device (a gradient scaler on GPU "
-                          "arithmetic), and seqpipe trains on the CPU; use \"bf16\" (CPU autocast) or \"fp32\".")
+                          f"arithmetic), and this run trains on the CPU (training.device = \"{config.training.device}\"); use "
+                          "\"bf16\" (CPU autocast) or \"fp32\".")
     monitor = config.training.monitor
     if monitor is not None:
         known = task.obj.declared_metrics()
@@ -181,6 +183,19 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
     if task.obj.needs_causal and not topology.obj.causal:
         raise ConfigError(f"{src}: model.topology: task '{config.task.name}' decodes step by step, and topology "
                           f"'{config.model.topology}' reads the future; choose 'single' or 'stacked'.")
+
+
+def training_device(wanted: str, where: str) -> str:
+    """"cuda" or "cpu" for ``[training] device``: auto is CUDA when torch sees a GPU; cuda where it
+    sees none is a config error (so `seqpipe check` says it, not a crash mid-run)."""
+    import torch
+
+    available = torch.cuda.is_available()
+    if wanted == "cuda" and not available:
+        raise ConfigError(f"{where}: \"cuda\" but torch sees no CUDA GPU here (torch {torch.__version__}, "
+                          f"built {'with' if torch.version.cuda else 'without'} CUDA); use \"auto\" or \"cpu\", or install a "
+                          "CUDA build of torch on a GPU machine.")
+    return "cuda" if wanted == "cuda" or (wanted == "auto" and available) else "cpu"
 
 
 def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, src: str) -> list[str]:

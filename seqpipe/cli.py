@@ -62,19 +62,27 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Write into --out even if it is not empty.")
 @click.option("--resume", type=click.Path(path_type=Path, file_okay=False), metavar="RUN_DIR",
               help="Continue the run in RUN_DIR from its last complete epoch, with its own pipeline file (instead of PIPELINE).")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train in N processes with DistributedDataParallel (launches torchrun on this machine).")
 @strict_option
-def run(pipeline: Path | None, out: Path | None, force: bool, resume: Path | None, strict_plugins: bool) -> None:
+def run(pipeline: Path | None, out: Path | None, force: bool, resume: Path | None, nproc: int, strict_plugins: bool) -> None:
     """Train, evaluate, export and parity-check the pipeline in PIPELINE."""
     from seqpipe.run import run_pipeline
 
     if (pipeline is None) == (resume is None) or (resume is not None and (out is not None or force)):
         raise SeqpipeError("seqpipe run: give a PIPELINE file to run, or --resume RUN_DIR alone to continue a stopped run.")
+    if nproc > 1:
+        if resume is not None:
+            raise SeqpipeError("seqpipe run: --resume continues in one process; drop --nproc.")
+        sys.exit(_torchrun(nproc, pipeline, out, force, strict_plugins))
     registry, _ = _registry(strict_plugins)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)  # a terminated run records 'interrupted' in status.json
     try:
         result = run_pipeline(pipeline, registry, out, force, resume=resume)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     click.echo(f"\nrun directory: {result.run_dir}")
     for path in result.files:
         click.echo(f"  {path.relative_to(result.run_dir)}")
@@ -82,6 +90,19 @@ def run(pipeline: Path | None, out: Path | None, force: bool, resume: Path | Non
     click.echo("test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in test.items() if isinstance(v, float)))
     click.echo(f"parity: passed (max abs diff {result.parity['max_abs_diff']:.2e})")
     click.echo(f"try: seqpipe predict {result.run_dir} {result.predict_example}")
+
+
+def _torchrun(nproc: int, pipeline: Path, out: Path | None, force: bool, strict_plugins: bool) -> int:
+    """``torchrun --standalone --nproc_per_node=N -m seqpipe run …`` on this machine, one torch
+    thread per process unless OMP_NUM_THREADS says otherwise; its exit code."""
+    import os
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "seqpipe", "run",
+               str(pipeline)] + (["--out", str(out)] if out else []) + (["--force"] if force else []) \
+        + (["--strict-plugins"] if strict_plugins else [])  # rank 0 alone makes the run directory
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.run(command, env=env).returncode
 
 
 @main.command()

@@ -82,8 +82,11 @@ class TrainingConfig(Section):
     seed: int = 0
     max_minutes: float | None = Field(None, gt=0.0, description="stop training after the epoch that passes this budget, "
                                       "then evaluate and export the best epoch as usual")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where training steps run: auto is CUDA when torch "
+                                                  "sees a GPU, else the CPU; exports are always made from a CPU fp32 copy")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="training arithmetic: bf16 autocasts the forward "
-                                                         "pass and loss (weights, validation and exports stay fp32); fp16 needs a CUDA device")
+                                                         "pass and loss (weights, validation and exports stay fp32); fp16 "
+                                                         "(with a gradient scaler) needs a CUDA device")
     monitor: str | None = Field(None, description="the validation metric that picks the best epoch and stops early "
                                 "(any the task reports, e.g. 'entity_f1'); default: the task's own")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")

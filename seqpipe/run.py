@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seqpipe.assembly import resolve_pipeline
-from seqpipe.errors import ParityError
+from seqpipe.errors import ParityError, SeqpipeError
 from seqpipe.registry import Registry
 
 
@@ -25,12 +26,17 @@ class RunResult:
 
 def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | None = None, force: bool = False,
                  log: Callable[[str], None] = lambda line: print(line, file=sys.stderr), resume: Path | None = None,
-                 on_epoch: Callable[[dict], None] | None = None) -> RunResult:
+                 on_epoch: Callable[[dict], None] | None = None) -> RunResult | None:
     """Run ``pipeline`` into a new run directory, or with ``resume`` (a run directory), continue
     that run from its last complete epoch with the run directory's own pipeline file. ``on_epoch``
-    sees each epoch's record (see :func:`seqpipe.training.train`)."""
+    sees each epoch's record (see :func:`seqpipe.training.train`). Under torchrun every rank calls
+    this; rank 0 writes the run directory and returns its result, the other ranks train and return None."""
     # model code (torch) is imported here, not at CLI import time, so `seqpipe predict` never pays for it
+    import torch
+
+    from seqpipe.assembly import training_device
     from seqpipe.checkpoint import save_checkpoint
+    from seqpipe.distributed import ranks_from_environment, start, stop
     from seqpipe.exports import export_graphs
     from seqpipe.plots import plot_training_curves
     from seqpipe.rundir import make_run_dir, write_json
@@ -45,12 +51,25 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
     else:
         resolved = resolve_pipeline(pipeline, registry)
     cfg = resolved.config
+    ranks = ranks_from_environment()  # one process, or one rank of a torchrun job
+    if ranks.distributed and (resume is not None or on_epoch is not None):
+        raise SeqpipeError("seqpipe run: --resume and seqpipe tune run in one process; drop torchrun / --nproc for them.")
+    device = torch.device(training_device(cfg.training.device, f"{resolved.path}: training.device"))
     seed_everything(cfg.training.seed, cfg.training.threads)
     # bad data and plugin code that cannot build the model fail here, before a run directory exists
     task, sizes, monitor = resolved.prepare()
     with resolved.plugin_code("building the model"):
         model = task.build_model(resolved.make_topology, cfg.model.initial_state, cfg.model.initial_state_scale)
+    if not ranks.main:  # ranks share the model's initial weights and the data order, not their dropout masks
+        torch.manual_seed(cfg.training.seed + ranks.rank)
+        start(ranks, device)
+        try:
+            train(task, model, cfg.training, Path(os.devnull), log=lambda line: None, monitor=monitor, ranks=ranks, device=device)
+        finally:
+            stop(ranks)
+        return None
     run_dir = resume if resume is not None else make_run_dir(run_dir_arg, pipeline, force)
+    start(ranks, device)
     with status_recorded(run_dir):  # status.json: running, then done, failed or interrupted
         log(f"seqpipe: run directory {run_dir}")
         if resume is None:
@@ -61,15 +80,21 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
             log(f"data: {line}")
         n_params = sum(p.numel() for p in model.parameters())
         log(f"model: {cfg.model.cell} cell, {cfg.model.topology} topology, hidden {cfg.model.hidden_size}, {n_params:,} parameters")
+        log(f"training on {device.type}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+            + (f", {ranks.world} processes (DistributedDataParallel, {'nccl' if device.type == 'cuda' else 'gloo'})"
+               if ranks.distributed else "") + f", {cfg.training.precision}")
 
         checkpoint = run_dir / "model.safetensors"
-        history = train(task, model, cfg.training, checkpoint, log=log, monitor=monitor, history_path=run_dir / "history.jsonl",
-                        run_dir=run_dir, resume=resume is not None, on_epoch=on_epoch)
+        try:
+            history = train(task, model, cfg.training, checkpoint, log=log, monitor=monitor, history_path=run_dir / "history.jsonl",
+                            run_dir=run_dir, resume=resume is not None, on_epoch=on_epoch, ranks=ranks, device=device)
+        finally:
+            stop(ranks)  # the other ranks are done; evaluation and export are rank 0's alone
         save_checkpoint(model, checkpoint, metadata={"pipeline": str(pipeline), "task": cfg.task.name})
         metrics = {split: task.evaluate(model, split) for split in task.splits}
         metrics["data"] = {"examples": sizes, "left_out": dict(resolved.data.account.counts),
                            "left_out_described": resolved.data.account.lines()}
-        metrics["training"] = {"precision": cfg.training.precision, "monitor": monitor[0], "monitor_mode": monitor[1], "epochs_run": len(history), "best_epoch": max(r["epoch"] for r in history if r["best"]),
+        metrics["training"] = {"device": device.type, "processes": ranks.world, "precision": cfg.training.precision, "monitor": monitor[0], "monitor_mode": monitor[1], "epochs_run": len(history), "best_epoch": max(r["epoch"] for r in history if r["best"]),
                                "seconds": round(time.perf_counter() - started, 2), "history": history}
         write_json(run_dir / "metrics.json", metrics)
         plot_training_curves(history, monitor[0], run_dir / "training_curves.png")

@@ -7,6 +7,7 @@ restored at the end, so the returned model is the one the metrics and exports de
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from seqpipe.checkpoint import load_checkpoint, save_checkpoint
 from seqpipe.config import TrainingConfig
+from seqpipe.distributed import Ranks, shard, shared, trainer
 from seqpipe.resume import load_training_state, save_training_state
 
 
@@ -33,7 +35,8 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
 def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
           log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
           monitor: tuple[str, str] | None = None, history_path: Path | None = None,
-          run_dir: Path | None = None, resume: bool = False, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+          run_dir: Path | None = None, resume: bool = False, on_epoch: Callable[[dict], None] | None = None,
+          ranks: Ranks = Ranks(), device: torch.device = torch.device("cpu")) -> list[dict]:
     """Train ``model`` on ``task``'s train split; return one record per epoch.
 
     ``monitor`` is the validation metric that picks the best epoch and its direction ("min" or
@@ -45,9 +48,16 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
     the result is the one an uninterrupted run gives, bit for bit on CPU.
 
     ``on_epoch`` is called with each epoch's record once it is saved (``seqpipe tune`` reports the
-    validation score there, and may stop the run by raising :class:`seqpipe.runstate.Stopped`)."""
+    validation score there, and may stop the run by raising :class:`seqpipe.runstate.Stopped`).
+
+    ``ranks``: this process's place in a torchrun job (see :mod:`seqpipe.distributed`): it trains
+    on its shard of each epoch's batches; rank 0 validates, checkpoints and decides for all.
+    ``device``: where the training steps run (batches are moved there); validation runs on the
+    CPU copy of the kept weights, as evaluation and export do."""
     monitor_name, monitor_mode = monitor or (task.monitor, task.monitor_mode)
     generator = torch.Generator().manual_seed(cfg.seed)
+    model.to(device)
+    step, epoch_context = trainer(task, model, ranks, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     # an average of recent weights is a smoother model than the last step's: less noise in which
     # epoch early stopping picks, and usually a better one
@@ -62,44 +72,60 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
         log(f"resuming after epoch {counters['epoch']} (best validation {monitor_name} so far: {sign * best:.4f})")
         if stale >= cfg.patience or (cfg.max_minutes is not None and spent >= cfg.max_minutes * 60):
             first_epoch = cfg.epochs + 1  # training had already stopped: go on to evaluation and export
-    n_batches = math.ceil(len(task.examples["train"]) / cfg.batch_size)
+    n_batches = math.ceil(math.ceil(len(task.examples["train"]) / cfg.batch_size) / ranks.world)
     # bf16: the forward pass and loss in bfloat16 where torch's CPU autocast lists the op; the weights,
     # their gradients and the optimizer stay fp32, so validation, checkpoints and exports are unchanged
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if cfg.precision == "bf16" else contextlib.nullcontext
-    board = _tensorboard(history_path.parent / "tensorboard") if history_path is not None else None
+    autocast = (lambda: torch.autocast(device.type, dtype=AUTOCAST[cfg.precision])) if cfg.precision in AUTOCAST else contextlib.nullcontext
+    # fp16 (CUDA only) scales the loss so small gradients do not flush to zero; bf16 has fp32's range
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    board = _tensorboard(history_path.parent / "tensorboard") if history_path is not None and ranks.main else None
     training_started = time.perf_counter() - spent
     for epoch in range(first_epoch, cfg.epochs + 1):
         started = time.perf_counter()
         model.train()
         total, count = 0.0, 0
-        bar = tqdm(task.batches("train", cfg.batch_size, shuffle=True, generator=generator), total=n_batches,
-                   desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr, disable=None, unit="batch")
-        for batch in bar:
-            optimizer.zero_grad(set_to_none=True)
-            with autocast():
-                loss = task.loss(model, batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            total += loss.item() * len(batch.targets)
-            count += len(batch.targets)
-            bar.set_postfix(loss=f"{total / count:.4f}")
-        validation = task.evaluate(kept, "validation")
+        # every rank draws the same order from the seeded generator, then trains on its own shard
+        batches = shard(task.batches("train", cfg.batch_size, shuffle=True, generator=generator), ranks)
+        bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr,
+                   disable=None if ranks.main else True, unit="batch")
+        with epoch_context():
+            for batch in bar:
+                batch = on_device(batch, device)
+                optimizer.zero_grad(set_to_none=True)
+                with autocast():
+                    loss = step(batch)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+                total += loss.item() * len(batch.targets)
+                count += len(batch.targets)
+                bar.set_postfix(loss=f"{total / count:.4f}")
+        trained = time.perf_counter() - started
+        validation = shared(_validate(task, kept, device) if ranks.main else None, ranks)
         score = sign * validation[monitor_name]
         improved = score > best
         if improved:
             best, stale = score, 0
-            save_checkpoint(kept, checkpoint)
+            if ranks.main:
+                save_checkpoint(kept, checkpoint)
         else:
             stale += 1
             for group in optimizer.param_groups:  # step size down once progress stalls
                 group["lr"] *= cfg.lr_decay
         record = {"epoch": epoch, "train_loss": total / count, "validation": validation,
-                  "seconds": time.perf_counter() - started, "best": improved}
+                  "seconds": time.perf_counter() - started, "train_seconds": trained, "best": improved}
         history.append(record)
-        if history_path is not None:
+        if history_path is not None and ranks.main:
             with history_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
         if board is not None:
@@ -108,7 +134,7 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
                 if isinstance(value, float):
                     board.add_scalar(f"validation/{name}", value, epoch)
             board.flush()
-        if run_dir is not None:
+        if run_dir is not None and ranks.main:
             save_training_state(run_dir, model, ema, optimizer, generator,
                                 {"epoch": epoch, "best": best, "stale": stale, "seconds": time.perf_counter() - training_started,
                                  "monitor": monitor_name})
@@ -120,16 +146,45 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
         if stale >= cfg.patience:
             log(f"early stop: validation {monitor_name} has not improved for {cfg.patience} epochs")
             break
-        minutes = (time.perf_counter() - training_started) / 60
+        minutes = shared((time.perf_counter() - training_started) / 60, ranks)  # rank 0's clock decides for all
         if cfg.max_minutes is not None and minutes >= cfg.max_minutes and epoch < cfg.epochs:
             log(f"time budget: {minutes:.1f} of training.max_minutes = {cfg.max_minutes:g} spent after epoch {epoch}; "
                 f"stopping here, the best epoch so far ({max(r['epoch'] for r in history if r['best'])}) goes on to evaluation and export")
             break
     if board is not None:
         board.close()
-    load_checkpoint(model, checkpoint)
+    model.cpu()
+    if ranks.main:
+        load_checkpoint(model, checkpoint)
     model.eval()
     return history
+
+
+# autocast dtypes of the reduced training precisions (fp16 is refused at `check` unless the device is CUDA)
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def on_device(batch, device: torch.device):
+    """``batch`` with its tensor fields on ``device`` (a task's batches are dataclasses of tensors)."""
+    if device.type == "cpu":
+        return batch
+    if not dataclasses.is_dataclass(batch):
+        raise TypeError(f"a batch of type {type(batch).__name__} is not a dataclass of tensors, so it cannot be moved to "
+                        f"{device}; train on the CPU or make the task's batches dataclasses")
+    return dataclasses.replace(batch, **{f.name: getattr(batch, f.name).to(device) for f in dataclasses.fields(batch)
+                                         if isinstance(getattr(batch, f.name), torch.Tensor)})
+
+
+def _validate(task, kept: torch.nn.Module, device: torch.device) -> dict:
+    """The task's validation metrics of the kept weights, computed on the CPU (where tasks build
+    their evaluation batches), then the weights go back to the training device."""
+    if device.type == "cpu":
+        return task.evaluate(kept, "validation")
+    kept.cpu()
+    try:
+        return task.evaluate(kept, "validation")
+    finally:
+        kept.to(device)
 
 
 def _tensorboard(folder: Path):

@@ -116,7 +116,7 @@ def test_a_killed_run_resumed_ends_bit_identical_to_an_uninterrupted_one(tmp_pat
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "whole", run))
     assert ma["test"] == mb["test"]
-    strip = lambda history: [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+    strip = lambda history: [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds")} for r in history]
     assert strip(ma["training"]["history"]) == strip(mb["training"]["history"])
 
 
@@ -164,10 +164,50 @@ def test_bf16_autocast_trains_on_cpu_and_exports_fp32(tmp_path, small_csv):
     assert losses[0] != losses[1]  # the arithmetic did change
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is seen: fp16 and cuda are allowed here")
 def test_fp16_training_is_refused_on_the_cpu(tmp_path, small_csv):
     result = CliRunner().invoke(main, ["check", str(pipeline(tmp_path / "p.toml", small_csv, 'precision = "fp16"'))])
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "training.precision: fp16 training needs a CUDA device" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is seen: cuda is allowed here")
+def test_cuda_is_refused_in_one_line_where_torch_sees_no_gpu(tmp_path, small_csv):
+    for command in ("check", "run"):
+        result = CliRunner().invoke(main, [command, str(pipeline(tmp_path / "p.toml", small_csv, 'device = "cuda"'))]
+                                    + (["--out", str(tmp_path / "run")] if command == "run" else []))
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert 'training.device: "cuda" but torch sees no CUDA GPU here' in result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_training_on_cuda_exports_from_a_cpu_fp32_copy(tmp_path, small_csv, precision):
+    run = tmp_path / precision
+    result = CliRunner().invoke(main, ["run", str(pipeline(tmp_path / "p.toml", small_csv, f'epochs = 2\ndevice = "cuda"\nprecision = "{precision}"')),
+                                       "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["training"]["device"] == "cuda" and json.loads((run / "parity.json").read_text())["passed"]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_under_torchrun_write_one_run_directory(tmp_path, small_csv):
+    """`seqpipe run --nproc 2` (torchrun, DDP over gloo): one run directory, written by rank 0, done and parity-checked."""
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "seqpipe", "run", str(pipeline(tmp_path / "p.toml", small_csv, "epochs = 3\npatience = 5")),
+                           "--out", str(run), "--nproc", "2"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["training"]["processes"] == 2 and metrics["training"]["epochs_run"] == 3
+    assert status(run)["state"] == "done" and json.loads((run / "parity.json").read_text())["passed"]
+    assert proc.stderr.count("run directory") == 1 and proc.stdout.count("test metrics:") == 1  # rank 0 alone reports
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["run"]  # no other rank wrote anything
+    lines = (run / "history.jsonl").read_text().splitlines()
+    assert len(lines) == 3  # one record per epoch, not one per rank
 
 
 def test_epochs_are_written_for_tensorboard_when_it_is_installed(tmp_path, small_csv):

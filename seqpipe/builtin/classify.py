@@ -71,7 +71,7 @@ class ClassifyTask(Task):
     @property
     def predict_example(self) -> str:
         """Inputs for `seqpipe predict` from this run's own test split, quoted for the shell: two
-        texts, or one sequence of number vectors as JSON."""
+        texts, or the first steps of one sequence of number vectors, as JSON."""
         import json
         import shlex
 
@@ -79,7 +79,7 @@ class ClassifyTask(Task):
         if not test:
             return '"some text"'
         if self.encoding.reads == "numbers":
-            return shlex.quote(json.dumps(np.round(test[0], 4).tolist()))
+            return shlex.quote(json.dumps(np.round(test[0][:8].astype(np.float64), 4).tolist()))
         return " ".join(shlex.quote(t) for t in test[:2])
 
     def __init__(self, options: ClassifyOptions, data: Any) -> None:

@@ -190,7 +190,7 @@ class Seq2SeqTask(Task):
 
     def _shown(self, source: Any) -> str:
         """A source as a user types it: the text, or number vectors as JSON."""
-        return json.dumps(np.round(source, 4).tolist()) if self.source.reads == "numbers" else source
+        return json.dumps(np.round(np.asarray(source, np.float64), 4).tolist()) if self.source.reads == "numbers" else source
 
     example_pipeline = {"data": {"dataset": "cmudict-g2p"}, "input": {"column": "word", "min_count": 1},
                         "output": {"column": "phonemes", "min_count": 1}}

@@ -93,7 +93,7 @@ class TagTask(Task):
         if not test:
             return '"The jury praised the city ."'
         if self.encoding.reads == "numbers":
-            return shlex.quote(json.dumps(np.round(test[0][:20], 4).tolist()))
+            return shlex.quote(json.dumps(np.round(test[0][:20].astype(np.float64), 4).tolist()))
         return "--tokens " + shlex.quote(" ".join(test[0][:20]))
     example_pipeline = {"data": {"dataset": "brown-pos"}}
 
