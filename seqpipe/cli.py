@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import click
 from seqpipe import __version__
 from seqpipe.errors import SeqpipeError
 from seqpipe.plugins import SERVING, TRAINING, PluginSource, load_registry
-from seqpipe.runstate import Terminated
+from seqpipe.runstate import Terminated, signals_stop_the_run
 from seqpipe.serving.command import predict
 
 
@@ -36,10 +35,6 @@ class SeqpipeGroup(click.Group):
 def _resume_hint(exc: BaseException) -> str:
     command = getattr(exc, "resume_command", None)
     return f"; continue from the last complete epoch with: {command}" if command else ""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
 
 
 def _registry(strict: bool, source: PluginSource = TRAINING):
@@ -76,11 +71,8 @@ def run(pipeline: Path | None, out: Path | None, force: bool, resume: Path | Non
             raise SeqpipeError("seqpipe run: --resume continues in one process; drop --nproc.")
         sys.exit(_torchrun(nproc, pipeline, out, force, strict_plugins))
     registry, _ = _registry(strict_plugins)
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)  # a terminated run records 'interrupted' in status.json
-    try:
+    with signals_stop_the_run():  # Ctrl-C and SIGTERM record 'interrupted' in status.json
         result = run_pipeline(pipeline, registry, out, force, resume=resume)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if result is None:  # a torchrun rank other than 0: rank 0 reports
         return
     click.echo(f"\nrun directory: {result.run_dir}")
@@ -118,11 +110,8 @@ def tune(pipeline: Path, out: Path | None, trials: int | None, strict_plugins: b
 
     registry, _ = _registry(strict_plugins)
     folder = out or Path("tune") / pipeline.stem
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
+    with signals_stop_the_run():
         result = run_study(pipeline, registry, folder, trials)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     click.echo(f"\nstudy: {folder / 'study.db'} ({result.finished} trials finished, {result.pruned} pruned"
                + (f", {result.rerun} interrupted and tried again" if result.rerun else "") + ")")
     click.echo(f"best: validation {result.best_value:.4f} with " + ", ".join(f"{k} = {v!r}" for k, v in result.best_params.items()))

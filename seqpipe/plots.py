@@ -51,12 +51,23 @@ def plot_attention(examples: list[tuple[list[str], list[str], "object"]], path: 
     fig, axes = plt.subplots(1, len(examples), figsize=(3.2 * len(examples), 3.6), squeeze=False)
     for ax, (source, output, weights) in zip(axes[0], examples):
         ax.imshow(weights[: len(output), : len(source)], cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-        ax.set_xticks(range(len(source)), source)
-        ax.set_yticks(range(len(output)), output)
-        ax.set_xlabel("source")
+        # tokens the plot's font cannot draw (Thai, say) would be empty boxes: number the steps instead
+        drawable = _drawable(source)
+        ax.set_xticks(range(len(source)), source if drawable else [str(i + 1) for i in range(len(source))])
+        ax.set_yticks(range(len(output)), output if _drawable(output) else [str(i + 1) for i in range(len(output))])
+        ax.set_xlabel("source" if drawable else "source step (script not in the plot's font)")
         ax.tick_params(labelsize=8)
     axes[0][0].set_ylabel("output (decoded)")
     fig.suptitle("Attention weights of the exported decoder")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _drawable(tokens: list[str]) -> bool:
+    """Whether matplotlib's default font has a glyph for every character of ``tokens``."""
+    from matplotlib.font_manager import FontProperties, findfont
+    from matplotlib.ft2font import FT2Font
+
+    font = FT2Font(findfont(FontProperties()))
+    return all(font.get_char_index(ord(ch)) != 0 for token in tokens for ch in str(token))

@@ -61,6 +61,40 @@ class Terminated(Exception):
     terminated run records its state like an interrupted one."""
 
 
+_signalled: type[BaseException] | None = None
+
+
+@contextlib.contextmanager
+def signals_stop_the_run() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt and SIGTERM :class:`Terminated`, and each is remembered:
+    Python runs a signal handler wherever the main thread is, and an exception raised inside a
+    finalizer (``__del__``, a weakref callback) is printed and dropped, so the trainer also calls
+    :func:`raise_if_signalled` after every batch; a Ctrl-C is never lost."""
+    import signal
+
+    global _signalled
+
+    def handler(signum, frame):
+        global _signalled
+        _signalled = KeyboardInterrupt if signum == signal.SIGINT else Terminated
+        raise _signalled()
+
+    _signalled = None
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        _signalled = None
+
+
+def raise_if_signalled() -> None:
+    """Raise the remembered signal's exception again, in case the first was lost (see above)."""
+    if _signalled is not None:
+        raise _signalled()
+
+
 def read_status(run_dir: Path) -> dict[str, Any] | None:
     """The recorded state, or None for a directory without one (a single file, an older run)."""
     try:

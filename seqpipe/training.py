@@ -23,6 +23,7 @@ from seqpipe.checkpoint import load_checkpoint, save_checkpoint
 from seqpipe.config import TrainingConfig
 from seqpipe.distributed import Ranks, shard, shared, trainer
 from seqpipe.resume import load_training_state, save_training_state
+from seqpipe.runstate import raise_if_signalled
 
 
 def seed_everything(seed: int, threads: int | None = None) -> None:
@@ -110,6 +111,7 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
                 total += loss.item() * len(batch.targets)
                 count += len(batch.targets)
                 bar.set_postfix(loss=f"{total / count:.4f}")
+                raise_if_signalled()
         trained = time.perf_counter() - started
         validation = shared(_validate(task, kept, device) if ranks.main else None, ranks)
         score = sign * validation[monitor_name]
@@ -141,6 +143,7 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
         log(f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
             f"validation loss {validation['loss']:.4f}  {monitor_name} {validation[monitor_name]:.4f}"
             f"  {record['seconds']:.1f}s{'  *best' if improved else ''}")
+        raise_if_signalled()  # a Ctrl-C that landed in a finalizer during validation or saving
         if on_epoch is not None:
             on_epoch(record)
         if stale >= cfg.patience:
