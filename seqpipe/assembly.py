@@ -150,7 +150,9 @@ def _encoding(table: dict[str, Any] | None, key: str, task: Entry, registry: Reg
     if key == "output" and cls.reads != "text":
         raise ConfigError(f"{src}: output.kind: task '{task.name}' writes tokens, and encoding '{kind}' reads {cls.reads}; "
                           "choose \"characters\", \"words\" or \"subwords\".")
-    return cls(options)
+    encoding = cls(options)
+    encoding.table = key
+    return encoding
 
 
 def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: Entry, src: str) -> None:

@@ -27,6 +27,7 @@ class Record(dict):
 
     line: int = 0
     step_lines: list[int] | None = None
+    typed: bool = False  # from JSON Lines: a string is text as written, a number is a number
 
 
 @dataclass
@@ -115,6 +116,7 @@ def read_records(path: Path, fmt: str, columns: Sequence[str], where: str) -> li
                         if not isinstance(value, dict):
                             raise DataError(f"{path}:{number}: expected a JSON object per line, found {type(value).__name__}.")
                         rows.append(_record(value, number))
+                        rows[-1].typed = True
                 header = sorted({k for row in rows for k in row})
             else:
                 reader = csv.DictReader(fh, delimiter="\t" if fmt == "tsv" else ",")
@@ -137,7 +139,9 @@ def read_records(path: Path, fmt: str, columns: Sequence[str], where: str) -> li
             raise DataError(f"{path}: no column '{column}' (found: {', '.join(header) or 'none'}); rename the column, or name it in the pipeline file (input.column, or the task option).")
     for row in rows:
         for column in columns:
-            if row.get(column) in (None, ""):
+            if column not in row:  # a JSON Lines record without the key
+                raise DataError(f"{path}:{row.line}: no '{column}' in this record; add it or remove the record.")
+            if row[column] in (None, ""):
                 raise DataError(f"{path}:{row.line}: empty '{column}'; fill it in or remove the record.")
     return rows
 
@@ -178,7 +182,8 @@ def _record(values: dict, line: int) -> Record:
     return record
 
 
-def text_values(rows: Sequence[Record], column: str, path: Path, task: str, encoding: str = "characters") -> list[str]:
+def text_values(rows: Sequence[Record], column: str, path: Path, task: str, encoding: str = "characters",
+                table: str = "input") -> list[str]:
     """The text in ``column`` of every row; numbers are refused, never read as characters.
 
     A JSON value that is not a string (a number, a list of number vectors) is refused at its line;
@@ -189,12 +194,14 @@ def text_values(rows: Sequence[Record], column: str, path: Path, task: str, enco
         if not isinstance(value, str):
             kind = "a list" if isinstance(value, list) else "a table" if isinstance(value, dict) else f"the {type(value).__name__} {value!r}"
             raise DataError(f"{path}:{row.line}: column '{column}' holds {kind}, not text; the {task} task reads '{column}' "
-                            f"as text (input.kind = \"{encoding}\"): point input.column at a text column, give the text as a "
-                            "JSON string, or for number vectors set input.kind = \"numbers\".")
-    if all(_reads_as_numbers(row[column]) for row in rows):
+                            f"as text ({table}.kind = \"{encoding}\"): point {table}.column at a text column, give the text as a "
+                            + ("JSON string, or for number vectors set input.kind = \"numbers\"." if table == "input" else "JSON string."))
+    # CSV cells are untyped: a column that reads as numbers everywhere is numbers (JSON strings are text)
+    if not rows[0].typed and all(_reads_as_numbers(row[column]) for row in rows):
         raise DataError(f"{path}:{rows[0].line}: column '{column}' holds numbers in every record (here {rows[0][column][:40]!r}), "
-                        f"not text; the {task} task would learn their characters (input.kind = \"{encoding}\"): point input.column "
-                        "at a text column, or for numbers set input.kind = \"numbers\".")
+                        f"not text; the {task} task would learn their characters ({table}.kind = \"{encoding}\"): point {table}.column "
+                        + ("at a text column, or for numbers set input.kind = \"numbers\"." if table == "input" else
+                           "at a text column (digits written as JSON strings in JSON Lines are text)."))
     return [row[column] for row in rows]
 
 
@@ -218,14 +225,22 @@ def _reads_as_numbers(value: str) -> bool:
 
 
 def number(row: Record, column: str, path: Path, why: str) -> float:
-    """``row[column]`` as a float, or a :class:`DataError` naming the file, line and column."""
+    """``row[column]`` as a finite float (one a float32 holds: the models compute in it), or a
+    :class:`DataError` naming the file, line and column; "nan", "inf" and 1e300 are refused too."""
     value = row[column]
     try:
         if isinstance(value, bool):
             raise ValueError
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise DataError(f"{path}:{row.line}: column '{column}' holds {str(value)[:40]!r}, not a number; {why}.") from None
+    if not abs(number) <= FLOAT32_MAX:
+        raise DataError(f"{path}:{row.line}: column '{column}' holds {str(value)[:40]!r}, not a finite number (float32, "
+                        f"|x| <= 3.4e38); fill in the missing value or remove the record.")
+    return number
+
+
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def time_value(row: Record, column: str, path: Path) -> float | datetime.datetime:

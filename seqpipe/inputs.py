@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from seqpipe.data import FLOAT32_MAX
 from seqpipe.errors import DataError
 
 
@@ -57,6 +58,7 @@ class InputEncoding(ABC):
 
     def __init__(self, options: EncodingOptions) -> None:
         self.options = options
+        self.table = "input"  # the pipeline table it was configured in ("input" or "output"), for messages
 
     @property
     def kind(self) -> str:
@@ -77,7 +79,7 @@ class InputEncoding(ABC):
         :class:`seqpipe.data.Record` s; the default reads text (see :func:`seqpipe.data.text_values`)."""
         from seqpipe.data import text_values
 
-        return text_values(rows, self.columns(default)[0], path, task, self.kind)
+        return text_values(rows, self.columns(default)[0], path, task, self.kind, self.table)
 
     def units(self, value: Any) -> list[Any]:
         """The steps a value splits into before encoding (text encodings: characters, words or
@@ -162,9 +164,9 @@ def number_vectors(value: Any, where: str, column: str | None) -> np.ndarray:
             raise DataError(f"{where}: {what}: step {t + 1} has {len(step)} numbers where step 1 has {width}; "
                             "every step needs the same features (fill missing ones in).")
         for x in step:
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x or x in (float("inf"), float("-inf")):
-                raise DataError(f"{where}: {what}: step {t + 1} holds {x!r}, not a finite number; fill it in or "
-                                "remove the record.")
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not abs(x) <= FLOAT32_MAX:
+                raise DataError(f"{where}: {what}: step {t + 1} holds {x!r}, not a finite number (float32, |x| <= 3.4e38); "
+                                "fill it in or remove the record.")
     if width == 0:
         raise DataError(f"{where}: {what}: steps hold no numbers; give at least one feature per step.")
     return np.asarray(rows, dtype=np.float32)

@@ -75,7 +75,8 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
         if resume is None:
             shutil.copyfile(pipeline, run_dir / "pipeline.toml")
             write_json(run_dir / "config.json", resolved.as_dict())
-        log("data: " + ", ".join(f"{name} {n}" for name, n in sizes.items()) + f" examples from {resolved.data.path}")
+        files = [str(p) for p in (resolved.data.path, resolved.data.validation_path, resolved.data.test_path) if p is not None]
+        log("data: " + ", ".join(f"{name} {n}" for name, n in sizes.items()) + " examples from " + " and ".join(files))
         for line in resolved.data.account.lines():
             log(f"data: {line}")
         n_params = sum(p.numel() for p in model.parameters())

@@ -215,3 +215,51 @@ def test_tag_labels_each_step_of_a_number_stream_from_long_format_csv(tmp_path, 
     assert metrics["accuracy"] >= 0.9 and metrics["accuracy"] > metrics["baseline_accuracy"] + 0.3
     served = predict_without_torch(torch_blocked_env, str(tmp_path / "run"), "[[2.0, 0.1], [-2.0, 0.3], [1.5, -0.4]]")
     assert served[0]["tags"] == ["high", "low", "high"]
+
+
+# -- faults found by trying seqpipe on users' data ------------------------------------------------------
+
+def test_non_finite_values_in_long_format_are_refused_at_check(tmp_path):
+    data = _long_csv(tmp_path / "d.csv", _sequences(20), shuffle=False)
+    lines = data.read_text().splitlines()
+    lines[3] = ",".join(lines[3].split(",")[:2] + ["nan"] + lines[3].split(",")[3:])
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    line = one_line_error(check(pipeline(tmp_path / "p.toml", 'path = "d.csv"\nsequence_column = "seq"\norder_column = "t"',
+                                         inputs='kind = "numbers"\ncolumns = ["a", "b"]')))
+    assert f"{data}:4: column 'a' holds 'nan', not a finite number" in line
+
+
+def test_a_value_too_large_for_float32_is_refused(tmp_path):
+    rows = _sequences(20)
+    rows[2]["x"][0][1] = 1e300
+    data = _write(tmp_path / "d.jsonl", rows)
+    line = one_line_error(check(pipeline(tmp_path / "p.toml", 'path = "d.jsonl"', inputs='kind = "numbers"\ncolumn = "x"')))
+    assert f"{data}:3: column 'x': step 1 holds 1e+300, not a finite number (float32" in line
+
+
+def test_a_width_that_changes_between_files_names_both_places(tmp_path):
+    _write(tmp_path / "train.jsonl", _sequences(30))
+    test = _sequences(10, seed=1)
+    test[4]["x"] = [[0.5], [0.2]]
+    data = _write(tmp_path / "test.jsonl", test)
+    line = one_line_error(check(pipeline(tmp_path / "p.toml", 'train = "train.jsonl"\ntest = "test.jsonl"',
+                                         inputs='kind = "numbers"\ncolumn = "x"')))
+    assert f"{data}:5: 1 numbers per step where {tmp_path / 'train.jsonl'}:1 has 2" in line
+
+
+def test_a_label_found_only_outside_the_training_split_is_refused(tmp_path):
+    _write(tmp_path / "train.jsonl", _sequences(30))
+    test = _sequences(10, seed=1)
+    test[0]["label"] = "upp"
+    _write(tmp_path / "test.jsonl", test)
+    line = one_line_error(check(pipeline(tmp_path / "p.toml", 'train = "train.jsonl"\ntest = "test.jsonl"',
+                                         inputs='kind = "numbers"\ncolumn = "x"')))
+    assert "label(s) 'upp' occur only outside the training split" in line
+
+
+def test_digit_strings_in_json_lines_are_text_and_in_csv_are_numbers(tmp_path):
+    rows = [{"text": str(100 + i), "label": "ab"[i % 2]} for i in range(40)]
+    _write(tmp_path / "d.jsonl", rows)
+    assert check(pipeline(tmp_path / "p.toml", 'path = "d.jsonl"')).exit_code == 0  # JSON strings: text as written
+    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows), encoding="utf-8")
+    assert "holds numbers in every record" in one_line_error(check(pipeline(tmp_path / "q.toml", 'path = "d.csv"')))

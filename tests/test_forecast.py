@@ -199,3 +199,22 @@ def test_a_repeated_or_unreadable_time_names_the_line(tmp_path):
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = CliRunner().invoke(main, ["check", str(_covariate_pipeline(tmp_path / "p.toml", data))])
     assert result.exit_code == 2 and f"{data}:6: column 'date' holds 'yesterday', neither a number nor an ISO date" in result.output
+
+
+@pytest.mark.slow
+def test_predict_orders_history_by_time_and_refuses_missing_values(tmp_path):
+    data = _weather(tmp_path / "w.csv")
+    result = CliRunner().invoke(main, ["run", str(_covariate_pipeline(tmp_path / "p.toml", data)), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    rows = sorted(data.read_text().splitlines()[1:])[:100]
+    forecasts = []
+    for name, ordered in (("oldest.csv", rows), ("newest.csv", rows[::-1])):
+        (tmp_path / name).write_text("date,driver,target\n" + "\n".join(ordered) + "\n", encoding="utf-8")
+        served = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), str(tmp_path / name), "--steps", "2", "--json"])
+        assert served.exit_code == 0, served.output
+        forecasts.append(json.loads(served.stdout.strip().splitlines()[-1])["forecast"])
+    assert forecasts[0] == forecasts[1]  # the date column orders the rows, as in training
+    rows[-1] = rows[-1].rsplit(",", 1)[0] + ",nan"
+    (tmp_path / "gap.csv").write_text("date,driver,target\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    served = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), str(tmp_path / "gap.csv")])
+    assert served.exit_code == 2 and f"{tmp_path / 'gap.csv'}:101: a missing or infinite value" in served.output

@@ -98,6 +98,10 @@ class ClassifyTask(Task):
         train, validation, test = self.data.splits(self._read, key=lambda p: p[1])
         pairs = train + validation + test
         found = sorted({label for _, label in pairs})
+        unseen = sorted({label for _, label in validation + test} - {label for _, label in train})
+        if unseen:  # a class the model is never trained on, often a typo ('Walkng', 'ham ')
+            raise DataError(f"{self.data.path}: label(s) {', '.join(map(repr, unseen))} occur only outside the training split; "
+                            "fix them in the data (a typo or a stray space?) or add training examples with them.")
         if o.labels is not None:
             unknown = sorted(set(found) - set(o.labels))
             if unknown:
@@ -169,7 +173,7 @@ class ClassifyTask(Task):
         """A classical model, regularisation chosen on validation macro-F1: character 1-5-gram TF-IDF +
         logistic regression for text (``tfidf_*``), logistic regression on each feature's summary
         statistics for number vectors (``summary_*``)."""
-        from sklearn.metrics import accuracy_score, f1_score
+        from sklearn.metrics import f1_score
 
         if self._tfidf is None:
             labels = {split: [y for _, y in self.examples[split]] for split in self.splits}
@@ -182,9 +186,10 @@ class ClassifyTask(Task):
                 name = "tfidf"
                 predicted = text_classifier(self.values["train"], labels["train"], self.values["validation"], labels["validation"],
                                             self.values["test"], score, getattr(self.encoding.options, "lowercase", False))
-            self._tfidf = {f"{name}_accuracy": float(accuracy_score(labels["test"], predicted)),
-                           f"{name}_macro_f1": float(f1_score(labels["test"], predicted, average="macro",
-                                                              labels=list(range(len(self.labels))), zero_division=0))}
+            # scored exactly as the model is (torchmetrics), so the two figures compare
+            truth, guess, n = torch.tensor(labels["test"]), torch.tensor(predicted), len(self.labels)
+            self._tfidf = {f"{name}_accuracy": float(multiclass_accuracy(guess, truth, num_classes=n, average="micro")),
+                           f"{name}_macro_f1": float(multiclass_f1_score(guess, truth, num_classes=n, average="macro"))}
         return self._tfidf
 
     def _majority_baseline(self, target: torch.Tensor) -> dict[str, float]:

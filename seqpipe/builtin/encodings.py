@@ -219,6 +219,7 @@ class Numbers(InputEncoding):
     def __init__(self, options: NumbersOptions, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> None:
         super().__init__(options)
         self.mean, self.std = mean, std
+        self._first: tuple[int, str] | None = None  # the first record's width and where it is, for errors
 
     def columns(self, default: str) -> list[str]:
         return list(self.options.columns) if self.options.columns else [self.options.column or default]
@@ -226,8 +227,16 @@ class Numbers(InputEncoding):
     def read(self, rows: Sequence[Any], default: str, path: Path, task: str) -> list[np.ndarray]:
         columns = self.columns(default)
         if self.options.columns:  # long format: each feature column holds the sequence's values, one per step
-            return [self._long(row, columns, path) for row in rows]
-        return [number_vectors(row[columns[0]], f"{path}:{row.line}", columns[0]) for row in rows]
+            values = [self._long(row, columns, path) for row in rows]
+        else:
+            values = [number_vectors(row[columns[0]], f"{path}:{row.line}", columns[0]) for row in rows]
+        for row, value in zip(rows, values):  # every record of every split, the same width as the first one read
+            if self._first is None:
+                self._first = (value.shape[1], f"{path}:{row.line}")
+            elif value.shape[1] != self._first[0]:
+                raise DataError(f"{path}:{row.line}: {value.shape[1]} numbers per step where {self._first[1]} has "
+                                f"{self._first[0]}; every record needs the same features.")
+        return values
 
     @staticmethod
     def _long(row: Any, columns: list[str], path: Path) -> np.ndarray:
@@ -256,7 +265,8 @@ class Numbers(InputEncoding):
 
     def encode(self, value: np.ndarray) -> np.ndarray:
         if value.shape[1] != len(self.mean):
-            raise DataError(f"a sequence with {value.shape[1]} features per step where the model reads {len(self.mean)}.")
+            raise DataError(f"a sequence with {value.shape[1]} numbers per step where the model reads {len(self.mean)}; "
+                            "give every step the model's features.")
         return ((value[: self.max_length] - self.mean) / self.std).astype(np.float32)
 
     @property

@@ -46,7 +46,7 @@ class TagPredictor(Predictor):
 
 class ForecastPredictor(Predictor):
     options = (Option("steps", int, 5, "values to forecast ahead"),)
-    usage = "series.csv --steps 5   (a CSV of past rows with the model's columns, oldest first)"
+    usage = "series.csv --steps 5   (a CSV of past rows with the model's columns: oldest first, or with its time column)"
 
     def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
         steps = options.task["steps"]
@@ -59,7 +59,7 @@ class ForecastPredictor(Predictor):
             raise SeqpipeError(f"--steps {steps}: forecast at least one step ahead.")
         encoding = runner.spec["encoding"]["input"]
         columns, targets = encoding["columns"], encoding["targets"]
-        history = read_series(inputs[0], columns)
+        history = read_series(inputs[0], columns, encoding.get("time_column"))
         window = int(encoding["window"])
         if len(history) < 1:
             raise SeqpipeError(f"{inputs[0]}: holds no values; the model reads up to {window} past rows.")

@@ -18,6 +18,7 @@ import numpy as np
 from seqpipe.encoding import pad_ids
 from seqpipe.serving.decoding import beam_search, sample
 from seqpipe.errors import PluginError, SeqpipeError, did_you_mean
+from seqpipe.data import FLOAT32_MAX, Record, time_value
 from seqpipe.inputs import encoding_from_spec
 from seqpipe.plugins import SERVING, SERVING_ENTRY_POINT_GROUP, load_registry
 from seqpipe.registry import Registry
@@ -68,10 +69,11 @@ def task_of(path: str | Path) -> str:
     return OnnxGraph(path, device="cpu").spec["task"]
 
 
-def read_series(path: str | Path, columns: list[str]) -> np.ndarray:
+def read_series(path: str | Path, columns: list[str], time_column: str | None = None) -> np.ndarray:
     """Rows of numbers from a CSV file, [rows, len(columns)]: the named columns when the file has a
-    header; a one-column model also reads the only (or the last) column of a file without them, or
-    a headerless file of numbers."""
+    header (rows ordered by ``time_column`` when the file has it, as in training); a one-column
+    model also reads the only (or the last) column of a file without them, or a headerless file of
+    numbers. Every value must be a finite number."""
     file = Path(path)
     try:
         rows = [row for row in csv.reader(file.read_text(encoding="utf-8").splitlines()) if row]
@@ -96,12 +98,22 @@ def read_series(path: str | Path, columns: list[str]) -> np.ndarray:
         indices = [len(header) - 1]
     else:
         raise SeqpipeError(f"{file}: has no header; the model reads {', '.join(columns)}: give a CSV with those columns.")
-    values = []
+    values, times = [], []
     for number, row in enumerate(body, start=len(rows) - len(body) + 1):
         try:
             values.append([float(row[i]) for i in indices])
         except (ValueError, IndexError):
             raise SeqpipeError(f"{file}:{number}: holds something that is not a number in {', '.join(columns)}; fix the series file.") from None
+        if not all(abs(v) <= FLOAT32_MAX for v in values[-1]):
+            raise SeqpipeError(f"{file}:{number}: a missing or infinite value (nan, inf) in {', '.join(columns)}; the model needs "
+                               "every past value: fill it in.")
+        if time_column is not None and body is not rows and time_column in header:
+            record = Record(zip(header, row))
+            record.line = number
+            times.append(time_value(record, time_column, file))
+    if times:  # as training did: rows in time order, whatever the file's
+        order = sorted(range(len(values)), key=times.__getitem__)
+        values = [values[i] for i in order]
     return np.array(values, dtype=np.float32).reshape(len(values), len(columns))
 
 
@@ -135,6 +147,10 @@ def encode_inputs(encoding: Any, inputs: list[Any], what: str) -> tuple[np.ndarr
 
     values = [number_vectors(text, f"input {i}", None) for i, text in enumerate(inputs, start=1)] \
         if encoding.reads == "numbers" else inputs  # texts, or token lists already split
+    for i, value in enumerate(values, start=1):
+        if encoding.reads == "numbers" and value.shape[1] != encoding.size:
+            raise SeqpipeError(f"input {i}: {value.shape[1]} numbers per step, and the model reads {encoding.size} "
+                               f"({', '.join(encoding.options.columns or []) or 'its features'}); give {encoding.size} per step.")
     cut = encoding.max_length
     cuts = [cut if cut is not None and encoding.steps(v) > cut else None for v in values]
     encoded = [encoding.encode(v) for v in values]
