@@ -171,17 +171,3 @@ def number_vectors(value: Any, where: str, column: str | None) -> np.ndarray:
         raise DataError(f"{where}: {what}: steps hold no numbers; give at least one feature per step.")
     return np.asarray(rows, dtype=np.float32)
 
-
-_serving_registry = None
-
-
-def encoding_from_spec(spec: dict[str, Any], where: str = "the export's metadata") -> InputEncoding:
-    """The fitted encoding an export's metadata describes (``encoding.input``), from the encoding
-    plugins of the torch-free serving group: what ``seqpipe predict`` and applications use."""
-    global _serving_registry
-    if _serving_registry is None:
-        from seqpipe.plugins import SERVING, load_registry
-
-        _serving_registry, _ = load_registry(source=SERVING)
-    entry = _serving_registry.get("encoding", str(spec.get("kind")), f"{where}: encoding kind")
-    return entry.obj.from_spec(spec)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from seqpipe.builtin.encodings import Characters, CharactersOptions, Numbers, NumbersOptions, Subwords, SubwordsOptions, Words, WordsOptions
 from seqpipe.cli import main
-from seqpipe.inputs import encoding_from_spec
+from seqpipe.serving.predict import encoding_from_spec
 from test_data_faults import check, one_line_error, pipeline
 
 TEXTS = ["the cat sat on the mat", "a dog ran after the cat", "the mat was red", "dogs and cats"]

@@ -117,7 +117,7 @@ def test_predict_agrees_with_torch_and_never_imports_torch(trained_run, torch_bl
 
     from seqpipe.assembly import resolve_pipeline
     from seqpipe.checkpoint import load_checkpoint
-    from seqpipe.inputs import encoding_from_spec
+    from seqpipe.serving.predict import encoding_from_spec
     from seqpipe.plugins import make_plugin_manager
     from seqpipe.registry import build_registry
 

@@ -19,11 +19,24 @@ from seqpipe.encoding import pad_ids
 from seqpipe.serving.decoding import beam_search, sample
 from seqpipe.errors import PluginError, SeqpipeError, did_you_mean
 from seqpipe.data import FLOAT32_MAX, Record, time_value
-from seqpipe.inputs import encoding_from_spec
+from seqpipe.inputs import InputEncoding
 from seqpipe.plugins import SERVING, SERVING_ENTRY_POINT_GROUP, load_registry
 from seqpipe.registry import Registry
 from seqpipe.predictor import PredictOptions, Predictor
 from seqpipe.serving.runtime import STEP_FILE, OnnxGraph, SequenceRunner, StepRunner, open_export
+
+
+_serving_registry = None
+
+
+def encoding_from_spec(spec: dict[str, Any], where: str = "the export's metadata") -> InputEncoding:
+    """The fitted encoding an export's metadata describes (``encoding.input``), from the encoding
+    plugins of the torch-free serving group: what ``seqpipe predict`` and applications use."""
+    global _serving_registry
+    if _serving_registry is None:
+        _serving_registry, _ = load_registry(source=SERVING)
+    entry = _serving_registry.get("encoding", str(spec.get("kind")), f"{where}: encoding kind")
+    return entry.obj.from_spec(spec)
 
 
 def load_classifier(path: str | Path, device: str = "auto", precision: str = "fp32") -> StepRunner | SequenceRunner:
