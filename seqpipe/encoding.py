@@ -7,7 +7,7 @@ metadata, so an application can turn text into token ids without torch or seqpip
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,14 +56,18 @@ class CharVocabulary(_Symbols):
     max_length: int = 256
 
     @classmethod
-    def fit(cls, texts: Iterable[str], *, lowercase: bool, max_length: int, min_count: int) -> CharVocabulary:
-        counts = Counter(ch for text in texts for ch in cls._normalise(text, lowercase))
+    def fit(cls, texts: Iterable[str | Sequence[str]], *, lowercase: bool, max_length: int, min_count: int) -> CharVocabulary:
+        """Symbols by descending training count: the characters of texts, or the tokens of token
+        lists (a tagger's characters: each token is one step)."""
+        counts = Counter(unit for text in texts for unit in cls.units(text, lowercase))
         kept = sorted((ch for ch, n in counts.items() if n >= min_count), key=lambda ch: (-counts[ch], ch))
         return cls((PAD, UNK, *kept), lowercase, max_length)
 
     @staticmethod
-    def _normalise(text: str, lowercase: bool) -> str:
-        return text.lower() if lowercase else text
+    def units(text: str | Sequence[str], lowercase: bool) -> list[str]:
+        """A text's characters (or a token list's tokens), lower-cased when ``lowercase``."""
+        return list(text.lower() if lowercase else text) if isinstance(text, str) else \
+            [u.lower() if lowercase else u for u in text]
 
     @property
     def pad_id(self) -> int:
@@ -76,7 +80,7 @@ class CharVocabulary(_Symbols):
     def encode(self, text: str) -> list[int]:
         """Ids of the first ``max_length`` characters; unseen characters map to ``<unk>``."""
         index = self._index
-        return [index.get(ch, 1) for ch in self._normalise(text, self.lowercase)[: self.max_length]]
+        return [index.get(ch, 1) for ch in self.units(text, self.lowercase)[: self.max_length]]
 
 
     def to_spec(self) -> dict[str, Any]:

@@ -129,7 +129,7 @@ def encode_all(encoding: InputEncoding, values: Sequence[Any], account: Any, wha
     ``account`` (a :class:`seqpipe.data.DataAccount`) under ``what``, e.g. "texts"."""
     cut = encoding.max_length
     if cut is not None and account is not None:
-        long = [encoding.steps(v) for v in values if encoding.steps(v) > cut]
+        long = [n for n in (encoding.steps(v) for v in values) if n > cut]
         account.add(f"truncated_{what.replace(' ', '_')}", len(long), f"{what} cut to input.max_length = {cut} steps "
                     "(raise it to keep them whole)")
         account.add("truncated_steps", sum(n - cut for n in long), "steps past input.max_length, neither trained on nor scored")

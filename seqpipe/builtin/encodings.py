@@ -37,24 +37,15 @@ class Characters(InputEncoding):
         self.vocabulary = vocabulary
 
     def units(self, value: str | Sequence[str]) -> list[str]:
-        if isinstance(value, str):
-            return list(value.lower() if self.options.lowercase else value)
-        return [u.lower() if self.options.lowercase else u for u in value]
+        return CharVocabulary.units(value, self.options.lowercase)
 
     def fit(self, values: Sequence[Any]) -> None:
-        """Count characters (or, for token lists such as a tagger's, tokens: each is one step)."""
-        from collections import Counter
-
-        counts = Counter(u for v in values for u in self.units(v))
-        kept = sorted((u for u, n in counts.items() if n >= self.options.min_count), key=lambda u: (-counts[u], u))
-        self.vocabulary = CharVocabulary((PAD, UNK, *kept), self.options.lowercase, self.options.max_length or 1 << 31)
+        self.vocabulary = CharVocabulary.fit(values, lowercase=self.options.lowercase, max_length=self.options.max_length or 1 << 31,
+                                             min_count=self.options.min_count)
 
     def encode(self, value: str | Sequence[str]) -> list[int]:
         index = self.vocabulary._index
         return [index.get(u, 1) for u in self.units(value)[: self.max_length]]
-
-    def steps(self, value: Any) -> int:
-        return len(value)
 
     @property
     def size(self) -> int:
