@@ -71,16 +71,16 @@ def _corners(space: dict[str, list[Any] | Range]) -> list[dict[str, Any]]:
     return corners
 
 
-def check_space(pipeline: Path, tables: dict[str, Any], registry: Registry, folder: Path) -> None:
+def check_space(pipeline: Path, space: dict[str, list[Any] | Range], tables: dict[str, Any], registry: Registry,
+                folder: Path) -> None:
     """Every choice and range end makes a valid pipeline (names, options and their ranges), so a bad
     space fails before the first trial, as one line naming the key."""
     from seqpipe.assembly import resolve_pipeline
 
-    config = load_pipeline(pipeline)
     folder.mkdir(parents=True, exist_ok=True)
     probe = folder / ".space-check.toml"
     try:
-        for values in _corners(config.tune.space):
+        for values in _corners(space):
             (key, value), = values.items()
             probe.write_text(format_pipeline(_data_from(with_values(tables, values), pipeline.parent)), encoding="utf-8")
             try:
@@ -111,7 +111,7 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
                           "\"model.hidden_size\" = [32, 64, 128].")
     tables = parse_toml(pipeline)
     target = trials or config.tune.trials
-    check_space(pipeline, tables, registry, folder)
+    check_space(pipeline, config.tune.space, tables, registry, folder)
     resolved = resolve_pipeline(pipeline, registry)
     monitor = config.tune.metric or config.training.monitor or resolved.task.obj.monitor
     modes = resolved.task.obj.declared_metrics()
