@@ -81,12 +81,18 @@ def token_embedding(vocab_size: int, embedding_size: int, dropout: float = 0.0) 
 UNK_ID = 1  # every built-in token encoding keeps id 0 for padding and id 1 for unknown tokens
 
 
-def input_layer(encoding, embedding_size: int, dropout: float = 0.0) -> tuple[nn.Module, int]:
-    """What turns the encoding's steps into the vectors a topology reads, and their width: a token
-    embedding for ids, nothing for number vectors (already standardised), which the topology reads as they are."""
+def input_width(encoding, embedding_size: int) -> int:
+    """Features per step the topology reads: the embedding's width for token ids, the vector's own for numbers."""
+    return embedding_size if encoding.dtype == "int64" else encoding.size
+
+
+def input_layer(encoding, embedding_size: int, dropout: float = 0.0) -> nn.Module:
+    """What turns the encoding's steps into the vectors a topology reads: a token embedding for ids,
+    nothing for number vectors (already standardised), which the topology reads as they are.
+    Tasks build it after the topology, so a seed gives the same initial weights as it always has."""
     if encoding.dtype == "int64":
-        return token_embedding(encoding.size, embedding_size, dropout), embedding_size
-    return nn.Identity(), encoding.size
+        return token_embedding(encoding.size, embedding_size, dropout)
+    return nn.Identity()
 
 
 def pad_inputs(encoded: list) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,7 @@ from seqpipe.baselines import summary_classifier, text_classifier
 from seqpipe.data import batched
 from seqpipe.inputs import encode_all
 from seqpipe.initial_state import InitialState
-from seqpipe.models import UNK_ID, SequenceModel, input_layer, pad_inputs, step_input
+from seqpipe.models import UNK_ID, SequenceModel, input_layer, input_width, pad_inputs, step_input
 from seqpipe.errors import DataError
 
 
@@ -138,8 +138,10 @@ class ClassifyTask(Task):
     # -- model --------------------------------------------------------------------------------
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
                     initial_state_scale: float = 0.1) -> ClassifierModel:
-        embed, width = input_layer(self.encoding, self.options.embedding_size, self.options.dropout)
-        return ClassifierModel(embed, make_topology(width), len(self.labels), self.options.dropout, initial_state, initial_state_scale)
+        o = self.options
+        topology = make_topology(input_width(self.encoding, o.embedding_size))
+        return ClassifierModel(input_layer(self.encoding, o.embedding_size, o.dropout), topology, len(self.labels), o.dropout,
+                               initial_state, initial_state_scale)
 
     def loss(self, model: ClassifierModel, batch: Batch) -> torch.Tensor:
         tokens = batch.tokens

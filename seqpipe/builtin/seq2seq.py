@@ -41,7 +41,7 @@ from seqpipe.inputs import encode_all
 from seqpipe.onnx.spec import base_spec, state_io, states_spec, write_metadata
 from seqpipe.onnx.torch_export import check_onnx, export_module
 from seqpipe.initial_state import InitialState
-from seqpipe.models import input_layer, pad_inputs, token_embedding
+from seqpipe.models import input_layer, input_width, pad_inputs, token_embedding
 from seqpipe.onnx.parity import compare, outputs, report, three_way
 
 IGNORE = -100
@@ -246,10 +246,9 @@ class Seq2SeqTask(Task):
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
                     initial_state_scale: float = 0.1) -> Seq2SeqModel:
         o = self.options
-        source_embed, width = input_layer(self.source, o.embedding_size, o.dropout)
-        encoder, decoder = make_topology(width), make_topology(o.embedding_size)
+        encoder, decoder = make_topology(input_width(self.source, o.embedding_size)), make_topology(o.embedding_size)
         initial = InitialState(initial_state, encoder.state_shapes, initial_state_scale)
-        return Seq2SeqModel(source_embed, len(self.target_symbols), o.embedding_size, encoder, decoder, o.attention,
+        return Seq2SeqModel(input_layer(self.source, o.embedding_size, o.dropout), len(self.target_symbols), o.embedding_size, encoder, decoder, o.attention,
                             initial, o.dropout)
 
     def loss(self, model: Seq2SeqModel, batch: Batch) -> torch.Tensor:

@@ -31,7 +31,7 @@ from seqpipe.data import batched, read_conll
 from seqpipe.errors import DataError
 from seqpipe.initial_state import InitialState
 from seqpipe.inputs import encode_all
-from seqpipe.models import SequenceModel, input_layer, pad_inputs, step_input
+from seqpipe.models import SequenceModel, input_layer, input_width, pad_inputs, step_input
 
 IGNORE = -100  # target at padded positions: no loss, no metric
 
@@ -183,10 +183,9 @@ class TagTask(Task):
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
                     initial_state_scale: float = 0.1) -> SequenceModel:
         o = self.options
-        embed, width = input_layer(self.encoding, o.embedding_size, o.dropout)
-        topology = make_topology(width)
+        topology = make_topology(input_width(self.encoding, o.embedding_size))
         initial = InitialState(initial_state, topology.state_shapes, initial_state_scale)
-        return SequenceModel(embed, topology,
+        return SequenceModel(input_layer(self.encoding, o.embedding_size, o.dropout), topology,
                              nn.Linear(topology.output_size, len(self.labels)), initial, output="softmax", per_step=True,
                              dropout=o.dropout)
 
