@@ -1,5 +1,5 @@
-"""seqpipe training benchmarks: what saving the resumable state after every epoch costs, and what
-two DistributedDataParallel processes give over one.
+"""seqpipe training benchmarks: what saving the resumable state after every epoch costs, what
+length bucketing saves, and what two DistributedDataParallel processes give over one.
 
     python benchmarks/training.py            # table
     python benchmarks/training.py --json     # one JSON object
@@ -9,6 +9,10 @@ Checkpointing: the default pipeline (pipelines/spam.toml: its data, model and tr
 trained for the same epochs with and without ``resume.safetensors`` written after each epoch, in
 alternating rounds in one process (this machine is shared and noisy: each side keeps its fastest
 round). Reported: the overhead as a share of epoch time, and one save's time beside one epoch's.
+
+Bucketing: the same pipeline and epochs with ``[training] bucket`` off and on, alternating rounds
+in one process, each side's fastest round: training examples per second of the training steps'
+time, the padding share of the inputs, and the test macro-F1 of each.
 
 Processes: the same pipeline for the same epochs, ``seqpipe run`` in one process with 2 torch
 threads against ``seqpipe run --nproc 2`` (torchrun, gloo, 1 thread each), alternating, each side's
@@ -64,6 +68,39 @@ def bench_checkpointing(epochs: int, rounds: int) -> dict[str, float]:
             "overhead_share": (with_ - without) / without, "parameters": sum(p.numel() for p in model.parameters())}
 
 
+def bench_bucketing(epochs: int, rounds: int) -> dict[str, float]:
+    """The default pipeline (subject lines of 1 to a few hundred characters) trained with
+    ``[training] bucket`` off and on, alternating rounds in one process: training examples per
+    second over the training steps, the padding share of each, and the test macro-F1 of each."""
+    from seqpipe.assembly import resolve_pipeline
+    from seqpipe.plugins import load_registry
+    from seqpipe.training import train
+
+    registry, _ = load_registry(False, warn=lambda line: None)
+    resolved = resolve_pipeline(REPO / "pipelines" / "spam.toml", registry)
+    task = resolved.make_task()
+    task.prepare()
+    examples = len(task.examples["train"]) * epochs
+    sides: dict[str, list[dict]] = {"off": [], "on": []}
+    for round_ in range(rounds):
+        for side in (("off", "on") if round_ % 2 == 0 else ("on", "off")):
+            cfg = resolved.config.training.model_copy(update={"epochs": epochs, "patience": epochs + 1, "max_minutes": None,
+                                                              "bucket": side == "on"})
+            torch.manual_seed(cfg.seed)
+            model = task.build_model(resolved.make_topology, resolved.config.model.initial_state)
+            with tempfile.TemporaryDirectory() as tmp:
+                history = train(task, model, cfg, Path(tmp) / "best.safetensors", log=lambda line: None)
+            sides[side].append({"examples_per_second": examples / sum(r["train_seconds"] for r in history),
+                                "padding_share": sum(r["padding_share"] for r in history) / len(history),
+                                "macro_f1": task.evaluate(model, "test")["macro_f1"]})
+    best = {side: max(runs, key=lambda r: r["examples_per_second"]) for side, runs in sides.items()}
+    return {"epochs": epochs, "off_examples_per_second": best["off"]["examples_per_second"],
+            "on_examples_per_second": best["on"]["examples_per_second"],
+            "speedup": best["on"]["examples_per_second"] / best["off"]["examples_per_second"],
+            "off_padding_share": best["off"]["padding_share"], "on_padding_share": best["on"]["padding_share"],
+            "off_macro_f1": best["off"]["macro_f1"], "on_macro_f1": best["on"]["macro_f1"]}
+
+
 def bench_processes(epochs: int, rounds: int, nproc: int = 2) -> dict[str, float]:
     import os
     import subprocess
@@ -107,6 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
               "checkpointing": bench_checkpointing(args.epochs, args.rounds),
+              "bucketing": bench_bucketing(args.epochs, args.rounds),
               "processes": bench_processes(args.epochs, args.rounds)}
     if args.json:
         print(json.dumps(result, indent=2))
@@ -115,6 +153,10 @@ def main() -> None:
     print(f"{result['machine']}; default pipeline, {c['parameters']:,} parameters, {c['epochs']} epochs per round")
     print(f"per-epoch resumable state: {c['overhead_share']:+.1%} of training time "
           f"(one save {c['save_seconds'] * 1000:.0f} ms, one epoch {c['epoch_seconds']:.1f} s)")
+    b = result["bucketing"]
+    print(f"length bucketing on / off: {b['speedup']:.2f}x training examples per second "
+          f"({b['on_examples_per_second']:.0f} / {b['off_examples_per_second']:.0f}); padding {b['on_padding_share']:.0%} / "
+          f"{b['off_padding_share']:.0%}; test macro-F1 after {b['epochs']} epochs {b['on_macro_f1']:.4f} / {b['off_macro_f1']:.4f}")
     p = result["processes"]
     print(f"{p['processes']} DDP processes (1 thread each) / 1 process ({p['processes']} threads): {p['speedup']:.2f}x "
           f"training examples per second ({p['ddp_examples_per_second']:.0f} / {p['one_process_examples_per_second']:.0f}); "

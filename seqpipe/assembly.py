@@ -7,6 +7,7 @@ or option fails in ``seqpipe check`` exactly as it would in ``seqpipe run``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -118,7 +119,7 @@ def resolve_pipeline(path: str | Path, registry: Registry, data_relative_to: Pat
     topology_options = validate_options(topology.obj.Options, config.model.topology_options, src, "model.topology_options", sizes)
     task_options = validate_options(task.obj.Options, config.task.options, src, "task.options", sizes)
     _check_task_fit(config, task, cell, topology, src)
-    graphs = _graphs(config, cell, topology, task, src)
+    graphs = _graphs(config, cell, topology, task, src, task.obj.no_step_graph(task_options))
     data = _data_source(config.data, path, registry, data_relative_to or path.parent)
     data = replace(data, input=_encoding(config.input, "input", task, registry, src),
                    output=_encoding(config.output, "output", task, registry, src))
@@ -176,6 +177,9 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
         raise ConfigError(f"{src}: training.precision: fp16 training needs a CUDA device (a gradient scaler on GPU "
                           f"arithmetic), and this run trains on the CPU (training.device = \"{config.training.device}\"); use "
                           "\"bf16\" (CPU autocast) or \"fp32\".")
+    if config.training.bucket and "bucket" not in inspect.signature(task.obj.batches).parameters:
+        raise ConfigError(f"{src}: training.bucket: task '{config.task.name}' cannot bucket its batches by length (its "
+                          "batches() takes no 'bucket' keyword); remove training.bucket or add it to the task.")
     monitor = config.training.monitor
     if monitor is not None:
         known = task.obj.declared_metrics()
@@ -200,17 +204,20 @@ def training_device(wanted: str, where: str) -> str:
     return "cuda" if wanted == "cuda" or (wanted == "auto" and available) else "cpu"
 
 
-def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, src: str) -> list[str]:
+def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, src: str, no_step: str | None = None) -> list[str]:
     """The graphs to export, step first, then the task's own; a graph the model cannot have is a
-    config error, not a crash after training."""
+    config error, not a crash after training. ``no_step``: why the task's options rule out a step graph."""
     from seqpipe.contracts import declares_layers  # torch-level import, deferred like all model code
 
     causal = topology.obj.causal
+    if no_step is not None and config.export.graphs is not None and "step" in config.export.graphs:
+        raise ConfigError(f"{src}: export.graphs: no 'step' graph: {no_step}; remove 'step' (graphs = [\"sequence\"]) "
+                          "or choose a head that streams.")
     # a sequence graph is native RNN operators or Loops over each exported cell (a topology that
     # declares its layers), or, for any causal model, a Loop around the step graph
     unsupported = None if declares_layers(topology.obj) else \
         f"topology '{config.model.topology}' declares no layers (Topology.layers)"
-    no_sequence = None if unsupported is None or causal else unsupported
+    no_sequence = None if unsupported is None or (causal and no_step is None) else unsupported
     wanted = config.export.graphs
     task_default = task.obj.default_graphs
     extra = list(task.obj.extra_graphs)
@@ -222,10 +229,11 @@ def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, s
         if not wanted:  # the task exports only its own graphs (seq2seq: encoder and decoder)
             return extra
     if wanted is None:
-        wanted = (["step"] if causal else []) + (["sequence"] if no_sequence is None else [])
+        wanted = (["step"] if causal and no_step is None else []) + (["sequence"] if no_sequence is None else [])
         if not wanted:
-            raise ConfigError(f"{src}: model: topology '{config.model.topology}' is not causal (no step graph) and {unsupported} "
-                              "(no sequence graph), so nothing can be exported; choose a causal topology or one that declares its layers.")
+            no_step_reason = no_step if causal else f"topology '{config.model.topology}' is not causal"
+            raise ConfigError(f"{src}: model: {no_step_reason} (no step graph) and {unsupported} (no sequence graph), so "
+                              "nothing can be exported; choose a causal topology or one that declares its layers.")
     if "step" in wanted and not causal:
         raise ConfigError(f"{src}: export.graphs: 'step' needs a causal topology, and '{config.model.topology}' reads the "
                           "future; remove 'step' (export graphs = [\"sequence\"]) or choose 'single'/'stacked'.")

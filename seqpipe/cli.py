@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,11 +26,17 @@ class SeqpipeGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt as exc:
-            click.echo("interrupted" + _resume_hint(exc), err=True)
+            _say_stopped("interrupted", exc)
             sys.exit(130)
         except Terminated as exc:
-            click.echo("terminated" + _resume_hint(exc), err=True)
+            _say_stopped("terminated", exc)
             sys.exit(143)
+
+
+def _say_stopped(how: str, exc: BaseException) -> None:
+    """One line for a stopped run; in a torchrun job rank 0 alone says it (with the resume command)."""
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(how + _resume_hint(exc), err=True)
 
 
 def _resume_hint(exc: BaseException) -> str:
@@ -66,11 +73,13 @@ def run(pipeline: Path | None, out: Path | None, force: bool, resume: Path | Non
 
     if (pipeline is None) == (resume is None) or (resume is not None and (out is not None or force)):
         raise SeqpipeError("seqpipe run: give a PIPELINE file to run, or --resume RUN_DIR alone to continue a stopped run.")
-    if nproc > 1:
-        if resume is not None:
-            raise SeqpipeError("seqpipe run: --resume continues in one process; drop --nproc.")
-        sys.exit(_torchrun(nproc, pipeline, out, force, strict_plugins))
     registry, _ = _registry(strict_plugins)
+    if nproc > 1:
+        from seqpipe.launch import check_before_launch, torchrun
+
+        check_before_launch(registry, pipeline, out, force, resume)
+        torchrun(nproc, pipeline, out, force, resume, strict_plugins)
+        return
     with signals_stop_the_run():  # Ctrl-C and SIGTERM record 'interrupted' in status.json
         result = run_pipeline(pipeline, registry, out, force, resume=resume)
     if result is None:  # a torchrun rank other than 0: rank 0 reports
@@ -82,19 +91,6 @@ def run(pipeline: Path | None, out: Path | None, force: bool, resume: Path | Non
     click.echo("test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in test.items() if isinstance(v, float)))
     click.echo(f"parity: passed (max abs diff {result.parity['max_abs_diff']:.2e})")
     click.echo(f"try: seqpipe predict {result.run_dir} {result.predict_example}")
-
-
-def _torchrun(nproc: int, pipeline: Path, out: Path | None, force: bool, strict_plugins: bool) -> int:
-    """``torchrun --standalone --nproc_per_node=N -m seqpipe run …`` on this machine, one torch
-    thread per process unless OMP_NUM_THREADS says otherwise; its exit code."""
-    import os
-    import subprocess
-
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "seqpipe", "run",
-               str(pipeline)] + (["--out", str(out)] if out else []) + (["--force"] if force else []) \
-        + (["--strict-plugins"] if strict_plugins else [])  # rank 0 alone makes the run directory
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    return subprocess.run(command, env=env).returncode
 
 
 @main.command()

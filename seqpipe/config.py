@@ -90,6 +90,9 @@ class TrainingConfig(Section):
     monitor: str | None = Field(None, description="the validation metric that picks the best epoch and stops early "
                                 "(any the task reports, e.g. 'entity_f1'); default: the task's own")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
+    bucket: bool = Field(False, description="batch training examples of similar length together (sorted within random "
+                         "chunks of 50 batches, batch order still random): less padding, faster epochs; the run log "
+                         "reports the padding share either way")
 
 
 # reduced-precision copies an export can add, each with its own `<name>` and `<name>_tolerance` keys

@@ -271,6 +271,13 @@ class StepModel(nn.Module, metaclass=ABCMeta):
     def state_shapes(self) -> dict[str, tuple[int, int]]:
         return self.body.state_shapes
 
+    @property
+    def streams(self) -> bool:
+        """Whether :meth:`step` reproduces the model step by step (on a causal topology); False for a
+        head that needs the whole sequence first (attention pooling): no step graph, and a
+        sequence graph only from the topology's declared layers."""
+        return True
+
     @abstractmethod
     def initial_state(self, batch: int) -> State:
         """The state every sequence starts from, [B, slots, size] per state."""
@@ -361,6 +368,12 @@ class Task(ABC):
 
     # -- data ---------------------------------------------------------------------------------
     @classmethod
+    def no_step_graph(cls, options: BaseModel) -> str | None:
+        """Why this task, with these options, has no step graph even on a causal topology (a head
+        that needs the whole sequence first), or None. Asked at ``check``, before any data is read."""
+        return None
+
+    @classmethod
     def declared_metrics(cls) -> dict[str, Literal["min", "max"]]:
         """Every validation metric the task can report, with its direction (what `check` validates
         ``[training] monitor`` against before any data is read)."""
@@ -378,8 +391,11 @@ class Task(ABC):
 
     @abstractmethod
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False,
-                generator: torch.Generator | None = None) -> Iterator[Batch]:
-        """The split's examples as batches (shuffled with ``generator`` while training)."""
+                generator: torch.Generator | None = None, bucket: bool = False) -> Iterator[Batch]:
+        """The split's examples as batches (shuffled with ``generator`` while training). ``bucket``
+        (``[training] bucket``, only while shuffling): batch examples of similar length together,
+        order still random; :func:`seqpipe.data.batched` does both for a task whose examples are
+        a list. A task without the ``bucket`` keyword is refused at ``check`` when it is asked for."""
 
     # -- model --------------------------------------------------------------------------------
     @abstractmethod

@@ -3,16 +3,23 @@
 ``torchrun --nproc_per_node=N -m seqpipe run pipeline.toml`` (or ``seqpipe run --nproc N``, which
 launches exactly that through ``torch.distributed.run``) starts N ranks. Each builds the same
 model from the same seed and reads the same data; every epoch, all ranks draw the same batch order
-from the seeded data-order generator and rank r trains on batches r, r + N, r + 2N, … (DDP's
-``join`` evens out a shard that is one batch shorter). DDP averages the gradients (gloo on CPU,
+from the seeded data-order generator and rank r trains on batches r, r + N, r + 2N, … When the
+epoch's batches do not divide evenly, a rank a batch short takes one of the epoch's first batches
+again, as torch's ``DistributedSampler`` pads its shards, so every rank takes the same optimizer
+steps and the replicas (weights, optimizer moments, weight average) stay identical, which is also
+what lets a job resume from rank 0's saved state. DDP averages the gradients (gloo on CPU,
 NCCL on CUDA). Rank 0 alone validates (on the whole validation split), decides about the best
 epoch, patience and the time budget, and shares its decision; it alone writes the run directory,
 evaluates, exports and checks parity. The other ranks stop after training.
+
+A job resumes (``--resume RUN_DIR`` under torchrun) from the run directory's one state file: the
+weights, averages, optimizer moments and data order are the same on every rank, and each rank's
+own random state (its dropout masks) is saved beside rank 0's, so a resumed job continues as the
+uninterrupted one would (with as many processes as the run had).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -64,10 +71,23 @@ def stop(ranks: Ranks) -> None:
 
 
 def shard(batches: Iterable[T], ranks: Ranks) -> Iterator[T]:
-    """This rank's batches of an epoch: every ``world``-th, starting at its rank."""
-    for index, batch in enumerate(batches):
-        if index % ranks.world == ranks.rank:
-            yield batch
+    """This rank's batches of an epoch: every ``world``-th, starting at its rank; the last round,
+    when it is short, is completed with the epoch's first batches (so every rank gets as many)."""
+    if not ranks.distributed:
+        yield from batches
+        return
+    first: list[T] = []  # the epoch's first round, kept to pad the last one
+    round_: list[T] = []
+    for batch in batches:
+        if len(first) < ranks.world:
+            first.append(batch)
+        round_.append(batch)
+        if len(round_) == ranks.world:
+            yield round_[ranks.rank]
+            round_ = []
+    if round_:
+        padded = round_ + [first[i % len(first)] for i in range(ranks.world - len(round_))]
+        yield padded[ranks.rank]
 
 
 def shared(value: Any, ranks: Ranks) -> Any:
@@ -79,6 +99,17 @@ def shared(value: Any, ranks: Ranks) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gathered(value: Any, ranks: Ranks) -> list[Any]:
+    """Every rank's ``value``, in rank order, on every rank (picklable values)."""
+    if not ranks.distributed:
+        return [value]
+    import torch.distributed as dist
+
+    box: list[Any] = [None] * ranks.world
+    dist.all_gather_object(box, value)
+    return box
 
 
 class TaskLoss(nn.Module):
@@ -94,13 +125,11 @@ class TaskLoss(nn.Module):
         return self.task.loss(self.model, batch)
 
 
-def trainer(task: Any, model: nn.Module, ranks: Ranks, device: torch.device) -> tuple[nn.Module, Any]:
-    """The module training steps call (``module(batch)`` → loss), and a context for one epoch's loop
-    (DDP's ``join``, for ranks whose shards differ by a batch)."""
+def trainer(task: Any, model: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
+    """The module training steps call: ``module(batch)`` → the loss (DDP-wrapped when distributed)."""
     loss = TaskLoss(task, model)
     if not ranks.distributed:
-        return loss, contextlib.nullcontext
+        return loss
     from torch.nn.parallel import DistributedDataParallel
 
-    wrapped = DistributedDataParallel(loss, device_ids=[device.index] if device.type == "cuda" else None)
-    return wrapped, wrapped.join
+    return DistributedDataParallel(loss, device_ids=[device.index] if device.type == "cuda" else None)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from seqpipe.contracts import State, StepModel, Topology
+from seqpipe.pooling import PooledInitialState, Pooling
 
 
 class SequenceModel(StepModel):
@@ -20,19 +21,39 @@ class SequenceModel(StepModel):
     ``output``: "softmax" (probabilities) or "identity" (real values).
     ``per_step``: the sequence output is ``y`` at every step [B, T, …] rather than after the last
     valid step [B, …]. ``initial``: a module ``initial(batch, device) -> State`` (see
-    :mod:`seqpipe.initial_state`).
+    :mod:`seqpipe.initial_state`). ``pooling``: what the head reads of a whole sequence when not
+    per-step (:mod:`seqpipe.pooling`); None: the output after the last valid step. A pooling with
+    running statistics adds the ``pool`` state after the topology's states.
     """
 
     def __init__(self, embed: nn.Module, topology: Topology, head: nn.Linear, initial: nn.Module, *,
-                 output: str = "softmax", per_step: bool = False, dropout: float = 0.0) -> None:
+                 output: str = "softmax", per_step: bool = False, dropout: float = 0.0, pooling: Pooling | None = None) -> None:
         super().__init__()
-        self.initial = initial
+        self.initial = PooledInitialState(initial, topology.output_size) if pooling is not None and pooling.has_state else initial
         self.embed = embed
         self.dropout = nn.Dropout(dropout)
         self.body = topology
         self.head = head
         self.output = output
         self.per_step = per_step
+        self.pooling = pooling
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(self.initial.state_names) if self.pooling is not None else self.body.state_names
+
+    @property
+    def state_shapes(self) -> dict[str, tuple[int, int]]:
+        return dict(self.initial.shapes) if self.pooling is not None else self.body.state_shapes
+
+    @property
+    def streams(self) -> bool:
+        return self.pooling is None or self.pooling.has_state
+
+    def _split(self, state: State) -> tuple[State, torch.Tensor | None]:
+        """The topology's states, and the pooling's running statistics (None without them)."""
+        n = len(self.body.state_names)
+        return tuple(state[:n]), (state[n] if len(state) > n else None)
 
     @property
     def token_input(self) -> bool:
@@ -52,16 +73,23 @@ class SequenceModel(StepModel):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Head outputs before activation (logits or values) — [B, T, …] if ``per_step`` else [B, …] —
         and the final state (from ``state``, or the initial one)."""
-        state = self.initial_state(x.shape[0]) if state is None else state
+        state, pool = self._split(self.initial_state(x.shape[0]) if state is None else state)
         outputs, state = self.body(self.embed(x), lengths, state)  # [B, T, O]
         if self.per_step:
             return self.head(self.dropout(outputs)), state
+        if self.pooling is not None:
+            pooled, pool = self.pooling.whole(outputs, lengths, pool)
+            return self.head(self.dropout(pooled)), state + ((pool,) if pool is not None else ())
         last = self.body.final_output(outputs, lengths, state)  # [B, O]
         return self.head(self.dropout(last)), state
 
     def run_sequence(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        state = self.initial_state(x.shape[0]) if state is None else state
+        state, pool = self._split(self.initial_state(x.shape[0]) if state is None else state)
         outputs, state = self.body(self.embed(x), lengths, state)
+        if self.pooling is not None:  # the running pooled vector after every step, as the step graph yields it
+            running = self.pooling.running(outputs, pool)
+            _, pool = self.pooling.whole(outputs, lengths, pool)
+            return self.activate(self.head(running)), state + ((pool,) if pool is not None else ())
         return self.activate(self.head(outputs)), state  # [B, T, …]
 
     def sequence_output(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
@@ -69,7 +97,13 @@ class SequenceModel(StepModel):
         return self.activate(out), state
 
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        state, pool = self._split(state)
+        if not self.streams:
+            raise ValueError(f"{self.pooling.kind} pooling has no step-by-step form, so the model has no step graph")
         h, state = self.body.step(self.embed(x_t), state)  # h: [B, O]
+        if pool is not None:
+            h, pool = self.pooling.step(h, pool)
+            state = state + (pool,)
         return self.activate(self.head(h)), state
 
 

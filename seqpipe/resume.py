@@ -25,7 +25,9 @@ TRAINER_STATE_FILE = "trainer_state.json"
 
 
 def save_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
-                        generator: torch.Generator, counters: dict[str, Any]) -> None:
+                        generator: torch.Generator, counters: dict[str, Any], rank_rng: list[torch.Tensor] | None = None) -> None:
+    """``rank_rng``: in a job of several processes, every rank's torch random state (rank 0's first);
+    everything else is the same on every rank, so rank 0's copy is the job's."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
@@ -34,6 +36,10 @@ def save_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Mod
         for name, value in values.items():
             tensors[f"optimizer.{index}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
     tensors["rng.torch"] = torch.get_rng_state()
+    for rank, rng in enumerate(rank_rng or []):
+        if rank:
+            tensors[f"rng.torch.rank{rank}"] = rng
+    counters = {**counters, "processes": len(rank_rng) if rank_rng else 1}
     tensors["rng.data_order"] = generator.get_state()
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
     state = {**counters, "param_groups": optimizer_state["param_groups"]}
@@ -42,8 +48,10 @@ def save_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Mod
 
 
 def load_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
-                        generator: torch.Generator) -> dict[str, Any]:
-    """Restore everything :func:`save_training_state` wrote; return the trainer's counters."""
+                        generator: torch.Generator, rank: int = 0) -> dict[str, Any]:
+    """Restore everything :func:`save_training_state` wrote; return the trainer's counters.
+    ``rank``: this process's rank, whose own random state is restored when the file has it (a rank
+    the saved job did not have keeps the state it was seeded with)."""
     with safe_open(str(run_dir / RESUME_FILE), framework="pt") as fh:
         state = json.loads(fh.metadata()["trainer_state"])
         tensors = {key: fh.get_tensor(key) for key in fh.keys()}
@@ -56,7 +64,9 @@ def load_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Mod
             _, index, name = key.split(".", 2)
             moments.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": moments, "param_groups": state.pop("param_groups")})
-    torch.set_rng_state(tensors["rng.torch"])
+    own = "rng.torch" if rank == 0 else f"rng.torch.rank{rank}"
+    if own in tensors:
+        torch.set_rng_state(tensors[own])
     generator.set_state(tensors["rng.data_order"])
     return state
 

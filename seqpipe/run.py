@@ -52,8 +52,8 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
         resolved = resolve_pipeline(pipeline, registry)
     cfg = resolved.config
     ranks = ranks_from_environment()  # one process, or one rank of a torchrun job
-    if ranks.distributed and (resume is not None or on_epoch is not None):
-        raise SeqpipeError("seqpipe run: --resume and seqpipe tune run in one process; drop torchrun / --nproc for them.")
+    if ranks.distributed and on_epoch is not None:
+        raise SeqpipeError("seqpipe tune runs each trial in one process; drop torchrun / --nproc for it.")
     device = torch.device(training_device(cfg.training.device, f"{resolved.path}: training.device"))
     seed_everything(cfg.training.seed, cfg.training.threads)
     # bad data and plugin code that cannot build the model fail here, before a run directory exists
@@ -64,7 +64,9 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
         torch.manual_seed(cfg.training.seed + ranks.rank)
         start(ranks, device)
         try:
-            train(task, model, cfg.training, Path(os.devnull), log=lambda line: None, monitor=monitor, ranks=ranks, device=device)
+            # with --resume, every rank restores its state from the run directory (rank 0 alone writes it)
+            train(task, model, cfg.training, Path(os.devnull), log=lambda line: None, monitor=monitor, ranks=ranks, device=device,
+                  run_dir=resume, resume=resume is not None)
         finally:
             stop(ranks)
         return None

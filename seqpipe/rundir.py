@@ -18,11 +18,7 @@ def make_run_dir(out: str | Path | None, pipeline: Path, force: bool) -> Path:
     Without ``--out`` the directory is ``runs/<pipeline>-<timestamp>`` (a suffix keeps it new).
     """
     if out is not None:
-        path = Path(out)
-        if path.exists() and not path.is_dir():
-            raise RunDirectoryError(f"--out {path}: is a file, not a directory; choose another path.")
-        if path.is_dir() and any(path.iterdir()) and not force:
-            raise RunDirectoryError(f"--out {path}: directory exists and is not empty; choose a new directory, or pass --force to write into it.")
+        path = check_out_dir(out, force)
         path.mkdir(parents=True, exist_ok=True)
         return path
     base = Path("runs") / f"{pipeline.stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -34,6 +30,16 @@ def make_run_dir(out: str | Path | None, pipeline: Path, force: bool) -> Path:
         except FileExistsError:
             n += 1
             path = base.with_name(f"{base.name}-{n}")
+
+
+def check_out_dir(out: str | Path, force: bool) -> Path:
+    """``--out DIR`` as a path, if a run may write there: new, empty, or ``force``."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise RunDirectoryError(f"--out {path}: is a file, not a directory; choose another path.")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise RunDirectoryError(f"--out {path}: directory exists and is not empty; choose a new directory, or pass --force to write into it.")
+    return path
 
 
 def write_json(path: Path, data: Any) -> None:

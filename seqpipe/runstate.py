@@ -40,7 +40,8 @@ def status_recorded(run_dir: Path) -> Iterator[None]:
         yield
     except (KeyboardInterrupt, Terminated) as exc:
         write_status(run_dir, "interrupted")
-        exc.resume_command = f"seqpipe run --resume {run_dir}"  # the CLI's one line names it
+        processes = int(os.environ.get("WORLD_SIZE", "1"))  # a torchrun job continues with as many processes
+        exc.resume_command = f"seqpipe run --resume {run_dir}" + (f" --nproc {processes}" if processes > 1 else "")  # the CLI's one line names it
         raise
     except Stopped as exc:
         write_status(run_dir, "stopped", reason=str(exc))

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from seqpipe.checkpoint import load_checkpoint, save_checkpoint
 from seqpipe.config import TrainingConfig
-from seqpipe.distributed import Ranks, shard, shared, trainer
+from seqpipe.distributed import Ranks, gathered, shard, shared, trainer
 from seqpipe.resume import load_training_state, save_training_state
 from seqpipe.runstate import raise_if_signalled
 
@@ -46,7 +46,8 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
 
     With ``run_dir``, the state to continue from is saved there after every epoch
     (:mod:`seqpipe.resume`); ``resume`` first restores it and continues with the next epoch, so
-    the result is the one an uninterrupted run gives, bit for bit on CPU.
+    the result is the one an uninterrupted run gives, bit for bit on CPU. Under torchrun every rank
+    passes the run directory: all ranks restore from it, rank 0 alone writes it.
 
     ``on_epoch`` is called with each epoch's record once it is saved (``seqpipe tune`` reports the
     validation score there, and may stop the run by raising :class:`seqpipe.runstate.Stopped`).
@@ -58,7 +59,7 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
     monitor_name, monitor_mode = monitor or (task.monitor, task.monitor_mode)
     generator = torch.Generator().manual_seed(cfg.seed)
     model.to(device)
-    step, epoch_context = trainer(task, model, ranks, device)
+    step = trainer(task, model, ranks, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     # an average of recent weights is a smoother model than the last step's: less noise in which
     # epoch early stopping picks, and usually a better one
@@ -67,12 +68,16 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
     sign = 1.0 if monitor_mode == "max" else -1.0
     best, stale, history, first_epoch, spent = -math.inf, 0, [], 1, 0.0
     if resume:
-        counters = load_training_state(run_dir, model, ema, optimizer, generator)
+        counters = load_training_state(run_dir, model, ema, optimizer, generator, ranks.rank)
         best, stale, spent, first_epoch = counters["best"], counters["stale"], counters["seconds"], counters["epoch"] + 1
         history = _history(history_path, counters["epoch"])
         log(f"resuming after epoch {counters['epoch']} (best validation {monitor_name} so far: {sign * best:.4f})")
+        if counters.get("processes", 1) != ranks.world:
+            log(f"the run trained in {counters.get('processes', 1)} process(es) and continues in {ranks.world}: the batches per "
+                "step and the dropout draws change, so the result will differ from an uninterrupted run's")
         if stale >= cfg.patience or (cfg.max_minutes is not None and spent >= cfg.max_minutes * 60):
             first_epoch = cfg.epochs + 1  # training had already stopped: go on to evaluation and export
+    keeps_state = shared(run_dir is not None, ranks)  # rank 0's run directory: whether each epoch's state is saved
     n_batches = math.ceil(math.ceil(len(task.examples["train"]) / cfg.batch_size) / ranks.world)
     # bf16: the forward pass and loss in bfloat16 where torch's CPU autocast lists the op; the weights,
     # their gradients and the optimizer stay fp32, so validation, checkpoints and exports are unchanged
@@ -84,34 +89,35 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
     for epoch in range(first_epoch, cfg.epochs + 1):
         started = time.perf_counter()
         model.train()
-        total, count = 0.0, 0
+        total, count, padding = 0.0, 0, Padding()
         # every rank draws the same order from the seeded generator, then trains on its own shard
-        batches = shard(task.batches("train", cfg.batch_size, shuffle=True, generator=generator), ranks)
+        bucket = {"bucket": True} if cfg.bucket else {}  # a task without the keyword is refused at check when asked
+        batches = shard(task.batches("train", cfg.batch_size, shuffle=True, generator=generator, **bucket), ranks)
         bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr,
                    disable=None if ranks.main else True, unit="batch")
-        with epoch_context():
-            for batch in bar:
-                batch = on_device(batch, device)
-                optimizer.zero_grad(set_to_none=True)
-                with autocast():
-                    loss = step(batch)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                total += loss.item() * len(batch.targets)
-                count += len(batch.targets)
-                bar.set_postfix(loss=f"{total / count:.4f}")
-                raise_if_signalled()
+        for batch in bar:
+            batch = on_device(batch, device)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast():
+                loss = step(batch)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            total += loss.item() * len(batch.targets)
+            count += len(batch.targets)
+            padding.add(batch)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+            raise_if_signalled()
         trained = time.perf_counter() - started
         validation = shared(_validate(task, kept, device) if ranks.main else None, ranks)
         score = sign * validation[monitor_name]
@@ -125,7 +131,8 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
             for group in optimizer.param_groups:  # step size down once progress stalls
                 group["lr"] *= cfg.lr_decay
         record = {"epoch": epoch, "train_loss": total / count, "validation": validation,
-                  "seconds": time.perf_counter() - started, "train_seconds": trained, "best": improved}
+                  "seconds": time.perf_counter() - started, "train_seconds": trained, "best": improved,
+                  **padding.record()}
         history.append(record)
         if history_path is not None and ranks.main:
             with history_path.open("a", encoding="utf-8") as fh:
@@ -136,13 +143,15 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
                 if isinstance(value, float):
                     board.add_scalar(f"validation/{name}", value, epoch)
             board.flush()
-        if run_dir is not None and ranks.main:
-            save_training_state(run_dir, model, ema, optimizer, generator,
-                                {"epoch": epoch, "best": best, "stale": stale, "seconds": time.perf_counter() - training_started,
-                                 "monitor": monitor_name})
+        if keeps_state:
+            rank_rng = gathered(torch.get_rng_state(), ranks)  # every rank takes part; rank 0 writes
+            if ranks.main:
+                save_training_state(run_dir, model, ema, optimizer, generator,
+                                    {"epoch": epoch, "best": best, "stale": stale, "seconds": time.perf_counter() - training_started,
+                                     "monitor": monitor_name}, rank_rng if ranks.distributed else None)
         log(f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
             f"validation loss {validation['loss']:.4f}  {monitor_name} {validation[monitor_name]:.4f}"
-            f"  {record['seconds']:.1f}s{'  *best' if improved else ''}")
+            f"  {record['seconds']:.1f}s{padding.say()}{'  *best' if improved else ''}")
         raise_if_signalled()  # a Ctrl-C that landed in a finalizer during validation or saving
         if on_epoch is not None:
             on_epoch(record)
@@ -161,6 +170,31 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
         load_checkpoint(model, checkpoint)
     model.eval()
     return history
+
+
+class Padding:
+    """The share of an epoch's input steps that are padding, for batches with a ``lengths`` tensor
+    (padded to their longest example, as the built-in tasks' are): what ``[training] bucket`` saves."""
+
+    def __init__(self) -> None:
+        self.steps = self.padded = 0
+
+    def add(self, batch) -> None:
+        lengths = getattr(batch, "lengths", None)
+        if isinstance(lengths, torch.Tensor) and lengths.numel():
+            self.steps += int(lengths.sum())
+            self.padded += int(lengths.max()) * lengths.numel()
+
+    def share(self) -> float | None:
+        return 1.0 - self.steps / self.padded if self.padded else None
+
+    def record(self) -> dict[str, float]:
+        share = self.share()
+        return {} if share is None else {"padding_share": share}
+
+    def say(self) -> str:
+        share = self.share()
+        return "" if share is None else f"  padding {share:.0%}"
 
 
 # autocast dtypes of the reduced training precisions (fp16 is refused at `check` unless the device is CUDA)

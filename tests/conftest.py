@@ -176,14 +176,15 @@ def _task_matrix_summary(terminalreporter, coverage) -> None:
     total = sum(v for row in coverage.values() for v in row.values() if isinstance(v, int))
     terminalreporter.section(f"parity matrix, task shapes: {total} graph checks (tag: per-step outputs from token ids; "
                              "tag_numbers: per-step outputs from number vectors; forecast: real-valued inputs, final output; "
+                             "classify_mean/max/attention: pooling heads, the step graph streaming the running statistics; "
                              "step graphs traced by torch.onnx), tolerance 1e-5")
     c, t = _widths(coverage, 1), _widths(coverage, 2)
-    terminalreporter.write_line(f"{'shape':<12}{'cell':<{c}}{'topology':<{t}}{'step graph':<32}{'sequence graph'}")
+    terminalreporter.write_line(f"{'shape':<20}{'cell':<{c}}{'topology':<{t}}{'step graph':<32}{'sequence graph'}")
     for (shape, cell, topology), row in sorted(coverage.items()):
         cols = [f"{v} cases passed" if isinstance(v, int) else v for v in (row.get("step", "-"), row.get("sequence", "-"))]
         if "sequence_kind" in row:
             cols[1] += f" ({row['sequence_kind']})"
-        terminalreporter.write_line(f"{shape:<12}{cell:<{c}}{topology:<{t}}{cols[0]:<32}{cols[1]}")
+        terminalreporter.write_line(f"{shape:<20}{cell:<{c}}{topology:<{t}}{cols[0]:<32}{cols[1]}")
 
 
 def _registry_matrix_summary(terminalreporter, coverage) -> None:

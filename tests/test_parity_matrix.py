@@ -122,13 +122,16 @@ def _export(root: Path, cell: str, topology: str, rule: str, row: dict):
     return model, step, sequence
 
 
-def export_row(model, task, spec_src, topo_cls, stem: Path, row: dict, native_step: bool = True):
+def export_row(model, task, spec_src, topo_cls, stem: Path, row: dict, native_step: bool = True, streams: bool = True):
     """Export the graphs `seqpipe run` writes for this combination to ``<stem>-<kind>.onnx``, record
     each in the coverage ``row`` (or why it is absent), and open them: (step runner | None,
-    sequence runner | None)."""
+    sequence runner | None). ``streams``: False for a head that has no step-by-step form."""
     from seqpipe.onnx.spec import graph_spec
 
     absent = {"step": None if topo_cls.causal else "n/a: topology not causal", "sequence": no_sequence_graph(topo_cls)}
+    if not streams:
+        absent["step"] = "n/a: the head cannot stream"
+        absent["sequence"] = None if declares_layers(topo_cls) else "n/a: no layers and no step graph to loop"
     runners = {}
     for kind in ("step", "sequence"):
         if absent[kind]:
@@ -151,7 +154,7 @@ def _sequence_kind(model) -> str:
     """How the sequence graph is built: native operators, a Loop around the step graph, or Loops over each cell."""
     if native_support(model.body) is None:
         return "native"
-    return "step loop" if model.body.causal else "cell loops"
+    return "step loop" if model.body.causal and model.streams else "cell loops"
 
 
 batches = st.integers(1, 6).flatmap(lambda b: st.tuples(

@@ -1,8 +1,11 @@
 """The parity matrix over task shapes: every registered cell × topology, exported the way the tag
 task exports it from token ids (the characters, words and subwords encodings; per-step outputs;
 generate's step graph has the same shape) and from number vectors (the numbers encoding: float
-inputs, per-step outputs), and the way the forecast task (float inputs, one output after the last
-step; classify on numbers has the same graph with a softmax) exports it, proven equal on
+inputs, per-step outputs), the way the forecast task (float inputs, one output after the last
+step; classify on numbers has the same graph with a softmax) exports it, and the way classify
+exports its pooling heads (mean and max: the step graph carries the running statistics as the
+``pool`` state, so streaming ends at the sequence graph's prediction; attention: a sequence graph
+only), proven equal on
 hypothesis-drawn ragged batches (lengths from 1) to 1e-5. Cells without a native operator take the
 ONNX Loop paths, so their per-step scan outputs are covered too. Each combination is exported on
 first use (cells with their ``example_options``), so a broken plugin fails its own rows only; a
@@ -25,14 +28,17 @@ from torch import nn
 
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.initial_state import InitialState
+from seqpipe.builtin.classify import ClassifierModel
 from seqpipe.models import SequenceModel, token_embedding
 from seqpipe.onnx.parity import torch_step_loop
 from test_parity_matrix import REGISTRY, _Spec, built_into, export_row, plugin_classes
 
 TOL = 1e-5
 VOCAB, EMBED, HIDDEN, LABELS, FEATURES = 19, 6, 9, 4, 2
-SHAPES = ("tag", "tag_numbers", "forecast")
+POOLED = ("classify_mean", "classify_max", "classify_attention")  # classify with a pooling head
+SHAPES = ("tag", "tag_numbers", "forecast", *POOLED)
 PER_STEP = ("tag", "tag_numbers")
+TOKEN_IDS = ("tag", *POOLED)
 COMBINATIONS = [(s, c, t) for s in SHAPES for c in REGISTRY.names("cell") for t in REGISTRY.names("topology")]
 TASK_COVERAGE: dict[tuple[str, str, str], dict[str, str | int]] = {}
 
@@ -46,23 +52,25 @@ class _ShapeTask:
 
     def encoding_spec(self):
         labels = {"labels": [f"t{i}" for i in range(LABELS)]}
-        if self.shape == "tag":
+        if self.shape in TOKEN_IDS:
             return {"input": {"dtype": "int64", "kind": "words"}, "output": labels}
         if self.shape == "tag_numbers":
             return {"input": {"dtype": "float32", "kind": "numbers", "features": FEATURES}, "output": labels}
         return {"input": {"dtype": "float32", "features": FEATURES}, "output": {"size": FEATURES}}
 
     def step_example(self):
-        return torch.ones(2, dtype=torch.int64) if self.shape == "tag" else torch.zeros(2, FEATURES)
+        return torch.ones(2, dtype=torch.int64) if self.shape in TOKEN_IDS else torch.zeros(2, FEATURES)
 
     def sequence_graph(self, model, opset):
-        return sequence_graph(model, opset, LABELS if self.shape in PER_STEP else FEATURES, f"matrix_{self.shape}")
+        return sequence_graph(model, opset, FEATURES if self.shape == "forecast" else LABELS, f"matrix_{self.shape}")
 
 
 def _model(shape: str, cell_cls, topo_cls, options) -> SequenceModel:
     torch.manual_seed(0)
-    size = EMBED if shape == "tag" else FEATURES
+    size = EMBED if shape in TOKEN_IDS else FEATURES
     topology = topo_cls(cell_cls, size, HIDDEN, dict(cell_cls.example_options), **options)
+    if shape in POOLED:
+        return ClassifierModel(token_embedding(VOCAB, EMBED), topology, LABELS, pooling=shape.removeprefix("classify_")).eval()
     initial = InitialState("zeros", topology.state_shapes)
     if shape in PER_STEP:
         embed = token_embedding(VOCAB, EMBED) if shape == "tag" else nn.Identity()
@@ -88,7 +96,8 @@ def _export(root: Path, shape: str, cell: str, topology: str, row: dict):
     spec_src = _Spec(cell, topology, options, "zeros")
     spec_src.config.task.name = shape
     # step graphs traced here (the classify and registry matrices check the native ones)
-    step, sequence = export_row(model, task, spec_src, topo_cls, root / f"{shape}-{cell}-{topology}", row, native_step=False)
+    step, sequence = export_row(model, task, spec_src, topo_cls, root / f"{shape}-{cell}-{topology}", row, native_step=False,
+                                streams=shape != "classify_attention")
     return model, step, sequence
 
 
@@ -118,7 +127,7 @@ def _check_case(model, step, sequence, shape: str, row: dict, case) -> None:
     lengths = np.array(lengths_list, dtype=np.int64)
     rng = np.random.default_rng(seed)
     T = int(lengths.max())
-    x = rng.integers(1, VOCAB, size=(len(lengths), T)) if shape == "tag" else rng.normal(size=(len(lengths), T, FEATURES)).astype(np.float32)
+    x = rng.integers(1, VOCAB, size=(len(lengths), T)) if shape in TOKEN_IDS else rng.normal(size=(len(lengths), T, FEATURES)).astype(np.float32)
     xt, lt = torch.from_numpy(x), torch.from_numpy(lengths)
     valid = np.arange(T)[None, :] < lengths[:, None]  # [B, T]
     with torch.no_grad():

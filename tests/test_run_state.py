@@ -3,6 +3,7 @@ honours a time budget, and is never served by `seqpipe predict` unless it finish
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -208,6 +209,113 @@ def test_two_gloo_processes_under_torchrun_write_one_run_directory(tmp_path, sma
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["run"]  # no other rank wrote anything
     lines = (run / "history.jsonl").read_text().splitlines()
     assert len(lines) == 3  # one record per epoch, not one per rank
+
+
+def test_a_mistake_under_nproc_is_one_line_from_the_launcher_before_any_rank_starts(tmp_path, small_csv):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(pipeline(tmp_path / "p.toml", small_csv, "epochs = 1").read_text().replace("hidden_size", "hiden_size"))
+    proc = subprocess.run([sys.executable, "-m", "seqpipe", "run", str(bad), "--nproc", "2", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "model.hiden_size: unknown key (did you mean 'hidden_size'?)" in proc.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_failing_rank_ends_the_job_with_its_line_and_the_launchers(tmp_path, small_csv):
+    run = tmp_path / "run"
+    p = pipeline(tmp_path / "p.toml", small_csv, "epochs = 1", "parity_tolerance = 1e-30")
+    proc = subprocess.run([sys.executable, "-m", "seqpipe", "run", str(p), "--out", str(run), "--nproc", "2"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and "torch and onnxruntime differ" in errors[0]
+    assert errors[1].startswith("error: seqpipe run --nproc 2: rank 0 ended with exit code 1 (its message is above)")
+    assert status(run)["state"] == "failed"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_rank_and_names_the_resume_command_once(tmp_path, small_csv):
+    run = tmp_path / "run"
+    p = pipeline(tmp_path / "p.toml", small_csv, "epochs = 10000\npatience = 10000")
+    proc = subprocess.Popen([sys.executable, "-m", "seqpipe", "run", str(p), "--out", str(run), "--nproc", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 300
+    while not ((run / "trainer_state.json").is_file()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    workers = descendants(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    last = [line for line in err.splitlines() if not line.startswith("epoch")]
+    assert last[-1] == f"interrupted; continue from the last complete epoch with: seqpipe run --resume {run} --nproc 2"
+    assert sum(line.startswith(("interrupted", "terminated")) for line in last) == 1 and "Traceback" not in err
+    assert status(run)["state"] == "interrupted"
+    assert not [pid for pid in workers if "seqpipe" in cmdline(pid)]  # no rank left behind
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:  # gone
+        return ""
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (torchrun starts its workers in sessions of their own, so a
+    process group does not reach them)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds torchrun's workers through /proc")
+def test_a_killed_two_process_run_resumed_ends_bit_identical_to_an_uninterrupted_one(tmp_path, small_csv):
+    """Every process of a 2-rank gloo job killed with SIGKILL after a complete epoch, then
+    `seqpipe run --resume RUN --nproc 2`: the weights of the job never stopped, bit for bit."""
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # dropout on every rank exercises each rank's own saved random state; EMA and lr_decay the shared state
+    p = pipeline(tmp_path / "p.toml", small_csv, "epochs = 5\npatience = 100\nlr_decay = 0.7\nema_decay = 0.9")
+    p.write_text(p.read_text().replace("embedding_size = 8", "embedding_size = 8\ndropout = 0.2"))
+    seqpipe = [sys.executable, "-m", "seqpipe", "run"]
+    whole = subprocess.run([*seqpipe, str(p), "--out", str(tmp_path / "whole"), "--nproc", "2"], capture_output=True, text=True,
+                           env=env, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([*seqpipe, str(p), "--out", str(run), "--nproc", "2"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    while not ((run / "trainer_state.json").is_file() and json.loads((run / "trainer_state.json").read_text())["epoch"] >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    for pid in [*descendants(proc.pid), proc.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads((run / "trainer_state.json").read_text())
+    assert killed_at["epoch"] < 5 and killed_at["processes"] == 2 and status(run)["state"] == "running"
+
+    resumed = subprocess.run([*seqpipe, "--resume", str(run), "--nproc", "2"], capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming after epoch {killed_at['epoch']}" in resumed.stderr and status(run)["state"] == "done"
+    a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((run / "metrics.json").read_text())["training"]["processes"] == 2
 
 
 def test_epochs_are_written_for_tensorboard_when_it_is_installed(tmp_path, small_csv):

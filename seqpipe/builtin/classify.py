@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -28,6 +28,7 @@ from seqpipe.data import batched
 from seqpipe.inputs import encode_all
 from seqpipe.initial_state import InitialState
 from seqpipe.models import UNK_ID, SequenceModel, input_layer, input_width, pad_inputs, step_input
+from seqpipe.pooling import Pooling
 from seqpipe.errors import DataError
 
 
@@ -40,6 +41,9 @@ class ClassifyOptions(BaseModel):
     token_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training tokens (characters, words, subwords) "
                                  "replaced by <unk> (augmentation; token inputs only)")
     labels: list[str] | None = Field(None, description="allowed labels in output order; default: those in the data, sorted")
+    pooling: Literal["last", "mean", "max", "attention"] = Field(
+        "last", description="what the head reads: the output after the last step, or the mean or maximum of every step's "
+        "output (kept as running statistics, so the step graph streams them), or an attention-weighted sum (sequence graph only)")
     strong_baseline: bool = Field(True, description="also report a classical model on the test split (scikit-learn, seconds): "
                                   "character n-gram TF-IDF + logistic regression for text, logistic regression on per-feature "
                                   "summaries for numbers; false: skip it")
@@ -56,10 +60,11 @@ class ClassifierModel(SequenceModel):
     """Input (tokens embedded, or number vectors as they are) → topology → linear head → softmax after the last valid step."""
 
     def __init__(self, embed: nn.Module, topology: Topology, num_labels: int, dropout: float = 0.0,
-                 initial_state: str = "zeros", initial_state_scale: float = 0.1) -> None:
+                 initial_state: str = "zeros", initial_state_scale: float = 0.1, pooling: str = "last") -> None:
         initial = InitialState(initial_state, topology.state_shapes, initial_state_scale)
-        super().__init__(embed, topology, nn.Linear(topology.output_size, num_labels),
-                         initial, output="softmax", per_step=False, dropout=dropout)
+        head = nn.Linear(topology.output_size, num_labels)
+        super().__init__(embed, topology, head, initial, output="softmax", per_step=False, dropout=dropout,
+                         pooling=None if pooling == "last" else Pooling(pooling, topology.output_size))
 
 
 class ClassifyTask(Task):
@@ -67,6 +72,13 @@ class ClassifyTask(Task):
     monitor = "macro_f1"
     monitor_mode = "max"
     example_pipeline = {"data": {"dataset": "spam-assassin"}}
+
+    @classmethod
+    def no_step_graph(cls, options: ClassifyOptions) -> str | None:
+        if options.pooling == "attention":
+            return ("task.options.pooling = \"attention\" weighs every step by the whole sequence, so it cannot stream "
+                    "(\"mean\" and \"max\" can)")
+        return None
 
     @property
     def predict_example(self) -> str:
@@ -132,8 +144,10 @@ class ClassifyTask(Task):
         rows = self.data.records(path, [*columns, o.label_column], step_columns=columns)
         return list(zip(encoding.read(rows, self.input_column, path, "classify"), (str(r[o.label_column]) for r in rows)))
 
-    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator)
+    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                bucket: bool = False) -> Iterator[Batch]:
+        return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator, bucket=bucket,
+                       length=lambda example: len(example[0]))
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
@@ -141,7 +155,7 @@ class ClassifyTask(Task):
         o = self.options
         topology = make_topology(input_width(self.encoding, o.embedding_size))
         return ClassifierModel(input_layer(self.encoding, o.embedding_size, o.dropout), topology, len(self.labels), o.dropout,
-                               initial_state, initial_state_scale)
+                               initial_state, initial_state_scale, o.pooling)
 
     def loss(self, model: ClassifierModel, batch: Batch) -> torch.Tensor:
         tokens = batch.tokens

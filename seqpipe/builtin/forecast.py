@@ -137,7 +137,9 @@ class ForecastTask(Task):
         w = self.options.window
         return np.stack([self.scaled[e - w:e] for e in ends])
 
-    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
+    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                bucket: bool = False) -> Iterator[Batch]:
+        # every window has the same length, so there is no padding for `bucket` to save
         ends = self.targets[split]
         order = torch.randperm(len(ends), generator=generator).numpy() if shuffle else np.arange(len(ends))
         w = self.options.window

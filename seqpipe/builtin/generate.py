@@ -149,8 +149,10 @@ class GenerateTask(Task):
     def eos_id(self) -> int:
         return 3
 
-    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        return batched(self.examples[split], batch_size, self._collate, shuffle=shuffle, generator=generator)
+    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                bucket: bool = False) -> Iterator[Batch]:
+        return batched(self.examples[split], batch_size, self._collate, shuffle=shuffle, generator=generator, bucket=bucket,
+                       length=lambda example: len(example[0]))
 
     def _collate(self, examples: list[tuple[list[int], int]]) -> Batch:
         lengths = torch.tensor([len(ids) + 1 for ids, _ in examples], dtype=torch.int64)

@@ -239,8 +239,11 @@ class Seq2SeqTask(Task):
         return list(zip(self.source.read(rows, self.input_column, path, "seq2seq"),
                         self.target.read(rows, self.output_column, path, "seq2seq")))
 
-    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator)
+    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                bucket: bool = False) -> Iterator[Batch]:
+        # both sides are padded, so similar sums of source and target lengths share a batch
+        return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator, bucket=bucket,
+                       length=lambda example: len(example[0]) + len(example[1]))
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",

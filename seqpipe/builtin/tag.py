@@ -176,8 +176,10 @@ class TagTask(Task):
         return torch.tensor([(index.get(word_signature(s), 1) if words else 1) if i > 1 and not s.startswith("<unk") else i
                              for i, s in enumerate(symbols)], dtype=torch.int64)
 
-    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator)
+    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                bucket: bool = False) -> Iterator[Batch]:
+        return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator, bucket=bucket,
+                       length=lambda example: len(example[0]))
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",

@@ -65,11 +65,12 @@ def export_sequence(task: Task, model: StepModel, path: Path, *, opset: int, ste
     has a native operator, or when the topology is not causal (Loops over each exported cell);
     otherwise an ONNX Loop around the step graph (exported now if ``step_path`` is None)."""
     model = model.eval().cpu()
-    if not model.body.causal and declared_layers(model.body) is None:
-        raise ExportError(f"no sequence graph: topology '{type(model.body).__name__}' declares no layers and is not causal, "
-                          "so there is no step graph to loop over either.")
+    steps = model.body.causal and model.streams  # a head that cannot stream (attention pooling) has no step graph to loop
+    if not steps and declared_layers(model.body) is None:
+        raise ExportError(f"no sequence graph: topology '{type(model.body).__name__}' declares no layers, and the model has "
+                          "no step graph to loop over either (the topology is not causal, or the head cannot stream).")
     native = native_support(model.body) is None
-    if declared_layers(model.body) is not None and (native or not model.body.causal):
+    if declared_layers(model.body) is not None and (native or not steps):
         onnx.save(_layered_sequence_graph(task, model, opset), str(path))
         described = "seqpipe native RNN/GRU/LSTM operators" if native else \
             "ONNX Loops over each direction's exported cell (torch.onnx dynamo)"

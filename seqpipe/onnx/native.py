@@ -25,6 +25,8 @@ from seqpipe.contracts import Cell, Layers, OnnxOperator, StepModel, Topology, d
 from seqpipe.errors import ExportError
 from seqpipe.onnx.builder import GraphBuilder, finish_model, optional_state_inputs, state_value_infos
 from seqpipe.onnx.loop import masked_loop
+from seqpipe.onnx.pooling import pool_sequence, pool_step
+from seqpipe.pooling import POOL_STATE
 from seqpipe.onnx.torch_export import export_module
 
 
@@ -252,7 +254,12 @@ def sequence_graph(model, opset: int, y_size: int, name: str) -> onnx.ModelProto
     x_info, embedded = _input(g, model, time=True)
     time_major = g.op("Transpose", [embedded], "time_major", perm=[1, 0, 2])[0]  # [T, B, E]
     initial = optional_state_inputs(g, model.initial.served_values(), "x")
-    summary, states, outputs = emit_topology(g, model.body, time_major, lengths32, initial)
+    n_body = len(model.body.state_names)  # a pooling's running statistics come after the topology's states
+    summary, states, outputs = emit_topology(g, model.body, time_major, lengths32, initial[:n_body])
+    if model.pooling is not None and not model.per_step:
+        lengths64 = g.op("Cast", ["lengths"], "lengths_i64", to=TensorProto.INT64)[0]
+        summary, pool = pool_sequence(g, model.pooling, outputs, lengths64, initial[n_body] if len(initial) > n_body else None)
+        states = states + ([pool] if pool is not None else [])
     weight_t = g.const("head_w_t", model.head.weight.detach().numpy().T.copy())  # [O, C]
     bias = g.const("head_b", model.head.bias.detach().numpy())
     if model.per_step:
@@ -288,8 +295,8 @@ def native_step_support(model: StepModel) -> str | None:
 
     if not isinstance(model, SequenceModel) or type(model).step is not SequenceModel.step:
         return f"{type(model).__name__} is not a plain SequenceModel"
-    if not model.body.causal:
-        return "the topology is not causal"
+    if not model.body.causal or not model.streams:
+        return "the topology is not causal" if not model.body.causal else "the head cannot stream"
     return native_support(model.body)
 
 
@@ -308,7 +315,10 @@ def step_graph(model, opset: int, name: str) -> onnx.ModelProto:
     x_info, embedded = _input(g, model, time=False)
     one_step = g.op("Unsqueeze", [embedded, g.const("axis0", np.array([0], np.int64))], "one_step")[0]  # [1, B, E]
     # no sequence_lens: every sequence runs its one step
-    summary, states, _ = emit_topology(g, model.body, one_step, "", [f"state_in.{n}" for n in model.state_names])
+    summary, states, _ = emit_topology(g, model.body, one_step, "", [f"state_in.{n}" for n in model.body.state_names])
+    if model.pooling is not None:  # the running statistics take this step's output (native_step_support: a streaming one)
+        summary, pool = pool_step(g, model.pooling, summary, f"state_in.{POOL_STATE}")
+        states = states + [pool]
     logits = g.op("Gemm", [summary, g.const("head_w", model.head.weight.detach().numpy()), g.const("head_b", model.head.bias.detach().numpy())],
                   "head", transB=1)[0]  # [B, C]
     _emit_outputs(g, model, logits, states)
