@@ -98,8 +98,11 @@ def run(pipeline: Path | None, out: Path | None, force: bool, resume: Path | Non
 @click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False), help="Study folder (default: "
               "tune/<pipeline>); run the same command again to continue an interrupted study there.")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Trials to finish (default: tune.trials).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run trials in N processes at once, sharing the study and the machine's cores.")
+@click.option("--worker", type=click.IntRange(min=1), default=None, hidden=True, help="Run trials only (started by --jobs).")
 @strict_option
-def tune(pipeline: Path, out: Path | None, trials: int | None, strict_plugins: bool) -> None:
+def tune(pipeline: Path, out: Path | None, trials: int | None, jobs: int, worker: int | None, strict_plugins: bool) -> None:
     """Search PIPELINE's [tune] space with Optuna: each trial a normal run, pruned when behind; the
     best pipeline is written as best.toml."""
     from seqpipe.tuning import tune as run_study
@@ -107,7 +110,9 @@ def tune(pipeline: Path, out: Path | None, trials: int | None, strict_plugins: b
     registry, _ = _registry(strict_plugins)
     folder = out or Path("tune") / pipeline.stem
     with signals_stop_the_run():
-        result = run_study(pipeline, registry, folder, trials)
+        result = run_study(pipeline, registry, folder, trials, jobs=jobs, worker=worker, strict_plugins=strict_plugins)
+    if result is None:  # a worker: the process that started it reports
+        return
     click.echo(f"\nstudy: {folder / 'study.db'} ({result.finished} trials finished, {result.pruned} pruned"
                + (f", {result.rerun} interrupted and tried again" if result.rerun else "") + ")")
     click.echo(f"best: validation {result.best_value:.4f} with " + ", ".join(f"{k} = {v!r}" for k, v in result.best_params.items()))

@@ -298,7 +298,10 @@ class StepModel(nn.Module, metaclass=ABCMeta):
 # -- tasks ------------------------------------------------------------------------------------------
 
 class Batch(Protocol):
-    """What the trainer needs of a task's batch: its targets (one row per example, for counting)."""
+    """What the trainer needs of a task's batch: its targets (one row per example, for counting).
+    A dataclass batch may also carry length fields — ``lengths``, or names ending in ``_lengths``
+    (int64 [B], each sequence padded to the batch's longest) — from which the run log reports the
+    padding share; its tensor fields move to the training device."""
 
     targets: torch.Tensor
 

@@ -2,9 +2,11 @@
 
 ``last`` (the output after each sequence's last step) needs no module. ``mean`` and ``max`` can
 run step by step: they keep running statistics as one extra state, ``pool`` [batch, 2, size]
-(slot 0: the running sum or maximum, slot 1: the count of steps seen, in every column), so the
+(slot 0: the running mean or maximum, slot 1: the count of steps seen, in every column), so the
 step graph's prediction after step t equals the sequence graph's on the first t steps, and a
-zero state is the right start whatever the initial-state rule. ``attention`` (a learned score per
+zero state is the right start whatever the initial-state rule. The state holds the mean, not the
+sum: a sum grows with the sequence and so does the rounding torch and onnxruntime disagree by,
+while a mean stays the size of one output. ``attention`` (a learned score per
 step, softmax over the sequence's valid steps, the weighted sum) needs every step's score before
 any weight is known, so it has a sequence graph only.
 """
@@ -51,10 +53,11 @@ class Pooling(nn.Module):
             return (torch.softmax(scores, dim=1) * outputs).sum(dim=1), None
         count = lengths.to(outputs.dtype)[:, None].expand(-1, self.size)
         if self.kind == "mean":
-            value = (outputs * mask).sum(dim=1)
+            total = (outputs * mask).sum(dim=1)
             if pool is not None:
-                value, count = value + pool[:, 0], count + pool[:, 1]
-            return value / count, torch.stack([value, count], dim=1)
+                total, count = total + pool[:, 0] * pool[:, 1], count + pool[:, 1]
+            mean = total / count
+            return mean, torch.stack([mean, count], dim=1)
         value = outputs.masked_fill(~mask, float("-inf")).amax(dim=1)
         if pool is not None:
             value = torch.where(pool[:, 1] > 0, torch.maximum(pool[:, 0], value), value)
@@ -70,7 +73,7 @@ class Pooling(nn.Module):
         if self.kind == "mean":
             total = outputs.cumsum(dim=1)
             if pool is not None:
-                total, seen = total + pool[:, None, 0], seen + pool[:, None, 1]
+                total, seen = total + (pool[:, 0] * pool[:, 1])[:, None], seen + pool[:, None, 1]
             return total / seen
         value = outputs.cummax(dim=1).values
         if pool is not None:
@@ -81,8 +84,8 @@ class Pooling(nn.Module):
         """One step: the output ``h`` [B, size] joins the running statistics; (pooled [B, size], new ``pool``)."""
         count = pool[:, 1] + 1
         if self.kind == "mean":
-            total = pool[:, 0] + h
-            return total / count, torch.stack([total, count], dim=1)
+            mean = pool[:, 0] + (h - pool[:, 0]) / count
+            return mean, torch.stack([mean, count], dim=1)
         value = torch.where(pool[:, 1] > 0, torch.maximum(pool[:, 0], h), h)
         return value, torch.stack([value, count], dim=1)
 

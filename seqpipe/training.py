@@ -173,17 +173,21 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
 
 
 class Padding:
-    """The share of an epoch's input steps that are padding, for batches with a ``lengths`` tensor
-    (padded to their longest example, as the built-in tasks' are): what ``[training] bucket`` saves."""
+    """The share of an epoch's padded steps that are padding: what ``[training] bucket`` saves.
+    Counted over a batch's length fields (see :class:`seqpipe.contracts.Batch`: ``lengths``, or
+    ``source_lengths`` and ``target_lengths``), each padded to the batch's longest sequence."""
 
     def __init__(self) -> None:
         self.steps = self.padded = 0
 
     def add(self, batch) -> None:
-        lengths = getattr(batch, "lengths", None)
-        if isinstance(lengths, torch.Tensor) and lengths.numel():
-            self.steps += int(lengths.sum())
-            self.padded += int(lengths.max()) * lengths.numel()
+        if not dataclasses.is_dataclass(batch):
+            return
+        for field in dataclasses.fields(batch):
+            lengths = getattr(batch, field.name)
+            if (field.name == "lengths" or field.name.endswith("_lengths")) and isinstance(lengths, torch.Tensor) and lengths.numel():
+                self.steps += int(lengths.sum())
+                self.padded += int(lengths.max()) * lengths.numel()
 
     def share(self) -> float | None:
         return 1.0 - self.steps / self.padded if self.padded else None

@@ -8,14 +8,24 @@ lives in ``study.db`` (SQLite): a study that was interrupted continues where it 
 killed halfway is recorded as failed and its values are tried again, and finished trials are
 never re-run. At the end the best pipeline is written as ``best.toml`` (the pipeline file with the
 best values, without ``[tune]``) and the trials are drawn in ``trials.png``.
+
+Trials run in parallel with ``--jobs N``: N worker processes share the study (``seqpipe tune``
+itself, started with ``--worker``), each taking the next trial until the target is reached, with
+the machine's cores shared among them. Every trial records the process running it, so a trial is
+taken for killed only when that process is gone, never while another worker runs it; the same
+holds for two ``seqpipe tune`` commands started by hand on one study folder.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,9 +102,45 @@ def check_space(pipeline: Path, space: dict[str, list[Any] | Range], tables: dic
         probe.unlink(missing_ok=True)
 
 
+def _owner() -> dict[str, Any]:
+    """This process, as recorded on the trials it runs."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _gone(trial: Any) -> bool:
+    """Whether a trial still marked running lost the process that ran it (killed). A trial of
+    another machine, or of a process still alive here, is someone else's to finish."""
+    owner = trial.user_attrs.get("owner")
+    if owner is None:  # a process records itself as a trial starts; a minute on, it never will
+        started = trial.datetime_start
+        return started is None or (datetime.now() - started).total_seconds() > 60
+    if owner.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _start_workers(pipeline: Path, folder: Path, target: int, jobs: int, strict_plugins: bool) -> list[subprocess.Popen]:
+    """``jobs - 1`` more ``seqpipe tune --worker`` processes on this study (this process is the
+    first), the cores shared among all of them."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-m", "seqpipe", "tune", str(pipeline), "--out", str(folder), "--trials", str(target)] \
+        + (["--strict-plugins"] if strict_plugins else [])
+    return [subprocess.Popen([*command, "--worker", str(index)], env=env) for index in range(1, jobs)]
+
+
 def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = None,
-         log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> TuneResult:
-    """Run (or continue) the study of ``pipeline``'s ``[tune]`` table in ``folder``."""
+         log: Callable[[str], None] = lambda line: print(line, file=sys.stderr), jobs: int = 1, worker: int | None = None,
+         strict_plugins: bool = False) -> TuneResult | None:
+    """Run (or continue) the study of ``pipeline``'s ``[tune]`` table in ``folder``; with ``jobs``,
+    in that many processes. ``worker`` (its index, from 1): a process started by another that only
+    runs trials (the other checked the space, and reports); it returns None."""
     try:
         import optuna
     except ImportError:
@@ -111,7 +157,8 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
                           "\"model.hidden_size\" = [32, 64, 128].")
     tables = parse_toml(pipeline)
     target = trials or config.tune.trials
-    check_space(pipeline, config.tune.space, tables, registry, folder)
+    if worker is None:
+        check_space(pipeline, config.tune.space, tables, registry, folder)
     resolved = resolve_pipeline(pipeline, registry)
     monitor = config.tune.metric or config.training.monitor or resolved.task.obj.monitor
     modes = resolved.task.obj.declared_metrics()
@@ -121,15 +168,20 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
     direction = "maximize" if modes[monitor] == "max" else "minimize"
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # workers write the study at once: SQLite makes a writer wait for the lock instead of failing at once
+    storage = optuna.storages.RDBStorage(f"sqlite:///{(folder / STUDY_FILE).resolve()}", engine_kwargs={"connect_args": {"timeout": 120}})
     study = optuna.create_study(
-        study_name=STUDY_NAME, storage=f"sqlite:///{(folder / STUDY_FILE).resolve()}", direction=direction, load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=config.tune.seed),
+        study_name=STUDY_NAME, storage=storage, direction=direction, load_if_exists=True,
+        # each worker draws its own values: the same seed would make them try the same first ones
+        sampler=optuna.samplers.TPESampler(seed=config.tune.seed + (worker or 0)),
         # a trial is judged from the epoch early stopping would first judge it (patience), never before the 2nd
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(2, config.training.patience))
         if config.tune.prune else optuna.pruners.NopPruner())
-    # a trial still "running" was killed with the process that ran it: record it as failed and try its values again
+    # a trial still "running" whose process is gone was killed with it: record it as failed and try its values again
     rerun = 0
-    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if worker is None else ():
+        if not _gone(stale):
+            continue
         study.tell(stale.number, state=TrialState.FAIL)
         study.enqueue_trial(stale.params, skip_if_exists=False)
         rerun += 1
@@ -138,11 +190,22 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
     def finished() -> list[Any]:
         return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
+    def started() -> int:  # finished, or being run by a live process (this one's or another worker's)
+        return len(finished()) + sum(not _gone(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
     done = len(finished())
-    if done:
+    if done and worker is None:
         log(f"study {folder / STUDY_FILE}: {done} of {target} trials already finished; continuing")
+    workers = _start_workers(pipeline, folder, target, jobs, strict_plugins) if jobs > 1 and worker is None else []
+    if workers:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        torch.set_num_threads(threads)  # this process takes its share too: more threads than cores stall them all
+        log(f"{jobs} processes share the study ({threads} torch thread(s) each)")
 
     def objective(trial: Any) -> float:
+        trial.set_user_attr("owner", _owner())
         values = {key: _suggest(trial, key, spec) for key, spec in config.tune.space.items()}
         trial_dir = folder / f"trial-{trial.number:03d}"
         trial_dir.mkdir(parents=True, exist_ok=True)
@@ -166,8 +229,18 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
         log(f"trial {trial.number}: {shown} → validation {monitor} {value:.4f}")
         return value
 
-    while len(finished()) < target:
-        study.optimize(objective, n_trials=1, catch=())
+    try:
+        while started() < target:
+            study.optimize(objective, n_trials=1, catch=())
+    finally:
+        for process in workers:  # their trials finish (or stop with this one on Ctrl-C)
+            process.wait()
+    if worker is not None:
+        return None
+    failed = [p.returncode for p in workers if p.returncode]
+    if failed:
+        raise SeqpipeError(f"{folder / STUDY_FILE}: {len(failed)} of {jobs - 1} worker processes failed (exit code {failed[0]}; "
+                           "their message is above); run the same command again to continue the study.")
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise SeqpipeError(f"{folder / STUDY_FILE}: every trial was pruned; run more trials or set tune.prune = false.")

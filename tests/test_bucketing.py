@@ -94,3 +94,13 @@ def test_bucketing_a_task_that_cannot_is_refused_naming_the_key(tmp_path, small_
     pipeline.write_text(text.replace("[training]\n", "[training]\nbucket = true\n"), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"training\.bucket: task 'old-classify' cannot bucket its batches by length"):
         resolve_pipeline(pipeline, registry)
+
+
+def test_the_padding_share_counts_every_padded_side_of_a_batch():
+    from seqpipe.builtin.seq2seq import Batch as PairBatch
+
+    padding = Padding()
+    # sources of 3 and 1 steps padded to 3, targets of 2 and 2: 8 real steps of 10
+    padding.add(PairBatch(torch.zeros(2, 3), torch.tensor([3, 1]), torch.zeros(2, 2), torch.tensor([2, 2]), torch.zeros(2, 2)))
+    assert padding.share() == pytest.approx(0.2) and padding.record() == {"padding_share": pytest.approx(0.2)}
+    assert Padding().share() is None and Padding().say() == ""

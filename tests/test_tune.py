@@ -92,3 +92,24 @@ def test_a_killed_study_continues_and_its_best_pipeline_reproduces_its_score(tmp
     metrics = json.loads((tmp_path / "best-run" / "metrics.json").read_text())
     assert metrics["validation"]["macro_f1"] == pytest.approx(best.value, abs=1e-9)  # runs are deterministic on CPU
     assert json.loads((study_dir / f"trial-{best.number:03d}" / "run" / "status.json").read_text())["state"] == "done"
+
+
+@pytest.mark.slow
+def test_trials_in_two_processes_share_the_study_and_each_is_recorded_once(tmp_path):
+    """`--jobs 2`: two processes take trials from one study at once; neither takes the other's
+    running trial for a killed one, and the target is reached with every trial recorded once."""
+    pipeline = _pipeline(tmp_path, SPACE, trials=10)  # enough that the second process, starting later, gets some
+    study_dir = tmp_path / "study"
+    proc = subprocess.run([sys.executable, "-m", "seqpipe", "tune", str(pipeline), "--out", str(study_dir), "--jobs", "2"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 processes share the study" in proc.stderr and "interrupted earlier" not in proc.stderr
+    study = optuna.load_study(study_name="seqpipe", storage=f"sqlite:///{study_dir / 'study.db'}")
+    trials = study.get_trials()
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials), [t.state.name for t in trials]
+    assert 10 <= len(trials) <= 11  # the target, and at most one more a worker had started as the last finished
+    owners = {t.user_attrs["owner"]["pid"] for t in trials}
+    assert len(owners) == 2  # both processes ran trials
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials)  # no values tried twice
+    assert sorted(p.name for p in study_dir.glob("trial-*")) == [f"trial-{t.number:03d}" for t in trials]
+    assert (study_dir / "best.toml").is_file()

@@ -1,7 +1,7 @@
 """The pooling heads of :mod:`seqpipe.pooling` as ONNX nodes, for the graphs built from layers.
 
 Written with the same arithmetic as the torch module: the step graph updates the ``pool`` state
-[B, 2, size] (slot 0 the running sum or maximum, slot 1 the count) for one step; the sequence graph
+[B, 2, size] (slot 0 the running mean or maximum, slot 1 the count) for one step; the sequence graph
 pools the topology's outputs over each sequence's valid steps, continuing from ``state_in.pool``.
 """
 
@@ -43,9 +43,10 @@ def pool_step(g: GraphBuilder, pooling: Pooling, h: str, pool: str) -> tuple[str
     """One step: the output ``h`` [B, size] joins ``pool``; (pooled [B, size], new pool state)."""
     earlier, earlier_count = _slot(g, pool, 0), _slot(g, pool, 1)
     count = g.op("Add", [earlier_count, g.const("one_f", np.array(1.0, np.float32))], "pool_count_next")[0]
-    if pooling.kind == "mean":
-        total = g.op("Add", [earlier, h], "pool_sum")[0]
-        return g.op("Div", [total, count], "pool_mean")[0], _stacked(g, total, count)
+    if pooling.kind == "mean":  # mean + (h - mean) / count
+        change = g.op("Div", [g.op("Sub", [h, earlier], "pool_delta")[0], count], "pool_change")[0]
+        mean = g.op("Add", [earlier, change], "pool_mean")[0]
+        return mean, _stacked(g, mean, count)
     value = _continued_max(g, earlier, earlier_count, h)
     return value, _stacked(g, value, count)
 
@@ -73,11 +74,13 @@ def pool_sequence(g: GraphBuilder, pooling: Pooling, outputs: str, lengths: str,
     count = g.op("Expand", [count, g.op("Shape", [outputs], "pool_bs", start=1, end=3)[0]], "pool_count_bs")[0]  # [B, size]
     if pooling.kind == "mean":
         zeros = g.const("zero_f", np.array(0.0, np.float32))
-        value = _reduce(g, "ReduceSum", g.op("Where", [valid, outputs, zeros], "pool_masked")[0], "pool_sum")
-        if pool is not None:
-            value = g.op("Add", [_slot(g, pool, 0), value], "pool_sum_all")[0]
-            count = g.op("Add", [_slot(g, pool, 1), count], "pool_count_all")[0]
-        return g.op("Div", [value, count], "pool_mean")[0], _stacked(g, value, count)
+        total = _reduce(g, "ReduceSum", g.op("Where", [valid, outputs, zeros], "pool_masked")[0], "pool_sum")
+        if pool is not None:  # the earlier steps' sum is their mean times their count
+            earlier_count = _slot(g, pool, 1)
+            total = g.op("Add", [g.op("Mul", [_slot(g, pool, 0), earlier_count], "pool_earlier_sum")[0], total], "pool_sum_all")[0]
+            count = g.op("Add", [earlier_count, count], "pool_count_all")[0]
+        mean = g.op("Div", [total, count], "pool_mean")[0]
+        return mean, _stacked(g, mean, count)
     value = _reduce(g, "ReduceMax", g.op("Where", [valid, outputs, lowest], "pool_masked")[0], "pool_max_seq")
     if pool is not None:
         earlier_count = _slot(g, pool, 1)
