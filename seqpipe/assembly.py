@@ -177,7 +177,8 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
         raise ConfigError(f"{src}: training.precision: fp16 training needs a CUDA device (a gradient scaler on GPU "
                           f"arithmetic), and this run trains on the CPU (training.device = \"{config.training.device}\"); use "
                           "\"bf16\" (CPU autocast) or \"fp32\".")
-    if config.training.bucket and "bucket" not in inspect.signature(task.obj.batches).parameters:
+    accepted = inspect.signature(task.obj.batches).parameters
+    if config.training.bucket and "bucket" not in accepted and not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
         raise ConfigError(f"{src}: training.bucket: task '{config.task.name}' cannot bucket its batches by length (its "
                           "batches() takes no 'bucket' keyword); remove training.bucket or add it to the task.")
     monitor = config.training.monitor
@@ -231,14 +232,15 @@ def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, s
     if wanted is None:
         wanted = (["step"] if causal and no_step is None else []) + (["sequence"] if no_sequence is None else [])
         if not wanted:
-            no_step_reason = no_step if causal else f"topology '{config.model.topology}' is not causal"
+            no_step_reason = f"topology '{config.model.topology}' is not causal" if not causal else no_step
             raise ConfigError(f"{src}: model: {no_step_reason} (no step graph) and {unsupported} (no sequence graph), so "
                               "nothing can be exported; choose a causal topology or one that declares its layers.")
     if "step" in wanted and not causal:
         raise ConfigError(f"{src}: export.graphs: 'step' needs a causal topology, and '{config.model.topology}' reads the "
                           "future; remove 'step' (export graphs = [\"sequence\"]) or choose 'single'/'stacked'.")
     if "sequence" in wanted and no_sequence is not None:
-        raise ConfigError(f"{src}: export.graphs: no 'sequence' graph: {no_sequence} and the topology is not causal; "
+        no_loop = "the topology is not causal" if not causal else no_step  # nothing to loop a step graph over either
+        raise ConfigError(f"{src}: export.graphs: no 'sequence' graph: {no_sequence} and {no_loop}; "
                           "choose a built-in topology or a causal one.")
     return sorted(set(wanted), key=["step", "sequence"].index) + extra
 

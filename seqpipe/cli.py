@@ -41,7 +41,8 @@ def _say_stopped(how: str, exc: BaseException) -> None:
 
 def _resume_hint(exc: BaseException) -> str:
     command = getattr(exc, "resume_command", None)
-    return f"; continue from the last complete epoch with: {command}" if command else ""
+    what = getattr(exc, "resume_what", "from the last complete epoch")
+    return f"; continue {what} with: {command}" if command else ""
 
 
 def _registry(strict: bool, source: PluginSource = TRAINING):
@@ -77,7 +78,7 @@ def run(pipeline: Path | None, out: Path | None, force: bool, resume: Path | Non
     if nproc > 1:
         from seqpipe.launch import check_before_launch, torchrun
 
-        check_before_launch(registry, pipeline, out, force, resume)
+        check_before_launch(registry, pipeline, out, force, resume, nproc)
         torchrun(nproc, pipeline, out, force, resume, strict_plugins)
         return
     with signals_stop_the_run():  # Ctrl-C and SIGTERM record 'interrupted' in status.json
@@ -109,8 +110,13 @@ def tune(pipeline: Path, out: Path | None, trials: int | None, jobs: int, worker
 
     registry, _ = _registry(strict_plugins)
     folder = out or Path("tune") / pipeline.stem
-    with signals_stop_the_run():
-        result = run_study(pipeline, registry, folder, trials, jobs=jobs, worker=worker, strict_plugins=strict_plugins)
+    try:
+        with signals_stop_the_run():
+            result = run_study(pipeline, registry, folder, trials, jobs=jobs, worker=worker, strict_plugins=strict_plugins)
+    except (KeyboardInterrupt, Terminated) as exc:
+        if worker is not None:  # the process that started it says how to continue
+            sys.exit(130 if isinstance(exc, KeyboardInterrupt) else 143)
+        raise
     if result is None:  # a worker: the process that started it reports
         return
     click.echo(f"\nstudy: {folder / 'study.db'} ({result.finished} trials finished, {result.pruned} pruned"

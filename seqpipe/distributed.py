@@ -15,7 +15,8 @@ evaluates, exports and checks parity. The other ranks stop after training.
 A job resumes (``--resume RUN_DIR`` under torchrun) from the run directory's one state file: the
 weights, averages, optimizer moments and data order are the same on every rank, and each rank's
 own random state (its dropout masks) is saved beside rank 0's, so a resumed job continues as the
-uninterrupted one would (with as many processes as the run had).
+uninterrupted one would (with as many processes as the run had; bit for bit on CPU, where torch's
+CPU generator draws the dropout masks).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import os
 import signal
 from pathlib import Path
 
-from seqpipe.errors import SeqpipeError
+from seqpipe.errors import ConfigError, SeqpipeError
 
 
 class RankFailed(SeqpipeError):
@@ -24,10 +24,10 @@ class RankFailed(SeqpipeError):
         self.exit_code = exit_code
 
 
-def check_before_launch(registry, pipeline: Path | None, out: Path | None, force: bool, resume: Path | None) -> None:
+def check_before_launch(registry, pipeline: Path | None, out: Path | None, force: bool, resume: Path | None, nproc: int) -> None:
     """What every rank would refuse, refused once here: the pipeline (or the run to resume), its
-    plugins, its data, and ``--out``."""
-    from seqpipe.assembly import resolve_pipeline
+    plugins, its data, ``--out``, and more CUDA ranks than GPUs."""
+    from seqpipe.assembly import resolve_pipeline, training_device
     from seqpipe.rundir import check_out_dir
     from seqpipe.run import resumable
 
@@ -38,6 +38,12 @@ def check_before_launch(registry, pipeline: Path | None, out: Path | None, force
         resolved = resolve_pipeline(pipeline, registry)
         if out is not None:
             check_out_dir(out, force)
+    if training_device(resolved.config.training.device, f"{resolved.path}: training.device") == "cuda":
+        import torch
+
+        if torch.cuda.device_count() < nproc:
+            raise ConfigError(f"{resolved.path}: training.device: --nproc {nproc} trains one rank per GPU, and torch sees "
+                              f"{torch.cuda.device_count()}; use --nproc {torch.cuda.device_count()} or set device = \"cpu\".")
     resolved.prepare()
 
 

@@ -90,6 +90,11 @@ def signals_stop_the_run() -> Iterator[None]:
         _signalled = None
 
 
+def signalled() -> type[BaseException] | None:
+    """The exception of the SIGINT or SIGTERM received inside :func:`signals_stop_the_run`, if any."""
+    return _signalled
+
+
 def raise_if_signalled() -> None:
     """Raise the remembered signal's exception again, in case the first was lost (see above)."""
     if _signalled is not None:

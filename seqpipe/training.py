@@ -160,8 +160,10 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
             break
         minutes = shared((time.perf_counter() - training_started) / 60, ranks)  # rank 0's clock decides for all
         if cfg.max_minutes is not None and minutes >= cfg.max_minutes and epoch < cfg.epochs:
-            log(f"time budget: {minutes:.1f} of training.max_minutes = {cfg.max_minutes:g} spent after epoch {epoch}; "
-                f"stopping here, the best epoch so far ({max(r['epoch'] for r in history if r['best'])}) goes on to evaluation and export")
+            if ranks.main:  # the other ranks' history starts at a resume, and may hold no best epoch
+                log(f"time budget: {minutes:.1f} of training.max_minutes = {cfg.max_minutes:g} spent after epoch {epoch}; "
+                    f"stopping here, the best epoch so far ({max(r['epoch'] for r in history if r['best'])}) goes on to "
+                    "evaluation and export")
             break
     if board is not None:
         board.close()

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -102,27 +104,39 @@ def check_space(pipeline: Path, space: dict[str, list[Any] | Range], tables: dic
         probe.unlink(missing_ok=True)
 
 
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), None where unknown: with
+    the pid, it names one process even after the pid is reused (a restarted container's pid 1)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def _owner() -> dict[str, Any]:
     """This process, as recorded on the trials it runs."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _process_start(os.getpid())}
 
 
 def _gone(trial: Any) -> bool:
-    """Whether a trial still marked running lost the process that ran it (killed). A trial of
-    another machine, or of a process still alive here, is someone else's to finish."""
+    """Whether a trial still marked running lost the process that ran it (killed). A SQLite study
+    lives on one machine, so a trial recorded under another host name was left by an earlier
+    container or boot; one whose process still runs here is someone else's to finish."""
     owner = trial.user_attrs.get("owner")
     if owner is None:  # a process records itself as a trial starts; a minute on, it never will
         started = trial.datetime_start
         return started is None or (datetime.now() - started).total_seconds() > 60
     if owner.get("host") != socket.gethostname():
-        return False
+        return True
+    pid = int(owner["pid"])
     try:
-        os.kill(int(owner["pid"]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
-        return False
-    return False
+        pass
+    recorded, now = owner.get("started"), _process_start(pid)
+    return recorded is not None and now is not None and recorded != now  # the pid was reused
 
 
 def _start_workers(pipeline: Path, folder: Path, target: int, jobs: int, strict_plugins: bool) -> list[subprocess.Popen]:
@@ -133,6 +147,18 @@ def _start_workers(pipeline: Path, folder: Path, target: int, jobs: int, strict_
     command = [sys.executable, "-m", "seqpipe", "tune", str(pipeline), "--out", str(folder), "--trials", str(target)] \
         + (["--strict-plugins"] if strict_plugins else [])
     return [subprocess.Popen([*command, "--worker", str(index)], env=env) for index in range(1, jobs)]
+
+
+def _stop(workers: list[subprocess.Popen], interrupted: bool) -> None:
+    """Stop the worker processes with this one: after a Ctrl-C they got the terminal's SIGINT too,
+    so they have a moment to stop on their own (a second one would land in their way out)."""
+    if interrupted:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(p.poll() is None for p in workers):
+            time.sleep(0.1)
+    for process in workers:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
 
 
 def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = None,
@@ -149,7 +175,7 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
 
     from seqpipe.assembly import resolve_pipeline
     from seqpipe.run import run_pipeline
-    from seqpipe.runstate import Stopped
+    from seqpipe.runstate import Stopped, signalled
 
     config = load_pipeline(pipeline)
     if config.tune is None:
@@ -167,7 +193,7 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
                           f"choose one of {', '.join(sorted(modes))}.")
     direction = "maximize" if modes[monitor] == "max" else "minimize"
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a trial stopped by Ctrl-C is reported in seqpipe's own line
     # workers write the study at once: SQLite makes a writer wait for the lock instead of failing at once
     storage = optuna.storages.RDBStorage(f"sqlite:///{(folder / STUDY_FILE).resolve()}", engine_kwargs={"connect_args": {"timeout": 120}})
     study = optuna.create_study(
@@ -182,7 +208,10 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if worker is None else ():
         if not _gone(stale):
             continue
-        study.tell(stale.number, state=TrialState.FAIL)
+        try:
+            study.tell(stale.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError):  # another process started at the same moment recorded it first
+            continue
         study.enqueue_trial(stale.params, skip_if_exists=False)
         rerun += 1
         log(f"trial {stale.number}: interrupted earlier; recorded as failed, its values are tried again")
@@ -232,9 +261,23 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
     try:
         while started() < target:
             study.optimize(objective, n_trials=1, catch=())
+    except BaseException as exc:
+        pending = signalled()
+        _stop(workers, pending is KeyboardInterrupt)
+        if pending is None:
+            raise
+        # a Ctrl-C or SIGTERM, whatever optuna made of it on its way out of a trial; the study
+        # continues by running the same command again
+        stopped = exc if isinstance(exc, pending) else pending()
+        stopped.resume_command, stopped.resume_what = f"seqpipe tune {pipeline} --out {folder}", "the study"
+        raise stopped from None
     finally:
-        for process in workers:  # their trials finish (or stop with this one on Ctrl-C)
-            process.wait()
+        for process in workers:
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     if worker is not None:
         return None
     failed = [p.returncode for p in workers if p.returncode]

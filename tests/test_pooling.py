@@ -97,3 +97,24 @@ def test_attention_pooling_exports_the_sequence_graph_only_and_check_refuses_a_s
     parity = json.loads((run / "parity.json").read_text())
     assert parity["passed"] and list(parity["graphs"]) == ["sequence"]
     assert not (run / "onnx" / "step.onnx").exists() and (run / "onnx" / "sequence.onnx").is_file()
+
+
+@pytest.mark.parametrize("pooling,opset", [("mean", 18), ("max", 17)])
+def test_a_pooled_run_streams_through_the_native_step_graph(tmp_path, small_csv, write_pipeline, pooling, opset):
+    """The default export path for built-in cells: the step graph written from native operators with
+    the pooling's nodes, checked against torch; opset 17 takes ReduceMax's axes as an attribute."""
+    import onnx
+
+    pipeline = write_pipeline(tmp_path / "p.toml", small_csv, epochs=2)
+    text = pipeline.read_text().replace("[task.options]\n", f'[task.options]\npooling = "{pooling}"\n')
+    pipeline.write_text(text.replace("[export]\n", f"[export]\nopset = {opset}\n"), encoding="utf-8")
+    assert f'pooling = "{pooling}"' in pipeline.read_text() and f"opset = {opset}" in pipeline.read_text()
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    parity = json.loads((run / "parity.json").read_text())
+    assert parity["passed"] and set(parity["graphs"]) == {"step", "sequence"}
+    step = onnx.load(str(run / "onnx" / "step.onnx"))
+    spec = json.loads({p.key: p.value for p in step.metadata_props}["seqpipe.spec"])
+    assert "native" in spec["exporter"] and [s["name"] for s in spec["states"]][-1] == "pool"
+    assert any(node.name.startswith("pool_") for node in step.graph.node)

@@ -113,3 +113,22 @@ def test_trials_in_two_processes_share_the_study_and_each_is_recorded_once(tmp_p
     assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials)  # no values tried twice
     assert sorted(p.name for p in study_dir.glob("trial-*")) == [f"trial-{t.number:03d}" for t in trials]
     assert (study_dir / "best.toml").is_file()
+
+
+def test_a_running_trial_counts_as_killed_only_when_its_process_is_gone():
+    from datetime import datetime, timedelta
+    from types import SimpleNamespace
+
+    from seqpipe.tuning import _gone, _owner
+
+    def trial(owner=None, started=datetime.now()):
+        return SimpleNamespace(user_attrs={} if owner is None else {"owner": owner}, datetime_start=started)
+
+    me = _owner()
+    assert not _gone(trial(me))  # this process is alive: its trial is its own to finish
+    assert _gone(trial({**me, "started": "0"}))  # the same pid, another process (a restarted container's pid 1)
+    assert _gone(trial({**me, "host": me["host"] + "-earlier"}))  # a SQLite study lives on one machine
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    assert _gone(trial({**me, "pid": int(dead), "started": None}))
+    assert not _gone(trial())  # a trial that started this instant has not recorded its process yet
+    assert _gone(trial(started=datetime.now() - timedelta(minutes=5)))

@@ -57,7 +57,8 @@ class Batch:
 
 
 class ClassifierModel(SequenceModel):
-    """Input (tokens embedded, or number vectors as they are) → topology → linear head → softmax after the last valid step."""
+    """Input (tokens embedded, or number vectors as they are) → topology → pooling (the last valid
+    step's output by default, or mean, max, attention) → linear head → softmax."""
 
     def __init__(self, embed: nn.Module, topology: Topology, num_labels: int, dropout: float = 0.0,
                  initial_state: str = "zeros", initial_state_scale: float = 0.1, pooling: str = "last") -> None:

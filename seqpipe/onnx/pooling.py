@@ -60,8 +60,8 @@ def pool_sequence(g: GraphBuilder, pooling: Pooling, outputs: str, lengths: str,
     t = g.op("Unsqueeze", [steps, g.const("axes12", np.array([1, 2], np.int64))], "pool_t")[0]  # [T, 1, 1]
     lengths_b = g.op("Unsqueeze", [lengths, g.const("axes02", np.array([0, 2], np.int64))], "pool_lengths")[0]  # [1, B, 1]
     valid = g.op("Less", [t, lengths_b], "pool_valid")[0]  # [T, B, 1]
-    lowest = g.const("minus_inf", np.array(-np.inf, np.float32))
     if pooling.kind == "attention":
+        lowest = g.const("minus_inf", np.array(-np.inf, np.float32))
         w = g.const("attention_w", pooling.score.weight.detach().numpy().T.copy())  # [size, 1]
         b = g.const("attention_b", pooling.score.bias.detach().numpy())
         scores = g.op("Add", [g.op("MatMul", [outputs, w], "attention_score")[0], b], "attention_scores")[0]  # [T, B, 1]
@@ -81,6 +81,7 @@ def pool_sequence(g: GraphBuilder, pooling: Pooling, outputs: str, lengths: str,
             count = g.op("Add", [earlier_count, count], "pool_count_all")[0]
         mean = g.op("Div", [total, count], "pool_mean")[0]
         return mean, _stacked(g, mean, count)
+    lowest = g.const("minus_inf", np.array(-np.inf, np.float32))
     value = _reduce(g, "ReduceMax", g.op("Where", [valid, outputs, lowest], "pool_masked")[0], "pool_max_seq")
     if pool is not None:
         earlier_count = _slot(g, pool, 1)

@@ -72,7 +72,9 @@ def convert_fp16(src: Path, dst: Path) -> dict:
     with _quiet():
         # keep_io_types: x, state_in.*, y and state_out.* stay float32 (the ONNX contract); casts at
         # the graph's edges are the only extra work
-        half = convert_float_to_float16(model, keep_io_types=True)
+        # the pooling's running statistics stay fp32: in fp16 a step count stops growing at 2048
+        pooling = [node.name for node in model.graph.node if node.name.startswith("pool_")]
+        half = convert_float_to_float16(model, keep_io_types=True, node_block_list=pooling)
     _sort_topologically(half.graph)  # the converter appends its input casts after their consumers
     onnx.save(half, str(dst))
     spec.update({"precision": "fp16", "conversion": "onnxruntime float16 converter: fp16 weights and arithmetic, "
