@@ -27,17 +27,13 @@ class RankFailed(SeqpipeError):
 def check_before_launch(registry, pipeline: Path | None, out: Path | None, force: bool, resume: Path | None, nproc: int) -> None:
     """What every rank would refuse, refused once here: the pipeline (or the run to resume), its
     plugins, its data, ``--out``, and more CUDA ranks than GPUs."""
-    from seqpipe.assembly import resolve_pipeline, training_device
+    from seqpipe.assembly import training_device
     from seqpipe.rundir import check_out_dir
-    from seqpipe.run import resumable
+    from seqpipe.run import resolve_run
 
-    if resume is not None:
-        pipeline, data_folder = resumable(resume)
-        resolved = resolve_pipeline(pipeline, registry, data_relative_to=data_folder)
-    else:
-        resolved = resolve_pipeline(pipeline, registry)
-        if out is not None:
-            check_out_dir(out, force)
+    resolved = resolve_run(pipeline, registry, resume)
+    if resume is None and out is not None:
+        check_out_dir(out, force)
     if training_device(resolved.config.training.device, f"{resolved.path}: training.device") == "cuda":
         import torch
 

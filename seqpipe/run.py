@@ -45,11 +45,8 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
     from seqpipe.training import seed_everything, train
 
     started = time.perf_counter()
-    if resume is not None:
-        pipeline, data_folder = resumable(resume)
-        resolved = resolve_pipeline(pipeline, registry, data_relative_to=data_folder)
-    else:
-        resolved = resolve_pipeline(pipeline, registry)
+    resolved = resolve_run(pipeline, registry, resume)
+    pipeline = resolved.path
     cfg = resolved.config
     ranks = ranks_from_environment()  # one process, or one rank of a torchrun job
     if ranks.distributed and on_epoch is not None:
@@ -116,6 +113,15 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
                               f"{parity['tolerance']:.0e} (scaled by magnitude beyond 1); do not serve {failed} (see parity.json).")
     (run_dir / RESUME_FILE).unlink(missing_ok=True)  # done: nothing left to resume (trainer_state.json stays, to read)
     return RunResult(run_dir, metrics, parity, [f for f in files if f.name != RESUME_FILE], task.predict_example)
+
+
+def resolve_run(pipeline: Path | None, registry: Registry, resume: Path | None):
+    """The pipeline a run trains: ``pipeline``, or with ``resume`` the run directory's own copy, its
+    data paths read relative to the original pipeline's folder."""
+    if resume is None:
+        return resolve_pipeline(pipeline, registry)
+    pipeline, data_folder = resumable(resume)
+    return resolve_pipeline(pipeline, registry, data_relative_to=data_folder)
 
 
 def resumable(run_dir: Path) -> tuple[Path, Path]:

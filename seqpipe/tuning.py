@@ -139,10 +139,9 @@ def _gone(trial: Any) -> bool:
     return recorded is not None and now is not None and recorded != now  # the pid was reused
 
 
-def _start_workers(pipeline: Path, folder: Path, target: int, jobs: int, strict_plugins: bool) -> list[subprocess.Popen]:
+def _start_workers(pipeline: Path, folder: Path, target: int, jobs: int, threads: int, strict_plugins: bool) -> list[subprocess.Popen]:
     """``jobs - 1`` more ``seqpipe tune --worker`` processes on this study (this process is the
-    first), the cores shared among all of them."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    first), each with ``threads`` torch threads."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "seqpipe", "tune", str(pipeline), "--out", str(folder), "--trials", str(target)] \
         + (["--strict-plugins"] if strict_plugins else [])
@@ -225,11 +224,11 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
     done = len(finished())
     if done and worker is None:
         log(f"study {folder / STUDY_FILE}: {done} of {target} trials already finished; continuing")
-    workers = _start_workers(pipeline, folder, target, jobs, strict_plugins) if jobs > 1 and worker is None else []
+    threads = max(1, (os.cpu_count() or 1) // jobs)  # the cores shared among all the processes
+    workers = _start_workers(pipeline, folder, target, jobs, threads, strict_plugins) if jobs > 1 and worker is None else []
     if workers:
         import torch
 
-        threads = max(1, (os.cpu_count() or 1) // jobs)
         torch.set_num_threads(threads)  # this process takes its share too: more threads than cores stall them all
         log(f"{jobs} processes share the study ({threads} torch thread(s) each)")
 
