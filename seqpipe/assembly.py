@@ -151,6 +151,10 @@ def _encoding(table: dict[str, Any] | None, key: str, task: Entry, registry: Reg
     if key == "output" and cls.reads != "text":
         raise ConfigError(f"{src}: output.kind: task '{task.name}' writes tokens, and encoding '{kind}' reads {cls.reads}; "
                           "choose \"characters\", \"words\" or \"subwords\".")
+    if getattr(options, "characters", 0) and (key == "output" or not task.obj.reads_word_characters):
+        raise ConfigError(f"{src}: {key}.characters: task '{task.name}' "
+                          + ("writes word ids alone" if key == "output" else "reads one id per word")
+                          + f"; remove {key}.characters (the tag and classify tasks read each word's characters).")
     encoding = cls(options)
     encoding.table = key
     return encoding

@@ -351,6 +351,9 @@ class Task(ABC):
     # True when every given token must stay one step (a tagger's labels are per token): encodings
     # that split a token into several steps (subwords) are refused at `seqpipe check`
     needs_token_aligned_input: ClassVar[bool] = False
+    # True when the task's model reads steps of a word id and its characters' ids (input.characters),
+    # through seqpipe.models.input_layer, pad_inputs and step_input; other tasks refuse them at check
+    reads_word_characters: ClassVar[bool] = False
     # the output encoding ([output] kind) of a task that writes tokens; None: no [output] table
     default_output: ClassVar[str | None] = None
     output_column: ClassVar[str] = "target"

@@ -16,15 +16,17 @@ import numpy as np
 PAD, UNK = "<pad>", "<unk>"
 
 
-def pad_ids(encoded: list[list[int]], what: str = "input") -> tuple[np.ndarray, np.ndarray]:
-    """Id lists → (ids [B, T] int64 padded with 0, lengths [B] int64); an empty list is a user error."""
+def pad_ids(encoded: list[list[Any]], what: str = "input") -> tuple[np.ndarray, np.ndarray]:
+    """Id lists (or lists of per-step id lists: a word and its characters) → (ids [B, T] or [B, T, ids]
+    int64 padded with 0, lengths [B] int64); an empty list is a user error."""
     from seqpipe.errors import SeqpipeError
 
     for number, ids in enumerate(encoded, start=1):
         if not ids:
             raise SeqpipeError(f"input {number} is empty; give at least one {what}.")
     lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
-    tokens = np.zeros((len(encoded), int(lengths.max())), dtype=np.int64)
+    per_step = (len(encoded[0][0]),) if isinstance(encoded[0][0], list) else ()
+    tokens = np.zeros((len(encoded), int(lengths.max()), *per_step), dtype=np.int64)
     for row, ids in enumerate(encoded):
         tokens[row, : len(ids)] = ids
     return tokens, lengths
@@ -115,6 +117,16 @@ def word_signature(word: str) -> str:
     if suffix:
         parts.append(suffix)
     return "<" + ":".join(parts) + ">"
+
+
+def word_character_ids(word: str, index: dict[str, int], per_word: int) -> list[int]:
+    """A word's character ids for a character-aware word representation, 0-padded to ``per_word``;
+    a longer word gives its first ``per_word - per_word // 2`` and last ``per_word // 2`` characters
+    (its prefix and its suffix, where a word's class shows). Unseen characters are 1 (unknown)."""
+    if len(word) > per_word:
+        word = word[: per_word - per_word // 2] + word[len(word) - per_word // 2:]
+    ids = [index.get(ch, 1) for ch in word]
+    return ids + [0] * (per_word - len(ids))
 
 
 def split_words(text: str) -> list[str]:

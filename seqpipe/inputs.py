@@ -101,10 +101,26 @@ class InputEncoding(ABC):
     def size(self) -> int:
         """Vocabulary size (token ids) or features per step (float inputs)."""
 
+    def count_cuts(self, values: Sequence[Any], account: Any, what: str) -> None:
+        """Count in ``account`` (a :class:`seqpipe.data.DataAccount`) what encoding ``values`` leaves
+        out: by default the values longer than :attr:`max_length` and their steps past it."""
+        cut = self.max_length
+        if cut is not None:
+            long = [n for n in (self.steps(v) for v in values) if n > cut]
+            account.add(f"truncated_{what.replace(' ', '_')}", len(long), f"{what} cut to input.max_length = {cut} steps "
+                        "(raise it to keep them whole)")
+            account.add("truncated_steps", sum(n - cut for n in long), "steps past input.max_length, neither trained on nor scored")
+
     def steps(self, value: Any) -> int:
         """Steps ``value`` has before any cut (to count truncations); by default its encoded length
         without a cut."""
         return len(value)
+
+    def word_characters(self) -> tuple[int, int, int] | None:
+        """(character vocabulary size, characters per word, CNN features) when each step is a word id
+        followed by that word's character ids (``x`` [..., 1 + per_word]), which the network reads
+        with :class:`seqpipe.word_characters.WordCharacters`; None (the default) for one id per step."""
+        return None
 
     # -- writing (output encodings) -------------------------------------------------------------------
     def join(self, units: Sequence[str]) -> str:
@@ -125,14 +141,11 @@ class InputEncoding(ABC):
 
 
 def encode_all(encoding: InputEncoding, values: Sequence[Any], account: Any, what: str) -> list[Any]:
-    """Every value encoded; values longer than the encoding's ``max_length`` are cut and counted in
-    ``account`` (a :class:`seqpipe.data.DataAccount`) under ``what``, e.g. "texts"."""
-    cut = encoding.max_length
-    if cut is not None and account is not None:
-        long = [n for n in (encoding.steps(v) for v in values) if n > cut]
-        account.add(f"truncated_{what.replace(' ', '_')}", len(long), f"{what} cut to input.max_length = {cut} steps "
-                    "(raise it to keep them whole)")
-        account.add("truncated_steps", sum(n - cut for n in long), "steps past input.max_length, neither trained on nor scored")
+    """Every value encoded; what the encoding leaves out (values past its ``max_length``) is counted in
+    ``account`` (a :class:`seqpipe.data.DataAccount`) under ``what``, e.g. "texts" (see
+    :meth:`InputEncoding.count_cuts`)."""
+    if account is not None:
+        encoding.count_cuts(values, account, what)
     return [encoding.encode(v) for v in values]
 
 

@@ -8,6 +8,8 @@ the step path, the fused sequence path and the native ONNX sequence graph are wr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -115,37 +117,59 @@ def token_embedding(vocab_size: int, embedding_size: int, dropout: float = 0.0) 
 UNK_ID = 1  # every built-in token encoding keeps id 0 for padding and id 1 for unknown tokens
 
 
+def hide_tokens(tokens: torch.Tensor, fraction: float, shown_as: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Training augmentation: a random ``fraction`` of the non-padding token ids replaced by
+    ``shown_as(ids)`` (e.g. <unk>). Steps of a word and its characters ([B, T, 1 + per_word]) hide
+    the word id only, so the character CNN learns to stand in for a word it does not know."""
+    words = tokens[..., 0] if tokens.dim() == 3 else tokens
+    hide = (torch.rand(words.shape, device=words.device) < fraction) & (words != 0)
+    words = torch.where(hide, shown_as(words), words)
+    return torch.cat([words.unsqueeze(-1), tokens[..., 1:]], dim=-1) if tokens.dim() == 3 else words
+
+
 def input_width(encoding, embedding_size: int) -> int:
-    """Features per step the topology reads: the embedding's width for token ids, the vector's own for numbers."""
-    return embedding_size if encoding.dtype == "int64" else encoding.size
+    """Features per step the topology reads: the embedding's width for token ids (plus the character
+    CNN's features when each word brings its characters), the vector's own for numbers."""
+    if encoding.dtype != "int64":
+        return encoding.size
+    characters = encoding.word_characters()
+    return embedding_size + (characters[2] if characters else 0)
 
 
 def input_layer(encoding, embedding_size: int, dropout: float = 0.0) -> nn.Module:
     """What turns the encoding's steps into the vectors a topology reads: a token embedding for ids,
     nothing for number vectors (already standardised), which the topology reads as they are.
     Tasks build it after the topology, so a seed gives the same initial weights as it always has."""
-    if encoding.dtype == "int64":
-        return token_embedding(encoding.size, embedding_size, dropout)
-    return nn.Identity()
+    if encoding.dtype != "int64":
+        return nn.Identity()
+    characters = encoding.word_characters()
+    if characters:
+        from seqpipe.word_characters import WordCharacters
+
+        return WordCharacters(encoding.size, embedding_size, *characters, dropout=dropout)
+    return token_embedding(encoding.size, embedding_size, dropout)
 
 
 def pad_inputs(encoded: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encoded sequences (id lists, or [time, features] float arrays) → (x [B, T] int64 or [B, T, F]
-    float32, zero-padded; lengths [B] int64)."""
+    """Encoded sequences (id lists, lists of per-step id lists, or [time, features] float arrays) →
+    (x [B, T] or [B, T, ids] int64, or [B, T, F] float32, zero-padded; lengths [B] int64)."""
     lengths = torch.tensor([len(x) for x in encoded], dtype=torch.int64)
     if encoded and not isinstance(encoded[0], list):  # number vectors
         x = torch.zeros(len(encoded), int(lengths.max()), encoded[0].shape[1], dtype=torch.float32)
         for row, values in enumerate(encoded):
             x[row, : len(values)] = torch.from_numpy(values)
         return x, lengths
-    x = torch.zeros(len(encoded), int(lengths.max()), dtype=torch.int64)
+    first = next((ids[0] for ids in encoded if ids), None)
+    per_step = (len(first),) if isinstance(first, list) else ()  # a word and its characters: several ids per step
+    x = torch.zeros(len(encoded), int(lengths.max()), *per_step, dtype=torch.int64)
     for row, ids in enumerate(encoded):
         x[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
     return x, lengths
 
 
 def step_input(encoding, batch: int = 2) -> torch.Tensor:
-    """An example one-step input for tracing: token ids [B] or features [B, F]."""
+    """An example one-step input for tracing: token ids [B] (or [B, ids] with a word's characters) or features [B, F]."""
     if encoding.dtype == "int64":
-        return torch.ones(batch, dtype=torch.int64)
+        characters = encoding.word_characters()
+        return torch.ones(batch, *((1 + characters[1],) if characters else ()), dtype=torch.int64)
     return torch.zeros(batch, encoding.size)

@@ -207,3 +207,19 @@ def pytest_collection_modifyitems(items):
     """Start the end-to-end trainings first: under `-n 2` the long ones then overlap the many short ones
     instead of running alone at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def assert_sentences_alone_equal_batched(onnx_dir: Path, x, lengths) -> None:
+    """A per-step run's sequence graph on the padded batch ``x``/``lengths``, its step graph stepped
+    over it, and each sentence run alone agree to 1e-5 on every valid step."""
+    import numpy as np
+
+    from seqpipe.serving.runtime import SequenceRunner, StepRunner
+
+    sequence, step = SequenceRunner(onnx_dir / "sequence.onnx", device="cpu"), StepRunner(onnx_dir / "step.onnx", device="cpu")
+    y, _ = sequence.run(x, lengths)
+    ys, _, _ = step.run_padded(x, lengths)
+    for row, n in enumerate(lengths):
+        alone, _ = sequence.run(x[row:row + 1, :n], lengths[row:row + 1])
+        assert np.abs(alone[0] - y[row, :n]).max() <= 1e-5
+        assert np.abs(ys[row, :n] - y[row, :n]).max() <= 1e-5

@@ -1,6 +1,7 @@
 """The parity matrix over task shapes: every registered cell × topology, exported the way the tag
 task exports it from token ids (the characters, words and subwords encodings; per-step outputs;
-generate's step graph has the same shape) and from number vectors (the numbers encoding: float
+generate's step graph has the same shape), from words with their characters (``input.characters``:
+a word id and its character ids per step, read by the character CNN) and from number vectors (the numbers encoding: float
 inputs, per-step outputs), the way the forecast task (float inputs, one output after the last
 step; classify on numbers has the same graph with a softmax) exports it, and the way classify
 exports its pooling heads (mean and max: the step graph carries the running statistics as the
@@ -31,14 +32,16 @@ from seqpipe.initial_state import InitialState
 from seqpipe.builtin.classify import ClassifierModel
 from seqpipe.models import SequenceModel, token_embedding
 from seqpipe.onnx.parity import torch_step_loop
+from seqpipe.word_characters import WordCharacters
 from test_parity_matrix import REGISTRY, _Spec, built_into, export_row, plugin_classes
 
 TOL = 1e-5
 VOCAB, EMBED, HIDDEN, LABELS, FEATURES = 19, 6, 9, 4, 2
+CHARS, PER_WORD, CHAR_FEATURES = 11, 5, 7  # the character CNN of tag_chars
 POOLED = ("classify_mean", "classify_max", "classify_attention")  # classify with a pooling head
-SHAPES = ("tag", "tag_numbers", "forecast", *POOLED)
-PER_STEP = ("tag", "tag_numbers")
-TOKEN_IDS = ("tag", *POOLED)
+SHAPES = ("tag", "tag_chars", "tag_numbers", "forecast", *POOLED)
+PER_STEP = ("tag", "tag_chars", "tag_numbers")
+TOKEN_IDS = ("tag", "tag_chars", *POOLED)
 COMBINATIONS = [(s, c, t) for s in SHAPES for c in REGISTRY.names("cell") for t in REGISTRY.names("topology")]
 TASK_COVERAGE: dict[tuple[str, str, str], dict[str, str | int]] = {}
 
@@ -52,6 +55,8 @@ class _ShapeTask:
 
     def encoding_spec(self):
         labels = {"labels": [f"t{i}" for i in range(LABELS)]}
+        if self.shape == "tag_chars":
+            return {"input": {"dtype": "int64", "kind": "words", "features": 1 + PER_WORD}, "output": labels}
         if self.shape in TOKEN_IDS:
             return {"input": {"dtype": "int64", "kind": "words"}, "output": labels}
         if self.shape == "tag_numbers":
@@ -59,6 +64,8 @@ class _ShapeTask:
         return {"input": {"dtype": "float32", "features": FEATURES}, "output": {"size": FEATURES}}
 
     def step_example(self):
+        if self.shape == "tag_chars":
+            return torch.ones(2, 1 + PER_WORD, dtype=torch.int64)
         return torch.ones(2, dtype=torch.int64) if self.shape in TOKEN_IDS else torch.zeros(2, FEATURES)
 
     def sequence_graph(self, model, opset):
@@ -67,13 +74,15 @@ class _ShapeTask:
 
 def _model(shape: str, cell_cls, topo_cls, options) -> SequenceModel:
     torch.manual_seed(0)
-    size = EMBED if shape in TOKEN_IDS else FEATURES
+    size = EMBED + CHAR_FEATURES if shape == "tag_chars" else EMBED if shape in TOKEN_IDS else FEATURES
     topology = topo_cls(cell_cls, size, HIDDEN, dict(cell_cls.example_options), **options)
     if shape in POOLED:
         return ClassifierModel(token_embedding(VOCAB, EMBED), topology, LABELS, pooling=shape.removeprefix("classify_")).eval()
     initial = InitialState("zeros", topology.state_shapes)
     if shape in PER_STEP:
         embed = token_embedding(VOCAB, EMBED) if shape == "tag" else nn.Identity()
+        if shape == "tag_chars":
+            embed = WordCharacters(VOCAB, EMBED, CHARS, PER_WORD, CHAR_FEATURES)
         return SequenceModel(embed, topology, nn.Linear(topology.output_size, LABELS), initial, output="softmax", per_step=True).eval()
     return SequenceModel(nn.Identity(), topology, nn.Linear(topology.output_size, FEATURES), initial, output="identity").eval()
 
@@ -128,6 +137,10 @@ def _check_case(model, step, sequence, shape: str, row: dict, case) -> None:
     rng = np.random.default_rng(seed)
     T = int(lengths.max())
     x = rng.integers(1, VOCAB, size=(len(lengths), T)) if shape in TOKEN_IDS else rng.normal(size=(len(lengths), T, FEATURES)).astype(np.float32)
+    if shape == "tag_chars":  # each word's characters: 1 to PER_WORD ids, then 0-padding slots
+        chars = rng.integers(1, CHARS, size=(len(lengths), T, PER_WORD))
+        spelled = rng.integers(1, PER_WORD + 1, size=(len(lengths), T, 1))
+        x = np.concatenate([x[..., None], np.where(np.arange(PER_WORD) < spelled, chars, 0)], axis=-1)
     xt, lt = torch.from_numpy(x), torch.from_numpy(lengths)
     valid = np.arange(T)[None, :] < lengths[:, None]  # [B, T]
     with torch.no_grad():

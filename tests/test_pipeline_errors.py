@@ -62,6 +62,13 @@ CASES = [
      ["model.initial_state", "did you mean 'learnable'"]),
     ("bidirectional merge", GOOD.replace('topology = "single"', 'topology = "bidirectional"\ntopology_options = {merge = "mean"}'),
      ["model.topology_options.merge", "'concat' or 'sum'", "'mean'"]),
+    ("word characters for a task that reads one id per word", GOOD.replace('"classify"', '"seq2seq"')
+     .replace('"spam-assassin"', '"thai-english"') + "\n[input]\nkind = 'words'\ncolumn = 'source'\ncharacters = 8\n",
+     ["input.characters", "task 'seq2seq' reads one id per word", "remove input.characters"]),
+    ("word characters in an output", GOOD.replace('"classify"', '"seq2seq"').replace('"spam-assassin"', '"thai-english"')
+     + "\n[output]\nkind = 'words'\ncolumn = 'target'\ncharacters = 8\n",
+     ["output.characters", "task 'seq2seq' writes word ids alone", "remove output.characters"]),
+    ("word characters out of range", GOOD + "\n[input]\nkind = 'words'\ncharacters = 65\n", ["input.characters", "<= 64"]),
     ("not utf-8", None, ["UTF-8"]),
 ]
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from seqpipe.cli import main
 from seqpipe.encoding import WordVocabulary, word_signature
 
-from conftest import load_trained, predict_without_torch
+from conftest import assert_sentences_alone_equal_batched, load_trained, predict_without_torch
 
 REPO = Path(__file__).resolve().parents[1]
 BROWN = REPO / "seqpipe" / "datasets" / "brown_pos" / "brown-universal.conll"
@@ -78,18 +78,9 @@ def test_run_reports_accuracy_and_baseline_and_exports_per_step_graphs(tag_run):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lengths=st.lists(st.integers(1, 20), min_size=1, max_size=5), seed=st.integers(0, 2**31 - 1))
 def test_a_sentence_alone_equals_it_padded_in_a_batch(tag_run, lengths, seed):
-    from seqpipe.serving.runtime import SequenceRunner, StepRunner
-
-    onnx_dir = tag_run / "out" / "onnx"
-    sequence, step = SequenceRunner(onnx_dir / "sequence.onnx", device="cpu"), StepRunner(onnx_dir / "step.onnx", device="cpu")
     lengths = np.array(lengths, dtype=np.int64)
     x = np.random.default_rng(seed).integers(1, 300, size=(len(lengths), int(lengths.max())))
-    y, _ = sequence.run(x, lengths)
-    ys, _, _ = step.run_padded(x, lengths)
-    for row, n in enumerate(lengths):
-        alone, _ = sequence.run(x[row:row + 1, :n], lengths[row:row + 1])
-        assert np.abs(alone[0] - y[row, :n]).max() <= 1e-5
-        assert np.abs(ys[row, :n] - y[row, :n]).max() <= 1e-5
+    assert_sentences_alone_equal_batched(tag_run / "out" / "onnx", x, lengths)
 
 
 def test_predict_tags_without_torch(tag_run, torch_blocked_env):

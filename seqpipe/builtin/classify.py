@@ -27,7 +27,7 @@ from seqpipe.baselines import summary_classifier, text_classifier
 from seqpipe.data import batched
 from seqpipe.inputs import encode_all
 from seqpipe.initial_state import InitialState
-from seqpipe.models import UNK_ID, SequenceModel, input_layer, input_width, pad_inputs, step_input
+from seqpipe.models import UNK_ID, SequenceModel, hide_tokens, input_layer, input_width, pad_inputs, step_input
 from seqpipe.pooling import Pooling
 from seqpipe.errors import DataError
 
@@ -72,6 +72,7 @@ class ClassifyTask(Task):
     Options = ClassifyOptions
     monitor = "macro_f1"
     monitor_mode = "max"
+    reads_word_characters = True  # words with input.characters: a character CNN per word (seqpipe.word_characters)
     example_pipeline = {"data": {"dataset": "spam-assassin"}}
 
     @classmethod
@@ -162,8 +163,7 @@ class ClassifyTask(Task):
         tokens = batch.tokens
         if self.options.token_dropout and model.training:
             # hide random tokens so the model cannot lean on any single one; padding (id 0) stays padding
-            hide = (torch.rand(tokens.shape) < self.options.token_dropout) & (tokens != 0)
-            tokens = tokens.masked_fill(hide, UNK_ID)
+            tokens = hide_tokens(tokens, self.options.token_dropout, lambda ids: torch.full_like(ids, UNK_ID))
         logits, _ = model(tokens, batch.lengths)
         return F.cross_entropy(logits, batch.targets, weight=self.class_weights)
 

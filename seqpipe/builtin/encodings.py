@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from seqpipe import hookimpl
-from seqpipe.encoding import PAD, UNK, CharVocabulary, WordVocabulary, split_words
+from seqpipe.encoding import PAD, UNK, CharVocabulary, WordVocabulary, split_words, word_character_ids
 from seqpipe.errors import DataError
 from seqpipe.inputs import EncodingOptions, InputEncoding, number_vectors
 
@@ -67,18 +67,26 @@ class WordsOptions(EncodingOptions):
     kind: Literal["words"] = "words"
     lowercase: bool = Field(False, description="fold words to lower case (capitals still shape unknown-word signatures)")
     min_count: int = Field(2, ge=1, description="rarer training words are encoded by their shape/suffix signature")
+    characters: int = Field(0, ge=0, le=64, description="also give the network each word's characters, read by a small "
+                            "character CNN whose features join the word embedding (what unseen words show by their "
+                            "spelling): up to this many characters per word, a longer word's first and last halves "
+                            "(counted and reported); 0: word ids only")
+    character_features: int = Field(32, ge=1, description="the character CNN's features per word (with input.characters)")
 
 
 class Words(InputEncoding):
     """One step per word: text is split with seqpipe's word pattern; a token list (CoNLL) is taken as
-    given. Rare and unseen words are encoded by their shape/suffix signature (``<unk:cap:ing>``)."""
+    given. Rare and unseen words are encoded by their shape/suffix signature (``<unk:cap:ing>``).
+    With ``characters``, a step is the word's id followed by its character ids."""
 
     Options = WordsOptions
     token_aligned = True
 
-    def __init__(self, options: WordsOptions, vocabulary: WordVocabulary | None = None) -> None:
+    def __init__(self, options: WordsOptions, vocabulary: WordVocabulary | None = None,
+                 characters: CharVocabulary | None = None) -> None:
         super().__init__(options)
         self.vocabulary = vocabulary
+        self.characters = characters  # with options.characters: the training words' characters
 
     @staticmethod
     def units(value: str | Sequence[str]) -> list[str]:
@@ -87,9 +95,29 @@ class Words(InputEncoding):
     def fit(self, values: Sequence[Any]) -> None:
         self.vocabulary = WordVocabulary.fit((self.units(v) for v in values), lowercase=self.options.lowercase,
                                              min_count=self.options.min_count)
+        if self.options.characters:  # case kept: capitals are what the characters tell beside a lower-cased word
+            self.characters = CharVocabulary.fit((w for v in values for w in self.units(v)), lowercase=False,
+                                                 max_length=self.options.characters, min_count=2)
 
-    def encode(self, value: str | Sequence[str]) -> list[int]:
-        return self.vocabulary.encode(self.units(value)[: self.max_length])
+    def encode(self, value: str | Sequence[str]) -> list[int] | list[list[int]]:
+        words = self.units(value)[: self.max_length]
+        ids = self.vocabulary.encode(words)
+        if not self.options.characters:
+            return ids
+        index, per_word = self.characters._index, self.options.characters
+        return [[i, *word_character_ids(w, index, per_word)] for i, w in zip(ids, words)]
+
+    def word_characters(self) -> tuple[int, int, int] | None:
+        o = self.options
+        return (len(self.characters), o.characters, o.character_features) if o.characters else None
+
+    def count_cuts(self, values: Sequence[Any], account: Any, what: str) -> None:
+        super().count_cuts(values, account, what)
+        per_word = self.options.characters
+        if per_word:
+            long = sum(len(w) > per_word for v in values for w in self.units(v)[: self.max_length])
+            account.add("shortened_words", long, f"words longer than input.characters = {per_word}: the character CNN reads "
+                        f"their first {per_word - per_word // 2} and last {per_word // 2} characters (raise it to read them whole)")
 
     def steps(self, value: Any) -> int:
         return len(self.units(value))
@@ -102,13 +130,25 @@ class Words(InputEncoding):
         return len(self.vocabulary)
 
     def to_spec(self) -> dict[str, Any]:
-        return {"dtype": "int64", "column": self.options.column, "join": " ", "max_length": self.options.max_length,
+        spec = {"dtype": "int64", "column": self.options.column, "join": " ", "max_length": self.options.max_length,
                 **self.vocabulary.to_spec(), "min_count": self.options.min_count}
+        per_word = self.options.characters
+        if per_word:
+            spec["features"] = 1 + per_word  # x: [..., 1 + per_word] ids per step
+            spec["characters"] = {"symbols": list(self.characters.symbols), "pad_id": 0, "unk_id": 1, "per_word": per_word,
+                                  "encode": "step = [word id, then seqpipe.encoding.word_character_ids(word, index in "
+                                            "symbols, per_word)]: the word's characters (case kept), unknown ones unk_id, "
+                                            f"0-padded to per_word; a longer word: its first {per_word - per_word // 2} "
+                                            f"and last {per_word // 2} characters"}
+        return spec
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Words:
-        options = WordsOptions(column=spec.get("column"), lowercase=bool(spec["lowercase"]), max_length=spec.get("max_length"))
-        return cls(options, WordVocabulary.from_spec(spec))
+        characters = spec.get("characters")
+        options = WordsOptions(column=spec.get("column"), lowercase=bool(spec["lowercase"]), max_length=spec.get("max_length"),
+                               characters=characters["per_word"] if characters else 0)
+        vocabulary = CharVocabulary(tuple(characters["symbols"]), False, characters["per_word"]) if characters else None
+        return cls(options, WordVocabulary.from_spec(spec), vocabulary)
 
 
 class SubwordsOptions(EncodingOptions):

@@ -31,7 +31,7 @@ from seqpipe.data import batched, read_conll
 from seqpipe.errors import DataError
 from seqpipe.initial_state import InitialState
 from seqpipe.inputs import encode_all
-from seqpipe.models import SequenceModel, input_layer, input_width, pad_inputs, step_input
+from seqpipe.models import SequenceModel, hide_tokens, input_layer, input_width, pad_inputs, step_input
 
 IGNORE = -100  # target at padded positions: no loss, no metric
 
@@ -81,6 +81,7 @@ class TagTask(Task):
     default_input = "words"
     input_column = "tokens"
     needs_token_aligned_input = True
+    reads_word_characters = True
 
     @property
     def predict_example(self) -> str:
@@ -195,8 +196,7 @@ class TagTask(Task):
         tokens = batch.tokens
         if self.options.word_dropout and model.training:
             # show some known words as unknown ones, so the signatures are trained on common words too
-            hide = (torch.rand(tokens.shape) < self.options.word_dropout) & (tokens != 0)
-            tokens = torch.where(hide, self.signature_of[tokens], tokens)
+            tokens = hide_tokens(tokens, self.options.word_dropout, lambda ids: self.signature_of[ids])
         logits, _ = model(tokens, batch.lengths)  # [B, T, C]
         return F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)
 
@@ -279,14 +279,15 @@ class TagTask(Task):
         by_word: dict[int, Counter] = {}
         overall: Counter = Counter()
         tokens = self.encoding.dtype == "int64"
+        word = (lambda step: step[0]) if self.encoding.word_characters() else (lambda step: step)  # [word id, its characters…]
         for ids, tags in self.examples["train"]:
             for w, t in zip(ids, tags):
                 if tokens:
-                    by_word.setdefault(w, Counter())[t] += 1
+                    by_word.setdefault(word(w), Counter())[t] += 1
                 overall[t] += 1
         best = {w: c.most_common(1)[0][0] for w, c in by_word.items()}
         fallback = overall.most_common(1)[0][0]
-        return [[best.get(w, fallback) if tokens else fallback for w in ids] for ids, _ in self.examples[split]]
+        return [[best.get(word(w), fallback) if tokens else fallback for w in ids] for ids, _ in self.examples[split]]
 
     # -- export -------------------------------------------------------------------------------
     def step_example(self, batch: int = 2) -> torch.Tensor:

@@ -26,7 +26,9 @@ from seqpipe.errors import ExportError
 from seqpipe.onnx.builder import GraphBuilder, finish_model, optional_state_inputs, state_value_infos
 from seqpipe.onnx.loop import masked_loop
 from seqpipe.onnx.pooling import pool_sequence, pool_step
+from seqpipe.onnx.word_characters import emit_word_characters
 from seqpipe.pooling import POOL_STATE
+from seqpipe.word_characters import WordCharacters
 from seqpipe.onnx.torch_export import export_module
 
 
@@ -235,6 +237,9 @@ def _merge_directions(g: GraphBuilder, values: str, directions: int, layers: Lay
 def _input(g: GraphBuilder, model, time: bool) -> tuple[onnx.ValueInfoProto, str]:
     """The graph input ``x`` (token ids, embedded inside; or features) and the vectors the topology reads."""
     dims = ["batch", "time"] if time else ["batch"]
+    if isinstance(model.embed, WordCharacters):  # [..., word id + its characters' ids]
+        embedded = emit_word_characters(g, model.embed, "x", rank=len(dims) + 1)
+        return helper.make_tensor_value_info("x", TensorProto.INT64, [*dims, model.embed.ids_per_step]), embedded
     if model.token_input:
         embedded = g.op("Gather", [g.const("embedding", model.embed[0].weight.detach().numpy()), "x"], "embed")[0]  # [B, (T,) E]
         return helper.make_tensor_value_info("x", TensorProto.INT64, dims), embedded
