@@ -158,3 +158,19 @@ def test_pretokenized_input_keeps_the_training_tokens(tag_run):
     assert json.loads(given.stdout)["tokens"] == ["@jury", "'s", "#praise", "said", "so", "."]
     assert plain["tokens"] != json.loads(given.stdout)["tokens"]
     assert len(json.loads(given.stdout)["tags"]) == 6
+
+
+def test_fp16_and_int8_copies_of_a_tagger_open_and_pass(small_brown, tmp_path):
+    """The per-step head's fp16 sequence graph once crashed onnxruntime's CPU provider (a segfault
+    while opening it): run in a process of its own, so a crash fails this test, not the session."""
+    import subprocess
+    import sys
+
+    pipeline = _pipeline(tmp_path / "p.toml", f'path = "{small_brown.as_posix()}"', epochs=1, cell="lstm")
+    pipeline.write_text(pipeline.read_text().replace("[export]", "[export]\nfp16 = true\nint8 = true"))
+    done = subprocess.run([sys.executable, "-m", "seqpipe", "run", str(pipeline), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    graphs = json.loads((tmp_path / "out" / "parity.json").read_text())["graphs"]
+    assert {"step.fp16", "sequence.fp16", "step.int8", "sequence.int8"} <= set(graphs)
+    assert all(graph["passed"] for graph in graphs.values())

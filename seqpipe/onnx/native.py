@@ -268,8 +268,11 @@ def sequence_graph(model, opset: int, y_size: int, name: str) -> onnx.ModelProto
     weight_t = g.const("head_w_t", model.head.weight.detach().numpy().T.copy())  # [O, C]
     bias = g.const("head_b", model.head.bias.detach().numpy())
     if model.per_step:
-        batch_major = g.op("Transpose", [outputs], "batch_major", perm=[1, 0, 2])[0]  # [B, T, O]
-        logits = g.op("Add", [g.op("MatMul", [batch_major, weight_t], "head")[0], bias], "head_bias")[0]  # [B, T, C]
+        # the head on the time-major outputs, then batch first: onnxruntime's CPU provider crashes
+        # (1.31, a segfault) on an fp16 copy where a Transpose feeds this MatMul (its
+        # MatmulTransposeFusion), and the two orders give the same numbers
+        time_major_logits = g.op("Add", [g.op("MatMul", [outputs, weight_t], "head")[0], bias], "head_bias")[0]  # [T, B, C]
+        logits = g.op("Transpose", [time_major_logits], "batch_major", perm=[1, 0, 2])[0]  # [B, T, C]
         y_shape = ["batch", "time", y_size]
     else:
         logits = g.op("Add", [g.op("MatMul", [summary, weight_t], "head")[0], bias], "head_bias")[0]  # [B, C]
