@@ -23,7 +23,8 @@ class SeqpipeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SeqpipeError as exc:
-            click.echo(f"error: {exc}", err=True)
+            for line in str(exc).splitlines():  # several faults found at once (pydantic): one line each
+                click.echo(f"error: {line}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt as exc:
             _say_stopped("interrupted", exc)

@@ -287,9 +287,30 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
     path = Path(path)
     data = parse_toml(path)
     try:
-        return PipelineConfig.model_validate(data)
+        config = PipelineConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path), model=PipelineConfig)) from None
+    refuse_coercions(config, data, str(path))
+    return config
+
+
+def refuse_coercions(model: BaseModel, values: dict[str, Any], source: str, prefix: tuple[str, ...] = ()) -> None:
+    """Refuse what pydantic's lax mode would quietly convert: text or true/false where a number is
+    read (``hidden_size = "12"``, ``characters = true`` would become 12 and 1), a number where true or
+    false is read. Checked on the validated ``model`` against the ``values`` as written, nested tables too."""
+    import json
+
+    for key, given in values.items():
+        if not isinstance(key, str) or key not in type(model).model_fields:
+            continue
+        got, where = getattr(model, key), ".".join((*prefix, key))
+        if isinstance(given, dict) and isinstance(got, BaseModel):
+            refuse_coercions(got, given, source, (*prefix, key))
+        elif isinstance(given, (bool, str)) and isinstance(got, (int, float)) and not isinstance(got, bool):
+            raise ConfigError(f"{source}: {where}: expected {'an integer' if isinstance(got, int) else 'a number'}, found "
+                              f"{json.dumps(given)}; write the number itself (no quotes, not true/false).")
+        elif isinstance(got, bool) and not isinstance(given, bool):
+            raise ConfigError(f"{source}: {where}: expected true or false, found {json.dumps(given)}.")
 
 
 def validate_options(options_model: type[BaseModel], values: dict[str, Any], source: str, key: str,
@@ -299,9 +320,11 @@ def validate_options(options_model: type[BaseModel], values: dict[str, Any], sou
     ``sizes`` (e.g. ``{"hidden_size": 64}``) reach the plugin's validators as ``info.context``, so
     an option that must fit the model's sizes is refused at ``seqpipe check``, not at ``run``."""
     try:
-        return options_model.model_validate(values, context=dict(sizes or {}))
+        options = options_model.model_validate(values, context=dict(sizes or {}))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source, tuple(key.split(".")), model=options_model)) from None
+    refuse_coercions(options, values, source, tuple(key.split(".")))
+    return options
 
 
 def format_pipeline(tables: dict[str, dict[str, Any]]) -> str:

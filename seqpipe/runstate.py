@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -23,7 +24,8 @@ STATES = ("running", "interrupted", "stopped", "failed", "done")
 def write_status(run_dir: Path, state: str, **details: Any) -> None:
     """Record ``state`` (one of :data:`STATES`) with ``details`` (e.g. the error line)."""
     assert state in STATES, state
-    record = {"state": state, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "pid": os.getpid(), **details}
+    record = {"state": state, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "pid": os.getpid(),
+              "host": socket.gethostname(), **details}
     fd, tmp = tempfile.mkstemp(prefix=f".{STATUS_FILE}-", dir=run_dir)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(record, fh, indent=2)
@@ -109,3 +111,31 @@ def read_status(run_dir: Path) -> dict[str, Any] | None:
         return None
     except (OSError, json.JSONDecodeError):
         return {"state": "unreadable"}
+
+
+def vanished(status: dict[str, Any]) -> bool:
+    """True when a run recorded as ``running`` on this machine has no process left (killed with
+    SIGKILL, crashed in native code, the machine restarted): it will never finish on its own."""
+    if status.get("state") != "running" or status.get("host") != socket.gethostname() or not isinstance(status.get("pid"), int):
+        return False
+    try:
+        os.kill(status["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def unfinished_hint(run_dir: Path, status: dict[str, Any]) -> str:
+    """Why the run in ``run_dir`` is not a finished model, and what to do, for one error line."""
+    gone = vanished(status)
+    state = "stopped without finishing (its process is gone: killed or crashed)" if gone else status.get("state")
+    reason = f": {status['error']}" if status.get("error") else ""
+    if status.get("state") == "running" and not gone:
+        action = "wait for it to finish"
+    elif (gone or status.get("state") == "interrupted") and (run_dir / "resume.safetensors").is_file():
+        action = f"continue it from its last complete epoch: seqpipe run --resume {run_dir}"
+    else:
+        action = f"run the pipeline again: seqpipe run {run_dir / 'pipeline.toml'}"
+    return f"this run is {state} (status.json{reason}), not a finished model; {action}"

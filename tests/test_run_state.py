@@ -83,6 +83,7 @@ def test_an_interrupted_run_records_it_and_exits_with_the_signal_code(tmp_path, 
     assert status(run)["state"] == "interrupted"
     served = CliRunner().invoke(main, ["predict", str(run), "hello"])
     assert served.exit_code == 2 and "this run is interrupted" in served.output
+    assert f"continue it from its last complete epoch: seqpipe run --resume {run}" in served.output
 
 
 def test_a_killed_run_resumed_ends_bit_identical_to_an_uninterrupted_one(tmp_path, small_csv):
@@ -107,6 +108,9 @@ def test_a_killed_run_resumed_ends_bit_identical_to_an_uninterrupted_one(tmp_pat
     proc.kill()
     proc.wait()
     assert status(run)["state"] == "running"  # killed: nothing had the chance to record it
+    served = CliRunner().invoke(main, ["predict", str(run), "hello"])  # its process is gone: said, with the way on
+    assert served.exit_code == 2 and "this run is stopped without finishing (its process is gone" in served.output
+    assert f"seqpipe run --resume {run}" in served.output
     killed_at = json.loads((run / "trainer_state.json").read_text())["epoch"]
     assert killed_at < 8
 

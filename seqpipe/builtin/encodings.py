@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from seqpipe import hookimpl
 from seqpipe.encoding import PAD, UNK, CharVocabulary, WordVocabulary, split_words, word_character_ids
@@ -71,7 +71,15 @@ class WordsOptions(EncodingOptions):
                             "character CNN whose features join the word embedding (what unseen words show by their "
                             "spelling): up to this many characters per word, a longer word's first and last halves "
                             "(counted and reported); 0: word ids only")
-    character_features: int = Field(32, ge=1, description="the character CNN's features per word (with input.characters)")
+    character_features: int | None = Field(None, ge=1, le=1024, description="the character CNN's features per word "
+                                           "(with input.characters; default 32)")
+
+    @model_validator(mode="after")
+    def _features_need_characters(self) -> WordsOptions:
+        if self.character_features is not None and not self.characters:
+            raise ValueError("character_features sets the character CNN, which input.characters turns on; "
+                             "add characters = 16 (say), or remove character_features")
+        return self
 
 
 class Words(InputEncoding):
@@ -109,7 +117,7 @@ class Words(InputEncoding):
 
     def word_characters(self) -> tuple[int, int, int] | None:
         o = self.options
-        return (len(self.characters), o.characters, o.character_features) if o.characters else None
+        return (len(self.characters), o.characters, o.character_features or 32) if o.characters else None
 
     def count_cuts(self, values: Sequence[Any], account: Any, what: str) -> None:
         super().count_cuts(values, account, what)

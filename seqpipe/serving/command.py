@@ -87,14 +87,12 @@ def predict(ctx: click.Context, model: Path, device: str, precision: str, as_jso
     entry-point group for tasks that are not built in), which takes the INPUTS and its own options
     listed below; put inputs that start with - after --.
     """
-    from seqpipe.runstate import read_status
+    from seqpipe.runstate import read_status, unfinished_hint
     from seqpipe.serving.predict import predictor_for, task_of
 
     status = read_status(model) if model.is_dir() else None
     if status is not None and status.get("state") != "done":
-        reason = f": {status['error']}" if status.get("error") else ""
-        raise SeqpipeError(f"{model}: this run is {status.get('state')} (status.json{reason}), not a finished model; "
-                           f"run the pipeline again: seqpipe run {model / 'pipeline.toml'}")
+        raise SeqpipeError(f"{model}: {unfinished_hint(model, status)}")
     task = task_of(model)
     registry, _ = load_registry(strict_plugins or None, source=SERVING)
     predictor = predictor_for(task, registry, model)
