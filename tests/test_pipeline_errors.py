@@ -69,6 +69,13 @@ CASES = [
      + "\n[output]\nkind = 'words'\ncolumn = 'target'\ncharacters = 8\n",
      ["output.characters", "task 'seq2seq' writes word ids alone", "remove output.characters"]),
     ("word characters out of range", GOOD + "\n[input]\nkind = 'words'\ncharacters = 65\n", ["input.characters", "<= 64"]),
+    ("quoted number, never read as one", GOOD.replace("hidden_size = 32", 'hidden_size = "32"'),
+     ["model.hidden_size", "expected an integer", 'found "32"', "no quotes"]),
+    ("true where a number is read", GOOD.replace("epochs = 2", "epochs = true"), ["training.epochs", "expected an integer", "found true"]),
+    ("number where true/false is read", GOOD + "\n[input]\nlowercase = 1\n", ["input.lowercase", "expected true or false", "found 1"]),
+    ("quoted number in task options", GOOD + "\n[task.options]\ndropout = \"0.2\"\n", ["task.options.dropout", "expected a number"]),
+    ("character features without characters", GOOD + "\n[input]\nkind = 'words'\ncharacter_features = 16\n",
+     ["input", "character_features sets the character CNN", "add characters"]),
     ("not utf-8", None, ["UTF-8"]),
 ]
 
@@ -95,6 +102,14 @@ def test_malformed_pipeline_is_one_line_exit_2(tmp_path, name, text, fragments, 
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
     assert not (tmp_path / "out").exists(), "nothing may be created before validation passes"
+
+
+def test_several_faults_are_one_line_each(tmp_path):
+    path = _write(tmp_path, GOOD.replace("hidden_size = 32", "hidden_size = -3").replace("epochs = 2", "epochs = 0"))
+    result = CliRunner().invoke(main, ["check", str(path)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 2 and all(line.startswith(f"error: {path}: ") for line in lines), result.output
+    assert "model.hidden_size" in result.output and "training.epochs" in result.output
 
 
 def test_missing_pipeline_file_is_one_line():

@@ -156,3 +156,35 @@ def test_word_dropout_hides_word_ids_and_keeps_their_characters():
     changed = hidden[..., 0] != tokens[..., 0]
     assert (hidden[..., 0][changed] == 1).all() and not changed[:, 7:].any()
     assert 0.4 < changed[:, :7].float().mean() < 0.6
+
+
+def test_a_classifier_reads_word_characters_with_a_streaming_pooling_head(tmp_path, small_csv):
+    """classify: words and their characters, mean pooling (the step graph carries its running
+    statistics), int8 copies too; both graphs pass parity and predict serves them."""
+    (tmp_path / "p.toml").write_text(textwrap.dedent(f"""
+        [data]
+        path = "{small_csv.as_posix()}"
+        [model]
+        hidden_size = 16
+        [input]
+        kind = "words"
+        characters = 6
+        character_features = 8
+        [task]
+        name = "classify"
+        [task.options]
+        embedding_size = 8
+        pooling = "mean"
+        token_dropout = 0.1
+        [training]
+        epochs = 2
+        [export]
+        int8 = true
+        parity_sequences = 40
+    """))
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "p.toml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    parity = json.loads((tmp_path / "out" / "parity.json").read_text())
+    assert parity["passed"] and {"step", "sequence", "step.int8", "sequence.int8"} <= set(parity["graphs"])
+    served = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "Unbelievable offers inside", "--json"])
+    assert served.exit_code == 0 and json.loads(served.stdout.strip().splitlines()[-1])["label"] in ("ham", "spam")
