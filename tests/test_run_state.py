@@ -72,7 +72,9 @@ def test_an_interrupted_run_records_it_and_exits_with_the_signal_code(tmp_path, 
     proc = subprocess.Popen([sys.executable, "-m", "seqpipe", "run", str(p), "--out", str(run)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 120
-    while not ((run / "history.jsonl").is_file() and (run / "history.jsonl").read_text().strip()):
+    # an epoch complete and its resume state saved (written just after the history line)
+    while not ((run / "history.jsonl").is_file() and (run / "history.jsonl").read_text().strip()
+               and (run / "resume.safetensors").is_file()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.1)
     proc.send_signal(sent)
