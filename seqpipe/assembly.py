@@ -140,6 +140,13 @@ def _encoding(table: dict[str, Any] | None, key: str, task: Entry, registry: Reg
     if not isinstance(kind, str):
         raise ConfigError(f"{src}: {key}.kind: expected an encoding name, found {kind!r}; see `seqpipe plugins`.")
     entry = registry.get("encoding", kind, f"{src}: {key}.kind")
+    for option in [k for k in table if k not in entry.obj.Options.model_fields]:  # another kind's option: say whose
+        takers = [n for n in registry.names("encoding")
+                  if option in registry.get("encoding", n, f"{src}: {key}.kind").obj.Options.model_fields]
+        if takers:
+            named = " or ".join(f'"{n}"' for n in takers)
+            raise ConfigError(f'{src}: {key}.{option}: kind "{kind}" takes no {option} (kind {named} does); '
+                              f"change {key}.kind or remove {option}.")
     options = validate_options(entry.obj.Options, table, src, key)
     cls = entry.obj
     if key == "input" and cls.reads not in task.obj.input_reads:

@@ -24,11 +24,19 @@ def pad_ids(encoded: list[list[Any]], what: str = "input") -> tuple[np.ndarray, 
     for number, ids in enumerate(encoded, start=1):
         if not ids:
             raise SeqpipeError(f"input {number} is empty; give at least one {what}.")
+    return padded_ids(encoded)
+
+
+def padded_ids(encoded: list[list[Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """pad_ids without the check: an empty id list becomes a row of padding with length 0 (training
+    batches, where the task decides what an empty input means)."""
     lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
-    per_step = (len(encoded[0][0]),) if isinstance(encoded[0][0], list) else ()
+    first = next((ids[0] for ids in encoded if ids), None)
+    per_step = (len(first),) if isinstance(first, list) else ()  # several ids per step
     tokens = np.zeros((len(encoded), int(lengths.max()), *per_step), dtype=np.int64)
     for row, ids in enumerate(encoded):
-        tokens[row, : len(ids)] = ids
+        if ids:
+            tokens[row, : len(ids)] = ids
     return tokens, lengths
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -104,9 +104,14 @@ class InputEncoding(ABC):
     def count_cuts(self, values: Sequence[Any], account: Any, what: str) -> None:
         """Count in ``account`` (a :class:`seqpipe.data.DataAccount`) what encoding ``values`` leaves
         out: by default the values longer than :attr:`max_length` and their steps past it."""
+        self.count_truncations((self.steps(v) for v in values), account, what)
+
+    def count_truncations(self, steps: Iterable[int], account: Any, what: str) -> None:
+        """Count the values whose ``steps`` (one count per value) pass :attr:`max_length`, and their
+        steps past it: for an encoding that counts more in one pass over its values."""
         cut = self.max_length
         if cut is not None:
-            long = [n for n in (self.steps(v) for v in values) if n > cut]
+            long = [n for n in steps if n > cut]
             account.add(f"truncated_{what.replace(' ', '_')}", len(long), f"{what} cut to input.max_length = {cut} steps "
                         "(raise it to keep them whole)")
             account.add("truncated_steps", sum(n - cut for n in long), "steps past input.max_length, neither trained on nor scored")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from seqpipe.contracts import State, StepModel, Topology
+from seqpipe.encoding import padded_ids
 from seqpipe.pooling import PooledInitialState, Pooling
 
 
@@ -159,12 +160,8 @@ def pad_inputs(encoded: list) -> tuple[torch.Tensor, torch.Tensor]:
         for row, values in enumerate(encoded):
             x[row, : len(values)] = torch.from_numpy(values)
         return x, lengths
-    first = next((ids[0] for ids in encoded if ids), None)
-    per_step = (len(first),) if isinstance(first, list) else ()  # a word and its characters: several ids per step
-    x = torch.zeros(len(encoded), int(lengths.max()), *per_step, dtype=torch.int64)
-    for row, ids in enumerate(encoded):
-        x[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
-    return x, lengths
+    ids, _ = padded_ids(encoded)  # id lists, or a word and its characters per step
+    return torch.from_numpy(ids), lengths
 
 
 def step_input(encoding, batch: int = 2) -> torch.Tensor:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from seqpipe.processes import process_ended, this_process
 
 STATUS_FILE = "status.json"
 STATES = ("running", "interrupted", "stopped", "failed", "done")
@@ -24,8 +25,7 @@ STATES = ("running", "interrupted", "stopped", "failed", "done")
 def write_status(run_dir: Path, state: str, **details: Any) -> None:
     """Record ``state`` (one of :data:`STATES`) with ``details`` (e.g. the error line)."""
     assert state in STATES, state
-    record = {"state": state, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "pid": os.getpid(),
-              "host": socket.gethostname(), **details}
+    record = {"state": state, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"), **this_process(), **details}
     fd, tmp = tempfile.mkstemp(prefix=f".{STATUS_FILE}-", dir=run_dir)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(record, fh, indent=2)
@@ -115,16 +115,9 @@ def read_status(run_dir: Path) -> dict[str, Any] | None:
 
 def vanished(status: dict[str, Any]) -> bool:
     """True when a run recorded as ``running`` on this machine has no process left (killed with
-    SIGKILL, crashed in native code, the machine restarted): it will never finish on its own."""
-    if status.get("state") != "running" or status.get("host") != socket.gethostname() or not isinstance(status.get("pid"), int):
-        return False
-    try:
-        os.kill(status["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
+    SIGKILL, crashed in native code, the machine restarted): it will never finish on its own. A
+    run recorded on another machine (a shared disk) is not judged."""
+    return status.get("state") == "running" and process_ended(status) is True
 
 
 def unfinished_hint(run_dir: Path, status: dict[str, Any]) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 from seqpipe.config import Range, format_pipeline, load_pipeline, parse_toml
 from seqpipe.errors import ConfigError, SeqpipeError
+from seqpipe.processes import process_ended, this_process
 from seqpipe.registry import Registry
 
 STUDY_FILE = "study.db"
@@ -104,20 +104,6 @@ def check_space(pipeline: Path, space: dict[str, list[Any] | Range], tables: dic
         probe.unlink(missing_ok=True)
 
 
-def _process_start(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot, from /proc), None where unknown: with
-    the pid, it names one process even after the pid is reused (a restarted container's pid 1)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _owner() -> dict[str, Any]:
-    """This process, as recorded on the trials it runs."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _process_start(os.getpid())}
-
-
 def _gone(trial: Any) -> bool:
     """Whether a trial still marked running lost the process that ran it (killed). A SQLite study
     lives on one machine, so a trial recorded under another host name was left by an earlier
@@ -126,17 +112,7 @@ def _gone(trial: Any) -> bool:
     if owner is None:  # a process records itself as a trial starts; a minute on, it never will
         started = trial.datetime_start
         return started is None or (datetime.now() - started).total_seconds() > 60
-    if owner.get("host") != socket.gethostname():
-        return True
-    pid = int(owner["pid"])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        pass
-    recorded, now = owner.get("started"), _process_start(pid)
-    return recorded is not None and now is not None and recorded != now  # the pid was reused
+    return process_ended(owner) is not False  # None: another host's, so an earlier container's or boot's
 
 
 def _start_workers(pipeline: Path, folder: Path, target: int, jobs: int, threads: int, strict_plugins: bool) -> list[subprocess.Popen]:
@@ -233,7 +209,7 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
         log(f"{jobs} processes share the study ({threads} torch thread(s) each)")
 
     def objective(trial: Any) -> float:
-        trial.set_user_attr("owner", _owner())
+        trial.set_user_attr("owner", this_process())
         values = {key: _suggest(trial, key, spec) for key, spec in config.tune.space.items()}
         trial_dir = folder / f"trial-{trial.number:03d}"
         trial_dir.mkdir(parents=True, exist_ok=True)

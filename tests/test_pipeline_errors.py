@@ -68,6 +68,8 @@ CASES = [
     ("word characters in an output", GOOD.replace('"classify"', '"seq2seq"').replace('"spam-assassin"', '"thai-english"')
      + "\n[output]\nkind = 'words'\ncolumn = 'target'\ncharacters = 8\n",
      ["output.characters", "task 'seq2seq' writes word ids alone", "remove output.characters"]),
+    ("another input kind's option", GOOD + "\n[input]\nkind = 'characters'\ncharacters = 16\n",
+     ["input.characters", 'kind "characters" takes no characters (kind "words" does)', "change input.kind or remove characters"]),
     ("word characters out of range", GOOD + "\n[input]\nkind = 'words'\ncharacters = 65\n", ["input.characters", "<= 64"]),
     ("quoted number, never read as one", GOOD.replace("hidden_size = 32", 'hidden_size = "32"'),
      ["model.hidden_size", "expected an integer", 'found "32"', "no quotes"]),

@@ -119,12 +119,13 @@ def test_a_running_trial_counts_as_killed_only_when_its_process_is_gone():
     from datetime import datetime, timedelta
     from types import SimpleNamespace
 
-    from seqpipe.tuning import _gone, _owner
+    from seqpipe.processes import this_process
+    from seqpipe.tuning import _gone
 
     def trial(owner=None, started=datetime.now()):
         return SimpleNamespace(user_attrs={} if owner is None else {"owner": owner}, datetime_start=started)
 
-    me = _owner()
+    me = this_process()
     assert not _gone(trial(me))  # this process is alive: its trial is its own to finish
     assert _gone(trial({**me, "started": "0"}))  # the same pid, another process (a restarted container's pid 1)
     assert _gone(trial({**me, "host": me["host"] + "-earlier"}))  # a SQLite study lives on one machine

@@ -120,12 +120,14 @@ class Words(InputEncoding):
         return (len(self.characters), o.characters, o.character_features or 32) if o.characters else None
 
     def count_cuts(self, values: Sequence[Any], account: Any, what: str) -> None:
-        super().count_cuts(values, account, what)
         per_word = self.options.characters
-        if per_word:
-            long = sum(len(w) > per_word for v in values for w in self.units(v)[: self.max_length])
-            account.add("shortened_words", long, f"words longer than input.characters = {per_word}: the character CNN reads "
-                        f"their first {per_word - per_word // 2} and last {per_word // 2} characters (raise it to read them whole)")
+        if not per_word:
+            return super().count_cuts(values, account, what)
+        texts = [self.units(v) for v in values]  # split once for both counts
+        self.count_truncations((len(words) for words in texts), account, what)
+        long = sum(len(w) > per_word for words in texts for w in words[: self.max_length])
+        account.add("shortened_words", long, f"words longer than input.characters = {per_word}: the character CNN reads "
+                    f"their first {per_word - per_word // 2} and last {per_word // 2} characters (raise it to read them whole)")
 
     def steps(self, value: Any) -> int:
         return len(self.units(value))
