@@ -108,9 +108,11 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
             write_json(run_dir / "metrics.json", metrics)
         files = sorted(p for p in run_dir.rglob("*") if p.is_file())
         if not parity["passed"]:
-            failed = ", ".join(r["file"] for r in parity["graphs"].values() if not r["passed"])
-            raise ParityError(f"{run_dir / 'parity.json'}: torch and onnxruntime differ by {parity['max_scaled_diff']:.2e} > "
-                              f"{parity['tolerance']:.0e} (scaled by magnitude beyond 1); do not serve {failed} (see parity.json).")
+            failed = [(kind, r) for kind, r in parity["graphs"].items() if not r["passed"]]
+            said = "; ".join(f"{r['file']} ({'its fp32 original' if '.' in kind else 'torch'} and it differ by "
+                             f"{r['max_scaled_diff']:.2e} > {r['tolerance']:g})" for kind, r in failed)
+            raise ParityError(f"{run_dir / 'parity.json'}: parity failed, scaled by magnitude beyond 1: {said}; do not serve "
+                              f"{', '.join(r['file'] for _, r in failed)} (see parity.json).")
     (run_dir / RESUME_FILE).unlink(missing_ok=True)  # done: nothing left to resume (trainer_state.json stays, to read)
     return RunResult(run_dir, metrics, parity, [f for f in files if f.name != RESUME_FILE], task.predict_example)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -118,3 +119,36 @@ def test_a_pooled_run_streams_through_the_native_step_graph(tmp_path, small_csv,
     spec = json.loads({p.key: p.value for p in step.metadata_props}["seqpipe.spec"])
     assert "native" in spec["exporter"] and [s["name"] for s in spec["states"]][-1] == "pool"
     assert any(node.name.startswith("pool_") for node in step.graph.node)
+
+
+@pytest.mark.parametrize("topology", ["single", "bidirectional"])
+def test_fp16_copies_of_a_mean_pooled_classifier_are_valid_and_count_steps_in_fp32(tmp_path, small_csv, write_pipeline, topology):
+    """The fp16 converter once wrote an invalid sequence graph here (the broadcast pool state, read by
+    two fp32 nodes, got two casts under one name), and sent the pool state through fp16 on its way
+    from state_in.pool to the pooling's fp32 nodes, where a step count stops growing at 2048."""
+    import onnx
+
+    from seqpipe.serving.runtime import StepRunner
+
+    pipeline = write_pipeline(tmp_path / "p.toml", small_csv, topology=topology, extra="fp16 = true")
+    pipeline.write_text(pipeline.read_text().replace("[task.options]\n", '[task.options]\npooling = "mean"\n'), encoding="utf-8")
+    assert 'pooling = "mean"' in pipeline.read_text()
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    parity = json.loads((run / "parity.json").read_text())
+    graphs = {"sequence"} if topology == "bidirectional" else {"step", "sequence"}
+    assert parity["passed"] and set(parity["graphs"]) == graphs | {f"{g}.fp16" for g in graphs}
+    for graph in graphs:
+        half = onnx.load(str(run / "onnx" / f"{graph}.fp16.onnx"))
+        onnx.checker.check_model(half, full_check=True)
+        to_half = {n.output[0] for n in half.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16}
+        back = [n.name for n in half.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT
+                and n.input[0] in to_half]
+        assert not back, back  # no value goes fp32 -> fp16 -> fp32
+    if topology == "single":
+        runner = StepRunner(run / "onnx" / "step.fp16.onnx", device="cpu")
+        state = runner.initial_state(1)
+        state["pool"][0, 1] = 5000.0  # 5,000 steps already pooled
+        _, new = runner.step(np.ones(1, dtype=np.int64) * 2, state)
+        assert np.all(new["pool"][0, 1] == 5001.0)  # fp16 would round 5001 to 5000

@@ -279,6 +279,9 @@ def test_int8_and_fp16_copies_are_rechecked_and_their_metric_change_reported(tmp
             report = parity["graphs"][f"{kind}.{precision}"]
             assert report["passed"] and report["tolerance"] == tolerance
             assert 0 < report["max_abs_diff"] <= tolerance  # close, and not secretly the fp32 graph
+            assert report["rule"].endswith("on y (states recorded, not judged)")
+            drift = report["comparisons"][f"ort_{precision}_vs_ort_fp32"]
+            assert {"y", "state.h", "state.c"} <= set(drift) and drift["state.c"]["abs"] > 0
             assert set(report["test_metrics"]) == {"fp32", precision, "change"}
         path = tmp_path / "out" / "onnx" / f"step.{precision}.onnx"
         model = onnx.load(str(path))
@@ -297,6 +300,8 @@ def test_int8_and_fp16_copies_are_rechecked_and_their_metric_change_reported(tmp
     assert runtime.open_export(tmp_path / "out", precision="int8").providers == ["CPUExecutionProvider"] and asked == ["cpu"]
     with pytest.raises(SeqpipeError, match="int8 copies are quantized for CPU serving"):
         runtime.open_export(tmp_path / "out", precision="int8", device="cuda")
+    fp32 = [r["max_abs_diff"] for kind, r in parity["graphs"].items() if "." not in kind]
+    assert parity["max_abs_diff"] == max(fp32) <= 1e-5  # the run's figure is torch against onnxruntime
     half = onnx.load(str(tmp_path / "out" / "onnx" / "step.fp16.onnx"))
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in half.graph.initializer)  # weights really are fp16
 
@@ -308,6 +313,7 @@ def test_failed_parity_fails_the_run_loudly(tmp_path, small_csv, write_pipeline)
     assert result.exit_code == 1
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("error: ") and "do not serve onnx/step.int8.onnx" in last
+    assert "onnx/step.int8.onnx (its fp32 original and it differ by " in last and "> 1e-09)" in last
     assert json.loads((tmp_path / "out" / "parity.json").read_text())["passed"] is False
 
 

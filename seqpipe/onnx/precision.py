@@ -20,6 +20,7 @@ from pathlib import Path
 import onnx
 
 from seqpipe.onnx.spec import write_metadata
+from seqpipe.pooling import POOL_STATE
 
 
 def copy_path(fp32_path: Path, precision: str) -> Path:
@@ -72,15 +73,94 @@ def convert_fp16(src: Path, dst: Path) -> dict:
     with _quiet():
         # keep_io_types: x, state_in.*, y and state_out.* stay float32 (the ONNX contract); casts at
         # the graph's edges are the only extra work
-        # the pooling's running statistics stay fp32: in fp16 a step count stops growing at 2048
-        pooling = [node.name for node in model.graph.node if node.name.startswith("pool_")]
+        # the pooling's running statistics stay fp32, from state_in.pool to state_out.pool: in fp16
+        # a step count stops growing at 2048
+        pool_io = {f"state_in.{POOL_STATE}", f"state_out.{POOL_STATE}"}
+        pooling = [node.name for node in model.graph.node
+                   if node.name.startswith("pool_") or pool_io & {*node.input, *node.output}]
         half = convert_float_to_float16(model, keep_io_types=True, node_block_list=pooling)
+    _drop_fp16_round_trips(half.graph)
     _sort_topologically(half.graph)  # the converter appends its input casts after their consumers
     onnx.save(half, str(dst))
     spec.update({"precision": "fp16", "conversion": "onnxruntime float16 converter: fp16 weights and arithmetic, "
                  "float32 inputs and outputs", "parity": {"status": "pending"}})
     write_metadata(dst, spec)
     return spec
+
+
+def _drop_fp16_round_trips(graph: onnx.GraphProto) -> None:
+    """Let fp32 values reach the fp32 (blocked) nodes without passing through fp16 on the way.
+
+    The converter casts every float value between two blocked nodes, every graph input a blocked
+    node reads and every graph output a blocked node writes, to fp16 and back (fp32 → fp16 → fp32
+    rounds a count past 2048), and gives each blocked reader of one fp16 value its own cast under
+    the same output name (two such readers make the graph invalid). Here each cast back to fp32 of
+    a value the converter itself cast to fp16 is replaced by the fp32 original (a graph output's
+    cast by an Identity of it); the casts nobody reads any more, and duplicates, go."""
+    to_fp16 = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Cast" and
+               (n.name.endswith("_cast_to_fp16_node") or n.name.startswith("graph_input_cast"))}  # fp16 value → fp32 source
+    original = {n.output[0]: to_fp16[n.input[0]] for n in graph.node
+                if n.op_type == "Cast" and n.name.endswith("_cast_to_fp32_node") and n.input[0] in to_fp16}
+    _rename_inputs(graph, original)
+    for i, node in enumerate(graph.node):  # fp32 → fp16 → the fp32 graph output: the fp32 value itself
+        if node.op_type == "Cast" and node.name.startswith("graph_output_cast") and node.input[0] in to_fp16:
+            graph.node[i].CopyFrom(onnx.helper.make_node("Identity", [to_fp16[node.input[0]]], list(node.output), name=node.name))
+    kept, seen = [], set()
+    for node in graph.node:  # identical casts the converter wrote twice: the first stays
+        if node.op_type == "Cast" and node.name.endswith("_cast_to_fp32_node") and node.output[0] in seen:
+            continue
+        seen.update(node.output)
+        kept.append(node)
+    while True:  # casts whose output nobody reads (anywhere, subgraphs included) and the graph does not return
+        read = _read_names(kept) | {o.name for o in graph.output}
+        unread = [n for n in kept if n.op_type == "Cast" and n.output[0] not in read and (n.name.startswith("graph_input_cast")
+                  or n.name.endswith(("_cast_to_fp32_node", "_cast_to_fp16_node")))]
+        if not unread:
+            break
+        kept = [n for n in kept if all(n is not u for u in unread)]
+    defined = {o for n in kept for o in n.output} | _subgraph_outputs(kept)
+    infos: dict[str, onnx.ValueInfoProto] = {}
+    for info in graph.value_info:  # one description per value that still exists
+        if info.name in defined:
+            infos.setdefault(info.name, info)
+    nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in kept]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    values = [onnx.ValueInfoProto.FromString(v.SerializeToString()) for v in infos.values()]
+    del graph.value_info[:]
+    graph.value_info.extend(values)
+
+
+def _rename_inputs(graph: onnx.GraphProto, names: dict[str, str]) -> None:
+    """Every node input (in subgraphs too) named in ``names`` reads its new name instead."""
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in names:
+                node.input[i] = names[name]
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _rename_inputs(attr.g, names)
+
+
+def _read_names(nodes: list[onnx.NodeProto]) -> set[str]:
+    """Names ``nodes`` read, with what their subgraphs read."""
+    read = set()
+    for node in nodes:
+        read.update(i for i in node.input if i)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                read |= _read_names(list(attr.g.node)) | {o.name for o in attr.g.output}
+    return read
+
+
+def _subgraph_outputs(nodes: list[onnx.NodeProto]) -> set[str]:
+    """Values ``nodes``' subgraphs define (the converter describes them in the main graph too)."""
+    out = set()
+    for node in nodes:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                out |= {o for n in attr.g.node for o in n.output} | _subgraph_outputs(list(attr.g.node))
+    return out
 
 
 def _free_names(graph: onnx.GraphProto) -> set[str]:
