@@ -5,10 +5,11 @@ length bucketing saves, and what two DistributedDataParallel processes give over
     python benchmarks/training.py --json     # one JSON object
     python benchmarks/training.py --epochs 1 # shorter (smoke run)
 
-Checkpointing: the default pipeline (pipelines/spam.toml: its data, model and training settings),
-trained for the same epochs with and without ``resume.safetensors`` written after each epoch, in
-alternating rounds in one process (this machine is shared and noisy: each side keeps its fastest
-round). Reported: the overhead as a share of epoch time, and one save's time beside one epoch's.
+Checkpointing: the character-level spam classifier (pipelines/spam.toml: its data, model and
+training settings), trained for the same epochs with and without ``resume.safetensors`` written
+after each epoch, in alternating rounds in one process (this machine is shared and noisy: each
+side keeps its fastest round). Reported: the overhead as a share of epoch time, and one save's
+time beside one epoch's.
 
 Bucketing: the same pipeline and epochs with ``[training] bucket`` off and on, alternating rounds
 in one process, each side's fastest round: training examples per second of the training steps'
@@ -69,8 +70,8 @@ def bench_checkpointing(epochs: int, rounds: int) -> dict[str, float]:
 
 
 def bench_bucketing(epochs: int, rounds: int) -> dict[str, float]:
-    """The default pipeline (subject lines of 1 to 128 characters, as input.max_length keeps them) trained with
-    ``[training] bucket`` off and on, alternating rounds in one process: training examples per
+    """pipelines/spam.toml (subject lines of 1 to 128 characters, as input.max_length keeps them)
+    trained with ``[training] bucket`` off and on, alternating rounds in one process: training examples per
     second over the training steps, the padding share of each, and the test macro-F1 of each."""
     from seqpipe.assembly import resolve_pipeline
     from seqpipe.plugins import load_registry
@@ -150,7 +151,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     c = result["checkpointing"]
-    print(f"{result['machine']}; default pipeline, {c['parameters']:,} parameters, {c['epochs']} epochs per round")
+    print(f"{result['machine']}; spam.toml, {c['parameters']:,} parameters, {c['epochs']} epochs per round")
     print(f"per-epoch resumable state: {c['overhead_share']:+.1%} of training time "
           f"(one save {c['save_seconds'] * 1000:.0f} ms, one epoch {c['epoch_seconds']:.1f} s)")
     b = result["bucketing"]

@@ -1,8 +1,11 @@
 """The README's first command, for real: the default pipeline on the bundled data.
 
-The issue's bar (test macro-F1 >= 0.85, measured with `seqpipe run pipelines/spam.toml`) is
-recorded in the README; this test guards against regressions with a margin, because float
-rounding differs across CPUs and changes a training trajectory slightly.
+The default is `pipelines/spam-words.toml` (character-aware words, BiLSTM, mean pooling). The
+issue's bar, recorded in the README: test macro-F1 at least the character n-gram TF-IDF baseline's
+on the same split, as a mean over three training seeds (0.9045 against 0.8963). One seed moves by
+up to three points (0.8857-0.9152, 1 thread each), and a different CPU's float rounding changes a
+trajectory, so this test guards against regressions with a margin: within 0.03 of the baseline
+the same run reports.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from click.testing import CliRunner
 
 from seqpipe.cli import main
 
-PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "spam.toml"
+PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "spam-words.toml"
 
 
 @pytest.mark.slow
@@ -23,8 +26,9 @@ def test_default_pipeline_trains_exports_and_passes_parity(tmp_path):
     result = CliRunner().invoke(main, ["run", str(PIPELINE), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["test"]["macro_f1"] >= 0.84, metrics["test"]  # 0.8591 measured here; three seeds: 0.852-0.869
-    assert metrics["test"]["examples"] == 861  # 20% of 4,303 unique subjects, stratified
+    test = metrics["test"]
+    assert test["macro_f1"] >= 0.87 and test["macro_f1"] >= test["tfidf_macro_f1"] - 0.03, test
+    assert test["examples"] == 861  # 20% of 4,303 unique subjects, stratified
     parity = json.loads((tmp_path / "run" / "parity.json").read_text())
     assert parity["passed"] and parity["max_abs_diff"] <= 1e-5
-    assert set(parity["graphs"]) == {"step", "sequence"}
+    assert set(parity["graphs"]) == {"sequence"}  # bidirectional: no step graph

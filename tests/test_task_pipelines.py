@@ -6,9 +6,9 @@ baseline; sunspot RMSE at least 20% below persistence; names beat the bigram bas
 grapheme-to-phoneme with attention beats the same model without it; speaker recognition from
 number vectors far above the majority class; Japanese entity F1 above the most-frequent-tag
 baseline's; transliteration chrF above the nearest-neighbour baseline's; the wind forecast with
-covariates at most 0.9 × persistence; the word-level spam classifier within 0.03 macro-F1 of the
-TF-IDF baseline. (spam.toml has its own test; the longer spam-bigru and pos-bidirectional runs are
-measured by hand and checked with `seqpipe check`.)
+covariates at most 0.9 × persistence; the streaming character-level spam classifier (spam.toml)
+macro-F1 >= 0.84. (The default, spam-words.toml, has its own test; the longer spam-bigru and
+pos-bidirectional runs are measured by hand and checked with `seqpipe check`.)
 """
 
 from __future__ import annotations
@@ -107,10 +107,12 @@ def test_wind_forecast_with_covariates_is_10_percent_below_persistence(tmp_path)
 
 
 @pytest.mark.slow
-def test_word_level_spam_classifier_is_near_the_tfidf_baseline(tmp_path):
-    """spam-words.toml (character-aware words, BiLSTM, mean pooling): measured 0.9076 as shipped and
-    0.8857-0.9152 over seeds (1 thread); the TF-IDF baseline on the same split scores 0.8963."""
-    metrics, parity = _run("spam-words", tmp_path / "spam-words")
+def test_streaming_character_spam_classifier_meets_its_bar(tmp_path):
+    """spam.toml (character GRU, step + sequence graphs): measured 0.8591-0.8662 as shipped on
+    machines of this kind and 0.852-0.869 over seeds; a different CPU's rounding changes a
+    trajectory, hence the margin."""
+    metrics, parity = _run("spam", tmp_path / "spam")
     test = metrics["test"]
-    assert test["macro_f1"] >= 0.87 and test["macro_f1"] >= test["tfidf_macro_f1"] - 0.03, test
-    assert parity["passed"] and set(parity["graphs"]) == {"sequence"}
+    assert test["macro_f1"] >= 0.84 and test["examples"] == 861, test
+    assert parity["passed"] and parity["max_abs_diff"] <= 1e-5
+    assert set(parity["graphs"]) == {"step", "sequence"}
