@@ -130,3 +130,33 @@ def arima_forecasts(series: np.ndarray, train_end: int, targets: np.ndarray, ori
         multi = np.stack([np.asarray(whole.predict(start=int(o), end=int(o) + horizon - 1, dynamic=True)) for o in origins]) \
             if len(origins) else np.zeros((0, horizon))
     return one_step, multi, tuple(best.model.order)
+
+
+def against_baselines(test: dict[str, Any], metric: str, mode: str) -> dict[str, Any] | None:
+    """The model's test ``metric`` beside every baseline's (``<baseline>_<metric>`` in the task's test
+    metrics): which it beats and which it trails (``mode`` "max": higher is better). None when the
+    task reported no baseline for it."""
+    if not isinstance(test.get(metric), float):
+        return None
+    baselines = {key.removesuffix(f"_{metric}"): value for key, value in test.items()
+                 if key.endswith(f"_{metric}") and isinstance(value, float)}
+    if not baselines:
+        return None
+    better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+    return {"metric": metric, "model": test[metric], "baselines": baselines,
+            "beats": [name for name, value in baselines.items() if better(test[metric], value)],
+            "trails": [name for name, value in baselines.items() if not better(test[metric], value)]}
+
+
+def describe_comparison(comparison: dict[str, Any]) -> str:
+    """One log line: the model against its baselines, and what trailing one means."""
+    metric, model, values = comparison["metric"], comparison["model"], comparison["baselines"]
+
+    def named(names: list[str]) -> str:
+        return ", ".join(f"{name} {values[name]:.4f}" for name in names)
+
+    if not comparison["trails"]:
+        return f"baselines: test {metric} {model:.4f} beats every baseline ({named(comparison['beats'])})"
+    beaten = f" (it beats {named(comparison['beats'])})" if comparison["beats"] else ""
+    return (f"baselines: test {metric} {model:.4f} does not beat {named(comparison['trails'])}{beaten}: on this data a "
+            "simpler model does as well; more data, `seqpipe tune` or another [input] kind may change that")

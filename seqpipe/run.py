@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seqpipe.assembly import resolve_pipeline
+from seqpipe.baselines import against_baselines, describe_comparison
 from seqpipe.errors import ParityError, SeqpipeError
 from seqpipe.registry import Registry
 
@@ -96,9 +97,14 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
                            "left_out_described": resolved.data.account.lines()}
         metrics["training"] = {"device": device.type, "processes": ranks.world, "precision": cfg.training.precision, "monitor": monitor[0], "monitor_mode": monitor[1], "epochs_run": len(history), "best_epoch": max(r["epoch"] for r in history if r["best"]),
                                "seconds": round(time.perf_counter() - started, 2), "history": history}
+        comparison = against_baselines(metrics["test"], *monitor)
+        if comparison is not None:
+            metrics["against_baselines"] = comparison
         write_json(run_dir / "metrics.json", metrics)
         plot_training_curves(history, monitor[0], run_dir / "training_curves.png")
         log("test: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items() if isinstance(v, float)))
+        if comparison is not None:
+            log(describe_comparison(comparison))
 
         parity = export_graphs(resolved, task, model, run_dir / "onnx", log)
         write_json(run_dir / "parity.json", parity)

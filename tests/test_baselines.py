@@ -7,7 +7,7 @@ import random
 
 from click.testing import CliRunner
 
-from seqpipe.baselines import text_classifier, window_tagger
+from seqpipe.baselines import against_baselines, describe_comparison, text_classifier, window_tagger
 from seqpipe.cli import main
 
 
@@ -35,16 +35,36 @@ def test_the_window_baseline_uses_the_next_word():
 
 
 def test_runs_report_the_baseline_unless_switched_off(tmp_path, small_csv, write_pipeline):
-    reported = {}
+    reported, said = {}, {}
     for switch in ("true", "false"):
         p = write_pipeline(tmp_path / f"{switch}.toml", small_csv)
         p.write_text(p.read_text().replace("embedding_size = 8", f"embedding_size = 8\nstrong_baseline = {switch}"))
         result = CliRunner().invoke(main, ["run", str(p), "--out", str(tmp_path / switch)])
         assert result.exit_code == 0, result.output
         reported[switch] = json.loads((tmp_path / switch / "metrics.json").read_text())
+        said[switch] = [line for line in result.output.splitlines() if line.startswith("baselines: ")]
     test = reported["true"]["test"]
     assert 0.5 < test["tfidf_accuracy"] <= 1.0 and 0.0 < test["tfidf_macro_f1"] <= 1.0
     assert "tfidf_macro_f1" not in reported["false"]["test"] and "tfidf_macro_f1" not in reported["true"]["validation"]
+    # the run says where the model stands against them (one epoch on 200 subjects: it trails TF-IDF)
+    comparison = reported["true"]["against_baselines"]
+    assert comparison["baselines"] == {"majority": test["majority_macro_f1"], "tfidf": test["tfidf_macro_f1"]}
+    assert ("tfidf" in comparison["trails"]) == (test["macro_f1"] <= test["tfidf_macro_f1"])
+    assert len(said["true"]) == 1 and f"test macro_f1 {test['macro_f1']:.4f}" in said["true"][0]
+    assert ("does not beat " in said["true"][0]) == bool(comparison["trails"])
+    assert all(f"{name} {value:.4f}" in said["true"][0] for name, value in comparison["baselines"].items())
+    assert list(reported["false"]["against_baselines"]["baselines"]) == ["majority"]  # the trivial one stays
+
+
+def test_the_model_is_placed_against_each_baseline_in_the_metric_s_direction():
+    test = {"macro_f1": 0.80, "majority_macro_f1": 0.40, "tfidf_macro_f1": 0.85, "tfidf_accuracy": 0.99, "loss": 0.1}
+    assert against_baselines(test, "macro_f1", "max") == {"metric": "macro_f1", "model": 0.80, "beats": ["majority"], "trails": ["tfidf"],
+                                                          "baselines": {"majority": 0.40, "tfidf": 0.85}}
+    assert "does not beat tfidf 0.8500 (it beats majority 0.4000)" in describe_comparison(against_baselines(test, "macro_f1", "max"))
+    rmse = {"rmse": 18.5, "persistence_rmse": 33.3, "arima_rmse": 28.4, "rmse_3_step": 30.0, "persistence_rmse_3_step": 20.0}
+    assert against_baselines(rmse, "rmse", "min")["beats"] == ["persistence", "arima"]  # lower is better; 3-step figures apart
+    assert describe_comparison(against_baselines(rmse, "rmse", "min")).startswith("baselines: test rmse 18.5000 beats every baseline")
+    assert against_baselines({"rmse": 1.0}, "rmse", "min") is None  # no baseline reported: nothing to say
 
 
 def test_arima_forecasts_an_autoregressive_series_near_its_noise():

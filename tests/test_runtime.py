@@ -31,9 +31,16 @@ def test_cpu_is_always_possible():
     assert runtime.choose_providers("cpu") == ["CPUExecutionProvider"]
 
 
-def test_auto_prefers_cuda_when_offered(monkeypatch):
+def test_auto_prefers_cuda_when_offered_and_a_gpu_is_there(monkeypatch, capsys):
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(runtime, "_preload_cuda_libraries", lambda: None)
+    monkeypatch.setattr(runtime, "gpu_device_seen", lambda: True)
     assert runtime.choose_providers("auto") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    # onnxruntime-gpu on a machine without a GPU: the CPU, quietly; asking for cuda still tries it
+    monkeypatch.setattr(runtime, "gpu_device_seen", lambda: False)
+    assert runtime.choose_providers("auto") == ["CPUExecutionProvider"]
+    assert runtime.choose_providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert capsys.readouterr().err == ""
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     assert runtime.choose_providers("auto") == ["CPUExecutionProvider"]
     with pytest.raises(SeqpipeError, match="device 'cuda' requested"):
@@ -54,6 +61,7 @@ def test_cuda_sessions_ask_for_full_fp32(monkeypatch, lstm_export, capsys):
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(ort, "InferenceSession", recording_session)
     monkeypatch.setattr(runtime, "_preload_cuda_libraries", lambda: None)
+    monkeypatch.setattr(runtime, "gpu_device_seen", lambda: True)  # a GPU whose CUDA libraries are missing
     monkeypatch.setattr(runtime, "_fallback_said", False)
     runner = runtime.StepRunner(lstm_export)
     assert asked == [[("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]]

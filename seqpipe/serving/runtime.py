@@ -52,12 +52,22 @@ def choose_providers(device: str = "auto") -> list[str]:
     available = ort.get_available_providers()
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in available:
+    if "CUDAExecutionProvider" in available and (device == "cuda" or gpu_device_seen()):
         _preload_cuda_libraries()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "cuda":
         raise SeqpipeError(f"device 'cuda' requested but this onnxruntime offers only {', '.join(available)}; install onnxruntime-gpu and CUDA, or use --device cpu.")
     return ["CPUExecutionProvider"]
+
+
+def gpu_device_seen() -> bool:
+    """False only where this machine certainly has no NVIDIA GPU (Linux without /dev/nvidia* device
+    files, or WSL's /dev/dxg): "auto" then means the CPU, without starting CUDA (onnxruntime-gpu
+    installed on a CPU machine) or saying that it could not."""
+    if not sys.platform.startswith("linux"):
+        return True
+    dev = Path("/dev")
+    return (dev / "nvidiactl").exists() or (dev / "dxg").exists() or any(dev.glob("nvidia[0-9]*"))
 
 
 # seqpipe's graphs are fp32, and parity promises answers within about 1e-5 of torch's; onnxruntime's
