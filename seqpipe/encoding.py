@@ -31,6 +31,8 @@ def padded_ids(encoded: list[list[Any]]) -> tuple[np.ndarray, np.ndarray]:
     """pad_ids without the check: an empty id list becomes a row of padding with length 0 (training
     batches, where the task decides what an empty input means)."""
     lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
+    if not len(lengths):
+        return np.zeros((0, 0), dtype=np.int64), lengths
     first = next((ids[0] for ids in encoded if ids), None)
     per_step = (len(first),) if isinstance(first, list) else ()  # several ids per step
     tokens = np.zeros((len(encoded), int(lengths.max()), *per_step), dtype=np.int64)

@@ -106,7 +106,7 @@ def _precision_copy(task, fp32_path: Path, precision: str, x, lengths, tolerance
     spec["parity"] = {k: report[k] for k in PARITY_SUMMARY}
     spec["parity"]["against"] = f"onnx/{fp32_path.name} (fp32, onnxruntime {copy.providers[0]})"
     write_metadata(copy_path, spec)
-    log(f"parity {spec['graph']}.{precision}: max |{precision} - fp32| on y = {report['max_scaled_diff']:.2e} on {copy.providers[0]}, "
+    log(f"parity {spec['graph']}.{precision}: max |{precision} - fp32| on y (scaled beyond 1) = {report['max_scaled_diff']:.2e} on {copy.providers[0]}, "
         f"tolerance {tolerance:g}: {'PASSED' if report['passed'] else 'FAILED'}; {change}; states drift up to "
         f"{state_drift(report):.2e} (recorded)")
     return report

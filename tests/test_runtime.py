@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -246,3 +247,15 @@ def test_cuda_check_script_refuses_in_one_line_where_it_cannot_run(tmp_path):
     result = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("cuda_check: ")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the device files are Linux's")
+@pytest.mark.parametrize("marker", [None, "dev/nvidia0", "dev/nvidiactl", "proc/driver/nvidia", "sys/module/nvidia",
+                                    "dev/nvhost-ctrl", "dev/dxg"])
+def test_a_gpu_is_seen_by_its_driver_or_device_files(tmp_path, marker):
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "null").touch()
+    if marker:
+        (tmp_path / marker).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / marker).touch()
+    assert runtime.gpu_device_seen(tmp_path) is (marker is not None)

@@ -74,10 +74,12 @@ def convert_fp16(src: Path, dst: Path) -> dict:
         # keep_io_types: x, state_in.*, y and state_out.* stay float32 (the ONNX contract); casts at
         # the graph's edges are the only extra work
         # the pooling's running statistics stay fp32, from state_in.pool to state_out.pool: in fp16
-        # a step count stops growing at 2048
+        # a step count stops growing at 2048. Only in the graphs seqpipe writes from native
+        # operators, whose pooling nodes it names: a traced step graph's, and the Loop body of a
+        # plugin cell's sequence graph, are converted whole.
         pool_io = {f"state_in.{POOL_STATE}", f"state_out.{POOL_STATE}"}
         pooling = [node.name for node in model.graph.node
-                   if node.name.startswith("pool_") or pool_io & {*node.input, *node.output}]
+                   if node.name and (node.name.startswith("pool_") or pool_io & {*node.input, *node.output})]
         half = convert_float_to_float16(model, keep_io_types=True, node_block_list=pooling)
     _drop_fp16_round_trips(half.graph)
     _sort_topologically(half.graph)  # the converter appends its input casts after their consumers

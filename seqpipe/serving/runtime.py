@@ -60,14 +60,17 @@ def choose_providers(device: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def gpu_device_seen() -> bool:
-    """False only where this machine certainly has no NVIDIA GPU (Linux without /dev/nvidia* device
-    files, or WSL's /dev/dxg): "auto" then means the CPU, without starting CUDA (onnxruntime-gpu
-    installed on a CPU machine) or saying that it could not."""
+def gpu_device_seen(root: Path = Path("/")) -> bool:
+    """False only where this machine certainly has no NVIDIA GPU: Linux with neither the NVIDIA
+    driver loaded (/proc/driver/nvidia, /sys/module/nvidia) nor its device files (/dev/nvidia*,
+    Jetson's /dev/nvhost-* and /dev/nvgpu, WSL's /dev/dxg). "auto" then means the CPU, without
+    starting CUDA (onnxruntime-gpu installed on a CPU machine) or saying that it could not."""
     if not sys.platform.startswith("linux"):
         return True
-    dev = Path("/dev")
-    return (dev / "nvidiactl").exists() or (dev / "dxg").exists() or any(dev.glob("nvidia[0-9]*"))
+    dev = root / "dev"
+    return any(path.exists() for path in (root / "proc/driver/nvidia", root / "sys/module/nvidia", dev / "nvidiactl",
+                                          dev / "nvgpu", dev / "dxg")) \
+        or any(dev.glob("nvidia[0-9]*")) or any(dev.glob("nvhost-*"))
 
 
 # seqpipe's graphs are fp32, and parity promises answers within about 1e-5 of torch's; onnxruntime's
