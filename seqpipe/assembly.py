@@ -140,12 +140,11 @@ def _encoding(table: dict[str, Any] | None, key: str, task: Entry, registry: Reg
     if not isinstance(kind, str):
         raise ConfigError(f"{src}: {key}.kind: expected an encoding name, found {kind!r}; see `seqpipe plugins`.")
     entry = registry.get("encoding", kind, f"{src}: {key}.kind")
-    # the other kinds this table could name (an [output] writes tokens; a clashing name is not offered)
-    usable = [e for name, e in registry.entries["encoding"].items()
-              if name != kind and ("encoding", name) not in registry.clashes
-              and (e.obj.reads in task.obj.input_reads if key == "input" else e.obj.reads != "numbers")]
     for option in [k for k in table if k not in entry.obj.Options.model_fields]:  # another kind's option: say whose
-        takers = [e.name for e in usable if option in e.obj.Options.model_fields]
+        # among the other kinds this table could name (an [output] writes tokens; a clashing name is not offered)
+        takers = [name for name, e in registry.entries["encoding"].items()
+                  if name != kind and ("encoding", name) not in registry.clashes and option in e.obj.Options.model_fields
+                  and (e.obj.reads in task.obj.input_reads if key == "input" else e.obj.reads != "numbers")]
         if takers:
             named = " or ".join(f'"{n}"' for n in takers)
             raise ConfigError(f'{src}: {key}.{option}: kind "{kind}" takes no {option} (kind {named} does); '

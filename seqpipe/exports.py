@@ -60,7 +60,7 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
             for kind in [k for k in reports if k in ("step", "sequence")]:
                 reports[f"{kind}.{precision}"] = _precision_copy(task, onnx_dir / f"{kind}.onnx", precision, x, lengths,
                                                                  getattr(cfg, f"{precision}_tolerance"), log)
-    fp32 = [r for kind, r in reports.items() if kind.rsplit(".", 1)[-1] not in PRECISIONS]  # torch vs onnxruntime
+    fp32 = [r for kind, r in reports.items() if not is_precision_copy(kind)]  # torch vs onnxruntime
     return {
         "passed": all(r["passed"] for r in reports.values()),
         "max_abs_diff": max(r["max_abs_diff"] for r in fp32),  # the copies' figures are in their own reports
@@ -69,6 +69,12 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
         **({"tolerance_reason": cfg.parity_tolerance_reason} if cfg.parity_tolerance_reason else {}),
         "graphs": reports,
     }
+
+
+def is_precision_copy(kind: str) -> bool:
+    """Whether a parity report's graph kind (``step.int8``, ``sequence.fp16``) names a reduced-precision
+    copy, checked against its fp32 original rather than against torch."""
+    return kind.rsplit(".", 1)[-1] in PRECISIONS
 
 
 def _stamp(path: Path, spec: dict[str, Any], report: dict[str, Any], kind: str, log: Callable[[str], None],

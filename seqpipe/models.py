@@ -154,14 +154,14 @@ def input_layer(encoding, embedding_size: int, dropout: float = 0.0) -> nn.Modul
 def pad_inputs(encoded: list) -> tuple[torch.Tensor, torch.Tensor]:
     """Encoded sequences (id lists, lists of per-step id lists, or [time, features] float arrays) →
     (x [B, T] or [B, T, ids] int64, or [B, T, F] float32, zero-padded; lengths [B] int64)."""
-    lengths = torch.tensor([len(x) for x in encoded], dtype=torch.int64)
     if encoded and not isinstance(encoded[0], list):  # number vectors
+        lengths = torch.tensor([len(x) for x in encoded], dtype=torch.int64)
         x = torch.zeros(len(encoded), int(lengths.max()), encoded[0].shape[1], dtype=torch.float32)
         for row, values in enumerate(encoded):
             x[row, : len(values)] = torch.from_numpy(values)
         return x, lengths
-    ids, _ = padded_ids(encoded)  # id lists, or a word and its characters per step
-    return torch.from_numpy(ids), lengths
+    ids, lengths = padded_ids(encoded)  # id lists, or a word and its characters per step
+    return torch.from_numpy(ids), torch.from_numpy(lengths)
 
 
 def step_input(encoding, batch: int = 2) -> torch.Tensor:

@@ -38,7 +38,7 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
     from seqpipe.assembly import training_device
     from seqpipe.checkpoint import save_checkpoint
     from seqpipe.distributed import ranks_from_environment, start, stop
-    from seqpipe.exports import export_graphs
+    from seqpipe.exports import export_graphs, is_precision_copy
     from seqpipe.plots import plot_training_curves
     from seqpipe.rundir import make_run_dir, write_json
     from seqpipe.resume import RESUME_FILE
@@ -115,7 +115,7 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
         files = sorted(p for p in run_dir.rglob("*") if p.is_file())
         if not parity["passed"]:
             failed = [(kind, r) for kind, r in parity["graphs"].items() if not r["passed"]]
-            said = "; ".join(f"{r['file']} ({'its fp32 original' if '.' in kind else 'torch'} and it differ by "
+            said = "; ".join(f"{r['file']} ({'its fp32 original' if is_precision_copy(kind) else 'torch'} and it differ by "
                              f"{r['max_scaled_diff']:.2e} > {r['tolerance']:g})" for kind, r in failed)
             raise ParityError(f"{run_dir / 'parity.json'}: parity failed, scaled by magnitude beyond 1: {said}; do not serve "
                               f"{', '.join(r['file'] for _, r in failed)} (see parity.json).")

@@ -115,11 +115,11 @@ def _drop_fp16_round_trips(graph: onnx.GraphProto) -> None:
         kept.append(node)
     while True:  # casts whose output nobody reads (anywhere, subgraphs included) and the graph does not return
         read = _read_names(kept) | {o.name for o in graph.output}
-        unread = [n for n in kept if n.op_type == "Cast" and n.output[0] not in read and (n.name.startswith("graph_input_cast")
-                  or n.name.endswith(("_cast_to_fp32_node", "_cast_to_fp16_node")))]
+        unread = {id(n) for n in kept if n.op_type == "Cast" and n.output[0] not in read and (n.name.startswith("graph_input_cast")
+                  or n.name.endswith(("_cast_to_fp32_node", "_cast_to_fp16_node")))}
         if not unread:
             break
-        kept = [n for n in kept if all(n is not u for u in unread)]
+        kept = [n for n in kept if id(n) not in unread]
     defined = {o for n in kept for o in n.output} | _subgraph_outputs(kept)
     infos: dict[str, onnx.ValueInfoProto] = {}
     for info in graph.value_info:  # one description per value that still exists
@@ -145,13 +145,13 @@ def _rename_inputs(graph: onnx.GraphProto, names: dict[str, str]) -> None:
 
 
 def _read_names(nodes: list[onnx.NodeProto]) -> set[str]:
-    """Names ``nodes`` read, with what their subgraphs read."""
+    """Names ``nodes`` read, with what their subgraphs read from outside (or return from it)."""
     read = set()
     for node in nodes:
         read.update(i for i in node.input if i)
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                read |= _read_names(list(attr.g.node)) | {o.name for o in attr.g.output}
+                read |= _free_names(attr.g) | {o.name for o in attr.g.output}
     return read
 
 
