@@ -66,6 +66,15 @@ def _finished(db: Path) -> list:
     return [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
 
 
+def _study_error(db: Path) -> str:
+    """Why the study in ``db`` cannot be read (for a failure message), or "readable"."""
+    try:
+        optuna.load_study(study_name="seqpipe", storage=f"sqlite:///{db}")
+    except Exception as exc:  # noqa: BLE001 - said, not handled
+        return f"{type(exc).__name__}: {exc}"
+    return "readable"
+
+
 @pytest.mark.slow
 def test_a_killed_study_continues_and_its_best_pipeline_reproduces_its_score(tmp_path):
     pipeline = _pipeline(tmp_path, SPACE, trials=6)
@@ -76,9 +85,11 @@ def test_a_killed_study_continues_and_its_best_pipeline_reproduces_its_score(tmp
     deadline = time.monotonic() + 300
     while len(_finished(study_dir / "study.db")) < 3 and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.2)
+    ended_itself = first.poll()
     first.send_signal(signal.SIGKILL)  # halfway, most likely inside a trial
-    first.wait()
-    assert 3 <= len(_finished(study_dir / "study.db")) < 6
+    _, said = first.communicate()
+    assert 3 <= len(_finished(study_dir / "study.db")) < 6, \
+        f"first study process (exit {ended_itself}) said:\n{said[-3000:]}\nreading the study: {_study_error(study_dir / 'study.db')}"
     second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0, second.stderr
     study = optuna.load_study(study_name="seqpipe", storage=f"sqlite:///{study_dir / 'study.db'}")
