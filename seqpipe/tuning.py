@@ -104,14 +104,34 @@ def check_space(pipeline: Path, space: dict[str, list[Any] | Range], tables: dic
         probe.unlink(missing_ok=True)
 
 
-def _gone(trial: Any) -> bool:
+PROCESS_KEY = "process "  # a study user attribute per process that worked on it: "process <host> <pid> <start>"
+
+
+def _record_process(study: Any) -> None:
+    """Record this process on the study before it creates any trial: optuna creates a trial
+    (running) before the objective can record its owner, and a process killed in between leaves an
+    ownerless trial that :func:`_gone` judges by the study's other live processes."""
+    me = this_process()
+    study.set_user_attr(f"{PROCESS_KEY}{me['host']} {me['pid']} {me['started']}", me)
+
+
+def _processes(study: Any) -> list[dict[str, Any]]:
+    return [record for key, record in study.user_attrs.items() if key.startswith(PROCESS_KEY)]
+
+
+def _gone(trial: Any, processes: list[dict[str, Any]]) -> bool:
     """Whether a trial still marked running lost the process that ran it (killed). A SQLite study
     lives on one machine, so a trial recorded under another host name was left by an earlier
-    container or boot; one whose process still runs here is someone else's to finish."""
+    container or boot; one whose process still runs here is someone else's to finish. A trial with
+    no owner yet was created an instant before its process records itself (or that process was
+    killed in between): it is someone's only while another process of the study (``processes``)
+    still runs, and for a minute at most. The caller never has a trial of its own running."""
     owner = trial.user_attrs.get("owner")
-    if owner is None:  # a process records itself as a trial starts; a minute on, it never will
-        started = trial.datetime_start
-        return started is None or (datetime.now() - started).total_seconds() > 60
+    if owner is None:
+        started, me = trial.datetime_start, this_process()
+        if started is None or (datetime.now() - started).total_seconds() > 60:
+            return True
+        return all(process_ended(p) is not False for p in processes if p != me)
     return process_ended(owner) is not False  # None: another host's, so an earlier container's or boot's
 
 
@@ -178,14 +198,18 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
         # a trial is judged from the epoch early stopping would first judge it (patience), never before the 2nd
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(2, config.training.patience))
         if config.tune.prune else optuna.pruners.NopPruner())
+    _record_process(study)
     # a trial still "running" whose process is gone was killed with it: record it as failed and try its values again
     rerun = 0
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if worker is None else ():
-        if not _gone(stale):
+        if not _gone(stale, _processes(study)):
             continue
         try:
             study.tell(stale.number, state=TrialState.FAIL)
         except (RuntimeError, ValueError):  # another process started at the same moment recorded it first
+            continue
+        if not stale.params:  # killed before it drew its values: nothing to try again
+            log(f"trial {stale.number}: interrupted as it started; recorded as failed")
             continue
         study.enqueue_trial(stale.params, skip_if_exists=False)
         rerun += 1
@@ -195,7 +219,8 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
         return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
     def started() -> int:  # finished, or being run by a live process (this one's or another worker's)
-        return len(finished()) + sum(not _gone(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        running, processes = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), _processes(study)
+        return len(finished()) + sum(not _gone(t, processes) for t in running)
 
     done = len(finished())
     if done and worker is None:

@@ -4,9 +4,11 @@ that reproduces its score when run with `seqpipe run`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -56,14 +58,17 @@ def test_a_bad_search_space_is_one_line_before_any_trial(tmp_path, space, fragme
     assert not any((tmp_path / "study").glob("trial-*"))
 
 
-def _finished(db: Path) -> list:
+def _finished(db: Path) -> list[int]:
+    """The numbers of the finished trials, read without writing: opening the study with optuna
+    while the tune process creates it would race optuna's own table creation, and fail either."""
     if not db.exists():
         return []
     try:
-        study = optuna.load_study(study_name="seqpipe", storage=f"sqlite:///{db}")
-    except Exception:  # the study is being created
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as connection:
+            rows = connection.execute("SELECT number FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchall()
+    except sqlite3.OperationalError:  # the tables are not created yet
         return []
-    return [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
+    return [number for number, in rows]
 
 
 def _study_error(db: Path) -> str:
@@ -106,6 +111,24 @@ def test_a_killed_study_continues_and_its_best_pipeline_reproduces_its_score(tmp
 
 
 @pytest.mark.slow
+def test_a_trial_killed_before_it_recorded_its_process_is_not_taken_for_a_live_one(tmp_path):
+    """optuna creates a trial (running) before the objective records its owner: a process killed in
+    between leaves an ownerless trial, which must not count toward the target as someone's."""
+    pipeline = _pipeline(tmp_path, SPACE, trials=2)
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    leave = ("import sys, optuna; from seqpipe.tuning import _record_process\n"
+             "study = optuna.create_study(study_name='seqpipe', storage=sys.argv[1], direction='maximize')\n"
+             "_record_process(study); study.ask()  # then the process ends, as if killed: no owner, no values\n")
+    subprocess.run([sys.executable, "-c", leave, f"sqlite:///{study_dir / 'study.db'}"], check=True)
+    result = CliRunner().invoke(main, ["tune", str(pipeline), "--out", str(study_dir)])
+    assert result.exit_code == 0, result.output
+    assert "trial 0: interrupted as it started; recorded as failed" in result.output
+    study = optuna.load_study(study_name="seqpipe", storage=f"sqlite:///{study_dir / 'study.db'}")
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "COMPLETE", "COMPLETE"]
+
+
+@pytest.mark.slow
 def test_trials_in_two_processes_share_the_study_and_each_is_recorded_once(tmp_path):
     """`--jobs 2`: two processes take trials from one study at once; neither takes the other's
     running trial for a killed one, and the target is reached with every trial recorded once."""
@@ -137,10 +160,20 @@ def test_a_running_trial_counts_as_killed_only_when_its_process_is_gone():
         return SimpleNamespace(user_attrs={} if owner is None else {"owner": owner}, datetime_start=started)
 
     me = this_process()
-    assert not _gone(trial(me))  # this process is alive: its trial is its own to finish
-    assert _gone(trial({**me, "started": "0"}))  # the same pid, another process (a restarted container's pid 1)
-    assert _gone(trial({**me, "host": me["host"] + "-earlier"}))  # a SQLite study lives on one machine
+    alone = [me]  # the processes recorded on the study: this one only
+    assert not _gone(trial(me), alone)  # this process is alive: its trial is its own to finish
+    assert _gone(trial({**me, "started": "0"}), alone)  # the same pid, another process (a restarted container's pid 1)
+    assert _gone(trial({**me, "host": me["host"] + "-earlier"}), alone)  # a SQLite study lives on one machine
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
-    assert _gone(trial({**me, "pid": int(dead), "started": None}))
-    assert not _gone(trial())  # a trial that started this instant has not recorded its process yet
-    assert _gone(trial(started=datetime.now() - timedelta(minutes=5)))
+    dead = {**me, "pid": int(dead), "started": None}
+    assert _gone(trial(dead), alone)
+    # a trial that has no owner yet: created by a process killed before it recorded itself, unless
+    # another process of the study still runs, and then for a minute at most
+    assert _gone(trial(), alone) and _gone(trial(), [me, dead])
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        try:
+            alive = {**me, "pid": other.pid, "started": None}
+            assert not _gone(trial(), [me, dead, alive])
+            assert _gone(trial(started=datetime.now() - timedelta(minutes=5)), [me, alive])
+        finally:
+            other.kill()
