@@ -69,6 +69,32 @@ def test_run_directory_holds_everything(trained_run):
     assert (trained_run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_per_label_figures_agree_with_the_test_metrics_and_the_confusion_matrix(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    per_class, confusion, test = metrics["per_class"]["test"], metrics["confusion"]["test"], metrics["test"]
+    counts = np.array(confusion["counts"])
+    assert confusion["labels"] == sorted(per_class) and counts.sum() == test["examples"]
+    assert np.trace(counts) / counts.sum() == pytest.approx(test["accuracy"], abs=1e-6)
+    for i, label in enumerate(confusion["labels"]):  # rows: true label; columns: predicted
+        figures = per_class[label]
+        assert figures["examples"] == counts[i].sum()
+        assert figures["recall"] == pytest.approx(counts[i, i] / max(counts[i].sum(), 1))
+        assert figures["precision"] == pytest.approx(counts[i, i] / max(counts[:, i].sum(), 1))
+    assert np.mean([f["f1"] for f in per_class.values()]) == pytest.approx(test["macro_f1"], abs=1e-6)
+
+
+def test_per_label_log_lines_name_the_weakest_labels_and_any_never_predicted_right():
+    from seqpipe.builtin.classify import describe_per_class
+
+    figures = {f"l{i}": {"precision": i / 10, "recall": i / 10, "f1": i / 10, "examples": 5} for i in range(10)}
+    first, missed = describe_per_class(figures, "add training examples of them", shown=3)
+    assert first.startswith("test per label: l0 F1 0.0000") and "l2 F1 0.2000" in first and "l3" not in first
+    assert first.endswith("; the 7 others in metrics.json (per_class)")
+    assert missed == "test: label(s) 'l0' never predicted right (recall 0); add training examples of them"
+    assert describe_per_class({"a": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "examples": 3}}, "") == \
+        ["test per label: a F1 1.0000 (precision 1.0000, recall 1.0000, 3 examples)"]
+
+
 def test_checkpoint_is_safetensors(trained_run):
     tensors = load_file(str(trained_run / "model.safetensors"))
     assert any(k.startswith("body.cells.1.") for k in tensors)

@@ -168,13 +168,17 @@ class ClassifyTask(Task):
         return F.cross_entropy(logits, batch.targets, weight=self.class_weights)
 
     @torch.no_grad()
-    def evaluate(self, model: ClassifierModel, split: str, batch_size: int = 256) -> dict[str, float]:
+    def _logits(self, model: ClassifierModel, split: str, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's logits on every example of ``split``, in order, and the true label ids."""
         model.eval()
         logits, targets = [], []
         for batch in self.batches(split, batch_size):
             logits.append(model(batch.tokens, batch.lengths)[0])
             targets.append(batch.targets)
-        logits_all, target = torch.cat(logits), torch.cat(targets)
+        return torch.cat(logits), torch.cat(targets)
+
+    def evaluate(self, model: ClassifierModel, split: str, batch_size: int = 256) -> dict[str, float]:
+        logits_all, target = self._logits(model, split, batch_size)
         preds = logits_all.argmax(dim=1)
         n = len(self.labels)
         return {
@@ -216,6 +220,22 @@ class ClassifyTask(Task):
         return {"majority_accuracy": float(multiclass_accuracy(majority, target, num_classes=n, average="micro")),
                 "majority_macro_f1": float(multiclass_f1_score(majority, target, num_classes=n, average="macro"))}
 
+    def write_report(self, model: ClassifierModel, run_dir, log: Callable[[str], None]) -> dict[str, Any]:
+        """Each label's precision, recall, F1 and count on the test split, and the confusion matrix
+        (rows: true label, columns: predicted): a macro-F1 can hide a label that is never predicted."""
+        from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+        logits, target = self._logits(model, "test")
+        truth, guess, ids = target.numpy(), logits.argmax(dim=1).numpy(), list(range(len(self.labels)))
+        precision, recall, f1, support = precision_recall_fscore_support(truth, guess, labels=ids, zero_division=0)
+        per_class = {label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                             "examples": int(support[i])} for i, label in enumerate(self.labels)}
+        remedy = "add training examples of them" + ("" if self.options.balance_classes else ", or set task.options.balance_classes = true")
+        for line in describe_per_class(per_class, remedy):
+            log(line)
+        return {"per_class": {"test": per_class},
+                "confusion": {"test": {"labels": self.labels, "counts": confusion_matrix(truth, guess, labels=ids).tolist()}}}
+
     # -- export -------------------------------------------------------------------------------
     def step_example(self, batch: int = 2) -> torch.Tensor:
         return step_input(self.encoding, batch)
@@ -247,6 +267,22 @@ class ClassifyTask(Task):
             "input": self.encoding.to_spec(),
             "output": {"kind": "probabilities", "labels": self.labels, "read": "y after each sequence's last step"},
         }
+
+
+def describe_per_class(per_class: dict[str, dict[str, float]], remedy: str, shown: int = 8) -> list[str]:
+    """Run-log lines for :meth:`ClassifyTask.write_report`: each label's test F1 (the ``shown``
+    weakest where there are more), and the labels whose test examples are never predicted right,
+    with ``remedy``."""
+    order = sorted(per_class, key=lambda label: per_class[label]["f1"])
+    listed = order if len(order) <= shown else order[:shown]
+    lines = ["test per label: " + ", ".join(
+        f"{label} F1 {per_class[label]['f1']:.4f} (precision {per_class[label]['precision']:.4f}, recall "
+        f"{per_class[label]['recall']:.4f}, {per_class[label]['examples']} examples)" for label in listed)
+        + ("" if listed is order else f"; the {len(order) - shown} others in metrics.json (per_class)")]
+    missed = [label for label in order if per_class[label]["examples"] and per_class[label]["recall"] == 0.0]
+    if missed:
+        lines.append(f"test: label(s) {', '.join(map(repr, missed))} never predicted right (recall 0); {remedy}")
+    return lines
 
 
 def collate(examples: list[tuple[Any, int]]) -> Batch:
