@@ -47,7 +47,7 @@ class TuneResult:
     best_pipeline: Path
     finished: int  # trials complete or pruned
     pruned: int
-    rerun: int  # trials killed by an earlier interruption, whose values were tried again
+    rerun: int  # trials whose process was killed, recorded as failed by this process and their values tried again
 
 
 def with_values(tables: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
@@ -105,12 +105,14 @@ def check_space(pipeline: Path, space: dict[str, list[Any] | Range], tables: dic
 
 
 PROCESS_KEY = "process "  # a study user attribute per process that worked on it: "process <host> <pid> <start>"
+OWNERLESS_SECONDS = 60  # a trial still without an owner this long after it started lost its process
+LIVE, GONE, UNDECIDED = "live", "gone", "undecided"
 
 
 def _record_process(study: Any) -> None:
     """Record this process on the study before it creates any trial: optuna creates a trial
     (running) before the objective can record its owner, and a process killed in between leaves an
-    ownerless trial that :func:`_gone` judges by the study's other live processes."""
+    ownerless trial that :func:`_judge` judges by the study's other live processes."""
     me = this_process()
     study.set_user_attr(f"{PROCESS_KEY}{me['host']} {me['pid']} {me['started']}", me)
 
@@ -119,20 +121,38 @@ def _processes(study: Any) -> list[dict[str, Any]]:
     return [record for key, record in study.user_attrs.items() if key.startswith(PROCESS_KEY)]
 
 
-def _gone(trial: Any, processes: list[dict[str, Any]]) -> bool:
-    """Whether a trial still marked running lost the process that ran it (killed). A SQLite study
-    lives on one machine, so a trial recorded under another host name was left by an earlier
-    container or boot; one whose process still runs here is someone else's to finish. A trial with
-    no owner yet was created an instant before its process records itself (or that process was
-    killed in between): it is someone's only while another process of the study (``processes``)
-    still runs, and for a minute at most. The caller never has a trial of its own running."""
+def _judge(trial: Any, processes: list[dict[str, Any]]) -> str:
+    """Whether a trial still marked running is ``LIVE`` (its process runs: someone else's to
+    finish) or ``GONE`` (its process was killed). A SQLite study lives on one machine, so a trial
+    recorded under another host name was left by an earlier container or boot. A trial with no
+    owner yet was created an instant before its process records itself, or that process was killed
+    in between: ``UNDECIDED`` while another process of the study (``processes``, read after the
+    trial) still runs, for a minute at most; ``GONE`` otherwise. The caller has no trial of its
+    own running."""
     owner = trial.user_attrs.get("owner")
-    if owner is None:
-        started, me = trial.datetime_start, this_process()
-        if started is None or (datetime.now() - started).total_seconds() > 60:
-            return True
-        return all(process_ended(p) is not False for p in processes if p != me)
-    return process_ended(owner) is not False  # None: another host's, so an earlier container's or boot's
+    if owner is not None:
+        return LIVE if process_ended(owner) is False else GONE  # None: another host's, an earlier container's or boot's
+    started, me = trial.datetime_start, this_process()
+    if started is None or (datetime.now() - started).total_seconds() > OWNERLESS_SECONDS:
+        return GONE
+    return UNDECIDED if any(process_ended(p) is False for p in processes if p != me) else GONE
+
+
+def _record_killed(study: Any, trial: Any, log: Callable[[str], None]) -> bool:
+    """Record a trial whose process is gone as failed and queue its values to be tried again;
+    whether this process did (another may have recorded it first)."""
+    from optuna.trial import TrialState
+
+    try:
+        study.tell(trial.number, state=TrialState.FAIL)
+    except (RuntimeError, ValueError):  # another process recorded it at the same moment
+        return False
+    if not trial.params:  # killed before it drew its values: nothing to try again
+        log(f"trial {trial.number}: interrupted as it started; recorded as failed")
+        return False
+    study.enqueue_trial(trial.params, skip_if_exists=False)
+    log(f"trial {trial.number}: interrupted earlier; recorded as failed, its values are tried again")
+    return True
 
 
 def _start_workers(pipeline: Path, folder: Path, target: int, jobs: int, threads: int, strict_plugins: bool) -> list[subprocess.Popen]:
@@ -199,28 +219,22 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(2, config.training.patience))
         if config.tune.prune else optuna.pruners.NopPruner())
     _record_process(study)
-    # a trial still "running" whose process is gone was killed with it: record it as failed and try its values again
     rerun = 0
-    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if worker is None else ():
-        if not _gone(stale, _processes(study)):
-            continue
-        try:
-            study.tell(stale.number, state=TrialState.FAIL)
-        except (RuntimeError, ValueError):  # another process started at the same moment recorded it first
-            continue
-        if not stale.params:  # killed before it drew its values: nothing to try again
-            log(f"trial {stale.number}: interrupted as it started; recorded as failed")
-            continue
-        study.enqueue_trial(stale.params, skip_if_exists=False)
-        rerun += 1
-        log(f"trial {stale.number}: interrupted earlier; recorded as failed, its values are tried again")
 
     def finished() -> list[Any]:
         return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
-    def started() -> int:  # finished, or being run by a live process (this one's or another worker's)
-        running, processes = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), _processes(study)
-        return len(finished()) + sum(not _gone(t, processes) for t in running)
+    def census() -> tuple[int, int, int]:
+        """Finished trials, trials running in a live process (this one's or another's) or about to
+        (undecided), and undecided ones; a running trial whose process is gone is recorded as
+        failed on the way, its values queued again."""
+        nonlocal rerun
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        processes = _processes(study)  # read after the trials: a process records itself before it creates one
+        verdicts = [(trial, _judge(trial, processes)) for trial in running]
+        rerun += sum(_record_killed(study, trial, log) for trial, verdict in verdicts if verdict == GONE)
+        undecided = sum(verdict == UNDECIDED for _, verdict in verdicts)
+        return len(finished()), sum(verdict != GONE for _, verdict in verdicts), undecided
 
     done = len(finished())
     if done and worker is None:
@@ -259,8 +273,14 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
         return value
 
     try:
-        while started() < target:
-            study.optimize(objective, n_trials=1, catch=())
+        while True:
+            done, running, undecided = census()
+            if done + running < target:
+                study.optimize(objective, n_trials=1, catch=())
+            elif undecided:  # it becomes another process's trial, or a killed one to run again: wait to know
+                time.sleep(0.5)
+            else:
+                break
     except BaseException as exc:
         pending = signalled()
         _stop(workers, pending is KeyboardInterrupt)

@@ -86,13 +86,40 @@ def test_per_label_figures_agree_with_the_test_metrics_and_the_confusion_matrix(
 def test_per_label_log_lines_name_the_weakest_labels_and_any_never_predicted_right():
     from seqpipe.builtin.classify import describe_per_class
 
-    figures = {f"l{i}": {"precision": i / 10, "recall": i / 10, "f1": i / 10, "examples": 5} for i in range(10)}
+    figures = {f"l{i}": {"precision": i / 10, "recall": i / 10, "f1": i / 10, "examples": 5, "predicted": 5} for i in range(10)}
     first, missed = describe_per_class(figures, "add training examples of them", shown=3)
     assert first.startswith("test per label: l0 F1 0.0000") and "l2 F1 0.2000" in first and "l3" not in first
     assert first.endswith("; the 7 others in metrics.json (per_class)")
     assert missed == "test: label(s) 'l0' never predicted right (recall 0); add training examples of them"
-    assert describe_per_class({"a": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "examples": 3}}, "") == \
-        ["test per label: a F1 1.0000 (precision 1.0000, recall 1.0000, 3 examples)"]
+    figures = {"a": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "examples": 3, "predicted": 3},
+               "absent": {"precision": None, "recall": None, "f1": None, "examples": 0, "predicted": 0}}
+    assert describe_per_class(figures, "") == ["test per label: a F1 1.0000 (precision 1.0000, recall 1.0000, 3 examples)",
+                                               "test: no example of label(s) 'absent' in the test split; their figures are "
+                                               "left out of macro_f1 unless predicted"]
+
+
+def test_a_label_absent_from_the_test_split_is_left_out_of_the_per_label_figures_as_of_macro_f1(tmp_path, write_pipeline):
+    """Labels in training and validation only (given files): no recall, and no F1 unless predicted,
+    so the per-label F1 values average to the run's macro_f1 whichever way the model guesses."""
+    rng = np.random.default_rng(0)
+
+    def rows(labels, n):
+        return "".join(json.dumps({"text": " ".join(rng.choice(list("abcdef"), 4)) + f" {label}", "label": label}) + "\n"
+                       for label in rng.choice(labels, n))
+    (tmp_path / "train.jsonl").write_text(rows(["x", "y", "z"], 90))
+    (tmp_path / "validation.jsonl").write_text(rows(["x", "y", "z"], 30))
+    (tmp_path / "test.jsonl").write_text(rows(["x", "y"], 30))
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text('[data]\ntrain = "train.jsonl"\nvalidation = "validation.jsonl"\ntest = "test.jsonl"\n'
+                        '[model]\nhidden_size = 8\n[training]\nepochs = 1\n[task.options]\nstrong_baseline = false\n')
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "test: no example of label(s) 'z' in the test split" in result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    z = metrics["per_class"]["test"]["z"]
+    assert z["examples"] == 0 and z["recall"] is None and (z["f1"] is None) == (z["predicted"] == 0)
+    scored = [f["f1"] for f in metrics["per_class"]["test"].values() if f["f1"] is not None]
+    assert np.mean(scored) == pytest.approx(metrics["test"]["macro_f1"], abs=1e-6)
 
 
 def test_checkpoint_is_safetensors(trained_run):

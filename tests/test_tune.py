@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -59,12 +60,13 @@ def test_a_bad_search_space_is_one_line_before_any_trial(tmp_path, space, fragme
 
 
 def _finished(db: Path) -> list[int]:
-    """The numbers of the finished trials, read without writing: opening the study with optuna
-    while the tune process creates it would race optuna's own table creation, and fail either."""
+    """The numbers of the finished trials, read with sqlite3 alone: opening the study with optuna
+    while the tune process creates it would race optuna's own table creation. (Not read-only: a
+    process killed mid-write leaves a journal that only a writable connection rolls back.)"""
     if not db.exists():
         return []
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as connection:
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
             rows = connection.execute("SELECT number FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchall()
     except sqlite3.OperationalError:  # the tables are not created yet
         return []
@@ -111,17 +113,27 @@ def test_a_killed_study_continues_and_its_best_pipeline_reproduces_its_score(tmp
 
 
 @pytest.mark.slow
-def test_a_trial_killed_before_it_recorded_its_process_is_not_taken_for_a_live_one(tmp_path):
+@pytest.mark.parametrize("another_process_runs", [False, True])
+def test_a_trial_killed_before_it_recorded_its_process_is_not_taken_for_a_live_one(tmp_path, monkeypatch, another_process_runs):
     """optuna creates a trial (running) before the objective records its owner: a process killed in
-    between leaves an ownerless trial, which must not count toward the target as someone's."""
+    between leaves an ownerless trial, which must not count toward the target as someone's. While
+    another process of the study runs, it might be that one's for an instant: the study waits to
+    know (here 3 s instead of a minute), then records it as failed and reaches the target."""
+    monkeypatch.setattr("seqpipe.tuning.OWNERLESS_SECONDS", 3)
     pipeline = _pipeline(tmp_path, SPACE, trials=2)
     study_dir = tmp_path / "study"
     study_dir.mkdir()
     leave = ("import sys, optuna; from seqpipe.tuning import _record_process\n"
              "study = optuna.create_study(study_name='seqpipe', storage=sys.argv[1], direction='maximize')\n"
+             "if len(sys.argv) > 2: study.set_user_attr('process other', {'host': sys.argv[2], 'pid': int(sys.argv[3]), 'started': None})\n"
              "_record_process(study); study.ask()  # then the process ends, as if killed: no owner, no values\n")
-    subprocess.run([sys.executable, "-c", leave, f"sqlite:///{study_dir / 'study.db'}"], check=True)
-    result = CliRunner().invoke(main, ["tune", str(pipeline), "--out", str(study_dir)])
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]) as other:
+        try:
+            alive = [socket.gethostname(), str(other.pid)] if another_process_runs else []
+            subprocess.run([sys.executable, "-c", leave, f"sqlite:///{study_dir / 'study.db'}", *alive], check=True)
+            result = CliRunner().invoke(main, ["tune", str(pipeline), "--out", str(study_dir)])
+        finally:
+            other.kill()
     assert result.exit_code == 0, result.output
     assert "trial 0: interrupted as it started; recorded as failed" in result.output
     study = optuna.load_study(study_name="seqpipe", storage=f"sqlite:///{study_dir / 'study.db'}")
@@ -154,26 +166,26 @@ def test_a_running_trial_counts_as_killed_only_when_its_process_is_gone():
     from types import SimpleNamespace
 
     from seqpipe.processes import this_process
-    from seqpipe.tuning import _gone
+    from seqpipe.tuning import GONE, LIVE, UNDECIDED, _judge
 
     def trial(owner=None, started=datetime.now()):
         return SimpleNamespace(user_attrs={} if owner is None else {"owner": owner}, datetime_start=started)
 
     me = this_process()
     alone = [me]  # the processes recorded on the study: this one only
-    assert not _gone(trial(me), alone)  # this process is alive: its trial is its own to finish
-    assert _gone(trial({**me, "started": "0"}), alone)  # the same pid, another process (a restarted container's pid 1)
-    assert _gone(trial({**me, "host": me["host"] + "-earlier"}), alone)  # a SQLite study lives on one machine
+    assert _judge(trial(me), alone) == LIVE  # this process is alive: its trial is its own to finish
+    assert _judge(trial({**me, "started": "0"}), alone) == GONE  # the same pid, another process (a restarted container's pid 1)
+    assert _judge(trial({**me, "host": me["host"] + "-earlier"}), alone) == GONE  # a SQLite study lives on one machine
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
     dead = {**me, "pid": int(dead), "started": None}
-    assert _gone(trial(dead), alone)
+    assert _judge(trial(dead), alone) == GONE
     # a trial that has no owner yet: created by a process killed before it recorded itself, unless
     # another process of the study still runs, and then for a minute at most
-    assert _gone(trial(), alone) and _gone(trial(), [me, dead])
+    assert _judge(trial(), alone) == GONE and _judge(trial(), [me, dead]) == GONE
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
         try:
             alive = {**me, "pid": other.pid, "started": None}
-            assert not _gone(trial(), [me, dead, alive])
-            assert _gone(trial(started=datetime.now() - timedelta(minutes=5)), [me, alive])
+            assert _judge(trial(), [me, dead, alive]) == UNDECIDED
+            assert _judge(trial(started=datetime.now() - timedelta(minutes=5)), [me, alive]) == GONE
         finally:
             other.kill()

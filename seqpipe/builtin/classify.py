@@ -49,6 +49,9 @@ class ClassifyOptions(BaseModel):
                                   "summaries for numbers; false: skip it")
 
 
+CONFUSION_LABELS = 200  # the most labels whose test confusion matrix metrics.json holds
+
+
 @dataclass
 class Batch:
     tokens: torch.Tensor  # [B, T] int64 ids padded with 0, or [B, T, F] float32 features padded with 0
@@ -221,20 +224,28 @@ class ClassifyTask(Task):
                 "majority_macro_f1": float(multiclass_f1_score(majority, target, num_classes=n, average="macro"))}
 
     def write_report(self, model: ClassifierModel, run_dir, log: Callable[[str], None]) -> dict[str, Any]:
-        """Each label's precision, recall, F1 and count on the test split, and the confusion matrix
-        (rows: true label, columns: predicted): a macro-F1 can hide a label that is never predicted."""
+        """Each label's precision, recall, F1, examples and predictions on the test split, and (up to
+        :data:`CONFUSION_LABELS` labels) the confusion matrix, rows true labels, columns predicted:
+        a macro-F1 can hide a label that is never predicted."""
         from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
         logits, target = self._logits(model, "test")
         truth, guess, ids = target.numpy(), logits.argmax(dim=1).numpy(), list(range(len(self.labels)))
         precision, recall, f1, support = precision_recall_fscore_support(truth, guess, labels=ids, zero_division=0)
-        per_class = {label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                             "examples": int(support[i])} for i, label in enumerate(self.labels)}
+        predicted = np.bincount(guess, minlength=len(ids))
+        # a label with no test examples has no recall, and no F1 unless it was predicted (wrongly): left
+        # out as macro-F1 leaves it out (torchmetrics), never counted as a zero
+        per_class = {label: {"precision": float(precision[i]) if support[i] or predicted[i] else None,
+                             "recall": float(recall[i]) if support[i] else None,
+                             "f1": float(f1[i]) if support[i] or predicted[i] else None,
+                             "examples": int(support[i]), "predicted": int(predicted[i])} for i, label in enumerate(self.labels)}
         remedy = "add training examples of them" + ("" if self.options.balance_classes else ", or set task.options.balance_classes = true")
         for line in describe_per_class(per_class, remedy):
             log(line)
-        return {"per_class": {"test": per_class},
-                "confusion": {"test": {"labels": self.labels, "counts": confusion_matrix(truth, guess, labels=ids).tolist()}}}
+        report: dict[str, Any] = {"per_class": {"test": per_class}}
+        if len(ids) <= CONFUSION_LABELS:  # beyond, a dense matrix would outweigh the rest of metrics.json
+            report["confusion"] = {"test": {"labels": self.labels, "counts": confusion_matrix(truth, guess, labels=ids).tolist()}}
+        return report
 
     # -- export -------------------------------------------------------------------------------
     def step_example(self, batch: int = 2) -> torch.Tensor:
@@ -269,19 +280,24 @@ class ClassifyTask(Task):
         }
 
 
-def describe_per_class(per_class: dict[str, dict[str, float]], remedy: str, shown: int = 8) -> list[str]:
+def describe_per_class(per_class: dict[str, dict[str, Any]], remedy: str, shown: int = 8) -> list[str]:
     """Run-log lines for :meth:`ClassifyTask.write_report`: each label's test F1 (the ``shown``
-    weakest where there are more), and the labels whose test examples are never predicted right,
-    with ``remedy``."""
-    order = sorted(per_class, key=lambda label: per_class[label]["f1"])
-    listed = order if len(order) <= shown else order[:shown]
-    lines = ["test per label: " + ", ".join(
-        f"{label} F1 {per_class[label]['f1']:.4f} (precision {per_class[label]['precision']:.4f}, recall "
-        f"{per_class[label]['recall']:.4f}, {per_class[label]['examples']} examples)" for label in listed)
-        + ("" if listed is order else f"; the {len(order) - shown} others in metrics.json (per_class)")]
-    missed = [label for label in order if per_class[label]["examples"] and per_class[label]["recall"] == 0.0]
+    weakest where there are more), the labels whose test examples are never predicted right (with
+    ``remedy``), and those the test split has no example of."""
+    scored = sorted((label for label in per_class if per_class[label]["f1"] is not None), key=lambda label: per_class[label]["f1"])
+    listed = scored[:shown]
+    line = "test per label: " + ", ".join(
+        f"{label} F1 {per_class[label]['f1']:.4f} (precision {per_class[label]['precision']:.4f}, "
+        + (f"recall {per_class[label]['recall']:.4f}, " if per_class[label]["recall"] is not None else "")
+        + f"{per_class[label]['examples']} examples)" for label in listed)
+    lines = [line + (f"; the {len(scored) - len(listed)} others in metrics.json (per_class)" if len(scored) > len(listed) else "")]
+    missed = [label for label in scored if per_class[label]["recall"] == 0.0]
     if missed:
         lines.append(f"test: label(s) {', '.join(map(repr, missed))} never predicted right (recall 0); {remedy}")
+    absent = [label for label, figures in per_class.items() if not figures["examples"]]
+    if absent:
+        lines.append(f"test: no example of label(s) {', '.join(map(repr, absent))} in the test split; their figures are left "
+                     "out of macro_f1 unless predicted")
     return lines
 
 
