@@ -10,7 +10,7 @@ import contextlib
 import inspect
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ class ResolvedPipeline:
     task_options: BaseModel
     data: DataSource
     graphs: list[str]
+    budget_note: str | None = None  # the batch size, epochs and patience fitted to a small training split
+    monitor_note: str | None = None  # why the best epoch is picked by loss, not the task's metric (a tiny validation split)
+    task_notes: list[str] = field(default_factory=list)  # what the task chose from the data (Task.notes)
 
     def make_task(self) -> Any:
         return self.task.obj(self.task_options, self.data)
@@ -48,16 +51,46 @@ class ResolvedPipeline:
         if empty:
             raise DataError(f"{self.data.path}: {sum(sizes.values())} examples leave no {' or '.join(empty)} examples; "
                             "add data, raise the split fractions, or give the split's own file (data.validation, data.test).")
-        return task, sizes, self.monitor(task)
+        self.fit_budget(sizes)
+        monitor = self.monitor(task, sizes)
+        with self.plugin_code("describing its choices"):
+            self.task_notes = list(task.notes())
+        return task, sizes, monitor
 
-    def monitor(self, task: Any) -> tuple[str, str]:
+    @property
+    def notes(self) -> list[str]:
+        """One line each for what was chosen from the data rather than written in the pipeline file
+        (the training budget, the monitor, the task's own choices), for `check` and `run` to print."""
+        return [note for note in (self.budget_note, self.monitor_note, *self.task_notes) if note]
+
+    def fit_budget(self, sizes: dict[str, int]) -> None:
+        """Fit the training budget the pipeline left unset to the training split's size
+        (:mod:`seqpipe.budget`); :attr:`budget_note` says what was chosen, for `check` and `run`."""
+        from seqpipe.budget import fitted_budget
+
+        training, self.budget_note = fitted_budget(self.config.training, sizes.get("train", 0))
+        self.config = self.config.model_copy(update={"training": training})
+
+    def monitor(self, task: Any, sizes: dict[str, int] | None = None) -> tuple[str, str]:
         """The validation metric that picks the best epoch, and its direction, once ``task`` has read
-        its data: ``[training] monitor``, or the task's own."""
+        its data: ``[training] monitor``, or the task's own, or the validation loss when the task's
+        own would be judged on too few validation examples (:func:`seqpipe.selection.too_small`;
+        :attr:`monitor_note` then says so, for `check` and `run` to print)."""
+        from seqpipe.selection import too_small
+
         names = task.metric_names()
         name = self.config.training.monitor or task.monitor
         if name not in names:
             raise ConfigError(f"{self.path}: training.monitor: task '{self.config.task.name}' reports no '{name}' on this data "
                               f"(it reports {', '.join(sorted(names))}); choose one of those.")
+        self.monitor_note = None
+        why = too_small(task, sizes) if self.config.training.monitor is None and name != "loss" and sizes else None
+        if why is not None:
+            self.monitor_note = (f"validation: {why}, too few to pick the best epoch by {name} (it moves in coarse steps "
+                                 "on so few): the epoch with the lowest validation loss is kept. Set training.monitor to "
+                                 "choose otherwise, or give a larger validation split (data.validation_fraction or "
+                                 "data.validation).")
+            return "loss", "min"
         return name, names[name]
 
     def make_topology(self, input_size: int) -> Any:

@@ -141,6 +141,8 @@ def check(pipeline: Path, strict_plugins: bool) -> None:
     m = resolved.config.model
     click.echo(f"{pipeline}: ok (task {resolved.config.task.name}, cell {m.cell}, topology {m.topology}, data {resolved.data.path})")
     click.echo("data: " + ", ".join(f"{name} {n}" for name, n in sizes.items()) + f" examples; monitor: validation {monitor} ({mode})")
+    for note in resolved.notes:
+        click.echo(note)
     for line in resolved.data.account.lines():
         click.echo(f"data: {line}")
 

@@ -357,6 +357,9 @@ class Task(ABC):
     # the output encoding ([output] kind) of a task that writes tokens; None: no [output] table
     default_output: ClassVar[str | None] = None
     output_column: ClassVar[str] = "target"
+    # baselines among the test metrics (``<baseline>_<metric>``) that only set a floor (the most
+    # frequent label, persistence): a run that beats them alone is not said to beat every baseline
+    trivial_baselines: ClassVar[tuple[str, ...]] = ()
     # arguments for `seqpipe predict RUN …`, shown after a run
     predict_example: ClassVar[str] = '"some text"'
     # the tables of a small pipeline for this task on data a plugin registers, e.g.
@@ -389,6 +392,19 @@ class Task(ABC):
         """The validation metrics this task reports on its data, with their directions (after
         :meth:`prepare`; a task may narrow them to what the data allows)."""
         return {**self.declared_metrics(), self.monitor: self.monitor_mode}
+
+    def notes(self) -> list[str]:
+        """One line each for what the task chose from the data rather than from its options (after
+        :meth:`prepare`), printed by `check` and `run`: e.g. a forecaster that models changes
+        because the training part trends. Default: none."""
+        return []
+
+    def validation_label_counts(self) -> dict[str, int] | None:
+        """For a task that predicts one label per example: how many validation examples each label
+        has (after :meth:`prepare`). With a label under 5, or a validation split under 50 examples,
+        the best epoch is picked by validation loss unless ``[training] monitor`` says otherwise
+        (:mod:`seqpipe.selection`). None (the default): the task's metric picks it whatever the size."""
+        return None
 
     @abstractmethod
     def prepare(self) -> dict[str, int]:

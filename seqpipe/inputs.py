@@ -189,3 +189,10 @@ def number_vectors(value: Any, where: str, column: str | None) -> np.ndarray:
         raise DataError(f"{where}: {what}: steps hold no numbers; give at least one feature per step.")
     return np.asarray(rows, dtype=np.float32)
 
+
+def z_normalised(value: np.ndarray) -> np.ndarray:
+    """``value`` [time, features] in float64 with each feature rescaled to mean 0 and standard
+    deviation 1 over the sequence's own steps (a constant feature is centred, not divided by zero)."""
+    value = value.astype(np.float64)
+    std = value.std(axis=0)
+    return (value - value.mean(axis=0)) / np.where(std > 0, std, 1.0)

@@ -26,12 +26,19 @@ class SequenceModel(StepModel):
     valid step [B, …]. ``initial``: a module ``initial(batch, device) -> State`` (see
     :mod:`seqpipe.initial_state`). ``pooling``: what the head reads of a whole sequence when not
     per-step (:mod:`seqpipe.pooling`); None: the output after the last valid step. A pooling with
-    running statistics adds the ``pool`` state after the topology's states.
+    running statistics adds the ``pool`` state after the topology's states. ``residual``: the head
+    predicts the change from the step's input (``y_t = x_t + head(h_t)``; real-valued inputs as wide
+    as the output, ``output`` "identity", no pooling): a forecaster that starts from persistence
+    and is not bounded by what the head can reach from a saturated state, so it follows a trend
+    past the training range.
     """
 
     def __init__(self, embed: nn.Module, topology: Topology, head: nn.Linear, initial: nn.Module, *,
-                 output: str = "softmax", per_step: bool = False, dropout: float = 0.0, pooling: Pooling | None = None) -> None:
+                 output: str = "softmax", per_step: bool = False, dropout: float = 0.0, pooling: Pooling | None = None,
+                 residual: bool = False) -> None:
         super().__init__()
+        if residual and (output != "identity" or pooling is not None or not isinstance(embed, nn.Identity)):
+            raise ValueError("a residual head adds the step's input to real-valued outputs: identity embed and output, no pooling")
         self.initial = PooledInitialState(initial, topology.output_size) if pooling is not None and pooling.has_state else initial
         self.embed = embed
         self.dropout = nn.Dropout(dropout)
@@ -40,6 +47,7 @@ class SequenceModel(StepModel):
         self.output = output
         self.per_step = per_step
         self.pooling = pooling
+        self.residual = residual
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -79,12 +87,15 @@ class SequenceModel(StepModel):
         state, pool = self._split(self.initial_state(x.shape[0]) if state is None else state)
         outputs, state = self.body(self.embed(x), lengths, state)  # [B, T, O]
         if self.per_step:
-            return self.head(self.dropout(outputs)), state
+            return self.head(self.dropout(outputs)) + (x if self.residual else 0), state
         if self.pooling is not None:
             pooled, pool = self.pooling.whole(outputs, lengths, pool)
             return self.head(self.dropout(pooled)), state + ((pool,) if pool is not None else ())
         last = self.body.final_output(outputs, lengths, state)  # [B, O]
-        return self.head(self.dropout(last)), state
+        y = self.head(self.dropout(last))
+        if self.residual:  # plus each sequence's last valid input
+            y = y + x[torch.arange(len(lengths), device=x.device), lengths.to(x.device) - 1]
+        return y, state
 
     def run_sequence(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         state, pool = self._split(self.initial_state(x.shape[0]) if state is None else state)
@@ -93,7 +104,7 @@ class SequenceModel(StepModel):
             running = self.pooling.running(outputs, pool)
             _, pool = self.pooling.whole(outputs, lengths, pool)
             return self.activate(self.head(running)), state + ((pool,) if pool is not None else ())
-        return self.activate(self.head(outputs)), state  # [B, T, …]
+        return self.activate(self.head(outputs) + (x if self.residual else 0)), state  # [B, T, …]
 
     def sequence_output(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         out, state = self(x, lengths, state)
@@ -107,7 +118,7 @@ class SequenceModel(StepModel):
         if pool is not None:
             h, pool = self.pooling.step(h, pool)
             state = state + (pool,)
-        return self.activate(self.head(h)), state
+        return self.activate(self.head(h) + (x_t if self.residual else 0)), state
 
 
 def token_embedding(vocab_size: int, embedding_size: int, dropout: float = 0.0) -> nn.Sequential:

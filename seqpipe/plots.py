@@ -10,18 +10,24 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_training_curves(history: list[dict], monitor: str, path: Path) -> None:
+def plot_training_curves(history: list[dict], metric: str, path: Path) -> None:
+    """Train and validation loss, and the validation ``metric`` (the monitor, or the task's own when
+    the epoch is picked by loss), per epoch; the kept (best) epoch marked on both panels."""
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train")
     ax_loss.plot(epochs, [r["validation"]["loss"] for r in history], marker="o", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
-    ax_loss.legend()
-    if monitor != "loss":
-        ax_metric.plot(epochs, [r["validation"][monitor] for r in history], marker="o", color="tab:green")
-    ax_metric.set(xlabel="epoch", ylabel=monitor, title=f"Validation {monitor}")
+    values = [r["validation"].get(metric) for r in history]
+    if metric != "loss" and all(isinstance(v, (int, float)) for v in values):
+        ax_metric.plot(epochs, values, marker="o", color="tab:green", label=f"validation {metric}")
+    kept = [r["epoch"] for r in history if r.get("best")]
     for ax in (ax_loss, ax_metric):
+        if kept:  # the last epoch that improved is the one restored, evaluated and exported
+            ax.axvline(kept[-1], color="tab:red", linestyle="--", linewidth=1, label=f"kept: epoch {kept[-1]}")
         ax.grid(alpha=0.3)
+        ax.legend(loc="best")
+    ax_metric.set(xlabel="epoch", ylabel=metric, title=f"Validation {metric}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -57,6 +57,8 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
     ``device``: where the training steps run (batches are moved there); validation runs on the
     CPU copy of the kept weights, as evaluation and export do."""
     monitor_name, monitor_mode = monitor or (task.monitor, task.monitor_mode)
+    # the epoch line also shows the task's own metric when the epoch is picked by loss
+    shown = task.monitor if monitor_name == "loss" and task.monitor != "loss" else None
     generator = torch.Generator().manual_seed(cfg.seed)
     model.to(device)
     step = trainer(task, model, ranks, device)
@@ -66,10 +68,11 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema_decay else None
     kept = ema.module if ema is not None else model  # what is validated, checkpointed and returned
     sign = 1.0 if monitor_mode == "max" else -1.0
-    best, stale, history, first_epoch, spent = -math.inf, 0, [], 1, 0.0
+    best, best_loss, stale, history, first_epoch, spent = -math.inf, math.inf, 0, [], 1, 0.0
     if resume:
         counters = load_training_state(run_dir, model, ema, optimizer, generator, ranks.rank)
         best, stale, spent, first_epoch = counters["best"], counters["stale"], counters["seconds"], counters["epoch"] + 1
+        best_loss = counters.get("best_loss", math.inf)
         history = _history(history_path, counters["epoch"])
         log(f"resuming after epoch {counters['epoch']} (best validation {monitor_name} so far: {sign * best:.4f})")
         if counters.get("processes", 1) != ranks.world:
@@ -121,9 +124,9 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
         trained = time.perf_counter() - started
         validation = shared(_validate(task, kept, device) if ranks.main else None, ranks)
         score = sign * validation[monitor_name]
-        improved = score > best
+        improved = better(score, validation["loss"], best, best_loss)
         if improved:
-            best, stale = score, 0
+            best, best_loss, stale = score, validation["loss"], 0
             if ranks.main:
                 save_checkpoint(kept, checkpoint)
         else:
@@ -147,11 +150,13 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
             rank_rng = gathered(torch.get_rng_state(), ranks)  # every rank takes part; rank 0 writes
             if ranks.main:
                 save_training_state(run_dir, model, ema, optimizer, generator,
-                                    {"epoch": epoch, "best": best, "stale": stale, "seconds": time.perf_counter() - training_started,
-                                     "monitor": monitor_name}, rank_rng if ranks.distributed else None)
-        log(f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
-            f"validation loss {validation['loss']:.4f}  {monitor_name} {validation[monitor_name]:.4f}"
-            f"  {record['seconds']:.1f}s{padding.say()}{'  *best' if improved else ''}")
+                                    {"epoch": epoch, "best": best, "best_loss": best_loss, "stale": stale,
+                                     "seconds": time.perf_counter() - training_started, "monitor": monitor_name},
+                                    rank_rng if ranks.distributed else None)
+        metric = monitor_name if monitor_name != "loss" else shown
+        log(f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f}  validation loss {validation['loss']:.4f}"
+            + (f"  {metric} {validation[metric]:.4f}" if metric is not None and isinstance(validation.get(metric), float) else "")
+            + f"  {record['seconds']:.1f}s{padding.say()}{'  *best' if improved else ''}")
         raise_if_signalled()  # a Ctrl-C that landed in a finalizer during validation or saving
         if on_epoch is not None:
             on_epoch(record)
@@ -172,6 +177,16 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
         load_checkpoint(model, checkpoint)
     model.eval()
     return history
+
+
+def better(score: float, loss: float, best: float, best_loss: float) -> bool:
+    """Whether an epoch's validation ``score`` (signed so higher is better) beats the best so far; a
+    tie goes to the lower validation loss. On a small validation split a metric such as accuracy
+    takes few values, and the first epoch to reach one would otherwise be kept however unsure its
+    answers still are (loss 0.52 beside a perfect macro-F1)."""
+    if score != best:
+        return score > best
+    return loss < best_loss
 
 
 class Padding:

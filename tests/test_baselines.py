@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
+
 from click.testing import CliRunner
 
 from seqpipe.baselines import against_baselines, describe_comparison, text_classifier, window_tagger
@@ -54,17 +56,48 @@ def test_runs_report_the_baseline_unless_switched_off(tmp_path, small_csv, write
     assert ("does not beat " in said["true"][0]) == bool(comparison["trails"])
     assert all(f"{name} {value:.4f}" in said["true"][0] for name, value in comparison["baselines"].items())
     assert list(reported["false"]["against_baselines"]["baselines"]) == ["majority"]  # the trivial one stays
+    assert reported["false"]["against_baselines"]["trivial"] == ["majority"]
+    assert "every baseline" not in said["false"][0]  # clearing the floor alone is no claim of strength
 
 
 def test_the_model_is_placed_against_each_baseline_in_the_metric_s_direction():
     test = {"macro_f1": 0.80, "majority_macro_f1": 0.40, "tfidf_macro_f1": 0.85, "tfidf_accuracy": 0.99, "loss": 0.1}
-    assert against_baselines(test, "macro_f1", "max") == {"metric": "macro_f1", "model": 0.80, "beats": ["majority"], "trails": ["tfidf"],
-                                                          "baselines": {"majority": 0.40, "tfidf": 0.85}}
+    assert against_baselines(test, "macro_f1", "max", ("majority",)) == {
+        "metric": "macro_f1", "model": 0.80, "beats": ["majority"], "trails": ["tfidf"], "baselines": {"majority": 0.40, "tfidf": 0.85},
+        "trivial": ["majority"]}
     assert "does not beat tfidf 0.8500 (it beats majority 0.4000)" in describe_comparison(against_baselines(test, "macro_f1", "max"))
     rmse = {"rmse": 18.5, "persistence_rmse": 33.3, "arima_rmse": 28.4, "rmse_3_step": 30.0, "persistence_rmse_3_step": 20.0}
     assert against_baselines(rmse, "rmse", "min")["beats"] == ["persistence", "arima"]  # lower is better; 3-step figures apart
     assert describe_comparison(against_baselines(rmse, "rmse", "min")).startswith("baselines: test rmse 18.5000 beats every baseline")
     assert against_baselines({"rmse": 1.0}, "rmse", "min") is None  # no baseline reported: nothing to say
+
+
+def test_beating_only_a_trivial_baseline_is_not_called_beating_every_baseline():
+    floor_only = against_baselines({"macro_f1": 0.8, "majority_macro_f1": 0.4}, "macro_f1", "max", ("majority",))
+    said = describe_comparison(floor_only)
+    assert "beats the trivial baseline(s) only (majority 0.4000)" in said and "every baseline" not in said
+    # the same figures, with the floor not declared trivial, read as they always did
+    assert "beats every baseline" in describe_comparison(against_baselines({"macro_f1": 0.8, "majority_macro_f1": 0.4}, "macro_f1", "max"))
+    both = against_baselines({"macro_f1": 0.9, "majority_macro_f1": 0.4, "tfidf_macro_f1": 0.85}, "macro_f1", "max", ("majority",))
+    assert describe_comparison(both).startswith("baselines: test macro_f1 0.9000 beats every baseline (majority 0.4000, tfidf 0.8500)")
+
+
+
+def test_nearest_neighbour_classifies_by_shape_across_levels_scales_and_lengths():
+    """Rising against falling ramps, each at a random level, scale and length: z-normalised and
+    resampled to one length, the nearest training series has the same shape."""
+    from seqpipe.baselines import nearest_neighbour
+
+    rng = np.random.default_rng(1)
+
+    def ramp(label: int) -> np.ndarray:
+        steps = np.linspace(0.0, 1.0, int(rng.integers(10, 30)))
+        shape = steps if label else 1.0 - steps ** 2
+        return (rng.uniform(-50, 50) + rng.uniform(0.1, 20) * (shape + rng.normal(0, 0.05, len(steps))))[:, None]
+
+    train_labels, test_labels = [i % 2 for i in range(20)], [i % 2 for i in range(40)]
+    predicted = nearest_neighbour([ramp(y) for y in train_labels], train_labels, [ramp(y) for y in test_labels])
+    assert predicted == test_labels
 
 
 def test_arima_forecasts_an_autoregressive_series_near_its_noise():

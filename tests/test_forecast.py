@@ -128,6 +128,44 @@ def test_bad_series_is_one_line(tmp_path, content, fragment):
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
 
 
+
+@pytest.mark.slow
+def test_a_trend_past_the_training_range_is_followed_by_default_and_not_without_the_residual(tmp_path):
+    """A rising series whose test part lies wholly above the training part's values: the default
+    forecaster finds the trend (KPSS) and predicts the change from the row read, beating persistence
+    there; predicting the next row itself, its output is bounded by what the head makes of a
+    saturated state, and it falls behind."""
+    rng = np.random.default_rng(0)
+    t = np.arange(400)
+    values = 0.05 * t + np.sin(t / 3.0) + 0.1 * rng.normal(size=len(t))
+    (tmp_path / "trend.csv").write_text("value\n" + "".join(f"{v:.4f}\n" for v in values), encoding="utf-8")
+    skill = {}
+    for residual in ("auto", "false"):
+        pipeline = tmp_path / f"{residual}.toml"
+        pipeline.write_text(textwrap.dedent(f"""
+            [data]
+            path = "trend.csv"
+            [model]
+            hidden_size = 16
+            [task]
+            name = "forecast"
+            [task.options]
+            window = 12
+            residual = {'"auto"' if residual == "auto" else residual}
+            strong_baseline = false
+            [training]
+            epochs = 30
+            batch_size = 16
+            patience = 30
+        """), encoding="utf-8")
+        result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / residual)])
+        assert result.exit_code == 0, result.output
+        assert ("forecast: the training part of 'value' is not level-stationary" in result.output) == (residual == "auto")
+        assert json.loads((tmp_path / residual / "parity.json").read_text())["passed"]
+        skill[residual] = json.loads((tmp_path / residual / "metrics.json").read_text())["test"]["skill"]
+    assert skill["auto"] > 0.1 and skill["false"] < 0, skill
+
+
 # -- covariates and a time column ------------------------------------------------------------------------
 
 def _weather(path: Path, days: int = 300, shuffled: bool = True) -> Path:

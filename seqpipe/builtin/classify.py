@@ -23,7 +23,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from seqpipe import hookimpl
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
-from seqpipe.baselines import summary_classifier, text_classifier
+from seqpipe.baselines import nearest_neighbour, summary_classifier, text_classifier
 from seqpipe.data import batched
 from seqpipe.inputs import encode_all
 from seqpipe.initial_state import InitialState
@@ -45,8 +45,8 @@ class ClassifyOptions(BaseModel):
         "last", description="what the head reads: the output after the last step, or the mean or maximum of every step's "
         "output (kept as running statistics, so the step graph streams them), or an attention-weighted sum (sequence graph only)")
     strong_baseline: bool = Field(True, description="also report a classical model on the test split (scikit-learn, seconds): "
-                                  "character n-gram TF-IDF + logistic regression for text, logistic regression on per-feature "
-                                  "summaries for numbers; false: skip it")
+                                  "character n-gram TF-IDF + logistic regression for text; for numbers, 1-nearest-neighbour "
+                                  "(Euclidean, z-normalised series) and logistic regression on per-feature summaries; false: skip it")
 
 
 CONFUSION_LABELS = 200  # the most labels whose test confusion matrix metrics.json holds
@@ -75,6 +75,7 @@ class ClassifyTask(Task):
     Options = ClassifyOptions
     monitor = "macro_f1"
     monitor_mode = "max"
+    trivial_baselines = ("majority",)
     reads_word_characters = True  # words with input.characters: a character CNN per word (seqpipe.word_characters)
     example_pipeline = {"data": {"dataset": "spam-assassin"}}
 
@@ -88,7 +89,7 @@ class ClassifyTask(Task):
     @property
     def predict_example(self) -> str:
         """Inputs for `seqpipe predict` from this run's own test split, quoted for the shell: two
-        texts, or the first steps of one sequence of number vectors, as JSON."""
+        texts, or one whole sequence of number vectors, as JSON (its label depends on every step)."""
         import json
         import shlex
 
@@ -96,7 +97,7 @@ class ClassifyTask(Task):
         if not test:
             return '"some text"'
         if self.encoding.reads == "numbers":
-            return shlex.quote(json.dumps(np.round(test[0][:8].astype(np.float64), 4).tolist()))
+            return shlex.quote(json.dumps([[float(str(v)) for v in step] for step in test[0]]))  # float32's shortest digits
         return " ".join(shlex.quote(t) for t in test[:2])
 
     def __init__(self, options: ClassifyOptions, data: Any) -> None:
@@ -142,6 +143,10 @@ class ClassifyTask(Task):
         # inverse frequency, normalised so a balanced dataset gets weight 1 for every label
         self.class_weights = (counts.sum() / (len(self.labels) * counts.clamp(min=1))) if o.balance_classes else None
         return {name: len(part) for name, part in self.examples.items()}
+
+    def validation_label_counts(self) -> dict[str, int]:
+        counts = np.bincount([y for _, y in self.examples["validation"]], minlength=len(self.labels))
+        return {label: int(n) for label, n in zip(self.labels, counts)}
 
     def _read(self, path) -> list[tuple[Any, str]]:
         o, encoding = self.options, self.encoding
@@ -194,26 +199,31 @@ class ClassifyTask(Task):
         }
 
     def _strong_baseline(self) -> dict[str, float]:
-        """A classical model, regularisation chosen on validation macro-F1: character 1-5-gram TF-IDF +
-        logistic regression for text (``tfidf_*``), logistic regression on each feature's summary
-        statistics for number vectors (``summary_*``)."""
+        """Classical models: character 1-5-gram TF-IDF + logistic regression for text (``tfidf_*``);
+        for number vectors, 1-nearest-neighbour on z-normalised series (``nearest_*``) and logistic
+        regression on each feature's summary statistics (``summary_*``). Logistic regression's
+        regularisation is chosen on validation macro-F1."""
         from sklearn.metrics import f1_score
 
         if self._tfidf is None:
             labels = {split: [y for _, y in self.examples[split]] for split in self.splits}
             score = lambda t, p: f1_score(t, p, average="macro")  # noqa: E731
             if self.encoding.reads == "numbers":
-                name = "summary"
-                predicted = summary_classifier(self.values["train"], labels["train"], self.values["validation"], labels["validation"],
-                                               self.values["test"], score)
+                # the model is trained on train alone; so are the baselines (validation only picks C)
+                predictions = {"summary": summary_classifier(self.values["train"], labels["train"], self.values["validation"],
+                                                             labels["validation"], self.values["test"], score),
+                               "nearest": nearest_neighbour(self.values["train"], labels["train"], self.values["test"])}
             else:
-                name = "tfidf"
-                predicted = text_classifier(self.values["train"], labels["train"], self.values["validation"], labels["validation"],
-                                            self.values["test"], score, getattr(self.encoding.options, "lowercase", False))
-            # scored exactly as the model is (torchmetrics), so the two figures compare
-            truth, guess, n = torch.tensor(labels["test"]), torch.tensor(predicted), len(self.labels)
-            self._tfidf = {f"{name}_accuracy": float(multiclass_accuracy(guess, truth, num_classes=n, average="micro")),
-                           f"{name}_macro_f1": float(multiclass_f1_score(guess, truth, num_classes=n, average="macro"))}
+                predictions = {"tfidf": text_classifier(self.values["train"], labels["train"], self.values["validation"],
+                                                        labels["validation"], self.values["test"], score,
+                                                        getattr(self.encoding.options, "lowercase", False))}
+            # scored exactly as the model is (torchmetrics), so the figures compare
+            truth, n = torch.tensor(labels["test"]), len(self.labels)
+            self._tfidf = {}
+            for name, predicted in predictions.items():
+                guess = torch.tensor(predicted)
+                self._tfidf[f"{name}_accuracy"] = float(multiclass_accuracy(guess, truth, num_classes=n, average="micro"))
+                self._tfidf[f"{name}_macro_f1"] = float(multiclass_f1_score(guess, truth, num_classes=n, average="macro"))
         return self._tfidf
 
     def _majority_baseline(self, target: torch.Tensor) -> dict[str, float]:

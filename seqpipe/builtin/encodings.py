@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from seqpipe import hookimpl
 from seqpipe.encoding import PAD, UNK, CharVocabulary, WordVocabulary, split_words, word_character_ids
 from seqpipe.errors import DataError
-from seqpipe.inputs import EncodingOptions, InputEncoding, number_vectors
+from seqpipe.inputs import EncodingOptions, InputEncoding, number_vectors, z_normalised
 
 
 class CharactersOptions(EncodingOptions):
@@ -246,10 +246,15 @@ class NumbersOptions(EncodingOptions):
                                       "columns, with data.sequence_column and data.order_column; instead of 'column'")
     standardize: bool = Field(True, description="subtract each feature's training mean and divide by its training "
                               "standard deviation")
+    normalize: Literal["none", "series"] = Field(
+        "none", description="series: first rescale each sequence's every feature to mean 0 and standard deviation 1 over "
+        "its own steps (the UCR archive's convention: the shape is classified, not the level or scale); the whole "
+        "sequence is needed before its first step is encoded")
 
 
 class Numbers(InputEncoding):
-    """A vector of floats per step (``x`` float32 [batch, time, features]), standardised with the
+    """A vector of floats per step (``x`` float32 [batch, time, features]), each sequence first
+    z-normalised over its own steps with ``normalize = "series"``, then standardised with the
     training split's per-feature mean and standard deviation."""
 
     Options = NumbersOptions
@@ -299,7 +304,7 @@ class Numbers(InputEncoding):
         if len(widths) != 1:
             raise DataError(f"the training records' number vectors have {len(widths)} different widths ({sorted(widths)}); "
                             "every step of every record needs the same features.")
-        steps = np.concatenate(values).astype(np.float64)
+        steps = np.concatenate([self._normalized(v[: self.max_length]) for v in values])
         self.mean = steps.mean(axis=0) if self.options.standardize else np.zeros(steps.shape[1])
         std = steps.std(axis=0) if self.options.standardize else np.ones(steps.shape[1])
         self.std = np.where(std > 0, std, 1.0)  # a constant feature is centred, not divided by zero
@@ -308,7 +313,11 @@ class Numbers(InputEncoding):
         if value.shape[1] != len(self.mean):
             raise DataError(f"a sequence with {value.shape[1]} numbers per step where the model reads {len(self.mean)}; "
                             "give every step the model's features.")
-        return ((value[: self.max_length] - self.mean) / self.std).astype(np.float32)
+        return ((self._normalized(value[: self.max_length]) - self.mean) / self.std).astype(np.float32)
+
+    def _normalized(self, value: np.ndarray) -> np.ndarray:
+        """``value`` [time, features] in float64, z-normalised over its own steps with ``normalize = "series"``."""
+        return z_normalised(value) if self.options.normalize == "series" else value.astype(np.float64)
 
     @property
     def size(self) -> int:
@@ -317,12 +326,17 @@ class Numbers(InputEncoding):
     def to_spec(self) -> dict[str, Any]:
         return {"kind": "numbers", "dtype": "float32", "features": len(self.mean), "column": self.options.column,
                 "columns": self.options.columns, "max_length": self.options.max_length,
+                "normalize": self.options.normalize,
                 "mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std],
-                "encode": "x[t, f] = (value[t][f] - mean[f]) / std[f]; keep the first max_length steps"}
+                "encode": "keep the first max_length steps; with normalize = \"series\", first value[t][f] = (value[t][f] - "
+                          "m[f]) / s[f] with m, s the sequence's own mean and standard deviation of feature f over those "
+                          "steps (s = 1 where it is 0); then x[t, f] = (value[t][f] - mean[f]) / std[f]"}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Numbers:
-        options = NumbersOptions(column=spec.get("column"), columns=spec.get("columns"), max_length=spec.get("max_length"))
+        # exports written before normalize existed carry none: their sequences were read as they are
+        options = NumbersOptions(column=spec.get("column"), columns=spec.get("columns"), max_length=spec.get("max_length"),
+                                 normalize=spec.get("normalize", "none"))
         return cls(options, np.asarray(spec["mean"], np.float64), np.asarray(spec["std"], np.float64))
 
 

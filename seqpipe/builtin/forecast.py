@@ -27,11 +27,12 @@ from torchmetrics.functional import mean_squared_error
 from seqpipe import hookimpl
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
-from seqpipe.baselines import arima_forecasts
+from seqpipe.baselines import arima_forecasts, differencing_order
 from seqpipe.data import number, read_records, time_value
 from seqpipe.errors import DataError
 from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel
+from seqpipe.timegrid import time_grid
 
 
 class ForecastOptions(BaseModel):
@@ -44,10 +45,23 @@ class ForecastOptions(BaseModel):
     time_column: str | None = Field(None, description="column giving each row's time (a number or an ISO date such as "
                                     "2012-01-31 or 2012/01/31): rows are ordered by it and the plot's x-axis shows it; "
                                     "default: rows in file order")
+    time_gaps: Literal["refuse", "accept"] = Field(
+        "refuse", description="a time_column whose times skip steps (a missing month in a monthly series): refuse: an "
+        "error naming the first gap; accept: read the rows as consecutive steps anyway, the missing steps counted in "
+        "the run log")
+    season: int | None = Field(None, ge=2, description="steps in one season (12 for months in a year), for the "
+                               "seasonal-naive baseline; default: from time_column's step (months 12, quarters 4, days 7, "
+                               "business days 5, hours 24), else none")
     window: int = Field(24, ge=2, description="past values the model reads before each forecast")
     horizon: int = Field(5, ge=1, description="steps ahead for the multi-step (autoregressive) evaluation")
     scaling: Literal["standard", "none"] = Field("standard", description="standardise with the training part's mean and std")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the head's input (training only)")
+    residual: bool | Literal["auto"] = Field(
+        "auto", description="true: the model predicts the change from the row it has just read (the head's output is "
+        "added to it, inside the exported graphs): it starts as persistence and follows a trend past the training part's "
+        "range; false: it predicts the next row itself, its reach bounded by what the head makes of the recurrent state; "
+        "auto: true when a KPSS test finds a target's training part not level-stationary (a trend, a random walk), as "
+        "auto-ARIMA chooses to difference")
     strong_baseline: bool = Field(True, description="also report an ARIMA model's RMSE on the test part (statsmodels, order by "
                                   "AIC on the training part); false: skip it")
 
@@ -64,6 +78,7 @@ class ForecastTask(Task):
     Options = ForecastOptions
     monitor = "rmse"
     monitor_mode = "min"
+    trivial_baselines = ("persistence", "seasonal_naive")
     predict_example = "series.csv --steps 5   (a CSV of past values, oldest first)"
     example_pipeline = {"data": {"dataset": "sunspots"}, "task": {"options": {"value_column": "SUNACTIVITY"}}}
 
@@ -74,6 +89,9 @@ class ForecastTask(Task):
         self.scaled = np.zeros((0, 1), np.float32)
         self.mean, self.std = np.zeros(1), np.ones(1)  # per column, from the training part
         self.times: list[Any] = []  # each row's time_column value (or its row number)
+        self.season: int | None = options.season  # the seasonal-naive baseline's lag; None: no such baseline
+        self.residual = options.residual is True  # decided from the training part when "auto"
+        self.trending: list[str] = []  # target columns whose training part a KPSS test finds not level-stationary
         self.targets: dict[str, np.ndarray] = {}  # split -> indices of the values it forecasts
         self.examples: dict[str, np.ndarray] = {}  # train: window end indices (len(...) counts examples)
 
@@ -106,6 +124,9 @@ class ForecastTask(Task):
             raise DataError(f"{self.data.path}: {n} values are too few for window {o.window} with these split fractions; "
                             "lower task.options.window or add data.")
         train = self.series[:train_end].astype(np.float64)
+        if o.residual == "auto":
+            self.trending = [c for i, c in enumerate(self.target_columns) if differencing_order(train[:, i])]
+            self.residual = bool(self.trending)
         if o.scaling == "standard":  # fitted on the training part only
             std = train.std(axis=0)
             self.mean, self.std = train.mean(axis=0), np.where(std > 0, std, 1.0)
@@ -116,6 +137,16 @@ class ForecastTask(Task):
                         "test": np.arange(train_end + n_val, n)}
         self.examples = {"train": self.targets["train"]}
         return {split: len(idx) for split, idx in self.targets.items()}
+
+    def notes(self) -> list[str]:
+        if self.options.residual != "auto":
+            return []
+        if self.trending:
+            return [f"forecast: the training part of {', '.join(map(repr, self.trending))} is not level-stationary (KPSS test, "
+                    "5%): the model predicts the change from each row read (task.options.residual = \"auto\"; set true or "
+                    "false to choose)"]
+        return ["forecast: the training part is level-stationary (KPSS test, 5%): the model predicts each next row itself "
+                "(task.options.residual = \"auto\"; set true or false to choose)"]
 
     def _ordered(self, rows: list) -> list:
         """Rows sorted by ``time_column``; a time that is neither a number nor an ISO date, or one
@@ -130,7 +161,29 @@ class ForecastTask(Task):
                 raise DataError(f"{self.data.path}:{second.line}: time {second[column]!r} in column '{column}' is also on line "
                                 f"{first.line}; give each row its own time.")
         self.times = [t for t, _ in keyed]
+        self._check_gaps([r for _, r in keyed])
         return [r for _, r in keyed]
+
+    def _check_gaps(self, rows: list) -> None:
+        """Refuse (or, with ``time_gaps = "accept"``, count) times that skip steps of the series' own
+        regular step (:mod:`seqpipe.timegrid`): the model reads rows as equally spaced."""
+        grid = time_grid(self.times)
+        if self.season is None:
+            self.season = grid.season
+        if not grid.gaps:
+            return
+        column, first = self.options.time_column, grid.gaps[0]
+        before, after = rows[first.after], rows[first.after + 1]
+        what = (f"{grid.missing} missing step(s) in {len(grid.gaps)} gap(s) in column '{column}' (the series steps by "
+                f"{grid.step})")
+        if self.options.time_gaps == "accept":
+            self.data.account.add("time_gaps", grid.missing, f"missing time steps in column '{column}' (steps of {grid.step}) "
+                                  "read across as if consecutive (task.options.time_gaps = \"accept\")")
+            return
+        raise DataError(f"{self.data.path}:{after.line}: {what}: the first from {before[column]!r} (line {before.line}) to "
+                        f"{after[column]!r}; the model reads rows as equally spaced steps, so add rows for the missing times "
+                        "(e.g. with interpolated values), or set task.options.time_gaps = \"accept\" to read them as "
+                        "consecutive anyway.")
 
     def _windows(self, ends: np.ndarray) -> np.ndarray:
         """The ``window`` scaled rows before each index in ``ends``: [N, window, F]."""
@@ -155,8 +208,12 @@ class ForecastTask(Task):
         width = len(self.columns)
         topology = make_topology(width)
         initial = InitialState(initial_state, topology.state_shapes, initial_state_scale)
-        return SequenceModel(nn.Identity(), topology, nn.Linear(topology.output_size, width), initial, output="identity",
-                             per_step=False, dropout=self.options.dropout)
+        head = nn.Linear(topology.output_size, width)
+        if self.residual:  # no change predicted yet: training starts from persistence
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+        return SequenceModel(nn.Identity(), topology, head, initial, output="identity", per_step=False,
+                             dropout=self.options.dropout, residual=self.residual)
 
     def loss(self, model: SequenceModel, batch: Batch) -> torch.Tensor:
         predictions, _ = model.run_sequence(batch.x, batch.lengths)  # [B, T, F]: a forecast after every step
@@ -198,6 +255,9 @@ class ForecastTask(Task):
                 metrics[f"rmse_{column}"] = float(np.sqrt(np.mean((one_step[:, i] - actual[:, i]) ** 2)))
                 metrics[f"persistence_rmse_{column}"] = float(np.sqrt(np.mean((persistence[:, i] - actual[:, i]) ** 2)))
         metrics["skill"] = 1.0 - metrics["rmse"] / metrics["persistence_rmse"]  # > 0: beats persistence
+        m = self.season
+        if m is not None and ends[0] >= m:
+            metrics["seasonal_naive_rmse"] = self._rmse(self.series[ends - m], actual)  # a season ago
         h = self.options.horizon
         origins = ends[ends + h <= len(self.series)] if split == "test" else ends[ends + h <= ends[-1] + 1]
         if len(origins):
@@ -206,6 +266,9 @@ class ForecastTask(Task):
             naive = np.repeat(self.series[origins - 1][:, None], h, axis=1)
             metrics[f"rmse_{h}_step"] = self._rmse(multi, truth)
             metrics[f"persistence_rmse_{h}_step"] = self._rmse(naive, truth)
+            if m is not None and origins[0] >= m:  # step k from origin o: the value at o + k - m, last season's (k < m)
+                seasonal = np.stack([self.series[o - m + np.arange(h) % m] for o in origins])
+                metrics[f"seasonal_naive_rmse_{h}_step"] = self._rmse(seasonal, truth)
         if split == "test" and self.options.strong_baseline and k == 1:
             metrics.update(self._arima(ends, origins, actual[:, 0]))
         metrics["examples"] = len(ends)
@@ -252,13 +315,14 @@ class ForecastTask(Task):
         o = self.options
         return {
             "input": {"dtype": "float32", "kind": "numeric", "features": len(self.columns), "columns": self.columns,
-                      "targets": self.target_columns, "time_column": o.time_column, "window": o.window,
+                      "targets": self.target_columns, "time_column": o.time_column, "time_gaps": o.time_gaps, "window": o.window,
                       "scaling": {"kind": o.scaling, "mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std],
                                   "apply": "x[t, f] = (value[t][columns[f]] - mean[f]) / std[f]"}},
             "output": {"kind": "forecast", "size": len(self.columns), "columns": self.columns, "targets": self.target_columns,
-                       "horizon": o.horizon,
+                       "horizon": o.horizon, "residual": self.residual,
                        "read": "y after the step that read row t is the scaled forecast of row t+1 (every column, in "
-                               "input.columns order); value = y * std + mean; feed y back as the next x to forecast further ahead"},
+                               "input.columns order, the graph having added the row read when residual); value = y * std + mean; feed "
+                               "y back as the next x to forecast further ahead"},
         }
 
     # -- report -------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ class ForecastPredictor(Predictor):
             raise SeqpipeError(f"--steps {steps}: forecast at least one step ahead.")
         encoding = runner.spec["encoding"]["input"]
         columns, targets = encoding["columns"], encoding["targets"]
-        history = read_series(inputs[0], columns, encoding.get("time_column"))
+        history = read_series(inputs[0], columns, encoding.get("time_column"), encoding.get("time_gaps", "refuse"))
         window = int(encoding["window"])
         if len(history) < 1:
             raise SeqpipeError(f"{inputs[0]}: holds no values; the model reads up to {window} past rows.")

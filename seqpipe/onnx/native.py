@@ -272,10 +272,14 @@ def sequence_graph(model, opset: int, y_size: int, name: str) -> onnx.ModelProto
         # (1.31, a segfault) on an fp16 copy where a Transpose feeds this MatMul (its
         # MatmulTransposeFusion), and the two orders give the same numbers
         time_major_logits = g.op("Add", [g.op("MatMul", [outputs, weight_t], "head")[0], bias], "head_bias")[0]  # [T, B, C]
+        if model.residual:
+            time_major_logits = g.op("Add", [time_major_logits, time_major], "residual")[0]
         logits = g.op("Transpose", [time_major_logits], "batch_major", perm=[1, 0, 2])[0]  # [B, T, C]
         y_shape = ["batch", "time", y_size]
     else:
         logits = g.op("Add", [g.op("MatMul", [summary, weight_t], "head")[0], bias], "head_bias")[0]  # [B, C]
+        if model.residual:
+            logits = g.op("Add", [logits, _last_input(g, time_major)], "residual")[0]
         y_shape = ["batch", y_size]
     _emit_outputs(g, model, logits, states)
     graph = helper.make_graph(
@@ -285,6 +289,18 @@ def sequence_graph(model, opset: int, y_size: int, name: str) -> onnx.ModelProto
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape), *state_value_infos(model.state_shapes, "out")],
         initializer=g.initializers)
     return finish_model(g, graph, opset)
+
+
+def _last_input(g: GraphBuilder, time_major: str) -> str:
+    """Each sequence's last valid input, [B, F], from ``time_major`` [T, B, F] and ``lengths``."""
+    last = g.op("Sub", [g.op("Cast", ["lengths"], "lengths_last_i64", to=TensorProto.INT64)[0],
+                        g.const("one_last", np.array(1, np.int64))], "last_step")[0]  # [B]
+    index = g.op("Unsqueeze", [last, g.const("axes_last", np.array([0, 2], np.int64))], "last_index")[0]  # [1, B, 1]
+    full = g.op("Expand", [index, g.op("Concat", [g.const("one_row", np.array([1], np.int64)),
+                                                   g.op("Shape", [time_major], "last_shape", start=1)[0]], "last_dims", axis=0)[0]],
+                "last_index_full")[0]  # [1, B, F]
+    picked = g.op("GatherElements", [time_major, full], "last_input", axis=0)[0]
+    return g.op("Squeeze", [picked, g.const("axis_last", np.array([0], np.int64))], "last_input_2d")[0]
 
 
 def _emit_outputs(g: GraphBuilder, model, logits: str, states: list[str]) -> None:
@@ -329,6 +345,8 @@ def step_graph(model, opset: int, name: str) -> onnx.ModelProto:
         states = states + [pool]
     logits = g.op("Gemm", [summary, g.const("head_w", model.head.weight.detach().numpy()), g.const("head_b", model.head.bias.detach().numpy())],
                   "head", transB=1)[0]  # [B, C]
+    if model.residual:
+        logits = g.op("Add", [logits, embedded], "residual")[0]
     _emit_outputs(g, model, logits, states)
     graph = helper.make_graph(
         g.nodes, name, [x_info, *state_value_infos(model.state_shapes, "in")],

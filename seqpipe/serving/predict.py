@@ -20,6 +20,7 @@ from seqpipe.serving.decoding import beam_search, sample
 from seqpipe.errors import PluginError, SeqpipeError, did_you_mean
 from seqpipe.data import FLOAT32_MAX, Record, time_value
 from seqpipe.inputs import InputEncoding
+from seqpipe.timegrid import time_grid
 from seqpipe.plugins import SERVING, SERVING_ENTRY_POINT_GROUP, load_registry
 from seqpipe.registry import Registry
 from seqpipe.predictor import PredictOptions, Predictor
@@ -82,9 +83,10 @@ def task_of(path: str | Path) -> str:
     return OnnxGraph(path, device="cpu").spec["task"]
 
 
-def read_series(path: str | Path, columns: list[str], time_column: str | None = None) -> np.ndarray:
+def read_series(path: str | Path, columns: list[str], time_column: str | None = None, time_gaps: str = "refuse") -> np.ndarray:
     """Rows of numbers from a CSV file, [rows, len(columns)]: the named columns when the file has a
-    header (rows ordered by ``time_column`` when the file has it, as in training); a one-column
+    header (rows ordered by ``time_column`` when the file has it, as in training, and times that skip
+    steps refused unless training accepted them: ``time_gaps``); a one-column
     model also reads the only (or the last) column of a file without them, or a headerless file of
     numbers. Every value must be a finite number."""
     file = Path(path)
@@ -111,7 +113,7 @@ def read_series(path: str | Path, columns: list[str], time_column: str | None = 
         indices = [len(header) - 1]
     else:
         raise SeqpipeError(f"{file}: has no header; the model reads {', '.join(columns)}: give a CSV with those columns.")
-    values, times = [], []
+    values, times, lines = [], [], []
     for number, row in enumerate(body, start=len(rows) - len(body) + 1):
         try:
             values.append([float(row[i]) for i in indices])
@@ -124,9 +126,16 @@ def read_series(path: str | Path, columns: list[str], time_column: str | None = 
             record = Record(zip(header, row))
             record.line = number
             times.append(time_value(record, time_column, file))
+            lines.append(number)
     if times:  # as training did: rows in time order, whatever the file's
         order = sorted(range(len(values)), key=times.__getitem__)
         values = [values[i] for i in order]
+        grid = time_grid([times[i] for i in order])
+        if grid.gaps and time_gaps != "accept":
+            gap = grid.gaps[0]
+            raise SeqpipeError(f"{file}:{lines[order[gap.after + 1]]}: {grid.missing} missing step(s) in column '{time_column}' "
+                               f"(the series steps by {grid.step}), the first after line {lines[order[gap.after]]}; the model "
+                               "reads rows as equally spaced steps: add rows for the missing times.")
     return np.array(values, dtype=np.float32).reshape(len(values), len(columns))
 
 

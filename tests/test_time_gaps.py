@@ -1,0 +1,124 @@
+"""A forecast's time column read as equally spaced steps: the step found from the times (numbers,
+days, business days, calendar months), every skipped step refused at `check` with the first gap
+named, or read across and counted with ``time_gaps = "accept"``; `predict` holds history to the same."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from seqpipe.cli import main
+from seqpipe.timegrid import time_grid
+
+
+def _days(start: datetime.date, count: int, every: int = 1) -> list[datetime.datetime]:
+    return [datetime.datetime.combine(start + datetime.timedelta(days=every * i), datetime.time()) for i in range(count)]
+
+
+def test_months_of_unequal_length_are_one_step_and_a_missing_month_is_a_gap():
+    monthly = [datetime.datetime(2000 + m // 12, m % 12 + 1, 1) for m in range(30)]
+    assert time_grid(monthly).step == "1 month" and not time_grid(monthly).gaps
+    month_ends = [datetime.datetime(2001, m, 1) - datetime.timedelta(days=1) for m in range(2, 13)]
+    assert time_grid(month_ends).step == "1 month" and not time_grid(month_ends).gaps
+    without_march = monthly[:14] + monthly[15:]
+    grid = time_grid(without_march)
+    assert [(g.after, g.missing) for g in grid.gaps] == [(13, 1)] and grid.missing == 1
+    quarters = [datetime.datetime(2000 + q // 4, 3 * (q % 4) + 1, 1) for q in range(12)]
+    assert time_grid(quarters).step == "1 quarter" and not time_grid(quarters).gaps
+
+
+def test_weekday_series_have_no_weekend_gaps_but_a_missing_weekday_is_one():
+    weekdays = [d for d in _days(datetime.date(2024, 1, 1), 40) if d.weekday() < 5]
+    assert time_grid(weekdays).step == "1 business day" and not time_grid(weekdays).gaps
+    grid = time_grid(weekdays[:10] + weekdays[12:])
+    assert grid.missing == 2 and grid.gaps[0].after == 9
+
+
+def test_hours_and_off_grid_times():
+    hourly = [datetime.datetime(2024, 3, 1) + datetime.timedelta(hours=6 * i) for i in range(20)]
+    assert time_grid(hourly).step == "6 hours" and not time_grid(hourly).gaps
+    shifted = hourly[:5] + [hourly[5] + datetime.timedelta(hours=1)] + hourly[6:]
+    grid = time_grid(shifted)  # off the grid on both sides: neither difference is a whole number of steps
+    assert grid.step == "6 hours" and [g.after for g in grid.gaps] == [4, 5] and grid.missing == 2
+
+
+@given(step=st.sampled_from([1.0, 0.25, 7.0, 0.1]), start=st.floats(-1e3, 1e3), n=st.integers(3, 60),
+       holes=st.sets(st.integers(1, 58), max_size=5))
+def test_numeric_times_count_exactly_the_rows_removed(step, start, n, holes):
+    """Removing rows from an evenly spaced series (never the first or last, and fewer than half the
+    differences left span a hole, so the step is still the usual one) leaves that many missing steps."""
+    holes = {h for h in holes if h < n - 1}
+    kept_rows = [i for i in range(n) if i not in holes]
+    assume(2 * sum(b - a == 1 for a, b in zip(kept_rows, kept_rows[1:])) > len(kept_rows) - 1)
+    kept = [start + i * step for i in range(n) if i not in holes]
+    grid = time_grid(kept)
+    assert grid.step == f"{step:g}" and grid.missing == len(holes) and all(g.missing >= 1 for g in grid.gaps)
+
+
+def _monthly(path: Path, drop: int | None = None) -> Path:
+    rng = np.random.default_rng(0)
+    rows = [f"{2000 + m // 12}-{m % 12 + 1:02d}-01,{10 + np.sin(m / 2) + 0.1 * rng.normal():.4f}" for m in range(120)]
+    if drop is not None:
+        del rows[drop]
+    path.write_text("month,value\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _pipeline(path: Path, data: Path, gaps: str | None = None) -> Path:
+    path.write_text(textwrap.dedent(f"""
+        [data]
+        path = "{data.name}"
+        [model]
+        hidden_size = 8
+        [task]
+        name = "forecast"
+        [task.options]
+        time_column = "month"
+        window = 6
+        strong_baseline = false
+        {f'time_gaps = "{gaps}"' if gaps else ''}
+        [training]
+        epochs = 1
+        batch_size = 32
+        patience = 4
+    """), encoding="utf-8")
+    return path
+
+
+def test_a_missing_month_is_refused_at_check_naming_the_rows_around_it(tmp_path):
+    data = _monthly(tmp_path / "m.csv", drop=40)  # 2003-05 removed
+    result = CliRunner().invoke(main, ["check", str(_pipeline(tmp_path / "p.toml", data))])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert (f"{data}:42: 1 missing step(s) in 1 gap(s) in column 'month' (the series steps by 1 month): the first from "
+            "'2003-04-01' (line 41) to '2003-06-01'") in result.output and 'time_gaps = "accept"' in result.output
+    clean = CliRunner().invoke(main, ["check", str(_pipeline(tmp_path / "p.toml", _monthly(tmp_path / "m.csv")))])
+    assert clean.exit_code == 0, clean.output
+
+
+def test_accepted_gaps_are_counted_in_the_run_and_predict_refuses_a_gap_in_history(tmp_path):
+    data = _monthly(tmp_path / "m.csv", drop=40)
+    result = CliRunner().invoke(main, ["run", str(_pipeline(tmp_path / "p.toml", data, "accept")), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "1 missing time steps in column 'month'" in result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"]["left_out"]["time_gaps"] == 1
+    values = np.array([float(line.split(",")[1]) for line in data.read_text().splitlines()[1:]])
+    test = np.arange(len(values) - metrics["data"]["examples"]["test"], len(values))  # the latest rows
+    expected = float(np.sqrt(np.mean((values[test - 12] - values[test]) ** 2)))  # monthly: a year before
+    assert abs(metrics["test"]["seasonal_naive_rmse"] - expected) < 1e-4 and "seasonal_naive_rmse_5_step" in metrics["test"]
+    history = tmp_path / "history.csv"
+    history.write_text("month,value\n2010-01-01,1.0\n2010-02-01,1.1\n2010-04-01,1.2\n2010-05-01,1.0\n", encoding="utf-8")
+    served = CliRunner().invoke(main, ["predict", str(tmp_path / "run"), str(history)])
+    assert served.exit_code == 0, served.output  # training accepted gaps, so serving does too
+    refusing = tmp_path / "strict"
+    strict = CliRunner().invoke(main, ["run", str(_pipeline(tmp_path / "q.toml", _monthly(tmp_path / "full.csv"))), "--out", str(refusing)])
+    assert strict.exit_code == 0, strict.output
+    served = CliRunner().invoke(main, ["predict", str(refusing), str(history)])
+    assert served.exit_code == 2 and f"{history}:4: 1 missing step(s) in column 'month' (the series steps by 1 month)" in served.output
