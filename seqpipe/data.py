@@ -6,6 +6,7 @@ import csv
 import datetime
 import json
 import random
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,17 +246,24 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 def time_value(row: Record, column: str, path: Path) -> float | datetime.datetime:
     """``row[column]`` as a time: a number, or an ISO 8601 date or date-time (``2012-01-31``,
-    ``2012/01/31``, ``2012-01-31T06:00``); anything else is a :class:`DataError` naming the line."""
+    ``2012/01/31``, ``2012-01-31T06:00``), a month (``2012-01``: its first day) or a quarter
+    (``2012 Q1``, ``2012-Q1``: its first day); anything else is a :class:`DataError` naming the line."""
     value = str(row[column]).strip()
     try:
         return float(value)
     except ValueError:
         pass
+    month = re.fullmatch(r"(\d{4})[-/](\d{1,2})", value)
+    quarter = re.fullmatch(r"(\d{4})[ -]?Q([1-4])", value, flags=re.IGNORECASE)
+    if month and 1 <= int(month[2]) <= 12:
+        return datetime.datetime(int(month[1]), int(month[2]), 1)
+    if quarter:
+        return datetime.datetime(int(quarter[1]), 3 * int(quarter[2]) - 2, 1)
     try:
         return datetime.datetime.fromisoformat(value.replace("/", "-"))
     except ValueError:
         raise DataError(f"{path}:{row.line}: column '{column}' holds {value[:40]!r}, neither a number nor an ISO date "
-                        "(e.g. 2012-01-31); fix it, or leave task.options.time_column out to keep the file's row order.") from None
+                        "(e.g. 2012-01-31, or a month 2012-01, or a quarter 2012 Q1); fix it, or leave task.options.time_column out to keep the file's row order.") from None
 
 
 def split_three(items: Sequence[T], validation_fraction: float, test_fraction: float, seed: int,

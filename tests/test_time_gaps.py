@@ -122,3 +122,19 @@ def test_accepted_gaps_are_counted_in_the_run_and_predict_refuses_a_gap_in_histo
     assert strict.exit_code == 0, strict.output
     served = CliRunner().invoke(main, ["predict", str(refusing), str(history)])
     assert served.exit_code == 2 and f"{history}:4: 1 missing step(s) in column 'month' (the series steps by 1 month)" in served.output
+
+
+def test_months_and_quarters_written_without_a_day_are_read_as_their_first_day(tmp_path):
+    """`1949-01` (ISO 8601's month) and `1970 Q1` (a quarter) order the rows, and a missing one is a gap."""
+    from seqpipe.data import Record, time_value
+
+    def read(text: str):
+        record = Record({"t": text})
+        record.line = 2
+        return time_value(record, "t", tmp_path / "s.csv")
+
+    assert read("1949-01") == datetime.datetime(1949, 1, 1) and read("2012/11") == datetime.datetime(2012, 11, 1)
+    assert read("1970 Q1") == datetime.datetime(1970, 1, 1) and read("1970-q4") == datetime.datetime(1970, 10, 1)
+    quarters = [read(f"{1970 + i // 4} Q{i % 4 + 1}") for i in range(12) if i != 5]
+    grid = time_grid(quarters)
+    assert grid.step == "1 quarter" and grid.missing == 1 and grid.season == 4
