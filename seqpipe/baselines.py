@@ -148,10 +148,13 @@ def arima_forecasts(series: np.ndarray, train_end: int, targets: np.ndarray, ori
                 fitted = ARIMA(fit_on, order=(p, d, q), trend="t" if d else "c").fit()
             except (ValueError, np.linalg.LinAlgError):
                 continue
-            # the ARMA part must be stationary: a fit with an AR root on or inside the unit circle (it
-            # happens when the optimiser does not converge) forecasts a drifting, exploding series
-            stationary = len(fitted.arroots) == 0 or bool(np.all(np.abs(fitted.arroots) > 1.0 + 1e-6))
-            if stationary and np.isfinite(fitted.aic) and (best is None or fitted.aic < best.aic):
+            # the ARMA part must be stationary and invertible: an AR root on or inside the unit circle
+            # (it happens when the optimiser does not converge) forecasts a drifting, exploding series,
+            # and an MA root on it (AIC can favour one: quarterly US consumption growth, (4, 0, 1) with a
+            # root at 1.000) leaves one-step forecasts that do not follow the data (RMSE 0.94 where AR(1) has 0.54)
+            stationary = len(fitted.arroots) == 0 or bool(np.all(np.abs(fitted.arroots) > 1.0 + 1e-3))
+            invertible = len(fitted.maroots) == 0 or bool(np.all(np.abs(fitted.maroots) > 1.0 + 1e-3))
+            if stationary and invertible and np.isfinite(fitted.aic) and (best is None or fitted.aic < best.aic):
                 best = fitted
         whole = best.apply(values)
         one_step = np.asarray(whole.predict(start=int(targets[0]), end=int(targets[-1])))[targets - targets[0]]
