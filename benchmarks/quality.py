@@ -75,8 +75,10 @@ def _ts_records(text: str) -> list[dict]:
             data = line.lower() == "@data"
             continue
         *dimensions, label = line.split(":")
+        if any("?" in d for d in dimensions):
+            raise ValueError(f"a case with missing values: {line[:60]}")
         series = [[float(v) for v in d.split(",")] for d in dimensions]
-        if any("?" in d for d in dimensions) or len({len(s) for s in series}) != 1:
+        if len({len(s) for s in series}) != 1:
             raise ValueError(f"a case with missing values or dimensions of unequal length: {line[:60]}")
         records.append({"x": [list(step) for step in zip(*series)], "label": label})
     return records
@@ -157,6 +159,8 @@ def judge(task: str, test: dict) -> dict:
     """The model's test figure, the best strong baseline's, and win / tie / loss."""
     metric, higher = ("accuracy", True) if task == "classify" else ("rmse", False)
     baselines = {name: test[f"{name}_{metric}"] for name in STRONG[task] if isinstance(test.get(f"{name}_{metric}"), float)}
+    if not baselines:
+        raise SystemExit(f"the run reported no strong baseline for {metric}; leave task.options.strong_baseline on")
     best_name = (max if higher else min)(baselines, key=baselines.get)
     model, best = test[metric], baselines[best_name]
     if (model >= best) if higher else (model <= best):
@@ -177,22 +181,24 @@ def run_set(data: DataSet, folder: Path, cache: Path, append: str = "") -> dict:
                            "--force"], capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
-        return {"set": data.name, "task": data.task, "error": (done.stderr or done.stdout).strip().splitlines()[-1], "seconds": seconds}
+        said = (done.stderr or done.stdout).strip().splitlines()
+        return {"set": data.name, "task": data.task, "error": said[-1] if said else f"exit {done.returncode}", "seconds": seconds}
     metrics = json.loads((folder / "run" / "metrics.json").read_text(encoding="utf-8"))
     return {"set": data.name, "task": data.task, "seconds": round(seconds, 1), "examples": metrics["data"]["examples"],
             **judge(data.task, metrics["test"])}
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| set | task | examples (train / validation / test) | seqpipe | best strong baseline | outcome | wall time |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| set | task | train / validation / test | seqpipe | best strong baseline | every strong baseline | outcome | wall time |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['set']} | {r['task']} | | failed: {r['error']} | | loss | {r['seconds']:.0f} s |")
+            lines.append(f"| {r['set']} | {r['task']} | | failed: {r['error']} | | | loss | {r['seconds']:.0f} s |")
             continue
         sizes = " / ".join(str(r["examples"][s]) for s in ("train", "validation", "test"))
-        lines.append(f"| {r['set']} | {r['task']} | {sizes} | {r['metric']} {r['model']:.4g} | {r['baseline']} "
-                     f"{r['baseline_value']:.4g} | {r['outcome']} | {r['seconds']:.0f} s |")
+        every = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in r["baselines"].items())
+        lines.append(f"| {r['set']} | {r['task']} | {sizes} | {r['metric']} {r['model']:.4g} | {r['baseline'].replace('_', ' ')} "
+                     f"{r['baseline_value']:.4g} | {every} | {r['outcome']} | {r['seconds']:.0f} s |")
     counts = {o: sum(r.get("outcome", "loss") == o for r in results) for o in ("win", "tie", "loss")}
     lines.append(f"\n{counts['win']} wins, {counts['tie']} ties, {counts['loss']} losses of {len(results)} "
                  f"({datetime.date.today()}, {platform.machine()}, {platform.python_version()})")

@@ -127,13 +127,13 @@ ARIMA_FIT_LIMIT = 600  # the latest training values the parameters are fitted on
 
 
 def arima_forecasts(series: np.ndarray, train_end: int, targets: np.ndarray, origins: np.ndarray,
-                    horizon: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+                    horizon: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]] | None:
     """ARIMA(p, d, q): d = 1 (with a drift) when a KPSS test rejects a level-stationary training
     part, else 0; p and q chosen by AIC on the latest :data:`ARIMA_FIT_LIMIT` values of
     ``series[:train_end]`` and the parameters fitted there, then run over the whole series with those
     parameters: one-step forecasts of the values at ``targets`` (each from the actual values before
-    it), ``horizon``-step forecasts from each of ``origins`` ([len(origins), horizon]), and the order.
-    A progress bar on stderr counts the orders tried."""
+    it), ``horizon``-step forecasts from each of ``origins`` ([len(origins), horizon]), and the order;
+    None when no order gives a usable fit. A progress bar on stderr counts the orders tried."""
     from statsmodels.tsa.arima.model import ARIMA
     from tqdm import tqdm
 
@@ -156,6 +156,8 @@ def arima_forecasts(series: np.ndarray, train_end: int, targets: np.ndarray, ori
             invertible = len(fitted.maroots) == 0 or bool(np.all(np.abs(fitted.maroots) > 1.0 + 1e-3))
             if stationary and invertible and np.isfinite(fitted.aic) and (best is None or fitted.aic < best.aic):
                 best = fitted
+        if best is None:
+            return None
         whole = best.apply(values)
         one_step = np.asarray(whole.predict(start=int(targets[0]), end=int(targets[-1])))[targets - targets[0]]
         multi = np.stack([np.asarray(whole.predict(start=int(o), end=int(o) + horizon - 1, dynamic=True)) for o in origins]) \
@@ -168,9 +170,14 @@ def differencing_order(values: np.ndarray) -> int:
     the differences), else 0, as auto-ARIMA chooses its first d."""
     from statsmodels.tsa.stattools import kpss
 
+    if len(values) < 8 or np.ptp(values) == 0:  # too short to test, or constant: nothing to difference
+        return 0
     with warnings.catch_warnings():  # the p-value is read off a table, and clipped to it with a warning
         warnings.simplefilter("ignore")
-        return int(kpss(values, regression="c", nlags="auto")[1] < 0.05)
+        try:
+            return int(kpss(values, regression="c", nlags="auto")[1] < 0.05)
+        except (ValueError, OverflowError, np.linalg.LinAlgError):  # a degenerate series: read it as it is
+            return 0
 
 
 def against_baselines(test: dict[str, Any], metric: str, mode: str, trivial: Sequence[str] = ()) -> dict[str, Any] | None:

@@ -2,8 +2,8 @@
 
 A forecaster reads rows as equally spaced steps: a series with a missing month would be learnt as
 if the month after followed at once. So the step is found from the times themselves (a number
-step; calendar months, quarters or years when every date falls on the same day of its month or on
-its last day; business days when no date falls on a weekend; else a fixed duration), as the
+step; calendar months, quarters or years when every date falls on the same day of its month, on
+its last day, or no month holds two dates; business days when no date falls on a weekend; else a fixed duration), as the
 most common difference between consecutive times, and every other difference (several steps, or
 not a whole number of them) is a gap, to be refused or counted.
 """
@@ -50,10 +50,11 @@ def time_grid(times: Sequence[float | datetime.datetime]) -> TimeGrid:
     if len(times) < 3:
         return TimeGrid("", [])
     if isinstance(times[0], datetime.datetime):
-        return _dates(list(times))
+        return _dates([t.replace(tzinfo=None) for t in times])  # wall-clock times: a daylight-saving day is still a day
     diffs = np.diff(np.asarray(times, np.float64))
     step = _usual(diffs)
-    return _grid(diffs, step, f"{step:g}")
+    # numbers are often rounded (decimal years: 1749.042, 1749.125): 2% off a step is still on it
+    return _grid(diffs, step, f"{step:g}", tolerance=0.02)
 
 
 def _usual(diffs: np.ndarray) -> float:
@@ -63,10 +64,10 @@ def _usual(diffs: np.ndarray) -> float:
     return float(values[np.argmax(counts)])
 
 
-def _grid(diffs: np.ndarray, step: float, words: str) -> TimeGrid:
+def _grid(diffs: np.ndarray, step: float, words: str, tolerance: float = 1e-6) -> TimeGrid:
     ratio = diffs / step
     whole = np.round(ratio)
-    on_grid = np.abs(ratio - whole) <= 1e-6 * np.maximum(whole, 1)
+    on_grid = np.abs(ratio - whole) <= tolerance * np.maximum(whole, 1)
     gaps = [Gap(i, int(whole[i]) - 1 if on_grid[i] else 0) for i in np.flatnonzero(~on_grid | (whole > 1))]
     return TimeGrid(words, gaps)
 
@@ -74,7 +75,8 @@ def _grid(diffs: np.ndarray, step: float, words: str) -> TimeGrid:
 def _dates(times: list[datetime.datetime]) -> TimeGrid:
     same_clock = len({t.time() for t in times}) == 1
     month_end = all(t.day == calendar.monthrange(t.year, t.month)[1] for t in times)
-    if same_clock and (month_end or len({t.day for t in times}) == 1):
+    one_a_month = len({(t.year, t.month) for t in times}) == len(times)  # e.g. each month's last trading day
+    if same_clock and (month_end or one_a_month or len({t.day for t in times}) == 1):
         months = np.diff([t.year * 12 + t.month for t in times]).astype(np.float64)
         step = int(_usual(months))
         return _grid(months, step, {1: "1 month", 3: "1 quarter", 12: "1 year"}.get(step, f"{step} months"))

@@ -138,3 +138,33 @@ def test_months_and_quarters_written_without_a_day_are_read_as_their_first_day(t
     quarters = [read(f"{1970 + i // 4} Q{i % 4 + 1}") for i in range(12) if i != 5]
     grid = time_grid(quarters)
     assert grid.step == "1 quarter" and grid.missing == 1 and grid.season == 4
+
+
+def test_regular_series_that_are_easy_to_mistake_for_gappy_ones():
+    """Each month's last trading day, daily times across a daylight-saving change, and monthly
+    decimal years rounded to three places are all regular."""
+    last_trading = []
+    for m in range(24):
+        day = datetime.date(2020 + (m + 1) // 12, (m + 1) % 12 + 1, 1) - datetime.timedelta(days=1)
+        while day.weekday() > 4:
+            day -= datetime.timedelta(days=1)
+        last_trading.append(datetime.datetime.combine(day, datetime.time()))
+    assert time_grid(last_trading).step == "1 month" and not time_grid(last_trading).gaps
+    berlin = datetime.timezone(datetime.timedelta(hours=1)), datetime.timezone(datetime.timedelta(hours=2))
+    daily = [datetime.datetime(2024, 3, 25 + i, tzinfo=berlin[0]) for i in range(7)] + \
+            [datetime.datetime(2024, 4, 1 + i, tzinfo=berlin[1]) for i in range(6)]  # the clocks moved on 31 March
+    assert time_grid(daily).step == "1 day" and not time_grid(daily).gaps
+    decimal_years = [round(1749 + (m + 0.5) / 12, 3) for m in range(120)]
+    assert not time_grid(decimal_years).gaps
+
+
+def test_a_flat_series_still_trains(tmp_path):
+    """A constant target (nothing to difference or test for a trend) is read as level-stationary."""
+    from seqpipe.baselines import differencing_order
+
+    assert differencing_order(np.full(50, 3.0)) == 0 and differencing_order(np.arange(5.0)) == 0
+    (tmp_path / "flat.csv").write_text("value\n" + "5.0\n" * 80, encoding="utf-8")
+    (tmp_path / "p.toml").write_text('[data]\npath = "flat.csv"\n[task]\nname = "forecast"\n[task.options]\nwindow = 6\n',
+                                     encoding="utf-8")
+    result = CliRunner().invoke(main, ["check", str(tmp_path / "p.toml")])
+    assert result.exit_code == 0 and "level-stationary" in result.output, result.output

@@ -278,7 +278,10 @@ class ForecastTask(Task):
         """ARIMA on the target alone, same test values, one step and ``horizon`` steps ahead (see seqpipe.baselines)."""
         h = self.options.horizon
         series = self.series[:, 0]
-        one_step, multi, order = arima_forecasts(series, int(self.targets["validation"][0]), ends, origins, h)
+        fitted = arima_forecasts(series, int(self.targets["validation"][0]), ends, origins, h)
+        if fitted is None:  # no stationary, invertible fit of any order: no ARIMA figures
+            return {}
+        one_step, multi, order = fitted
         result: dict[str, Any] = {"arima_rmse": float(np.sqrt(np.mean((one_step - actual) ** 2))), "arima_order": list(order)}
         if len(origins):
             truth = np.stack([series[o:o + h] for o in origins])
