@@ -9,6 +9,8 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from seqpipe import manifest
+
 
 def save_checkpoint(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -16,11 +18,13 @@ def save_checkpoint(model: nn.Module, path: Path, metadata: dict[str, str] | Non
     os.close(fd)
     try:
         save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
+        manifest.replace(tmp, path)  # in a run directory, its SHA-256 goes to manifest.json
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
 def load_checkpoint(model: nn.Module, path: Path) -> None:
+    """Weights from ``path``, refused if its run directory's manifest holds another SHA-256."""
+    manifest.verify(path, fix="the run's best weights cannot be trusted; run the pipeline again")
     model.load_state_dict(load_file(str(path)))

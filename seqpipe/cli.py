@@ -66,24 +66,30 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Write into --out even if it is not empty.")
 @click.option("--resume", type=click.Path(path_type=Path, file_okay=False), metavar="RUN_DIR",
               help="Continue the run in RUN_DIR from its last complete epoch, with its own pipeline file (instead of PIPELINE).")
+@click.option("--allow-changes", "allow_changes", multiple=True, metavar="KEY",
+              help="With --resume: continue although the run's pipeline file changed KEY (training.epochs, training.patience, "
+                   "training.max_minutes or an export key; repeat the option or separate keys by commas).")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train in N processes with DistributedDataParallel (launches torchrun on this machine).")
 @strict_option
-def run(pipeline: Path | None, out: Path | None, force: bool, resume: Path | None, nproc: int, strict_plugins: bool) -> None:
+def run(pipeline: Path | None, out: Path | None, force: bool, resume: Path | None, allow_changes: tuple[str, ...], nproc: int,
+        strict_plugins: bool) -> None:
     """Train, evaluate, export and parity-check the pipeline in PIPELINE."""
     from seqpipe.run import run_pipeline
 
     if (pipeline is None) == (resume is None) or (resume is not None and (out is not None or force)):
         raise SeqpipeError("seqpipe run: give a PIPELINE file to run, or --resume RUN_DIR alone to continue a stopped run.")
+    if allow_changes and resume is None:
+        raise SeqpipeError("seqpipe run: --allow-changes goes with --resume RUN_DIR (the keys a resumed run's pipeline file changed).")
     registry, _ = _registry(strict_plugins)
     if nproc > 1:
         from seqpipe.launch import check_before_launch, torchrun
 
-        check_before_launch(registry, pipeline, out, force, resume, nproc)
-        torchrun(nproc, pipeline, out, force, resume, strict_plugins)
+        check_before_launch(registry, pipeline, out, force, resume, nproc, allow_changes)
+        torchrun(nproc, pipeline, out, force, resume, strict_plugins, allow_changes)
         return
     with signals_stop_the_run():  # Ctrl-C and SIGTERM record 'interrupted' in status.json
-        result = run_pipeline(pipeline, registry, out, force, resume=resume)
+        result = run_pipeline(pipeline, registry, out, force, resume=resume, allow_changes=allow_changes)
     if result is None:  # a torchrun rank other than 0: rank 0 reports
         return
     click.echo(f"\nrun directory: {result.run_dir}")

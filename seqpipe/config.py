@@ -37,6 +37,8 @@ class DataConfig(Section):
     sequence_column: str | None = Field(None, description="long format (CSV/TSV, one row per step): the column naming "
                                         "each row's sequence; rows of one sequence are joined in order_column order")
     order_column: str | None = Field(None, description="with sequence_column: the column giving each row's step (a number)")
+    strip_labels: bool = Field(False, description="strip spaces around labels and tags (counted in the run log); default: "
+                               "a label with spaces around it (' ham', 'B-PER ') is refused, as a likely typo")
     validation_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
     split_seed: int = Field(0, description="seeds the shuffle before splitting")

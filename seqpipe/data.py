@@ -1,8 +1,10 @@
-"""Reading users' tabular data (CSV, TSV, JSONL) and splitting it reproducibly."""
+"""Preparing users' data for a task: where it comes from (:class:`DataSource`), splitting it
+reproducibly, grouping long-format rows into sequences, reading a column as text, numbers or times,
+and batching. Reading the files themselves is :mod:`seqpipe.readers`; label spelling checks are
+:mod:`seqpipe.labels`; the account of what was skipped is :mod:`seqpipe.account`."""
 
 from __future__ import annotations
 
-import csv
 import datetime
 import json
 import random
@@ -12,51 +14,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from seqpipe.account import DataAccount
 from seqpipe.errors import DataError
+from seqpipe.labels import LabelSpellings
+from seqpipe.readers import (BOM, DOCSTART, FORMATS, HEADER_TAGS, HEADER_TOKENS, Record, Sentence, infer_format, read_conll,
+                             read_records, read_text)
+from seqpipe.readers import _record  # group_steps makes its records as the readers make theirs
 
-if TYPE_CHECKING:  # the engine's config, named for readers only: this module sits below the engine
+if TYPE_CHECKING:  # the engine's config, named for readers of the code only: this module sits below the engine
     from seqpipe.config import DataConfig
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".conll": "conll"}
+__all__ = [
+    "DataSource", "group_steps", "text_values", "number", "FLOAT32_MAX", "time_value", "split_three", "batched",
+    "BUCKET_CHUNK_BATCHES", "bucketed_order",
+    # re-exported: these lived here before reading moved to seqpipe.readers, seqpipe.labels and
+    # seqpipe.account, and tasks, plugins and tests import them from here; keep them importable
+    "DataAccount", "LabelSpellings", "Record", "read_records", "read_text", "BOM", "FORMATS", "infer_format",
+    "read_conll", "Sentence", "DOCSTART", "HEADER_TOKENS", "HEADER_TAGS",
+]
 
 T = TypeVar("T")
-
-
-class Record(dict):
-    """One row of a data file, knowing the line it starts on (for errors that name it); in long
-    format, one sequence, knowing each step's line too."""
-
-    line: int = 0
-    step_lines: list[int] | None = None
-    typed: bool = False  # from JSON Lines: a string is text as written, a number is a number
-
-
-@dataclass
-class DataAccount:
-    """What reading and preparing the data skipped or cut short. Nothing is left out silently: every
-    count lands in the run log and in ``metrics.json`` (``data``)."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-    descriptions: dict[str, str] = field(default_factory=dict)
-
-    def add(self, key: str, count: int, description: str) -> None:
-        """Count ``count`` more of ``key`` (e.g. ``"truncated_sentences"``); ``description`` says
-        what it is in words, e.g. "sentences cut to task.options.max_length = 128 tokens"."""
-        if count:
-            self.counts[key] = self.counts.get(key, 0) + count
-            self.descriptions[key] = description
-
-    def lines(self) -> list[str]:
-        return [f"{self.counts[key]:,} {self.descriptions[key]}" for key in self.counts]
-
-
-def infer_format(path: Path, declared: str | None, where: str) -> str:
-    if declared:
-        return declared
-    try:
-        return FORMATS[path.suffix.lower()]
-    except KeyError:
-        raise DataError(f"{where}: cannot tell the format of '{path}' from its extension; set data.format to csv, tsv, jsonl or conll.") from None
 
 
 @dataclass(frozen=True)
@@ -81,8 +58,8 @@ class DataSource:
         ``data.order_column`` order) and whose other columns must be the same on every step."""
         d = self.config
         if d.sequence_column is None:
-            return read_records(path, self.format, columns, self.where)
-        rows = read_records(path, self.format, [d.sequence_column, d.order_column, *columns], self.where)
+            return read_records(path, self.format, columns, self.where, account=self.account)
+        rows = read_records(path, self.format, [d.sequence_column, d.order_column, *columns], self.where, account=self.account)
         return group_steps(rows, d.sequence_column, d.order_column, [c for c in columns if c in step_columns],
                            [c for c in columns if c not in step_columns], path)
 
@@ -97,54 +74,6 @@ class DataSource:
         train, validation, test = split_three(items, cut["validation"], cut["test"], d.split_seed, key=key) if cut["validation"] or cut["test"] \
             else (items, [], [])
         return train, given.get("validation", validation), given.get("test", test)
-
-
-def read_records(path: Path, fmt: str, columns: Sequence[str], where: str) -> list[Record]:
-    """Rows as :class:`Record` dicts holding at least ``columns``; a missing file or column, or an
-    empty value, is a :class:`DataError` naming the file and line."""
-    if not path.is_file():
-        raise DataError(f"{where}: data file '{path}' does not exist; fix data.path (relative paths start at the pipeline file).")
-    rows: list[Record] = []
-    try:
-        with path.open(encoding="utf-8", newline="") as fh:
-            if fmt == "jsonl":
-                for number, line in enumerate(fh, start=1):
-                    if line.strip():
-                        try:
-                            value = json.loads(line)
-                        except json.JSONDecodeError as exc:
-                            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}); each line must be one JSON object.") from None
-                        if not isinstance(value, dict):
-                            raise DataError(f"{path}:{number}: expected a JSON object per line, found {type(value).__name__}.")
-                        rows.append(_record(value, number))
-                        rows[-1].typed = True
-                header = sorted({k for row in rows for k in row})
-            else:
-                reader = csv.DictReader(fh, delimiter="\t" if fmt == "tsv" else ",")
-                start = 2  # the line after the header
-                for row in reader:
-                    if None in row:  # more fields than the header names: DictReader would hide them under None
-                        raise DataError(f"{path}:{start}: {len(reader.fieldnames or []) + len(row[None])} fields where the header "
-                                        f"names {len(reader.fieldnames or [])}; quote values that hold a '{',' if fmt == 'csv' else 'tab'}'.")
-                    rows.append(_record(row, start))
-                    start = reader.line_num + 1
-                header = list(reader.fieldnames or [])
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text; re-save the data file as UTF-8.") from None
-    except csv.Error as exc:
-        raise DataError(f"{path}: not readable as {fmt.upper()} ({exc}); fix the quoting there.") from None
-    if not rows:
-        raise DataError(f"{path}: holds no records; a {fmt.upper()} file with a header and rows is expected.")
-    for column in columns:
-        if column not in header:
-            raise DataError(f"{path}: no column '{column}' (found: {', '.join(header) or 'none'}); rename the column, or name it in the pipeline file (input.column, or the task option).")
-    for row in rows:
-        for column in columns:
-            if column not in row:  # a JSON Lines record without the key
-                raise DataError(f"{path}:{row.line}: no '{column}' in this record; add it or remove the record.")
-            if row[column] in (None, ""):
-                raise DataError(f"{path}:{row.line}: empty '{column}'; fill it in or remove the record.")
-    return rows
 
 
 def group_steps(rows: Sequence[Record], sequence_column: str, order_column: str, step_columns: Sequence[str],
@@ -175,12 +104,6 @@ def group_steps(rows: Sequence[Record], sequence_column: str, order_column: str,
         record.step_lines = [row.line for row in ordered]
         records.append(record)
     return records
-
-
-def _record(values: dict, line: int) -> Record:
-    record = Record(values)
-    record.line = line
-    return record
 
 
 def text_values(rows: Sequence[Record], column: str, path: Path, task: str, encoding: str = "characters",
@@ -285,53 +208,6 @@ def split_three(items: Sequence[T], validation_fraction: float, test_fraction: f
     for part in (train, validation, test):
         rng.shuffle(part)
     return train, validation, test
-
-
-DOCSTART = "-DOCSTART-"
-
-
-def read_conll(path: Path, where: str, *, comment_prefix: str | None = None,
-               account: DataAccount | None = None) -> list[list[tuple[str, str]]]:
-    """Sentences of (token, tag) from CoNLL-style text: ``token<TAB>tag`` per line (or, on a line
-    without a tab, fields separated by spaces; extra columns between them are ignored: the first is
-    the token, the last the tag), a blank line between sentences.
-
-    Every other line is data: a token may start with ``#`` (hashtags are tokens). Only
-    ``-DOCSTART-`` lines and, when ``comment_prefix`` is set, lines starting with it are skipped,
-    and ``account`` counts them."""
-    if not path.is_file():
-        raise DataError(f"{where}: data file '{path}' does not exist; fix data.path (relative paths start at the pipeline file).")
-    sentences, current = [], []
-    docstarts = comments = 0
-    try:
-        with path.open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                line = line.rstrip("\n").rstrip("\r")
-                if not line.strip():
-                    if current:
-                        sentences.append(current)
-                        current = []
-                    continue
-                if comment_prefix and line.startswith(comment_prefix):
-                    comments += 1
-                    continue
-                fields = line.split("\t") if "\t" in line else line.split()
-                if fields[0] == DOCSTART:
-                    docstarts += 1
-                    continue
-                if len(fields) < 2 or not fields[0] or not fields[-1]:
-                    raise DataError(f"{path}:{number}: expected 'token<TAB>tag', found {line[:60]!r}; separate token and tag by a tab.")
-                current.append((fields[0], fields[-1]))
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text; re-save the data file as UTF-8.") from None
-    if current:
-        sentences.append(current)
-    if not sentences:
-        raise DataError(f"{path}: holds no sentences; give 'token<TAB>tag' lines with a blank line between sentences.")
-    if account is not None:
-        account.add("docstart_lines", docstarts, f"'{DOCSTART}' document separator lines skipped in {path.name}")
-        account.add("comment_lines", comments, f"comment lines (starting with data.comment_prefix {comment_prefix!r}) skipped in {path.name}")
-    return sentences
 
 
 def batched(examples: Sequence[T], batch_size: int, collate: Callable[[list[T]], Any], *, shuffle: bool = False,

@@ -39,7 +39,21 @@ class ParityError(SeqpipeError):
 
 
 class RunDirectoryError(SeqpipeError):
-    """The output directory would overwrite something a user made."""
+    """The output directory would overwrite something a user made, or is in use by another run."""
+
+
+class DamagedFileError(SeqpipeError):
+    """A file seqpipe wrote no longer matches what it wrote (damaged on disk, edited by hand): it is
+    refused, never used."""
+
+    exit_code = 1
+
+
+class RunFault(SeqpipeError):
+    """The machine failed the run (disk full, permission denied, a read-only folder): said in one line,
+    the run directory marked failed."""
+
+    exit_code = 1
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

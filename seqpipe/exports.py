@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from seqpipe import manifest
 from seqpipe.onnx.export import export_sequence, export_step
 from seqpipe.onnx.spec import graph_spec, write_metadata
 from seqpipe.onnx.parity import check_precision_parity, check_sequence_parity, check_step_parity, state_drift
@@ -61,6 +62,7 @@ def export_graphs(resolved, task, model, onnx_dir: Path, log: Callable[[str], No
                 reports[f"{kind}.{precision}"] = _precision_copy(task, onnx_dir / f"{kind}.onnx", precision, x, lengths,
                                                                  getattr(cfg, f"{precision}_tolerance"), log)
     fp32 = [r for kind, r in reports.items() if not is_precision_copy(kind)]  # torch vs onnxruntime
+    manifest.record(*sorted(onnx_dir.glob("*.onnx")))  # written and stamped: served only as they are now
     return {
         "passed": all(r["passed"] for r in reports.values()),
         "max_abs_diff": max(r["max_abs_diff"] for r in fp32),  # the copies' figures are in their own reports

@@ -20,14 +20,19 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from seqpipe import manifest
+
 RESUME_FILE = "resume.safetensors"
 TRAINER_STATE_FILE = "trainer_state.json"
 
 
 def save_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
-                        generator: torch.Generator, counters: dict[str, Any], rank_rng: list[torch.Tensor] | None = None) -> None:
+                        generator: torch.Generator, counters: dict[str, Any], rank_rng: list[torch.Tensor] | None = None,
+                        history: list[dict] | None = None) -> None:
     """``rank_rng``: in a job of several processes, every rank's torch random state (rank 0's first);
-    everything else is the same on every rank, so rank 0's copy is the job's."""
+    everything else is the same on every rank, so rank 0's copy is the job's. ``history``: the epochs'
+    records so far, kept here (checked by the manifest) so a resumed run never reads them back from
+    history.jsonl, a log anyone may edit."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
@@ -42,7 +47,7 @@ def save_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Mod
     counters = {**counters, "processes": len(rank_rng) if rank_rng else 1}
     tensors["rng.data_order"] = generator.get_state()
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
-    state = {**counters, "param_groups": optimizer_state["param_groups"]}
+    state = {**counters, "param_groups": optimizer_state["param_groups"], "history": history or []}
     _atomic(run_dir / RESUME_FILE, lambda tmp: save_file(tensors, tmp, metadata={"trainer_state": json.dumps(state)}))
     _atomic(run_dir / TRAINER_STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(counters, indent=2) + "\n", encoding="utf-8"))
 
@@ -52,6 +57,7 @@ def load_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Mod
     """Restore everything :func:`save_training_state` wrote; return the trainer's counters.
     ``rank``: this process's rank, whose own random state is restored when the file has it (a rank
     the saved job did not have keeps the state it was seeded with)."""
+    manifest.verify(run_dir / RESUME_FILE, run_dir, fix=f"start the run again: seqpipe run {run_dir / 'pipeline.toml'} --out {run_dir} --force")
     with safe_open(str(run_dir / RESUME_FILE), framework="pt") as fh:
         state = json.loads(fh.metadata()["trainer_state"])
         tensors = {key: fh.get_tensor(key) for key in fh.keys()}
@@ -76,7 +82,7 @@ def _atomic(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
-        os.replace(tmp, path)
+        manifest.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

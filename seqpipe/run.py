@@ -6,7 +6,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,55 +28,87 @@ class RunResult:
 
 def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | None = None, force: bool = False,
                  log: Callable[[str], None] = lambda line: print(line, file=sys.stderr), resume: Path | None = None,
-                 on_epoch: Callable[[dict], None] | None = None) -> RunResult | None:
+                 on_epoch: Callable[[dict], None] | None = None, allow_changes: Sequence[str] = ()) -> RunResult | None:
     """Run ``pipeline`` into a new run directory, or with ``resume`` (a run directory), continue
-    that run from its last complete epoch with the run directory's own pipeline file. ``on_epoch``
+    that run from its last complete epoch with the run directory's own pipeline file; ``allow_changes``
+    names keys of :data:`~seqpipe.resumed.SAFE_CHANGES` that file may have changed since. ``on_epoch``
     sees each epoch's record (see :func:`seqpipe.training.train`). Under torchrun every rank calls
-    this; rank 0 writes the run directory and returns its result, the other ranks train and return None."""
+    this; rank 0 holds the run directory's lock, writes it and returns its result, the other ranks
+    train and return None."""
     # model code (torch) is imported here, not at CLI import time, so `seqpipe predict` never pays for it
     import torch
 
     from seqpipe.assembly import training_device
-    from seqpipe.checkpoint import save_checkpoint
     from seqpipe.distributed import ranks_from_environment, start, stop
-    from seqpipe.exports import export_graphs, is_precision_copy
-    from seqpipe.plots import plot_training_curves
-    from seqpipe.rundir import make_run_dir, write_json
-    from seqpipe.resume import RESUME_FILE
-    from seqpipe.runstate import status_recorded
+    from seqpipe.resumed import changes_allowed
+    from seqpipe.rundir import locked, machine_fault, make_run_dir
     from seqpipe.training import seed_everything, train
 
     started = time.perf_counter()
-    resolved = resolve_run(pipeline, registry, resume)
-    pipeline = resolved.path
-    cfg = resolved.config
     ranks = ranks_from_environment()  # one process, or one rank of a torchrun job
-    if ranks.distributed and on_epoch is not None:
-        raise SeqpipeError("seqpipe tune runs each trial in one process; drop torchrun / --nproc for it.")
-    device = torch.device(training_device(cfg.training.device, f"{resolved.path}: training.device"))
-    seed_everything(cfg.training.seed, cfg.training.threads)
-    # bad data and plugin code that cannot build the model fail here, before a run directory exists
-    task, sizes, monitor = resolved.prepare()
-    cfg = resolved.config  # with the training budget fitted to the data where the pipeline left it unset
-    with resolved.plugin_code("building the model"):
-        model = task.build_model(resolved.make_topology, cfg.model.initial_state, cfg.model.initial_state_scale)
-    if not ranks.main:  # ranks share the model's initial weights and the data order, not their dropout masks
-        torch.manual_seed(cfg.training.seed + ranks.rank)
+    with contextlib.ExitStack() as held:
+        if resume is not None and ranks.main:  # before anything is read: a second --resume is refused, never run twice
+            held.enter_context(locked(resume, "--resume"))
+        resolved = resolve_run(pipeline, registry, resume)
+        pipeline = resolved.path
+        cfg = resolved.config
+        if ranks.distributed and on_epoch is not None:
+            raise SeqpipeError("seqpipe tune runs each trial in one process; drop torchrun / --nproc for it.")
+        device = torch.device(training_device(cfg.training.device, f"{resolved.path}: training.device"))
+        seed_everything(cfg.training.seed, cfg.training.threads)
+        # bad data and plugin code that cannot build the model fail here, before a run directory exists
+        task, sizes, monitor = resolved.prepare()
+        config = resolved.as_dict()  # with the training budget fitted to the data where the pipeline left it unset
+        if resume is not None:  # a changed pipeline file (or changed defaults) is refused unless the key is safe and allowed
+            config = changes_allowed(resume, config, allow_changes)
+        with resolved.plugin_code("building the model"):
+            model = task.build_model(resolved.make_topology, cfg.model.initial_state, cfg.model.initial_state_scale)
+        if not ranks.main:  # ranks share the model's initial weights and the data order, not their dropout masks
+            torch.manual_seed(cfg.training.seed + ranks.rank)
+            start(ranks, device)
+            try:
+                # with --resume, every rank restores its state from the run directory (rank 0 alone writes it)
+                train(task, model, cfg.training, Path(os.devnull), log=lambda line: None, monitor=monitor, ranks=ranks, device=device,
+                      run_dir=resume, resume=resume is not None)
+            finally:
+                stop(ranks)
+            return None
+        run_dir = resume if resume is not None else make_run_dir(run_dir_arg, pipeline, force)
+        if resume is None:
+            held.enter_context(locked(run_dir))  # --force into a directory another run is writing: refused
         start(ranks, device)
         try:
-            # with --resume, every rank restores its state from the run directory (rank 0 alone writes it)
-            train(task, model, cfg.training, Path(os.devnull), log=lambda line: None, monitor=monitor, ranks=ranks, device=device,
-                  run_dir=resume, resume=resume is not None)
-        finally:
-            stop(ranks)
-        return None
-    run_dir = resume if resume is not None else make_run_dir(run_dir_arg, pipeline, force)
-    start(ranks, device)
+            return _train_and_export(resolved, task, sizes, monitor, model, config, run_dir, resume is not None, device, ranks,
+                                     log, on_epoch, started)
+        except OSError as exc:  # disk full, permission denied, a read-only folder: one line, the run marked failed
+            fault = machine_fault(exc, run_dir)
+            if fault is None:
+                raise
+            raise fault from None
+
+
+def _train_and_export(resolved, task, sizes, monitor, model, config, run_dir: Path, resuming: bool, device, ranks,
+                      log: Callable[[str], None], on_epoch, started: float) -> RunResult:
+    """Rank 0's part of a run, in its locked run directory: train, evaluate, export, check parity."""
+    import torch
+
+    from seqpipe import manifest
+    from seqpipe.checkpoint import save_checkpoint
+    from seqpipe.distributed import stop
+    from seqpipe.exports import export_graphs, is_precision_copy
+    from seqpipe.plots import plot_training_curves
+    from seqpipe.resume import RESUME_FILE
+    from seqpipe.rundir import write_json
+    from seqpipe.runstate import status_recorded
+    from seqpipe.training import train
+
+    cfg = resolved.config
     with status_recorded(run_dir):  # status.json: running, then done, failed or interrupted
         log(f"seqpipe: run directory {run_dir}")
-        if resume is None:
-            shutil.copyfile(pipeline, run_dir / "pipeline.toml")
-            write_json(run_dir / "config.json", resolved.as_dict())
+        if not resuming:
+            manifest.start(run_dir)  # from here on, every file seqpipe reads back is recorded with its SHA-256
+            shutil.copyfile(resolved.path, run_dir / "pipeline.toml")
+        write_json(run_dir / "config.json", config)
         files = [str(p) for p in (resolved.data.path, resolved.data.validation_path, resolved.data.test_path) if p is not None]
         log("data: " + ", ".join(f"{name} {n}" for name, n in sizes.items()) + " examples from " + " and ".join(files))
         for line in resolved.data.account.lines():
@@ -91,10 +124,10 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
         checkpoint = run_dir / "model.safetensors"
         try:
             history = train(task, model, cfg.training, checkpoint, log=log, monitor=monitor, history_path=run_dir / "history.jsonl",
-                            run_dir=run_dir, resume=resume is not None, on_epoch=on_epoch, ranks=ranks, device=device)
+                            run_dir=run_dir, resume=resuming, on_epoch=on_epoch, ranks=ranks, device=device)
         finally:
             stop(ranks)  # the other ranks are done; evaluation and export are rank 0's alone
-        save_checkpoint(model, checkpoint, metadata={"pipeline": str(pipeline), "task": cfg.task.name})
+        save_checkpoint(model, checkpoint, metadata={"task": cfg.task.name})  # no paths or times: the same training, the same file
         evaluation_started = time.perf_counter()
         metrics = {split: task.evaluate(model, split) for split in task.splits}  # with the baselines the task fits
         evaluated = time.perf_counter() - evaluation_started
@@ -122,7 +155,7 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
         if extra:
             metrics.update(extra)
             write_json(run_dir / "metrics.json", metrics)
-        files = sorted(p for p in run_dir.rglob("*") if p.is_file())
+        files = sorted(p for p in run_dir.rglob("*") if p.is_file() and not p.name.startswith("."))  # not the lock
         if not parity["passed"]:
             failed = [(kind, r) for kind, r in parity["graphs"].items() if not r["passed"]]
             said = "; ".join(f"{r['file']} ({'its fp32 original' if is_precision_copy(kind) else 'torch'} and it differ by "
@@ -130,6 +163,7 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
             raise ParityError(f"{run_dir / 'parity.json'}: parity failed, scaled by magnitude beyond 1: {said}; do not serve "
                               f"{', '.join(r['file'] for _, r in failed)} (see parity.json).")
     (run_dir / RESUME_FILE).unlink(missing_ok=True)  # done: nothing left to resume (trainer_state.json stays, to read)
+    manifest.forget(run_dir / RESUME_FILE)
     return RunResult(run_dir, metrics, parity, [f for f in files if f.name != RESUME_FILE], task.predict_example)
 
 
@@ -146,6 +180,7 @@ def resumable(run_dir: Path) -> tuple[Path, Path]:
     """The run directory's pipeline file and its data folder, if the run can be resumed."""
     import json
 
+    from seqpipe import manifest
     from seqpipe.errors import RunDirectoryError
     from seqpipe.resume import RESUME_FILE
     from seqpipe.runstate import read_status
@@ -156,8 +191,11 @@ def resumable(run_dir: Path) -> tuple[Path, Path]:
                          "directory a `seqpipe run` wrote.")
     if status.get("state") == "done":
         raise RunDirectoryError(f"--resume {run_dir}: this run is done; nothing to resume (start a new run with seqpipe run).")
+    again = f"start it again: seqpipe run {run_dir / 'pipeline.toml'} --out {run_dir} --force"
     if not (run_dir / RESUME_FILE).is_file():
-        raise RunDirectoryError(f"--resume {run_dir}: no epoch finished before the run stopped, so there is nothing to continue; "
-                         f"start it again: seqpipe run {run_dir / 'pipeline.toml'} --out {run_dir} --force")
+        raise RunDirectoryError(f"--resume {run_dir}: no epoch finished before the run stopped, so there is nothing to continue; {again}")
+    for name in (RESUME_FILE, "config.json", "model.safetensors"):  # everything resuming reads back, before it is read
+        if name != "model.safetensors" or (run_dir / name).exists():
+            manifest.verify(run_dir / name, run_dir, fix=again)
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     return run_dir / "pipeline.toml", Path(config["data"]["relative_to"])

@@ -27,10 +27,14 @@ def write_status(run_dir: Path, state: str, **details: Any) -> None:
     assert state in STATES, state
     record = {"state": state, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"), **this_process(), **details}
     fd, tmp = tempfile.mkstemp(prefix=f".{STATUS_FILE}-", dir=run_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(record, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, run_dir / STATUS_FILE)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(record, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, run_dir / STATUS_FILE)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -41,17 +45,27 @@ def status_recorded(run_dir: Path) -> Iterator[None]:
     try:
         yield
     except (KeyboardInterrupt, Terminated) as exc:
-        write_status(run_dir, "interrupted")
+        _try_write_status(run_dir, "interrupted")
         processes = int(os.environ.get("WORLD_SIZE", "1"))  # a torchrun job continues with as many processes
         exc.resume_command = f"seqpipe run --resume {run_dir}" + (f" --nproc {processes}" if processes > 1 else "")  # the CLI's one line names it
         raise
     except Stopped as exc:
-        write_status(run_dir, "stopped", reason=str(exc))
+        _try_write_status(run_dir, "stopped", reason=str(exc))
         raise
     except BaseException as exc:
-        write_status(run_dir, "failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        _try_write_status(run_dir, "failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
     write_status(run_dir, "done")
+
+
+def _try_write_status(run_dir: Path, state: str, **details: Any) -> None:
+    """Record how a run ended, unless the disk that just failed it cannot take the record either: the
+    run's own error is the one to report (and a 'running' left by a process that is gone reads as
+    stopped, see :func:`vanished`)."""
+    try:
+        write_status(run_dir, state, **details)
+    except OSError:
+        pass
 
 
 class Stopped(Exception):

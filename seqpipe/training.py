@@ -22,6 +22,7 @@ from tqdm import tqdm
 from seqpipe.checkpoint import load_checkpoint, save_checkpoint
 from seqpipe.config import TrainingConfig
 from seqpipe.distributed import Ranks, gathered, shard, shared, trainer
+from seqpipe.errors import DamagedFileError
 from seqpipe.resume import load_training_state, save_training_state
 from seqpipe.runstate import raise_if_signalled
 
@@ -73,7 +74,7 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
         counters = load_training_state(run_dir, model, ema, optimizer, generator, ranks.rank)
         best, stale, spent, first_epoch = counters["best"], counters["stale"], counters["seconds"], counters["epoch"] + 1
         best_loss = counters.get("best_loss", math.inf)
-        history = _history(history_path, counters["epoch"])
+        history = _history(history_path, counters.pop("history", None))
         log(f"resuming after epoch {counters['epoch']} (best validation {monitor_name} so far: {sign * best:.4f})")
         if counters.get("processes", 1) != ranks.world:
             log(f"the run trained in {counters.get('processes', 1)} process(es) and continues in {ranks.world}: the batches per "
@@ -152,7 +153,7 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
                 save_training_state(run_dir, model, ema, optimizer, generator,
                                     {"epoch": epoch, "best": best, "best_loss": best_loss, "stale": stale,
                                      "seconds": time.perf_counter() - training_started, "monitor": monitor_name},
-                                    rank_rng if ranks.distributed else None)
+                                    rank_rng if ranks.distributed else None, history)
         metric = monitor_name if monitor_name != "loss" else shown
         log(f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f}  validation loss {validation['loss']:.4f}"
             + (f"  {metric} {validation[metric]:.4f}" if metric is not None and isinstance(validation.get(metric), float) else "")
@@ -255,11 +256,12 @@ def _tensorboard(folder: Path):
     return SummaryWriter(log_dir=str(folder))
 
 
-def _history(path: Path | None, epochs: int) -> list[dict]:
-    """The first ``epochs`` records of a run's history.jsonl (a killed run may have logged one more
-    epoch than its last saved state; that epoch is run again)."""
-    lines = path.read_text(encoding="utf-8").splitlines() if path is not None and path.is_file() else []
-    records = [json.loads(line) for line in lines if line.strip()][:epochs]
+def _history(path: Path | None, saved: list[dict] | None) -> list[dict]:
+    """The records of the epochs the resumed state holds, written back as the run's history.jsonl (a
+    killed run may have logged one more epoch than its last saved state; that epoch is run again)."""
+    if saved is None:
+        raise DamagedFileError(f"{path.parent if path else 'the run directory'}: its resume.safetensors holds no epoch history "
+                               "(written by an older seqpipe); start the run again.")
     if path is not None:
-        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return records
+        path.write_text("".join(json.dumps(r) + "\n" for r in saved), encoding="utf-8")
+    return list(saved)

@@ -6,7 +6,10 @@ monitor, which `check` validates against what the task reports on the data."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqpipe.cli import main
-from seqpipe.data import DataAccount, read_conll
+from seqpipe.data import DataAccount, LabelSpellings, read_conll, read_records
+from seqpipe.errors import DataError
 
 SENTENCES = [[("Denver", "B-LOC"), ("is", "O"), ("cold", "O")], [("Ann", "B-PER"), ("Lee", "I-PER"), ("sings", "O")],
              [("#Denver", "B-LOC")], [("we", "O"), ("love", "O"), ("#Paris", "B-LOC"), ("!", "O")]] * 10
@@ -135,6 +139,215 @@ def test_every_token_written_is_read_back(tmp_path_factory, words):
     sentences = [[(w, "O") for w in s] for s in words]
     path = conll(tmp_path_factory.mktemp("conll") / "d.conll", sentences)
     assert read_conll(path, "p.toml") == sentences
+
+
+# -- the readers: one-line refusals, or read without loss -------------------------------------------
+
+def table(labels, head: str = "text,label", sep: str = ",") -> bytes:
+    """A CSV (or TSV) file: the header, then one text per label, 'text0', 'text1', ..."""
+    return (head + "\n" + "".join(f"text{i}{sep}{label}\n" for i, label in enumerate(labels))).encode()
+
+
+LABELS = ["ham", "spam"] * 10  # on lines 2 to 21: 'ham' first on line 2, 'spam' on line 3
+TAGGED = "Ann\tB-PER\nsings\tO\n\nBob\tB-PER\nruns\tO\n\n" * 10  # 'B-PER' first on line 1, 'O' on line 2
+CHECKS = [  # (file name, its bytes, the task, the fault as `seqpipe check` says it after 'error: {path}')
+    ("d.csv", table(LABELS, "text,label,text"), "classify", ":1: column 'text' appears twice in the header (columns 1 and 3); rename one."),
+    ("d.tsv", table(LABELS, "label\ttext\tlabel", "\t"), "classify",
+     ":1: column 'label' appears twice in the header (columns 1 and 3); rename one."),
+    ("d.csv", table(LABELS, ",text,label,"), "classify", ":1: two columns have no name in the header (columns 1 and 4); name them."),
+    ("d.csv", table(LABELS[:2]) + b"caf\xe9,ham\n" + table(LABELS[2:], ""), "classify",
+     ":4: not UTF-8 text (byte 0xe9 at column 4 of the line, offset 35 in the file); re-save the file as UTF-8."),
+    ("d.jsonl", b'{"text": "a", "label": "ham"}\n{"text": "\xff", "label": "spam"}\n', "classify",
+     ":2: not UTF-8 text (byte 0xff at column 11 of the line, offset 40 in the file); re-save the file as UTF-8."),
+    ("d.conll", b"\xef\xbb\xbfAnn\tB-PER\nsi\xc3ngs\tO\n", "tag",
+     ":2: not UTF-8 text (byte 0xc3 at column 3 of the line, offset 15 in the file); re-save the file as UTF-8."),
+    ("d.csv", "text,label\nhello,ham\n".encode("utf-16"), "classify",
+     ":1: not UTF-8 text but UTF-16 (it starts with the byte-order mark 0xff 0xfe); re-save the file as UTF-8."),
+    ("d.csv", table(LABELS) + b'bye,"ham\n' + table(LABELS, ""), "classify",
+     ":22: a quote opened here is never closed (the rest of the file would be read into one value); close it or remove the stray '\"'."),
+    ("d.tsv", table(LABELS, "text\tlabel", "\t") + b'"bye\tham\n' + table(LABELS * 2000, "", "\t"), "classify",  # past csv's field limit
+     ":22: a quote opened here is never closed (the rest of the file would be read into one value); close it or remove the stray '\"'."),
+    ("d.jsonl", b'{"text": "a", "label": "ham", "text": "b"}\n', "classify",
+     ":1: key 'text' appears twice in this object (JSON would keep only the last); remove one."),
+    ("d.csv", table(LABELS + [" ham"]), "classify", ":22: label ' ham' differs from 'ham' (line 2) only by surrounding spaces; fix the "
+     "spelling, or set data.strip_labels = true to strip spaces around labels (counted in the run log)."),
+    ("d.csv", table(LABELS + ["Spam "]), "classify", ":22: label 'Spam ' differs from 'spam' (line 3) only by surrounding spaces and case;"),
+    ("d.csv", table(LABELS + ["eggs "]), "classify", ":22: label 'eggs ' has spaces around it; fix the spelling, or set data.strip_labels"),
+    ("d.csv", table(["Ham"] + LABELS), "classify", ":2: label 'Ham' differs from 'ham' (line 3) only by case; fix the spelling "
+     "(labels are told apart exactly)."),
+    ("d.conll", (TAGGED + "Lee\tb-per\n").encode(), "tag", ":61: tag 'b-per' differs from 'B-PER' (line 1) only by case;"),
+    ("d.conll", ("token\ttag\n" + TAGGED).encode(), "tag", ":1: 'token\\ttag' looks like a header line; CoNLL files have none: remove it."),
+    ("d.conll", ("\ufeffWORD  POS\n\n" + TAGGED).encode(), "tag", ":1: 'WORD  POS' looks like a header line; CoNLL files have none"),
+    ("d.csv", table(LABELS, "text, label"), "classify", ": no column 'label' (found: text,  label; ' label' differs from it only by "
+     "spaces or case); rename the column"),
+]
+
+
+@pytest.mark.parametrize("name,content,task,fault", CHECKS)
+def test_check_refuses_a_faulty_file_in_one_line_naming_file_and_line(tmp_path, name, content, task, fault):
+    data = tmp_path / name
+    data.write_bytes(content)
+    assert f"error: {data}{fault}" in one_line_error(check(pipeline(tmp_path / "p.toml", f'path = "{name}"', task)))
+
+
+def test_a_label_only_outside_training_names_the_line_of_its_first_example(tmp_path):
+    (tmp_path / "train.csv").write_bytes(table(LABELS))
+    (tmp_path / "val.csv").write_bytes(table(["ham", "spam", "eggs", "bacon", "eggs"]))
+    line = one_line_error(check(pipeline(tmp_path / "p.toml", 'train = "train.csv"\nvalidation = "val.csv"')))
+    assert f"error: {tmp_path / 'val.csv'}:4: label(s) 'bacon', 'eggs' occur only outside the training split (the first example " \
+           "is on this line);" in line
+
+
+def test_a_tag_only_outside_training_names_the_line_of_its_first_sentence(tmp_path):
+    (tmp_path / "train.conll").write_text(TAGGED, encoding="utf-8")
+    (tmp_path / "test.conll").write_text("Ann\tB-PER\n\nin\tO\nParis\tB-LOC\n", encoding="utf-8")
+    line = one_line_error(check(pipeline(tmp_path / "p.toml", 'train = "train.conll"\ntest = "test.conll"', "tag")))
+    assert f"error: {tmp_path / 'test.conll'}:4: tag(s) 'B-LOC' occur only outside the training split" in line
+
+
+def test_strip_labels_strips_spaces_around_labels_and_says_how_many(tmp_path):
+    (tmp_path / "d.csv").write_bytes(table([" ham", "spam "] * 10))
+    result = check(pipeline(tmp_path / "p.toml", 'path = "d.csv"\nstrip_labels = true'))
+    assert result.exit_code == 0, result.output
+    assert "data: 20 labels with spaces around them stripped (data.strip_labels) in d.csv" in result.output
+
+
+@pytest.mark.parametrize("name,content", [
+    ("d.csv", "\ufefftext,label\nhello,ham\n"),
+    ("d.tsv", "\ufefftext\tlabel\nhello\tham\n"),
+    ("d.jsonl", '\ufeff{"text": "hello", "label": "ham"}\n'),
+])
+def test_a_byte_order_mark_is_stripped_and_counted(tmp_path, name, content):
+    account = DataAccount()
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    rows = read_records(tmp_path / name, name[2:], ["text", "label"], "p.toml", account=account)
+    assert rows == [{"text": "hello", "label": "ham"}] and rows[0].line == 1 + (name != "d.jsonl")
+    assert account.lines() == [f"1 byte-order mark stripped from the start of {name}"]
+
+
+def test_a_byte_order_mark_never_sticks_to_the_first_token(tmp_path):
+    account = DataAccount()
+    assert read_conll(conll(tmp_path / "d.conll", head="\ufeff"), "p.toml", account=account) == SENTENCES
+    assert account.counts == {"byte_order_marks": 1}
+
+
+def test_the_account_names_every_file_a_count_comes_from(tmp_path):
+    account = DataAccount()
+    for name in ("train.conll", "test.conll"):
+        read_conll(conll(tmp_path / name, head="\ufeff-DOCSTART-\tO\n\n"), "p.toml", account=account)
+    assert account.lines() == ["2 byte-order mark stripped from the start of train.conll, test.conll",
+                               "2 '-DOCSTART-' document separator lines skipped in train.conll, test.conll"]
+
+
+def test_quoted_line_breaks_and_crlf_read_as_before_with_the_lines_they_start_on(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(b'text,label\r\n"two\r\nlines",ham\r\nplain,spam\r\n\r\n"say ""hi""",ham\r\n"a,b",""""\r\n')
+    rows = read_records(path, "csv", ["text", "label"], "p.toml")
+    assert [(r["text"], r["label"], r.line) for r in rows] == [("two\r\nlines", "ham", 2), ("plain", "spam", 4), ('say "hi"', "ham", 6),
+                                                               ("a,b", '"', 7)]
+
+
+@pytest.mark.parametrize("content,spaced,breaks", [
+    ("Ann\tB-PER\n \t\nsings\tO\n", 0, 1),  # a line of a space and a tab alone parts two sentences
+    ("Ann\tB-PER\n  \n\nsings\tO\n", 0, 0),  # beside an empty line it changes nothing
+    (" \nAnn\tB-PER\n\nsings\tO\n  \n", 0, 0),  # before the first sentence and after the last, neither
+    ("Ann \tB-PER\n\nsings\t O \n", 2, 0),
+])
+def test_conll_spaces_are_stripped_around_fields_and_counted(tmp_path, content, spaced, breaks):
+    account = DataAccount()
+    path = tmp_path / "d.conll"
+    path.write_text(content, encoding="utf-8")
+    sentences = read_conll(path, "p.toml", account=account)
+    assert sentences == [[("Ann", "B-PER")], [("sings", "O")]] and sentences[1].line == content.count("\n", 0, content.index("sings")) + 1
+    assert account.counts == {key: n for key, n in (("space_only_lines", breaks), ("spaced_fields", spaced)) if n}
+    assert all(f" in {path.name}" in line for line in account.lines())
+
+
+def test_stripped_tags_are_counted_and_a_tag_of_only_spaces_refused():
+    account = DataAccount()
+    spellings = LabelSpellings("tag", strip=True, account=account)
+    assert spellings.read([" B-PER", "O", "O\t"], Path("d.jsonl"), [1, 1, 2]) == ["B-PER", "O", "O"]
+    assert account.lines() == ["2 tags with spaces around them stripped (data.strip_labels) in d.jsonl"]
+    with pytest.raises(DataError, match=r"^d.jsonl:7: the tag is only spaces; fill it in or remove the record.$"):
+        spellings.read(["O", "  "], Path("d.jsonl"), [6, 7])
+
+
+# -- property tests: what a writer writes, the readers read back exactly, or refuse in one line ------
+
+NAMES = st.lists(st.text("abcdefghij_", min_size=1, max_size=6), min_size=1, max_size=4, unique=True)
+CELLS = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+
+
+def read_or_refuse(read, expected_empty: bool):
+    """``read()``'s result, or None where it refuses empty values in one line (only when some are empty)."""
+    try:
+        return read()
+    except DataError as exc:
+        assert expected_empty and "\n" not in str(exc) and ": empty '" in str(exc), exc
+        return None
+
+
+@settings(max_examples=50, deadline=None)
+@given(NAMES.flatmap(lambda names: st.tuples(st.just(names), st.lists(st.lists(CELLS, min_size=len(names), max_size=len(names)),
+                                                                            min_size=1, max_size=6))),
+       st.sampled_from(["csv", "tsv"]), st.booleans())
+def test_any_table_csv_writes_is_read_back_exactly(tmp_path_factory, written, fmt, bom):
+    names, rows = written
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, delimiter="\t" if fmt == "tsv" else ",")
+    writer.writerow(names)
+    lines = []
+    for row in rows:  # each record starts on the line after the line breaks written so far
+        lines.append(len(re.findall(r"\r\n|\r|\n", out.getvalue())) + 1)
+        writer.writerow(row)
+    path = tmp_path_factory.mktemp("table") / f"d.{fmt}"
+    path.write_text(("\ufeff" if bom else "") + out.getvalue(), encoding="utf-8", newline="")
+    read = read_or_refuse(lambda: read_records(path, fmt, names, "p.toml"), any("" in row for row in rows))
+    if read is not None:
+        assert [dict(r) for r in read] == [dict(zip(names, row)) for row in rows] and [r.line for r in read] == lines
+
+
+@settings(max_examples=50, deadline=None)
+@given(NAMES.flatmap(lambda names: st.lists(st.fixed_dictionaries({n: CELLS for n in names}), min_size=1, max_size=6)),
+       st.booleans())
+def test_any_json_lines_are_read_back_exactly(tmp_path_factory, rows, ascii_only):
+    path = tmp_path_factory.mktemp("jsonl") / "d.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=ascii_only) + "\n" for row in rows), encoding="utf-8")
+    read = read_or_refuse(lambda: read_records(path, "jsonl", list(rows[0]), "p.toml"), any("" in row.values() for row in rows))
+    if read is not None:
+        assert read == rows and [r.line for r in read] == list(range(1, len(rows) + 1))
+
+
+WORDS = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters="\ufeff"), min_size=1, max_size=6)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.tuples(WORDS, WORDS, st.sampled_from(["", " ", "  "])), min_size=1, max_size=5), min_size=1, max_size=6))
+def test_any_tokens_and_tags_are_read_back_exactly_spaces_around_them_stripped(tmp_path_factory, sentences):
+    path = tmp_path_factory.mktemp("conll") / "d.conll"
+    path.write_text("\n\n".join("\n".join(f"{w}{pad}\t{pad}{t}" for w, t, pad in s) for s in sentences) + "\n", encoding="utf-8")
+    account = DataAccount()
+    try:
+        read = read_conll(path, "p.toml", account=account)
+    except DataError as exc:  # only a first line that reads as a header, such as 'Word<TAB>Tag'
+        assert "looks like a header line" in str(exc) and "\n" not in str(exc)
+        return
+    assert read == [[(w, t) for w, t, _ in s] for s in sentences]
+    assert account.counts.get("spaced_fields", 0) == sum(bool(pad) for s in sentences for *_, pad in s)
+    assert sum(len(s) for s in read) == len({line for s in read for line in s.lines})
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.sampled_from(["ham", "spam", "Ham", " ham", "ham ", "eggs", "EGGS"]), min_size=1, max_size=8))
+def test_labels_twins_by_case_or_spaces_are_refused_and_only_they(labels):
+    spellings = LabelSpellings("label")
+    spellings.read(labels, Path("d.csv"), list(range(2, len(labels) + 2)))
+    odd = any(label != label.strip() for label in labels) or len({label.casefold() for label in labels}) < len(set(labels))
+    try:
+        spellings.check()
+        assert not odd
+    except DataError as exc:
+        assert odd and str(exc).startswith("d.csv:") and "\n" not in str(exc)
 
 
 # -- published splits ----------------------------------------------------------------------------

@@ -146,8 +146,13 @@ def test_a_run_that_failed_after_training_resumes_without_training_more(tmp_path
     assert epochs < 30  # stopped early: a learning rate this small never improves on the first epoch
     p.write_text(p.read_text().replace("parity_tolerance = 1e-30", ""))  # the user's file; the run keeps its own copy
     (run / "pipeline.toml").write_text((run / "pipeline.toml").read_text().replace("parity_tolerance = 1e-30", ""))
-    resumed = CliRunner().invoke(main, ["run", "--resume", str(run)])
+    refused = CliRunner().invoke(main, ["run", "--resume", str(run)])  # a changed key is named, never applied silently
+    assert refused.exit_code == 2 and "export.parity_tolerance (1e-30 -> 1e-05)" in refused.output, refused.output
+    assert "--allow-changes export.parity_tolerance" in refused.output
+    resumed = CliRunner().invoke(main, ["run", "--resume", str(run), "--allow-changes", "export.parity_tolerance"])
     assert resumed.exit_code == 0, resumed.output
+    assert json.loads((run / "config.json").read_text())["resumed_changes"] == [
+        {"key": "export.parity_tolerance", "from": 1e-30, "to": 1e-05, "after_epoch": epochs}]
     assert f"resuming after epoch {epochs}" in resumed.output
     assert not re.search(r"^epoch +\d+/30", resumed.output, flags=re.MULTILINE)  # no epoch trained again
     assert len((run / "history.jsonl").read_text().splitlines()) == epochs and status(run)["state"] == "done"

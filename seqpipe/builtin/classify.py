@@ -24,7 +24,7 @@ from seqpipe import hookimpl
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
 from seqpipe.baselines import nearest_neighbour, summary_classifier, text_classifier
-from seqpipe.data import batched
+from seqpipe.data import LabelSpellings, batched
 from seqpipe.inputs import encode_all
 from seqpipe.initial_state import InitialState
 from seqpipe.models import UNK_ID, SequenceModel, hide_tokens, input_layer, input_width, pad_inputs, step_input
@@ -113,13 +113,15 @@ class ClassifyTask(Task):
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, int]:
         o = self.options
+        self._spellings = LabelSpellings("label", self.data.config.strip_labels, self.data.account)
         train, validation, test = self.data.splits(self._read, key=lambda p: p[1])
+        self._spellings.check()  # ' ham' beside 'ham', 'Ham' beside 'ham': one class misspelt, never two
         pairs = train + validation + test
         found = sorted({label for _, label in pairs})
         unseen = sorted({label for _, label in validation + test} - {label for _, label in train})
-        if unseen:  # a class the model is never trained on, often a typo ('Walkng', 'ham ')
-            raise DataError(f"{self.data.path}: label(s) {', '.join(map(repr, unseen))} occur only outside the training split; "
-                            "fix them in the data (a typo or a stray space?) or add training examples with them.")
+        if unseen:  # a class the model is never trained on, often a typo ('Walkng')
+            raise DataError(f"{self._spellings.site(unseen)}: label(s) {', '.join(map(repr, unseen))} occur only outside the training "
+                            "split (the first example is on this line); fix them in the data (a typo?) or add training examples with them.")
         if o.labels is not None:
             unknown = sorted(set(found) - set(o.labels))
             if unknown:
@@ -152,7 +154,8 @@ class ClassifyTask(Task):
         o, encoding = self.options, self.encoding
         columns = encoding.columns(self.input_column)
         rows = self.data.records(path, [*columns, o.label_column], step_columns=columns)
-        return list(zip(encoding.read(rows, self.input_column, path, "classify"), (str(r[o.label_column]) for r in rows)))
+        labels = self._spellings.read([str(r[o.label_column]) for r in rows], path, [r.line for r in rows])
+        return list(zip(encoding.read(rows, self.input_column, path, "classify"), labels))
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
                 bucket: bool = False) -> Iterator[Batch]:

@@ -111,7 +111,8 @@ class ForecastTask(Task):
             raise DataError(f"{self.data.where}: the forecast task splits one series by time (the last values are the test part); "
                             "give the whole series as data.path and set data.validation_fraction and data.test_fraction.")
         columns = self.columns
-        rows = read_records(self.data.path, self.data.format, columns + ([o.time_column] if o.time_column else []), self.data.where)
+        rows = read_records(self.data.path, self.data.format, columns + ([o.time_column] if o.time_column else []), self.data.where,
+                            account=self.data.account)
         self.times = list(range(len(rows)))  # row numbers, unless a time column orders the rows
         if o.time_column:
             rows = self._ordered(rows)

@@ -129,7 +129,7 @@ class GenerateTask(Task):
     def _read(self, path) -> list[tuple[str, Any]]:
         o = self.options
         columns = o.condition_columns or [o.condition_column]
-        rows = read_records(path, self.data.format, [o.text_column, *columns], self.data.where)
+        rows = read_records(path, self.data.format, [o.text_column, *columns], self.data.where, account=self.data.account)
         texts = text_values(rows, o.text_column, path, "generate")
         if self.vector:
             return [(t, tuple(number(r, c, path, "vector conditions are numbers") for c in columns)) for t, r in zip(texts, rows)]

@@ -27,7 +27,7 @@ from seqpipe import hookimpl
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
 from seqpipe.baselines import window_tagger
-from seqpipe.data import batched, read_conll
+from seqpipe.data import LabelSpellings, batched, read_conll
 from seqpipe.errors import DataError
 from seqpipe.initial_state import InitialState
 from seqpipe.inputs import encode_all
@@ -113,12 +113,14 @@ class TagTask(Task):
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, int]:
         o = self.options
+        self._spellings = LabelSpellings("tag", self.data.config.strip_labels, self.data.account)
         train, validation, test = self.data.splits(self._read)
+        self._spellings.check()  # 'b-per' beside 'B-PER': one tag misspelt, never two
         self.labels = sorted({tag for _, tags in train for tag in tags})
         unseen = sorted({tag for _, tags in validation + test for tag in tags} - set(self.labels))
         if unseen:
-            raise DataError(f"{self.data.path}: tag(s) {', '.join(unseen)} occur only outside the training split; "
-                            "add training sequences with them or merge them into other tags.")
+            raise DataError(f"{self._spellings.site(unseen)}: tag(s) {', '.join(map(repr, unseen))} occur only outside the training "
+                            "split (the first example is on this line); add training sequences with them or merge them into other tags.")
         self.scheme = entity_scheme(self.labels)
         if self.scheme is not None:
             self.monitor = "entity_f1"  # token accuracy rewards tagging everything 'O' on entity data
@@ -144,7 +146,8 @@ class TagTask(Task):
                                 "number vectors; give them as JSON Lines (a list of vectors and a list of tags per line) or "
                                 "long-format CSV.")
             sentences = read_conll(path, self.data.where, comment_prefix=d.comment_prefix, account=self.data.account)
-            return [([w for w, _ in s], [t for _, t in s]) for s in sentences]
+            tags = self._read_tags([[t for _, t in s] for s in sentences], [s.lines for s in sentences], path)
+            return [([w for w, _ in s], t) for s, t in zip(sentences, tags)]
         if encoding.reads != "numbers":
             raise DataError(f"{self.data.where}: the tag task reads text from CoNLL files ('token<TAB>tag', blank line between "
                             f"sentences), found format '{self.data.format}'; set data.format = \"conll\", or read number "
@@ -160,7 +163,14 @@ class TagTask(Task):
                 raise DataError(f"{path}:{row.line}: column '{self.options.tag_column}' must list one tag (a string) per step: "
                                 f"{len(value)} steps, found {found}.")
             out.append((value, tags))
-        return out
+        tags = self._read_tags([t for _, t in out], [row.step_lines or [row.line] * len(t) for row, (_, t) in zip(rows, out)], path)
+        return [(value, t) for (value, _), t in zip(out, tags)]
+
+    def _read_tags(self, tags: list[list[str]], lines: list[list[int]], path) -> list[list[str]]:
+        """Each sequence's ``tags`` (on ``lines`` of ``path``), noted for the spelling check (and stripped
+        with data.strip_labels)."""
+        read = iter(self._spellings.read([t for part in tags for t in part], path, [n for part in lines for n in part]))
+        return [[next(read) for _ in part] for part in tags]
 
     def _signature_table(self) -> torch.Tensor | None:
         """Token id → the id word dropout shows instead: its signature (words), else <unk>."""

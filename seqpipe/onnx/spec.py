@@ -14,6 +14,7 @@ import onnx
 
 import seqpipe
 from seqpipe.contracts import StepModel, Task
+from seqpipe.serving.metadata import CHECKSUM_KEY, checksum
 
 FORMAT_VERSION = 1
 
@@ -49,6 +50,7 @@ def write_metadata(path: Path, spec: dict[str, Any]) -> None:
     labels = spec.get("encoding", {}).get("output", {}).get("labels")
     if labels is not None:
         flat["seqpipe.labels"] = json.dumps(labels)
+    flat[CHECKSUM_KEY] = checksum(flat)  # serving refuses metadata edited by hand (swapped labels, another dtype)
     del model.metadata_props[:]
     for key, value in flat.items():
         model.metadata_props.add(key=key, value=value)

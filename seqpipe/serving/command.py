@@ -14,7 +14,7 @@ from seqpipe.errors import SeqpipeError, did_you_mean
 from seqpipe.plugins import SERVING, load_registry
 from seqpipe.predictor import Option, PredictOptions, Predictor
 
-COMMON_FLAGS = "--device, --precision, --json"
+COMMON_FLAGS = "--device, --precision, --json, --unchecked"
 
 
 def task_option(option: Option) -> click.Option:
@@ -79,20 +79,24 @@ class PredictCommand(click.Command):
               help="With a run directory: int8 / fp16 use its *.int8.onnx / *.fp16.onnx copies ([export] int8 / fp16 = true).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per result.")
 @click.option("--strict-plugins", is_flag=True, help="Fail if any serving plugin fails to load (also SEQPIPE_STRICT_PLUGINS=1).")
+@click.option("--unchecked", is_flag=True, help="Serve MODEL even if its run did not finish, its files differ from the run's "
+              "manifest or its parity check did not pass (said on stderr).")
 @click.pass_context
-def predict(ctx: click.Context, model: Path, device: str, precision: str, as_json: bool, strict_plugins: bool) -> None:
+def predict(ctx: click.Context, model: Path, device: str, precision: str, as_json: bool, strict_plugins: bool,
+            unchecked: bool) -> None:
     """Predict with the ONNX export in MODEL (a run directory or .onnx file); torch not needed.
 
     The task named in MODEL's metadata picks the predictor (a plugin in the seqpipe.serving
     entry-point group for tasks that are not built in), which takes the INPUTS and its own options
     listed below; put inputs that start with - after --.
     """
-    from seqpipe.runstate import read_status, unfinished_hint
     from seqpipe.serving.predict import predictor_for, task_of
+    from seqpipe.serving.servable import check_servable
 
-    status = read_status(model) if model.is_dir() else None
-    if status is not None and status.get("state") != "done":
-        raise SeqpipeError(f"{model}: {unfinished_hint(model, status)}")
+    if unchecked:
+        click.echo(f"unchecked: serving {model} without checking its run's status, manifest or parity", err=True)
+    else:
+        check_servable(model)
     task = task_of(model)
     registry, _ = load_registry(strict_plugins or None, source=SERVING)
     predictor = predictor_for(task, registry, model)

@@ -23,6 +23,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from seqpipe.errors import SeqpipeError
+from seqpipe.serving.metadata import load_beside, read_spec
 
 STEP_FILE = "step.onnx"
 SEQUENCE_FILE = "sequence.onnx"
@@ -135,13 +136,14 @@ class OnnxGraph:
         self.path = Path(path)
         try:
             proto = onnx.load(str(self.path), load_external_data=False)
+        except Exception as exc:
+            raise SeqpipeError(f"{self.path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).") from None
+        load_beside(proto, self.path)  # external data only from the model's own folder, never the current one
+        try:
             onnx.checker.check_model(proto)  # refuse malformed files before handing them to a runtime
         except Exception as exc:
             raise SeqpipeError(f"{self.path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).") from None
-        meta = {p.key: p.value for p in proto.metadata_props}
-        if "seqpipe.spec" not in meta:
-            raise SeqpipeError(f"{self.path}: has no seqpipe.spec metadata; it was not exported by seqpipe.")
-        self.spec: dict[str, Any] = json.loads(meta["seqpipe.spec"])
+        self.spec: dict[str, Any] = read_spec(proto, self.path)
         if self.kind is not None and self.spec.get("graph") != self.kind:
             raise SeqpipeError(f"{self.path}: is a '{self.spec.get('graph')}' graph, not a {self.kind} graph.")
         if self.spec.get("precision") == "int8":  # dynamically quantized for CPU kernels: on CUDA its ops would bounce between devices
