@@ -37,11 +37,12 @@ def start(run_dir: Path) -> None:
     _write(run_dir, {"format": FORMAT, "files": {}})
 
 
-def run_dir_of(path: Path) -> Path | None:
-    """The run directory holding ``path`` (``RUN/x`` or ``RUN/onnx/x``): the nearest folder with a
-    manifest; None for a file outside any run directory (nothing to record or check)."""
+def run_dir_of(path: Path, marker: str = MANIFEST_FILE) -> Path | None:
+    """The run directory holding ``path`` (``RUN/x`` or ``RUN/onnx/x``): the nearest folder with the
+    file ``marker`` (a manifest, or status.json); None for a file outside any run directory (nothing
+    to record or check)."""
     for folder in list(Path(path).resolve().parents)[:2]:
-        if (folder / MANIFEST_FILE).is_file():
+        if (folder / marker).is_file():
             return folder
     return None
 
@@ -68,13 +69,13 @@ def replace(tmp: str | Path, path: Path) -> None:
 
 
 def record(*paths: Path) -> None:
-    """Record files just written in place (not through :func:`replace`) in their run directory's manifest."""
-    for path in paths:
-        run_dir = run_dir_of(path)
-        if run_dir is not None:
-            manifest = _read(run_dir)
+    """Record files of one run directory, just written in place (not through :func:`replace`), in its manifest."""
+    run_dir = run_dir_of(paths[0]) if paths else None  # one run directory: read and written once
+    if run_dir is not None:
+        manifest = _read(run_dir)
+        for path in paths:
             manifest["files"][_key(run_dir, path)] = {"sha256": sha256(path)}
-            _write(run_dir, manifest)
+        _write(run_dir, manifest)
 
 
 def forget(path: Path) -> None:

@@ -41,13 +41,12 @@ def check_servable(model: Path) -> None:
 def _run_dir_of(graph: Path) -> Path | None:
     """The run directory a graph lies in (``RUN/onnx/x.onnx`` or ``RUN/x.onnx``): the folder with a
     status.json; None for a file copied elsewhere (its own metadata is all there is to check)."""
-    for folder in list(graph.resolve().parents)[:2]:
-        if (folder / STATUS_FILE).is_file():
-            status = read_status(folder)
-            if status is not None and status.get("state") != "done":
-                raise SeqpipeError(f"{graph}: {unfinished_hint(folder, status)}; or {UNCHECKED}")
-            return folder
-    return None
+    folder = manifest.run_dir_of(graph, STATUS_FILE)
+    if folder is not None:
+        status = read_status(folder)
+        if status is not None and status.get("state") != "done":
+            raise SeqpipeError(f"{graph}: {unfinished_hint(folder, status)}; or {UNCHECKED}")
+    return folder
 
 
 def _parity_passed(proto: onnx.ModelProto, graph: Path) -> None:
