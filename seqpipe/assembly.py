@@ -197,6 +197,9 @@ def _encoding(table: dict[str, Any] | None, key: str, task: Entry, registry: Reg
         raise ConfigError(f"{src}: {key}.characters: task '{task.name}' "
                           + ("writes word ids alone" if key == "output" else "reads one id per word")
                           + f"; remove {key}.characters (the tag and classify tasks read each word's characters).")
+    if getattr(options, "column", "") is None and not getattr(options, "columns", None):
+        # the task's column, named in the export's metadata: what `seqpipe predict --file` reads by default
+        options = options.model_copy(update={"column": task.obj.input_column if key == "input" else task.obj.output_column})
     encoding = cls(options)
     encoding.table = key
     return encoding

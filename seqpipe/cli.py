@@ -154,6 +154,35 @@ def check(pipeline: Path, strict_plugins: bool) -> None:
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+def report(run_dir: Path) -> None:
+    """Render RUN_DIR/report.html again from the run's files (every run writes it when it is done)."""
+    from seqpipe.report import write_report
+
+    click.echo(f"report: {write_report(run_dir)}")
+
+
+@main.command()
+@click.argument("data", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--task", help="The task (default: guessed from the columns: a CoNLL file is tagged, a text and a label "
+              "column are classified, two text columns are an encoder-decoder, numbers are forecast).")
+@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False),
+              help="The pipeline file to write (default: the data file's name with .toml, here).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@strict_option
+def init(data: Path, task: str | None, out: Path | None, force: bool, strict_plugins: bool) -> None:
+    """Write a first pipeline file for the data file DATA (CSV, TSV, JSON Lines or CoNLL): the
+    columns found, the input kind guessed, and the task's default recipe as comments."""
+    from seqpipe.scaffold import write_pipeline
+
+    registry, _ = _registry(strict_plugins)
+    written, found = write_pipeline(data, task, out, registry, force)
+    for note in found.notes:
+        click.echo(note)
+    click.echo(f"wrote {written}; next: seqpipe check {written}   then   seqpipe run {written}")
+
+
+@main.command()
 @strict_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(strict_plugins: bool, as_json: bool) -> None:

@@ -54,6 +54,9 @@ class Predictor(ABC):
     options: ClassVar[tuple[Option, ...]] = ()
     # example arguments after MODEL, shown by `seqpipe predict --help`, e.g. '"text one" "text two"'
     usage: ClassVar[str] = "INPUTS..."
+    # False for a task whose arguments are not a list of inputs, one result each (a forecast's one
+    # series file, generation's none): `seqpipe predict --file` is refused for it
+    takes_inputs: ClassVar[bool] = True
 
     @abstractmethod
     def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:

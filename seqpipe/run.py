@@ -144,7 +144,8 @@ def _train_and_export(resolved, task, sizes, monitor, model, config, run_dir: Pa
         if comparison is not None:
             metrics["against_baselines"] = comparison
         write_json(run_dir / "metrics.json", metrics)
-        plot_training_curves(history, monitor[0] if monitor[0] != "loss" else task.monitor, run_dir / "training_curves.png")
+        plot_training_curves(history, monitor[0] if monitor[0] != "loss" else task.monitor, run_dir / "training_curves.png",
+                             monitor=monitor[0])
         log("test: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items() if isinstance(v, float)))
         if comparison is not None:
             log(describe_comparison(comparison))
@@ -164,7 +165,24 @@ def _train_and_export(resolved, task, sizes, monitor, model, config, run_dir: Pa
                               f"{', '.join(r['file'] for _, r in failed)} (see parity.json).")
     (run_dir / RESUME_FILE).unlink(missing_ok=True)  # done: nothing left to resume (trainer_state.json stays, to read)
     manifest.forget(run_dir / RESUME_FILE)
-    return RunResult(run_dir, metrics, parity, [f for f in files if f.name != RESUME_FILE], task.predict_example)
+    files = [f for f in files if f.name != RESUME_FILE] + _report(run_dir, log)
+    return RunResult(run_dir, metrics, parity, sorted(files), task.predict_example)
+
+
+def _report(run_dir: Path, log: Callable[[str], None]) -> list[Path]:
+    """Render ``report.html`` once the run is done (status.json says so, and the report shows it): the
+    report is a view of files already written, so a failure to render it is said in one line with
+    the command that renders it again, and the finished model is kept and served as it is."""
+    from seqpipe.report import write_report
+
+    try:
+        path = write_report(run_dir)
+    except Exception as exc:  # noqa: BLE001 - any bug or disk fault in the view must not fail a finished run
+        log(f"report: could not write {run_dir / 'report.html'} ({type(exc).__name__}: {exc}); the run is done; "
+            f"render it again with: seqpipe report {run_dir}")
+        return []
+    log(f"report: {path}")
+    return [path]
 
 
 def resolve_run(pipeline: Path | None, registry: Registry, resume: Path | None):

@@ -11,6 +11,7 @@ not a whole number of them) is a gap, to be refused or counted.
 from __future__ import annotations
 
 import calendar
+import re
 import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -94,3 +95,46 @@ def _duration(seconds: float) -> str:
             count = int(seconds // size)
             return f"{count} {unit}{'s' if count > 1 else ''}"
     return f"{seconds:g} seconds"
+
+
+def following(times: Sequence[float | datetime.datetime], count: int) -> list[float | datetime.datetime] | None:
+    """The ``count`` times after the last of ``times`` (sorted) on their grid: the dates a forecast
+    is for. None when there are too few times to find a step (fewer than three)."""
+    if len(times) < 3:
+        return None
+    last = times[-1]
+    if not isinstance(last, datetime.datetime):
+        step = _usual(np.diff(np.asarray(times, np.float64)))
+        return [last + k * step for k in range(1, count + 1)]
+    grid = time_grid(times)
+    if grid.step.endswith(("month", "months", "quarter", "year")):
+        months = {"1 month": 1, "1 quarter": 3, "1 year": 12}.get(grid.step) or int(grid.step.split()[0])
+        month_end = all(t.day == calendar.monthrange(t.year, t.month)[1] for t in times)
+        return [_add_months(last, k * months, month_end) for k in range(1, count + 1)]
+    if grid.step == "1 business day":
+        days = np.busday_offset(np.datetime64(last.date()), np.arange(1, count + 1), roll="forward")
+        return [datetime.datetime.combine(d.astype(datetime.date), last.time()) for d in days]
+    seconds = _usual(np.diff([(t.replace(tzinfo=None) - datetime.datetime(1970, 1, 1)).total_seconds() for t in times]))
+    return [last + datetime.timedelta(seconds=k * seconds) for k in range(1, count + 1)]
+
+
+def _add_months(t: datetime.datetime, months: int, month_end: bool) -> datetime.datetime:
+    index = t.year * 12 + t.month - 1 + months
+    year, month = divmod(index, 12)
+    last_day = calendar.monthrange(year, month + 1)[1]
+    return t.replace(year=year, month=month + 1, day=last_day if month_end else min(t.day, last_day))
+
+
+def shown_like(example: str, value: float | datetime.datetime) -> str:
+    """``value`` written the way ``example`` (a time from the same column) is written: a month as
+    2012-01, a quarter as 2012 Q1, a date without a clock as 2012-01-31, numbers without needless digits."""
+    example = example.strip()
+    if not isinstance(value, datetime.datetime):
+        return str(int(value)) if float(value).is_integer() else f"{value:.10g}"
+    if re.fullmatch(r"\d{4}[-/]\d{1,2}", example):
+        return f"{value.year}{example[4]}{value.month:02d}"
+    if re.fullmatch(r"\d{4}[ -]?Q[1-4]", example, flags=re.IGNORECASE):
+        return f"{value.year}{example[4:-2]}Q{(value.month - 1) // 3 + 1}"
+    if len(example) <= 10:  # a date alone
+        return value.date().isoformat().replace("-", example[4]) if example[4] in "-/" else value.date().isoformat()
+    return value.isoformat()

@@ -1,7 +1,7 @@
-"""The README's first command, for real: the default pipeline on the bundled data.
+"""The README's first command (docs/index.md), for real: the default pipeline on the bundled data.
 
 The default is `pipelines/spam-words.toml` (character-aware words, BiLSTM, mean pooling). The
-issue's bar, recorded in the README: test macro-F1 at least the character n-gram TF-IDF baseline's
+issue's bar, recorded in docs/benchmarks.md: test macro-F1 at least the character n-gram TF-IDF baseline's
 on the same split, as a mean over three training seeds (0.9045 against 0.8963). One seed moves by
 up to three points (0.8857-0.9152, 1 thread each), and a different CPU's float rounding changes a
 trajectory, so this test guards against regressions with a margin: within 0.03 of the baseline

@@ -54,7 +54,7 @@ def test_task_usage_mistakes_are_one_line(args, fragment):
 def test_option_of_another_task_is_refused_naming_the_task(classify_run):
     result = CliRunner().invoke(main, ["predict", str(classify_run), "hello", "--steps", "3"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
-    assert "task 'classify' takes no option --steps; its options: none (besides --device, --precision, --json" in result.output
+    assert "task 'classify' takes no option --steps; its options: --top-k (besides --device, --precision, --json" in result.output
 
 
 def test_common_options_anywhere_and_inputs_after_double_dash(classify_run):
@@ -65,7 +65,80 @@ def test_common_options_anywhere_and_inputs_after_double_dash(classify_run):
 
 def test_python_api_takes_task_options_by_name(classify_run):
     assert [r["text"] for r in predict(classify_run, ["hello"], device="cpu")] == ["hello"]
-    with pytest.raises(SeqpipeError, match="task 'classify' takes no option 'steps'; it takes: none"):
+    with pytest.raises(SeqpipeError, match="task 'classify' takes no option 'steps'; it takes: --top-k"):
         predict(classify_run, ["hello"], steps=3)
     with pytest.raises(PluginError, match="task 'classify' has no registered predictor .*'seqpipe.serving' group"):
         predict(classify_run, ["hello"], registry=Registry())
+
+
+def _predicted(run: Path, *args: str) -> tuple[int, list[dict], str]:
+    result = CliRunner().invoke(main, ["predict", str(run), "--json", *args])
+    lines = result.stdout.splitlines() if result.exit_code == 0 else []
+    return result.exit_code, [json.loads(line) for line in lines], result.stderr if result.exit_code == 0 else result.output
+
+
+def test_file_inputs_stream_in_chunks_through_one_session_and_match_arguments(classify_run, tmp_path, monkeypatch):
+    from seqpipe.serving import command, runtime
+
+    texts = [f"subject number {i} {'win money' if i % 3 else 'meeting notes'}" for i in range(2 * command.CHUNK + 7)]
+    (tmp_path / "inputs.txt").write_text("\n".join(texts[:5]) + "\n\n  \n" + "\n".join(texts[5:]) + "\n", encoding="utf-8")
+    opened = []
+    real_open = runtime.OnnxGraph._open
+    monkeypatch.setattr(runtime.OnnxGraph, "_open", lambda self, *a: (opened.append(a[0]), real_open(self, *a))[1])
+    code, results, said = _predicted(classify_run, "--file", str(tmp_path / "inputs.txt"))
+    assert code == 0 and [r["text"] for r in results] == texts  # every input, in order, the blank lines left out and said
+    assert [r["input_line"] for r in results[4:6]] == [5, 8] and "2 blank line(s) skipped" in said
+    assert len([p for p in opened if p.name == "sequence.onnx"]) == 1  # three chunks, one session
+    direct = predict(classify_run, texts[:3], device="cpu")
+    assert [r["probabilities"] for r in results[:3]] == [r["probabilities"] for r in direct]
+
+
+def test_file_inputs_from_csv_and_jsonl_columns(classify_run, tmp_path):
+    (tmp_path / "a.csv").write_text('id,text\n1,"hello, world"\n2,"two\nlines"\n3,plain\n', encoding="utf-8")
+    code, results, _ = _predicted(classify_run, "--file", str(tmp_path / "a.csv"))  # the model's own column: text
+    assert code == 0 and [r["text"] for r in results] == ["hello, world", "two\nlines", "plain"]
+    assert [r["input_line"] for r in results] == [2, 3, 5]
+    (tmp_path / "b.jsonl").write_text('{"subject": "free offer"}\n{"subject": "lunch?"}\n', encoding="utf-8")
+    code, results, _ = _predicted(classify_run, "--file", str(tmp_path / "b.jsonl"), "--column", "subject")
+    assert code == 0 and [r["text"] for r in results] == ["free offer", "lunch?"]
+
+
+@pytest.mark.parametrize("name,content,args,said", [
+    ("a.csv", "id,body\n1,x\n", [], "a.csv:2: no column 'text' (the model's input column; found: id, body); choose one with --column"),
+    ("a.csv", "text,label\nhello,spam,extra\n", [], "a.csv:2: 3 fields and the header has 2"),
+    ("a.csv", "text,text\nhello,hi\n", [], "a.csv:1: column name 'text' appears twice"),
+    ("a.jsonl", '{"text": "ok"}\n[1, 2]\n', [], "a.jsonl:2: a JSON list, not an object"),
+    ("a.jsonl", '{"text": "ok"}\n{"text": 5}\n', [], "a.jsonl:2: column 'text' holds 5, not text or a list"),
+    ("a.txt", "fine\n", ["--column", "text"], "--column text: "),
+    ("a.txt", "", [], "holds no inputs"),
+    ("missing.txt", None, [], "--file "),
+])
+def test_file_faults_are_one_line(classify_run, tmp_path, name, content, args, said):
+    if content is not None:
+        (tmp_path / name).write_text(content, encoding="utf-8")
+    code, _, output = _predicted(classify_run, "--file", str(tmp_path / name), *args)
+    assert code == 2 and said in output and len(output.strip().splitlines()) == 1, output
+
+
+def test_file_bytes_that_are_not_utf8_are_refused_naming_the_line(classify_run, tmp_path):
+    (tmp_path / "a.txt").write_bytes("fine\nstill fine\ncaf\xe9\n".encode("latin-1"))
+    code, _, output = _predicted(classify_run, "--file", str(tmp_path / "a.txt"))
+    assert code == 2 and "a.txt:3: byte 4 of the line is not UTF-8 text" in output
+
+
+def test_file_and_arguments_together_and_tasks_without_inputs_are_refused(classify_run, tmp_path):
+    (tmp_path / "a.txt").write_text("x\n", encoding="utf-8")
+    code, _, output = _predicted(classify_run, "hello", "--file", str(tmp_path / "a.txt"))
+    assert code == 2 and "as arguments or with --file, not both" in output
+    code, _, output = _predicted(classify_run, "hello", "--column", "text")
+    assert code == 2 and "--column goes with --file" in output
+
+
+def test_top_k_keeps_the_most_probable_labels_in_order(classify_run):
+    code, full, _ = _predicted(classify_run, "free money now")
+    code_k, top, _ = _predicted(classify_run, "free money now", "--top-k", "1")
+    assert code == code_k == 0 and len(top[0]["probabilities"]) == 1
+    best = max(full[0]["probabilities"], key=full[0]["probabilities"].get)
+    assert top[0]["probabilities"] == {best: full[0]["probabilities"][best]} and top[0]["label"] == best
+    refused = CliRunner().invoke(main, ["predict", str(classify_run), "x", "--top-k", "0"])
+    assert refused.exit_code == 2 and "--top-k 0: give at least 1" in refused.output

@@ -1,6 +1,7 @@
-"""The README's plugin guide is real code: its cell, topology and task are run through seqpipe's
-contract checks, then trained together as a pipeline that exports, passes parity and learns; its
-input encoding is fitted, rebuilt from its metadata and trained with the built-in classify task."""
+"""The plugin guide (docs/plugins/) is real code: its cell, topology and task are run through
+seqpipe's contract checks, then trained together as a pipeline that exports, passes parity and
+learns; its input encoding is fitted, rebuilt from its metadata and trained with the built-in
+classify task."""
 
 from __future__ import annotations
 
@@ -16,16 +17,16 @@ import pytest
 from seqpipe.run import run_pipeline
 from seqpipe.testing import check_cell, check_topology
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "plugins"
+PAGES = {"cell": "cells.md", "topology": "topologies.md", "task": "tasks.md", "encoding": "encodings.md"}
 
 
 def _guide_blocks() -> dict[str, str]:
-    """The python code block under each of the guide's "### A cell/topology/task" headings."""
-    text = README.read_text(encoding="utf-8")
+    """The first python code block on each of the guide's cell, topology, task and encoding pages."""
     blocks = {}
-    for kind, heading in (("cell", "A cell"), ("topology", "A topology"), ("task", "A task"), ("encoding", "An input encoding")):
-        section = text.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0]
-        blocks[kind] = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    for kind, page in PAGES.items():
+        text = (GUIDE / page).read_text(encoding="utf-8")
+        blocks[kind] = re.search(r"```python\n(.*?)```", text, re.S).group(1)
     return blocks
 
 
@@ -35,7 +36,7 @@ def guide() -> dict[str, types.ModuleType]:
     for kind, code in _guide_blocks().items():
         module = types.ModuleType(f"readme_{kind}")
         sys.modules[module.__name__] = module  # dataclasses look their module up
-        exec(compile(code, f"README.md ({kind})", "exec"), module.__dict__)
+        exec(compile(code, f"docs/plugins/{PAGES[kind]}", "exec"), module.__dict__)
         modules[kind] = module
     yield modules
     for module in modules.values():

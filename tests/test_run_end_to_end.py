@@ -59,7 +59,7 @@ def test_run_directory_holds_everything(trained_run):
     assert len(board) == 1 and board.pop().startswith("tensorboard/events.out.tfevents.")
     assert names - {n for n in names if n.startswith("tensorboard/")} == {"pipeline.toml", "config.json", "model.safetensors", "metrics.json", "training_curves.png",
                      "onnx/step.onnx", "onnx/sequence.onnx", "parity.json", "history.jsonl", "trainer_state.json", "status.json",
-                     "manifest.json", ".lock"}
+                     "manifest.json", ".lock", "report.html"}
     metrics = json.loads((trained_run / "metrics.json").read_text())
     for split in ("train", "validation", "test"):
         assert 0.0 <= metrics[split]["accuracy"] <= 1.0 and 0.0 <= metrics[split]["macro_f1"] <= 1.0

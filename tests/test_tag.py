@@ -58,7 +58,18 @@ def tag_run(small_brown):
     root = small_brown.parent
     result = CliRunner().invoke(main, ["run", str(_pipeline(root / "p.toml", f'path = "{small_brown.name}"')), "--out", str(root / "out")])
     assert result.exit_code == 0, result.output
+    (root / "run.log").write_text(result.output, encoding="utf-8")
     return root
+
+
+def test_the_predict_hint_is_a_whole_test_sentence(tag_run, small_brown):
+    import shlex
+
+    hint = next(line for line in (tag_run / "run.log").read_text(encoding="utf-8").splitlines() if line.startswith("try: "))
+    args = shlex.split(hint.removeprefix("try: "))
+    assert args[:4] == ["seqpipe", "predict", str(tag_run / "out"), "--tokens"]
+    sentences = {tuple(line.split("\t")[0] for line in block.splitlines()) for block in small_brown.read_text(encoding="utf-8").split("\n\n")}
+    assert len(args[4].split(" ")) > 20 and tuple(args[4].split(" ")) in sentences  # long enough to have been cut before
 
 
 def test_run_reports_accuracy_and_baseline_and_exports_per_step_graphs(tag_run):

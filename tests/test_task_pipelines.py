@@ -1,6 +1,6 @@
 """Each task's ready-made pipeline, run as shipped on its bundled data, meets its bar.
 
-These are the measurements the README's table reports, re-taken on every CI run (a few
+These are the measurements docs/benchmarks.md's table reports, re-taken on every CI run (a few
 minutes together on 2 cores). The bars: POS accuracy >= 0.92 and above the most-frequent-tag
 baseline; sunspot RMSE at least 20% below persistence; names beat the bigram baseline;
 grapheme-to-phoneme with attention beats the same model without it; speaker recognition from

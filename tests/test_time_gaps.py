@@ -15,7 +15,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from seqpipe.cli import main
-from seqpipe.timegrid import time_grid
+from seqpipe.timegrid import following, shown_like, time_grid
 
 
 def _days(start: datetime.date, count: int, every: int = 1) -> list[datetime.datetime]:
@@ -122,6 +122,16 @@ def test_accepted_gaps_are_counted_in_the_run_and_predict_refuses_a_gap_in_histo
     assert strict.exit_code == 0, strict.output
     served = CliRunner().invoke(main, ["predict", str(refusing), str(history)])
     assert served.exit_code == 2 and f"{history}:4: 1 missing step(s) in column 'month' (the series steps by 1 month)" in served.output
+    regular = tmp_path / "regular.csv"
+    regular.write_text("month,value\n2010-03-01,1.1\n2010-01-01,1.0\n2010-02-01,1.2\n2010-04-01,1.0\n", encoding="utf-8")
+    served = CliRunner().invoke(main, ["predict", str(refusing), str(regular), "--steps", "3", "--json"])
+    assert served.exit_code == 0, served.output
+    result = json.loads(served.stdout)
+    assert result["times"] == ["2010-05-01", "2010-06-01", "2010-07-01"] and len(result["forecast"]) == 3  # the dates forecast for
+    said = CliRunner().invoke(main, ["predict", str(refusing), str(regular), "--steps", "2"]).stdout
+    assert said.startswith("next 2: 2010-05-01 ") and ", 2010-06-01 " in said
+    as_file = CliRunner().invoke(main, ["predict", str(refusing), "--file", str(regular)])
+    assert as_file.exit_code == 2 and "task 'forecast' does not read a list of inputs, so --file does not apply" in as_file.output
 
 
 def test_months_and_quarters_written_without_a_day_are_read_as_their_first_day(tmp_path):
@@ -168,3 +178,40 @@ def test_a_flat_series_still_trains(tmp_path):
                                      encoding="utf-8")
     result = CliRunner().invoke(main, ["check", str(tmp_path / "p.toml")])
     assert result.exit_code == 0 and "level-stationary" in result.output, result.output
+
+
+@given(st.sampled_from(["days", "business days", "months", "month ends", "quarters", "years", "hours", "numbers"]),
+       st.integers(3, 40), st.integers(1, 12))
+def test_the_times_a_forecast_is_for_continue_the_grid_without_a_gap(kind, count, ahead):
+    start = datetime.datetime(2011, 1, 31 if kind == "month ends" else 3, 6 if kind == "hours" else 0)
+    if kind in ("days", "hours", "numbers"):
+        times = [start + datetime.timedelta(**{"days" if kind == "days" else "hours": i}) for i in range(count)] \
+            if kind != "numbers" else [1700.5 + 0.25 * i for i in range(count)]
+    elif kind == "business days":
+        times = [datetime.datetime.combine(d.astype(datetime.date), datetime.time())
+                 for d in np.busday_offset(np.datetime64("2011-01-03"), np.arange(count))]
+    else:
+        months = {"months": 1, "month ends": 1, "quarters": 3, "years": 12}[kind]
+        times = [start]
+        for _ in range(count - 1):
+            times.append(following(times, 1)[0] if len(times) >= 3 else _month_after(times[-1], months, kind == "month ends"))
+    ahead_times = following(times, ahead)
+    grid, extended = time_grid(times), time_grid(times + ahead_times)
+    assert len(ahead_times) == ahead and ahead_times[0] > times[-1]
+    assert extended.gaps == [] and extended.step == grid.step
+
+
+def _month_after(t: datetime.datetime, months: int, month_end: bool) -> datetime.datetime:
+    import calendar
+
+    year, month = divmod(t.year * 12 + t.month - 1 + months, 12)
+    last = calendar.monthrange(year, month + 1)[1]
+    return t.replace(year=year, month=month + 1, day=last if month_end else min(t.day, last))
+
+
+def test_forecast_times_are_written_as_the_file_writes_its_times():
+    assert shown_like("1960-12", datetime.datetime(1961, 1, 1)) == "1961-01"
+    assert shown_like("2008 Q4", datetime.datetime(2009, 4, 1)) == "2009 Q2"
+    assert shown_like("2012/01/04", datetime.datetime(2012, 1, 5)) == "2012/01/05"
+    assert shown_like("2012-01-04T06:00", datetime.datetime(2012, 1, 4, 7)) == "2012-01-04T07:00:00"
+    assert shown_like("1703", 1704.0) == "1704" and shown_like("1749.042", 1749.125) == "1749.125"

@@ -3,28 +3,43 @@ and seq2seq from their ONNX files. A serving plugin (group ``seqpipe.serving``):
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from seqpipe import hookimpl
 from seqpipe.errors import SeqpipeError
-from seqpipe.serving.predict import Generator, Transcriber, classify, forecast, load_classifier, read_series, tag
+from seqpipe.serving.predict import Generator, Transcriber, classify, forecast, load_classifier, read_history, tag, top_k
 from seqpipe.predictor import Option, PredictOptions, Predictor
 from seqpipe.serving.runtime import StepRunner, open_export
+from seqpipe.timegrid import following, shown_like
 
 BEAM = Option("beam", int, 1, "beam width (> 1: beam search)")
 MAX_LENGTH = Option("max_length", int, None, "most symbols to emit (default: from the model)")
 
 
+SHOWN_LABELS = 5  # labels a result's line shows without --top-k (the JSON has every probability)
+
+
 class ClassifyPredictor(Predictor):
+    options = (Option("top_k", int, None, "give only the K most probable labels, most probable first (default: every "
+                      f"label in the JSON, the {SHOWN_LABELS} most probable on each line)"),)
     usage = '"text one" "text two"   (number-vector models: \'[[0.1, 2.0], [0.3, 1.5]]\', one vector per step)'
 
     def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
         if not inputs:
             raise SeqpipeError("give one or more texts to classify.")
+        k = options.task["top_k"]
+        if k is not None and k < 1:
+            raise SeqpipeError(f"--top-k {k}: give at least 1 (the most probable label).")
         results = classify(load_classifier(path, options.device, options.precision), inputs)
         for r in results:
-            r["line"] = f"{r['label']:<10} " + "  ".join(f"{label} {p:.3f}" for label, p in r["probabilities"].items()) + f"  {r['text']}" \
+            r["probabilities"] = top_k(r["probabilities"], k) if k is not None else r["probabilities"]
+            shown = top_k(r["probabilities"], k or SHOWN_LABELS)
+            more = len(r["probabilities"]) - len(shown) if k is None else 0
+            given = r["text"] if "text" in r else json.dumps(r["series"])
+            r["line"] = f"{r['label']:<10} " + "  ".join(f"{label} {p:.3f}" for label, p in shown.items()) \
+                + (f"  (+{more} more)" if more else "") + f"  {given}" \
                 + (f"  (read its first {r['truncated_to']} steps)" if "truncated_to" in r else "")
         return results
 
@@ -45,6 +60,7 @@ class TagPredictor(Predictor):
 
 
 class ForecastPredictor(Predictor):
+    takes_inputs = False  # one series file, one forecast
     options = (Option("steps", int, 5, "values to forecast ahead"),)
     usage = "series.csv --steps 5   (a CSV of past rows with the model's columns: oldest first, or with its time column)"
 
@@ -59,23 +75,28 @@ class ForecastPredictor(Predictor):
             raise SeqpipeError(f"--steps {steps}: forecast at least one step ahead.")
         encoding = runner.spec["encoding"]["input"]
         columns, targets = encoding["columns"], encoding["targets"]
-        history = read_series(inputs[0], columns, encoding.get("time_column"), encoding.get("time_gaps", "refuse"))
+        history = read_history(inputs[0], columns, encoding.get("time_column"), encoding.get("time_gaps", "refuse"))
         window = int(encoding["window"])
-        if len(history) < 1:
+        if len(history.values) < 1:
             raise SeqpipeError(f"{inputs[0]}: holds no values; the model reads up to {window} past rows.")
-        values = forecast(runner, history, steps)  # [steps, columns]
-        result = {"input": inputs[0], "history_used": int(min(len(history), window))}
+        values = forecast(runner, history.values, steps)  # [steps, columns]
+        result: dict[str, Any] = {"input": inputs[0], "history_used": int(min(len(history.values), window))}
+        ahead = following(history.times, steps) if history.times else None
+        if ahead is not None:  # the run had a time column: each forecast's time, written as the file writes its times
+            result["times"] = [shown_like(history.last_time or "", t) for t in ahead]
+        said = [f"{t} " for t in result["times"]] if "times" in result else [""] * steps
         if len(columns) == 1:
             result["forecast"] = [float(v) for v in values[:, 0]]
-            result["line"] = f"next {steps}: " + ", ".join(f"{v:.4g}" for v in values[:, 0])
+            result["line"] = f"next {steps}: " + ", ".join(f"{when}{v:.4g}" for when, v in zip(said, values[:, 0]))
         else:
             result["forecast"] = {c: [float(v) for v in values[:, i]] for i, c in enumerate(columns)}
-            result["line"] = "; ".join(f"{c} next {steps}: " + ", ".join(f"{v:.4g}" for v in values[:, columns.index(c)])
-                                       for c in targets)
+            result["line"] = "; ".join(f"{c} next {steps}: " + ", ".join(f"{when}{v:.4g}" for when, v in
+                                                                          zip(said, values[:, columns.index(c)])) for c in targets)
         return [result]
 
 
 class GeneratePredictor(Predictor):
+    takes_inputs = False  # no inputs: samples from a condition
     options = (
         Option("condition", str, None, "the condition that starts each sample: a label, or comma-separated numbers "
                "for a vector (default: the first label)"),

@@ -93,9 +93,9 @@ class TagTask(Task):
         test = self.words.get("test", [])
         if not test:
             return '"The jury praised the city ."'
-        if self.encoding.reads == "numbers":
-            return shlex.quote(json.dumps(np.round(test[0][:20].astype(np.float64), 4).tolist()))
-        return "--tokens " + shlex.quote(" ".join(test[0][:20]))
+        if self.encoding.reads == "numbers":  # the whole stream, each value at float32's shortest digits
+            return shlex.quote(json.dumps([[float(str(v)) for v in step] for step in test[0]]))
+        return "--tokens " + shlex.quote(" ".join(test[0]))
     example_pipeline = {"data": {"dataset": "brown-pos"}}
 
     def __init__(self, options: TagOptions, data: Any) -> None:

@@ -5,6 +5,7 @@ click command built from that task's :class:`~seqpipe.predictor.Predictor` parse
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ import click
 from seqpipe.errors import SeqpipeError, did_you_mean
 from seqpipe.plugins import SERVING, load_registry
 from seqpipe.predictor import Option, PredictOptions, Predictor
+from seqpipe.serving.input_file import InputFile, chunks
 
-COMMON_FLAGS = "--device, --precision, --json, --unchecked"
+COMMON_FLAGS = "--device, --precision, --json, --file, --column, --unchecked"
+CHUNK = 256  # inputs of a --file handed to the predictor at once: bounds memory however long the file
 
 
 def task_option(option: Option) -> click.Option:
@@ -79,18 +82,22 @@ class PredictCommand(click.Command):
               help="With a run directory: int8 / fp16 use its *.int8.onnx / *.fp16.onnx copies ([export] int8 / fp16 = true).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per result.")
 @click.option("--strict-plugins", is_flag=True, help="Fail if any serving plugin fails to load (also SEQPIPE_STRICT_PLUGINS=1).")
+@click.option("--file", "input_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Read the inputs from this file, streamed in chunks: CSV/TSV (the model's input column, or --column), "
+                   "JSON Lines (the same field), or any other file one input per line.")
+@click.option("--column", help="With --file: the column or JSON field holding the inputs (default: the model's input column).")
 @click.option("--unchecked", is_flag=True, help="Serve MODEL even if its run did not finish, its files differ from the run's "
               "manifest or its parity check did not pass (said on stderr).")
 @click.pass_context
 def predict(ctx: click.Context, model: Path, device: str, precision: str, as_json: bool, strict_plugins: bool,
-            unchecked: bool) -> None:
+            input_file: Path | None, column: str | None, unchecked: bool) -> None:
     """Predict with the ONNX export in MODEL (a run directory or .onnx file); torch not needed.
 
     The task named in MODEL's metadata picks the predictor (a plugin in the seqpipe.serving
     entry-point group for tasks that are not built in), which takes the INPUTS and its own options
     listed below; put inputs that start with - after --.
     """
-    from seqpipe.serving.predict import predictor_for, task_of
+    from seqpipe.serving.predict import input_column_of, predictor_for, task_of
     from seqpipe.serving.servable import check_servable
 
     if unchecked:
@@ -101,6 +108,54 @@ def predict(ctx: click.Context, model: Path, device: str, precision: str, as_jso
     registry, _ = load_registry(strict_plugins or None, source=SERVING)
     predictor = predictor_for(task, registry, model)
     inputs, values = parse_task_arguments(task, predictor, ctx.args, ctx)
-    for r in predictor().predict(model, inputs, PredictOptions(device, precision, values)):
+    options = PredictOptions(device, precision, values)
+    if column is not None and input_file is None:
+        raise SeqpipeError("--column goes with --file (the column of the file that holds the inputs).")
+    if input_file is None:
+        _print(predictor().predict(model, inputs, options), as_json)
+        return
+    if inputs:
+        raise SeqpipeError(f"give the inputs as arguments or with --file, not both (found {inputs[0]!r} besides --file {input_file}).")
+    if not predictor.takes_inputs:
+        raise SeqpipeError(f"task '{task}' does not read a list of inputs, so --file does not apply; use: seqpipe predict MODEL "
+                           f"{predictor.usage}")
+    _predict_file(predictor(), model, InputFile(input_file, column, input_column_of(model)), options, as_json)
+
+
+def _print(results: list[dict[str, Any]], as_json: bool) -> None:
+    for r in results:
         line = r.pop("line")
         click.echo(json.dumps(r, ensure_ascii=False) if as_json else line)
+
+
+def _predict_file(predictor: Predictor, model: Path, inputs: InputFile, options: PredictOptions, as_json: bool) -> None:
+    """Every input of the file, CHUNK at a time through one set of sessions, each chunk's results
+    printed before the next is read; a progress bar on a terminal."""
+    from tqdm import tqdm
+
+    from seqpipe.serving.runtime import sessions_kept
+
+    shown = sys.stderr.isatty()
+    bar = tqdm(total=_lines(inputs.path) if shown else None, unit=" lines", file=sys.stderr, disable=not shown, leave=False)
+    done = 0
+    with sessions_kept(), bar:
+        for chunk in chunks(iter(inputs), CHUNK):
+            results = predictor.predict(model, [item.value for item in chunk], options)
+            if len(results) != len(chunk):
+                raise SeqpipeError(f"the '{type(predictor).__name__}' predictor gave {len(results)} results for {len(chunk)} inputs; "
+                                   "--file needs one result per input.")
+            for item, r in zip(chunk, results):
+                r["input_line"] = item.line
+            _print(results, as_json)
+            bar.update(chunk[-1].line - bar.n)
+            done += len(chunk)
+    if inputs.blank:
+        click.echo(f"{inputs.path}: {inputs.blank} blank line(s) skipped", err=True)
+    if done == 0:
+        raise SeqpipeError(f"--file {inputs.path}: holds no inputs.")
+
+
+def _lines(path: Path) -> int:
+    """The file's line count, for the progress bar's total (read in blocks: memory stays flat)."""
+    with path.open("rb") as fh:
+        return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))

@@ -10,10 +10,12 @@ for people. The built-in tasks' serving calls (classify, tag, forecast, :class:`
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from seqpipe.encoding import pad_ids
 from seqpipe.serving.decoding import beam_search, sample
@@ -24,6 +26,7 @@ from seqpipe.timegrid import time_grid
 from seqpipe.plugins import SERVING, SERVING_ENTRY_POINT_GROUP, load_registry
 from seqpipe.registry import Registry
 from seqpipe.predictor import PredictOptions, Predictor
+from seqpipe.serving.metadata import read_spec
 from seqpipe.serving.runtime import STEP_FILE, OnnxGraph, SequenceRunner, StepRunner, open_export
 
 
@@ -70,8 +73,8 @@ def predictor_for(task: str, registry: Registry, where: str | Path) -> type[Pred
     return registry.get("predictor", task, str(where)).obj
 
 
-def task_of(path: str | Path) -> str:
-    """The task named in the ``seqpipe.spec`` of ``path``, or of the first seqpipe file in a run directory."""
+def spec_of(path: str | Path) -> dict[str, Any]:
+    """The checked ``seqpipe.spec`` of ``path``, or of the first seqpipe file in a run directory."""
     path = Path(path)
     if path.is_dir():
         files = sorted((path / "onnx").glob("*.onnx")) + sorted(path.glob("*.onnx"))
@@ -80,10 +83,35 @@ def task_of(path: str | Path) -> str:
         path = files[0]
     elif not path.exists():
         raise SeqpipeError(f"{path}: no such file or directory; pass a run directory or an .onnx file.")
-    return OnnxGraph(path, device="cpu").spec["task"]
+    try:  # the metadata alone: no session is started to read what the file says it is
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise SeqpipeError(f"{path}: not a valid ONNX model ({type(exc).__name__}).") from None
+    return read_spec(proto, path)
 
 
-def read_series(path: str | Path, columns: list[str], time_column: str | None = None, time_gaps: str = "refuse") -> np.ndarray:
+def task_of(path: str | Path) -> str:
+    """The task named in the ``seqpipe.spec`` of ``path`` (see :func:`spec_of`)."""
+    return spec_of(path)["task"]
+
+
+def input_column_of(path: str | Path) -> str | None:
+    """The column the model's input encoding read in training (``encoding.input.column``), if it says."""
+    column = (spec_of(path).get("encoding") or {}).get("input", {}).get("column")
+    return column if isinstance(column, str) else None
+
+
+@dataclass(frozen=True)
+class History:
+    """A series file as the forecaster reads it: values [rows, columns] in time order, and (when the
+    file has the model's time column) each row's time and how the last one was written."""
+
+    values: np.ndarray
+    times: list[Any] | None = None
+    last_time: str | None = None
+
+
+def read_history(path: str | Path, columns: list[str], time_column: str | None = None, time_gaps: str = "refuse") -> History:
     """Rows of numbers from a CSV file, [rows, len(columns)]: the named columns when the file has a
     header (rows ordered by ``time_column`` when the file has it, as in training, and times that skip
     steps refused unless training accepted them: ``time_gaps``); a one-column
@@ -113,7 +141,7 @@ def read_series(path: str | Path, columns: list[str], time_column: str | None = 
         indices = [len(header) - 1]
     else:
         raise SeqpipeError(f"{file}: has no header; the model reads {', '.join(columns)}: give a CSV with those columns.")
-    values, times, lines = [], [], []
+    values, times, lines, written = [], [], [], []
     for number, row in enumerate(body, start=len(rows) - len(body) + 1):
         try:
             values.append([float(row[i]) for i in indices])
@@ -127,6 +155,7 @@ def read_series(path: str | Path, columns: list[str], time_column: str | None = 
             record.line = number
             times.append(time_value(record, time_column, file))
             lines.append(number)
+            written.append(record[time_column])
     if times:  # as training did: rows in time order, whatever the file's
         order = sorted(range(len(values)), key=times.__getitem__)
         values = [values[i] for i in order]
@@ -136,7 +165,9 @@ def read_series(path: str | Path, columns: list[str], time_column: str | None = 
             raise SeqpipeError(f"{file}:{lines[order[gap.after + 1]]}: {grid.missing} missing step(s) in column '{time_column}' "
                                f"(the series steps by {grid.step}), the first after line {lines[order[gap.after]]}; the model "
                                "reads rows as equally spaced steps: add rows for the missing times.")
-    return np.array(values, dtype=np.float32).reshape(len(values), len(columns))
+        return History(np.array(values, dtype=np.float32).reshape(len(values), len(columns)), [times[i] for i in order],
+                       written[order[-1]])
+    return History(np.array(values, dtype=np.float32).reshape(len(values), len(columns)))
 
 
 def _is_number(text: str) -> bool:
@@ -186,6 +217,24 @@ def encode_inputs(encoding: Any, inputs: list[Any], what: str) -> tuple[np.ndarr
     return x, lengths, cuts
 
 
+def input_field(encoding: Any) -> str:
+    """The name a result gives its input: ``series`` for number vectors, ``text`` for text."""
+    return "series" if encoding.reads == "numbers" else "text"
+
+
+def shown_input(encoding: Any, value: str) -> Any:
+    """The input as a result shows it: number vectors as the lists they are, text as given."""
+    import json
+
+    return json.loads(value) if encoding.reads == "numbers" and isinstance(value, str) else value
+
+
+def top_k(probabilities: dict[str, float], k: int | None) -> dict[str, float]:
+    """The ``k`` most probable labels, most probable first (all of them when ``k`` is None)."""
+    ranked = sorted(probabilities.items(), key=lambda item: -item[1])
+    return dict(ranked if k is None else ranked[:k])
+
+
 def classify(runner: StepRunner | SequenceRunner, texts: list[str]) -> list[dict[str, Any]]:
     """Label and class probabilities for each input (a step graph is stepped to each input's end);
     an input longer than the model's max_length is read up to it, and its result says so."""
@@ -193,9 +242,10 @@ def classify(runner: StepRunner | SequenceRunner, texts: list[str]) -> list[dict
     labels = runner.spec["encoding"]["output"]["labels"]
     tokens, lengths, cuts = encode_inputs(encoding, texts, "step to classify")
     last, _ = runner.final(tokens, lengths)
+    field = input_field(encoding)
     results = []
     for text, probs, cut in zip(texts, last, cuts):
-        results.append({"text": text, "label": labels[int(np.argmax(probs))],
+        results.append({field: shown_input(encoding, text), "label": labels[int(np.argmax(probs))],
                         "probabilities": {label: float(p) for label, p in zip(labels, probs)},
                         **({"truncated_to": cut} if cut is not None else {})})
     return results
@@ -218,7 +268,7 @@ def tag(runner: StepRunner | SequenceRunner, sentences: list[str], pretokenized:
     for row, sentence in enumerate(sentences):
         best = probs[row, : int(lengths[row])].argmax(axis=-1)
         steps = words[row][: len(best)] if words is not None else [f"step {t + 1}" for t in range(len(best))]
-        results.append({"text": sentence, "tokens": steps, "tags": [labels[int(i)] for i in best],
+        results.append({input_field(encoding): shown_input(encoding, sentence), "tokens": steps, "tags": [labels[int(i)] for i in best],
                         "confidence": [float(probs[row, t, i]) for t, i in enumerate(best)],
                         **({"truncated_to": cuts[row]} if cuts[row] is not None else {})})
     return results

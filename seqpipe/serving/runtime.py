@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import sys
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,20 @@ from seqpipe.serving.metadata import load_beside, read_spec
 STEP_FILE = "step.onnx"
 SEQUENCE_FILE = "sequence.onnx"
 _fallback_said = False
+# while `sessions_kept()` is active: graphs already opened, by (class, file, device, threads)
+_kept_graphs: ContextVar[dict | None] = ContextVar("seqpipe_kept_graphs", default=None)
+
+
+@contextlib.contextmanager
+def sessions_kept():
+    """Within this block, opening the same graph again (same file, device and threads) reuses the
+    session already made instead of loading, checking and compiling the file again: what lets a
+    predictor be called chunk after chunk (``seqpipe predict --file``) at the cost of one load."""
+    token = _kept_graphs.set({})
+    try:
+        yield
+    finally:
+        _kept_graphs.reset(token)
 
 
 _cuda_preloaded = False
@@ -133,7 +148,17 @@ class OnnxGraph:
     kind: str | None = None
 
     def __init__(self, path: str | Path, *, device: str = "auto", threads: int | None = None) -> None:
-        self.path = Path(path)
+        kept = _kept_graphs.get()
+        key = (type(self), Path(path).resolve(), device, threads)
+        if kept is not None and key in kept:
+            self.__dict__.update(kept[key].__dict__)
+            return
+        self._open(Path(path), device, threads)
+        if kept is not None:
+            kept[key] = self
+
+    def _open(self, path: Path, device: str, threads: int | None) -> None:
+        self.path = path
         try:
             proto = onnx.load(str(self.path), load_external_data=False)
         except Exception as exc:
