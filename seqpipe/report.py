@@ -314,7 +314,7 @@ def _parity(run: RunFiles) -> str:
         return ""
     rows = []
     for kind, graph in (parity.get("graphs") or {}).items():
-        lengths = f"{graph.get('min_length', '?')}–{graph.get('max_length', '?')}" if "max_length" in graph else ""
+        lengths = _e(f"{graph.get('min_length', '?')}–{graph.get('max_length', '?')}") if "max_length" in graph else ""
         rows.append([_e(kind), _e(graph.get("file", "")), _verdict(graph.get("passed")), _value(graph.get("max_abs_diff")),
                      _value(graph.get("max_scaled_diff")), _value(graph.get("tolerance")), _value(graph.get("sequences")), lengths])
     rules = sorted({str(g["rule"]) for g in (parity.get("graphs") or {}).values() if g.get("rule")})
@@ -487,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         print(write_report(args[0]))
     except SeqpipeError as exc:
         print(f"seqpipe report: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     return 0
 
 

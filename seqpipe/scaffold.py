@@ -31,7 +31,7 @@ LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "tag", "in
 @dataclass
 class Column:
     name: str
-    kind: str  # text | tokens | vectors | number | time | other
+    kind: str  # text | tokens | vectors | number | index (1, 2, 3, …) | time | other
     distinct: int = 0
     mean_length: float = 0.0  # text: characters; tokens and vectors: steps
     spaced: float = 0.0  # text: share of values with a space inside (words, not one token)
@@ -83,6 +83,9 @@ def _column(name: str, values: list[Any]) -> Column:
     if _times(texts) and (not numbers or name.strip().lower() in TIME_NAMES):
         return Column(name, "time", len(set(texts)))
     if numbers:
+        values = [float(v) for v in present]
+        if len(values) > 2 and all(b - a == 1 for a, b in zip(values, values[1:])):  # 1, 2, 3, …: a row id, not a series
+            return Column(name, "index", len(values))
         return Column(name, "number", len(set(texts)))
     return Column(name, "text", len(set(texts)), sum(map(len, texts)) / len(texts), sum(" " in t.strip() for t in texts) / len(texts))
 
@@ -123,7 +126,9 @@ def _times(texts: list[str]) -> bool:
 # -- guessing the task and the columns ------------------------------------------------------------
 
 def _named(columns: list[Column], names: tuple[str, ...] | set[str]) -> Column | None:
-    return next((c for c in columns if c.name.strip().lower() in names), None)
+    """The column whose name comes first in ``names`` (a ranking), if any has one of them."""
+    ranked = [(list(names).index(c.name.strip().lower()), i) for i, c in enumerate(columns) if c.name.strip().lower() in names]
+    return columns[min(ranked)[1]] if ranked else None
 
 
 def _label_like(shape: DataShape, exclude: Column | None = None) -> list[Column]:
@@ -141,8 +146,9 @@ def guess_task(shape: DataShape) -> str:
     texts, numbers = shape.of_kind("text"), shape.of_kind("number")
     if shape.of_kind("vectors") or tokens:
         return "classify"
-    free_texts = [c for c in texts if c not in _label_like(shape)]
-    if len(free_texts) >= 2:
+    labels = _label_like(shape)
+    free_texts = [c for c in texts if c not in labels]
+    if len(free_texts) >= 2 and not labels:  # two texts and nothing to classify them by: one written from the other
         return "seq2seq"
     if free_texts or (texts and not numbers):
         return "classify"
@@ -207,7 +213,8 @@ def guess(shape: DataShape, task: str) -> Guess:
                      + (f"; other number columns ({', '.join(others)}) can be covariates: task.options.input_columns" if others else ""))
         return Guess(task, {"task": {"options": options}}, notes)
     if task == "seq2seq":
-        texts = [c for c in shape.of_kind("text", "tokens")]
+        labels = _label_like(shape)
+        texts = [c for c in shape.of_kind("text", "tokens") if c not in labels] or shape.of_kind("text", "tokens")
         if len(texts) < 2:
             raise SeqpipeError(f"{shape.path}: an encoder-decoder reads a source and a target column; found {columns}.")
         source, target = texts[0], texts[1]
@@ -237,7 +244,7 @@ def _toml(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # a TOML basic string
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")  # a TOML basic string (TOML refuses a raw DEL)
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     raise TypeError(value)

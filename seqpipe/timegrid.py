@@ -113,7 +113,7 @@ def following(times: Sequence[float | datetime.datetime], count: int) -> list[fl
         return [_add_months(last, k * months, month_end) for k in range(1, count + 1)]
     if grid.step == "1 business day":
         days = np.busday_offset(np.datetime64(last.date()), np.arange(1, count + 1), roll="forward")
-        return [datetime.datetime.combine(d.astype(datetime.date), last.time()) for d in days]
+        return [datetime.datetime.combine(d.astype(datetime.date), last.timetz()) for d in days]
     seconds = _usual(np.diff([(t.replace(tzinfo=None) - datetime.datetime(1970, 1, 1)).total_seconds() for t in times]))
     return [last + datetime.timedelta(seconds=k * seconds) for k in range(1, count + 1)]
 
@@ -127,14 +127,29 @@ def _add_months(t: datetime.datetime, months: int, month_end: bool) -> datetime.
 
 def shown_like(example: str, value: float | datetime.datetime) -> str:
     """``value`` written the way ``example`` (a time from the same column) is written: a month as
-    2012-01, a quarter as 2012 Q1, a date without a clock as 2012-01-31, numbers without needless digits."""
+    2012-01 (or 2012/1), a quarter as 2012 Q1 (or 2012q1), a date without a clock as 2012-01-31, a
+    date and clock with the example's separator and precision, numbers with the example's decimals
+    (more where the step needs them)."""
     example = example.strip()
     if not isinstance(value, datetime.datetime):
-        return str(int(value)) if float(value).is_integer() else f"{value:.10g}"
-    if re.fullmatch(r"\d{4}[-/]\d{1,2}", example):
-        return f"{value.year}{example[4]}{value.month:02d}"
-    if re.fullmatch(r"\d{4}[ -]?Q[1-4]", example, flags=re.IGNORECASE):
-        return f"{value.year}{example[4:-2]}Q{(value.month - 1) // 3 + 1}"
+        decimals = len(example.split(".")[1]) if "." in example and _is_number(example) else 0
+        shown = f"{value:.{decimals}f}"
+        return shown if abs(float(shown) - value) <= 1e-9 * max(1.0, abs(value)) else repr(round(float(value), 9))
+    month = re.fullmatch(r"\d{4}([-/])(\d{1,2})", example)
+    if month:
+        return f"{value.year}{month[1]}{value.month:0{len(month[2])}d}"
+    quarter = re.fullmatch(r"\d{4}([ -]?)([Qq])[1-4]", example)
+    if quarter:
+        return f"{value.year}{quarter[1]}{quarter[2]}{(value.month - 1) // 3 + 1}"
     if len(example) <= 10:  # a date alone
-        return value.date().isoformat().replace("-", example[4]) if example[4] in "-/" else value.date().isoformat()
-    return value.isoformat()
+        return value.date().isoformat().replace("-", example[4]) if len(example) > 4 and example[4] in "-/" else value.date().isoformat()
+    clock = re.fullmatch(r".{10}([T ])\d{2}:\d{2}", example)  # hours and minutes, no seconds
+    return value.isoformat(sep=example[10] if example[10] in "T " else "T", timespec="minutes" if clock else "auto")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False

@@ -54,6 +54,29 @@ def test_guesses_for_the_shapes_users_bring(tmp_path):
     assert "other number columns (temperature) can be covariates" in result.output
 
 
+def test_ids_labels_and_named_columns_are_not_mistaken_for_the_input(tmp_path):
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text("name,review,sentiment\n" + "".join(f"item {i},\"{'good fine' if i % 2 else 'bad awful'} stuff\",{'+-'[i % 2]}\n"
+                                                            for i in range(50)))
+    result, out = _init(tmp_path, reviews)
+    written = tomllib.loads(out.read_text())
+    assert written["task"]["name"] == "classify" and written["input"]["column"] == "review"
+    assert written["task"]["options"] == {"label_column": "sentiment"}
+    readings = tmp_path / "readings.csv"
+    readings.write_text("id,date,temperature\n" + "".join(f"{i + 1},2020-01-{i + 1:02d},{(i * 7) % 10}.5\n" for i in range(28)))
+    result, out = _init(tmp_path, readings, "--force")
+    assert tomllib.loads(out.read_text())["task"]["options"] == {"value_column": "temperature", "time_column": "date"}
+
+
+def test_odd_column_names_are_written_as_valid_toml(tmp_path):
+    name = 'the "text" \\ col\x7fumn é'
+    data = tmp_path / "odd.jsonl"
+    data.write_text("".join(json.dumps({name: f"some text {i}", "label": "ab"[i % 2]}) + "\n" for i in range(40)))
+    result, out = _init(tmp_path, data)
+    assert result.exit_code == 0, result.output
+    assert tomllib.loads(out.read_text())["input"]["column"] == name
+
+
 def test_the_written_file_is_kept_and_a_wrong_task_is_one_line(tmp_path):
     data = DATASETS / "spam_assassin" / "subjects.csv"
     first, out = _init(tmp_path, data)

@@ -98,17 +98,25 @@ def test_file_inputs_from_csv_and_jsonl_columns(classify_run, tmp_path):
     code, results, _ = _predicted(classify_run, "--file", str(tmp_path / "a.csv"))  # the model's own column: text
     assert code == 0 and [r["text"] for r in results] == ["hello, world", "two\nlines", "plain"]
     assert [r["input_line"] for r in results] == [2, 3, 5]
-    (tmp_path / "b.jsonl").write_text('{"subject": "free offer"}\n{"subject": "lunch?"}\n', encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text('{"subject": "free offer"}\n{"subject": ["lunch", "?"]}\n', encoding="utf-8")
     code, results, _ = _predicted(classify_run, "--file", str(tmp_path / "b.jsonl"), "--column", "subject")
-    assert code == 0 and [r["text"] for r in results] == ["free offer", "lunch?"]
+    assert code == 0 and [r["text"] for r in results] == ["free offer", "lunch ?"]  # a token list: tokens between spaces
+    long = "x" * 200_000  # longer than csv's default field limit
+    (tmp_path / "c.csv").write_text(f"text\n{long}\n", encoding="utf-8")
+    code, results, _ = _predicted(classify_run, "--file", str(tmp_path / "c.csv"))
+    assert code == 0 and results[0]["text"] == long and results[0]["truncated_to"] == 40
 
 
 @pytest.mark.parametrize("name,content,args,said", [
-    ("a.csv", "id,body\n1,x\n", [], "a.csv:2: no column 'text' (the model's input column; found: id, body); choose one with --column"),
+    ("a.csv", "id,body\n1,x\n", [], "a.csv:1: the header ('id', 'body') has no column 'text' (the model's input column); add a"),
     ("a.csv", "text,label\nhello,spam,extra\n", [], "a.csv:2: 3 fields and the header has 2"),
     ("a.csv", "text,text\nhello,hi\n", [], "a.csv:1: column name 'text' appears twice"),
     ("a.jsonl", '{"text": "ok"}\n[1, 2]\n', [], "a.jsonl:2: a JSON list, not an object"),
-    ("a.jsonl", '{"text": "ok"}\n{"text": 5}\n', [], "a.jsonl:2: column 'text' holds 5, not text or a list"),
+    ("a.jsonl", '{"text": "ok"}\n{"text": 5}\n', [], "a.jsonl:2: column 'text' holds 5, not text, tokens or number vectors"),
+    ("a.jsonl", '{"text": ["New York", "is", "big"]}\n', [], "a.jsonl:1: column 'text' lists an empty token or one holding a space"),
+    ("a.csv", 'text,label\nhello,"1\nworld,0\nfoo,1\n', [], "a.csv:2: a quote opened here is never closed"),
+    ("a.csv", "great movie\nawful plot\n", [], "a.csv:1: the header ('great movie') has no column 'text'"),
+    ("a.csv", "text,label\rhello,1\r", [], "a.csv:"),
     ("a.txt", "fine\n", ["--column", "text"], "--column text: "),
     ("a.txt", "", [], "holds no inputs"),
     ("missing.txt", None, [], "--file "),
@@ -142,3 +150,15 @@ def test_top_k_keeps_the_most_probable_labels_in_order(classify_run):
     assert top[0]["probabilities"] == {best: full[0]["probabilities"][best]} and top[0]["label"] == best
     refused = CliRunner().invoke(main, ["predict", str(classify_run), "x", "--top-k", "0"])
     assert refused.exit_code == 2 and "--top-k 0: give at least 1" in refused.output
+
+
+def test_an_input_the_model_refuses_is_named_by_its_line_in_the_file():
+    from seqpipe.serving.command import _in_file
+    from seqpipe.serving.input_file import FileInput
+
+    chunk = [FileInput(line, "[[1, 2]]") for line in (513, 515, 520)]
+    moved = _in_file(SeqpipeError("input 2: 2 numbers per step, and the model reads 12 (its features); give 12 per step."),
+                     Path("x.jsonl"), chunk)
+    assert str(moved) == "x.jsonl:515: 2 numbers per step, and the model reads 12 (its features); give 12 per step."
+    other = _in_file(SeqpipeError("something else"), Path("x.jsonl"), chunk)
+    assert str(other) == "x.jsonl, lines 513-520: something else" and other.exit_code == 2

@@ -213,5 +213,8 @@ def test_forecast_times_are_written_as_the_file_writes_its_times():
     assert shown_like("1960-12", datetime.datetime(1961, 1, 1)) == "1961-01"
     assert shown_like("2008 Q4", datetime.datetime(2009, 4, 1)) == "2009 Q2"
     assert shown_like("2012/01/04", datetime.datetime(2012, 1, 5)) == "2012/01/05"
-    assert shown_like("2012-01-04T06:00", datetime.datetime(2012, 1, 4, 7)) == "2012-01-04T07:00:00"
+    assert shown_like("2012-01-04T06:00", datetime.datetime(2012, 1, 4, 7)) == "2012-01-04T07:00"
+    assert shown_like("2020-01-01 11:00:00", datetime.datetime(2020, 1, 1, 12)) == "2020-01-01 12:00:00"
+    assert shown_like("2012q4", datetime.datetime(2013, 1, 1)) == "2013q1" and shown_like("2012/9", datetime.datetime(2012, 12, 1)) == "2012/12"
     assert shown_like("1703", 1704.0) == "1704" and shown_like("1749.042", 1749.125) == "1749.125"
+    assert shown_like("1.50", 2.25) == "2.25" and shown_like("1700000001.5", 1700000002.0) == "1700000002.0"  # distinct, exact

@@ -5,6 +5,7 @@ click command built from that task's :class:`~seqpipe.predictor.Predictor` parse
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,10 @@ def _predict_file(predictor: Predictor, model: Path, inputs: InputFile, options:
     done = 0
     with sessions_kept(), bar:
         for chunk in chunks(iter(inputs), CHUNK):
-            results = predictor.predict(model, [item.value for item in chunk], options)
+            try:
+                results = predictor.predict(model, [item.value for item in chunk], options)
+            except SeqpipeError as exc:
+                raise _in_file(exc, inputs.path, chunk) from None
             if len(results) != len(chunk):
                 raise SeqpipeError(f"the '{type(predictor).__name__}' predictor gave {len(results)} results for {len(chunk)} inputs; "
                                    "--file needs one result per input.")
@@ -153,6 +157,19 @@ def _predict_file(predictor: Predictor, model: Path, inputs: InputFile, options:
         click.echo(f"{inputs.path}: {inputs.blank} blank line(s) skipped", err=True)
     if done == 0:
         raise SeqpipeError(f"--file {inputs.path}: holds no inputs.")
+
+
+def _in_file(exc: SeqpipeError, path: Path, chunk: list) -> SeqpipeError:
+    """A predictor's error about "input N" of a chunk, said of the file's line that input came from."""
+    said = str(exc)
+    found = re.match(r"input (\d+)\b(.*)", said, flags=re.DOTALL)
+    if found and 1 <= int(found[1]) <= len(chunk):
+        said = f"{path}:{chunk[int(found[1]) - 1].line}{found[2]}"
+    else:
+        said = f"{path}, lines {chunk[0].line}-{chunk[-1].line}: {said}"
+    error = SeqpipeError(said)
+    error.exit_code = exc.exit_code
+    return error
 
 
 def _lines(path: Path) -> int:

@@ -88,25 +88,36 @@ class InputFile:
             yield FileInput(number, self._value(record, list(record), number))
 
     def _table(self, lines: Iterator[str]) -> Iterator[FileInput]:
-        reader = csv.reader(lines, delimiter="\t" if self.format == "tsv" else ",")
-        header = next(reader, None)
-        if header is None:
-            return
-        repeated = sorted({name for name in header if header.count(name) > 1})
-        if repeated:
-            raise SeqpipeError(f"{self.path}:1: column name {repeated[0]!r} appears twice in the header; rename one.")
-        if self.column not in header and not self.explicit and len(header) == 1:
-            self.column = header[0]  # a one-column table: that column, whatever its name
-        line = reader.line_num + 1
-        for row in reader:
-            if row and len(row) != len(header):  # a comma too many or too few: the columns no longer line up
-                raise SeqpipeError(f"{self.path}:{line}: {len(row)} fields and the header has {len(header)}; quote values "
-                                   "that hold the delimiter, or fix the row.")
-            if row:  # csv gives [] for an empty line
-                yield FileInput(line, self._value(dict(zip(header, row)), header, line))
-            else:
-                self.blank += 1
+        # strict: a quote never closed is an error at the end of the file, not a last field that
+        # silently swallows every line after it; fields as long as a text may be
+        csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+        reader = csv.reader(lines, delimiter="\t" if self.format == "tsv" else ",", strict=True)
+        line = 1
+        try:
+            header = next(reader, None)
+            if header is None:
+                return
+            repeated = sorted({name for name in header if header.count(name) > 1})
+            if repeated:
+                raise SeqpipeError(f"{self.path}:1: column name {repeated[0]!r} appears twice in the header; rename one.")
+            if self.column not in header:  # a file without a header would lose its first input as one: refuse
+                which = "--column" if self.explicit else "the model's input column"
+                found = ", ".join(repr(name) for name in header)
+                raise SeqpipeError(f"{self.path}:1: the header ({found}) has no column '{self.column}' ({which}); add a "
+                                   "header line naming the column, or choose one with --column.")
             line = reader.line_num + 1
+            for row in reader:
+                if row and len(row) != len(header):  # a comma too many or too few: the columns no longer line up
+                    raise SeqpipeError(f"{self.path}:{line}: {len(row)} fields and the header has {len(header)}; quote "
+                                       "values that hold the delimiter, or fix the row.")
+                if row:  # csv gives [] for an empty line
+                    yield FileInput(line, self._value(dict(zip(header, row)), header, line))
+                else:
+                    self.blank += 1
+                line = reader.line_num + 1
+        except csv.Error as exc:
+            said = "a quote opened here is never closed" if "end of data" in str(exc) else str(exc)
+            raise SeqpipeError(f"{self.path}:{line}: {said}; fix the {self.format.upper()} quoting.") from None
 
     def _value(self, record: dict, found: list[str], line: int) -> str:
         if self.column is None:
@@ -119,10 +130,17 @@ class InputFile:
         value = record[self.column]
         if isinstance(value, str):
             return value
-        if isinstance(value, list):  # number vectors (or a token list) as the command line takes them
-            return json.dumps(value) if not all(isinstance(v, str) for v in value) else " ".join(value)
-        raise SeqpipeError(f"{self.path}:{line}: column '{self.column}' holds {json.dumps(value)[:40]}, not text or a list; "
-                           "give text (or number vectors as a list).")
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            # a token list, as the command line takes it: tokens separated by spaces (with --tokens, a
+            # tagger splits them there again), so a token holding a space would become two
+            if any(not v or any(c.isspace() for c in v) for v in value):
+                raise SeqpipeError(f"{self.path}:{line}: column '{self.column}' lists an empty token or one holding a space; "
+                                   "give the text as a string instead.")
+            return " ".join(value)
+        if isinstance(value, list) and value:  # number vectors, as JSON text (what the command line takes)
+            return json.dumps(value)
+        raise SeqpipeError(f"{self.path}:{line}: column '{self.column}' holds {json.dumps(value)[:40]}, not text, tokens or number "
+                           "vectors; give text (or a list of tokens or of number vectors).")
 
 
 def chunks(inputs: Iterator[FileInput], size: int) -> Iterator[list[FileInput]]:
