@@ -162,3 +162,20 @@ def test_an_input_the_model_refuses_is_named_by_its_line_in_the_file():
     assert str(moved) == "x.jsonl:515: 2 numbers per step, and the model reads 12 (its features); give 12 per step."
     other = _in_file(SeqpipeError("something else"), Path("x.jsonl"), chunk)
     assert str(other) == "x.jsonl, lines 513-520: something else" and other.exit_code == 2
+
+
+def test_a_graph_file_given_alone_is_read_once_however_many_chunks(classify_run, tmp_path, monkeypatch):
+    import onnx
+
+    from seqpipe.serving import command
+
+    real_load, loads = onnx.load, []
+    monkeypatch.setattr(onnx, "load", lambda *a, **k: (loads.append(a[0]), real_load(*a, **k))[1])
+    counts = []
+    for n in (1, 3 * command.CHUNK):
+        (tmp_path / "in.txt").write_text("".join(f"text {i}\n" for i in range(n)), encoding="utf-8")
+        loads.clear()
+        code, results, _ = _predicted(classify_run / "onnx" / "sequence.onnx", "--file", str(tmp_path / "in.txt"))
+        assert code == 0 and len(results) == n
+        counts.append(len(loads))
+    assert counts[0] == counts[1]  # one chunk or three: the same reads of the file

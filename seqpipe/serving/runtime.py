@@ -276,6 +276,10 @@ def open_export(path: str | Path, *, device: str = "auto", prefer: str = "sequen
     the ``*.int8.onnx`` or ``*.fp16.onnx`` copies). int8 copies always run on CPU, what they are made for."""
     path = Path(path)
     if path.is_file():
+        kept = _kept_graphs.get() or {}
+        opened = next((cls for cls, file, dev, thr in kept if file == path.resolve() and (dev, thr) == (device, threads)), None)
+        if opened is not None:  # opened before in this sessions_kept() block: its kind is known
+            return opened(path, device=device, threads=threads)
         try:
             meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
             kind = json.loads(meta["seqpipe.spec"])["graph"]
