@@ -250,8 +250,11 @@ def test_tag_report(tag_run):
     page, metrics = _with_parity(tag_run)
     _assert_common(page, metrics)
     assert f"{metrics['test']['accuracy']:.4f}" in page
-    # the tag task writes no per-tag figures or confusion matrix to metrics.json: no empty section for them
-    assert "per_class" in metrics or "per-label" not in _section_ids(page)
+    assert "per-label" in _section_ids(page)  # per tag: its figures and the confusion matrix of the test tokens
+    counts = metrics["confusion"]["test"]["counts"]
+    total, right = sum(map(sum, counts)), sum(counts[i][i] for i in range(len(counts)))
+    assert total == metrics["test"]["tokens"] and abs(right / total - metrics["test"]["accuracy"]) < 1e-6
+    assert sum(f["examples"] for f in metrics["per_class"]["test"].values()) == total
 
 
 def test_forecast_report_shows_the_forecast_plot(forecast_run):

@@ -85,7 +85,7 @@ def test_per_label_figures_agree_with_the_test_metrics_and_the_confusion_matrix(
 
 
 def test_per_label_log_lines_name_the_weakest_labels_and_any_never_predicted_right():
-    from seqpipe.builtin.classify import describe_per_class
+    from seqpipe.builtin.per_label import describe_per_class
 
     figures = {f"l{i}": {"precision": i / 10, "recall": i / 10, "f1": i / 10, "examples": 5, "predicted": 5} for i in range(10)}
     first, missed = describe_per_class(figures, "add training examples of them", shown=3)

@@ -21,6 +21,7 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from seqpipe import hookimpl
+from seqpipe.builtin.per_label import per_label_report
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
 from seqpipe.baselines import nearest_neighbour, summary_classifier, text_classifier
@@ -49,7 +50,6 @@ class ClassifyOptions(BaseModel):
                                   "(Euclidean, z-normalised series) and logistic regression on per-feature summaries; false: skip it")
 
 
-CONFUSION_LABELS = 200  # the most labels whose test confusion matrix metrics.json holds
 
 
 @dataclass
@@ -238,27 +238,11 @@ class ClassifyTask(Task):
 
     def write_report(self, model: ClassifierModel, run_dir, log: Callable[[str], None]) -> dict[str, Any]:
         """Each label's precision, recall, F1, examples and predictions on the test split, and (up to
-        :data:`CONFUSION_LABELS` labels) the confusion matrix, rows true labels, columns predicted:
+        :data:`~seqpipe.builtin.per_label.CONFUSION_LABELS` labels) the confusion matrix, rows true labels, columns predicted:
         a macro-F1 can hide a label that is never predicted."""
-        from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
         logits, target = self._logits(model, "test")
-        truth, guess, ids = target.numpy(), logits.argmax(dim=1).numpy(), list(range(len(self.labels)))
-        precision, recall, f1, support = precision_recall_fscore_support(truth, guess, labels=ids, zero_division=0)
-        predicted = np.bincount(guess, minlength=len(ids))
-        # a label with no test examples has no recall, and no F1 unless it was predicted (wrongly): left
-        # out as macro-F1 leaves it out (torchmetrics), never counted as a zero
-        per_class = {label: {"precision": float(precision[i]) if support[i] or predicted[i] else None,
-                             "recall": float(recall[i]) if support[i] else None,
-                             "f1": float(f1[i]) if support[i] or predicted[i] else None,
-                             "examples": int(support[i]), "predicted": int(predicted[i])} for i, label in enumerate(self.labels)}
         remedy = "add training examples of them" + ("" if self.options.balance_classes else ", or set task.options.balance_classes = true")
-        for line in describe_per_class(per_class, remedy):
-            log(line)
-        report: dict[str, Any] = {"per_class": {"test": per_class}}
-        if len(ids) <= CONFUSION_LABELS:  # beyond, a dense matrix would outweigh the rest of metrics.json
-            report["confusion"] = {"test": {"labels": self.labels, "counts": confusion_matrix(truth, guess, labels=ids).tolist()}}
-        return report
+        return per_label_report(target.numpy(), logits.argmax(dim=1).numpy(), self.labels, "label", remedy, log)
 
     # -- export -------------------------------------------------------------------------------
     def step_example(self, batch: int = 2) -> torch.Tensor:
@@ -291,27 +275,6 @@ class ClassifyTask(Task):
             "input": self.encoding.to_spec(),
             "output": {"kind": "probabilities", "labels": self.labels, "read": "y after each sequence's last step"},
         }
-
-
-def describe_per_class(per_class: dict[str, dict[str, Any]], remedy: str, shown: int = 8) -> list[str]:
-    """Run-log lines for :meth:`ClassifyTask.write_report`: each label's test F1 (the ``shown``
-    weakest where there are more), the labels whose test examples are never predicted right (with
-    ``remedy``), and those the test split has no example of."""
-    scored = sorted((label for label in per_class if per_class[label]["f1"] is not None), key=lambda label: per_class[label]["f1"])
-    listed = scored[:shown]
-    line = "test per label: " + ", ".join(
-        f"{label} F1 {per_class[label]['f1']:.4f} (precision {per_class[label]['precision']:.4f}, "
-        + (f"recall {per_class[label]['recall']:.4f}, " if per_class[label]["recall"] is not None else "")
-        + f"{per_class[label]['examples']} examples)" for label in listed)
-    lines = [line + (f"; the {len(scored) - len(listed)} others in metrics.json (per_class)" if len(scored) > len(listed) else "")]
-    missed = [label for label in scored if per_class[label]["recall"] == 0.0]
-    if missed:
-        lines.append(f"test: label(s) {', '.join(map(repr, missed))} never predicted right (recall 0); {remedy}")
-    absent = [label for label, figures in per_class.items() if not figures["examples"]]
-    if absent:
-        lines.append(f"test: no example of label(s) {', '.join(map(repr, absent))} in the test split; their figures are left "
-                     "out of macro_f1 unless predicted")
-    return lines
 
 
 def collate(examples: list[tuple[Any, int]]) -> Batch:

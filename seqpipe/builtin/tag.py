@@ -24,6 +24,7 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from seqpipe import hookimpl
+from seqpipe.builtin.per_label import per_label_report
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.contracts import Task, Topology
 from seqpipe.baselines import window_tagger
@@ -228,6 +229,20 @@ class TagTask(Task):
         if split == "test" and self.options.strong_baseline and self.encoding.reads == "text":
             metrics.update(self._strong_baseline(target))
         return {**metrics, "tokens": len(target), "examples": len(self.examples[split])}
+
+    @torch.no_grad()
+    def write_report(self, model: SequenceModel, run_dir, log: Callable[[str], None]) -> dict[str, Any]:
+        """Each tag's precision, recall, F1, tokens and predictions on the test split, and the
+        confusion matrix: a token accuracy can hide a rare tag that is never predicted."""
+        model.eval()
+        truth, guess = [], []
+        for batch in self.batches("test", 256):
+            out, _ = model(batch.tokens, batch.lengths)
+            valid = batch.targets != IGNORE
+            truth.append(batch.targets[valid])
+            guess.append(out[valid].argmax(dim=1))
+        return per_label_report(torch.cat(truth).numpy(), torch.cat(guess).numpy(), self.labels, "tag",
+                                "add training sentences holding them", log)
 
     def _strong_baseline(self, target: torch.Tensor) -> dict[str, float]:
         """Logistic regression on word-window features (see seqpipe.baselines), once."""
