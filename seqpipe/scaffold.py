@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from seqpipe.budget import FITTED
 from seqpipe.config import ModelConfig, TrainingConfig
 from seqpipe.errors import SeqpipeError
 from seqpipe.readers import infer_format, read_conll, read_records
@@ -250,11 +251,15 @@ def _toml(value: Any) -> str:
     raise TypeError(value)
 
 
-def _commented_defaults(model: type[BaseModel], set_here: dict[str, Any]) -> list[str]:
-    """Each field of ``model`` with its default, commented out (``# key = default  # what it is``)."""
+def _commented_defaults(model: type[BaseModel], set_here: dict[str, Any], chosen: dict[str, str] | None = None) -> list[str]:
+    """Each field of ``model`` with its default, commented out (``# key = default  # what it is``);
+    ``chosen``: fields whose value seqpipe fits to the data when unset, with what to say instead."""
     lines = []
     for name, info in model.model_fields.items():
         if name in set_here or info.is_required():
+            continue
+        if chosen and name in chosen:
+            lines.append(f"{'# ' + name + ' = ...':<36}# {chosen[name]}")
             continue
         default = info.get_default(call_default_factory=True)
         if default is None or isinstance(default, dict) or (isinstance(default, list) and not default):
@@ -279,7 +284,7 @@ def _first_clause(description: str) -> str:
 def pipeline_text(shape: DataShape, found: Guess, data_path: str, task_options: type[BaseModel] | None) -> str:
     lines = [f"# A first pipeline for {shape.path.name}, written by `seqpipe init`: check the guessed lines, then",
              "#   seqpipe check THIS_FILE   and   seqpipe run THIS_FILE",
-             "# Commented lines are seqpipe's defaults, shown to be changed: uncomment one to set it.", "",
+             "# Commented lines show seqpipe's defaults ('...': chosen from the data, or none): uncomment one to set it.", "",
              "[data]", f"path = {_toml(data_path)}",
              "# validation_fraction = 0.1           # the share of rows held out to pick the best epoch",
              "# test_fraction = 0.2                 # the share held out for the final figures", ""]
@@ -294,7 +299,8 @@ def pipeline_text(shape: DataShape, found: Guess, data_path: str, task_options: 
     lines += ["", "# The default recipe: uncomment a line to change it.", "# [model]"]
     lines += _commented_defaults(ModelConfig, {"cell_options": 0, "topology_options": 0})
     lines += ["", "# [training]"]
-    lines += _commented_defaults(TrainingConfig, {})
+    fitted = "fitted to the training split's size when unset (`seqpipe check` prints the values)"
+    lines += _commented_defaults(TrainingConfig, {}, {key: fitted for key in FITTED})
     return "\n".join(lines) + "\n"
 
 

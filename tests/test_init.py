@@ -35,6 +35,9 @@ def test_every_bundled_data_file_gets_a_pipeline_that_passes_check(tmp_path, dat
     assert (out.parent / written["data"]["path"]).resolve() == data.resolve()  # relative to the pipeline file
     checked = CliRunner().invoke(main, ["check", str(out)])
     assert checked.exit_code == 0, checked.output
+    text = out.read_text(encoding="utf-8")  # values seqpipe fits to the data are not shown as fixed defaults
+    assert "# epochs = ...                      # fitted to the training split's size when unset" in text
+    assert "# epochs = 20" not in text and "# hidden_size = 128" in text
 
 
 def test_guesses_for_the_shapes_users_bring(tmp_path):

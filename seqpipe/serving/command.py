@@ -17,8 +17,13 @@ from seqpipe.plugins import SERVING, load_registry
 from seqpipe.predictor import Option, PredictOptions, Predictor
 from seqpipe.serving.input_file import InputFile, chunks
 
-COMMON_FLAGS = "--device, --precision, --json, --file, --column, --unchecked"
+COMMON_FLAGS = ("--device", "--precision", "--json", "--file", "--column", "--unchecked")
 CHUNK = 256  # inputs of a --file handed to the predictor at once: bounds memory however long the file
+
+
+def common_flags(predictor: type[Predictor]) -> str:
+    """The options `seqpipe predict` itself takes for this task (--file and --column: only for a list of inputs)."""
+    return ", ".join(f for f in COMMON_FLAGS if predictor.takes_inputs or f not in ("--file", "--column"))
 
 
 def task_option(option: Option) -> click.Option:
@@ -41,7 +46,7 @@ def parse_task_arguments(task: str, predictor: type[Predictor], args: list[str],
     except click.NoSuchOption as exc:
         flags = [option.flag for option in predictor.options]
         raise SeqpipeError(f"task '{task}' takes no option {exc.option_name}{did_you_mean(exc.option_name, flags)}; its options: "
-                           f"{predictor.describe_options()} (besides {COMMON_FLAGS}; see `seqpipe predict --help`).") from None
+                           f"{predictor.describe_options()} (besides {common_flags(predictor)}; see `seqpipe predict --help`).") from None
     except click.UsageError as exc:
         raise SeqpipeError(f"task '{task}': {exc.format_message()}") from None
     values = dict(parsed.params)
@@ -143,7 +148,7 @@ def _predict_file(predictor: Predictor, model: Path, inputs: InputFile, options:
         for chunk in chunks(iter(inputs), CHUNK):
             try:
                 results = predictor.predict(model, [item.value for item in chunk], options)
-            except SeqpipeError as exc:
+            except SeqpipeError as exc:  # "input N: …" of this chunk is said of the file's line
                 raise _in_file(exc, inputs.path, chunk) from None
             if len(results) != len(chunk):
                 raise SeqpipeError(f"the '{type(predictor).__name__}' predictor gave {len(results)} results for {len(chunk)} inputs; "
@@ -160,14 +165,12 @@ def _predict_file(predictor: Predictor, model: Path, inputs: InputFile, options:
 
 
 def _in_file(exc: SeqpipeError, path: Path, chunk: list) -> SeqpipeError:
-    """A predictor's error about "input N" of a chunk, said of the file's line that input came from."""
-    said = str(exc)
-    found = re.match(r"input (\d+)\b(.*)", said, flags=re.DOTALL)
-    if found and 1 <= int(found[1]) <= len(chunk):
-        said = f"{path}:{chunk[int(found[1]) - 1].line}{found[2]}"
-    else:
-        said = f"{path}, lines {chunk[0].line}-{chunk[-1].line}: {said}"
-    error = SeqpipeError(said)
+    """A predictor's error about "input N" of a chunk, said of the file's line that input came from;
+    any other error unchanged."""
+    found = re.match(r"input (\d+)\b(.*)", str(exc), flags=re.DOTALL)
+    if not found or not 1 <= int(found[1]) <= len(chunk):
+        return exc  # about the options or the model, not one input: said as it is
+    error = SeqpipeError(f"{path}:{chunk[int(found[1]) - 1].line}{found[2]}")
     error.exit_code = exc.exit_code
     return error
 
