@@ -22,6 +22,12 @@ from seqpipe.errors import ConfigError, DataError, PluginError, SeqpipeError, di
 from seqpipe.registry import Entry, Registry, plugin_label
 
 
+def _first_line(exc: BaseException) -> str:
+    """An error's message up to its first line break: the line a user sees stays one line."""
+    said = str(exc).strip().splitlines()
+    return said[0] if said else ""
+
+
 @dataclass
 class ResolvedPipeline:
     path: Path
@@ -93,32 +99,68 @@ class ResolvedPipeline:
             return "loss", "min"
         return name, names[name]
 
+    def build_model(self, task: Any) -> Any:
+        """The task's model, built, and one training batch put through it and the task's loss, with
+        no step taken and torch's random state left as it was (so training is unchanged): plugin code
+        that cannot build the model or compute a loss fails here, at `check` and before `run` makes
+        a run directory, in one line naming the cell, topology or task whose code raised."""
+        import torch
+
+        m = self.config.model
+        with self.plugin_code("building the model"):
+            model = task.build_model(self.make_topology, m.initial_state, m.initial_state_scale)
+        with self.plugin_code("computing the loss of a first training batch"), torch.random.fork_rng(devices=[]):
+            batch = next(iter(task.batches("train", self.config.training.batch_size)), None)
+            if batch is not None:
+                model.eval()  # no dropout drawn, no running statistics moved
+                try:
+                    with torch.no_grad():
+                        loss = task.loss(model, batch)
+                finally:
+                    model.train()
+                if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                    raise PluginError(f"{self.path}: task '{self.task.name}' from plugin "
+                                      f"{plugin_label(self.task.plugin, self.task.distribution)}: loss() returned "
+                                      f"{type(loss).__name__ if not isinstance(loss, torch.Tensor) else f'a tensor of shape {tuple(loss.shape)}'}, "
+                                      "not a scalar tensor; return the batch's mean loss.")
+        return model
+
     def make_topology(self, input_size: int) -> Any:
         return self.topology.obj(self.cell.obj, input_size, self.config.model.hidden_size,
                                  self.cell_options.model_dump(), **self.topology_options.model_dump())
 
     @contextlib.contextmanager
-    def plugin_code(self, doing: str) -> Iterator[None]:
-        """Run plugin code (a task's data reading, a model's construction): a failure inside it is one
-        line naming the cell, topology or task whose code raised, its plugin and distribution."""
+    def plugin_code(self, doing: str, *, training: bool = False) -> Iterator[None]:
+        """Run plugin code (a task's data reading, a model's construction; with ``training``, the
+        epochs, evaluation and export the engine drives through it): a failure inside it is one line
+        naming the cell, topology or task whose code raised, its plugin and distribution (the
+        traceback behind ``seqpipe --debug``). With ``training``, an error whose traceback passes
+        through no plugin's code is the engine's own and is raised as it is, and so are the machine's
+        faults (disk full: one line of their own) and a stop signal."""
+        from seqpipe.runstate import Terminated
+
         try:
             yield
-        except SeqpipeError:
+        except (SeqpipeError, Terminated):
             raise
         except Exception as exc:
-            entry = self._culprit(exc)
+            if training and isinstance(exc, OSError):
+                raise
+            entry = self._culprit(exc, default=None if training else self.task)
+            if entry is None:
+                raise
             raise PluginError(f"{self.path}: {entry.kind} '{entry.name}' from plugin {plugin_label(entry.plugin, entry.distribution)} "
-                              f"failed while {doing}: {type(exc).__name__}: {exc}; "
+                              f"failed while {doing}: {type(exc).__name__}: {_first_line(exc)}; "
                               f"check its options in the pipeline file, or report it to the plugin's authors.") from exc
 
-    def _culprit(self, exc: BaseException) -> Entry:
-        """The entry whose module holds the innermost frame of ``exc``'s traceback (the task when none does)."""
+    def _culprit(self, exc: BaseException, default: Entry | None) -> Entry | None:
+        """The entry whose module holds the innermost frame of ``exc``'s traceback (``default`` when none does)."""
         by_module = {entry.obj.__module__: entry for entry in (self.task, self.topology, self.cell)}
         for frame in reversed(traceback.extract_tb(exc.__traceback__)):
             for module, entry in by_module.items():
                 if frame.filename.endswith(module.replace(".", "/") + ".py"):
                     return entry
-        return self.task
+        return default
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved config with every default filled in, as written to the run directory."""

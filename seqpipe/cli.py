@@ -23,6 +23,10 @@ class SeqpipeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SeqpipeError as exc:
+            if ctx.params.get("debug") or os.environ.get("SEQPIPE_DEBUG") == "1":  # the traceback behind the line
+                import traceback
+
+                traceback.print_exception(exc.__cause__ or exc, file=sys.stderr)
             for line in str(exc).splitlines():  # several faults found at once (pydantic): one line each
                 click.echo(f"error: {line}", err=True)
             sys.exit(exc.exit_code)
@@ -56,7 +60,8 @@ pipeline_argument = click.argument("pipeline", type=click.Path(path_type=Path, d
 
 @click.group(cls=SeqpipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="seqpipe")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="With an error, print the traceback behind its line (also SEQPIPE_DEBUG=1).")
+def main(debug: bool) -> None:
     """Declarative pipelines for recurrent sequence models: train, export to ONNX, prove parity."""
 
 
@@ -138,15 +143,18 @@ def tune(pipeline: Path, out: Path | None, trials: int | None, jobs: int, worker
 @strict_option
 def check(pipeline: Path, strict_plugins: bool) -> None:
     """Validate PIPELINE (syntax, keys, plugin names and options, and the data: every record is read
-    and encoded as `run` would) without training."""
+    and encoded as `run` would; the model is built and one training batch put through it and the
+    loss) without training."""
     from seqpipe.assembly import resolve_pipeline
 
     registry, _ = _registry(strict_plugins)
     resolved = resolve_pipeline(pipeline, registry)
     task, sizes, (monitor, mode) = resolved.prepare()
+    model = resolved.build_model(task)  # as run builds it, with one training batch through it and the loss
     m = resolved.config.model
     click.echo(f"{pipeline}: ok (task {resolved.config.task.name}, cell {m.cell}, topology {m.topology}, data {resolved.data.path})")
     click.echo("data: " + ", ".join(f"{name} {n}" for name, n in sizes.items()) + f" examples; monitor: validation {monitor} ({mode})")
+    click.echo(f"model: {sum(p.numel() for p in model.parameters()):,} parameters; a first training batch goes through it and the loss")
     for note in resolved.notes:
         click.echo(note)
     for line in resolved.data.account.lines():

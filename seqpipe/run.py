@@ -61,8 +61,7 @@ def run_pipeline(pipeline: Path | None, registry: Registry, run_dir_arg: str | N
         config = resolved.as_dict()  # with the training budget fitted to the data where the pipeline left it unset
         if resume is not None:  # a changed pipeline file (or changed defaults) is refused unless the key is safe and allowed
             config = changes_allowed(resume, config, allow_changes)
-        with resolved.plugin_code("building the model"):
-            model = task.build_model(resolved.make_topology, cfg.model.initial_state, cfg.model.initial_state_scale)
+        model = resolved.build_model(task)  # with a first batch's loss: a plugin's fault, before a run directory exists
         if not ranks.main:  # ranks share the model's initial weights and the data order, not their dropout masks
             torch.manual_seed(cfg.training.seed + ranks.rank)
             start(ranks, device)
@@ -123,13 +122,15 @@ def _train_and_export(resolved, task, sizes, monitor, model, config, run_dir: Pa
 
         checkpoint = run_dir / "model.safetensors"
         try:
-            history = train(task, model, cfg.training, checkpoint, log=log, monitor=monitor, history_path=run_dir / "history.jsonl",
-                            run_dir=run_dir, resume=resuming, on_epoch=on_epoch, ranks=ranks, device=device)
+            with resolved.plugin_code("training", training=True):  # batches, loss, validation: a plugin's fault in one line
+                history = train(task, model, cfg.training, checkpoint, log=log, monitor=monitor, history_path=run_dir / "history.jsonl",
+                                run_dir=run_dir, resume=resuming, on_epoch=on_epoch, ranks=ranks, device=device)
         finally:
             stop(ranks)  # the other ranks are done; evaluation and export are rank 0's alone
         save_checkpoint(model, checkpoint, metadata={"task": cfg.task.name})  # no paths or times: the same training, the same file
         evaluation_started = time.perf_counter()
-        metrics = {split: task.evaluate(model, split) for split in task.splits}  # with the baselines the task fits
+        with resolved.plugin_code("evaluating", training=True):
+            metrics = {split: task.evaluate(model, split) for split in task.splits}  # with the baselines the task fits
         evaluated = time.perf_counter() - evaluation_started
         metrics["data"] = {"examples": sizes, "left_out": dict(resolved.data.account.counts),
                            "left_out_described": resolved.data.account.lines()}
@@ -150,9 +151,11 @@ def _train_and_export(resolved, task, sizes, monitor, model, config, run_dir: Pa
         if comparison is not None:
             log(describe_comparison(comparison))
 
-        parity = export_graphs(resolved, task, model, run_dir / "onnx", log)
+        with resolved.plugin_code("exporting", training=True):
+            parity = export_graphs(resolved, task, model, run_dir / "onnx", log)
         write_json(run_dir / "parity.json", parity)
-        extra = task.write_report(model, run_dir, log)  # task-specific results: plots, samples
+        with resolved.plugin_code("writing its results", training=True):
+            extra = task.write_report(model, run_dir, log)  # task-specific results: plots, samples
         if extra:
             metrics.update(extra)
             write_json(run_dir / "metrics.json", metrics)
