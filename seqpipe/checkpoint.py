@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -14,14 +12,8 @@ from seqpipe import manifest
 
 def save_checkpoint(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        manifest.replace(tmp, path)  # in a run directory, its SHA-256 goes to manifest.json
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # in a run directory, its SHA-256 goes to manifest.json
+    manifest.write_whole(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
 def load_checkpoint(model: nn.Module, path: Path) -> None:

@@ -121,7 +121,7 @@ def text_values(rows: Sequence[Record], column: str, path: Path, task: str, enco
                             f"as text ({table}.kind = \"{encoding}\"): point {table}.column at a text column, give the text as a "
                             + ("JSON string, or for number vectors set input.kind = \"numbers\"." if table == "input" else "JSON string."))
     # CSV cells are untyped: a column that reads as numbers everywhere is numbers (JSON strings are text)
-    if not rows[0].typed and all(_reads_as_numbers(row[column]) for row in rows):
+    if not rows[0].typed and all(reads_as_numbers(row[column]) for row in rows):
         raise DataError(f"{path}:{rows[0].line}: column '{column}' holds numbers in every record (here {rows[0][column][:40]!r}), "
                         f"not text; the {task} task would learn their characters ({table}.kind = \"{encoding}\"): point {table}.column "
                         + ("at a text column, or for numbers set input.kind = \"numbers\"." if table == "input" else
@@ -129,7 +129,8 @@ def text_values(rows: Sequence[Record], column: str, path: Path, task: str, enco
     return [row[column] for row in rows]
 
 
-def _reads_as_numbers(value: str) -> bool:
+def reads_as_numbers(value: str) -> bool:
+    """A number, or a JSON list of numbers (or of lists of them), as text."""
     text = value.strip()
     try:
         float(text)

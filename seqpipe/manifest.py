@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,22 @@ def run_dir_of(path: Path, marker: str = MANIFEST_FILE) -> Path | None:
         if (folder / marker).is_file():
             return folder
     return None
+
+
+def write_whole(path: Path, write: Callable[[str], None], *, recorded: bool = True) -> None:
+    """Write ``path`` whole or not at all: ``write(tmp)`` fills a temporary file beside it (the same
+    folder, so the rename is atomic), which then takes ``path``'s place, through :func:`replace`
+    (its SHA-256 into the run directory's manifest) when ``recorded``, else by a plain rename (a file
+    seqpipe never checks: the manifest itself, status.json, the report). A reader never sees half a
+    file, and the temporary file never stays behind, whatever happens."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        (replace if recorded else os.replace)(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def replace(tmp: str | Path, path: Path) -> None:
@@ -134,12 +151,5 @@ def _read(run_dir: Path, missing_ok: bool = False) -> dict[str, Any] | None:
 
 
 def _write(run_dir: Path, manifest: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST_FILE}-", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, run_dir / MANIFEST_FILE)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    write_whole(run_dir / MANIFEST_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), recorded=False)

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,15 +63,12 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     page = render_report(read_run(run_dir))
     path = run_dir / REPORT_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{REPORT_FILE}-", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(page, encoding="utf-8")
         os.chmod(tmp, 0o644)  # a page to share and to serve: mkstemp's 0600 would hide it from a web server's user
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    manifest.write_whole(path, write, recorded=False)
     return path
 
 

@@ -11,8 +11,6 @@ beside it is the same counters for people to read.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +46,8 @@ def save_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Mod
     tensors["rng.data_order"] = generator.get_state()
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
     state = {**counters, "param_groups": optimizer_state["param_groups"], "history": history or []}
-    _atomic(run_dir / RESUME_FILE, lambda tmp: save_file(tensors, tmp, metadata={"trainer_state": json.dumps(state)}))
-    _atomic(run_dir / TRAINER_STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(counters, indent=2) + "\n", encoding="utf-8"))
+    manifest.write_whole(run_dir / RESUME_FILE, lambda tmp: save_file(tensors, tmp, metadata={"trainer_state": json.dumps(state)}))
+    manifest.write_whole(run_dir / TRAINER_STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(counters, indent=2) + "\n", encoding="utf-8"))
 
 
 def load_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
@@ -75,14 +73,3 @@ def load_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Mod
         torch.set_rng_state(tensors[own])
     generator.set_state(tensors["rng.data_order"])
     return state
-
-
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        manifest.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import socket
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -100,12 +99,6 @@ def check_out_dir(out: str | Path, force: bool) -> Path:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file + rename), so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        manifest.replace(tmp, path)  # recorded in the run directory's manifest: seqpipe may read it back
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    # recorded in the run directory's manifest: seqpipe may read it back
+    manifest.write_whole(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from seqpipe.manifest import write_whole
 from seqpipe.processes import process_ended, this_process
 
 STATUS_FILE = "status.json"
@@ -26,15 +26,8 @@ def write_status(run_dir: Path, state: str, **details: Any) -> None:
     """Record ``state`` (one of :data:`STATES`) with ``details`` (e.g. the error line)."""
     assert state in STATES, state
     record = {"state": state, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"), **this_process(), **details}
-    fd, tmp = tempfile.mkstemp(prefix=f".{STATUS_FILE}-", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, run_dir / STATUS_FILE)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    text = json.dumps(record, indent=2) + "\n"
+    write_whole(run_dir / STATUS_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), recorded=False)
 
 
 @contextlib.contextmanager

@@ -100,14 +100,10 @@ def _number(value: Any) -> bool:
 
 
 def _vectors(text: str) -> bool:
-    if not text.lstrip().startswith("["):
-        return False
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return False
-    return isinstance(value, list) and bool(value) and all(
-        _number(v) if not isinstance(v, list) else all(isinstance(x, (int, float)) for x in v) for v in value)
+    """Number vectors written as JSON text: a non-empty list of numbers or of lists of them."""
+    from seqpipe.data import reads_as_numbers
+
+    return text.lstrip().startswith("[") and text.strip() != "[]" and reads_as_numbers(text)
 
 
 def _times(texts: list[str]) -> bool:

@@ -132,7 +132,8 @@ def shown_like(example: str, value: float | datetime.datetime) -> str:
     (more where the step needs them)."""
     example = example.strip()
     if not isinstance(value, datetime.datetime):
-        decimals = len(example.split(".")[1]) if "." in example and _is_number(example) else 0
+        written = re.fullmatch(r"[-+]?\d*\.(\d+)", example)  # a decimal number: its decimals
+        decimals = len(written[1]) if written else 0
         shown = f"{value:.{decimals}f}"
         return shown if abs(float(shown) - value) <= 1e-9 * max(1.0, abs(value)) else repr(round(float(value), 9))
     month = re.fullmatch(r"\d{4}([-/])(\d{1,2})", example)
@@ -145,11 +146,3 @@ def shown_like(example: str, value: float | datetime.datetime) -> str:
         return value.date().isoformat().replace("-", example[4]) if len(example) > 4 and example[4] in "-/" else value.date().isoformat()
     clock = re.fullmatch(r".{10}([T ])\d{2}:\d{2}", example)  # hours and minutes, no seconds
     return value.isoformat(sep=example[10] if example[10] in "T " else "T", timespec="minutes" if clock else "auto")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False

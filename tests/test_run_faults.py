@@ -199,7 +199,7 @@ def test_a_full_disk_is_one_line_and_the_run_is_marked_failed(tmp_path, data, mo
     line = one_line(CliRunner().invoke(main, ["run", str(pipeline(tmp_path / "p.toml", data)), "--out", str(run)]), 1)
     assert f"{run}: the disk is full (No space left on device)" in line and f"seqpipe run --resume {run}" in line
     assert status(run) == "failed"
-    assert not (run / "model.safetensors").exists() and not list(run.glob(".ckpt-*"))  # nothing half-written left
+    assert not (run / "model.safetensors").exists() and not list(run.glob(".model.safetensors-*"))  # nothing half-written left
 
 
 def test_a_read_only_run_directory_is_one_line(tmp_path, data, monkeypatch):

@@ -103,14 +103,15 @@ def predict(ctx: click.Context, model: Path, device: str, precision: str, as_jso
     entry-point group for tasks that are not built in), which takes the INPUTS and its own options
     listed below; put inputs that start with - after --.
     """
-    from seqpipe.serving.predict import input_column_of, predictor_for, task_of
+    from seqpipe.serving.predict import input_column_of, predictor_for, spec_of
     from seqpipe.serving.servable import check_servable
 
     if unchecked:
         click.echo(f"unchecked: serving {model} without checking its run's status, manifest or parity", err=True)
     else:
         check_servable(model)
-    task = task_of(model)
+    spec = spec_of(model)  # read once: the task, and the input column --file reads
+    task = spec["task"]
     registry, _ = load_registry(strict_plugins or None, source=SERVING)
     predictor = predictor_for(task, registry, model)
     inputs, values = parse_task_arguments(task, predictor, ctx.args, ctx)
@@ -125,7 +126,7 @@ def predict(ctx: click.Context, model: Path, device: str, precision: str, as_jso
     if not predictor.takes_inputs:
         raise SeqpipeError(f"task '{task}' does not read a list of inputs, so --file does not apply; use: seqpipe predict MODEL "
                            f"{predictor.usage}")
-    _predict_file(predictor(), model, InputFile(input_file, column, input_column_of(model)), options, as_json)
+    _predict_file(predictor(), model, InputFile(input_file, column, input_column_of(spec)), options, as_json)
 
 
 def _print(results: list[dict[str, Any]], as_json: bool) -> None:

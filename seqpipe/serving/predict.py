@@ -95,9 +95,9 @@ def task_of(path: str | Path) -> str:
     return spec_of(path)["task"]
 
 
-def input_column_of(path: str | Path) -> str | None:
-    """The column the model's input encoding read in training (``encoding.input.column``), if it says."""
-    column = (spec_of(path).get("encoding") or {}).get("input", {}).get("column")
+def input_column_of(spec: dict[str, Any]) -> str | None:
+    """The column the input encoding of a model's ``spec`` read in training (``encoding.input.column``), if it says."""
+    column = (spec.get("encoding") or {}).get("input", {}).get("column")
     return column if isinstance(column, str) else None
 
 
