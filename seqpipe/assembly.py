@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,7 @@ from seqpipe.config import PRECISIONS, DataConfig, PipelineConfig, load_pipeline
 from seqpipe.data import DataSource, infer_format
 from seqpipe.errors import ConfigError, DataError, PluginError, SeqpipeError, did_you_mean
 from seqpipe.registry import Entry, Registry, plugin_label
+from seqpipe.reserved import instance_clash
 
 
 def _first_line(exc: BaseException) -> str:
@@ -126,8 +128,22 @@ class ResolvedPipeline:
         return model
 
     def make_topology(self, input_size: int) -> Any:
-        return self.topology.obj(self.cell.obj, input_size, self.config.model.hidden_size,
-                                 self.cell_options.model_dump(), **self.topology_options.model_dump())
+        topology = self.topology.obj(self.cell.obj, input_size, self.config.model.hidden_size,
+                                     self.cell_options.model_dump(), **self.topology_options.model_dump())
+        self._refuse_name_clashes(topology)
+        return topology
+
+    def _refuse_name_clashes(self, topology: Any) -> None:
+        """A topology or cell that stores a submodule under a contract member's name is refused: the
+        contract's member would silently win over it (see :mod:`seqpipe.reserved`)."""
+        from seqpipe.contracts import Cell, Topology
+
+        built = [(self.topology, topology, Topology)] + [(self.cell, m, Cell) for m in topology.modules() if isinstance(m, Cell)]
+        for entry, module, contract in built:
+            clash = instance_clash(module, contract)
+            if clash is not None:
+                raise PluginError(f"{self.path}: {entry.kind} '{entry.name}' from plugin "
+                                  f"{plugin_label(entry.plugin, entry.distribution)}: {clash}.")
 
     @contextlib.contextmanager
     def plugin_code(self, doing: str, *, training: bool = False) -> Iterator[None]:
@@ -149,13 +165,18 @@ class ResolvedPipeline:
             entry = self._culprit(exc, default=None if training else self.task)
             if entry is None:
                 raise
+            advice = _contract_hint(exc, entry) or "check its options in the pipeline file, or report it to the plugin's authors"
             raise PluginError(f"{self.path}: {entry.kind} '{entry.name}' from plugin {plugin_label(entry.plugin, entry.distribution)} "
-                              f"failed while {doing}: {type(exc).__name__}: {_first_line(exc)}; "
-                              f"check its options in the pipeline file, or report it to the plugin's authors.") from exc
+                              f"failed while {doing}: {type(exc).__name__}: {_first_line(exc)}; {advice}.") from exc
 
     def _culprit(self, exc: BaseException, default: Entry | None) -> Entry | None:
         """The entry whose module holds the innermost frame of ``exc``'s traceback (``default`` when none does)."""
-        by_module = {entry.obj.__module__: entry for entry in (self.task, self.topology, self.cell)}
+        entries = (self.task, self.topology, self.cell)
+        missing = _missing_attribute_owner(exc)
+        for entry in entries if missing is not None else ():  # the object lacking it is the culprit, wherever it was read
+            if missing in {cls.__name__ for cls in entry.obj.__mro__}:
+                return entry
+        by_module = {entry.obj.__module__: entry for entry in entries}
         for frame in reversed(traceback.extract_tb(exc.__traceback__)):
             for module, entry in by_module.items():
                 if frame.filename.endswith(module.replace(".", "/") + ".py"):
@@ -359,3 +380,30 @@ def _data_file(value: str, key: str, pipeline_path: Path, folder: Path) -> Path:
     if not file.is_file():
         raise ConfigError(f"{pipeline_path}: data.{key}: file '{file}' does not exist; paths are relative to the pipeline file.")
     return file
+
+
+def _missing_attribute_owner(exc: BaseException) -> str | None:
+    """The class named by "'X' object has no attribute 'y'" (torch's modules word it so too), or None."""
+    if not isinstance(exc, AttributeError):
+        return None
+    match = re.match(r"'(\w+)' object has no attribute '\w+'", str(exc))
+    return match.group(1) if match else None
+
+
+def _contract_hint(exc: BaseException, entry: Entry) -> str | None:
+    """For a missing attribute the plugin's contract declares: what the contract asks of it."""
+    match = re.match(r"'\w+' object has no attribute '(\w+)'", str(exc)) if isinstance(exc, AttributeError) else None
+    if match is None:
+        return None
+    from seqpipe import contracts
+
+    contract = {"cell": contracts.Cell, "topology": contracts.Topology, "task": contracts.Task}.get(entry.kind)
+    declared = {name for cls in getattr(contract, "__mro__", ()) for name in (*vars(cls), *getattr(cls, "__annotations__", {}))}
+    if match.group(1) not in declared:
+        return None
+    return (f"'{match.group(1)}' is part of the {contract.__name__} contract: define it, or set in the constructor what "
+            "it reads (" + {"cell": "a cell passes input_size and hidden_size to Cell.__init__ and declares state_sizes "
+                                    "when its states differ in width",
+                            "topology": "a topology's constructor sets input_size, hidden_size, num_slots, output_size, "
+                                        "state_names and state_sizes",
+                            "task": "a task calls Task.__init__(options, data)"}[entry.kind] + ")")

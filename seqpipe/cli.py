@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 
 from seqpipe import __version__
+from seqpipe.deprecation import say_moved_names
 from seqpipe.errors import SeqpipeError
-from seqpipe.plugins import SERVING, TRAINING, PluginSource, load_registry
+from seqpipe.plugins import SERVING, TRAINING, PluginSource, distribution_info, load_registry
 from seqpipe.runstate import Terminated, signals_stop_the_run
 from seqpipe.serving.command import predict
 
@@ -63,6 +64,7 @@ pipeline_argument = click.argument("pipeline", type=click.Path(path_type=Path, d
 @click.option("--debug", is_flag=True, help="With an error, print the traceback behind its line (also SEQPIPE_DEBUG=1).")
 def main(debug: bool) -> None:
     """Declarative pipelines for recurrent sequence models: train, export to ONNX, prove parity."""
+    say_moved_names()  # a plugin importing a name that moved: one line each, saying where it went
 
 
 @main.command()
@@ -199,19 +201,46 @@ def plugins(strict_plugins: bool, as_json: bool) -> None:
     serving, serving_report = _registry(strict_plugins, SERVING)  # predictors come from the torch-free group
     source = {"cell": registry, "topology": registry, "task": registry, "encoding": registry, "dataset": registry, "predictor": serving}
     entries = {kind: [r.entries[kind][name] for name in r.names(kind)] for kind, r in source.items()}
+    third_party = sorted({d for d in [*report.loaded.values(), *serving_report.loaded.values()] if d != "seqpipe"})
+    distributions = {d: info for d in third_party if (info := distribution_info(d)) is not None}
     if as_json:
         listing = {kind: {e.name: e.plugin for e in kind_entries} for kind, kind_entries in entries.items()}
         click.echo(json.dumps({"registered": listing, "plugins": report.loaded, "serving_plugins": serving_report.loaded,
-                               "failed": report.failed + serving_report.failed}, indent=2))
+                               "failed": report.failed + serving_report.failed,
+                               "distributions": {d: {"version": i.version, "requires_seqpipe": i.requires_seqpipe,
+                                                     "compatible": i.compatible} for d, i in distributions.items()}},
+                              indent=2))
         return
     plural = {"cell": "cells", "topology": "topologies", "task": "tasks", "encoding": "encodings", "dataset": "datasets",
               "predictor": "predictors"}
     for kind, kind_entries in entries.items():
         click.echo(f"{plural[kind]}:")
         for e in kind_entries:
-            click.echo(f"  {e.name:<16} {e.plugin}" + (f" ({e.distribution})" if e.distribution != "seqpipe" else ""))
+            info = distributions.get(e.distribution or "")
+            shown = f" ({e.distribution} {info.version})" if info else f" ({e.distribution})" if e.distribution != "seqpipe" else ""
+            click.echo(f"  {e.name:<16} {e.plugin}{shown}")
     for (kind, name), owners in sorted([*registry.clashes.items(), *serving.clashes.items()]):
         click.echo(f"clash: {kind} '{name}' registered by {', '.join(owners)}")
+    for info in distributions.values():
+        if (line := info.incompatibility()) is not None:
+            click.echo(f"incompatible: {line}")
+
+
+@main.command("test-plugin")
+@click.argument("distribution")
+@click.option("--no-export", "no_export", is_flag=True, help="Skip the ONNX graphs (seconds instead of minutes).")
+@strict_option
+def test_plugin(distribution: str, no_export: bool, strict_plugins: bool) -> None:
+    """Run the contract kit on every plugin of one installed DISTRIBUTION (e.g. seqpipe-indrnn): cells in
+    every topology, topologies with every cell, tasks on their example pipeline, encodings; exit 1 if any fails."""
+    from seqpipe.plugin_tests import plugin_checks, run_checks
+
+    registry, _ = _registry(strict_plugins)
+    checks = plugin_checks(registry, distribution, export=not no_export)
+    failed = run_checks(checks, click.echo)
+    click.echo(f"{distribution}: {len(checks) - failed} of {len(checks)} checks passed.")
+    if failed:
+        raise SystemExit(1)
 
 
 main.add_command(predict)

@@ -38,17 +38,25 @@ SERVING_ENTRY_POINT_GROUP = "seqpipe.serving"
 BUILTIN_PLUGINS = (
     "seqpipe.builtin.cells",
     "seqpipe.builtin.topologies",
-    "seqpipe.builtin.classify",
-    "seqpipe.builtin.forecast",
-    "seqpipe.builtin.tag",
-    "seqpipe.builtin.generate",
-    "seqpipe.builtin.seq2seq",
+    "seqpipe.builtin.classify.task",
+    "seqpipe.builtin.forecast.task",
+    "seqpipe.builtin.tag.task",
+    "seqpipe.builtin.generate.task",
+    "seqpipe.builtin.seq2seq.task",
     "seqpipe.builtin.encodings",
     "seqpipe.builtin.datasets",
 )
 
-# The built-in tasks' predictors and the encodings they rebuild from metadata: torch-free, unlike the task modules above.
-SERVING_BUILTIN_PLUGINS = ("seqpipe.builtin.predictors", "seqpipe.builtin.encodings")
+# The built-in tasks' predictors (each task package's serve.py) and the encodings they rebuild from metadata:
+# torch-free, unlike the task modules above.
+SERVING_BUILTIN_PLUGINS = (
+    "seqpipe.builtin.classify.serve",
+    "seqpipe.builtin.forecast.serve",
+    "seqpipe.builtin.tag.serve",
+    "seqpipe.builtin.generate.serve",
+    "seqpipe.builtin.seq2seq.serve",
+    "seqpipe.builtin.encodings",
+)
 
 
 @dataclass(frozen=True)
@@ -135,3 +143,53 @@ def _load_entry_points(pm: pluggy.PluginManager, report: LoadReport, group: str,
             warn(message)
             continue
         report.loaded[ep.name] = dist
+
+
+@dataclass(frozen=True)
+class DistributionInfo:
+    """A plugin distribution's version and what it says it needs of seqpipe."""
+
+    name: str
+    version: str
+    requires_seqpipe: str | None  # its requirement's specifier, e.g. ">=0.1,<0.2"; None when it states none
+
+    @property
+    def compatible(self) -> bool:
+        """Whether this seqpipe's version is one the distribution was built for (by its own requirement)."""
+        from packaging.specifiers import SpecifierSet
+
+        from seqpipe import __version__
+
+        return self.requires_seqpipe is None or SpecifierSet(self.requires_seqpipe).contains(__version__, prereleases=True)
+
+    def incompatibility(self) -> str | None:
+        """One line saying the distribution was built for another seqpipe, or None."""
+        from seqpipe import __version__
+
+        if self.compatible:
+            return None
+        return (f"{self.name} {self.version} requires seqpipe{self.requires_seqpipe}, and this is seqpipe {__version__}: "
+                "its plugins may use names that moved or changed (the changelog's 'For plugin authors' says which); "
+                f"upgrade {self.name}, or install a seqpipe it supports.")
+
+
+def distribution_info(name: str) -> DistributionInfo | None:
+    """The installed distribution ``name``'s version and requirement on seqpipe (None: not installed)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    try:
+        found = distribution(name)
+    except PackageNotFoundError:
+        return None
+    specifier = None
+    for line in found.requires or []:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(requirement.name) == "seqpipe" and (requirement.marker is None or requirement.marker.evaluate()):
+            specifier = str(requirement.specifier) or None
+    return DistributionInfo(found.metadata["Name"] or name, found.version, specifier)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import pluggy
 
 from seqpipe.errors import ConfigError, PluginError, did_you_mean
+from seqpipe.reserved import class_clash
 
 KINDS = ("cell", "topology", "task", "encoding", "dataset", "predictor")
 HOOK_KINDS = {"register_cells": "cell", "register_topologies": "topology", "register_tasks": "task",
@@ -77,8 +78,10 @@ def kind_problem(kind: str, obj: Any) -> str | None:
         return f"a subclass of {base.__module__}.{base.__qualname__}, not {obj!r}"
     if kind == "predictor":
         problem = obj.declaration_problem()
-        return None if problem is None else f"a valid predictor: {problem}"
-    return None
+        if problem is not None:
+            return f"a valid predictor: {problem}"
+    clash = class_clash(obj, base)
+    return None if clash is None else f"free of clashes with its contract's names: {clash}"
 
 
 @dataclass

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqpipe.assembly import resolve_pipeline
-from seqpipe.builtin.classify import ClassifyTask
+from seqpipe.builtin.classify.task import ClassifyTask
 from seqpipe.cli import main
 from seqpipe.data import BUCKET_CHUNK_BATCHES, bucketed_order
 from seqpipe.errors import ConfigError
@@ -97,7 +97,7 @@ def test_bucketing_a_task_that_cannot_is_refused_naming_the_key(tmp_path, small_
 
 
 def test_the_padding_share_counts_every_padded_side_of_a_batch():
-    from seqpipe.builtin.seq2seq import Batch as PairBatch
+    from seqpipe.builtin.seq2seq.task import Batch as PairBatch
 
     padding = Padding()
     # sources of 3 and 1 steps padded to 3, targets of 2 and 2: 8 real steps of 10

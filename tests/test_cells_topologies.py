@@ -142,7 +142,7 @@ def test_native_and_traced_step_graphs_agree(registry, tmp_path, cell, op_type):
     import onnx
     import onnxruntime as ort
 
-    from seqpipe.builtin.classify import ClassifierModel
+    from seqpipe.builtin.classify.task import ClassifierModel
     from seqpipe.models import token_embedding
     from seqpipe.onnx.export import export_step
     from seqpipe.onnx.parity import torch_step_loop

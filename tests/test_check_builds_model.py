@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from conftest import REPO, _write_pipeline
 
-from seqpipe.builtin.classify import ClassifyTask
+from seqpipe.builtin.classify.task import ClassifyTask
 from seqpipe.cli import main
 
 
@@ -36,7 +36,7 @@ def test_a_loss_that_raises_is_one_line_at_check_and_at_run_before_any_run_direc
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 2, result.output
         assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
-        assert ("task 'classify' from plugin 'seqpipe.builtin.classify' failed while computing the loss of a first training "
+        assert ("task 'classify' from plugin 'seqpipe.builtin.classify.task' failed while computing the loss of a first training "
                 "batch: ValueError: labels out of range") in result.output
     assert not (tmp_path / "run").exists()
 
@@ -85,7 +85,7 @@ def test_plugin_code_failing_during_training_or_evaluation_is_one_line_and_the_r
     import json
     import types
 
-    from seqpipe.builtin import classify
+    from seqpipe.builtin.classify import task as classify
 
     calls = []
 
@@ -100,7 +100,7 @@ def test_plugin_code_failing_during_training_or_evaluation_is_one_line_and_the_r
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     said = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(said) == 1 and ("task 'classify' from plugin 'seqpipe.builtin.classify' failed while training: ValueError: "
+    assert len(said) == 1 and ("task 'classify' from plugin 'seqpipe.builtin.classify.task' failed while training: ValueError: "
                                "a batch this loss cannot take") in said[0]
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "failed"
     calls.clear()
@@ -117,3 +117,58 @@ def test_an_engine_error_outside_plugin_code_is_not_blamed_on_a_plugin(tmp_path,
     monkeypatch.setattr(training, "save_checkpoint", broken_checkpoint)
     result = CliRunner().invoke(main, ["run", str(_pipeline(tmp_path)), "--out", str(tmp_path / "run")])
     assert result.exit_code == 1 and isinstance(result.exception, RuntimeError)  # a traceback: seqpipe's to fix
+
+
+def test_a_topology_storing_a_submodule_under_a_contract_name_is_named_at_check(tmp_path, monkeypatch):
+    from seqpipe.builtin.topologies import Stacked
+
+    real = Stacked.__init__
+
+    def storing_layers(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        self.layers = torch.nn.ModuleList()  # Topology.layers() would silently win over this
+
+    monkeypatch.setattr(Stacked, "__init__", storing_layers)
+    result = CliRunner().invoke(main, ["check", str(_pipeline(tmp_path))])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert ("topology 'single' from plugin 'seqpipe.builtin.topologies': Single stores a module as self.layers, but "
+            "'layers' is a method of the Topology contract") in result.output
+
+
+def test_a_topology_missing_a_declared_attribute_is_named_not_the_task(tmp_path, monkeypatch):
+    from seqpipe.builtin.topologies import Stacked
+
+    real = Stacked.__init__
+
+    def forgetting_num_slots(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        del self.num_slots  # as a constructor that never set it
+
+    monkeypatch.setattr(Stacked, "__init__", forgetting_num_slots)
+    result = CliRunner().invoke(main, ["check", str(_pipeline(tmp_path))])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert "topology 'single' from plugin 'seqpipe.builtin.topologies' failed while building the model: AttributeError:" in line
+    assert "is part of the Topology contract" in line and "num_slots" in line
+
+
+def test_a_plugin_class_redefining_a_contract_attribute_as_a_method_is_refused_at_registration():
+    from seqpipe.builtin.topologies import Stacked
+    from seqpipe.errors import PluginError
+    from seqpipe.registry import Registry
+
+    class Residual(Stacked):
+        def state_shapes(self):  # the contract's state_shapes is read as an attribute
+            return {}
+
+    registry = Registry()
+    try:
+        registry.add("topology", "residual", Residual, "my_plugin", "my-dist")
+    except PluginError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("registered")
+    assert "plugin 'my_plugin' (distribution 'my-dist') registered topology 'residual'" in message
+    assert "Residual.state_shapes is a method, but 'state_shapes' is an attribute of the Topology contract" in message

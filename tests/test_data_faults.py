@@ -415,7 +415,7 @@ def test_classify_reports_the_majority_class_baseline(tmp_path, small_csv, write
 
 
 def test_entity_schemes_are_recognised_and_bmes_is_scored_like_iobes():
-    from seqpipe.builtin.tag import entity_scheme
+    from seqpipe.builtin.tag.task import entity_scheme
 
     assert entity_scheme(["O", "B-PER", "I-PER"]) == "IOB2"
     assert entity_scheme(["O", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]) == "IOBES"

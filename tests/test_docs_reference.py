@@ -13,7 +13,12 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from seqpipe import config
-from seqpipe.builtin import cells, classify, encodings, forecast, generate, seq2seq, tag, topologies
+from seqpipe.builtin import cells, encodings, topologies
+from seqpipe.builtin.classify import task as classify
+from seqpipe.builtin.forecast import task as forecast
+from seqpipe.builtin.generate import task as generate
+from seqpipe.builtin.seq2seq import task as seq2seq
+from seqpipe.builtin.tag import task as tag
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
 

@@ -83,7 +83,7 @@ def _torch_step(model):
 
 @pytest.mark.parametrize("how", ["greedy", "sampled", "beam"])
 def test_onnx_decoding_equals_torch_decoding(names_run, trained, how):
-    from seqpipe.serving.predict import Generator
+    from seqpipe.builtin.generate.serve import Generator
 
     task, model = trained
     generator = Generator(names_run / "out", device="cpu")

@@ -21,7 +21,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqpipe.builtin.classify import ClassifierModel, ClassifyTask
+from seqpipe.builtin.classify.task import ClassifierModel, ClassifyTask
 from seqpipe.models import token_embedding
 from seqpipe.builtin.topologies import Stacked
 from seqpipe.contracts import declares_layers

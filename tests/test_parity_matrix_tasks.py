@@ -29,7 +29,7 @@ from torch import nn
 
 from seqpipe.onnx.native import sequence_graph
 from seqpipe.initial_state import InitialState
-from seqpipe.builtin.classify import ClassifierModel
+from seqpipe.builtin.classify.task import ClassifierModel
 from seqpipe.models import SequenceModel, token_embedding
 from seqpipe.onnx.parity import torch_step_loop
 from seqpipe.word_characters import WordCharacters

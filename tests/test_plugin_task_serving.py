@@ -15,7 +15,7 @@ from test_plugins import make_distribution, seqpipe_cli
 
 VERDICT_TASK = """
     from seqpipe import hookimpl
-    from seqpipe.builtin.classify import ClassifyTask
+    from seqpipe.builtin.classify.task import ClassifyTask
 
     class VerdictTask(ClassifyTask):
         '''Classification served as a yes/no verdict on one label.'''
@@ -30,7 +30,7 @@ VERDICT_TASK = """
 # torch-free: only what seqpipe's serving modules give
 VERDICT_PREDICTOR = """
     from seqpipe import hookimpl
-    from seqpipe.serving.predict import classify
+    from seqpipe.builtin.classify.serve import classify
     from seqpipe.predictor import Option, Predictor
     from seqpipe.serving.runtime import open_export
 
@@ -79,7 +79,7 @@ def test_plugin_task_is_trained_then_served_without_torch(verdict_site, tmp_path
     assert [r["verdict"] for r in everything] == ["yes", "yes"] and [r["verdict"] for r in nothing] == ["NO", "NO"]
     assert [r["text"] for r in everything] == [r["text"] for r in nothing] == texts
 
-    from seqpipe.serving.predict import classify
+    from seqpipe.builtin.classify.serve import classify
     from seqpipe.serving.runtime import open_export
 
     expected = classify(open_export(tmp_path / "out", device="cpu"), texts)  # the same ONNX file, read by the built-in helper
@@ -103,7 +103,7 @@ def test_plugin_predictor_is_listed_with_its_options(verdict_site):
     data = json.loads(listed.stdout)
     assert data["registered"]["task"]["verdict"] == data["registered"]["predictor"]["verdict"] == "verdict"
     assert data["serving_plugins"]["verdict"] == data["plugins"]["verdict"] == "seqpipe-verdict"
-    assert data["registered"]["predictor"]["classify"] == "seqpipe.builtin.predictors"
+    assert data["registered"]["predictor"]["classify"] == "seqpipe.builtin.classify.serve"
     helped = seqpipe_cli(["predict", "--help"], [verdict_site])
     assert helped.returncode == 0, helped.stderr
     assert 'verdict:  seqpipe predict MODEL "text" --label spam --threshold 0.9' in helped.stdout

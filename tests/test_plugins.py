@@ -16,9 +16,11 @@ from seqpipe.plugins import BUILTIN_PLUGINS, make_plugin_manager
 from seqpipe.registry import Registry, build_registry
 
 
-def make_distribution(root: Path, dist: str, modules: dict[str, str], entry_points: dict[str, dict[str, str]]) -> Path:
+def make_distribution(root: Path, dist: str, modules: dict[str, str], entry_points: dict[str, dict[str, str]],
+                      dependencies: tuple[str, ...] = (), version: str = "0.0.1") -> Path:
     """Write, build and install (``pip install --target``) a distribution of ``modules`` (name ->
-    code) with ``entry_points`` (group -> {name: target}); return its site dir."""
+    code) with ``entry_points`` (group -> {name: target}) and ``dependencies`` (recorded, not
+    installed); return its site dir."""
     src = root / f"src-{dist}"
     src.mkdir(parents=True)
     for module, code in modules.items():
@@ -32,7 +34,8 @@ def make_distribution(root: Path, dist: str, modules: dict[str, str], entry_poin
 
         [project]
         name = "{dist}"
-        version = "0.0.1"
+        version = "{version}"
+        dependencies = {json.dumps(list(dependencies))}
 
         [tool.setuptools]
         py-modules = {json.dumps(sorted(modules))}

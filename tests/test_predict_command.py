@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO, _write_pipeline
 
-from seqpipe.builtin.predictors import ForecastPredictor, GeneratePredictor
+from seqpipe.builtin.forecast.serve import ForecastPredictor
+from seqpipe.builtin.generate.serve import GeneratePredictor
 from seqpipe.cli import main
 from seqpipe.errors import PluginError, SeqpipeError
 from seqpipe.registry import Registry

@@ -87,8 +87,8 @@ def test_run_exports_encoder_and_decoder_with_parity(g2p_run):
 
 
 def test_onnx_transcription_equals_torch_greedy_decoding(g2p_run):
-    from seqpipe.builtin.seq2seq import collate
-    from seqpipe.serving.predict import Transcriber
+    from seqpipe.builtin.seq2seq.task import collate
+    from seqpipe.builtin.seq2seq.serve import Transcriber
 
     _, root, out = g2p_run
     task, model = load_trained(root)
@@ -109,7 +109,7 @@ def test_predict_transcribes_without_torch(g2p_run, torch_blocked_env):
 
 
 def test_beam_search_is_at_least_as_probable_as_greedy(g2p_run):
-    from seqpipe.serving.predict import Transcriber
+    from seqpipe.builtin.seq2seq.serve import Transcriber
 
     _, _, out = g2p_run
     transcriber = Transcriber(out, device="cpu")
@@ -154,7 +154,7 @@ def test_metrics_are_token_edit_distances_and_sacrebleu_scores():
     import sacrebleu
 
     from seqpipe.builtin.encodings import Characters, CharactersOptions, Words, WordsOptions
-    from seqpipe.builtin.seq2seq import Seq2SeqTask
+    from seqpipe.builtin.seq2seq.task import Seq2SeqTask
 
     task = Seq2SeqTask.__new__(Seq2SeqTask)
     task.target = Words(WordsOptions())  # tokens are the space-separated phonemes
@@ -206,7 +206,7 @@ def test_nearest_neighbour_baseline_and_the_predict_hint_come_from_the_data(tmp_
 def test_subword_source_and_target_train_export_and_decode_from_onnx_alone(small_tsv, tmp_path, torch_blocked_env):
     """BPE pieces in and out: the tokenizers travel in the metadata, and onnxruntime's decoding,
     joined by the stored tokenizer without torch, equals torch's greedy decoding."""
-    from seqpipe.builtin.seq2seq import collate
+    from seqpipe.builtin.seq2seq.task import collate
 
     (tmp_path / "small.tsv").write_bytes(small_tsv.read_bytes())
     out = _run(tmp_path, source='kind = "subwords"\nvocab_size = 120', target='kind = "subwords"\nvocab_size = 80', epochs=3)
@@ -223,7 +223,7 @@ def test_subword_source_and_target_train_export_and_decode_from_onnx_alone(small
 @pytest.mark.slow
 def test_number_vector_sources_train_export_and_decode_from_onnx_alone(tmp_path, torch_blocked_env):
     """Number vectors in (the sign of each step's first feature, spelt out), words out."""
-    from seqpipe.builtin.seq2seq import collate
+    from seqpipe.builtin.seq2seq.task import collate
 
     rng = np.random.default_rng(0)
     rows = []

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from seqpipe.builtin.cells import GRUCell
-from seqpipe.builtin.forecast import ForecastTask
+from seqpipe.builtin.forecast.task import ForecastTask
 from seqpipe.builtin.topologies import Stacked
 from seqpipe.contracts import Cell, Layers, Topology, declared_layers, declares_layers
 from seqpipe.plugins import make_plugin_manager
@@ -324,3 +324,32 @@ def test_a_task_whose_evaluation_lacks_its_monitor_is_caught(tmp_path):
     with pytest.raises(AssertionError, match="ForecastWithoutItsMonitor.evaluate\\('validation'\\) must return 'rmse'"):
         check_task(ForecastWithoutItsMonitor, registry=REGISTRY, workdir=tmp_path)
     assert "tests" not in " ".join(REGISTRY.names("task"))  # the caller's registry is left as it was
+
+
+def test_check_cell_names_a_missing_state_sizes_declaration():
+    from seqpipe.kit.probes import kit_classes
+
+    class ForgetsStateSizes(kit_classes().NarrowOutputCell):
+        state_sizes = Cell.state_sizes  # as a projected cell written without declaring its narrower h
+
+    with pytest.raises(AssertionError, match=r"ForgetsStateSizes\.forward failed on states of its declared widths state_sizes = "
+                       r"\(5, 5\) \(not declared: every state is hidden_size = 5 wide by default; a cell whose states differ "
+                       r"in width must declare state_sizes\): RuntimeError"):
+        check_cell(ForgetsStateSizes, export=False)
+
+
+def test_the_kit_names_a_contract_name_reused_for_something_else():
+    class LayersAsAttribute(Stacked):
+        layers = None  # the contract's layers() is a method
+
+    with pytest.raises(AssertionError, match=r"LayersAsAttribute\.layers is an attribute, but 'layers' is a method of the "
+                       r"Topology contract"):
+        check_topology(LayersAsAttribute, export=False)
+
+    class StoresLayers(Stacked):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.layers = nn.ModuleList()
+
+    with pytest.raises(AssertionError, match=r"StoresLayers stores a module as self\.layers, but 'layers' is a method"):
+        check_topology(StoresLayers, export=False)

@@ -13,6 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seqpipe.predictor import Option
+
+# the command-line options of every task that decodes with these (generate, seq2seq)
+BEAM = Option("beam", int, 1, "beam width (> 1: beam search)")
+MAX_LENGTH = Option("max_length", int, None, "most symbols to emit (default: from the model)")
+
 State = dict[str, np.ndarray]
 StepFunction = Callable[[np.ndarray, State], tuple[np.ndarray, State]]
 

@@ -269,6 +269,16 @@ class SequenceRunner(OnnxGraph):
         return self.run(x[:, : int(np.max(lengths))], lengths)
 
 
+def run_file(path: str | Path, name: str) -> Path:
+    """``name`` inside a run directory (or its onnx/ folder), or beside a given .onnx file."""
+    base = Path(path)
+    folders = [base.parent] if base.is_file() else [base / "onnx", base]
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name
+    raise SeqpipeError(f"{path}: no {name} here or in onnx/; pass the run directory of a model that exports {name}.")
+
+
 def open_export(path: str | Path, *, device: str = "auto", prefer: str = "sequence", precision: str = "fp32",
                 threads: int | None = None) -> StepRunner | SequenceRunner:
     """Open an export: an .onnx file (its kind read from its metadata) or a run directory (its

@@ -493,7 +493,7 @@ class Seq2SeqTask(Task):
     # -- report -------------------------------------------------------------------------------
     def write_report(self, model: Seq2SeqModel, run_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
         """Test examples transcribed from the exported graphs, and ``attention.png`` (with attention)."""
-        from seqpipe.serving.predict import Transcriber
+        from seqpipe.builtin.seq2seq.serve import Transcriber
 
         transcriber = Transcriber(run_dir, device="cpu")
         words = [s for s, _ in self.pairs["test"][: max(self.options.heatmap_examples, 6)]]  # sources, as read

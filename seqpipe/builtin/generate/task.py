@@ -291,7 +291,7 @@ class GenerateTask(Task):
     def write_report(self, model: SequenceModel, run_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
         """Samples for every condition, decoded from the exported ONNX graphs (greedy, sampled, beam),
         and the share of sampled names that are not in the training data."""
-        from seqpipe.serving.predict import Generator
+        from seqpipe.builtin.generate.serve import Generator
 
         generator = Generator(run_dir, device="cpu")
         seen = set(self.texts["train"])

@@ -1,0 +1,8 @@
+"""The built-in ``seq2seq`` task (encoder–decoder transcription), laid out as a plugin distribution lays out a task:
+``task.py`` trains and exports it (torch; entry-point group ``seqpipe``), ``serve.py`` serves its
+ONNX files (torch-free; group ``seqpipe.serving``). Importing this package imports neither."""
+
+from seqpipe.deprecation import moved_module
+
+# until 0.2 this package was one module, seqpipe.builtin.seq2seq: its names still resolve, with a warning
+__getattr__ = moved_module(__name__, ("seqpipe.builtin.seq2seq.task", "seqpipe.builtin.seq2seq.serve"), removed_in="0.3")
