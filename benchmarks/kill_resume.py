@@ -36,9 +36,12 @@ def write_pipeline(folder: Path) -> Path:
     rows = DATA.read_text(encoding="utf-8").splitlines()
     (folder / "data.csv").write_text("\n".join(rows[:301]) + "\n", encoding="utf-8")
     path = folder / "p.toml"
-    path.write_text('[data]\npath = "data.csv"\n[model]\nhidden_size = 16\n[input]\nmax_length = 40\n[task.options]\n'
-                    'embedding_size = 8\ndropout = 0.2\ntoken_dropout = 0.1\n[training]\nbatch_size = 32\nepochs = 12\n'
-                    'patience = 100\nlr_decay = 0.7\nema_decay = 0.9\nthreads = 1\n[export]\nparity_sequences = 40\n', encoding="utf-8")
+    path.write_text(
+        '[data]\npath = "data.csv"\n[model]\nhidden_size = 16\n[input]\nmax_length = 40\n[task.options]\n'
+        "embedding_size = 8\ndropout = 0.2\ntoken_dropout = 0.1\n[training]\nbatch_size = 32\nepochs = 12\n"
+        "patience = 100\nlr_decay = 0.7\nema_decay = 0.9\nthreads = 1\n[export]\nparity_sequences = 40\n",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -69,8 +72,11 @@ def trial(pipeline: Path, run: Path, delay: float, in_startup: bool) -> dict:
     """One kill and the resumes that follow. The kill comes ``delay`` seconds after the process
     starts (``in_startup``) or after its run directory appears: timed from there, the moment lands
     in the same part of the run however slowly this machine happens to start Python and torch."""
-    proc = subprocess.Popen([sys.executable, "-m", "seqpipe", "run", str(pipeline), "--out", str(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seqpipe", "run", str(pipeline), "--out", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     while not in_startup and proc.poll() is None and not (run / "status.json").is_file():
         time.sleep(0.005)
     try:
@@ -91,13 +97,18 @@ def trial(pipeline: Path, run: Path, delay: float, in_startup: bool) -> dict:
             result, step = seqpipe("run", str(pipeline), "--out", str(run), "--force"), "run again --force"
         steps.append(f"{step} (exit {result.returncode})")
         if result.returncode != 0:
-            return {"delay": delay_said, "stage": where, "steps": steps, "error": result.stderr.strip().splitlines()[-1:]}
+            return {
+                "delay": delay_said,
+                "stage": where,
+                "steps": steps,
+                "error": result.stderr.strip().splitlines()[-1:],
+            }
     return {"delay": delay_said, "stage": where, "steps": steps}
 
 
 def same_weights(a: Path, b: Path) -> bool:
-    from safetensors.torch import load_file
     import torch
+    from safetensors.torch import load_file
 
     x, y = load_file(str(a)), load_file(str(b))
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
@@ -106,8 +117,12 @@ def same_weights(a: Path, b: Path) -> bool:
 def run_trials(trials: int, seed: int, folder: Path) -> tuple[float, list[dict]]:
     pipeline = write_pipeline(folder)
     started = time.perf_counter()
-    whole = subprocess.Popen([sys.executable, "-m", "seqpipe", "run", str(pipeline), "--out", str(folder / "whole")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    whole = subprocess.Popen(
+        [sys.executable, "-m", "seqpipe", "run", str(pipeline), "--out", str(folder / "whole")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     while whole.poll() is None and not (folder / "whole" / "status.json").is_file():
         time.sleep(0.01)
     opened = time.perf_counter() - started  # start-up: imports, reading the data, building the model
@@ -120,13 +135,21 @@ def run_trials(trials: int, seed: int, folder: Path) -> tuple[float, list[dict]]
     for number in range(1, trials + 1):
         run = folder / f"trial-{number}"
         in_startup = rng.random() < 0.2
-        result = trial(pipeline, run, rng.uniform(0.0, opened) if in_startup else rng.uniform(0.0, duration - opened), in_startup)
+        result = trial(
+            pipeline, run, rng.uniform(0.0, opened) if in_startup else rng.uniform(0.0, duration - opened), in_startup
+        )
         state = json.loads((run / "status.json").read_text())["state"] if (run / "status.json").is_file() else None
         result["state"] = state
-        result["identical"] = state == "done" and same_weights(folder / "whole" / "model.safetensors", run / "model.safetensors")
+        result["identical"] = state == "done" and same_weights(
+            folder / "whole" / "model.safetensors", run / "model.safetensors"
+        )
         results.append(result)
-        print(f"trial {number}: killed {result['delay']}, in {result['stage']}; {', '.join(result['steps']) or 'nothing to do'};"
-              f" {state}, weights {'identical' if result['identical'] else 'DIFFERENT'}", file=sys.stderr)
+        print(
+            f"trial {number}: killed {result['delay']}, in {result['stage']}; "
+            f"{', '.join(result['steps']) or 'nothing to do'};"
+            f" {state}, weights {'identical' if result['identical'] else 'DIFFERENT'}",
+            file=sys.stderr,
+        )
         shutil.rmtree(run)
     return opened, duration, results
 
@@ -138,12 +161,16 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         opened, duration, results = run_trials(args.trials, args.seed, Path(folder))
-    print(f"uninterrupted run: {duration:.1f} s from process start to exit, its run directory made after {opened:.1f} s; "
-          f"{sum(r['stage'] != 'not killed (finished first)' for r in results)} of {len(results)} trials killed\n")
+    print(
+        f"uninterrupted run: {duration:.1f} s from process start to exit, its run directory made after {opened:.1f} s; "
+        f"{sum(r['stage'] != 'not killed (finished first)' for r in results)} of {len(results)} trials killed\n"
+    )
     print("| trial | killed | where | then | ends | weights |\n| --- | --- | --- | --- | --- | --- |")
     for number, r in enumerate(results, start=1):
-        print(f"| {number} | {r['delay']} | {r['stage']} | {', '.join(r['steps']) or 'nothing'} | {r['state']} | "
-              f"{'identical' if r['identical'] else 'DIFFERENT'} |")
+        print(
+            f"| {number} | {r['delay']} | {r['stage']} | {', '.join(r['steps']) or 'nothing'} | {r['state']} | "
+            f"{'identical' if r['identical'] else 'DIFFERENT'} |"
+        )
     good = sum(r["identical"] for r in results)
     print(f"\n{good} of {len(results)} trials ended done with the uninterrupted run's weights.")
     raise SystemExit(0 if good == len(results) else 1)

@@ -31,10 +31,16 @@ COUNTS = (1_000, 10_000, 100_000)
 
 def train(folder: Path) -> Path:
     pipeline = folder / "pipeline.toml"
-    pipeline.write_text('[data]\ndataset = "spam-assassin"\n\n[model]\nhidden_size = 32\n\n[input]\nkind = "characters"\n'
-                        'column = "text"\n\n[task]\nname = "classify"\n\n[training]\nepochs = 2\nthreads = 1\n', encoding="utf-8")
-    subprocess.run([sys.executable, "-m", "seqpipe", "run", str(pipeline), "--out", str(folder / "run")], check=True,
-                   capture_output=True)
+    pipeline.write_text(
+        '[data]\ndataset = "spam-assassin"\n\n[model]\nhidden_size = 32\n\n[input]\nkind = "characters"\n'
+        'column = "text"\n\n[task]\nname = "classify"\n\n[training]\nepochs = 2\nthreads = 1\n',
+        encoding="utf-8",
+    )
+    subprocess.run(
+        [sys.executable, "-m", "seqpipe", "run", str(pipeline), "--out", str(folder / "run")],
+        check=True,
+        capture_output=True,
+    )
     return folder / "run"
 
 
@@ -51,8 +57,23 @@ def measure(run: Path, inputs: Path, count: int) -> dict:
     out = inputs.with_suffix(".jsonl")
     started = time.perf_counter()
     with out.open("w", encoding="utf-8") as fh:
-        done = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "seqpipe", "predict", str(run), "--json",
-                               "--file", str(inputs)], stdout=fh, stderr=subprocess.PIPE, text=True)
+        done = subprocess.run(
+            [
+                "/usr/bin/time",
+                "-v",
+                sys.executable,
+                "-m",
+                "seqpipe",
+                "predict",
+                str(run),
+                "--json",
+                "--file",
+                str(inputs),
+            ],
+            stdout=fh,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"seqpipe predict failed: {done.stderr.strip().splitlines()[-1]}")
@@ -61,8 +82,12 @@ def measure(run: Path, inputs: Path, count: int) -> dict:
         results = sum(1 for _ in fh)
     if results != count:
         raise SystemExit(f"{count} inputs gave {results} results")
-    return {"inputs": count, "peak_mb": round(peak_kb / 1024, 1), "seconds": round(seconds, 1),
-            "inputs_per_second": round(count / seconds)}
+    return {
+        "inputs": count,
+        "peak_mb": round(peak_kb / 1024, 1),
+        "seconds": round(seconds, 1),
+        "inputs_per_second": round(count / seconds),
+    }
 
 
 def main() -> int:
@@ -81,7 +106,10 @@ def main() -> int:
         return 0
     print("| inputs | peak memory | ratio to 1,000 inputs | time | inputs/s |\n| --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['inputs']:,} | {r['peak_mb']} MB | {r['peak_ratio']} | {r['seconds']} s | {r['inputs_per_second']:,} |")
+        print(
+            f"| {r['inputs']:,} | {r['peak_mb']} MB | {r['peak_ratio']} | {r['seconds']} s | "
+            f"{r['inputs_per_second']:,} |"
+        )
     print(f"\n{datetime.date.today()}, {platform.machine()}, Python {platform.python_version()}")
     return 0
 

@@ -54,10 +54,13 @@ class DataSet:
 
 # -- reading the bundled files --------------------------------------------------------------------
 
+
 def _sktime_file(cache: Path, member: str) -> str:
     wheels = sorted(cache.glob("sktime-*.whl"))
     if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", SKTIME, "-d", str(cache)], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", SKTIME, "-d", str(cache)], check=True
+        )
         wheels = sorted(cache.glob("sktime-*.whl"))
     with zipfile.ZipFile(wheels[-1]) as wheel:
         return wheel.read(f"sktime/datasets/data/{member}").decode("utf-8")
@@ -88,9 +91,14 @@ def _ucr(name: str) -> Callable[[Path, Path], str]:
     def write(folder: Path, cache: Path) -> str:
         for split in ("TRAIN", "TEST"):
             rows = _ts_records(_sktime_file(cache, f"{name}/{name}_{split}.ts"))
-            (folder / f"{split.lower()}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        return ('[data]\ntrain = "train.jsonl"\ntest = "test.jsonl"\n\n[input]\nkind = "numbers"\ncolumn = "x"\n\n'
-                '[task]\nname = "classify"\n')
+            (folder / f"{split.lower()}.jsonl").write_text(
+                "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"
+            )
+        return (
+            '[data]\ntrain = "train.jsonl"\ntest = "test.jsonl"\n\n[input]\nkind = "numbers"\ncolumn = "x"\n\n'
+            '[task]\nname = "classify"\n'
+        )
+
     return write
 
 
@@ -99,8 +107,9 @@ def _series(folder: Path, rows: list[tuple[str, float]], dated: bool) -> str:
         out = csv.writer(fh)
         out.writerow(["time", "value"])
         out.writerows(rows)
-    return ('[data]\npath = "series.csv"\n\n[task]\nname = "forecast"\n\n[task.options]\nvalue_column = "value"\n'
-            + ('time_column = "time"\n' if dated else ""))
+    return '[data]\npath = "series.csv"\n\n[task]\nname = "forecast"\n\n[task.options]\nvalue_column = "value"\n' + (
+        'time_column = "time"\n' if dated else ""
+    )
 
 
 def _sktime_series(member: str, value: str, dated: bool = True) -> Callable[[Path, Path], str]:
@@ -108,45 +117,93 @@ def _sktime_series(member: str, value: str, dated: bool = True) -> Callable[[Pat
         table = list(csv.DictReader(io.StringIO(_sktime_file(cache, member))))
         time_key = next(iter(table[0]))
         return _series(folder, [(r[time_key], float(r[value])) for r in table], dated)
+
     return write
 
 
-def _statsmodels_series(dataset: str, value: str, time: Callable[[dict], str] | None = None,
-                        months: list[str] | None = None) -> Callable[[Path, Path], str]:
+def _statsmodels_series(
+    dataset: str, value: str, time: Callable[[dict], str] | None = None, months: list[str] | None = None
+) -> Callable[[Path, Path], str]:
     """A statsmodels series: one value column with a time made by ``time(row)``, or (``months``) a
     table of years by month columns read row after row."""
+
     def write(folder: Path, cache: Path) -> str:
         import statsmodels.api as sm
 
         frame = getattr(sm.datasets, dataset).load_pandas().data
         if months:
-            rows = [(f"{int(r['YEAR'])}-{i + 1:02d}", float(r[m])) for _, r in frame.iterrows() for i, m in enumerate(months)]
+            rows = [
+                (f"{int(r['YEAR'])}-{i + 1:02d}", float(r[m]))
+                for _, r in frame.iterrows()
+                for i, m in enumerate(months)
+            ]
             return _series(folder, rows, True)
         return _series(folder, [(time(r), float(r[value])) for _, r in frame.iterrows()], True)
+
     return write
 
 
 MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 SETS = [
-    DataSet("ArrowHead", "classify", "UCR, sktime wheel: 36 train / 175 test outlines of length 251, 3 classes", _ucr("ArrowHead")),
-    DataSet("BasicMotions", "classify", "UEA, sktime wheel: 40 / 40 accelerometer and gyroscope recordings, 6 channels × 100, 4 classes",
-            _ucr("BasicMotions")),
-    DataSet("UnitTest", "classify", "sktime wheel (a UCR Chinatown subset): 20 / 22 series of length 24, 2 classes", _ucr("UnitTest")),
-    DataSet("OSULeaf", "classify", "UCR, sktime wheel: 200 / 242 leaf outlines of length 427, 6 classes", _ucr("OSULeaf")),
+    DataSet(
+        "ArrowHead",
+        "classify",
+        "UCR, sktime wheel: 36 train / 175 test outlines of length 251, 3 classes",
+        _ucr("ArrowHead"),
+    ),
+    DataSet(
+        "BasicMotions",
+        "classify",
+        "UEA, sktime wheel: 40 / 40 accelerometer and gyroscope recordings, 6 channels × 100, 4 classes",
+        _ucr("BasicMotions"),
+    ),
+    DataSet(
+        "UnitTest",
+        "classify",
+        "sktime wheel (a UCR Chinatown subset): 20 / 22 series of length 24, 2 classes",
+        _ucr("UnitTest"),
+    ),
+    DataSet(
+        "OSULeaf", "classify", "UCR, sktime wheel: 200 / 242 leaf outlines of length 427, 6 classes", _ucr("OSULeaf")
+    ),
     # ACSF1 (100 / 100 power signatures of length 1,460, also in the wheel) is left out until the default
     # recipe can read such lengths: a GRU read every step at about 27 s an epoch and was at chance after 11
-    DataSet("airline", "forecast", "sktime wheel: monthly airline passengers 1949-1960 (144), trend and season",
-            _sktime_series("Airline/Airline.csv", "Passengers")),
-    DataSet("lynx", "forecast", "sktime wheel: yearly Canadian lynx trappings 1821-1934 (114), a ten-year cycle",  # header ",0"
-            _sktime_series("Lynx/Lynx.csv", "0", dated=False)),
-    DataSet("uschange", "forecast", "sktime wheel: quarterly US consumption growth 1970-2016 (187)",
-            _sktime_series("Uschange/Uschange.csv", "Consumption")),
-    DataSet("realgdp", "forecast", "statsmodels macrodata: quarterly US real GDP 1959-2009 (203), a trend",
-            _statsmodels_series("macrodata", "realgdp", time=lambda r: f"{int(r['year'])} Q{int(r['quarter'])}")),
-    DataSet("elnino", "forecast", "statsmodels elnino: monthly sea surface temperature 1950-2010 (732), a season",
-            _statsmodels_series("elnino", "", months=MONTHS)),
-    DataSet("nile", "forecast", "statsmodels nile: yearly Nile flow 1871-1970 (100), a level shift",
-            _statsmodels_series("nile", "volume", time=lambda r: str(int(r["year"])))),
+    DataSet(
+        "airline",
+        "forecast",
+        "sktime wheel: monthly airline passengers 1949-1960 (144), trend and season",
+        _sktime_series("Airline/Airline.csv", "Passengers"),
+    ),
+    DataSet(
+        "lynx",
+        "forecast",
+        "sktime wheel: yearly Canadian lynx trappings 1821-1934 (114), a ten-year cycle",  # header ",0"
+        _sktime_series("Lynx/Lynx.csv", "0", dated=False),
+    ),
+    DataSet(
+        "uschange",
+        "forecast",
+        "sktime wheel: quarterly US consumption growth 1970-2016 (187)",
+        _sktime_series("Uschange/Uschange.csv", "Consumption"),
+    ),
+    DataSet(
+        "realgdp",
+        "forecast",
+        "statsmodels macrodata: quarterly US real GDP 1959-2009 (203), a trend",
+        _statsmodels_series("macrodata", "realgdp", time=lambda r: f"{int(r['year'])} Q{int(r['quarter'])}"),
+    ),
+    DataSet(
+        "elnino",
+        "forecast",
+        "statsmodels elnino: monthly sea surface temperature 1950-2010 (732), a season",
+        _statsmodels_series("elnino", "", months=MONTHS),
+    ),
+    DataSet(
+        "nile",
+        "forecast",
+        "statsmodels nile: yearly Nile flow 1871-1970 (100), a level shift",
+        _statsmodels_series("nile", "volume", time=lambda r: str(int(r["year"]))),
+    ),
 ]
 
 
@@ -158,7 +215,9 @@ STRONG = {"classify": ("nearest", "summary"), "forecast": ("arima", "seasonal_na
 def judge(task: str, test: dict) -> dict:
     """The model's test figure, the best strong baseline's, and win / tie / loss."""
     metric, higher = ("accuracy", True) if task == "classify" else ("rmse", False)
-    baselines = {name: test[f"{name}_{metric}"] for name in STRONG[task] if isinstance(test.get(f"{name}_{metric}"), float)}
+    baselines = {
+        name: test[f"{name}_{metric}"] for name in STRONG[task] if isinstance(test.get(f"{name}_{metric}"), float)
+    }
     if not baselines:
         raise SystemExit(f"the run reported no strong baseline for {metric}; leave task.options.strong_baseline on")
     best_name = (max if higher else min)(baselines, key=baselines.get)
@@ -169,39 +228,75 @@ def judge(task: str, test: dict) -> dict:
         outcome = "tie"
     else:
         outcome = "loss"
-    return {"metric": metric, "model": model, "baseline": best_name, "baseline_value": best, "baselines": baselines,
-            "outcome": outcome}
+    return {
+        "metric": metric,
+        "model": model,
+        "baseline": best_name,
+        "baseline_value": best,
+        "baselines": baselines,
+        "outcome": outcome,
+    }
 
 
 def run_set(data: DataSet, folder: Path, cache: Path, append: str = "") -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pipeline.toml").write_text(data.write(folder, cache) + append, encoding="utf-8")
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "seqpipe", "run", str(folder / "pipeline.toml"), "--out", str(folder / "run"),
-                           "--force"], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seqpipe",
+            "run",
+            str(folder / "pipeline.toml"),
+            "--out",
+            str(folder / "run"),
+            "--force",
+        ],
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         said = (done.stderr or done.stdout).strip().splitlines()
-        return {"set": data.name, "task": data.task, "error": said[-1] if said else f"exit {done.returncode}", "seconds": seconds}
+        return {
+            "set": data.name,
+            "task": data.task,
+            "error": said[-1] if said else f"exit {done.returncode}",
+            "seconds": seconds,
+        }
     metrics = json.loads((folder / "run" / "metrics.json").read_text(encoding="utf-8"))
-    return {"set": data.name, "task": data.task, "seconds": round(seconds, 1), "examples": metrics["data"]["examples"],
-            **judge(data.task, metrics["test"])}
+    return {
+        "set": data.name,
+        "task": data.task,
+        "seconds": round(seconds, 1),
+        "examples": metrics["data"]["examples"],
+        **judge(data.task, metrics["test"]),
+    }
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| set | task | train / validation / test | seqpipe | best strong baseline | every strong baseline | outcome | wall time |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| set | task | train / validation / test | seqpipe | best strong baseline | every strong baseline | outcome | "
+        "wall time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in results:
         if "error" in r:
             lines.append(f"| {r['set']} | {r['task']} | | failed: {r['error']} | | | loss | {r['seconds']:.0f} s |")
             continue
         sizes = " / ".join(str(r["examples"][s]) for s in ("train", "validation", "test"))
         every = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in r["baselines"].items())
-        lines.append(f"| {r['set']} | {r['task']} | {sizes} | {r['metric']} {r['model']:.4g} | {r['baseline'].replace('_', ' ')} "
-                     f"{r['baseline_value']:.4g} | {every} | {r['outcome']} | {r['seconds']:.0f} s |")
+        lines.append(
+            f"| {r['set']} | {r['task']} | {sizes} | {r['metric']} {r['model']:.4g} | "
+            f"{r['baseline'].replace('_', ' ')} "
+            f"{r['baseline_value']:.4g} | {every} | {r['outcome']} | {r['seconds']:.0f} s |"
+        )
     counts = {o: sum(r.get("outcome", "loss") == o for r in results) for o in ("win", "tie", "loss")}
-    lines.append(f"\n{counts['win']} wins, {counts['tie']} ties, {counts['loss']} losses of {len(results)} "
-                 f"({datetime.date.today()}, {platform.machine()}, {platform.python_version()})")
+    lines.append(
+        f"\n{counts['win']} wins, {counts['tie']} ties, {counts['loss']} losses of {len(results)} "
+        f"({datetime.date.today()}, {platform.machine()}, {platform.python_version()})"
+    )
     return "\n".join(lines)
 
 
@@ -210,11 +305,20 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated set names")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--list", action="store_true", help="list the sets and their sources")
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "seqpipe-quality-cache",
-                        help="where the downloaded wheel is kept between runs")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "seqpipe-quality-cache",
+        help="where the downloaded wheel is kept between runs",
+    )
     parser.add_argument("--out", type=Path, default=None, help="keep each set's data, pipeline and run here")
-    parser.add_argument("--append", type=Path, default=None, help="a TOML file whose tables are added to every pipeline "
-                        "(tables the pipeline has already, such as a forecast's [task.options], cannot be repeated)")
+    parser.add_argument(
+        "--append",
+        type=Path,
+        default=None,
+        help="a TOML file whose tables are added to every pipeline "
+        "(tables the pipeline has already, such as a forecast's [task.options], cannot be repeated)",
+    )
     args = parser.parse_args()
     chosen = SETS
     if args.only:
@@ -232,10 +336,17 @@ def main() -> int:
     results = []
     for s in chosen:
         print(f"{s.name} ({s.task}) ...", file=sys.stderr, flush=True)
-        results.append(run_set(s, root / s.name, args.cache, "\n" + args.append.read_text(encoding="utf-8") if args.append else ""))
+        results.append(
+            run_set(s, root / s.name, args.cache, "\n" + args.append.read_text(encoding="utf-8") if args.append else "")
+        )
         r = results[-1]
-        print(f"  {r.get('outcome', 'failed')}: " + (r.get("error") or f"{r['metric']} {r['model']:.4g} against {r['baseline']} "
-              f"{r['baseline_value']:.4g}") + f" in {r['seconds']:.0f} s", file=sys.stderr, flush=True)
+        print(
+            f"  {r.get('outcome', 'failed')}: "
+            + (r.get("error") or f"{r['metric']} {r['model']:.4g} against {r['baseline']} {r['baseline_value']:.4g}")
+            + f" in {r['seconds']:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     print(json.dumps({"results": results}, indent=1) if args.json else table(results))
     return 0
 

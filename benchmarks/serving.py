@@ -45,13 +45,13 @@ import onnxruntime as ort
 import torch
 
 from seqpipe.builtin.cells import LSTMCell
-from seqpipe.onnx.native import sequence_graph
 from seqpipe.builtin.topologies import Stacked
-from seqpipe.onnx.export import export_step
-from seqpipe.onnx.spec import write_metadata
 from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel
+from seqpipe.onnx.export import export_step
+from seqpipe.onnx.native import sequence_graph
 from seqpipe.onnx.precision import convert_fp16, quantize_int8
+from seqpipe.onnx.spec import write_metadata
 from seqpipe.serving.runtime import StepRunner, Stream, choose_providers, session_providers
 
 INPUT, HIDDEN, CLASSES = 300, 512, 10
@@ -61,18 +61,30 @@ def seed_classifier() -> SequenceModel:
     """The seed's ``VanillaRNN`` shape with an LSTM: numeric inputs, softmax head after the last step,
     built from seqpipe's own parts, so the graphs below are the ones a seqpipe run exports."""
     body = Stacked(LSTMCell, INPUT, HIDDEN, {}, num_layers=1)
-    return SequenceModel(torch.nn.Identity(), body, torch.nn.Linear(HIDDEN, CLASSES),
-                         InitialState("zeros", body.state_shapes), output="softmax")
+    return SequenceModel(
+        torch.nn.Identity(),
+        body,
+        torch.nn.Linear(HIDDEN, CLASSES),
+        InitialState("zeros", body.state_shapes),
+        output="softmax",
+    )
 
 
 def spec(graph: str) -> dict:
     state_shape = ["batch", 1, HIDDEN]
     x_shape = ["batch", INPUT] if graph == "step" else ["batch", "time", INPUT]
-    return {"format_version": 1, "graph": graph, "task": "benchmark", "cell": "lstm", "topology": "single",
-            "inputs": [{"name": "x", "dtype": "float32", "shape": x_shape}],
-            "outputs": [{"name": "y", "dtype": "float32", "shape": ["batch", CLASSES]}],
-            "states": [{"name": n, "shape": state_shape} for n in ("h", "c")],
-            "initial_state": {"rule": "zeros"}, "encoding": {"output": {"labels": [str(i) for i in range(CLASSES)]}}}
+    return {
+        "format_version": 1,
+        "graph": graph,
+        "task": "benchmark",
+        "cell": "lstm",
+        "topology": "single",
+        "inputs": [{"name": "x", "dtype": "float32", "shape": x_shape}],
+        "outputs": [{"name": "y", "dtype": "float32", "shape": ["batch", CLASSES]}],
+        "states": [{"name": n, "shape": state_shape} for n in ("h", "c")],
+        "initial_state": {"rule": "zeros"},
+        "encoding": {"output": {"labels": [str(i) for i in range(CLASSES)]}},
+    }
 
 
 def interleaved(contenders: dict, rounds: int, calls: int) -> dict[str, float]:
@@ -84,7 +96,7 @@ def interleaved(contenders: dict, rounds: int, calls: int) -> dict[str, float]:
     names = list(contenders)
     for round_ in range(rounds):
         # alternate the order each round: whoever runs first after another pays for its cache misses
-        for name in (names if round_ % 2 == 0 else names[::-1]):
+        for name in names if round_ % 2 == 0 else names[::-1]:
             fn = contenders[name]
             start = time.perf_counter()
             for _ in range(calls):
@@ -97,7 +109,9 @@ def raw_session(path: Path, device: str) -> ort.InferenceSession:
     """A plain onnxruntime session, as a hand-written app would open it (warnings off, as seqpipe's)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3  # sequence graphs' optional state_in.* draw one warning each
-    return ort.InferenceSession(str(path), options, providers=session_providers(choose_providers(device)))  # as seqpipe's
+    return ort.InferenceSession(
+        str(path), options, providers=session_providers(choose_providers(device))
+    )  # as seqpipe's
 
 
 def raw_iobinding_loop(session: ort.InferenceSession, batch: int, device: str = "cpu"):
@@ -147,13 +161,22 @@ def bench_steps(model, step_path, reduced_path, batch, rounds, calls, device: st
     vs_torch = interleaved({"torch": torch_step, "seqpipe": seqpipe}, rounds, calls)
     vs_raw = interleaved({"seqpipe": seqpipe, "raw_ort": raw}, rounds, calls)
     vs_reduced = interleaved({"raw_ort": raw, "raw_ort_reduced": reduced}, rounds, calls)
-    return {"torch": vs_torch["torch"], "seqpipe": vs_torch["seqpipe"], "seqpipe_vs_raw": vs_raw["seqpipe"],
-            "raw_ort": vs_raw["raw_ort"], "fp32": vs_reduced["raw_ort"], "reduced": vs_reduced["raw_ort_reduced"]}
+    return {
+        "torch": vs_torch["torch"],
+        "seqpipe": vs_torch["seqpipe"],
+        "seqpipe_vs_raw": vs_raw["seqpipe"],
+        "raw_ort": vs_raw["raw_ort"],
+        "fp32": vs_reduced["raw_ort"],
+        "reduced": vs_reduced["raw_ort_reduced"],
+    }
 
 
 def bench_step_graphs(native_path, traced_path, batch, rounds, calls, device: str = "cpu") -> dict[str, float]:
     """The two ways to write the same step graph, stepped the same way (raw IO binding)."""
-    loops = {kind: raw_iobinding_loop(raw_session(path, device), batch, device) for kind, path in (("native", native_path), ("traced", traced_path))}
+    loops = {
+        kind: raw_iobinding_loop(raw_session(path, device), batch, device)
+        for kind, path in (("native", native_path), ("traced", traced_path))
+    }
     return interleaved(loops, rounds, calls)
 
 
@@ -169,7 +192,9 @@ def bench_sequence(model, seq_path, rounds, calls, device: str = "cpu") -> dict[
             out, _ = lstm(xt.to(device))
             return torch.softmax(model.head(out[:, -1]), dim=-1).cpu()
 
-    return interleaved({"torch": torch_sequence, "seqpipe": lambda: session.run(None, {"x": x, "lengths": lengths})}, rounds, calls)
+    return interleaved(
+        {"torch": torch_sequence, "seqpipe": lambda: session.run(None, {"x": x, "lengths": lengths})}, rounds, calls
+    )
 
 
 def bench_training(epochs: int) -> dict[str, float]:
@@ -222,8 +247,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions: a smoke run, not a measurement")
     parser.add_argument("--skip-training", action="store_true")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="cuda: torch and onnxruntime both on the GPU (fp16 rows instead of int8; no training row)")
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: torch and onnxruntime both on the GPU (fp16 rows instead of int8; no training row)",
+    )
     args = parser.parse_args()
     rounds, calls = (3, 20) if args.quick else (9, 200)
     cuda = args.device == "cuda"
@@ -249,37 +278,93 @@ def main() -> None:
         step1 = bench_steps(model, step_path, reduced_path, 1, rounds, calls, args.device)
         step64 = bench_steps(model, step_path, reduced_path, 64, rounds, max(20, calls // 4), args.device)
         sequence = bench_sequence(model, seq_path, rounds, max(10, calls // 20), args.device)
-        graphs = {b: bench_step_graphs(step_path, traced_path, b, rounds, calls if b == 1 else max(20, calls // 4), args.device)
-                  for b in (1, 64)}
+        graphs = {
+            b: bench_step_graphs(
+                step_path, traced_path, b, rounds, calls if b == 1 else max(20, calls // 4), args.device
+            )
+            for b in (1, 64)
+        }
     training = None if args.skip_training or cuda else bench_training(1 if args.quick else 3)
     rows = [
-        ("step latency, batch 1: torch eager / seqpipe stream", step1["torch"] / step1["seqpipe"], ">= 3.0",
-         f"{step1['torch'] * 1e6:.0f} µs / {step1['seqpipe'] * 1e6:.0f} µs"),
-        ("step latency, batch 64: torch eager / seqpipe stream", step64["torch"] / step64["seqpipe"], ">= 1.2",
-         f"{step64['torch'] * 1e3:.2f} ms / {step64['seqpipe'] * 1e3:.2f} ms"),
-        ("seqpipe overhead over raw onnxruntime, batch 1", step1["seqpipe_vs_raw"] / step1["raw_ort"], "<= 1.10",
-         f"{step1['seqpipe_vs_raw'] * 1e6:.0f} µs / {step1['raw_ort'] * 1e6:.0f} µs"),
-        ("seqpipe overhead over raw onnxruntime, batch 64", step64["seqpipe_vs_raw"] / step64["raw_ort"], "<= 1.10",
-         f"{step64['seqpipe_vs_raw'] * 1e3:.2f} ms / {step64['raw_ort'] * 1e3:.2f} ms"),
-        ("sequence 64x20: torch nn.LSTM / seqpipe sequence graph", sequence["torch"] / sequence["seqpipe"], ">= 0.95",
-         f"{sequence['torch'] * 1e3:.1f} ms / {sequence['seqpipe'] * 1e3:.1f} ms"),
-        (f"{reduced} vs fp32 step, batch 64: fp32 / {reduced}", step64["fp32"] / step64["reduced"], ">= 1.5" if not cuda else "(info)",
-         f"{step64['fp32'] * 1e3:.2f} ms / {step64['reduced'] * 1e3:.2f} ms"),
-        (f"{reduced} vs fp32 step, batch 1: fp32 / {reduced}", step1["fp32"] / step1["reduced"], "(info)",
-         f"{step1['fp32'] * 1e6:.0f} µs / {step1['reduced'] * 1e6:.0f} µs"),
+        (
+            "step latency, batch 1: torch eager / seqpipe stream",
+            step1["torch"] / step1["seqpipe"],
+            ">= 3.0",
+            f"{step1['torch'] * 1e6:.0f} µs / {step1['seqpipe'] * 1e6:.0f} µs",
+        ),
+        (
+            "step latency, batch 64: torch eager / seqpipe stream",
+            step64["torch"] / step64["seqpipe"],
+            ">= 1.2",
+            f"{step64['torch'] * 1e3:.2f} ms / {step64['seqpipe'] * 1e3:.2f} ms",
+        ),
+        (
+            "seqpipe overhead over raw onnxruntime, batch 1",
+            step1["seqpipe_vs_raw"] / step1["raw_ort"],
+            "<= 1.10",
+            f"{step1['seqpipe_vs_raw'] * 1e6:.0f} µs / {step1['raw_ort'] * 1e6:.0f} µs",
+        ),
+        (
+            "seqpipe overhead over raw onnxruntime, batch 64",
+            step64["seqpipe_vs_raw"] / step64["raw_ort"],
+            "<= 1.10",
+            f"{step64['seqpipe_vs_raw'] * 1e3:.2f} ms / {step64['raw_ort'] * 1e3:.2f} ms",
+        ),
+        (
+            "sequence 64x20: torch nn.LSTM / seqpipe sequence graph",
+            sequence["torch"] / sequence["seqpipe"],
+            ">= 0.95",
+            f"{sequence['torch'] * 1e3:.1f} ms / {sequence['seqpipe'] * 1e3:.1f} ms",
+        ),
+        (
+            f"{reduced} vs fp32 step, batch 64: fp32 / {reduced}",
+            step64["fp32"] / step64["reduced"],
+            ">= 1.5" if not cuda else "(info)",
+            f"{step64['fp32'] * 1e3:.2f} ms / {step64['reduced'] * 1e3:.2f} ms",
+        ),
+        (
+            f"{reduced} vs fp32 step, batch 1: fp32 / {reduced}",
+            step1["fp32"] / step1["reduced"],
+            "(info)",
+            f"{step1['fp32'] * 1e6:.0f} µs / {step1['reduced'] * 1e6:.0f} µs",
+        ),
     ]
     for b, pair in graphs.items():
         unit, scale = ("µs", 1e6) if b == 1 else ("ms", 1e3)
-        rows.append((f"step graph, batch {b}: traced (torch.onnx) / native operators (raw onnxruntime)", pair["traced"] / pair["native"],
-                     "(info)", f"{pair['traced'] * scale:.{0 if b == 1 else 2}f} {unit} / {pair['native'] * scale:.{0 if b == 1 else 2}f} {unit}"))
+        rows.append(
+            (
+                f"step graph, batch {b}: traced (torch.onnx) / native operators (raw onnxruntime)",
+                pair["traced"] / pair["native"],
+                "(info)",
+                f"{pair['traced'] * scale:.{0 if b == 1 else 2}f} {unit} / "
+                f"{pair['native'] * scale:.{0 if b == 1 else 2}f} {unit}",
+            )
+        )
     if training:
-        rows.append(("training overhead: seqpipe trainer / hand-written loop", training["seqpipe"] / training["hand"], "<= 1.10",
-                     f"{training['seqpipe']:.1f} s / {training['hand']:.1f} s"))
-    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, onnxruntime {ort.__version__}, torch {torch.__version__}"
+        rows.append(
+            (
+                "training overhead: seqpipe trainer / hand-written loop",
+                training["seqpipe"] / training["hand"],
+                "<= 1.10",
+                f"{training['seqpipe']:.1f} s / {training['hand']:.1f} s",
+            )
+        )
+    machine = (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"onnxruntime {ort.__version__}, torch {torch.__version__}"
+    )
     if cuda:
         machine += f", {torch.cuda.get_device_name()} (torch and onnxruntime on CUDA)"
     if args.json:
-        print(json.dumps({"machine": machine, "rows": [{"measure": r[0], "ratio": round(r[1], 3), "target": r[2], "raw": r[3]} for r in rows]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "machine": machine,
+                    "rows": [{"measure": r[0], "ratio": round(r[1], 3), "target": r[2], "raw": r[3]} for r in rows],
+                },
+                indent=2,
+            )
+        )
         return
     print(f"machine: {machine}")
     print("| measure | ratio | target | raw timings |\n| --- | --- | --- | --- |")

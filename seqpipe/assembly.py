@@ -43,7 +43,9 @@ class ResolvedPipeline:
     data: DataSource
     graphs: list[str]
     budget_note: str | None = None  # the batch size, epochs and patience fitted to a small training split
-    monitor_note: str | None = None  # why the best epoch is picked by loss, not the task's metric (a tiny validation split)
+    monitor_note: str | None = (
+        None  # why the best epoch is picked by loss, not the task's metric (a tiny validation split)
+    )
     task_notes: list[str] = field(default_factory=list)  # what the task chose from the data (Task.notes)
 
     def make_task(self) -> Any:
@@ -57,8 +59,10 @@ class ResolvedPipeline:
             sizes = task.prepare()
         empty = [split for split, n in sizes.items() if n == 0]
         if empty:
-            raise DataError(f"{self.data.path}: {sum(sizes.values())} examples leave no {' or '.join(empty)} examples; "
-                            "add data, raise the split fractions, or give the split's own file (data.validation, data.test).")
+            raise DataError(
+                f"{self.data.path}: {sum(sizes.values())} examples leave no {' or '.join(empty)} examples; "
+                "add data, raise the split fractions, or give the split's own file (data.validation, data.test)."
+            )
         self.fit_budget(sizes)
         monitor = self.monitor(task, sizes)
         with self.plugin_code("describing its choices"):
@@ -89,15 +93,19 @@ class ResolvedPipeline:
         names = task.metric_names()
         name = self.config.training.monitor or task.monitor
         if name not in names:
-            raise ConfigError(f"{self.path}: training.monitor: task '{self.config.task.name}' reports no '{name}' on this data "
-                              f"(it reports {', '.join(sorted(names))}); choose one of those.")
+            raise ConfigError(
+                f"{self.path}: training.monitor: task '{self.config.task.name}' reports no '{name}' on this data "
+                f"(it reports {', '.join(sorted(names))}); choose one of those."
+            )
         self.monitor_note = None
         why = too_small(task, sizes) if self.config.training.monitor is None and name != "loss" and sizes else None
         if why is not None:
-            self.monitor_note = (f"validation: {why}, too few to pick the best epoch by {name} (it moves in coarse steps "
-                                 "on so few): the epoch with the lowest validation loss is kept. Set training.monitor to "
-                                 "choose otherwise, or give a larger validation split (data.validation_fraction or "
-                                 "data.validation).")
+            self.monitor_note = (
+                f"validation: {why}, too few to pick the best epoch by {name} (it moves in coarse steps "
+                "on so few): the epoch with the lowest validation loss is kept. Set training.monitor to "
+                "choose otherwise, or give a larger validation split (data.validation_fraction or "
+                "data.validation)."
+            )
             return "loss", "min"
         return name, names[name]
 
@@ -121,15 +129,26 @@ class ResolvedPipeline:
                 finally:
                     model.train()
                 if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                    raise PluginError(f"{self.path}: task '{self.task.name}' from plugin "
-                                      f"{plugin_label(self.task.plugin, self.task.distribution)}: loss() returned "
-                                      f"{type(loss).__name__ if not isinstance(loss, torch.Tensor) else f'a tensor of shape {tuple(loss.shape)}'}, "
-                                      "not a scalar tensor; return the batch's mean loss.")
+                    got = (
+                        type(loss).__name__
+                        if not isinstance(loss, torch.Tensor)
+                        else f"a tensor of shape {tuple(loss.shape)}"
+                    )
+                    raise PluginError(
+                        f"{self.path}: task '{self.task.name}' from plugin "
+                        f"{plugin_label(self.task.plugin, self.task.distribution)}: loss() returned {got}, "
+                        "not a scalar tensor; return the batch's mean loss."
+                    )
         return model
 
     def make_topology(self, input_size: int) -> Any:
-        topology = self.topology.obj(self.cell.obj, input_size, self.config.model.hidden_size,
-                                     self.cell_options.model_dump(), **self.topology_options.model_dump())
+        topology = self.topology.obj(
+            self.cell.obj,
+            input_size,
+            self.config.model.hidden_size,
+            self.cell_options.model_dump(),
+            **self.topology_options.model_dump(),
+        )
         self._refuse_name_clashes(topology)
         return topology
 
@@ -138,12 +157,16 @@ class ResolvedPipeline:
         contract's member would silently win over it (see :mod:`seqpipe.reserved`)."""
         from seqpipe.contracts import Cell, Topology
 
-        built = [(self.topology, topology, Topology)] + [(self.cell, m, Cell) for m in topology.modules() if isinstance(m, Cell)]
+        built = [(self.topology, topology, Topology)] + [
+            (self.cell, m, Cell) for m in topology.modules() if isinstance(m, Cell)
+        ]
         for entry, module, contract in built:
             clash = instance_clash(module, contract)
             if clash is not None:
-                raise PluginError(f"{self.path}: {entry.kind} '{entry.name}' from plugin "
-                                  f"{plugin_label(entry.plugin, entry.distribution)}: {clash}.")
+                raise PluginError(
+                    f"{self.path}: {entry.kind} '{entry.name}' from plugin "
+                    f"{plugin_label(entry.plugin, entry.distribution)}: {clash}."
+                )
 
     @contextlib.contextmanager
     def plugin_code(self, doing: str, *, training: bool = False) -> Iterator[None]:
@@ -165,15 +188,23 @@ class ResolvedPipeline:
             entry = self._culprit(exc, default=None if training else self.task)
             if entry is None:
                 raise
-            advice = _contract_hint(exc, entry) or "check its options in the pipeline file, or report it to the plugin's authors"
-            raise PluginError(f"{self.path}: {entry.kind} '{entry.name}' from plugin {plugin_label(entry.plugin, entry.distribution)} "
-                              f"failed while {doing}: {type(exc).__name__}: {_first_line(exc)}; {advice}.") from exc
+            advice = (
+                _contract_hint(exc, entry)
+                or "check its options in the pipeline file, or report it to the plugin's authors"
+            )
+            raise PluginError(
+                f"{self.path}: {entry.kind} '{entry.name}' from plugin "
+                f"{plugin_label(entry.plugin, entry.distribution)} "
+                f"failed while {doing}: {type(exc).__name__}: {_first_line(exc)}; {advice}."
+            ) from exc
 
     def _culprit(self, exc: BaseException, default: Entry | None) -> Entry | None:
         """The entry whose module holds the innermost frame of ``exc``'s traceback (``default`` when none does)."""
         entries = (self.task, self.topology, self.cell)
         missing = _missing_attribute_owner(exc)
-        for entry in entries if missing is not None else ():  # the object lacking it is the culprit, wherever it was read
+        for entry in (
+            entries if missing is not None else ()
+        ):  # the object lacking it is the culprit, wherever it was read
             if missing in {cls.__name__ for cls in entry.obj.__mro__}:
                 return entry
         by_module = {entry.obj.__module__: entry for entry in entries}
@@ -196,8 +227,10 @@ class ResolvedPipeline:
         resolved["data"]["relative_to"] = str(self.path.resolve().parent)  # where a resumed run finds the data
         resolved["data"]["format"] = self.data.format
         resolved["export"]["graphs"] = self.graphs
-        resolved["plugins"] = {kind: {"plugin": entry.plugin, "distribution": entry.distribution or "seqpipe"}
-                               for kind, entry in (("cell", self.cell), ("topology", self.topology), ("task", self.task))}
+        resolved["plugins"] = {
+            kind: {"plugin": entry.plugin, "distribution": entry.distribution or "seqpipe"}
+            for kind, entry in (("cell", self.cell), ("topology", self.topology), ("task", self.task))
+        }
         return resolved
 
 
@@ -212,14 +245,21 @@ def resolve_pipeline(path: str | Path, registry: Registry, data_relative_to: Pat
     task = registry.get("task", config.task.name, f"{src}: task.name")
     sizes = {"hidden_size": config.model.hidden_size}  # option validators may check options against the model's sizes
     cell_options = validate_options(cell.obj.Options, config.model.cell_options, src, "model.cell_options", sizes)
-    topology_options = validate_options(topology.obj.Options, config.model.topology_options, src, "model.topology_options", sizes)
+    topology_options = validate_options(
+        topology.obj.Options, config.model.topology_options, src, "model.topology_options", sizes
+    )
     task_options = validate_options(task.obj.Options, config.task.options, src, "task.options", sizes)
     _check_task_fit(config, task, cell, topology, src)
     graphs = _graphs(config, cell, topology, task, src, task.obj.no_step_graph(task_options))
     data = _data_source(config.data, path, registry, data_relative_to or path.parent)
-    data = replace(data, input=_encoding(config.input, "input", task, registry, src),
-                   output=_encoding(config.output, "output", task, registry, src))
-    return ResolvedPipeline(path, config, cell, topology, task, cell_options, topology_options, task_options, data, graphs)
+    data = replace(
+        data,
+        input=_encoding(config.input, "input", task, registry, src),
+        output=_encoding(config.output, "output", task, registry, src),
+    )
+    return ResolvedPipeline(
+        path, config, cell, topology, task, cell_options, topology_options, task_options, data, graphs
+    )
 
 
 def _encoding(table: dict[str, Any] | None, key: str, task: Entry, registry: Registry, src: str) -> Any:
@@ -228,8 +268,11 @@ def _encoding(table: dict[str, Any] | None, key: str, task: Entry, registry: Reg
     default = task.obj.default_input if key == "input" else task.obj.default_output
     if default is None:
         if table is not None:
-            raise ConfigError(f"{src}: {key}: task '{task.name}' takes no [{key}] table"
-                              + (" (it reads its own columns: see its options)" if key == "input" else "") + f"; remove [{key}].")
+            raise ConfigError(
+                f"{src}: {key}: task '{task.name}' takes no [{key}] table"
+                + (" (it reads its own columns: see its options)" if key == "input" else "")
+                + f"; remove [{key}]."
+            )
         return None
     table = dict(table or {})
     kind = table.setdefault("kind", default)
@@ -238,31 +281,48 @@ def _encoding(table: dict[str, Any] | None, key: str, task: Entry, registry: Reg
     entry = registry.get("encoding", kind, f"{src}: {key}.kind")
     for option in [k for k in table if k not in entry.obj.Options.model_fields]:  # another kind's option: say whose
         # among the other kinds this table could name (an [output] writes tokens; a clashing name is not offered)
-        takers = [name for name, e in registry.entries["encoding"].items()
-                  if name != kind and ("encoding", name) not in registry.clashes and option in e.obj.Options.model_fields
-                  and (e.obj.reads in task.obj.input_reads if key == "input" else e.obj.reads != "numbers")]
+        takers = [
+            name
+            for name, e in registry.entries["encoding"].items()
+            if name != kind
+            and ("encoding", name) not in registry.clashes
+            and option in e.obj.Options.model_fields
+            and (e.obj.reads in task.obj.input_reads if key == "input" else e.obj.reads != "numbers")
+        ]
         if takers:
             named = " or ".join(f'"{n}"' for n in takers)
-            raise ConfigError(f'{src}: {key}.{option}: kind "{kind}" takes no {option} (kind {named} does); '
-                              f"change {key}.kind or remove {option}.")
+            raise ConfigError(
+                f'{src}: {key}.{option}: kind "{kind}" takes no {option} (kind {named} does); '
+                f"change {key}.kind or remove {option}."
+            )
     options = validate_options(entry.obj.Options, table, src, key)
     cls = entry.obj
     if key == "input" and cls.reads not in task.obj.input_reads:
-        raise ConfigError(f"{src}: input.kind: task '{task.name}' reads {' or '.join(task.obj.input_reads)}, and encoding "
-                          f"'{kind}' reads {cls.reads}; choose another encoding.")
+        raise ConfigError(
+            f"{src}: input.kind: task '{task.name}' reads {' or '.join(task.obj.input_reads)}, and encoding "
+            f"'{kind}' reads {cls.reads}; choose another encoding."
+        )
     if key == "input" and task.obj.needs_token_aligned_input and not cls.token_aligned:
-        raise ConfigError(f"{src}: input.kind: task '{task.name}' gives one label per token, and encoding '{kind}' may split a "
-                          "token into several steps; choose \"words\" or \"characters\" (or \"numbers\").")
+        raise ConfigError(
+            f"{src}: input.kind: task '{task.name}' gives one label per token, and encoding '{kind}' may split a "
+            'token into several steps; choose "words" or "characters" (or "numbers").'
+        )
     if key == "output" and cls.reads != "text":
-        raise ConfigError(f"{src}: output.kind: task '{task.name}' writes tokens, and encoding '{kind}' reads {cls.reads}; "
-                          "choose \"characters\", \"words\" or \"subwords\".")
+        raise ConfigError(
+            f"{src}: output.kind: task '{task.name}' writes tokens, and encoding '{kind}' reads {cls.reads}; "
+            'choose "characters", "words" or "subwords".'
+        )
     if getattr(options, "characters", 0) and (key == "output" or not task.obj.reads_word_characters):
-        raise ConfigError(f"{src}: {key}.characters: task '{task.name}' "
-                          + ("writes word ids alone" if key == "output" else "reads one id per word")
-                          + f"; remove {key}.characters (the tag and classify tasks read each word's characters).")
+        raise ConfigError(
+            f"{src}: {key}.characters: task '{task.name}' "
+            + ("writes word ids alone" if key == "output" else "reads one id per word")
+            + f"; remove {key}.characters (the tag and classify tasks read each word's characters)."
+        )
     if getattr(options, "column", "") is None and not getattr(options, "columns", None):
         # the task's column, named in the export's metadata: what `seqpipe predict --file` reads by default
-        options = options.model_copy(update={"column": task.obj.input_column if key == "input" else task.obj.output_column})
+        options = options.model_copy(
+            update={"column": task.obj.input_column if key == "input" else task.obj.output_column}
+        )
     encoding = cls(options)
     encoding.table = key
     return encoding
@@ -274,69 +334,98 @@ def _check_task_fit(config: PipelineConfig, task: Entry, cell: Entry, topology: 
 
     rules = task.obj.initial_states
     if config.model.initial_state not in rules:
-        raise ConfigError(f"{src}: model.initial_state: task '{config.task.name}' accepts {', '.join(repr(r) for r in rules)}, "
-                          f"found '{config.model.initial_state}'; 'conditioned' needs a task with a condition (generate).")
+        raise ConfigError(
+            f"{src}: model.initial_state: task '{config.task.name}' accepts {', '.join(repr(r) for r in rules)}, "
+            f"found '{config.model.initial_state}'; 'conditioned' needs a task with a condition (generate)."
+        )
     for precision in PRECISIONS:
         if getattr(config.export, precision) and config.model.initial_state == "conditioned":
-            raise ConfigError(f"{src}: export.{precision}: {precision} copies are checked from the initial state, which "
-                              f"'conditioned' makes per sequence; remove {precision} = true.")
+            raise ConfigError(
+                f"{src}: export.{precision}: {precision} copies are checked from the initial state, which "
+                f"'conditioned' makes per sequence; remove {precision} = true."
+            )
     if task.obj.needs_sequence_encoder and not declares_layers(topology.obj):
-        raise ConfigError(f"{src}: model.topology: task '{config.task.name}' exports its encoder as a sequence graph built from "
-                          f"the topology's declared layers, and topology '{config.model.topology}' declares none (Topology.layers); "
-                          "choose 'single' or 'stacked'.")
+        raise ConfigError(
+            f"{src}: model.topology: task '{config.task.name}' exports its encoder as a sequence graph built from "
+            f"the topology's declared layers, and topology '{config.model.topology}' declares none (Topology.layers); "
+            "choose 'single' or 'stacked'."
+        )
     device = training_device(config.training.device, f"{src}: training.device")
     if config.training.precision == "fp16" and device != "cuda":
-        raise ConfigError(f"{src}: training.precision: fp16 training needs a CUDA device (a gradient scaler on GPU "
-                          f"arithmetic), and this run trains on the CPU (training.device = \"{config.training.device}\"); use "
-                          "\"bf16\" (CPU autocast) or \"fp32\".")
+        raise ConfigError(
+            f"{src}: training.precision: fp16 training needs a CUDA device (a gradient scaler on GPU "
+            f'arithmetic), and this run trains on the CPU (training.device = "{config.training.device}"); use '
+            '"bf16" (CPU autocast) or "fp32".'
+        )
     accepted = inspect.signature(task.obj.batches).parameters
-    if config.training.bucket and "bucket" not in accepted and not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
-        raise ConfigError(f"{src}: training.bucket: task '{config.task.name}' cannot bucket its batches by length (its "
-                          "batches() takes no 'bucket' keyword); remove training.bucket or add it to the task.")
+    if (
+        config.training.bucket
+        and "bucket" not in accepted
+        and not any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+    ):
+        raise ConfigError(
+            f"{src}: training.bucket: task '{config.task.name}' cannot bucket its batches by length (its "
+            "batches() takes no 'bucket' keyword); remove training.bucket or add it to the task."
+        )
     monitor = config.training.monitor
     if monitor is not None:
         known = task.obj.declared_metrics()
         if monitor not in known:
-            raise ConfigError(f"{src}: training.monitor: task '{config.task.name}' reports no validation metric '{monitor}'"
-                              f"{did_you_mean(monitor, list(known))}; choose one of {', '.join(sorted(known))}.")
+            raise ConfigError(
+                f"{src}: training.monitor: task '{config.task.name}' reports no validation metric '{monitor}'"
+                f"{did_you_mean(monitor, list(known))}; choose one of {', '.join(sorted(known))}."
+            )
     if task.obj.needs_causal and not topology.obj.causal:
-        raise ConfigError(f"{src}: model.topology: task '{config.task.name}' decodes step by step, and topology "
-                          f"'{config.model.topology}' reads the future; choose 'single' or 'stacked'.")
+        raise ConfigError(
+            f"{src}: model.topology: task '{config.task.name}' decodes step by step, and topology "
+            f"'{config.model.topology}' reads the future; choose 'single' or 'stacked'."
+        )
 
 
 def training_device(wanted: str, where: str) -> str:
-    """"cuda" or "cpu" for ``[training] device``: auto is CUDA when torch sees a GPU; cuda where it
+    """ "cuda" or "cpu" for ``[training] device``: auto is CUDA when torch sees a GPU; cuda where it
     sees none is a config error (so `seqpipe check` says it, not a crash mid-run)."""
     import torch
 
     available = torch.cuda.is_available()
     if wanted == "cuda" and not available:
-        raise ConfigError(f"{where}: \"cuda\" but torch sees no CUDA GPU here (torch {torch.__version__}, "
-                          f"built {'with' if torch.version.cuda else 'without'} CUDA); use \"auto\" or \"cpu\", or install a "
-                          "CUDA build of torch on a GPU machine.")
+        raise ConfigError(
+            f'{where}: "cuda" but torch sees no CUDA GPU here (torch {torch.__version__}, '
+            f'built {"with" if torch.version.cuda else "without"} CUDA); use "auto" or "cpu", or install a '
+            "CUDA build of torch on a GPU machine."
+        )
     return "cuda" if wanted == "cuda" or (wanted == "auto" and available) else "cpu"
 
 
-def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, src: str, no_step: str | None = None) -> list[str]:
+def _graphs(
+    config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, src: str, no_step: str | None = None
+) -> list[str]:
     """The graphs to export, step first, then the task's own; a graph the model cannot have is a
     config error, not a crash after training. ``no_step``: why the task's options rule out a step graph."""
     from seqpipe.contracts import declares_layers  # torch-level import, deferred like all model code
 
     causal = topology.obj.causal
     if no_step is not None and config.export.graphs is not None and "step" in config.export.graphs:
-        raise ConfigError(f"{src}: export.graphs: no 'step' graph: {no_step}; remove 'step' (graphs = [\"sequence\"]) "
-                          "or choose a head that streams.")
+        raise ConfigError(
+            f"{src}: export.graphs: no 'step' graph: {no_step}; remove 'step' (graphs = [\"sequence\"]) "
+            "or choose a head that streams."
+        )
     # a sequence graph is native RNN operators or Loops over each exported cell (a topology that
     # declares its layers), or, for any causal model, a Loop around the step graph
-    unsupported = None if declares_layers(topology.obj) else \
-        f"topology '{config.model.topology}' declares no layers (Topology.layers)"
+    unsupported = (
+        None
+        if declares_layers(topology.obj)
+        else f"topology '{config.model.topology}' declares no layers (Topology.layers)"
+    )
     no_sequence = None if unsupported is None or (causal and no_step is None) else unsupported
-    wanted = config.export.graphs
+    wanted: list[str] | None = list(config.export.graphs) if config.export.graphs is not None else None
     task_default = task.obj.default_graphs
     extra = list(task.obj.extra_graphs)
     if wanted is not None and task_default == ():
-        raise ConfigError(f"{src}: export.graphs: task '{config.task.name}' exports its own graphs ({', '.join(extra)}); "
-                          "remove export.graphs.")
+        raise ConfigError(
+            f"{src}: export.graphs: task '{config.task.name}' exports its own graphs ({', '.join(extra)}); "
+            "remove export.graphs."
+        )
     if wanted is None and task_default is not None:
         wanted = list(task_default)
         if not wanted:  # the task exports only its own graphs (seq2seq: encoder and decoder)
@@ -345,15 +434,21 @@ def _graphs(config: PipelineConfig, cell: Entry, topology: Entry, task: Entry, s
         wanted = (["step"] if causal and no_step is None else []) + (["sequence"] if no_sequence is None else [])
         if not wanted:
             no_step_reason = f"topology '{config.model.topology}' is not causal" if not causal else no_step
-            raise ConfigError(f"{src}: model: {no_step_reason} (no step graph) and {unsupported} (no sequence graph), so "
-                              "nothing can be exported; choose a causal topology or one that declares its layers.")
+            raise ConfigError(
+                f"{src}: model: {no_step_reason} (no step graph) and {unsupported} (no sequence graph), so "
+                "nothing can be exported; choose a causal topology or one that declares its layers."
+            )
     if "step" in wanted and not causal:
-        raise ConfigError(f"{src}: export.graphs: 'step' needs a causal topology, and '{config.model.topology}' reads the "
-                          "future; remove 'step' (export graphs = [\"sequence\"]) or choose 'single'/'stacked'.")
+        raise ConfigError(
+            f"{src}: export.graphs: 'step' needs a causal topology, and '{config.model.topology}' reads the "
+            "future; remove 'step' (export graphs = [\"sequence\"]) or choose 'single'/'stacked'."
+        )
     if "sequence" in wanted and no_sequence is not None:
         no_loop = "the topology is not causal" if not causal else no_step  # nothing to loop a step graph over either
-        raise ConfigError(f"{src}: export.graphs: no 'sequence' graph: {no_sequence} and {no_loop}; "
-                          "choose a built-in topology or a causal one.")
+        raise ConfigError(
+            f"{src}: export.graphs: no 'sequence' graph: {no_sequence} and {no_loop}; "
+            "choose a built-in topology or a causal one."
+        )
     return sorted(set(wanted), key=["step", "sequence"].index) + extra
 
 
@@ -361,15 +456,22 @@ def _data_source(data: DataConfig, pipeline_path: Path, registry: Registry, fold
     src = str(pipeline_path)
     if data.dataset is not None:
         dataset = registry.get("dataset", data.dataset, f"{src}: data.dataset").obj
-        return DataSource(dataset.path, data.format or dataset.format, data, f"{src}: data.dataset", dataset.validation, dataset.test)
+        return DataSource(
+            dataset.path, data.format or dataset.format, data, f"{src}: data.dataset", dataset.validation, dataset.test
+        )
     key = "path" if data.path is not None else "train"
-    files = {name: _data_file(getattr(data, name), name, pipeline_path, folder) for name in (key, "validation", "test")
-             if getattr(data, name) is not None}
+    files = {
+        name: _data_file(getattr(data, name), name, pipeline_path, folder)
+        for name in (key, "validation", "test")
+        if getattr(data, name) is not None
+    }
     fmt = infer_format(files[key], data.format, f"{src}: data.{key}")
     for name, file in files.items():
         if infer_format(file, data.format, f"{src}: data.{name}") != fmt:
-            raise ConfigError(f"{src}: data.{name}: '{file.name}' is not in the training file's format ({fmt}); "
-                              "give every split in one format.")
+            raise ConfigError(
+                f"{src}: data.{name}: '{file.name}' is not in the training file's format ({fmt}); "
+                "give every split in one format."
+            )
     return DataSource(files[key], fmt, data, f"{src}: data.{key}", files.get("validation"), files.get("test"))
 
 
@@ -378,7 +480,9 @@ def _data_file(value: str, key: str, pipeline_path: Path, folder: Path) -> Path:
     if not file.is_absolute():
         file = folder / file
     if not file.is_file():
-        raise ConfigError(f"{pipeline_path}: data.{key}: file '{file}' does not exist; paths are relative to the pipeline file.")
+        raise ConfigError(
+            f"{pipeline_path}: data.{key}: file '{file}' does not exist; paths are relative to the pipeline file."
+        )
     return file
 
 
@@ -398,12 +502,20 @@ def _contract_hint(exc: BaseException, entry: Entry) -> str | None:
     from seqpipe import contracts
 
     contract = {"cell": contracts.Cell, "topology": contracts.Topology, "task": contracts.Task}.get(entry.kind)
-    declared = {name for cls in getattr(contract, "__mro__", ()) for name in (*vars(cls), *getattr(cls, "__annotations__", {}))}
+    if contract is None:
+        return None
+    declared = {name for cls in contract.__mro__ for name in (*vars(cls), *getattr(cls, "__annotations__", {}))}
     if match.group(1) not in declared:
         return None
-    return (f"'{match.group(1)}' is part of the {contract.__name__} contract: define it, or set in the constructor what "
-            "it reads (" + {"cell": "a cell passes input_size and hidden_size to Cell.__init__ and declares state_sizes "
-                                    "when its states differ in width",
-                            "topology": "a topology's constructor sets input_size, hidden_size, num_slots, output_size, "
-                                        "state_names and state_sizes",
-                            "task": "a task calls Task.__init__(options, data)"}[entry.kind] + ")")
+    return (
+        f"'{match.group(1)}' is part of the {contract.__name__} contract: define it, or set in the constructor what "
+        "it reads ("
+        + {
+            "cell": "a cell passes input_size and hidden_size to Cell.__init__ and declares state_sizes "
+            "when its states differ in width",
+            "topology": "a topology's constructor sets input_size, hidden_size, num_slots, output_size, "
+            "state_names and state_sizes",
+            "task": "a task calls Task.__init__(options, data)",
+        }[entry.kind]
+        + ")"
+    )

@@ -3,7 +3,8 @@
 What a user would build in seconds before trusting a recurrent model: character n-gram TF-IDF
 with logistic regression for texts, 1-nearest-neighbour on z-normalised series and logistic
 regression on per-feature summaries for number sequences, logistic regression on word-window features for tags, an
-ARIMA model (statsmodels; differenced when a KPSS test finds a trend) for a series. The text classifier picks its regularisation on the
+ARIMA model (statsmodels; differenced when a KPSS test finds a trend) for a series. The text classifier picks its
+regularisation on the
 validation split (as the model picks its epoch); the tagger, whose fit takes about 20 s on 5,000
 sentences, uses one (C = 10); ARIMA picks its order by AIC on the training part. All predict the
 test split and never touch the exported model.
@@ -22,20 +23,36 @@ REGULARISATION = (1.0, 10.0, 100.0)  # logistic regression's C, chosen on valida
 TAGGER_REGULARISATION = (10.0,)
 
 
-def text_classifier(train: Sequence[str], train_labels: Sequence[int], validation: Sequence[str], validation_labels: Sequence[int],
-                    test: Sequence[str], score: Callable[[Sequence[int], Sequence[int]], float], lowercase: bool) -> list[int]:
+def text_classifier(
+    train: Sequence[str],
+    train_labels: Sequence[int],
+    validation: Sequence[str],
+    validation_labels: Sequence[int],
+    test: Sequence[str],
+    score: Callable[[Sequence[int], Sequence[int]], float],
+    lowercase: bool,
+) -> list[int]:
     """Character 1-5-gram TF-IDF (within word boundaries, sublinear counts) + logistic regression:
     the test split's predicted labels."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 5), sublinear_tf=True, lowercase=lowercase, min_df=2)
+    vectorizer = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=(1, 5), sublinear_tf=True, lowercase=lowercase, min_df=2
+    )
     features = vectorizer.fit_transform(train)
-    return _logistic(features, train_labels, vectorizer.transform(validation), validation_labels, vectorizer.transform(test), score)
+    return _logistic(
+        features, train_labels, vectorizer.transform(validation), validation_labels, vectorizer.transform(test), score
+    )
 
 
-def summary_classifier(train: Sequence[np.ndarray], train_labels: Sequence[int], validation: Sequence[np.ndarray],
-                       validation_labels: Sequence[int], test: Sequence[np.ndarray],
-                       score: Callable[[Sequence[int], Sequence[int]], float]) -> list[int]:
+def summary_classifier(
+    train: Sequence[np.ndarray],
+    train_labels: Sequence[int],
+    validation: Sequence[np.ndarray],
+    validation_labels: Sequence[int],
+    test: Sequence[np.ndarray],
+    score: Callable[[Sequence[int], Sequence[int]], float],
+) -> list[int]:
     """Logistic regression on each feature's mean, standard deviation, minimum, maximum, first and
     last value (standardised), and the sequence's length: the test split's predicted labels."""
     from sklearn.preprocessing import StandardScaler
@@ -45,7 +62,9 @@ def summary_classifier(train: Sequence[np.ndarray], train_labels: Sequence[int],
     return _logistic(features(train), train_labels, features(validation), validation_labels, features(test), score)
 
 
-def nearest_neighbour(train: Sequence[np.ndarray], train_labels: Sequence[int], test: Sequence[np.ndarray]) -> list[int]:
+def nearest_neighbour(
+    train: Sequence[np.ndarray], train_labels: Sequence[int], test: Sequence[np.ndarray]
+) -> list[int]:
     """1-nearest-neighbour by Euclidean distance between z-normalised series (each feature of each
     sequence rescaled over its own steps, then all steps resampled to the training split's median
     length): the UCR archive's reference classifier. The test split's predicted labels."""
@@ -55,7 +74,12 @@ def nearest_neighbour(train: Sequence[np.ndarray], train_labels: Sequence[int], 
 
     length = int(np.median([len(v) for v in train]))
     flat = lambda values: np.stack([_resampled(z_normalised(v), length).ravel() for v in values])  # noqa: E731
-    return KNeighborsClassifier(n_neighbors=1, algorithm="brute").fit(flat(train), list(train_labels)).predict(flat(test)).tolist()
+    return (
+        KNeighborsClassifier(n_neighbors=1, algorithm="brute")
+        .fit(flat(train), list(train_labels))
+        .predict(flat(test))
+        .tolist()
+    )
 
 
 def _resampled(value: np.ndarray, length: int) -> np.ndarray:
@@ -71,21 +95,36 @@ def sequence_summaries(values: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack([np.concatenate([v.mean(0), v.std(0), v.min(0), v.max(0), v[0], v[-1], [len(v)]]) for v in values])
 
 
-def window_tagger(train: Sequence[Sequence[str]], train_tags: Sequence[Sequence[int]], validation: Sequence[Sequence[str]],
-                  validation_tags: Sequence[Sequence[int]], test: Sequence[Sequence[str]],
-                  score: Callable[[Sequence[int], Sequence[int]], float]) -> list[list[int]]:
+def window_tagger(
+    train: Sequence[Sequence[str]],
+    train_tags: Sequence[Sequence[int]],
+    validation: Sequence[Sequence[str]],
+    validation_tags: Sequence[Sequence[int]],
+    test: Sequence[Sequence[str]],
+    score: Callable[[Sequence[int], Sequence[int]], float],
+) -> list[list[int]]:
     """Logistic regression on each word's features (the word, its prefixes and suffixes, its shape)
     and its neighbours' (previous and next word): the test sentences' predicted tags."""
     from sklearn.feature_extraction import DictVectorizer
 
     vectorizer = DictVectorizer()
     features = vectorizer.fit_transform([f for s in train for f in _window_features(s)])
-    flat = lambda sentences: [f for s in sentences for f in _window_features(s)]
-    predicted = _logistic(features, [t for s in train_tags for t in s], vectorizer.transform(flat(validation)),
-                          [t for s in validation_tags for t in s], vectorizer.transform(flat(test)), score, TAGGER_REGULARISATION)
+
+    def flat(sentences: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+        return [f for s in sentences for f in _window_features(s)]
+
+    predicted = _logistic(
+        features,
+        [t for s in train_tags for t in s],
+        vectorizer.transform(flat(validation)),
+        [t for s in validation_tags for t in s],
+        vectorizer.transform(flat(test)),
+        score,
+        TAGGER_REGULARISATION,
+    )
     out, at = [], 0
     for sentence in test:
-        out.append(predicted[at: at + len(sentence)])
+        out.append(predicted[at : at + len(sentence)])
         at += len(sentence)
     return out
 
@@ -94,9 +133,15 @@ def _window_features(words: Sequence[str]) -> list[dict[str, Any]]:
     features = []
     for i, word in enumerate(words):
         lower = word.lower()
-        f = {"w=" + lower: 1, "shape=" + _shape(word): 1, "title": word.istitle(), "upper": word.isupper(),
-             "digit": any(c.isdigit() for c in word), "prev=" + (words[i - 1].lower() if i else "<s>"): 1,
-             "next=" + (words[i + 1].lower() if i + 1 < len(words) else "</s>"): 1}
+        f = {
+            "w=" + lower: 1,
+            "shape=" + _shape(word): 1,
+            "title": word.istitle(),
+            "upper": word.isupper(),
+            "digit": any(c.isdigit() for c in word),
+            "prev=" + (words[i - 1].lower() if i else "<s>"): 1,
+            "next=" + (words[i + 1].lower() if i + 1 < len(words) else "</s>"): 1,
+        }
         for k in (1, 2, 3):
             f[f"pre{k}={lower[:k]}"] = 1
             f[f"suf{k}={lower[-k:]}"] = 1
@@ -119,6 +164,7 @@ def _logistic(train, train_labels, validation, validation_labels, test, score, c
         value = score(validation_labels, model.predict(validation).tolist())
         if best is None or value > best:
             best, best_model = value, model
+    assert best_model is not None  # at least one regularisation was tried
     return best_model.predict(test).tolist()
 
 
@@ -127,8 +173,9 @@ ARIMA_MAX_ITERATIONS = 500  # the optimiser's limit for an order whose fit did n
 ARIMA_FIT_LIMIT = 600  # the latest training values the parameters are fitted on: seconds, not minutes, on long series
 
 
-def arima_forecasts(series: np.ndarray, train_end: int, targets: np.ndarray, origins: np.ndarray,
-                    horizon: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]] | None:
+def arima_forecasts(
+    series: np.ndarray, train_end: int, targets: np.ndarray, origins: np.ndarray, horizon: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]] | None:
     """ARIMA(p, d, q): d = 1 (with a drift) when a KPSS test rejects a level-stationary training
     part, else 0; p and q chosen by AIC on the latest :data:`ARIMA_FIT_LIMIT` values of
     ``series[:train_end]`` and the parameters fitted there, then run over the whole series with those
@@ -139,12 +186,14 @@ def arima_forecasts(series: np.ndarray, train_end: int, targets: np.ndarray, ori
     from tqdm import tqdm
 
     values = series.astype(np.float64)
-    fit_on = values[max(0, train_end - ARIMA_FIT_LIMIT):train_end]
+    fit_on = values[max(0, train_end - ARIMA_FIT_LIMIT) : train_end]
     d = differencing_order(fit_on)
     best = None
     with warnings.catch_warnings():  # non-convergence of a candidate order is expected; AIC judges it
         warnings.simplefilter("ignore")
-        for p, q in tqdm(ARIMA_ORDERS, desc=f"ARIMA baseline (d = {d}, {len(fit_on)} values)", leave=False, file=sys.stderr):
+        for p, q in tqdm(
+            ARIMA_ORDERS, desc=f"ARIMA baseline (d = {d}, {len(fit_on)} values)", leave=False, file=sys.stderr
+        ):
             try:
                 model = ARIMA(fit_on, order=(p, d, q), trend="t" if d else "c")
                 fitted = model.fit()
@@ -160,14 +209,23 @@ def arima_forecasts(series: np.ndarray, train_end: int, targets: np.ndarray, ori
             invertible = len(fitted.maroots) == 0 or bool(np.all(np.abs(fitted.maroots) > 1.0 + 1e-3))
             # and the optimiser must have converged: an unconverged fit's AIC is not its model's (quarterly US
             # real investment: (12, 1, 1) stopped unconverged won on AIC with one-step RMSE 219, persistence 73)
-            if _converged(fitted) and stationary and invertible and np.isfinite(fitted.aic) and (best is None or fitted.aic < best.aic):
+            if (
+                _converged(fitted)
+                and stationary
+                and invertible
+                and np.isfinite(fitted.aic)
+                and (best is None or fitted.aic < best.aic)
+            ):
                 best = fitted
         if best is None:
             return None
         whole = best.apply(values)
         one_step = np.asarray(whole.predict(start=int(targets[0]), end=int(targets[-1])))[targets - targets[0]]
-        multi = np.stack([np.asarray(whole.predict(start=int(o), end=int(o) + horizon - 1, dynamic=True)) for o in origins]) \
-            if len(origins) else np.zeros((0, horizon))
+        multi = (
+            np.stack([np.asarray(whole.predict(start=int(o), end=int(o) + horizon - 1, dynamic=True)) for o in origins])
+            if len(origins)
+            else np.zeros((0, horizon))
+        )
     return one_step, multi, tuple(best.model.order)
 
 
@@ -190,22 +248,31 @@ def differencing_order(values: np.ndarray) -> int:
             return 0
 
 
-def against_baselines(test: dict[str, Any], metric: str, mode: str, trivial: Sequence[str] = ()) -> dict[str, Any] | None:
+def against_baselines(
+    test: dict[str, Any], metric: str, mode: str, trivial: Sequence[str] = ()
+) -> dict[str, Any] | None:
     """The model's test ``metric`` beside every baseline's (``<baseline>_<metric>`` in the task's test
     metrics): which it beats and which it trails (``mode`` "max": higher is better). None when the
     task reported no baseline for it. ``trivial``: the baselines that only set a floor (the most
     frequent label, persistence), named in the result as such."""
     if not isinstance(test.get(metric), float):
         return None
-    baselines = {key.removesuffix(f"_{metric}"): value for key, value in test.items()
-                 if key.endswith(f"_{metric}") and isinstance(value, float)}
+    baselines = {
+        key.removesuffix(f"_{metric}"): value
+        for key, value in test.items()
+        if key.endswith(f"_{metric}") and isinstance(value, float)
+    }
     if not baselines:
         return None
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
-    return {"metric": metric, "model": test[metric], "baselines": baselines,
-            "beats": [name for name, value in baselines.items() if better(test[metric], value)],
-            "trails": [name for name, value in baselines.items() if not better(test[metric], value)],
-            "trivial": [name for name in baselines if name in trivial]}
+    return {
+        "metric": metric,
+        "model": test[metric],
+        "baselines": baselines,
+        "beats": [name for name, value in baselines.items() if better(test[metric], value)],
+        "trails": [name for name, value in baselines.items() if not better(test[metric], value)],
+        "trivial": [name for name in baselines if name in trivial],
+    }
 
 
 def describe_comparison(comparison: dict[str, Any]) -> str:
@@ -217,9 +284,14 @@ def describe_comparison(comparison: dict[str, Any]) -> str:
 
     if not comparison["trails"]:
         if set(comparison["beats"]) <= set(comparison.get("trivial", ())):  # a floor cleared is no claim of strength
-            return (f"baselines: test {metric} {model:.4f} beats the trivial baseline(s) only ({named(comparison['beats'])}); "
-                    "no strong baseline ran, so nothing here says a simpler model would not do as well")
+            return (
+                f"baselines: test {metric} {model:.4f} beats the trivial baseline(s) only "
+                f"({named(comparison['beats'])}); "
+                "no strong baseline ran, so nothing here says a simpler model would not do as well"
+            )
         return f"baselines: test {metric} {model:.4f} beats every baseline ({named(comparison['beats'])})"
     beaten = f" (it beats {named(comparison['beats'])})" if comparison["beats"] else ""
-    return (f"baselines: test {metric} {model:.4f} does not beat {named(comparison['trails'])}{beaten}: on this data a "
-            "simpler model does as well; more data, `seqpipe tune` or another [input] kind may change that")
+    return (
+        f"baselines: test {metric} {model:.4f} does not beat {named(comparison['trails'])}{beaten}: on this data a "
+        "simpler model does as well; more data, `seqpipe tune` or another [input] kind may change that"
+    )

@@ -44,5 +44,7 @@ def fitted_budget(training: TrainingConfig, train_examples: int) -> tuple[Traini
         return training, None
     fitted = training.model_copy(update=changed)
     said = ", ".join(f"{key} {value}" for key, value in changed.items())
-    return fitted, (f"training: {train_examples} training examples: {said} (fitted to the data for {steps} steps an epoch, "
-                    f"{steps * epochs} in all at most; set training.{'/'.join(changed)} to choose)")
+    return fitted, (
+        f"training: {train_examples} training examples: {said} (fitted to the data for {steps} steps an epoch, "
+        f"{steps * epochs} in all at most; set training.{'/'.join(changed)} to choose)"
+    )

@@ -55,13 +55,17 @@ def _registry(strict: bool, source: PluginSource = TRAINING):
     return load_registry(strict or None, source=source)
 
 
-strict_option = click.option("--strict-plugins", is_flag=True, help="Fail if any plugin fails to load (also SEQPIPE_STRICT_PLUGINS=1).")
+strict_option = click.option(
+    "--strict-plugins", is_flag=True, help="Fail if any plugin fails to load (also SEQPIPE_STRICT_PLUGINS=1)."
+)
 pipeline_argument = click.argument("pipeline", type=click.Path(path_type=Path, dir_okay=False))
 
 
 @click.group(cls=SeqpipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="seqpipe")
-@click.option("--debug", is_flag=True, help="With an error, print the traceback behind its line (also SEQPIPE_DEBUG=1).")
+@click.option(
+    "--debug", is_flag=True, help="With an error, print the traceback behind its line (also SEQPIPE_DEBUG=1)."
+)
 def main(debug: bool) -> None:
     """Declarative pipelines for recurrent sequence models: train, export to ONNX, prove parity."""
     say_moved_names()  # a plugin importing a name that moved: one line each, saying where it went
@@ -69,25 +73,55 @@ def main(debug: bool) -> None:
 
 @main.command()
 @click.argument("pipeline", type=click.Path(path_type=Path, dir_okay=False), required=False)
-@click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False), help="Run directory (default: runs/<pipeline>-<time>).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Run directory (default: runs/<pipeline>-<time>).",
+)
 @click.option("--force", is_flag=True, help="Write into --out even if it is not empty.")
-@click.option("--resume", type=click.Path(path_type=Path, file_okay=False), metavar="RUN_DIR",
-              help="Continue the run in RUN_DIR from its last complete epoch, with its own pipeline file (instead of PIPELINE).")
-@click.option("--allow-changes", "allow_changes", multiple=True, metavar="KEY",
-              help="With --resume: continue although the run's pipeline file changed KEY (training.epochs, training.patience, "
-                   "training.max_minutes or an export key; repeat the option or separate keys by commas).")
-@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Train in N processes with DistributedDataParallel (launches torchrun on this machine).")
+@click.option(
+    "--resume",
+    type=click.Path(path_type=Path, file_okay=False),
+    metavar="RUN_DIR",
+    help="Continue the run in RUN_DIR from its last complete epoch, with its own pipeline file (instead of PIPELINE).",
+)
+@click.option(
+    "--allow-changes",
+    "allow_changes",
+    multiple=True,
+    metavar="KEY",
+    help="With --resume: continue although the run's pipeline file changed KEY (training.epochs, training.patience, "
+    "training.max_minutes or an export key; repeat the option or separate keys by commas).",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train in N processes with DistributedDataParallel (launches torchrun on this machine).",
+)
 @strict_option
-def run(pipeline: Path | None, out: Path | None, force: bool, resume: Path | None, allow_changes: tuple[str, ...], nproc: int,
-        strict_plugins: bool) -> None:
+def run(
+    pipeline: Path | None,
+    out: Path | None,
+    force: bool,
+    resume: Path | None,
+    allow_changes: tuple[str, ...],
+    nproc: int,
+    strict_plugins: bool,
+) -> None:
     """Train, evaluate, export and parity-check the pipeline in PIPELINE."""
     from seqpipe.run import run_pipeline
 
     if (pipeline is None) == (resume is None) or (resume is not None and (out is not None or force)):
-        raise SeqpipeError("seqpipe run: give a PIPELINE file to run, or --resume RUN_DIR alone to continue a stopped run.")
+        raise SeqpipeError(
+            "seqpipe run: give a PIPELINE file to run, or --resume RUN_DIR alone to continue a stopped run."
+        )
     if allow_changes and resume is None:
-        raise SeqpipeError("seqpipe run: --allow-changes goes with --resume RUN_DIR (the keys a resumed run's pipeline file changed).")
+        raise SeqpipeError(
+            "seqpipe run: --allow-changes goes with --resume RUN_DIR (the keys a resumed run's pipeline file changed)."
+        )
     registry, _ = _registry(strict_plugins)
     if nproc > 1:
         from seqpipe.launch import check_before_launch, torchrun
@@ -110,14 +144,27 @@ def run(pipeline: Path | None, out: Path | None, force: bool, resume: Path | Non
 
 @main.command()
 @pipeline_argument
-@click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False), help="Study folder (default: "
-              "tune/<pipeline>); run the same command again to continue an interrupted study there.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Study folder (default: tune/<pipeline>); run the same command again to continue an interrupted study there.",
+)
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Trials to finish (default: tune.trials).")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Run trials in N processes at once, sharing the study and the machine's cores.")
-@click.option("--worker", type=click.IntRange(min=1), default=None, hidden=True, help="Run trials only (started by --jobs).")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run trials in N processes at once, sharing the study and the machine's cores.",
+)
+@click.option(
+    "--worker", type=click.IntRange(min=1), default=None, hidden=True, help="Run trials only (started by --jobs)."
+)
 @strict_option
-def tune(pipeline: Path, out: Path | None, trials: int | None, jobs: int, worker: int | None, strict_plugins: bool) -> None:
+def tune(
+    pipeline: Path, out: Path | None, trials: int | None, jobs: int, worker: int | None, strict_plugins: bool
+) -> None:
     """Search PIPELINE's [tune] space with Optuna: each trial a normal run, pruned when behind; the
     best pipeline is written as best.toml."""
     from seqpipe.tuning import tune as run_study
@@ -126,16 +173,24 @@ def tune(pipeline: Path, out: Path | None, trials: int | None, jobs: int, worker
     folder = out or Path("tune") / pipeline.stem
     try:
         with signals_stop_the_run():
-            result = run_study(pipeline, registry, folder, trials, jobs=jobs, worker=worker, strict_plugins=strict_plugins)
+            result = run_study(
+                pipeline, registry, folder, trials, jobs=jobs, worker=worker, strict_plugins=strict_plugins
+            )
     except (KeyboardInterrupt, Terminated) as exc:
         if worker is not None:  # the process that started it says how to continue
             sys.exit(130 if isinstance(exc, KeyboardInterrupt) else 143)
         raise
     if result is None:  # a worker: the process that started it reports
         return
-    click.echo(f"\nstudy: {folder / 'study.db'} ({result.finished} trials finished, {result.pruned} pruned"
-               + (f", {result.rerun} interrupted and tried again" if result.rerun else "") + ")")
-    click.echo(f"best: validation {result.best_value:.4f} with " + ", ".join(f"{k} = {v!r}" for k, v in result.best_params.items()))
+    click.echo(
+        f"\nstudy: {folder / 'study.db'} ({result.finished} trials finished, {result.pruned} pruned"
+        + (f", {result.rerun} interrupted and tried again" if result.rerun else "")
+        + ")"
+    )
+    click.echo(
+        f"best: validation {result.best_value:.4f} with "
+        + ", ".join(f"{k} = {v!r}" for k, v in result.best_params.items())
+    )
     click.echo(f"best pipeline: {result.best_pipeline}  (seqpipe run {result.best_pipeline})")
     click.echo(f"plot: {folder / 'trials.png'}")
 
@@ -154,9 +209,19 @@ def check(pipeline: Path, strict_plugins: bool) -> None:
     task, sizes, (monitor, mode) = resolved.prepare()
     model = resolved.build_model(task)  # as run builds it, with one training batch through it and the loss
     m = resolved.config.model
-    click.echo(f"{pipeline}: ok (task {resolved.config.task.name}, cell {m.cell}, topology {m.topology}, data {resolved.data.path})")
-    click.echo("data: " + ", ".join(f"{name} {n}" for name, n in sizes.items()) + f" examples; monitor: validation {monitor} ({mode})")
-    click.echo(f"model: {sum(p.numel() for p in model.parameters()):,} parameters; a first training batch goes through it and the loss")
+    click.echo(
+        f"{pipeline}: ok (task {resolved.config.task.name}, cell {m.cell}, topology {m.topology}, data "
+        f"{resolved.data.path})"
+    )
+    click.echo(
+        "data: "
+        + ", ".join(f"{name} {n}" for name, n in sizes.items())
+        + f" examples; monitor: validation {monitor} ({mode})"
+    )
+    click.echo(
+        f"model: {sum(p.numel() for p in model.parameters()):,} parameters; a first training batch goes through it and "
+        "the loss"
+    )
     for note in resolved.notes:
         click.echo(note)
     for line in resolved.data.account.lines():
@@ -174,10 +239,17 @@ def report(run_dir: Path) -> None:
 
 @main.command()
 @click.argument("data", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--task", help="The task (default: guessed from the columns: a CoNLL file is tagged, a text and a label "
-              "column are classified, two text columns are an encoder-decoder, numbers are forecast).")
-@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False),
-              help="The pipeline file to write (default: the data file's name with .toml, here).")
+@click.option(
+    "--task",
+    help="The task (default: guessed from the columns: a CoNLL file is tagged, a text and a label "
+    "column are classified, two text columns are an encoder-decoder, numbers are forecast).",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The pipeline file to write (default: the data file's name with .toml, here).",
+)
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @strict_option
 def init(data: Path, task: str | None, out: Path | None, force: bool, strict_plugins: bool) -> None:
@@ -199,25 +271,54 @@ def plugins(strict_plugins: bool, as_json: bool) -> None:
     """List every cell, topology, task, encoding, dataset and predictor, with the plugin that provides it."""
     registry, report = _registry(strict_plugins)
     serving, serving_report = _registry(strict_plugins, SERVING)  # predictors come from the torch-free group
-    source = {"cell": registry, "topology": registry, "task": registry, "encoding": registry, "dataset": registry, "predictor": serving}
+    source = {
+        "cell": registry,
+        "topology": registry,
+        "task": registry,
+        "encoding": registry,
+        "dataset": registry,
+        "predictor": serving,
+    }
     entries = {kind: [r.entries[kind][name] for name in r.names(kind)] for kind, r in source.items()}
     third_party = sorted({d for d in [*report.loaded.values(), *serving_report.loaded.values()] if d != "seqpipe"})
     distributions = {d: info for d in third_party if (info := distribution_info(d)) is not None}
     if as_json:
         listing = {kind: {e.name: e.plugin for e in kind_entries} for kind, kind_entries in entries.items()}
-        click.echo(json.dumps({"registered": listing, "plugins": report.loaded, "serving_plugins": serving_report.loaded,
-                               "failed": report.failed + serving_report.failed,
-                               "distributions": {d: {"version": i.version, "requires_seqpipe": i.requires_seqpipe,
-                                                     "compatible": i.compatible} for d, i in distributions.items()}},
-                              indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "registered": listing,
+                    "plugins": report.loaded,
+                    "serving_plugins": serving_report.loaded,
+                    "failed": report.failed + serving_report.failed,
+                    "distributions": {
+                        d: {"version": i.version, "requires_seqpipe": i.requires_seqpipe, "compatible": i.compatible}
+                        for d, i in distributions.items()
+                    },
+                },
+                indent=2,
+            )
+        )
         return
-    plural = {"cell": "cells", "topology": "topologies", "task": "tasks", "encoding": "encodings", "dataset": "datasets",
-              "predictor": "predictors"}
+    plural = {
+        "cell": "cells",
+        "topology": "topologies",
+        "task": "tasks",
+        "encoding": "encodings",
+        "dataset": "datasets",
+        "predictor": "predictors",
+    }
     for kind, kind_entries in entries.items():
         click.echo(f"{plural[kind]}:")
         for e in kind_entries:
             info = distributions.get(e.distribution or "")
-            shown = f" ({e.distribution} {info.version})" if info else f" ({e.distribution})" if e.distribution != "seqpipe" else ""
+            shown = (
+                f" ({e.distribution} {info.version})"
+                if info
+                else f" ({e.distribution})"
+                if e.distribution != "seqpipe"
+                else ""
+            )
             click.echo(f"  {e.name:<16} {e.plugin}{shown}")
     for (kind, name), owners in sorted([*registry.clashes.items(), *serving.clashes.items()]):
         click.echo(f"clash: {kind} '{name}' registered by {', '.join(owners)}")
@@ -241,6 +342,49 @@ def test_plugin(distribution: str, no_export: bool, strict_plugins: bool) -> Non
     click.echo(f"{distribution}: {len(checks) - failed} of {len(checks)} checks passed.")
     if failed:
         raise SystemExit(1)
+
+
+@main.group()
+def export() -> None:
+    """Turn a run's ONNX files into what a serving engine loads."""
+
+
+@export.command("triton")
+@click.argument("run", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="The model repository to write (tritonserver --model-repository OUT).",
+)
+@click.option("--name", default=None, help="Model name prefix (default: the run directory's name).")
+@click.option(
+    "--max-batch-size",
+    "max_batch_size",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Triton's max_batch_size for every model.",
+)
+@click.option(
+    "--force", is_flag=True, help="Write into --out even if it is not empty (this run's models are rewritten)."
+)
+def export_triton_command(run: Path, out: Path, name: str | None, max_batch_size: int, force: bool) -> None:
+    """Write a Triton model repository (onnxruntime backend) for RUN's graphs: dynamic batching for whole
+    sequences, sequence batching with the state kept on the server for the step graph."""
+    from seqpipe.serving.servable import check_servable
+    from seqpipe.serving.triton import export_triton
+
+    check_servable(run)  # finished, intact, parity-checked: what predict serves, Triton serves
+    for model in export_triton(run, out, name=name, max_batch_size=max_batch_size, force=force):
+        how = (
+            "sequence batching, state kept by Triton"
+            if model.server_state
+            else "dynamic batching" + (", the client carries the state" if model.graph == "step" else "")
+        )
+        click.echo(f"{model.name}: {model.folder} ({model.graph} graph; {how})")
+    click.echo(f"serve it: tritonserver --model-repository {out.resolve()}")
 
 
 main.add_command(predict)

@@ -54,8 +54,12 @@ def declaration_holds(cls: type, declaration: str, computations: Iterable[str]) 
     return True
 
 
-def masked_steps(step: Callable[[torch.Tensor, State], tuple[torch.Tensor, State]], x: torch.Tensor, lengths: torch.Tensor,
-                 state: State) -> tuple[torch.Tensor, State]:
+def masked_steps(
+    step: Callable[[torch.Tensor, State], tuple[torch.Tensor, State]],
+    x: torch.Tensor,
+    lengths: torch.Tensor,
+    state: State,
+) -> tuple[torch.Tensor, State]:
     """The one masked step loop: ``step(x_t, state) -> (y_t, state)`` over a padded batch ``x`` [B, T, …].
 
     Sequences whose length has passed keep their state, and their ``y`` is zero from then on, so
@@ -66,12 +70,15 @@ def masked_steps(step: Callable[[torch.Tensor, State], tuple[torch.Tensor, State
     for t in range(x.shape[1]):
         y, new_state = step(x[:, t], state)
         alive = t < lengths  # [B]
-        state = tuple(torch.where(alive.view(-1, *[1] * (old.dim() - 1)), new, old) for new, old in zip(new_state, state))
+        state = tuple(
+            torch.where(alive.view(-1, *[1] * (old.dim() - 1)), new, old) for new, old in zip(new_state, state)
+        )
         outputs.append(torch.where(alive.view(-1, *[1] * (y.dim() - 1)), y, torch.zeros_like(y)))
     return torch.stack(outputs, dim=1), state
 
 
 # -- cells ------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class OnnxOperator:
@@ -165,6 +172,7 @@ def native_operator(cell: Cell) -> OnnxOperator | None:
 
 # -- topologies -------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Layers:
     """What a topology is made of, for the engine's ONNX graphs: per layer, its cells (one, or a
@@ -202,8 +210,10 @@ class Topology(nn.Module, metaclass=ABCMeta):
         """Advance every layer one step (causal topologies): ``x_t`` [B, I] → (y [B, output_size], state)."""
         from seqpipe.errors import ExportError
 
-        raise ExportError(f"topology '{type(self).__name__}' is not causal: it reads the future, so it cannot be stepped or "
-                          "streamed; use a sequence graph, or a causal topology ('single'/'stacked') for streaming.")
+        raise ExportError(
+            f"topology '{type(self).__name__}' is not causal: it reads the future, so it cannot be stepped or "
+            "streamed; use a sequence graph, or a causal topology ('single'/'stacked') for streaming."
+        )
 
     def final_output(self, outputs: torch.Tensor, lengths: torch.Tensor, state: State) -> torch.Tensor:
         """The output summarising each whole sequence, [B, output_size]: by default the last valid step's."""
@@ -237,10 +247,13 @@ def declares_layers(topology_cls: type) -> bool:
     """Whether a topology class declares layers that describe its own computation (class level, so
     ``seqpipe check`` can decide which graphs a pipeline can have before building anything)."""
     declared_by = next(k for k in topology_cls.__mro__ if "layers" in vars(k))
-    return declared_by is not Topology and declaration_holds(topology_cls, "layers", ("forward", "step", "final_output"))
+    return declared_by is not Topology and declaration_holds(
+        topology_cls, "layers", ("forward", "step", "final_output")
+    )
 
 
 # -- the model a task builds ------------------------------------------------------------------------
+
 
 class StepModel(nn.Module, metaclass=ABCMeta):
     """A task's whole network (input encoding ∘ topology ∘ head) as the engine sees it.
@@ -253,7 +266,10 @@ class StepModel(nn.Module, metaclass=ABCMeta):
     """
 
     body: Topology
-    initial: nn.Module
+    # an nn.Module called as ``initial(batch, device) -> State`` that also describes itself for the
+    # exports (``spec()``, ``served_values()``, ``state_names``, ``shapes``); typed loosely because
+    # torch types a module's attributes as tensors or modules
+    initial: Any
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -287,15 +303,20 @@ class StepModel(nn.Module, metaclass=ABCMeta):
         """One time step of the whole network: what the step graph exports."""
 
     @abstractmethod
-    def run_sequence(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def run_sequence(
+        self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None
+    ) -> tuple[torch.Tensor, State]:
         """``y`` at every step [B, T, …] and the final state, by the fast whole-sequence path."""
 
     @abstractmethod
-    def sequence_output(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def sequence_output(
+        self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None
+    ) -> tuple[torch.Tensor, State]:
         """What the sequence graph returns: ``y`` for each whole sequence (or every step), and the final state."""
 
 
 # -- tasks ------------------------------------------------------------------------------------------
+
 
 class Batch(Protocol):
     """What the trainer needs of a task's batch: its targets (one row per example, for counting).
@@ -412,8 +433,15 @@ class Task(ABC):
         Bad data raises :class:`seqpipe.errors.DataError` here, before a run directory exists."""
 
     @abstractmethod
-    def batches(self, split: str, batch_size: int, *, shuffle: bool = False,
-                generator: torch.Generator | None = None, bucket: bool = False) -> Iterator[Batch]:
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        bucket: bool = False,
+    ) -> Iterator[Batch]:
         """The split's examples as batches (shuffled with ``generator`` while training). ``bucket``
         (``[training] bucket``, only while shuffling): batch examples of similar length together,
         order still random; :func:`seqpipe.data.batched` does both for a task whose examples are
@@ -421,8 +449,9 @@ class Task(ABC):
 
     # -- model --------------------------------------------------------------------------------
     @abstractmethod
-    def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
-                    initial_state_scale: float = 0.1) -> nn.Module:
+    def build_model(
+        self, make_topology: Callable[[int], Topology], initial_state: str = "zeros", initial_state_scale: float = 0.1
+    ) -> nn.Module:
         """The whole network; ``make_topology(input_size)`` builds the pipeline's topology. A
         :class:`StepModel` when the engine exports its step or sequence graphs; a task that exports
         only its own graphs (``default_graphs = ()``) may return any module with a ``body`` topology."""
@@ -459,8 +488,18 @@ class Task(ABC):
         :meth:`encoding_spec`); a task whose model is not one overrides this."""
         return None
 
-    def export_graph(self, kind: str, model: StepModel, path: Path, *, resolved: Any, opset: int, exporter: str,
-                     tolerance: float, limit: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def export_graph(
+        self,
+        kind: str,
+        model: StepModel,
+        path: Path,
+        *,
+        resolved: Any,
+        opset: int,
+        exporter: str,
+        tolerance: float,
+        limit: int,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Write one of :attr:`extra_graphs` to ``path`` and check it; return (its spec, its parity report)."""
         raise _not_implemented(self, "export_graph", f"it lists graph '{kind}' in extra_graphs")
 
@@ -481,5 +520,7 @@ class Task(ABC):
 def _not_implemented(task: Task, method: str, why: str = "the engine exports its step or sequence graph") -> Exception:
     from seqpipe.errors import ExportError
 
-    return ExportError(f"task '{type(task).__name__}' does not implement Task.{method}, which it needs because {why}; "
-                       f"implement it, or set default_graphs = () and export the task's own graphs.")
+    return ExportError(
+        f"task '{type(task).__name__}' does not implement Task.{method}, which it needs because {why}; "
+        f"implement it, or set default_graphs = () and export the task's own graphs."
+    )

@@ -17,20 +17,50 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from seqpipe.account import DataAccount
 from seqpipe.errors import DataError
 from seqpipe.labels import LabelSpellings
-from seqpipe.readers import (BOM, DOCSTART, FORMATS, HEADER_TAGS, HEADER_TOKENS, Record, Sentence, infer_format, read_conll,
-                             read_records, read_text)
-from seqpipe.readers import _record  # group_steps makes its records as the readers make theirs
+from seqpipe.readers import (
+    BOM,
+    DOCSTART,
+    FORMATS,
+    HEADER_TAGS,
+    HEADER_TOKENS,
+    Record,
+    Sentence,
+    _record,  # group_steps makes its records as the readers make theirs
+    infer_format,
+    read_conll,
+    read_records,
+    read_text,
+)
 
 if TYPE_CHECKING:  # the engine's config, named for readers of the code only: this module sits below the engine
     from seqpipe.config import DataConfig
 
 __all__ = [
-    "DataSource", "group_steps", "text_values", "number", "FLOAT32_MAX", "time_value", "split_three", "batched",
-    "BUCKET_CHUNK_BATCHES", "bucketed_order",
+    "DataSource",
+    "group_steps",
+    "text_values",
+    "number",
+    "FLOAT32_MAX",
+    "time_value",
+    "split_three",
+    "batched",
+    "BUCKET_CHUNK_BATCHES",
+    "bucketed_order",
     # re-exported: these lived here before reading moved to seqpipe.readers, seqpipe.labels and
     # seqpipe.account, and tasks, plugins and tests import them from here; keep them importable
-    "DataAccount", "LabelSpellings", "Record", "read_records", "read_text", "BOM", "FORMATS", "infer_format",
-    "read_conll", "Sentence", "DOCSTART", "HEADER_TOKENS", "HEADER_TAGS",
+    "DataAccount",
+    "LabelSpellings",
+    "Record",
+    "read_records",
+    "read_text",
+    "BOM",
+    "FORMATS",
+    "infer_format",
+    "read_conll",
+    "Sentence",
+    "DOCSTART",
+    "HEADER_TOKENS",
+    "HEADER_TAGS",
 ]
 
 T = TypeVar("T")
@@ -49,7 +79,9 @@ class DataSource:
     validation_path: Path | None = None
     test_path: Path | None = None
     account: DataAccount = field(default_factory=DataAccount, compare=False)
-    input: Any = None  # the pipeline's input encoding (seqpipe.inputs.InputEncoding), unfitted; None: the task reads no [input]
+    input: Any = (
+        None  # the pipeline's input encoding (seqpipe.inputs.InputEncoding), unfitted; None: the task reads no [input]
+    )
     output: Any = None  # the output encoding of a task that writes tokens
 
     def records(self, path: Path, columns: Sequence[str], step_columns: Sequence[str] = ()) -> list[Record]:
@@ -59,25 +91,50 @@ class DataSource:
         d = self.config
         if d.sequence_column is None:
             return read_records(path, self.format, columns, self.where, account=self.account)
-        rows = read_records(path, self.format, [d.sequence_column, d.order_column, *columns], self.where, account=self.account)
-        return group_steps(rows, d.sequence_column, d.order_column, [c for c in columns if c in step_columns],
-                           [c for c in columns if c not in step_columns], path)
+        assert d.order_column is not None  # the config requires both of them or neither
+        rows = read_records(
+            path, self.format, [d.sequence_column, d.order_column, *columns], self.where, account=self.account
+        )
+        return group_steps(
+            rows,
+            d.sequence_column,
+            d.order_column,
+            [c for c in columns if c in step_columns],
+            [c for c in columns if c not in step_columns],
+            path,
+        )
 
-    def splits(self, read: Callable[[Path], list[T]], key: Callable[[T], Any] | None = None) -> tuple[list[T], list[T], list[T]]:
+    def splits(
+        self, read: Callable[[Path], list[T]], key: Callable[[T], Any] | None = None
+    ) -> tuple[list[T], list[T], list[T]]:
         """Train, validation and test items: ``read`` applied to each given file; a split without
         its own file is cut from the training file (shuffled with ``data.split_seed``, stratified by
         ``key`` if given) by its fraction."""
         d = self.config
         items = read(self.path)
-        given = {name: read(path) for name, path in (("validation", self.validation_path), ("test", self.test_path)) if path}
-        cut = {"validation": 0.0 if "validation" in given else d.validation_fraction, "test": 0.0 if "test" in given else d.test_fraction}
-        train, validation, test = split_three(items, cut["validation"], cut["test"], d.split_seed, key=key) if cut["validation"] or cut["test"] \
+        given = {
+            name: read(path) for name, path in (("validation", self.validation_path), ("test", self.test_path)) if path
+        }
+        cut = {
+            "validation": 0.0 if "validation" in given else d.validation_fraction,
+            "test": 0.0 if "test" in given else d.test_fraction,
+        }
+        train, validation, test = (
+            split_three(items, cut["validation"], cut["test"], d.split_seed, key=key)
+            if cut["validation"] or cut["test"]
             else (items, [], [])
+        )
         return train, given.get("validation", validation), given.get("test", test)
 
 
-def group_steps(rows: Sequence[Record], sequence_column: str, order_column: str, step_columns: Sequence[str],
-                fixed_columns: Sequence[str], path: Path) -> list[Record]:
+def group_steps(
+    rows: Sequence[Record],
+    sequence_column: str,
+    order_column: str,
+    step_columns: Sequence[str],
+    fixed_columns: Sequence[str],
+    path: Path,
+) -> list[Record]:
     """Long-format rows (one per step) → one record per sequence, in order of first appearance.
     ``step_columns`` become lists ordered by ``order_column`` (numbers; a repeated step is refused);
     ``fixed_columns`` (a sequence's label) must hold one value for the whole sequence."""
@@ -86,28 +143,39 @@ def group_steps(rows: Sequence[Record], sequence_column: str, order_column: str,
         groups.setdefault(str(row[sequence_column]), []).append(row)
     records = []
     for name, steps in groups.items():
-        order = {}
+        order: dict[float, Record] = {}
         for row in steps:
             at = number(row, order_column, path, f"data.order_column '{order_column}' orders each sequence's steps")
             if at in order:
-                raise DataError(f"{path}:{row.line}: sequence {name!r} has step {at:g} twice (also line {order[at].line}); "
-                                "give each step of a sequence its own order value.")
+                raise DataError(
+                    f"{path}:{row.line}: sequence {name!r} has step {at:g} twice (also line {order[at].line}); "
+                    "give each step of a sequence its own order value."
+                )
             order[at] = row
         ordered = [order[at] for at in sorted(order)]
         for column in fixed_columns:
             changed = next((row for row in ordered if row[column] != ordered[0][column]), None)
             if changed is not None:
-                raise DataError(f"{path}:{changed.line}: column '{column}' changes within sequence {name!r} "
-                                f"({ordered[0][column]!r} on line {ordered[0].line}); it is read once per sequence.")
-        record = _record({sequence_column: name, **{c: ordered[0][c] for c in fixed_columns},
-                          **{c: [row[c] for row in ordered] for c in step_columns}}, ordered[0].line)
+                raise DataError(
+                    f"{path}:{changed.line}: column '{column}' changes within sequence {name!r} "
+                    f"({ordered[0][column]!r} on line {ordered[0].line}); it is read once per sequence."
+                )
+        record = _record(
+            {
+                sequence_column: name,
+                **{c: ordered[0][c] for c in fixed_columns},
+                **{c: [row[c] for row in ordered] for c in step_columns},
+            },
+            ordered[0].line,
+        )
         record.step_lines = [row.line for row in ordered]
         records.append(record)
     return records
 
 
-def text_values(rows: Sequence[Record], column: str, path: Path, task: str, encoding: str = "characters",
-                table: str = "input") -> list[str]:
+def text_values(
+    rows: Sequence[Record], column: str, path: Path, task: str, encoding: str = "characters", table: str = "input"
+) -> list[str]:
     """The text in ``column`` of every row; numbers are refused, never read as characters.
 
     A JSON value that is not a string (a number, a list of number vectors) is refused at its line;
@@ -116,16 +184,34 @@ def text_values(rows: Sequence[Record], column: str, path: Path, task: str, enco
     for row in rows:
         value = row[column]
         if not isinstance(value, str):
-            kind = "a list" if isinstance(value, list) else "a table" if isinstance(value, dict) else f"the {type(value).__name__} {value!r}"
-            raise DataError(f"{path}:{row.line}: column '{column}' holds {kind}, not text; the {task} task reads '{column}' "
-                            f"as text ({table}.kind = \"{encoding}\"): point {table}.column at a text column, give the text as a "
-                            + ("JSON string, or for number vectors set input.kind = \"numbers\"." if table == "input" else "JSON string."))
+            kind = (
+                "a list"
+                if isinstance(value, list)
+                else "a table"
+                if isinstance(value, dict)
+                else f"the {type(value).__name__} {value!r}"
+            )
+            raise DataError(
+                f"{path}:{row.line}: column '{column}' holds {kind}, not text; the {task} task reads '{column}' "
+                f'as text ({table}.kind = "{encoding}"): point {table}.column at a text column, give the text as a '
+                + (
+                    'JSON string, or for number vectors set input.kind = "numbers".'
+                    if table == "input"
+                    else "JSON string."
+                )
+            )
     # CSV cells are untyped: a column that reads as numbers everywhere is numbers (JSON strings are text)
     if not rows[0].typed and all(reads_as_numbers(row[column]) for row in rows):
-        raise DataError(f"{path}:{rows[0].line}: column '{column}' holds numbers in every record (here {rows[0][column][:40]!r}), "
-                        f"not text; the {task} task would learn their characters ({table}.kind = \"{encoding}\"): point {table}.column "
-                        + ("at a text column, or for numbers set input.kind = \"numbers\"." if table == "input" else
-                           "at a text column (digits written as JSON strings in JSON Lines are text)."))
+        raise DataError(
+            f"{path}:{rows[0].line}: column '{column}' holds numbers in every record (here {rows[0][column][:40]!r}), "
+            f'not text; the {task} task would learn their characters ({table}.kind = "{encoding}"): point '
+            f"{table}.column "
+            + (
+                'at a text column, or for numbers set input.kind = "numbers".'
+                if table == "input"
+                else "at a text column (digits written as JSON strings in JSON Lines are text)."
+            )
+        )
     return [row[column] for row in rows]
 
 
@@ -158,10 +244,14 @@ def number(row: Record, column: str, path: Path, why: str) -> float:
             raise ValueError
         number = float(value)
     except (TypeError, ValueError):
-        raise DataError(f"{path}:{row.line}: column '{column}' holds {str(value)[:40]!r}, not a number; {why}.") from None
+        raise DataError(
+            f"{path}:{row.line}: column '{column}' holds {str(value)[:40]!r}, not a number; {why}."
+        ) from None
     if not abs(number) <= FLOAT32_MAX:
-        raise DataError(f"{path}:{row.line}: column '{column}' holds {str(value)[:40]!r}, not a finite number (float32, "
-                        f"|x| <= 3.4e38); fill in the missing value or remove the record.")
+        raise DataError(
+            f"{path}:{row.line}: column '{column}' holds {str(value)[:40]!r}, not a finite number (float32, "
+            f"|x| <= 3.4e38); fill in the missing value or remove the record."
+        )
     return number
 
 
@@ -186,12 +276,16 @@ def time_value(row: Record, column: str, path: Path) -> float | datetime.datetim
     try:
         return datetime.datetime.fromisoformat(value.replace("/", "-"))
     except ValueError:
-        raise DataError(f"{path}:{row.line}: column '{column}' holds {value[:40]!r}, neither a number nor an ISO date "
-                        "(e.g. 2012-01-31, or a month 2012-01, or a quarter 2012 Q1); fix it, or leave task.options.time_column out to keep the file's row order.") from None
+        raise DataError(
+            f"{path}:{row.line}: column '{column}' holds {value[:40]!r}, neither a number nor an ISO date "
+            "(e.g. 2012-01-31, or a month 2012-01, or a quarter 2012 Q1); fix it, or leave task.options.time_column "
+            "out to keep the file's row order."
+        ) from None
 
 
-def split_three(items: Sequence[T], validation_fraction: float, test_fraction: float, seed: int,
-                key=None) -> tuple[list[T], list[T], list[T]]:
+def split_three(
+    items: Sequence[T], validation_fraction: float, test_fraction: float, seed: int, key=None
+) -> tuple[list[T], list[T], list[T]]:
     """Shuffle with ``seed`` and split into train/validation/test, stratified by ``key`` if given."""
     groups: dict[Any, list[T]] = {}
     for item in items:
@@ -204,15 +298,23 @@ def split_three(items: Sequence[T], validation_fraction: float, test_fraction: f
         n_test = round(len(group) * test_fraction)
         n_val = round(len(group) * validation_fraction)
         test += group[:n_test]
-        validation += group[n_test:n_test + n_val]
-        train += group[n_test + n_val:]
+        validation += group[n_test : n_test + n_val]
+        train += group[n_test + n_val :]
     for part in (train, validation, test):
         rng.shuffle(part)
     return train, validation, test
 
 
-def batched(examples: Sequence[T], batch_size: int, collate: Callable[[list[T]], Any], *, shuffle: bool = False,
-            generator=None, bucket: bool = False, length: Callable[[T], int] = len) -> Iterator[Any]:
+def batched(
+    examples: Sequence[T],
+    batch_size: int,
+    collate: Callable[[list[T]], Any],
+    *,
+    shuffle: bool = False,
+    generator=None,
+    bucket: bool = False,
+    length: Callable[[Any], int] = len,
+) -> Iterator[Any]:
     """``collate`` applied to consecutive chunks of ``examples``, in an order drawn from torch's
     ``generator`` when ``shuffle`` (so a seeded run sees the same batches).
 
@@ -223,13 +325,15 @@ def batched(examples: Sequence[T], batch_size: int, collate: Callable[[list[T]],
 
         order = torch.randperm(len(examples), generator=generator).tolist()
         if bucket:
-            yield from (collate([examples[i] for i in chunk])
-                        for chunk in bucketed_order(order, [length(e) for e in examples], batch_size, generator))
+            yield from (
+                collate([examples[i] for i in chunk])
+                for chunk in bucketed_order(order, [length(e) for e in examples], batch_size, generator)
+            )
             return
     else:
         order = list(range(len(examples)))
     for start in range(0, len(order), batch_size):
-        yield collate([examples[i] for i in order[start:start + batch_size]])
+        yield collate([examples[i] for i in order[start : start + batch_size]])
 
 
 # examples sorted by length together: enough that a batch finds neighbours of its length, few enough
@@ -246,6 +350,6 @@ def bucketed_order(order: list[int], lengths: Sequence[int], batch_size: int, ge
     chunk = batch_size * BUCKET_CHUNK_BATCHES
     batches = []
     for start in range(0, len(order), chunk):
-        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])  # stable: ties keep the random order
-        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])  # stable: ties keep the random order
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]

@@ -30,7 +30,9 @@ def say_moved_names() -> None:
     warnings.filterwarnings("default", category=MovedNameWarning)
     show = warnings.showwarning
 
-    def one_line(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    def one_line(
+        message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
         if issubclass(category, MovedNameWarning):
             print(f"seqpipe: {filename}:{lineno}: {message}", file=sys.stderr)
         else:
@@ -47,8 +49,12 @@ def moved_names(old_module: str, moved: dict[str, str], removed_in: str) -> Call
         if name not in moved:
             raise AttributeError(f"module {old_module!r} has no attribute {name!r}")
         new_module = moved[name]
-        warnings.warn(f"{old_module}.{name} moved to {new_module}.{name}: import it from there "
-                      f"(the old name goes in seqpipe {removed_in}).", MovedNameWarning, stacklevel=2)
+        warnings.warn(
+            f"{old_module}.{name} moved to {new_module}.{name}: import it from there "
+            f"(the old name goes in seqpipe {removed_in}).",
+            MovedNameWarning,
+            stacklevel=2,
+        )
         return _kept(old_module, name, getattr(importlib.import_module(new_module), name))
 
     return __getattr__
@@ -64,8 +70,12 @@ def moved_module(old_module: str, new_modules: tuple[str, ...], removed_in: str)
             held = [m for m in modules if name in vars(m)]  # vars, not hasattr: no other module's moved names
             defined = [m for m in held if getattr(vars(m)[name], "__module__", None) == m.__name__]
             for module in defined[:1] or held[:1]:  # where it is defined, else the first that imports it
-                warnings.warn(f"{old_module}.{name} moved to {module.__name__}.{name}: import it from there "
-                              f"(the old name goes in seqpipe {removed_in}).", MovedNameWarning, stacklevel=2)
+                warnings.warn(
+                    f"{old_module}.{name} moved to {module.__name__}.{name}: import it from there "
+                    f"(the old name goes in seqpipe {removed_in}).",
+                    MovedNameWarning,
+                    stacklevel=2,
+                )
                 return _kept(old_module, name, vars(module)[name])
         raise AttributeError(f"module {old_module!r} has no attribute {name!r}")
 
@@ -93,13 +103,30 @@ MOVED_MODULES: dict[str, tuple[tuple[str, ...], str]] = {
     "seqpipe.decoding": (("seqpipe.serving.decoding",), "0.3"),
     "seqpipe.runtime": (("seqpipe.serving.runtime",), "0.3"),
     "seqpipe.serving.predictor": (("seqpipe.predictor",), "0.3"),
-    "seqpipe.predict": (("seqpipe.serving.predict", "seqpipe.predictor", "seqpipe.builtin.classify.serve",
-                         "seqpipe.builtin.tag.serve", "seqpipe.builtin.forecast.serve", "seqpipe.builtin.generate.serve",
-                         "seqpipe.builtin.seq2seq.serve"), "0.3"),
+    "seqpipe.predict": (
+        (
+            "seqpipe.serving.predict",
+            "seqpipe.predictor",
+            "seqpipe.builtin.classify.serve",
+            "seqpipe.builtin.tag.serve",
+            "seqpipe.builtin.forecast.serve",
+            "seqpipe.builtin.generate.serve",
+            "seqpipe.builtin.seq2seq.serve",
+        ),
+        "0.3",
+    ),
     # 0.2: each built-in task's predictor moved into the task's package
-    "seqpipe.builtin.predictors": (("seqpipe.serving.decoding", "seqpipe.builtin.classify.serve", "seqpipe.builtin.tag.serve",
-                                    "seqpipe.builtin.forecast.serve", "seqpipe.builtin.generate.serve",
-                                    "seqpipe.builtin.seq2seq.serve"), "0.3"),
+    "seqpipe.builtin.predictors": (
+        (
+            "seqpipe.serving.decoding",
+            "seqpipe.builtin.classify.serve",
+            "seqpipe.builtin.tag.serve",
+            "seqpipe.builtin.forecast.serve",
+            "seqpipe.builtin.generate.serve",
+            "seqpipe.builtin.seq2seq.serve",
+        ),
+        "0.3",
+    ),
 }
 
 

@@ -68,7 +68,9 @@ class CharVocabulary(_Symbols):
     max_length: int = 256
 
     @classmethod
-    def fit(cls, texts: Iterable[str | Sequence[str]], *, lowercase: bool, max_length: int, min_count: int) -> CharVocabulary:
+    def fit(
+        cls, texts: Iterable[str | Sequence[str]], *, lowercase: bool, max_length: int, min_count: int
+    ) -> CharVocabulary:
         """Symbols by descending training count: the characters of texts, or the tokens of token
         lists (a tagger's characters: each token is one step)."""
         counts = Counter(unit for text in texts for unit in cls.units(text, lowercase))
@@ -78,8 +80,11 @@ class CharVocabulary(_Symbols):
     @staticmethod
     def units(text: str | Sequence[str], lowercase: bool) -> list[str]:
         """A text's characters (or a token list's tokens), lower-cased when ``lowercase``."""
-        return list(text.lower() if lowercase else text) if isinstance(text, str) else \
-            [u.lower() if lowercase else u for u in text]
+        return (
+            list(text.lower() if lowercase else text)
+            if isinstance(text, str)
+            else [u.lower() if lowercase else u for u in text]
+        )
 
     @property
     def pad_id(self) -> int:
@@ -94,10 +99,15 @@ class CharVocabulary(_Symbols):
         index = self._index
         return [index.get(ch, 1) for ch in self.units(text, self.lowercase)[: self.max_length]]
 
-
     def to_spec(self) -> dict[str, Any]:
-        return {"kind": "characters", "symbols": list(self.symbols), "pad_id": 0, "unk_id": 1,
-                "lowercase": self.lowercase, "max_length": self.max_length}
+        return {
+            "kind": "characters",
+            "symbols": list(self.symbols),
+            "pad_id": 0,
+            "unk_id": 1,
+            "lowercase": self.lowercase,
+            "max_length": self.max_length,
+        }
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> CharVocabulary:
@@ -106,8 +116,27 @@ class CharVocabulary(_Symbols):
 
 # Suffixes that mark a part of speech in English, longest first: an unseen word is encoded by its
 # shape and suffix (e.g. "<unk:cap:ing>"), so a tagger still sees "Rumbling" as a likely verb form.
-SIGNATURE_SUFFIXES = ("ness", "ment", "able", "ible", "ing", "ion", "ous", "ive", "ful", "est", "ity", "ed", "ly", "er",
-                      "al", "ic", "es", "s", "y")
+SIGNATURE_SUFFIXES = (
+    "ness",
+    "ment",
+    "able",
+    "ible",
+    "ing",
+    "ion",
+    "ous",
+    "ive",
+    "ful",
+    "est",
+    "ity",
+    "ed",
+    "ly",
+    "er",
+    "al",
+    "ic",
+    "es",
+    "s",
+    "y",
+)
 WORD_PATTERN = r"\w+(?:[-'’.]\w+)*|[^\w\s]+"
 
 
@@ -134,7 +163,7 @@ def word_character_ids(word: str, index: dict[str, int], per_word: int) -> list[
     a longer word gives its first ``per_word - per_word // 2`` and last ``per_word // 2`` characters
     (its prefix and its suffix, where a word's class shows). Unseen characters are 1 (unknown)."""
     if len(word) > per_word:
-        word = word[: per_word - per_word // 2] + word[len(word) - per_word // 2:]
+        word = word[: per_word - per_word // 2] + word[len(word) - per_word // 2 :]
     ids = [index.get(ch, 1) for ch in word]
     return ids + [0] * (per_word - len(ids))
 
@@ -164,15 +193,20 @@ class WordVocabulary(_Symbols):
         signatures = sorted({word_signature(w) for w, n in counts.items() if n < min_count})
         return cls((PAD, UNK, *signatures, *kept), lowercase)
 
-
     def encode(self, words: list[str]) -> list[int]:
         index = self._index
         return [index.get(w.lower() if self.lowercase else w) or index.get(word_signature(w), 1) for w in words]
 
     def to_spec(self) -> dict[str, Any]:
-        return {"kind": "words", "symbols": list(self.symbols), "pad_id": 0, "unk_id": 1, "lowercase": self.lowercase,
-                "unknown_words": "encoded as seqpipe.encoding.word_signature(word) when that symbol exists, else <unk>",
-                "tokenizer": {"pattern": WORD_PATTERN, "note": "re.findall(pattern, text)"}}
+        return {
+            "kind": "words",
+            "symbols": list(self.symbols),
+            "pad_id": 0,
+            "unk_id": 1,
+            "lowercase": self.lowercase,
+            "unknown_words": "encoded as seqpipe.encoding.word_signature(word) when that symbol exists, else <unk>",
+            "tokenizer": {"pattern": WORD_PATTERN, "note": "re.findall(pattern, text)"},
+        }
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> WordVocabulary:

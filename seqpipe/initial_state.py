@@ -34,7 +34,9 @@ class InitialState(nn.Module):
         self.rule, self.shapes, self.scale = rule, dict(shapes), scale
         self.state_names = tuple(self.shapes)
         if rule == "learnable":
-            self.values = nn.ParameterDict({n: nn.Parameter(torch.zeros(*shape)) for n, shape in self.shapes.items()})  # [S, H]
+            self.values = nn.ParameterDict(
+                {n: nn.Parameter(torch.zeros(*shape)) for n, shape in self.shapes.items()}
+            )  # [S, H]
 
     def forward(self, batch: int, device: torch.device | None = None) -> State:
         if self.rule == "learnable":
@@ -47,11 +49,18 @@ class InitialState(nn.Module):
         """How a program with only the ONNX file starts a sequence."""
         if self.rule == "learnable":
             values = {n: self.values[n].detach().cpu().tolist() for n in self.state_names}
-            return {"rule": "learnable", "values": values,
-                    "note": "feed values[name] ([slots][size], the same for every sequence) as the first state_in.<name>"}
+            return {
+                "rule": "learnable",
+                "values": values,
+                "note": "feed values[name] ([slots][size], the same for every sequence) as the first state_in.<name>",
+            }
         if self.rule == "random":
-            return {"rule": "random", "scale": self.scale, "served_as": "zeros",
-                    "note": "noise was a training-time regulariser; start every sequence from zeros"}
+            return {
+                "rule": "random",
+                "scale": self.scale,
+                "served_as": "zeros",
+                "note": "noise was a training-time regulariser; start every sequence from zeros",
+            }
         return {"rule": "zeros", "note": "start every sequence from zeros of the state shape"}
 
     def served_values(self) -> dict[str, np.ndarray]:
@@ -73,15 +82,22 @@ class ConditionedInitialState(nn.Module):
 
     rule = "conditioned"
 
-    def __init__(self, num_conditions: int, shapes: dict[str, tuple[int, int]], condition: dict[str, Any],
-                 condition_size: int = 16) -> None:
+    def __init__(
+        self,
+        num_conditions: int,
+        shapes: dict[str, tuple[int, int]],
+        condition: dict[str, Any],
+        condition_size: int = 16,
+    ) -> None:
         """``num_conditions``: how many labels, or the vector's length when ``condition["kind"]`` is "vector";
         ``shapes``: ``{name: (slots, size)}`` per state."""
         super().__init__()
         self.shapes, self.condition = dict(shapes), condition
         self.state_names = tuple(self.shapes)
         vector = condition.get("kind") == "vector"
-        self.embed = nn.Linear(num_conditions, condition_size) if vector else nn.Embedding(num_conditions, condition_size)
+        self.embed = (
+            nn.Linear(num_conditions, condition_size) if vector else nn.Embedding(num_conditions, condition_size)
+        )
         self.project = nn.Linear(condition_size, sum(s * h for s, h in self.shapes.values()))
 
     def from_condition(self, condition: torch.Tensor) -> State:
@@ -95,8 +111,13 @@ class ConditionedInitialState(nn.Module):
         return tuple(torch.zeros(batch, *shape, device=device) for shape in self.shapes.values())
 
     def spec(self) -> dict[str, Any]:
-        return {"rule": "conditioned", "graph": "init.onnx", "condition": self.condition,
-                "note": "run init.onnx on the condition (see condition.input); its state_out.<name> is the first state_in.<name>"}
+        return {
+            "rule": "conditioned",
+            "graph": "init.onnx",
+            "condition": self.condition,
+            "note": "run init.onnx on the condition (see condition.input); its state_out.<name> is the first "
+            "state_in.<name>",
+        }
 
     def served_values(self) -> dict[str, np.ndarray]:
         return {n: np.zeros(shape, np.float32) for n, shape in self.shapes.items()}

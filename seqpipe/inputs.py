@@ -33,8 +33,12 @@ class EncodingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: str = Field(description="the encoding's registered name (see `seqpipe plugins`)")
     column: str | None = Field(None, description="the data column holding the sequence; default: the task's")
-    max_length: int | None = Field(None, ge=1, description="steps kept from the start of each sequence (every cut is "
-                                   "counted and reported); default: the whole sequence")
+    max_length: int | None = Field(
+        None,
+        ge=1,
+        description="steps kept from the start of each sequence (every cut is "
+        "counted and reported); default: the whole sequence",
+    )
 
 
 class InputEncoding(ABC):
@@ -112,9 +116,16 @@ class InputEncoding(ABC):
         cut = self.max_length
         if cut is not None:
             long = [n for n in steps if n > cut]
-            account.add(f"truncated_{what.replace(' ', '_')}", len(long), f"{what} cut to input.max_length = {cut} steps "
-                        "(raise it to keep them whole)")
-            account.add("truncated_steps", sum(n - cut for n in long), "steps past input.max_length, neither trained on nor scored")
+            account.add(
+                f"truncated_{what.replace(' ', '_')}",
+                len(long),
+                f"{what} cut to input.max_length = {cut} steps (raise it to keep them whole)",
+            )
+            account.add(
+                "truncated_steps",
+                sum(n - cut for n in long),
+                "steps past input.max_length, neither trained on nor scored",
+            )
 
     def steps(self, value: Any) -> int:
         """Steps ``value`` has before any cut (to count truncations); by default its encoded length
@@ -167,24 +178,32 @@ def number_vectors(value: Any, where: str, column: str | None) -> np.ndarray:
         except json.JSONDecodeError:
             value = None
         if value is None:
-            raise DataError(f"{where}: {what} holds text ({text[:40]!r}), not a list of number vectors; the numbers "
-                            "encoding reads a JSON list with one vector per step, e.g. [[0.1, 2.0], [0.3, 1.5]]"
-                            + ("; for text choose input.kind = \"characters\", \"words\" or \"subwords\"." if column else "."))
+            raise DataError(
+                f"{where}: {what} holds text ({text[:40]!r}), not a list of number vectors; the numbers "
+                "encoding reads a JSON list with one vector per step, e.g. [[0.1, 2.0], [0.3, 1.5]]"
+                + ('; for text choose input.kind = "characters", "words" or "subwords".' if column else ".")
+            )
     if not isinstance(value, list):
-        raise DataError(f"{where}: {what} holds {type(value).__name__} {str(value)[:40]!r}, not a list of number "
-                        "vectors (one per step).")
+        raise DataError(
+            f"{where}: {what} holds {type(value).__name__} {str(value)[:40]!r}, not a list of number "
+            "vectors (one per step)."
+        )
     if not value:
         raise DataError(f"{where}: {what} is an empty sequence; give at least one step, or remove the record.")
     rows = [step if isinstance(step, list) else [step] for step in value]
     width = len(rows[0])
     for t, step in enumerate(rows):
         if len(step) != width:
-            raise DataError(f"{where}: {what}: step {t + 1} has {len(step)} numbers where step 1 has {width}; "
-                            "every step needs the same features (fill missing ones in).")
+            raise DataError(
+                f"{where}: {what}: step {t + 1} has {len(step)} numbers where step 1 has {width}; "
+                "every step needs the same features (fill missing ones in)."
+            )
         for x in step:
             if isinstance(x, bool) or not isinstance(x, (int, float)) or not abs(x) <= FLOAT32_MAX:
-                raise DataError(f"{where}: {what}: step {t + 1} holds {x!r}, not a finite number (float32, |x| <= 3.4e38); "
-                                "fill it in or remove the record.")
+                raise DataError(
+                    f"{where}: {what}: step {t + 1} holds {x!r}, not a finite number (float32, |x| <= 3.4e38); "
+                    "fill it in or remove the record."
+                )
     if width == 0:
         raise DataError(f"{where}: {what}: steps hold no numbers; give at least one feature per step.")
     return np.asarray(rows, dtype=np.float32)

@@ -36,8 +36,12 @@ class LabelSpellings:
         if blank is not None:
             raise DataError(f"{path}:{blank}: the {self.what} is only spaces; fill it in or remove the record.")
         if self.account is not None:
-            self.account.add_for(f"stripped_{self.what}s", sum(a != b for a, b in zip(labels, stripped)),
-                                 f"{self.what}s with spaces around them stripped (data.strip_labels) in", path)
+            self.account.add_for(
+                f"stripped_{self.what}s",
+                sum(a != b for a, b in zip(labels, stripped)),
+                f"{self.what}s with spaces around them stripped (data.strip_labels) in",
+                path,
+            )
         return stripped
 
     def site(self, labels: Iterable[str]) -> str:
@@ -59,13 +63,17 @@ class LabelSpellings:
                 raise DataError(self._spaced(label, twins))
             usual = max([label, *twins], key=lambda t: (self.counts[t], -order[t]))
             if usual != label:
-                raise DataError(self._odd(label, usual, "by case") + f"; fix the spelling ({self.what}s are told apart exactly).")
+                raise DataError(
+                    self._odd(label, usual, "by case") + f"; fix the spelling ({self.what}s are told apart exactly)."
+                )
 
     def _spaced(self, label: str, twins: list[str]) -> str:
         twin = max(twins, key=lambda t: (t == t.strip(), t == label.strip(), self.counts[t]), default=None)
         how = "by surrounding spaces" + (" and case" if twin is not None and twin.strip() != label.strip() else "")
-        return (self._odd(label, twin, how) + f"; fix the spelling, or set data.strip_labels = true to strip spaces around "
-                f"{self.what}s (counted in the run log).")
+        return (
+            self._odd(label, twin, how) + f"; fix the spelling, or set data.strip_labels = true to strip spaces around "
+            f"{self.what}s (counted in the run log)."
+        )
 
     def _odd(self, label: str, twin: str | None, how: str) -> str:
         path, line = self.first[label]

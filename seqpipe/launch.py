@@ -24,13 +24,20 @@ class RankFailed(SeqpipeError):
         self.exit_code = exit_code
 
 
-def check_before_launch(registry, pipeline: Path | None, out: Path | None, force: bool, resume: Path | None, nproc: int,
-                        allow_changes: tuple[str, ...] = ()) -> None:
+def check_before_launch(
+    registry,
+    pipeline: Path | None,
+    out: Path | None,
+    force: bool,
+    resume: Path | None,
+    nproc: int,
+    allow_changes: tuple[str, ...] = (),
+) -> None:
     """What every rank would refuse, refused once here: the pipeline (or the run to resume), its
     plugins, its data, ``--out``, and more CUDA ranks than GPUs."""
     from seqpipe.assembly import training_device
-    from seqpipe.rundir import check_out_dir
     from seqpipe.run import resolve_run
+    from seqpipe.rundir import check_out_dir
 
     resolved = resolve_run(pipeline, registry, resume)
     if resume is None and out is not None:
@@ -39,8 +46,10 @@ def check_before_launch(registry, pipeline: Path | None, out: Path | None, force
         import torch
 
         if torch.cuda.device_count() < nproc:
-            raise ConfigError(f"{resolved.path}: training.device: --nproc {nproc} trains one rank per GPU, and torch sees "
-                              f"{torch.cuda.device_count()}; use --nproc {torch.cuda.device_count()} or set device = \"cpu\".")
+            raise ConfigError(
+                f"{resolved.path}: training.device: --nproc {nproc} trains one rank per GPU, and torch sees "
+                f'{torch.cuda.device_count()}; use --nproc {torch.cuda.device_count()} or set device = "cpu".'
+            )
     resolved.prepare()
     if resume is not None:
         from seqpipe.resumed import changes_allowed
@@ -48,8 +57,15 @@ def check_before_launch(registry, pipeline: Path | None, out: Path | None, force
         changes_allowed(resume, resolved.as_dict(), allow_changes)
 
 
-def torchrun(nproc: int, pipeline: Path | None, out: Path | None, force: bool, resume: Path | None, strict_plugins: bool,
-             allow_changes: tuple[str, ...] = ()) -> None:
+def torchrun(
+    nproc: int,
+    pipeline: Path | None,
+    out: Path | None,
+    force: bool,
+    resume: Path | None,
+    strict_plugins: bool,
+    allow_changes: tuple[str, ...] = (),
+) -> None:
     """Run ``python -m seqpipe run …`` as ``nproc`` ranks (one torch thread each unless
     ``OMP_NUM_THREADS`` says otherwise); return when all are done, raise :class:`RankFailed` when one
     failed. Ctrl-C or SIGTERM stops every rank (rank 0 records `interrupted` and prints the resume
@@ -58,10 +74,14 @@ def torchrun(nproc: int, pipeline: Path | None, out: Path | None, force: bool, r
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    command = ["--standalone", f"--nproc_per_node={nproc}", "-m", "seqpipe", "run"] \
-        + ([str(pipeline)] if pipeline else ["--resume", str(resume)]) + (["--out", str(out)] if out else []) \
-        + (["--force"] if force else []) + (["--strict-plugins"] if strict_plugins else []) \
-        + [arg for key in allow_changes for arg in ("--allow-changes", key)]  # rank 0 alone makes the run directory
+    command = (
+        ["--standalone", f"--nproc_per_node={nproc}", "-m", "seqpipe", "run"]
+        + ([str(pipeline)] if pipeline else ["--resume", str(resume)])
+        + (["--out", str(out)] if out else [])
+        + (["--force"] if force else [])
+        + (["--strict-plugins"] if strict_plugins else [])
+        + [arg for key in allow_changes for arg in ("--allow-changes", key)]
+    )  # rank 0 alone makes the run directory
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # the ranks share the cores; torch's own threads would fight
     # the failing rank prints its own one line and this function one more; torch's launcher log would
     # repeat them (its loggers each set their own level, so each is quietened)
@@ -76,5 +96,8 @@ def torchrun(nproc: int, pipeline: Path | None, out: Path | None, force: bool, r
         rank, failure = exc.get_first_failure()
         code = failure.exitcode
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"ended with exit code {code}"
-        raise RankFailed(f"seqpipe run --nproc {nproc}: rank {rank} {how} (its message is above); the run directory records "
-                         "the state the job reached.", 128 - code if code < 0 else code) from None
+        raise RankFailed(
+            f"seqpipe run --nproc {nproc}: rank {rank} {how} (its message is above); the run directory records "
+            "the state the job reached.",
+            128 - code if code < 0 else code,
+        ) from None

@@ -48,7 +48,7 @@ def run_dir_of(path: Path, marker: str = MANIFEST_FILE) -> Path | None:
     return None
 
 
-def write_whole(path: Path, write: Callable[[str], None], *, recorded: bool = True) -> None:
+def write_whole(path: Path, write: Callable[[str], object], *, recorded: bool = True) -> None:
     """Write ``path`` whole or not at all: ``write(tmp)`` fills a temporary file beside it (the same
     folder, so the rename is atomic), which then takes ``path``'s place, through :func:`replace`
     (its SHA-256 into the run directory's manifest) when ``recorded``, else by a plain rename (a file
@@ -75,7 +75,10 @@ def replace(tmp: str | Path, path: Path) -> None:
     manifest = _read(run_dir)
     old = manifest["files"].get(name, {}).get("sha256")
     if old is not None and old != new:
-        manifest["files"][name] = {"sha256": new, "previous": old}  # killed before the rename: the old file still verifies
+        manifest["files"][name] = {
+            "sha256": new,
+            "previous": old,
+        }  # killed before the rename: the old file still verifies
     else:
         manifest["files"][name] = {"sha256": new}
     _write(run_dir, manifest)
@@ -113,40 +116,59 @@ def verify(path: Path, run_dir: Path | None = None, *, fix: str) -> None:
     run_dir = run_dir or run_dir_of(path)
     if run_dir is None:
         return
-    manifest = _read(run_dir, missing_ok=True)
+    manifest = _read_if_any(run_dir)
     if manifest is None:
-        raise DamagedFileError(f"{run_dir}: has no {MANIFEST_FILE} (the SHA-256 of the files seqpipe wrote); the run directory is "
-                               f"damaged or from an older seqpipe, so {path.name} cannot be trusted; {fix}.")
+        raise DamagedFileError(
+            f"{run_dir}: has no {MANIFEST_FILE} (the SHA-256 of the files seqpipe wrote); the run directory is "
+            f"damaged or from an older seqpipe, so {path.name} cannot be trusted; {fix}."
+        )
     entry = manifest["files"].get(_key(run_dir, path))
     if entry is None:
-        raise DamagedFileError(f"{path}: not in {run_dir / MANIFEST_FILE}: seqpipe did not finish writing it (the run stopped "
-                               f"first) or it was put there by hand; {fix}.")
+        raise DamagedFileError(
+            f"{path}: not in {run_dir / MANIFEST_FILE}: seqpipe did not finish writing it (the run stopped "
+            f"first) or it was put there by hand; {fix}."
+        )
     if not Path(path).is_file():
         raise DamagedFileError(f"{path}: missing, though {MANIFEST_FILE} lists it; {fix}.")
     if sha256(Path(path)) not in (entry["sha256"], entry.get("previous")):
-        raise DamagedFileError(f"{path}: its SHA-256 differs from the one in {MANIFEST_FILE}: the file was damaged or edited "
-                               f"after seqpipe wrote it, and is not used; {fix}.")
+        raise DamagedFileError(
+            f"{path}: its SHA-256 differs from the one in {MANIFEST_FILE}: the file was damaged or edited "
+            f"after seqpipe wrote it, and is not used; {fix}."
+        )
 
 
 def _key(run_dir: Path, path: Path) -> str:
     return Path(path).resolve().relative_to(run_dir.resolve()).as_posix()
 
 
-def _read(run_dir: Path, missing_ok: bool = False) -> dict[str, Any] | None:
+def _read(run_dir: Path) -> dict[str, Any]:
+    manifest = _read_if_any(run_dir)
+    if manifest is None:
+        raise FileNotFoundError(run_dir / MANIFEST_FILE)
+    return manifest
+
+
+def _read_if_any(run_dir: Path) -> dict[str, Any] | None:
+    """The run directory's manifest, or None where it has none."""
     file = run_dir / MANIFEST_FILE
     try:
         manifest = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        if missing_ok:
-            return None
-        raise
+        return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DamagedFileError(f"{file}: unreadable ({type(exc).__name__}); the run directory is damaged and its files cannot "
-                               "be trusted; run the pipeline again.") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) \
-            or not all(isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in manifest["files"].values()):
-        raise DamagedFileError(f"{file}: not a seqpipe manifest (edited or damaged); the run directory's files cannot be "
-                               "trusted; run the pipeline again.")
+        raise DamagedFileError(
+            f"{file}: unreadable ({type(exc).__name__}); the run directory is damaged and its files cannot "
+            "be trusted; run the pipeline again."
+        ) from None
+    if (
+        not isinstance(manifest, dict)
+        or not isinstance(manifest.get("files"), dict)
+        or not all(isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in manifest["files"].values())
+    ):
+        raise DamagedFileError(
+            f"{file}: not a seqpipe manifest (edited or damaged); the run directory's files cannot be "
+            "trusted; run the pipeline again."
+        )
     return manifest
 
 

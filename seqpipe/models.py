@@ -9,6 +9,7 @@ the step path, the fused sequence path and the native ONNX sequence graph are wr
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,13 +34,27 @@ class SequenceModel(StepModel):
     past the training range.
     """
 
-    def __init__(self, embed: nn.Module, topology: Topology, head: nn.Linear, initial: nn.Module, *,
-                 output: str = "softmax", per_step: bool = False, dropout: float = 0.0, pooling: Pooling | None = None,
-                 residual: bool = False) -> None:
+    def __init__(
+        self,
+        embed: nn.Module,
+        topology: Topology,
+        head: nn.Linear,
+        initial: nn.Module,
+        *,
+        output: str = "softmax",
+        per_step: bool = False,
+        dropout: float = 0.0,
+        pooling: Pooling | None = None,
+        residual: bool = False,
+    ) -> None:
         super().__init__()
         if residual and (output != "identity" or pooling is not None or not isinstance(embed, nn.Identity)):
-            raise ValueError("a residual head adds the step's input to real-valued outputs: identity embed and output, no pooling")
-        self.initial = PooledInitialState(initial, topology.output_size) if pooling is not None and pooling.has_state else initial
+            raise ValueError(
+                "a residual head adds the step's input to real-valued outputs: identity embed and output, no pooling"
+            )
+        self.initial: Any = (
+            PooledInitialState(initial, topology.output_size) if pooling is not None and pooling.has_state else initial
+        )
         self.embed = embed
         self.dropout = nn.Dropout(dropout)
         self.body = topology
@@ -97,7 +112,9 @@ class SequenceModel(StepModel):
             y = y + x[torch.arange(len(lengths), device=x.device), lengths.to(x.device) - 1]
         return y, state
 
-    def run_sequence(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def run_sequence(
+        self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None
+    ) -> tuple[torch.Tensor, State]:
         state, pool = self._split(self.initial_state(x.shape[0]) if state is None else state)
         outputs, state = self.body(self.embed(x), lengths, state)
         if self.pooling is not None:  # the running pooled vector after every step, as the step graph yields it
@@ -106,16 +123,19 @@ class SequenceModel(StepModel):
             return self.activate(self.head(running)), state + ((pool,) if pool is not None else ())
         return self.activate(self.head(outputs) + (x if self.residual else 0)), state  # [B, T, …]
 
-    def sequence_output(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def sequence_output(
+        self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None
+    ) -> tuple[torch.Tensor, State]:
         out, state = self(x, lengths, state)
         return self.activate(out), state
 
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         state, pool = self._split(state)
         if not self.streams:
-            raise ValueError(f"{self.pooling.kind} pooling has no step-by-step form, so the model has no step graph")
+            kind = self.pooling.kind if self.pooling is not None else "its"
+            raise ValueError(f"{kind} pooling has no step-by-step form, so the model has no step graph")
         h, state = self.body.step(self.embed(x_t), state)  # h: [B, O]
-        if pool is not None:
+        if pool is not None and self.pooling is not None:
             h, pool = self.pooling.step(h, pool)
             state = state + (pool,)
         return self.activate(self.head(h) + (x_t if self.residual else 0)), state
@@ -129,7 +149,9 @@ def token_embedding(vocab_size: int, embedding_size: int, dropout: float = 0.0) 
 UNK_ID = 1  # every built-in token encoding keeps id 0 for padding and id 1 for unknown tokens
 
 
-def hide_tokens(tokens: torch.Tensor, fraction: float, shown_as: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def hide_tokens(
+    tokens: torch.Tensor, fraction: float, shown_as: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
     """Training augmentation: a random ``fraction`` of the non-padding token ids replaced by
     ``shown_as(ids)`` (e.g. <unk>). Steps of a word and its characters ([B, T, 1 + per_word]) hide
     the word id only, so the character CNN learns to stand in for a word it does not know."""
@@ -158,7 +180,8 @@ def input_layer(encoding, embedding_size: int, dropout: float = 0.0) -> nn.Modul
     if characters:
         from seqpipe.word_characters import WordCharacters
 
-        return WordCharacters(encoding.size, embedding_size, *characters, dropout=dropout)
+        characters_size, per_word, features = characters
+        return WordCharacters(encoding.size, embedding_size, characters_size, per_word, features, dropout=dropout)
     return token_embedding(encoding.size, embedding_size, dropout)
 
 
@@ -171,12 +194,13 @@ def pad_inputs(encoded: list) -> tuple[torch.Tensor, torch.Tensor]:
         for row, values in enumerate(encoded):
             x[row, : len(values)] = torch.from_numpy(values)
         return x, lengths
-    ids, lengths = padded_ids(encoded)  # id lists, or a word and its characters per step
-    return torch.from_numpy(ids), torch.from_numpy(lengths)
+    ids, id_lengths = padded_ids(encoded)  # id lists, or a word and its characters per step
+    return torch.from_numpy(ids), torch.from_numpy(id_lengths)
 
 
 def step_input(encoding, batch: int = 2) -> torch.Tensor:
-    """An example one-step input for tracing: token ids [B] (or [B, ids] with a word's characters) or features [B, F]."""
+    """An example one-step input for tracing: token ids [B] (or [B, ids] with a word's characters) or features [B,
+    F]."""
     if encoding.dtype == "int64":
         characters = encoding.word_characters()
         return torch.ones(batch, *((1 + characters[1],) if characters else ()), dtype=torch.int64)

@@ -23,7 +23,9 @@ LEGEND_ROOM = 0.12  # the share of the forecast figure's height below the axes, 
 BEST_STYLE = {"color": "tab:red", "linestyle": "--", "linewidth": 1.2}
 
 
-def plot_training_curves(history: list[dict], metric: str, path: Path | IO[bytes], *, monitor: str | None = None) -> None:
+def plot_training_curves(
+    history: list[dict], metric: str, path: Path | IO[bytes], *, monitor: str | None = None
+) -> None:
     """Save :func:`training_curves_figure` as a PNG."""
     _save(training_curves_figure(history, metric, monitor=monitor), path)
 
@@ -42,10 +44,16 @@ def training_curves_figure(history: list[dict], metric: str, *, monitor: str | N
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train")
     _plot_numbers(ax_loss, history, "loss", best, color="tab:orange", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss" + (" (the epoch kept: lowest validation loss)" if monitor == "loss" else ""))
+    ax_loss.set(
+        xlabel="epoch",
+        ylabel="loss",
+        title="Loss" + (" (the epoch kept: lowest validation loss)" if monitor == "loss" else ""),
+    )
     drawn = drawable_metric(history, metric)
     if drawn is None:
-        ax_metric.text(0.5, 0.5, "no validation metric besides the loss", ha="center", va="center", transform=ax_metric.transAxes)
+        ax_metric.text(
+            0.5, 0.5, "no validation metric besides the loss", ha="center", va="center", transform=ax_metric.transAxes
+        )
         ax_metric.set(xlabel="epoch", title="Validation metric", yticks=[])
     else:
         _plot_numbers(ax_metric, history, drawn, best, color="tab:green", label=f"validation {drawn}")
@@ -72,6 +80,7 @@ def kept_epoch(history: list[dict]) -> int | None:
 def drawable_metric(history: list[dict], metric: str) -> str | None:
     """``metric`` if some epoch's validation record holds a number for it, else the first validation
     metric that does (None: the records hold nothing but the loss and counts)."""
+
     def has_numbers(name: str) -> bool:
         return any(_number(r["validation"].get(name)) is not None for r in history)
 
@@ -90,11 +99,17 @@ def _plot_numbers(ax, history: list[dict], name: str, best: int | None, *, color
     kept = [v for e, v in points if e == best]
     if kept:
         ax.plot([best], kept, marker="*", markersize=16, color=BEST_STYLE["color"], linestyle="none", zorder=5)
-        ax.annotate(f"{kept[0]:.4g}", (best, kept[0]), textcoords="offset points", xytext=(6, 8), color=BEST_STYLE["color"])
+        ax.annotate(
+            f"{kept[0]:.4g}", (best, kept[0]), textcoords="offset points", xytext=(6, 8), color=BEST_STYLE["color"]
+        )
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+    return (
+        float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else None
+    )
 
 
 def _epoch_axis(ax, epochs: list[int]) -> None:
@@ -105,14 +120,38 @@ def _epoch_axis(ax, epochs: list[int]) -> None:
         ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
 
 
-def plot_forecast(times, actual, one_step, persistence, multi_times, multi_step, path: Path | IO[bytes], *, target: str = "value",
-                  time_label: str | None = None) -> None:
+def plot_forecast(
+    times,
+    actual,
+    one_step,
+    persistence,
+    multi_times,
+    multi_step,
+    path: Path | IO[bytes],
+    *,
+    target: str = "value",
+    time_label: str | None = None,
+) -> None:
     """Save :func:`forecast_figure` as a PNG."""
-    _save(forecast_figure(times, actual, one_step, persistence, multi_times, multi_step, target=target, time_label=time_label), path)
+    _save(
+        forecast_figure(
+            times, actual, one_step, persistence, multi_times, multi_step, target=target, time_label=time_label
+        ),
+        path,
+    )
 
 
-def forecast_figure(times, actual, one_step, persistence, multi_times, multi_step, *, target: str = "value",
-                    time_label: str | None = None) -> Figure:
+def forecast_figure(
+    times,
+    actual,
+    one_step,
+    persistence,
+    multi_times,
+    multi_step,
+    *,
+    target: str = "value",
+    time_label: str | None = None,
+) -> Figure:
     """Actual values against one-step forecasts, persistence, and one autoregressive multi-step run.
 
     ``times``: the time column's values (dates, or numbers such as years) when the pipeline names
@@ -122,12 +161,22 @@ def forecast_figure(times, actual, one_step, persistence, multi_times, multi_ste
     ax.plot(times, actual, color="black", marker=".", label="actual")
     ax.plot(times, one_step, color="tab:blue", label="one step ahead")
     ax.plot(times, persistence, color="tab:gray", linestyle=":", label="persistence (previous value)")
-    ax.plot(multi_times, multi_step, color="tab:red", linestyle="--", marker="x",
-            label=f"{len(multi_step)} steps ahead from the first test row, autoregressive")
-    ax.set(xlabel=time_label or "time step (row of the series)", ylabel=target, title=f"Forecast of {target} on the test part")
+    ax.plot(
+        multi_times,
+        multi_step,
+        color="tab:red",
+        linestyle="--",
+        marker="x",
+        label=f"{len(multi_step)} steps ahead from the first test row, autoregressive",
+    )
+    ax.set(
+        xlabel=time_label or "time step (row of the series)",
+        ylabel=target,
+        title=f"Forecast of {target} on the test part",
+    )
     if _whole_numbers(times):  # years as 1950, not 1950.0 or 1.95e3
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.xaxis.get_major_formatter().set_useOffset(False)
+        ax.ticklabel_format(axis="x", useOffset=False)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, frameon=False)
@@ -146,7 +195,7 @@ def _save(fig: Figure, path: Path | IO[bytes]) -> None:
         plt.close(fig)  # pyplot keeps every open figure: a long tuning study would pile them up
 
 
-def plot_attention(examples: list[tuple[list[str], list[str], "object"]], path: Path) -> None:
+def plot_attention(examples: list[tuple[list[str], list[str], Any]], path: Path) -> None:
     """One heatmap per example: output tokens (rows) against source tokens (columns), attention weights."""
     fig, axes = plt.subplots(1, len(examples), figsize=(3.2 * len(examples), 3.6), squeeze=False)
     for ax, (source, output, weights) in zip(axes[0], examples):

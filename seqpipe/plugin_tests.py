@@ -9,6 +9,7 @@ exported on its example pipeline; each input encoding through ``check_encoding``
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,13 +34,26 @@ def plugin_checks(registry: Registry, distribution: str, *, export: bool = True)
     distributions when it registers none)."""
     from seqpipe import kit
 
-    mine = [e for kind in KINDS for e in (registry.entries[kind][n] for n in registry.names(kind)) if e.distribution == distribution]
+    mine = [
+        e
+        for kind in KINDS
+        for e in (registry.entries[kind][n] for n in registry.names(kind))
+        if e.distribution == distribution
+    ]
     if not mine:
-        known = sorted({e.distribution for kind in KINDS for e in registry.entries[kind].values()
-                        if e.distribution not in (None, "seqpipe")})
-        raise ConfigError(f"distribution '{distribution}' registers no cell, topology, task or encoding"
-                          + (f"; installed plugin distributions: {', '.join(known)}" if known else "; none is installed")
-                          + " (see `seqpipe plugins`).")
+        known = sorted(
+            {
+                e.distribution
+                for kind in KINDS
+                for e in registry.entries[kind].values()
+                if e.distribution not in (None, "seqpipe")
+            }
+        )
+        raise ConfigError(
+            f"distribution '{distribution}' registers no cell, topology, task or encoding"
+            + (f"; installed plugin distributions: {', '.join(known)}" if known else "; none is installed")
+            + " (see `seqpipe plugins`)."
+        )
     checks: list[Check] = []
     for entry in mine:
         checks.extend(_checks_of(entry, registry, kit, export))
@@ -52,17 +66,25 @@ def _checks_of(entry: Entry, registry: Registry, kit: Any, export: bool) -> Iter
         yield Check(f"{label}: check_cell", lambda: kit.check_cell(entry.obj, export=export))
         for name in registry.names("topology"):
             topology = registry.entries["topology"][name].obj
-            yield Check(f"{label} in topology '{name}': check_topology",
-                        lambda topology=topology: kit.check_topology(topology, entry.obj, export=export))
+            yield Check(
+                f"{label} in topology '{name}': check_topology",
+                functools.partial(kit.check_topology, topology, entry.obj, export=export),
+            )
     elif entry.kind == "topology":
-        yield Check(f"{label} with the kit's cell: check_topology", lambda: kit.check_topology(entry.obj, export=export))
+        yield Check(
+            f"{label} with the kit's cell: check_topology", lambda: kit.check_topology(entry.obj, export=export)
+        )
         for name in registry.names("cell"):
             cell = registry.entries["cell"][name].obj
-            yield Check(f"{label} with cell '{name}': check_topology",
-                        lambda cell=cell: kit.check_topology(entry.obj, cell, export=export))
+            yield Check(
+                f"{label} with cell '{name}': check_topology",
+                functools.partial(kit.check_topology, entry.obj, cell, export=export),
+            )
     elif entry.kind == "task":
-        yield Check(f"{label}: check_task (its example pipeline, trained and exported)",
-                    lambda: kit.check_task(entry.obj, registry=registry))
+        yield Check(
+            f"{label}: check_task (its example pipeline, trained and exported)",
+            lambda: kit.check_task(entry.obj, registry=registry),
+        )
     else:
         yield Check(f"{label}: check_encoding", lambda: kit.check_encoding(entry.obj))
 

@@ -3,7 +3,8 @@
 Two sources exist. Training (``seqpipe run``, ``check``, ``plugins``) loads :data:`BUILTIN_PLUGINS`
 and the ``seqpipe`` group, whose modules may import torch. Serving (``seqpipe predict``) loads
 :data:`SERVING_BUILTIN_PLUGINS` and the ``seqpipe.serving`` group, whose modules register
-predictors (and the encodings they rebuild) and must not import torch, so that serving runs where torch is not installed.
+predictors (and the encodings they rebuild) and must not import torch, so that serving runs where torch is not
+installed.
 
 Entry points are loaded in our own loop rather than through pluggy's
 ``load_setuptools_entrypoints``, so that one broken plugin is reported (with its distribution and
@@ -83,7 +84,9 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def make_plugin_manager(strict: bool | None = None, *, warn=None, source: PluginSource = TRAINING) -> tuple[pluggy.PluginManager, LoadReport]:
+def make_plugin_manager(
+    strict: bool | None = None, *, warn=None, source: PluginSource = TRAINING
+) -> tuple[pluggy.PluginManager, LoadReport]:
     """Return a fresh plugin manager with ``source``'s built-ins and installed plugins registered.
 
     ``strict`` re-raises plugin load failures (default: ``SEQPIPE_STRICT_PLUGINS``). ``warn`` is
@@ -105,7 +108,9 @@ def make_plugin_manager(strict: bool | None = None, *, warn=None, source: Plugin
     return pm, report
 
 
-def load_registry(strict: bool | None = None, *, warn=None, source: PluginSource = TRAINING) -> tuple[Registry, LoadReport]:
+def load_registry(
+    strict: bool | None = None, *, warn=None, source: PluginSource = TRAINING
+) -> tuple[Registry, LoadReport]:
     """A fresh registry of ``source``'s plugins, each entry knowing its distribution."""
     pm, report = make_plugin_manager(strict, warn=warn, source=source)
     return build_registry(pm, report.loaded), report
@@ -160,7 +165,9 @@ class DistributionInfo:
 
         from seqpipe import __version__
 
-        return self.requires_seqpipe is None or SpecifierSet(self.requires_seqpipe).contains(__version__, prereleases=True)
+        return self.requires_seqpipe is None or SpecifierSet(self.requires_seqpipe).contains(
+            __version__, prereleases=True
+        )
 
     def incompatibility(self) -> str | None:
         """One line saying the distribution was built for another seqpipe, or None."""
@@ -168,9 +175,11 @@ class DistributionInfo:
 
         if self.compatible:
             return None
-        return (f"{self.name} {self.version} requires seqpipe{self.requires_seqpipe}, and this is seqpipe {__version__}: "
-                "its plugins may use names that moved or changed (the changelog's 'For plugin authors' says which); "
-                f"upgrade {self.name}, or install a seqpipe it supports.")
+        return (
+            f"{self.name} {self.version} requires seqpipe{self.requires_seqpipe}, and this is seqpipe {__version__}: "
+            "its plugins may use names that moved or changed (the changelog's 'For plugin authors' says which); "
+            f"upgrade {self.name}, or install a seqpipe it supports."
+        )
 
 
 def distribution_info(name: str) -> DistributionInfo | None:
@@ -190,6 +199,8 @@ def distribution_info(name: str) -> DistributionInfo | None:
             requirement = Requirement(line)
         except InvalidRequirement:
             continue
-        if canonicalize_name(requirement.name) == "seqpipe" and (requirement.marker is None or requirement.marker.evaluate()):
+        if canonicalize_name(requirement.name) == "seqpipe" and (
+            requirement.marker is None or requirement.marker.evaluate()
+        ):
             specifier = str(requirement.specifier) or None
     return DistributionInfo(found.metadata["Name"] or name, found.version, specifier)

@@ -44,7 +44,9 @@ class Pooling(nn.Module):
     def has_state(self) -> bool:
         return self.kind in ("mean", "max")
 
-    def whole(self, outputs: torch.Tensor, lengths: torch.Tensor, pool: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def whole(
+        self, outputs: torch.Tensor, lengths: torch.Tensor, pool: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Each sequence's pooled vector [B, size], and the running statistics after its last step
         (continuing from ``pool`` when given)."""
         mask = valid_steps(lengths, outputs.shape[1])
@@ -94,9 +96,10 @@ class PooledInitialState(nn.Module):
     """The model's initial-state module with the running statistics' zero state after it, so the
     exports (served values, the rule in the metadata) describe the ``pool`` state like any other."""
 
-    def __init__(self, inner: nn.Module, size: int) -> None:
+    def __init__(self, inner: Any, size: int) -> None:  # an initial-state module (see StepModel.initial)
         super().__init__()
-        self.inner, self.size = inner, size
+        self.inner: Any = inner
+        self.size = size
         self.shapes = {**inner.shapes, POOL_STATE: (2, size)}
         self.state_names = (*inner.state_names, POOL_STATE)
 

@@ -76,7 +76,8 @@ class Predictor(ABC):
             if not option.name.isidentifier() or keyword.iskeyword(option.name):
                 return f"option name {option.name!r} is not a Python identifier"
             if option.name in COMMON_OPTIONS or option.name in names:
-                return f"option '{option.name}' is declared twice or is one `seqpipe predict` owns ({', '.join(COMMON_OPTIONS)})"
+                owned = ", ".join(COMMON_OPTIONS)
+                return f"option '{option.name}' is declared twice or is one `seqpipe predict` owns ({owned})"
             if option.type not in OPTION_TYPES:
                 return f"option '{option.name}' has type {option.type!r}; use one of str, int, float, bool"
             names.add(option.name)
@@ -88,8 +89,10 @@ class Predictor(ABC):
         declared = {option.name: option for option in cls.options}
         for name in values:
             if name not in declared:
-                raise SeqpipeError(f"task '{task}' takes no option '{name}'{did_you_mean(name, declared)}; "
-                                   f"it takes: {cls.describe_options()}.")
+                raise SeqpipeError(
+                    f"task '{task}' takes no option '{name}'{did_you_mean(name, declared)}; "
+                    f"it takes: {cls.describe_options()}."
+                )
         return {name: values.get(name, option.default) for name, option in declared.items()}
 
     @classmethod

@@ -41,10 +41,15 @@ def infer_format(path: Path, declared: str | None, where: str) -> str:
     try:
         return FORMATS[path.suffix.lower()]
     except KeyError:
-        raise DataError(f"{where}: cannot tell the format of '{path}' from its extension; set data.format to csv, tsv, jsonl or conll.") from None
+        raise DataError(
+            f"{where}: cannot tell the format of '{path}' from its extension; set data.format to csv, tsv, jsonl or "
+            "conll."
+        ) from None
 
 
-def read_records(path: Path, fmt: str, columns: Sequence[str], where: str, *, account: DataAccount | None = None) -> list[Record]:
+def read_records(
+    path: Path, fmt: str, columns: Sequence[str], where: str, *, account: DataAccount | None = None
+) -> list[Record]:
     """Rows as :class:`Record` dicts holding at least ``columns``; a missing file or column, or an
     empty value, is a :class:`DataError` naming the file and line. A byte-order mark at the start is
     stripped (and counted in ``account``, if given)."""
@@ -54,8 +59,10 @@ def read_records(path: Path, fmt: str, columns: Sequence[str], where: str, *, ac
         raise DataError(f"{path}: holds no records; a {fmt.upper()} file with a header and rows is expected.")
     for column in columns:
         if column not in header:
-            raise DataError(f"{path}: no column '{column}' (found: {', '.join(header) or 'none'}{_near_name(column, header)}); "
-                            "rename the column, or name it in the pipeline file (input.column, or the task option).")
+            raise DataError(
+                f"{path}: no column '{column}' (found: {', '.join(header) or 'none'}{_near_name(column, header)}); "
+                "rename the column, or name it in the pipeline file (input.column, or the task option)."
+            )
     for row in rows:
         for column in columns:
             if column not in row:  # a JSON Lines record without the key
@@ -73,11 +80,16 @@ def read_text(path: Path, where: str, account: DataAccount | None = None) -> str
     naming its line and column. Byte-order marks at the start are stripped (counted in ``account``):
     Windows editors write one, and it would otherwise stick to the first column name or token."""
     if not path.is_file():
-        raise DataError(f"{where}: data file '{path}' does not exist; fix data.path (relative paths start at the pipeline file).")
+        raise DataError(
+            f"{where}: data file '{path}' does not exist; fix data.path (relative paths start at the pipeline file)."
+        )
     data = path.read_bytes()
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise DataError(f"{path}:1: not UTF-8 text but UTF-16 (it starts with the byte-order mark 0x{data[0]:02x} 0x{data[1]:02x}); "
-                        "re-save the file as UTF-8.")
+        raise DataError(
+            f"{path}:1: not UTF-8 text but UTF-16 (it starts with the byte-order mark 0x{data[0]:02x} "
+            f"0x{data[1]:02x}); "
+            "re-save the file as UTF-8."
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -96,22 +108,30 @@ def _not_utf8(path: Path, data: bytes, at: int) -> DataError:
     before = data[start:at].decode("utf-8")
     column = len(before.lstrip(BOM) if start == 0 else before) + 1
     line = data.count(b"\n", 0, at) + 1
-    return DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[at]:02x} at column {column} of the line, "
-                     f"offset {at} in the file); re-save the file as UTF-8.")
+    return DataError(
+        f"{path}:{line}: not UTF-8 text (byte 0x{data[at]:02x} at column {column} of the line, "
+        f"offset {at} in the file); re-save the file as UTF-8."
+    )
 
 
 def _json_lines(text: str, path: Path) -> tuple[list[Record], list[str]]:
     rows = []
-    for number, line in enumerate(io.StringIO(text, newline=""), start=1):  # the line breaks a file opened with newline="" has
+    for number, line in enumerate(
+        io.StringIO(text, newline=""), start=1
+    ):  # the line breaks a file opened with newline="" has
         if not line.strip():
             continue
         try:
             value = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}); each line must be one JSON object.") from None
+            raise DataError(
+                f"{path}:{number}: not valid JSON ({exc.msg}); each line must be one JSON object."
+            ) from None
         except _RepeatedKey as exc:
-            raise DataError(f"{path}:{number}: key {exc.args[0]!r} appears twice in this object (JSON would keep only the "
-                            "last); remove one.") from None
+            raise DataError(
+                f"{path}:{number}: key {exc.args[0]!r} appears twice in this object (JSON would keep only the "
+                "last); remove one."
+            ) from None
         if not isinstance(value, dict):
             raise DataError(f"{path}:{number}: expected a JSON object per line, found {type(value).__name__}.")
         rows.append(_record(value, number))
@@ -146,8 +166,10 @@ def _table(text: str, path: Path, fmt: str) -> tuple[list[Record], list[str]]:
         for fields in reader:
             if fields:  # a blank line is no record (as csv.DictReader skips it)
                 if len(fields) > len(header):
-                    raise DataError(f"{path}:{start}: {len(fields)} fields where the header names {len(header)}; "
-                                    f"quote values that hold a '{',' if fmt == 'csv' else 'tab'}'.")
+                    raise DataError(
+                        f"{path}:{start}: {len(fields)} fields where the header names {len(header)}; "
+                        f"quote values that hold a '{',' if fmt == 'csv' else 'tab'}'."
+                    )
                 rows.append(_record(dict(zip(header, fields + [None] * (len(header) - len(fields)))), start))
                 last = (fields, start)
             start = reader.line_num + 1
@@ -163,7 +185,9 @@ def _refuse_repeated_names(header: list[str], path: Path) -> None:
     for number, name in enumerate(header, start=1):
         if name in seen:
             what = f"column {name!r} appears twice in the header" if name else "two columns have no name in the header"
-            raise DataError(f"{path}:1: {what} (columns {seen[name]} and {number}); {'rename one' if name else 'name them'}.")
+            raise DataError(
+                f"{path}:1: {what} (columns {seen[name]} and {number}); {'rename one' if name else 'name them'}."
+            )
         seen[name] = number
 
 
@@ -188,17 +212,24 @@ def _refuse_open_quote(text: str, fields: list[str], line: int, delimiter: str, 
             raise _never_closed(text, opened, path)
 
 
+def _matched(pattern: re.Pattern[str], text: str, at: int) -> int:
+    """Where ``pattern``, which matches at any offset (possibly nothing), ends from ``at``."""
+    match = pattern.match(text, at)
+    assert match is not None, pattern.pattern
+    return match.end()
+
+
 def _open_quote(text: str, at: int, delimiter: str) -> int | None:
     """Where a quoted field opens that no quote closes, reading CSV records from offset ``at`` as the
     csv module does (a quote inside an unquoted field is a character), or None."""
     unquoted = re.compile(f"[^{re.escape(delimiter)}\r\n]*")
     while at < len(text):
         if text[at] == '"':
-            closing = _QUOTED.match(text, at).end()
+            closing = _matched(_QUOTED, text, at)
             if closing == len(text):
                 return at
             at = closing + 1
-        at = unquoted.match(text, at).end() + 1  # past the field and the delimiter or line break after it
+        at = _matched(unquoted, text, at) + 1  # past the field and the delimiter or line break after it
     return None
 
 
@@ -210,8 +241,10 @@ def _line_offset(text: str, line: int) -> int:
 
 def _never_closed(text: str, opened: int, path: Path) -> DataError:
     line = len(_BREAK.findall(text, 0, opened)) + 1
-    return DataError(f"{path}:{line}: a quote opened here is never closed (the rest of the file would be read into one value); "
-                     "close it or remove the stray '\"'.")
+    return DataError(
+        f"{path}:{line}: a quote opened here is never closed (the rest of the file would be read into one value); "
+        "close it or remove the stray '\"'."
+    )
 
 
 def _csv_fault(text: str, start: int, delimiter: str, path: Path, fmt: str, exc: csv.Error) -> DataError:
@@ -246,8 +279,9 @@ HEADER_TOKENS = frozenset({"token", "tokens", "word", "words", "form", "text", "
 HEADER_TAGS = frozenset({"tag", "tags", "label", "labels", "ner", "pos", "upos", "xpos", "chunk"})
 
 
-def read_conll(path: Path, where: str, *, comment_prefix: str | None = None,
-               account: DataAccount | None = None) -> list[Sentence]:
+def read_conll(
+    path: Path, where: str, *, comment_prefix: str | None = None, account: DataAccount | None = None
+) -> list[Sentence]:
     """Sentences of (token, tag) from CoNLL-style text: ``token<TAB>tag`` per line (or, on a line
     without a tab, fields separated by spaces; extra columns between them are ignored: the first is
     the token, the last the tag), a blank line between sentences.
@@ -301,7 +335,9 @@ def _conll_fields(fields: list[str], line: str, path: Path, number: int, counts:
     """The token and tag of a CoNLL line's ``fields``, stripped of the spaces around them (counted in ``counts``)."""
     token, tag = fields[0].strip(), fields[-1].strip()
     if len(fields) < 2 or not token or not tag:
-        raise DataError(f"{path}:{number}: expected 'token<TAB>tag', found {line[:60]!r}; separate token and tag by a tab.")
+        raise DataError(
+            f"{path}:{number}: expected 'token<TAB>tag', found {line[:60]!r}; separate token and tag by a tab."
+        )
     counts["spaced"] += (token, tag) != (fields[0], fields[-1])
     return token, tag
 
@@ -314,7 +350,15 @@ def _refuse_header(token: str, tag: str, line: str, path: Path, number: int) -> 
 
 def _count_conll(account: DataAccount, counts: dict[str, int], path: Path, comment_prefix: str | None) -> None:
     account.add_for("docstart_lines", counts["docstarts"], f"'{DOCSTART}' document separator lines skipped in", path)
-    account.add_for("comment_lines", counts["comments"], f"comment lines (starting with data.comment_prefix {comment_prefix!r}) "
-                    "skipped in", path)
-    account.add_for("space_only_lines", counts["space_breaks"], "lines of only spaces or tabs read as sentence breaks in", path)
-    account.add_for("spaced_fields", counts["spaced"], "lines whose token or tag had spaces around it, stripped, in", path)
+    account.add_for(
+        "comment_lines",
+        counts["comments"],
+        f"comment lines (starting with data.comment_prefix {comment_prefix!r}) skipped in",
+        path,
+    )
+    account.add_for(
+        "space_only_lines", counts["space_breaks"], "lines of only spaces or tabs read as sentence breaks in", path
+    )
+    account.add_for(
+        "spaced_fields", counts["spaced"], "lines whose token or tag had spaces around it, stripped, in", path
+    )

@@ -20,8 +20,14 @@ from seqpipe.errors import ConfigError, PluginError, did_you_mean
 from seqpipe.reserved import class_clash
 
 KINDS = ("cell", "topology", "task", "encoding", "dataset", "predictor")
-HOOK_KINDS = {"register_cells": "cell", "register_topologies": "topology", "register_tasks": "task",
-              "register_encodings": "encoding", "register_datasets": "dataset", "register_predictors": "predictor"}
+HOOK_KINDS = {
+    "register_cells": "cell",
+    "register_topologies": "topology",
+    "register_tasks": "task",
+    "register_encodings": "encoding",
+    "register_datasets": "dataset",
+    "register_predictors": "predictor",
+}
 
 
 class Register(Protocol):
@@ -62,6 +68,7 @@ def kind_problem(kind: str, obj: Any) -> str | None:
     only to check torch kinds, so a serving registry, which holds predictors and encodings, stays torch-free."""
     if kind == "dataset":
         return None if isinstance(obj, Dataset) else f"a seqpipe.registry.Dataset, not {obj!r}"
+    base: type
     if kind == "predictor":
         from seqpipe.predictor import Predictor
 
@@ -92,11 +99,15 @@ class Registry:
     def add(self, kind: str, name: str, obj: Any, plugin: str, distribution: str | None = None) -> None:
         who = plugin_label(plugin, distribution)
         if not isinstance(name, str) or not name:
-            raise PluginError(f"seqpipe: plugin {who} registered a {kind} with an invalid name {name!r}; names are non-empty strings.")
+            raise PluginError(
+                f"seqpipe: plugin {who} registered a {kind} with an invalid name {name!r}; names are non-empty strings."
+            )
         problem = kind_problem(kind, obj)
         if problem is not None:
-            raise PluginError(f"seqpipe: plugin {who} registered {kind} '{name}' as {obj!r}; a {kind} must be {problem}. "
-                              f"Fix the plugin or block it (SEQPIPE_BLOCK_PLUGINS={plugin}).")
+            raise PluginError(
+                f"seqpipe: plugin {who} registered {kind} '{name}' as {obj!r}; a {kind} must be {problem}. "
+                f"Fix the plugin or block it (SEQPIPE_BLOCK_PLUGINS={plugin})."
+            )
         existing = self.entries[kind].get(name)
         if existing is not None and existing.plugin != plugin:
             self.clashes.setdefault((kind, name), [existing.plugin]).append(plugin)
@@ -135,7 +146,9 @@ def build_registry(pm: pluggy.PluginManager, distributions: Mapping[str, str] | 
             plugin = impl.plugin_name
             distribution = distributions.get(plugin)
 
-            def register(name: str, obj: Any, /, *, _kind: str = kind, _plugin: str = plugin, _dist: str | None = distribution) -> None:
+            def register(
+                name: str, obj: Any, /, *, _kind: str = kind, _plugin: str = plugin, _dist: str | None = distribution
+            ) -> None:
                 registry.add(_kind, name, obj, _plugin, _dist)
 
             try:
@@ -144,7 +157,8 @@ def build_registry(pm: pluggy.PluginManager, distributions: Mapping[str, str] | 
                 raise
             except Exception as exc:
                 raise PluginError(
-                    f"seqpipe: plugin {plugin_label(plugin, distribution)} failed in {hook_name}: {type(exc).__name__}: {exc}; "
+                    f"seqpipe: plugin {plugin_label(plugin, distribution)} failed in {hook_name}: "
+                    f"{type(exc).__name__}: {exc}; "
                     f"fix or block it (SEQPIPE_BLOCK_PLUGINS={plugin})."
                 ) from exc
     return registry

@@ -36,8 +36,21 @@ REPORT_FILE = "report.html"
 KNOWN_PLOTS = ("training_curves.png", "forecast.png", "attention.png")
 # metrics.json's top-level keys the sections below render; any other (a plugin task's write_report)
 # is shown as JSON under "More results", never dropped
-RENDERED_KEYS = frozenset({"train", "validation", "test", "data", "training", "against_baselines", "per_class", "confusion",
-                           "samples", "sampled_not_in_training", "examples"})
+RENDERED_KEYS = frozenset(
+    {
+        "train",
+        "validation",
+        "test",
+        "data",
+        "training",
+        "against_baselines",
+        "per_class",
+        "confusion",
+        "samples",
+        "sampled_not_in_training",
+        "examples",
+    }
+)
 FIX = "run the pipeline again"
 
 
@@ -79,16 +92,24 @@ def read_run(run_dir: Path) -> RunFiles:
     if not run_dir.is_dir():
         raise RunDirectoryError(f"{run_dir}: not a directory; pass the run directory a `seqpipe run` wrote.")
     if not (run_dir / "metrics.json").is_file():
-        raise RunDirectoryError(f"{run_dir}: no metrics.json, so the run was not evaluated (it stopped first, or this is not a "
-                                f"run directory); nothing to report; {FIX}.")
+        raise RunDirectoryError(
+            f"{run_dir}: no metrics.json, so the run was not evaluated (it stopped first, or this is not a "
+            f"run directory); nothing to report; {FIX}."
+        )
     plots = {p.name: p.read_bytes() for p in sorted(run_dir.glob("*.png"))}
     metrics = _read_json(run_dir / "metrics.json")
     if "training_curves.png" not in plots and metrics.get("training", {}).get("history"):
         plots["training_curves.png"] = _redrawn_training_curves(metrics)
     pipeline = run_dir / "pipeline.toml"
-    return RunFiles(run_dir=run_dir, metrics=metrics, parity=_read_json(run_dir / "parity.json", optional=True),
-                    config=_read_json(run_dir / "config.json", optional=True), status=read_status(run_dir),
-                    pipeline_text=pipeline.read_text(encoding="utf-8", errors="replace") if pipeline.is_file() else None, plots=plots)
+    return RunFiles(
+        run_dir=run_dir,
+        metrics=metrics,
+        parity=_read_json(run_dir / "parity.json", optional=True),
+        config=_read_json(run_dir / "config.json", optional=True),
+        status=read_status(run_dir),
+        pipeline_text=pipeline.read_text(encoding="utf-8", errors="replace") if pipeline.is_file() else None,
+        plots=plots,
+    )
 
 
 def _read_json(path: Path, optional: bool = False) -> Any:
@@ -118,7 +139,9 @@ def render_report(run: RunFiles) -> str:
     """The whole page: a header, then one section per part of the results the run holds."""
     sections = [(title, anchor, body) for title, anchor, render in SECTIONS if (body := render(run))]
     nav = "".join(f'<a href="#{anchor}">{_e(title)}</a>' for title, anchor, _ in sections)
-    content = "\n".join(f'<section id="{anchor}"><h2>{_e(title)}</h2>\n{body}\n</section>' for title, anchor, body in sections)
+    content = "\n".join(
+        f'<section id="{anchor}"><h2>{_e(title)}</h2>\n{body}\n</section>' for title, anchor, body in sections
+    )
     title = f"seqpipe run {run.run_dir.resolve().name}"
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -153,11 +176,15 @@ def _summary_line(run: RunFiles) -> str:
         parts.append(f"task <b>{_e(config['task'].get('name'))}</b>")
     if config.get("model"):
         m = config["model"]
-        parts.append(f"{_e(m.get('cell'))} cell, {_e(m.get('topology'))} topology, hidden size {_e(m.get('hidden_size'))}")
+        parts.append(
+            f"{_e(m.get('cell'))} cell, {_e(m.get('topology'))} topology, hidden size {_e(m.get('hidden_size'))}"
+        )
     if status.get("state"):
         state = status["state"]
-        parts.append(f'state <span class="{"good" if state == "done" else "bad"}">{_e(state)}</span>'
-                     + (f" ({_e(status['updated'])})" if status.get("updated") else ""))
+        parts.append(
+            f'state <span class="{"good" if state == "done" else "bad"}">{_e(state)}</span>'
+            + (f" ({_e(status['updated'])})" if status.get("updated") else "")
+        )
     if run.parity is not None:
         parts.append("parity " + _verdict(run.parity.get("passed")))
     return f'<p class="summary">{" · ".join(parts)}</p>' if parts else ""
@@ -182,11 +209,19 @@ def _baseline_table(comparison: dict[str, Any]) -> str:
     beats, trails, trivial = (set(comparison.get(k) or ()) for k in ("beats", "trails", "trivial"))
     rows = [["<b>this model</b>", f"<b>{_value(comparison.get('model'))}</b>", ""]]
     for name, value in (comparison.get("baselines") or {}).items():
-        verdict = ('<span class="good">beaten</span>' if name in beats else '<span class="bad">ahead of the model</span>'
-                   if name in trails else "tied")
-        rows.append([_e(name) + (' <span class="note">(trivial)</span>' if name in trivial else ""), _value(value), verdict])
-    return (f"<h3>Test {_e(metric)} against the baselines</h3>"
-            + _table(["", f"test {metric}", "the model against it"], rows, numeric_from=1, numeric_to=2))
+        verdict = (
+            '<span class="good">beaten</span>'
+            if name in beats
+            else '<span class="bad">ahead of the model</span>'
+            if name in trails
+            else "tied"
+        )
+        rows.append(
+            [_e(name) + (' <span class="note">(trivial)</span>' if name in trivial else ""), _value(value), verdict]
+        )
+    return f"<h3>Test {_e(metric)} against the baselines</h3>" + _table(
+        ["", f"test {metric}", "the model against it"], rows, numeric_from=1, numeric_to=2
+    )
 
 
 def _training(run: RunFiles) -> str:
@@ -196,31 +231,53 @@ def _training(run: RunFiles) -> str:
     parts = []
     if training:
         epochs_run = training.get("epochs_run", len(history))
-        parts.append(f"<p>{_e(epochs_run)} epoch{'' if epochs_run == 1 else 's'} run; the weights kept (evaluated and exported) "
-                     f"are epoch <b>{_e(training.get('best_epoch'))}</b>'s, picked by validation <b>{_e(training.get('monitor'))}</b>"
-                     f" ({_e(training.get('monitor_mode'))}).</p>")
+        parts.append(
+            f"<p>{_e(epochs_run)} epoch{'' if epochs_run == 1 else 's'} run; the weights kept (evaluated and exported) "
+            f"are epoch <b>{_e(training.get('best_epoch'))}</b>'s, picked by validation "
+            f"<b>{_e(training.get('monitor'))}</b>"
+            f" ({_e(training.get('monitor_mode'))}).</p>"
+        )
     if "training_curves.png" in run.plots:
-        parts.append(_image(run.plots["training_curves.png"], "Training and validation loss and the validation metric per "
-                                                              "epoch; the kept epoch marked by a dashed line and stars"))
+        parts.append(
+            _image(
+                run.plots["training_curves.png"],
+                "Training and validation loss and the validation metric per "
+                "epoch; the kept epoch marked by a dashed line and stars",
+            )
+        )
     if history:
         parts.append(_history_table(history, training.get("monitor"), training.get("best_epoch")))
     return "\n".join(parts)
 
 
 def _history_table(history: list[dict], monitor: str | None, best_epoch: int | None) -> str:
-    metrics = [m for m in dict.fromkeys(k for r in history for k in r.get("validation", {}))
-               if m not in ("loss", "examples", "tokens")][:4]  # the first few: the table stays readable
+    metrics = [
+        m
+        for m in dict.fromkeys(k for r in history for k in r.get("validation", {}))
+        if m not in ("loss", "examples", "tokens")
+    ][:4]  # the first few: the table stays readable
     if monitor and monitor != "loss" and monitor not in metrics:
         metrics = [monitor, *metrics[:3]]
     rows, marked = [], []
     for i, r in enumerate(history):
         v = r.get("validation", {})
-        rows.append([_e(r.get("epoch")), _value(r.get("train_loss")), _value(v.get("loss")), *(_value(v.get(m)) for m in metrics),
-                     _seconds(r.get("seconds"))])
+        rows.append(
+            [
+                _e(r.get("epoch")),
+                _value(r.get("train_loss")),
+                _value(v.get("loss")),
+                *(_value(v.get(m)) for m in metrics),
+                _seconds(r.get("seconds")),
+            ]
+        )
         if r.get("epoch") == best_epoch:
             marked.append(i)
     headers = ["epoch", "train loss", "validation loss", *(f"validation {m}" for m in metrics), "seconds"]
-    return "<details><summary>Every epoch</summary>" + _table(headers, rows, numeric_from=0, marked_rows=marked) + "</details>"
+    return (
+        "<details><summary>Every epoch</summary>"
+        + _table(headers, rows, numeric_from=0, marked_rows=marked)
+        + "</details>"
+    )
 
 
 def _per_class(run: RunFiles) -> str:
@@ -228,11 +285,15 @@ def _per_class(run: RunFiles) -> str:
     parts = []
     per_class = (run.metrics.get("per_class") or {}).get("test")
     if per_class:
-        rows = [[_e(label)] + [_value(figures.get(k)) for k in ("precision", "recall", "f1", "examples", "predicted")]
-                for label, figures in per_class.items()]
-        parts.append('<h3>Per label (test)</h3><p class="note">— : no test examples of the label (recall), or none '
-                     "predicted either (precision, F1): left out of macro-F1, not counted as zero.</p>"
-                     + _table(["label", "precision", "recall", "F1", "test examples", "predicted"], rows, numeric_from=1))
+        rows = [
+            [_e(label)] + [_value(figures.get(k)) for k in ("precision", "recall", "f1", "examples", "predicted")]
+            for label, figures in per_class.items()
+        ]
+        parts.append(
+            '<h3>Per label (test)</h3><p class="note">— : no test examples of the label (recall), or none '
+            "predicted either (precision, F1): left out of macro-F1, not counted as zero.</p>"
+            + _table(["label", "precision", "recall", "F1", "test examples", "predicted"], rows, numeric_from=1)
+        )
     confusion = (run.metrics.get("confusion") or {}).get("test")
     if confusion:
         parts.append(_confusion_heat_map(confusion["labels"], confusion["counts"]))
@@ -251,13 +312,18 @@ def _confusion_heat_map(labels: list[str], counts: list[list[int]]) -> str:
             share = count / total
             colour = "42, 157, 143" if labels[j] == label else "231, 111, 81"  # right: green; wrong: red
             text = "#fff" if share > 0.55 else "#222"
-            cells.append(f'<td style="background: rgba({colour}, {share:.3f}); color: {text}" '
-                         f'title="{_e(label)} predicted as {_e(labels[j])}: {count} ({share:.0%} of {_e(label)})">{count}</td>')
+            cells.append(
+                f'<td style="background: rgba({colour}, {share:.3f}); color: {text}" '
+                f'title="{_e(label)} predicted as {_e(labels[j])}: {count} ({share:.0%} of {_e(label)})">{count}</td>'
+            )
         body.append(f'<tr><th scope="row">{_e(label)}</th>{"".join(cells)}</tr>')
-    return ('<h3>Confusion matrix (test)</h3><p class="note">Rows: the true label; columns: the label predicted; shade: the '
-            "share of the row's examples.</p>"
-            f'<div class="scroll"><table class="confusion"><thead><tr><th>true \\ predicted</th>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div>')
+    return (
+        '<h3>Confusion matrix (test)</h3><p class="note">Rows: the true label; columns: the label predicted; shade: '
+        "the "
+        "share of the row's examples.</p>"
+        f'<div class="scroll"><table class="confusion"><thead><tr><th>true \\ predicted</th>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _samples(run: RunFiles) -> str:
@@ -270,7 +336,10 @@ def _samples(run: RunFiles) -> str:
     if isinstance(novel, (int, float)):
         parts.append(f"<p>Sampled texts not in the training data: <b>{_value(novel)}</b> (share).</p>")
     for condition, decoded in samples.items():
-        rows = [[_e(way), _e(", ".join(map(str, texts)) if isinstance(texts, list) else texts)] for way, texts in decoded.items()]
+        rows = [
+            [_e(way), _e(", ".join(map(str, texts)) if isinstance(texts, list) else texts)]
+            for way, texts in decoded.items()
+        ]
         parts.append(f"<h3>Condition {_e(condition)}</h3>" + _table(["decoding", "texts"], rows))
     return "\n".join(parts)
 
@@ -280,23 +349,34 @@ def _examples(run: RunFiles) -> str:
     examples = run.metrics.get("examples")
     if not isinstance(examples, list) or not examples:
         return ""
-    rows = [[_e(e.get("source")), _e(e.get("predicted")), _e(e.get("reference")),
-             '<span class="good">yes</span>' if e.get("predicted") == e.get("reference") else "no"] for e in examples]
+    rows = [
+        [
+            _e(e.get("source")),
+            _e(e.get("predicted")),
+            _e(e.get("reference")),
+            '<span class="good">yes</span>' if e.get("predicted") == e.get("reference") else "no",
+        ]
+        for e in examples
+    ]
     return "<p>Decoded from the exported ONNX graphs.</p>" + _table(["source", "predicted", "reference", "exact"], rows)
 
 
 def _attention(run: RunFiles) -> str:
     if "attention.png" not in run.plots:
         return ""
-    return _image(run.plots["attention.png"], "Attention weights of the exported decoder: output tokens (rows) against "
-                                              "source tokens (columns)")
+    return _image(
+        run.plots["attention.png"],
+        "Attention weights of the exported decoder: output tokens (rows) against source tokens (columns)",
+    )
 
 
 def _forecast(run: RunFiles) -> str:
     if "forecast.png" not in run.plots:
         return ""
-    return _image(run.plots["forecast.png"], "Actual test values against one-step forecasts, persistence and an "
-                                             "autoregressive multi-step forecast")
+    return _image(
+        run.plots["forecast.png"],
+        "Actual test values against one-step forecasts, persistence and an autoregressive multi-step forecast",
+    )
 
 
 def _more_plots(run: RunFiles) -> str:
@@ -311,16 +391,32 @@ def _parity(run: RunFiles) -> str:
     rows = []
     for kind, graph in (parity.get("graphs") or {}).items():
         lengths = _e(f"{graph.get('min_length', '?')}–{graph.get('max_length', '?')}") if "max_length" in graph else ""
-        rows.append([_e(kind), _e(graph.get("file", "")), _verdict(graph.get("passed")), _value(graph.get("max_abs_diff")),
-                     _value(graph.get("max_scaled_diff")), _value(graph.get("tolerance")), _value(graph.get("sequences")), lengths])
+        rows.append(
+            [
+                _e(kind),
+                _e(graph.get("file", "")),
+                _verdict(graph.get("passed")),
+                _value(graph.get("max_abs_diff")),
+                _value(graph.get("max_scaled_diff")),
+                _value(graph.get("tolerance")),
+                _value(graph.get("sequences")),
+                lengths,
+            ]
+        )
     rules = sorted({str(g["rule"]) for g in (parity.get("graphs") or {}).values() if g.get("rule")})
     reason = parity.get("tolerance_reason")
-    return (f"<p>All graphs: {_verdict(parity.get('passed'))}, largest difference {_value(parity.get('max_abs_diff'))} "
-            f"(scaled {_value(parity.get('max_scaled_diff'))}).</p>"
-            + "".join(f'<p class="note">Rule: {_e(rule)}</p>' for rule in rules)
-            + (f'<p class="note">Tolerance chosen because: {_e(reason)}</p>' if reason else "")
-            + _table(["graph", "file", "parity", "max abs diff", "max scaled diff", "tolerance", "sequences", "lengths"], rows,
-                     numeric_from=3, numeric_to=7))
+    return (
+        f"<p>All graphs: {_verdict(parity.get('passed'))}, largest difference {_value(parity.get('max_abs_diff'))} "
+        f"(scaled {_value(parity.get('max_scaled_diff'))}).</p>"
+        + "".join(f'<p class="note">Rule: {_e(rule)}</p>' for rule in rules)
+        + (f'<p class="note">Tolerance chosen because: {_e(reason)}</p>' if reason else "")
+        + _table(
+            ["graph", "file", "parity", "max abs diff", "max scaled diff", "tolerance", "sequences", "lengths"],
+            rows,
+            numeric_from=3,
+            numeric_to=7,
+        )
+    )
 
 
 def _data(run: RunFiles) -> str:
@@ -332,8 +428,10 @@ def _data(run: RunFiles) -> str:
     parts = [_table(["split", "examples"], [[_e(split), _value(n)] for split, n in examples.items()], numeric_from=1)]
     left_out = data.get("left_out") or {}
     if left_out:
-        parts.append("<h3>Left out</h3>" + _table(["why", "count"], [[_e(why), _value(n)] for why, n in left_out.items()],
-                                                   numeric_from=1))
+        parts.append(
+            "<h3>Left out</h3>"
+            + _table(["why", "count"], [[_e(why), _value(n)] for why, n in left_out.items()], numeric_from=1)
+        )
     else:
         parts.append("<p>Nothing was left out of the data.</p>")
     described = data.get("left_out_described") or []
@@ -346,11 +444,20 @@ def _data(run: RunFiles) -> str:
 
 def _wall_times(run: RunFiles) -> str:
     training = run.metrics.get("training") or {}
-    rows = [[label, f"{training[key]:.2f} s"] for key, label in
-            (("seconds", "training (the epochs' own time)"), ("evaluation_seconds", "evaluation"),
-             ("run_seconds", "whole run, to the end of evaluation")) if isinstance(training.get(key), (int, float))]
-    setup = [[label, _e(training[key])] for key, label in (("device", "device"), ("processes", "processes"),
-                                                            ("precision", "precision")) if key in training]
+    rows = [
+        [label, f"{training[key]:.2f} s"]
+        for key, label in (
+            ("seconds", "training (the epochs' own time)"),
+            ("evaluation_seconds", "evaluation"),
+            ("run_seconds", "whole run, to the end of evaluation"),
+        )
+        if isinstance(training.get(key), (int, float))
+    ]
+    setup = [
+        [label, _e(training[key])]
+        for key, label in (("device", "device"), ("processes", "processes"), ("precision", "precision"))
+        if key in training
+    ]
     return _table(["", ""], rows + setup, numeric_from=1, head=False) if rows or setup else ""
 
 
@@ -426,8 +533,15 @@ def _verdict(passed: Any) -> str:
     return '<span class="good">passed</span>' if passed else '<span class="bad">failed</span>'
 
 
-def _table(headers: Iterable[str], rows: list[list[str]], *, numeric_from: int | None = None, numeric_to: int | None = None,
-           marked_rows: Iterable[int] = (), head: bool = True) -> str:
+def _table(
+    headers: Iterable[str],
+    rows: list[list[str]],
+    *,
+    numeric_from: int | None = None,
+    numeric_to: int | None = None,
+    marked_rows: Iterable[int] = (),
+    head: bool = True,
+) -> str:
     """A table of already-escaped cells; columns ``numeric_from`` up to ``numeric_to`` right-aligned."""
     marked = set(marked_rows)
 
@@ -436,18 +550,23 @@ def _table(headers: Iterable[str], rows: list[list[str]], *, numeric_from: int |
         return f'<td class="num">{text}</td>' if numeric else f"<td>{text}</td>"
 
     thead = "<thead><tr>" + "".join(f'<th scope="col">{_e(h)}</th>' for h in headers) + "</tr></thead>" if head else ""
-    body = "".join(f'<tr{" class=marked" if n in marked else ""}>' + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>"
-                   for n, row in enumerate(rows))
+    body = "".join(
+        f"<tr{' class=marked' if n in marked else ''}>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>"
+        for n, row in enumerate(rows)
+    )
     return f'<div class="scroll"><table>{thead}<tbody>{body}</tbody></table></div>'
 
 
 def _image(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}"><figcaption>{_e(alt)}</figcaption></figure>'
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}"><figcaption>{_e(alt)}</figcaption></figure>'
+    )
 
 
 STYLE = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0; background: #fafafa; }
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0; background:
+#fafafa; }
 header { background: #1f3a5f; color: #fff; padding: 16px 28px 10px; }
 header h1 { margin: 0 0 4px; font-size: 22px; }
 header .summary { margin: 4px 0 10px; }
@@ -477,7 +596,10 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m seqpipe.report RUN_DIR``: render RUN_DIR/report.html again; prints its path."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] in ("-h", "--help"):
-        print("usage: python -m seqpipe.report RUN_DIR   (writes RUN_DIR/report.html from the run's files)", file=sys.stderr)
+        print(
+            "usage: python -m seqpipe.report RUN_DIR   (writes RUN_DIR/report.html from the run's files)",
+            file=sys.stderr,
+        )
         return 2
     try:
         print(write_report(args[0]))

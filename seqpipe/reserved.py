@@ -42,8 +42,10 @@ def class_clash(cls: type, contract: type) -> str | None:
             continue
         ours = vars(owner)[name]
         if _is_method(ours) != _is_method(theirs):
-            return (f"{owner.__qualname__}.{name} is {_shown(ours)}, but '{name}' is {_shown(theirs)} of the "
-                    f"{contract.__name__} contract, which the engine uses: rename yours")
+            return (
+                f"{owner.__qualname__}.{name} is {_shown(ours)}, but '{name}' is {_shown(theirs)} of the "
+                f"{contract.__name__} contract, which the engine uses: rename yours"
+            )
     return None
 
 
@@ -54,7 +56,9 @@ def instance_clash(obj: Any, contract: type) -> str | None:
     for store in ("_modules", "_parameters", "_buffers"):
         for name in getattr(obj, store, {}) or {}:
             if name in members:
-                return (f"{type(obj).__qualname__} stores a {store[1:-1]} as self.{name}, but '{name}' is "
-                        f"{_shown(members[name])} of the {contract.__name__} contract, so self.{name} "
-                        f"reads the contract's, not yours: rename yours")
+                return (
+                    f"{type(obj).__qualname__} stores a {store[1:-1]} as self.{name}, but '{name}' is "
+                    f"{_shown(members[name])} of the {contract.__name__} contract, so self.{name} "
+                    f"reads the contract's, not yours: rename yours"
+                )
     return None

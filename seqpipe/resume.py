@@ -24,9 +24,16 @@ RESUME_FILE = "resume.safetensors"
 TRAINER_STATE_FILE = "trainer_state.json"
 
 
-def save_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
-                        generator: torch.Generator, counters: dict[str, Any], rank_rng: list[torch.Tensor] | None = None,
-                        history: list[dict] | None = None) -> None:
+def save_training_state(
+    run_dir: Path,
+    model: torch.nn.Module,
+    ema: torch.nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    counters: dict[str, Any],
+    rank_rng: list[torch.Tensor] | None = None,
+    history: list[dict] | None = None,
+) -> None:
     """``rank_rng``: in a job of several processes, every rank's torch random state (rank 0's first);
     everything else is the same on every rank, so rank 0's copy is the job's. ``history``: the epochs'
     records so far, kept here (checked by the manifest) so a resumed run never reads them back from
@@ -46,16 +53,31 @@ def save_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Mod
     tensors["rng.data_order"] = generator.get_state()
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
     state = {**counters, "param_groups": optimizer_state["param_groups"], "history": history or []}
-    manifest.write_whole(run_dir / RESUME_FILE, lambda tmp: save_file(tensors, tmp, metadata={"trainer_state": json.dumps(state)}))
-    manifest.write_whole(run_dir / TRAINER_STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(counters, indent=2) + "\n", encoding="utf-8"))
+    manifest.write_whole(
+        run_dir / RESUME_FILE, lambda tmp: save_file(tensors, tmp, metadata={"trainer_state": json.dumps(state)})
+    )
+    manifest.write_whole(
+        run_dir / TRAINER_STATE_FILE,
+        lambda tmp: Path(tmp).write_text(json.dumps(counters, indent=2) + "\n", encoding="utf-8"),
+    )
 
 
-def load_training_state(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
-                        generator: torch.Generator, rank: int = 0) -> dict[str, Any]:
+def load_training_state(
+    run_dir: Path,
+    model: torch.nn.Module,
+    ema: torch.nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    rank: int = 0,
+) -> dict[str, Any]:
     """Restore everything :func:`save_training_state` wrote; return the trainer's counters.
     ``rank``: this process's rank, whose own random state is restored when the file has it (a rank
     the saved job did not have keeps the state it was seeded with)."""
-    manifest.verify(run_dir / RESUME_FILE, run_dir, fix=f"start the run again: seqpipe run {run_dir / 'pipeline.toml'} --out {run_dir} --force")
+    manifest.verify(
+        run_dir / RESUME_FILE,
+        run_dir,
+        fix=f"start the run again: seqpipe run {run_dir / 'pipeline.toml'} --out {run_dir} --force",
+    )
     with safe_open(str(run_dir / RESUME_FILE), framework="pt") as fh:
         state = json.loads(fh.metadata()["trainer_state"])
         tensors = {key: fh.get_tensor(key) for key in fh.keys()}

@@ -29,25 +29,39 @@ def changes_allowed(run_dir: Path, now: dict[str, Any], allow: Sequence[str]) ->
     changes recorded under ``resumed_changes``. Anything else is a one-line refusal."""
     allowed = {_full_key(key, run_dir) for item in allow for key in item.split(",") if key.strip()}
     saved_file = run_dir / "config.json"
-    manifest.verify(saved_file, run_dir, fix=f"start the run again: seqpipe run {run_dir / 'pipeline.toml'} --out {run_dir} --force")
+    manifest.verify(
+        saved_file, run_dir, fix=f"start the run again: seqpipe run {run_dir / 'pipeline.toml'} --out {run_dir} --force"
+    )
     saved = json.loads(saved_file.read_text(encoding="utf-8"))
     before, after = _flat(saved), _flat(now)
-    changed = {key: (before.get(key), after.get(key)) for key in sorted(before.keys() | after.keys())
-               if before.get(key) != after.get(key) and not key.startswith(NOT_COMPARED)}
+    changed = {
+        key: (before.get(key), after.get(key))
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key) and not key.startswith(NOT_COMPARED)
+    }
     said = ", ".join(f"{key} ({json.dumps(old)} -> {json.dumps(new)})" for key, (old, new) in changed.items())
     unsafe = [key for key in changed if not _safe(key)]
     if unsafe:
-        raise RunDirectoryError(f"--resume {run_dir}: {run_dir / 'pipeline.toml'} (or seqpipe's defaults) changed since the run "
-                                f"started: {said}; the saved state cannot continue under {', '.join(unsafe)}: put the old "
-                                f"value back, or start a new run: seqpipe run {run_dir / 'pipeline.toml'}")
+        raise RunDirectoryError(
+            f"--resume {run_dir}: {run_dir / 'pipeline.toml'} (or seqpipe's defaults) changed since the run "
+            f"started: {said}; the saved state cannot continue under {', '.join(unsafe)}: put the old "
+            f"value back, or start a new run: seqpipe run {run_dir / 'pipeline.toml'}"
+        )
     if set(changed) - allowed:
         keys = " ".join(sorted(set(changed) - allowed))
-        raise RunDirectoryError(f"--resume {run_dir}: {run_dir / 'pipeline.toml'} changed since the run started: {said}; continue "
-                                f"with the new value with: seqpipe run --resume {run_dir} --allow-changes {keys} (or put the old one back)")
-    now = {**now, "data": {**now["data"], "relative_to": saved["data"]["relative_to"]},
-           "resumed_changes": list(saved.get("resumed_changes", []))}
+        raise RunDirectoryError(
+            f"--resume {run_dir}: {run_dir / 'pipeline.toml'} changed since the run started: {said}; continue "
+            f"with the new value with: seqpipe run --resume {run_dir} --allow-changes {keys} (or put the old one back)"
+        )
+    now = {
+        **now,
+        "data": {**now["data"], "relative_to": saved["data"]["relative_to"]},
+        "resumed_changes": list(saved.get("resumed_changes", [])),
+    }
     epoch = _epochs_done(run_dir)
-    now["resumed_changes"] += [{"key": key, "from": old, "to": new, "after_epoch": epoch} for key, (old, new) in changed.items()]
+    now["resumed_changes"] += [
+        {"key": key, "from": old, "to": new, "after_epoch": epoch} for key, (old, new) in changed.items()
+    ]
     return now
 
 
@@ -55,8 +69,10 @@ def _full_key(key: str, run_dir: Path) -> str:
     key = key.strip()
     full = key if "." in key else f"training.{key}"
     if not _safe(full):
-        raise RunDirectoryError(f"--allow-changes {key}: a resumed run ({run_dir}) may change only training.epochs, "
-                                "training.patience, training.max_minutes and export keys; for anything else start a new run.")
+        raise RunDirectoryError(
+            f"--allow-changes {key}: a resumed run ({run_dir}) may change only training.epochs, "
+            "training.patience, training.max_minutes and export keys; for anything else start a new run."
+        )
     return full
 
 

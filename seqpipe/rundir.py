@@ -17,8 +17,14 @@ from seqpipe.errors import RunDirectoryError, RunFault
 
 LOCK_FILE = ".lock"
 # what the machine can refuse a run: said in one line (RunFault), never a traceback
-MACHINE_FAULTS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up", errno.EROFS: "the folder is read-only",
-                  errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EFBIG: "the file is too large"}
+MACHINE_FAULTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the folder is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EFBIG: "the file is too large",
+}
 
 
 def make_run_dir(out: str | Path | None, pipeline: Path, force: bool) -> Path:
@@ -42,8 +48,9 @@ def make_run_dir(out: str | Path | None, pipeline: Path, force: bool) -> Path:
                 path = base.with_name(f"{base.name}-{n}")
     except OSError as exc:
         where = f"--out {out}" if out is not None else f"{exc.filename or 'runs'}"
-        raise RunDirectoryError(f"{where}: cannot create the run directory ({exc.strerror}); choose a folder you can write to "
-                                "with --out.") from None
+        raise RunDirectoryError(
+            f"{where}: cannot create the run directory ({exc.strerror}); choose a folder you can write to with --out."
+        ) from None
 
 
 @contextlib.contextmanager
@@ -59,16 +66,24 @@ def locked(run_dir: Path, opening: str = "--out") -> Iterator[None]:
     try:
         fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise RunDirectoryError(f"{opening} {run_dir}: cannot write there ({exc.strerror}); choose a folder you can write to.") from None
+        raise RunDirectoryError(
+            f"{opening} {run_dir}: cannot write there ({exc.strerror}); choose a folder you can write to."
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 300).decode("utf-8", "replace").strip() or "unknown"
-            raise RunDirectoryError(f"{opening} {run_dir}: in use by another seqpipe run ({holder}); wait for it to end or stop it, "
-                                    "then try again.") from None
+            raise RunDirectoryError(
+                f"{opening} {run_dir}: in use by another seqpipe run ({holder}); wait for it to end or stop it, "
+                "then try again."
+            ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}, since {datetime.now().isoformat(timespec='seconds')}".encode())
+        os.write(
+            fd,
+            f"process {os.getpid()} on {socket.gethostname()}, "
+            f"since {datetime.now().isoformat(timespec='seconds')}".encode(),
+        )
         yield
     finally:
         os.close(fd)
@@ -80,11 +95,15 @@ def machine_fault(exc: OSError, run_dir: Path) -> RunFault | None:
     if exc.errno not in MACHINE_FAULTS:
         return None
     where = Path(exc.filename) if exc.filename else run_dir
-    if where.name.startswith("."):  # a temporary file (renamed into place once whole): its folder is what the user knows
+    if where.name.startswith(
+        "."
+    ):  # a temporary file (renamed into place once whole): its folder is what the user knows
         where = where.parent
-    return RunFault(f"{where}: {MACHINE_FAULTS[exc.errno]} ({exc.strerror}); the run stopped and {run_dir} "
-                    f"is marked failed; make room or fix the permissions, then continue it: seqpipe run --resume {run_dir} "
-                    "(or start again).")
+    return RunFault(
+        f"{where}: {MACHINE_FAULTS[exc.errno]} ({exc.strerror}); the run stopped and {run_dir} "
+        f"is marked failed; make room or fix the permissions, then continue it: seqpipe run --resume {run_dir} "
+        "(or start again)."
+    )
 
 
 def check_out_dir(out: str | Path, force: bool) -> Path:
@@ -93,7 +112,10 @@ def check_out_dir(out: str | Path, force: bool) -> Path:
     if path.exists() and not path.is_dir():
         raise RunDirectoryError(f"--out {path}: is a file, not a directory; choose another path.")
     if path.is_dir() and any(path.iterdir()) and not force:
-        raise RunDirectoryError(f"--out {path}: directory exists and is not empty; choose a new directory, or pass --force to write into it.")
+        raise RunDirectoryError(
+            f"--out {path}: directory exists and is not empty; choose a new directory, or pass --force to write into "
+            "it."
+        )
     return path
 
 

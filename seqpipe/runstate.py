@@ -25,7 +25,12 @@ STATES = ("running", "interrupted", "stopped", "failed", "done")
 def write_status(run_dir: Path, state: str, **details: Any) -> None:
     """Record ``state`` (one of :data:`STATES`) with ``details`` (e.g. the error line)."""
     assert state in STATES, state
-    record = {"state": state, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"), **this_process(), **details}
+    record = {
+        "state": state,
+        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **this_process(),
+        **details,
+    }
     text = json.dumps(record, indent=2) + "\n"
     write_whole(run_dir / STATUS_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), recorded=False)
 
@@ -40,7 +45,8 @@ def status_recorded(run_dir: Path) -> Iterator[None]:
     except (KeyboardInterrupt, Terminated) as exc:
         _try_write_status(run_dir, "interrupted")
         processes = int(os.environ.get("WORLD_SIZE", "1"))  # a torchrun job continues with as many processes
-        exc.resume_command = f"seqpipe run --resume {run_dir}" + (f" --nproc {processes}" if processes > 1 else "")  # the CLI's one line names it
+        resume = f"seqpipe run --resume {run_dir}" + (f" --nproc {processes}" if processes > 1 else "")
+        setattr(exc, "resume_command", resume)  # noqa: B010  (the CLI's one line names it)
         raise
     except Stopped as exc:
         _try_write_status(run_dir, "stopped", reason=str(exc))

@@ -24,8 +24,34 @@ from seqpipe.errors import SeqpipeError
 from seqpipe.readers import infer_format, read_conll, read_records
 
 SAMPLE = 5000  # rows looked at to sort the columns into kinds
-TIME_NAMES = {"time", "date", "datetime", "timestamp", "year", "month", "day", "week", "quarter", "period", "ds", "hour"}
-TEXT_NAMES = ("text", "sentence", "source", "input", "review", "comment", "message", "subject", "title", "body", "word", "name")
+TIME_NAMES = {
+    "time",
+    "date",
+    "datetime",
+    "timestamp",
+    "year",
+    "month",
+    "day",
+    "week",
+    "quarter",
+    "period",
+    "ds",
+    "hour",
+}
+TEXT_NAMES = (
+    "text",
+    "sentence",
+    "source",
+    "input",
+    "review",
+    "comment",
+    "message",
+    "subject",
+    "title",
+    "body",
+    "word",
+    "name",
+)
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "tag", "intent", "sentiment", "gender", "speaker")
 
 
@@ -66,7 +92,9 @@ def inspect_data(path: Path) -> DataShape:
         return DataShape(path, fmt, len(read_conll(path, where)))
     rows = read_records(path, fmt, [], where)
     names = list(dict.fromkeys(name for row in rows[:SAMPLE] for name in row))
-    return DataShape(path, fmt, len(rows), [_column(name, [row[name] for row in rows[:SAMPLE] if name in row]) for name in names])
+    return DataShape(
+        path, fmt, len(rows), [_column(name, [row[name] for row in rows[:SAMPLE] if name in row]) for name in names]
+    )
 
 
 def _column(name: str, values: list[Any]) -> Column:
@@ -79,16 +107,26 @@ def _column(name: str, values: list[Any]) -> Column:
         return Column(name, "vectors", len(present), sum(map(len, present)) / len(present))
     texts = [v if isinstance(v, str) else json.dumps(v) for v in present]
     if all(_vectors(t) for t in texts[:200]):
-        return Column(name, "vectors", len(set(texts)), sum(len(json.loads(t)) for t in texts[:200]) / min(len(texts), 200))
+        return Column(
+            name, "vectors", len(set(texts)), sum(len(json.loads(t)) for t in texts[:200]) / min(len(texts), 200)
+        )
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) or _number(v) for v in present)
     if _times(texts) and (not numbers or name.strip().lower() in TIME_NAMES):
         return Column(name, "time", len(set(texts)))
     if numbers:
         values = [float(v) for v in present]
-        if len(values) > 2 and all(b - a == 1 for a, b in zip(values, values[1:])):  # 1, 2, 3, …: a row id, not a series
+        if len(values) > 2 and all(
+            b - a == 1 for a, b in zip(values, values[1:])
+        ):  # 1, 2, 3, …: a row id, not a series
             return Column(name, "index", len(values))
         return Column(name, "number", len(set(texts)))
-    return Column(name, "text", len(set(texts)), sum(map(len, texts)) / len(texts), sum(" " in t.strip() for t in texts) / len(texts))
+    return Column(
+        name,
+        "text",
+        len(set(texts)),
+        sum(map(len, texts)) / len(texts),
+        sum(" " in t.strip() for t in texts) / len(texts),
+    )
 
 
 def _number(value: Any) -> bool:
@@ -122,9 +160,12 @@ def _times(texts: list[str]) -> bool:
 
 # -- guessing the task and the columns ------------------------------------------------------------
 
+
 def _named(columns: list[Column], names: tuple[str, ...] | set[str]) -> Column | None:
     """The column whose name comes first in ``names`` (a ranking), if any has one of them."""
-    ranked = [(list(names).index(c.name.strip().lower()), i) for i, c in enumerate(columns) if c.name.strip().lower() in names]
+    ranked = [
+        (list(names).index(c.name.strip().lower()), i) for i, c in enumerate(columns) if c.name.strip().lower() in names
+    ]
     return columns[min(ranked)[1]] if ranked else None
 
 
@@ -151,8 +192,10 @@ def guess_task(shape: DataShape) -> str:
         return "classify"
     if numbers:
         return "forecast"
-    raise SeqpipeError(f"{shape.path}: found no column to learn from ({', '.join(c.name for c in shape.columns)}); "
-                       "give --task and edit the pipeline file.")
+    raise SeqpipeError(
+        f"{shape.path}: found no column to learn from ({', '.join(c.name for c in shape.columns)}); "
+        "give --task and edit the pipeline file."
+    )
 
 
 def _input_table(column: Column) -> dict[str, Any]:
@@ -169,7 +212,10 @@ def _main_input(shape: DataShape, label: Column | None) -> Column:
         if candidates:
             named = _named(candidates, TEXT_NAMES)
             return named or max(candidates, key=lambda c: (c.mean_length, c.distinct))
-    raise SeqpipeError(f"{shape.path}: no text, token-list or number-vector column to read ({', '.join(c.name for c in shape.columns)}).")
+    raise SeqpipeError(
+        f"{shape.path}: no text, token-list or number-vector column to read "
+        f"({', '.join(c.name for c in shape.columns)})."
+    )
 
 
 def guess(shape: DataShape, task: str) -> Guess:
@@ -181,20 +227,30 @@ def guess(shape: DataShape, task: str) -> Guess:
             return Guess(task, {"input": {"kind": "words"}}, notes)
         lists = shape.of_kind("tokens")
         if len(lists) < 2:
-            raise SeqpipeError(f"{shape.path}: tagging reads a CoNLL file, or JSON Lines with a token list and a tag list per "
-                               "record; found no two list columns.")
+            raise SeqpipeError(
+                f"{shape.path}: tagging reads a CoNLL file, or JSON Lines with a token list and a tag list per "
+                "record; found no two list columns."
+            )
         tags = _named(lists, ("tags", "labels", "ner_tags", "pos_tags", "tag")) or lists[1]
         tokens = next(c for c in lists if c is not tags)
-        return Guess(task, {"input": {"kind": "words", "column": tokens.name}, "task": {"options": {"tag_column": tags.name}}}, notes)
+        return Guess(
+            task,
+            {"input": {"kind": "words", "column": tokens.name}, "task": {"options": {"tag_column": tags.name}}},
+            notes,
+        )
     if task == "classify":
         labels = _label_like(shape)
         label = _named(labels, LABEL_NAMES) or (labels[-1] if labels else None)
         if label is None:
-            raise SeqpipeError(f"{shape.path}: found no label column (a column with few distinct values) among "
-                               f"{', '.join(c.name for c in shape.columns)}; classification needs one.")
+            raise SeqpipeError(
+                f"{shape.path}: found no label column (a column with few distinct values) among "
+                f"{', '.join(c.name for c in shape.columns)}; classification needs one."
+            )
         source = _main_input(shape, label)
-        notes.append(f"input: column '{source.name}' read as {_input_table(source)['kind']}; label: column '{label.name}' "
-                     f"({label.distinct} labels)")
+        notes.append(
+            f"input: column '{source.name}' read as {_input_table(source)['kind']}; label: column '{label.name}' "
+            f"({label.distinct} labels)"
+        )
         return Guess(task, {"input": _input_table(source), "task": {"options": {"label_column": label.name}}}, notes)
     if task == "forecast":
         numbers = shape.of_kind("number")
@@ -206,8 +262,15 @@ def guess(shape: DataShape, task: str) -> Guess:
         if times:
             options["time_column"] = times[0].name
         others = [c.name for c in numbers if c is not value]
-        notes.append(f"forecast: column '{value.name}'" + (f", rows ordered by '{times[0].name}'" if times else ", rows in file order")
-                     + (f"; other number columns ({', '.join(others)}) can be covariates: task.options.input_columns" if others else ""))
+        notes.append(
+            f"forecast: column '{value.name}'"
+            + (f", rows ordered by '{times[0].name}'" if times else ", rows in file order")
+            + (
+                f"; other number columns ({', '.join(others)}) can be covariates: task.options.input_columns"
+                if others
+                else ""
+            )
+        )
         return Guess(task, {"task": {"options": options}}, notes)
     if task == "seq2seq":
         labels = _label_like(shape)
@@ -216,7 +279,10 @@ def guess(shape: DataShape, task: str) -> Guess:
             raise SeqpipeError(f"{shape.path}: an encoder-decoder reads a source and a target column; found {columns}.")
         source, target = texts[0], texts[1]
         output = {"kind": "words" if target.spaced > 0.5 else "characters", "column": target.name}
-        notes.append(f"source: column '{source.name}' read as characters; target: column '{target.name}' written as {output['kind']}")
+        notes.append(
+            f"source: column '{source.name}' read as characters; target: column '{target.name}' written as "
+            f"{output['kind']}"
+        )
         return Guess(task, {"input": {"kind": "characters", "column": source.name}, "output": output}, notes)
     if task == "generate":
         texts = shape.of_kind("text")
@@ -225,15 +291,22 @@ def guess(shape: DataShape, task: str) -> Guess:
         labels = _label_like(shape)
         free = [c for c in texts if c not in labels] or texts
         text = _named(free, TEXT_NAMES) or free[0]
-        condition = _named([c for c in labels if c is not text], LABEL_NAMES) or next((c for c in labels if c is not text), None)
+        condition = _named([c for c in labels if c is not text], LABEL_NAMES) or next(
+            (c for c in labels if c is not text), None
+        )
         if condition is None:
-            raise SeqpipeError(f"{shape.path}: generation starts each text from a condition column (a label); found {columns}.")
+            raise SeqpipeError(
+                f"{shape.path}: generation starts each text from a condition column (a label); found {columns}."
+            )
         notes.append(f"generate: texts of column '{text.name}', each started from its '{condition.name}'")
         return Guess(task, {"task": {"options": {"text_column": text.name, "condition_column": condition.name}}}, notes)
-    return Guess(task, {}, notes + [f"task '{task}' is a plugin's: its options are listed as comments; set its columns there"])
+    return Guess(
+        task, {}, notes + [f"task '{task}' is a plugin's: its options are listed as comments; set its columns there"]
+    )
 
 
 # -- writing ----------------------------------------------------------------------------------------
+
 
 def _toml(value: Any) -> str:
     if isinstance(value, bool):
@@ -241,13 +314,17 @@ def _toml(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")  # a TOML basic string (TOML refuses a raw DEL)
+        return json.dumps(value, ensure_ascii=False).replace(
+            "\x7f", "\\u007f"
+        )  # a TOML basic string (TOML refuses a raw DEL)
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     raise TypeError(value)
 
 
-def _commented_defaults(model: type[BaseModel], set_here: dict[str, Any], chosen: dict[str, str] | None = None) -> list[str]:
+def _commented_defaults(
+    model: type[BaseModel], set_here: dict[str, Any], chosen: dict[str, str] | None = None
+) -> list[str]:
     """Each field of ``model`` with its default, commented out (``# key = default  # what it is``);
     ``chosen``: fields whose value seqpipe fits to the data when unset, with what to say instead."""
     lines = []
@@ -278,12 +355,17 @@ def _first_clause(description: str) -> str:
 
 
 def pipeline_text(shape: DataShape, found: Guess, data_path: str, task_options: type[BaseModel] | None) -> str:
-    lines = [f"# A first pipeline for {shape.path.name}, written by `seqpipe init`: check the guessed lines, then",
-             "#   seqpipe check THIS_FILE   and   seqpipe run THIS_FILE",
-             "# Commented lines show seqpipe's defaults ('...': chosen from the data, or none): uncomment one to set it.", "",
-             "[data]", f"path = {_toml(data_path)}",
-             "# validation_fraction = 0.1           # the share of rows held out to pick the best epoch",
-             "# test_fraction = 0.2                 # the share held out for the final figures", ""]
+    lines = [
+        f"# A first pipeline for {shape.path.name}, written by `seqpipe init`: check the guessed lines, then",
+        "#   seqpipe check THIS_FILE   and   seqpipe run THIS_FILE",
+        "# Commented lines show seqpipe's defaults ('...': chosen from the data, or none): uncomment one to set it.",
+        "",
+        "[data]",
+        f"path = {_toml(data_path)}",
+        "# validation_fraction = 0.1           # the share of rows held out to pick the best epoch",
+        "# test_fraction = 0.2                 # the share held out for the final figures",
+        "",
+    ]
     for key in ("input", "output"):
         if key in found.tables:
             lines += [f"[{key}]"] + [f"{k} = {_toml(v)}" for k, v in found.tables[key].items()] + [""]
@@ -300,7 +382,9 @@ def pipeline_text(shape: DataShape, found: Guess, data_path: str, task_options: 
     return "\n".join(lines) + "\n"
 
 
-def write_pipeline(data: Path, task: str | None, out: Path | None, registry: Any, force: bool = False) -> tuple[Path, Guess]:
+def write_pipeline(
+    data: Path, task: str | None, out: Path | None, registry: Any, force: bool = False
+) -> tuple[Path, Guess]:
     """Write the pipeline file for ``data`` (``task`` guessed when None) to ``out`` (default: the
     data file's name with .toml, in the current folder); a file already there is kept unless ``force``."""
     if not data.is_file():

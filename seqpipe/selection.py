@@ -27,6 +27,8 @@ def too_small(task: Any, sizes: dict[str, int]) -> str | None:
         return f"{examples} examples (under {SMALL_SPLIT})"
     few = sorted((n, label) for label, n in counts.items() if n < SMALL_LABEL)
     if few:
-        named = ", ".join(f"{label!r} {n}" for n, label in few[:3]) + (f" and {len(few) - 3} more" if len(few) > 3 else "")
+        named = ", ".join(f"{label!r} {n}" for n, label in few[:3]) + (
+            f" and {len(few) - 3} more" if len(few) > 3 else ""
+        )
         return f"{examples} examples, {len(few)} label(s) with under {SMALL_LABEL} ({named})"
     return None

@@ -11,8 +11,8 @@ not a whole number of them) is a gap, to be refused or counted.
 from __future__ import annotations
 
 import calendar
-import re
 import datetime
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,7 +51,9 @@ def time_grid(times: Sequence[float | datetime.datetime]) -> TimeGrid:
     if len(times) < 3:
         return TimeGrid("", [])
     if isinstance(times[0], datetime.datetime):
-        return _dates([t.replace(tzinfo=None) for t in times])  # wall-clock times: a daylight-saving day is still a day
+        return _dates(
+            [t.replace(tzinfo=None) for t in times if isinstance(t, datetime.datetime)]
+        )  # wall-clock times: a daylight-saving day is still a day
     diffs = np.diff(np.asarray(times, np.float64))
     step = _usual(diffs)
     # numbers are often rounded (decimal years: 1749.042, 1749.125): 2% off a step is still on it
@@ -69,7 +71,7 @@ def _grid(diffs: np.ndarray, step: float, words: str, tolerance: float = 1e-6) -
     ratio = diffs / step
     whole = np.round(ratio)
     on_grid = np.abs(ratio - whole) <= tolerance * np.maximum(whole, 1)
-    gaps = [Gap(i, int(whole[i]) - 1 if on_grid[i] else 0) for i in np.flatnonzero(~on_grid | (whole > 1))]
+    gaps = [Gap(int(i), int(whole[i]) - 1 if on_grid[i] else 0) for i in np.flatnonzero(~on_grid | (whole > 1))]
     return TimeGrid(words, gaps)
 
 
@@ -79,9 +81,13 @@ def _dates(times: list[datetime.datetime]) -> TimeGrid:
     one_a_month = len({(t.year, t.month) for t in times}) == len(times)  # e.g. each month's last trading day
     if same_clock and (month_end or one_a_month or len({t.day for t in times}) == 1):
         months = np.diff([t.year * 12 + t.month for t in times]).astype(np.float64)
-        step = int(_usual(months))
-        return _grid(months, step, {1: "1 month", 3: "1 quarter", 12: "1 year"}.get(step, f"{step} months"))
-    seconds = np.diff([t.timestamp() if t.tzinfo else (t - datetime.datetime(1970, 1, 1)).total_seconds() for t in times])
+        months_step = int(_usual(months))
+        return _grid(
+            months, months_step, {1: "1 month", 3: "1 quarter", 12: "1 year"}.get(months_step, f"{months_step} months")
+        )
+    seconds = np.diff(
+        [t.timestamp() if t.tzinfo else (t - datetime.datetime(1970, 1, 1)).total_seconds() for t in times]
+    )
     step = _usual(seconds)
     if same_clock and step == 86400 and all(t.weekday() < 5 for t in times):  # weekdays only: weekends are no gap
         days = np.array([t.date() for t in times], dtype="datetime64[D]")
@@ -107,14 +113,15 @@ def following(times: Sequence[float | datetime.datetime], count: int) -> list[fl
         step = _usual(np.diff(np.asarray(times, np.float64)))
         return [last + k * step for k in range(1, count + 1)]
     grid = time_grid(times)
+    dates = [t for t in times if isinstance(t, datetime.datetime)]  # all of them: numbers and dates never mix
     if grid.step.endswith(("month", "months", "quarter", "year")):
         months = {"1 month": 1, "1 quarter": 3, "1 year": 12}.get(grid.step) or int(grid.step.split()[0])
-        month_end = all(t.day == calendar.monthrange(t.year, t.month)[1] for t in times)
+        month_end = all(t.day == calendar.monthrange(t.year, t.month)[1] for t in dates)
         return [_add_months(last, k * months, month_end) for k in range(1, count + 1)]
     if grid.step == "1 business day":
         days = np.busday_offset(np.datetime64(last.date()), np.arange(1, count + 1), roll="forward")
         return [datetime.datetime.combine(d.astype(datetime.date), last.timetz()) for d in days]
-    seconds = _usual(np.diff([(t.replace(tzinfo=None) - datetime.datetime(1970, 1, 1)).total_seconds() for t in times]))
+    seconds = _usual(np.diff([(t.replace(tzinfo=None) - datetime.datetime(1970, 1, 1)).total_seconds() for t in dates]))
     return [last + datetime.timedelta(seconds=k * seconds) for k in range(1, count + 1)]
 
 
@@ -143,6 +150,10 @@ def shown_like(example: str, value: float | datetime.datetime) -> str:
     if quarter:
         return f"{value.year}{quarter[1]}{quarter[2]}{(value.month - 1) // 3 + 1}"
     if len(example) <= 10:  # a date alone
-        return value.date().isoformat().replace("-", example[4]) if len(example) > 4 and example[4] in "-/" else value.date().isoformat()
+        return (
+            value.date().isoformat().replace("-", example[4])
+            if len(example) > 4 and example[4] in "-/"
+            else value.date().isoformat()
+        )
     clock = re.fullmatch(r".{10}([T ])\d{2}:\d{2}", example)  # hours and minutes, no seconds
     return value.isoformat(sep=example[10] if example[10] in "T " else "T", timespec="minutes" if clock else "auto")

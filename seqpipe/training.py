@@ -34,11 +34,20 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
         torch.set_num_threads(threads)
 
 
-def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
-          log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
-          monitor: tuple[str, str] | None = None, history_path: Path | None = None,
-          run_dir: Path | None = None, resume: bool = False, on_epoch: Callable[[dict], None] | None = None,
-          ranks: Ranks = Ranks(), device: torch.device = torch.device("cpu")) -> list[dict]:
+def train(
+    task,
+    model: torch.nn.Module,
+    cfg: TrainingConfig,
+    checkpoint: Path,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    monitor: tuple[str, str] | None = None,
+    history_path: Path | None = None,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
+    ranks: Ranks = Ranks(),
+    device: torch.device = torch.device("cpu"),
+) -> list[dict]:
     """Train ``model`` on ``task``'s train split; return one record per epoch.
 
     ``monitor`` is the validation metric that picks the best epoch and its direction ("min" or
@@ -66,26 +75,43 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     # an average of recent weights is a smoother model than the last step's: less noise in which
     # epoch early stopping picks, and usually a better one
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema_decay else None
+    ema = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        if cfg.ema_decay
+        else None
+    )
     kept = ema.module if ema is not None else model  # what is validated, checkpointed and returned
     sign = 1.0 if monitor_mode == "max" else -1.0
     best, best_loss, stale, history, first_epoch, spent = -math.inf, math.inf, 0, [], 1, 0.0
     if resume:
+        assert run_dir is not None  # resuming reads the run directory's state
         counters = load_training_state(run_dir, model, ema, optimizer, generator, ranks.rank)
-        best, stale, spent, first_epoch = counters["best"], counters["stale"], counters["seconds"], counters["epoch"] + 1
+        best, stale, spent, first_epoch = (
+            counters["best"],
+            counters["stale"],
+            counters["seconds"],
+            counters["epoch"] + 1,
+        )
         best_loss = counters.get("best_loss", math.inf)
         history = _history(history_path, counters.pop("history", None))
         log(f"resuming after epoch {counters['epoch']} (best validation {monitor_name} so far: {sign * best:.4f})")
         if counters.get("processes", 1) != ranks.world:
-            log(f"the run trained in {counters.get('processes', 1)} process(es) and continues in {ranks.world}: the batches per "
-                "step and the dropout draws change, so the result will differ from an uninterrupted run's")
+            log(
+                f"the run trained in {counters.get('processes', 1)} process(es) and continues in {ranks.world}: the "
+                "batches per "
+                "step and the dropout draws change, so the result will differ from an uninterrupted run's"
+            )
         if stale >= cfg.patience or (cfg.max_minutes is not None and spent >= cfg.max_minutes * 60):
             first_epoch = cfg.epochs + 1  # training had already stopped: go on to evaluation and export
     keeps_state = shared(run_dir is not None, ranks)  # rank 0's run directory: whether each epoch's state is saved
     n_batches = math.ceil(math.ceil(len(task.examples["train"]) / cfg.batch_size) / ranks.world)
     # bf16: the forward pass and loss in bfloat16 where torch's CPU autocast lists the op; the weights,
     # their gradients and the optimizer stay fp32, so validation, checkpoints and exports are unchanged
-    autocast = (lambda: torch.autocast(device.type, dtype=AUTOCAST[cfg.precision])) if cfg.precision in AUTOCAST else contextlib.nullcontext
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=AUTOCAST[cfg.precision]))
+        if cfg.precision in AUTOCAST
+        else contextlib.nullcontext
+    )
     # fp16 (CUDA only) scales the loss so small gradients do not flush to zero; bf16 has fp32's range
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     board = _tensorboard(history_path.parent / "tensorboard") if history_path is not None and ranks.main else None
@@ -97,8 +123,15 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
         # every rank draws the same order from the seeded generator, then trains on its own shard
         bucket = {"bucket": True} if cfg.bucket else {}  # a task without the keyword is refused at check when asked
         batches = shard(task.batches("train", cfg.batch_size, shuffle=True, generator=generator, **bucket), ranks)
-        bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr,
-                   disable=None if ranks.main else True, unit="batch")
+        bar = tqdm(
+            batches,
+            total=n_batches,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            leave=False,
+            file=sys.stderr,
+            disable=None if ranks.main else True,
+            unit="batch",
+        )
         for batch in bar:
             batch = on_device(batch, device)
             optimizer.zero_grad(set_to_none=True)
@@ -134,9 +167,15 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
             stale += 1
             for group in optimizer.param_groups:  # step size down once progress stalls
                 group["lr"] *= cfg.lr_decay
-        record = {"epoch": epoch, "train_loss": total / count, "validation": validation,
-                  "seconds": time.perf_counter() - started, "train_seconds": trained, "best": improved,
-                  **padding.record()}
+        record = {
+            "epoch": epoch,
+            "train_loss": total / count,
+            "validation": validation,
+            "seconds": time.perf_counter() - started,
+            "train_seconds": trained,
+            "best": improved,
+            **padding.record(),
+        }
         history.append(record)
         if history_path is not None and ranks.main:
             with history_path.open("a", encoding="utf-8") as fh:
@@ -150,14 +189,35 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
         if keeps_state:
             rank_rng = gathered(torch.get_rng_state(), ranks)  # every rank takes part; rank 0 writes
             if ranks.main:
-                save_training_state(run_dir, model, ema, optimizer, generator,
-                                    {"epoch": epoch, "best": best, "best_loss": best_loss, "stale": stale,
-                                     "seconds": time.perf_counter() - training_started, "monitor": monitor_name},
-                                    rank_rng if ranks.distributed else None, history)
+                assert run_dir is not None  # keeps_state: rank 0 has the run directory
+                save_training_state(
+                    run_dir,
+                    model,
+                    ema,
+                    optimizer,
+                    generator,
+                    {
+                        "epoch": epoch,
+                        "best": best,
+                        "best_loss": best_loss,
+                        "stale": stale,
+                        "seconds": time.perf_counter() - training_started,
+                        "monitor": monitor_name,
+                    },
+                    rank_rng if ranks.distributed else None,
+                    history,
+                )
         metric = monitor_name if monitor_name != "loss" else shown
-        log(f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f}  validation loss {validation['loss']:.4f}"
-            + (f"  {metric} {validation[metric]:.4f}" if metric is not None and isinstance(validation.get(metric), float) else "")
-            + f"  {record['seconds']:.1f}s{padding.say()}{'  *best' if improved else ''}")
+        log(
+            f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f}  validation loss "
+            f"{validation['loss']:.4f}"
+            + (
+                f"  {metric} {validation[metric]:.4f}"
+                if metric is not None and isinstance(validation.get(metric), float)
+                else ""
+            )
+            + f"  {record['seconds']:.1f}s{padding.say()}{'  *best' if improved else ''}"
+        )
         raise_if_signalled()  # a Ctrl-C that landed in a finalizer during validation or saving
         if on_epoch is not None:
             on_epoch(record)
@@ -167,9 +227,13 @@ def train(task, model: torch.nn.Module, cfg: TrainingConfig, checkpoint: Path,
         minutes = shared((time.perf_counter() - training_started) / 60, ranks)  # rank 0's clock decides for all
         if cfg.max_minutes is not None and minutes >= cfg.max_minutes and epoch < cfg.epochs:
             if ranks.main:  # the other ranks' history starts at a resume, and may hold no best epoch
-                log(f"time budget: {minutes:.1f} of training.max_minutes = {cfg.max_minutes:g} spent after epoch {epoch}; "
-                    f"stopping here, the best epoch so far ({max(r['epoch'] for r in history if r['best'])}) goes on to "
-                    "evaluation and export")
+                log(
+                    f"time budget: {minutes:.1f} of training.max_minutes = {cfg.max_minutes:g} spent after epoch "
+                    f"{epoch}; "
+                    f"stopping here, the best epoch so far ({max(r['epoch'] for r in history if r['best'])}) goes on "
+                    "to "
+                    "evaluation and export"
+                )
             break
     if board is not None:
         board.close()
@@ -203,7 +267,11 @@ class Padding:
             return
         for field in dataclasses.fields(batch):
             lengths = getattr(batch, field.name)
-            if (field.name == "lengths" or field.name.endswith("_lengths")) and isinstance(lengths, torch.Tensor) and lengths.numel():
+            if (
+                (field.name == "lengths" or field.name.endswith("_lengths"))
+                and isinstance(lengths, torch.Tensor)
+                and lengths.numel()
+            ):
                 self.steps += int(lengths.sum())
                 self.padded += int(lengths.max()) * lengths.numel()
 
@@ -228,10 +296,18 @@ def on_device(batch, device: torch.device):
     if device.type == "cpu":
         return batch
     if not dataclasses.is_dataclass(batch):
-        raise TypeError(f"a batch of type {type(batch).__name__} is not a dataclass of tensors, so it cannot be moved to "
-                        f"{device}; train on the CPU or make the task's batches dataclasses")
-    return dataclasses.replace(batch, **{f.name: getattr(batch, f.name).to(device) for f in dataclasses.fields(batch)
-                                         if isinstance(getattr(batch, f.name), torch.Tensor)})
+        raise TypeError(
+            f"a batch of type {type(batch).__name__} is not a dataclass of tensors, so it cannot be moved to "
+            f"{device}; train on the CPU or make the task's batches dataclasses"
+        )
+    return dataclasses.replace(  # type: ignore[type-var]  # a dataclass instance: checked above
+        batch,
+        **{
+            f.name: getattr(batch, f.name).to(device)
+            for f in dataclasses.fields(batch)
+            if isinstance(getattr(batch, f.name), torch.Tensor)
+        },
+    )
 
 
 def _validate(task, kept: torch.nn.Module, device: torch.device) -> dict:
@@ -260,8 +336,10 @@ def _history(path: Path | None, saved: list[dict] | None) -> list[dict]:
     """The records of the epochs the resumed state holds, written back as the run's history.jsonl (a
     killed run may have logged one more epoch than its last saved state; that epoch is run again)."""
     if saved is None:
-        raise DamagedFileError(f"{path.parent if path else 'the run directory'}: its resume.safetensors holds no epoch history "
-                               "(written by an older seqpipe); start the run again.")
+        raise DamagedFileError(
+            f"{path.parent if path else 'the run directory'}: its resume.safetensors holds no epoch history "
+            "(written by an older seqpipe); start the run again."
+        )
     if path is not None:
         path.write_text("".join(json.dumps(r) + "\n" for r in saved), encoding="utf-8")
     return list(saved)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from seqpipe.config import Range, format_pipeline, load_pipeline, parse_toml
 from seqpipe.errors import ConfigError, SeqpipeError
@@ -66,7 +66,11 @@ def with_values(tables: dict[str, Any], values: dict[str, Any]) -> dict[str, Any
 def _suggest(trial: Any, key: str, space: list[Any] | Range) -> Any:
     if isinstance(space, list):
         return trial.suggest_categorical(key, space)
-    integral = float(space.low).is_integer() and float(space.high).is_integer() and (space.step is None or float(space.step).is_integer())
+    integral = (
+        float(space.low).is_integer()
+        and float(space.high).is_integer()
+        and (space.step is None or float(space.step).is_integer())
+    )
     if integral:
         return trial.suggest_int(key, int(space.low), int(space.high), step=int(space.step or 1), log=space.log)
     return trial.suggest_float(key, space.low, space.high, step=space.step, log=space.log)
@@ -76,15 +80,16 @@ def _corners(space: dict[str, list[Any] | Range]) -> list[dict[str, Any]]:
     """Values that reach every end of the space: each choice, and each range's low and high."""
     corners = []
     for key, spec in space.items():
-        for value in (spec if isinstance(spec, list) else [spec.low, spec.high]):
+        for value in spec if isinstance(spec, list) else [spec.low, spec.high]:
             if isinstance(spec, Range) and float(spec.low).is_integer() and float(spec.high).is_integer():
                 value = int(value)
             corners.append({key: value})
     return corners
 
 
-def check_space(pipeline: Path, space: dict[str, list[Any] | Range], tables: dict[str, Any], registry: Registry,
-                folder: Path) -> None:
+def check_space(
+    pipeline: Path, space: dict[str, list[Any] | Range], tables: dict[str, Any], registry: Registry, folder: Path
+) -> None:
     """Every choice and range end makes a valid pipeline (names, options and their ranges), so a bad
     space fails before the first trial, as one line naming the key."""
     from seqpipe.assembly import resolve_pipeline
@@ -93,13 +98,17 @@ def check_space(pipeline: Path, space: dict[str, list[Any] | Range], tables: dic
     probe = folder / ".space-check.toml"
     try:
         for values in _corners(space):
-            (key, value), = values.items()
-            probe.write_text(format_pipeline(_data_from(with_values(tables, values), pipeline.parent)), encoding="utf-8")
+            ((key, value),) = values.items()
+            probe.write_text(
+                format_pipeline(_data_from(with_values(tables, values), pipeline.parent)), encoding="utf-8"
+            )
             try:
                 resolve_pipeline(probe, registry)
             except ConfigError as exc:
                 reason = str(exc).split(": ", 1)[-1]
-                raise ConfigError(f"{pipeline}: tune.space.\"{key}\" = {value!r} makes an invalid pipeline: {reason}") from None
+                raise ConfigError(
+                    f'{pipeline}: tune.space."{key}" = {value!r} makes an invalid pipeline: {reason}'
+                ) from None
     finally:
         probe.unlink(missing_ok=True)
 
@@ -155,12 +164,23 @@ def _record_killed(study: Any, trial: Any, log: Callable[[str], None]) -> bool:
     return True
 
 
-def _start_workers(pipeline: Path, folder: Path, target: int, jobs: int, threads: int, strict_plugins: bool) -> list[subprocess.Popen]:
+def _start_workers(
+    pipeline: Path, folder: Path, target: int, jobs: int, threads: int, strict_plugins: bool
+) -> list[subprocess.Popen]:
     """``jobs - 1`` more ``seqpipe tune --worker`` processes on this study (this process is the
     first), each with ``threads`` torch threads."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    command = [sys.executable, "-m", "seqpipe", "tune", str(pipeline), "--out", str(folder), "--trials", str(target)] \
-        + (["--strict-plugins"] if strict_plugins else [])
+    command = [
+        sys.executable,
+        "-m",
+        "seqpipe",
+        "tune",
+        str(pipeline),
+        "--out",
+        str(folder),
+        "--trials",
+        str(target),
+    ] + (["--strict-plugins"] if strict_plugins else [])
     return [subprocess.Popen([*command, "--worker", str(index)], env=env) for index in range(1, jobs)]
 
 
@@ -176,16 +196,23 @@ def _stop(workers: list[subprocess.Popen], interrupted: bool) -> None:
             process.send_signal(signal.SIGINT)
 
 
-def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = None,
-         log: Callable[[str], None] = lambda line: print(line, file=sys.stderr), jobs: int = 1, worker: int | None = None,
-         strict_plugins: bool = False) -> TuneResult | None:
+def tune(
+    pipeline: Path,
+    registry: Registry,
+    folder: Path,
+    trials: int | None = None,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    jobs: int = 1,
+    worker: int | None = None,
+    strict_plugins: bool = False,
+) -> TuneResult | None:
     """Run (or continue) the study of ``pipeline``'s ``[tune]`` table in ``folder``; with ``jobs``,
     in that many processes. ``worker`` (its index, from 1): a process started by another that only
     runs trials (the other checked the space, and reports); it returns None."""
     try:
         import optuna
     except ImportError:
-        raise SeqpipeError("seqpipe tune needs Optuna: pip install \"seqpipe[tune]\" (or pip install optuna).") from None
+        raise SeqpipeError('seqpipe tune needs Optuna: pip install "seqpipe[tune]" (or pip install optuna).') from None
     from optuna.trial import TrialState
 
     from seqpipe.assembly import resolve_pipeline
@@ -194,8 +221,10 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
 
     config = load_pipeline(pipeline)
     if config.tune is None:
-        raise ConfigError(f"{pipeline}: no [tune] table; add one with the search space, e.g. [tune.space] "
-                          "\"model.hidden_size\" = [32, 64, 128].")
+        raise ConfigError(
+            f"{pipeline}: no [tune] table; add one with the search space, e.g. [tune.space] "
+            '"model.hidden_size" = [32, 64, 128].'
+        )
     tables = parse_toml(pipeline)
     target = trials or config.tune.trials
     if worker is None:
@@ -204,20 +233,29 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
     monitor = config.tune.metric or config.training.monitor or resolved.task.obj.monitor
     modes = resolved.task.obj.declared_metrics()
     if monitor not in modes:
-        raise ConfigError(f"{pipeline}: tune.metric: task '{config.task.name}' reports no validation metric '{monitor}'; "
-                          f"choose one of {', '.join(sorted(modes))}.")
-    direction = "maximize" if modes[monitor] == "max" else "minimize"
+        raise ConfigError(
+            f"{pipeline}: tune.metric: task '{config.task.name}' reports no validation metric '{monitor}'; "
+            f"choose one of {', '.join(sorted(modes))}."
+        )
+    direction: Literal["maximize", "minimize"] = "maximize" if modes[monitor] == "max" else "minimize"
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a trial stopped by Ctrl-C is reported in seqpipe's own line
     # workers write the study at once: SQLite makes a writer wait for the lock instead of failing at once
-    storage = optuna.storages.RDBStorage(f"sqlite:///{(folder / STUDY_FILE).resolve()}", engine_kwargs={"connect_args": {"timeout": 120}})
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{(folder / STUDY_FILE).resolve()}", engine_kwargs={"connect_args": {"timeout": 120}}
+    )
     study = optuna.create_study(
-        study_name=STUDY_NAME, storage=storage, direction=direction, load_if_exists=True,
+        study_name=STUDY_NAME,
+        storage=storage,
+        direction=direction,
+        load_if_exists=True,
         # each worker draws its own values: the same seed would make them try the same first ones
         sampler=optuna.samplers.TPESampler(seed=config.tune.seed + (worker or 0)),
         # a trial is judged from the epoch early stopping would first judge it (patience), never before the 2nd
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(2, config.training.patience))
-        if config.tune.prune else optuna.pruners.NopPruner())
+        if config.tune.prune
+        else optuna.pruners.NopPruner(),
+    )
     _record_process(study)
     rerun = 0
 
@@ -240,34 +278,44 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
     if done and worker is None:
         log(f"study {folder / STUDY_FILE}: {done} of {target} trials already finished; continuing")
     threads = max(1, (os.cpu_count() or 1) // jobs)  # the cores shared among all the processes
-    workers = _start_workers(pipeline, folder, target, jobs, threads, strict_plugins) if jobs > 1 and worker is None else []
+    workers = (
+        _start_workers(pipeline, folder, target, jobs, threads, strict_plugins) if jobs > 1 and worker is None else []
+    )
     if workers:
         import torch
 
         torch.set_num_threads(threads)  # this process takes its share too: more threads than cores stall them all
         log(f"{jobs} processes share the study ({threads} torch thread(s) each)")
 
+    space = config.tune.space  # the objective's closure: config.tune is known to be there
+
     def objective(trial: Any) -> float:
         trial.set_user_attr("owner", this_process())
-        values = {key: _suggest(trial, key, spec) for key, spec in config.tune.space.items()}
+        values = {key: _suggest(trial, key, spec) for key, spec in space.items()}
         trial_dir = folder / f"trial-{trial.number:03d}"
         trial_dir.mkdir(parents=True, exist_ok=True)
         trial_pipeline = trial_dir / "pipeline.toml"
-        trial_pipeline.write_text(format_pipeline(_data_from(with_values(tables, values), pipeline.parent)), encoding="utf-8")
+        trial_pipeline.write_text(
+            format_pipeline(_data_from(with_values(tables, values), pipeline.parent)), encoding="utf-8"
+        )
 
         def report(record: dict) -> None:
             trial.report(record["validation"][monitor], record["epoch"])
             if trial.should_prune():
-                raise Stopped(f"pruned by seqpipe tune after epoch {record['epoch']}: validation {monitor} "
-                              f"{record['validation'][monitor]:.4f} is behind the median of earlier trials")
+                raise Stopped(
+                    f"pruned by seqpipe tune after epoch {record['epoch']}: validation {monitor} "
+                    f"{record['validation'][monitor]:.4f} is behind the median of earlier trials"
+                )
 
         shown = ", ".join(f"{k} = {v!r}" for k, v in values.items())
         try:
-            result = run_pipeline(trial_pipeline, registry, str(trial_dir / "run"), force=True, log=lambda line: None,
-                                  on_epoch=report)
+            result = run_pipeline(
+                trial_pipeline, registry, str(trial_dir / "run"), force=True, log=lambda line: None, on_epoch=report
+            )
         except Stopped:
             log(f"trial {trial.number}: {shown} → pruned")
             raise optuna.TrialPruned() from None
+        assert result is not None  # run_pipeline returns None only to a DDP worker rank, never here
         value = float(result.metrics["validation"][monitor])
         log(f"trial {trial.number}: {shown} → validation {monitor} {value:.4f}")
         return value
@@ -289,7 +337,8 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
         # a Ctrl-C or SIGTERM, whatever optuna made of it on its way out of a trial; the study
         # continues by running the same command again
         stopped = exc if isinstance(exc, pending) else pending()
-        stopped.resume_command, stopped.resume_what = f"seqpipe tune {pipeline} --out {folder}", "the study"
+        setattr(stopped, "resume_command", f"seqpipe tune {pipeline} --out {folder}")  # the CLI's one line names it
+        setattr(stopped, "resume_what", "the study")
         raise stopped from None
     finally:
         for process in workers:
@@ -302,18 +351,24 @@ def tune(pipeline: Path, registry: Registry, folder: Path, trials: int | None = 
         return None
     failed = [p.returncode for p in workers if p.returncode]
     if failed:
-        raise SeqpipeError(f"{folder / STUDY_FILE}: {len(failed)} of {jobs - 1} worker processes failed (exit code {failed[0]}; "
-                           "their message is above); run the same command again to continue the study.")
+        raise SeqpipeError(
+            f"{folder / STUDY_FILE}: {len(failed)} of {jobs - 1} worker processes failed (exit code {failed[0]}; "
+            "their message is above); run the same command again to continue the study."
+        )
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise SeqpipeError(f"{folder / STUDY_FILE}: every trial was pruned; run more trials or set tune.prune = false.")
     best = study.best_trial
     best_pipeline = folder / "best.toml"
-    best_pipeline.write_text(f"# seqpipe tune: best of {len(finished())} trials (trial {best.number}), validation {monitor} "
-                             f"{best.value:.4f}; {pipeline} with the best values\n"
-                             + format_pipeline(_data_from(with_values(tables, best.params), pipeline.parent)), encoding="utf-8")
+    best_pipeline.write_text(
+        f"# seqpipe tune: best of {len(finished())} trials (trial {best.number}), validation {monitor} "
+        f"{best.value:.4f}; {pipeline} with the best values\n"
+        + format_pipeline(_data_from(with_values(tables, best.params), pipeline.parent)),
+        encoding="utf-8",
+    )
     _plot(study, monitor, folder / "trials.png")
     pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+    assert best.value is not None  # a finished trial has its value
     return TuneResult(folder, float(best.value), dict(best.params), best_pipeline, len(finished()), pruned, rerun)
 
 

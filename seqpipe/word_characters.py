@@ -27,8 +27,11 @@ def window_index(per_word: int) -> torch.Tensor:
 class WordCharacters(nn.Module):
     """Steps ``[..., 1 + per_word]`` int64 → ``[..., word_size + features]``."""
 
-    def __init__(self, vocab_size: int, word_size: int, characters: int, per_word: int, features: int,
-                 dropout: float = 0.0) -> None:
+    windows: torch.Tensor  # a buffer: [per_word, WIDTH] window positions
+
+    def __init__(
+        self, vocab_size: int, word_size: int, characters: int, per_word: int, features: int, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.per_word, self.features = per_word, features
         self.words = nn.Embedding(vocab_size, word_size, padding_idx=0)

@@ -6,7 +6,6 @@ import json
 import random
 
 import numpy as np
-
 from click.testing import CliRunner
 
 from seqpipe.baselines import against_baselines, describe_comparison, text_classifier, window_tagger
@@ -18,8 +17,13 @@ def test_the_text_baseline_learns_what_characters_decide():
     words = ["cheap", "meeting", "offer", "notes", "report", "lunch"]
     texts = [" ".join(rng.choice(words) for _ in range(4)) + (" $$$" if i % 2 else "") for i in range(300)]
     labels = [i % 2 for i in range(300)]
-    accuracy = lambda truth, guess: sum(t == g for t, g in zip(truth, guess)) / len(truth)
-    predicted = text_classifier(texts[:200], labels[:200], texts[200:250], labels[200:250], texts[250:], accuracy, lowercase=False)
+
+    def accuracy(truth, guess):
+        return sum(t == g for t, g in zip(truth, guess)) / len(truth)
+
+    predicted = text_classifier(
+        texts[:200], labels[:200], texts[200:250], labels[200:250], texts[250:], accuracy, lowercase=False
+    )
     assert predicted == labels[250:]
 
 
@@ -31,7 +35,10 @@ def test_the_window_baseline_uses_the_next_word():
         follower = rng.choice(["run", "opener"])
         sentences.append(["a", "can", follower])
         tags.append([0, 1 if follower == "run" else 2, 1 if follower == "run" else 2])
-    accuracy = lambda truth, guess: sum(t == g for t, g in zip(truth, guess)) / len(truth)
+
+    def accuracy(truth, guess):
+        return sum(t == g for t, g in zip(truth, guess)) / len(truth)
+
     predicted = window_tagger(sentences[:200], tags[:200], sentences[200:250], tags[200:250], sentences[250:], accuracy)
     assert predicted == tags[250:]
 
@@ -63,12 +70,30 @@ def test_runs_report_the_baseline_unless_switched_off(tmp_path, small_csv, write
 def test_the_model_is_placed_against_each_baseline_in_the_metric_s_direction():
     test = {"macro_f1": 0.80, "majority_macro_f1": 0.40, "tfidf_macro_f1": 0.85, "tfidf_accuracy": 0.99, "loss": 0.1}
     assert against_baselines(test, "macro_f1", "max", ("majority",)) == {
-        "metric": "macro_f1", "model": 0.80, "beats": ["majority"], "trails": ["tfidf"], "baselines": {"majority": 0.40, "tfidf": 0.85},
-        "trivial": ["majority"]}
-    assert "does not beat tfidf 0.8500 (it beats majority 0.4000)" in describe_comparison(against_baselines(test, "macro_f1", "max"))
-    rmse = {"rmse": 18.5, "persistence_rmse": 33.3, "arima_rmse": 28.4, "rmse_3_step": 30.0, "persistence_rmse_3_step": 20.0}
-    assert against_baselines(rmse, "rmse", "min")["beats"] == ["persistence", "arima"]  # lower is better; 3-step figures apart
-    assert describe_comparison(against_baselines(rmse, "rmse", "min")).startswith("baselines: test rmse 18.5000 beats every baseline")
+        "metric": "macro_f1",
+        "model": 0.80,
+        "beats": ["majority"],
+        "trails": ["tfidf"],
+        "baselines": {"majority": 0.40, "tfidf": 0.85},
+        "trivial": ["majority"],
+    }
+    assert "does not beat tfidf 0.8500 (it beats majority 0.4000)" in describe_comparison(
+        against_baselines(test, "macro_f1", "max")
+    )
+    rmse = {
+        "rmse": 18.5,
+        "persistence_rmse": 33.3,
+        "arima_rmse": 28.4,
+        "rmse_3_step": 30.0,
+        "persistence_rmse_3_step": 20.0,
+    }
+    assert against_baselines(rmse, "rmse", "min")["beats"] == [
+        "persistence",
+        "arima",
+    ]  # lower is better; 3-step figures apart
+    assert describe_comparison(against_baselines(rmse, "rmse", "min")).startswith(
+        "baselines: test rmse 18.5000 beats every baseline"
+    )
     assert against_baselines({"rmse": 1.0}, "rmse", "min") is None  # no baseline reported: nothing to say
 
 
@@ -77,10 +102,15 @@ def test_beating_only_a_trivial_baseline_is_not_called_beating_every_baseline():
     said = describe_comparison(floor_only)
     assert "beats the trivial baseline(s) only (majority 0.4000)" in said and "every baseline" not in said
     # the same figures, with the floor not declared trivial, read as they always did
-    assert "beats every baseline" in describe_comparison(against_baselines({"macro_f1": 0.8, "majority_macro_f1": 0.4}, "macro_f1", "max"))
-    both = against_baselines({"macro_f1": 0.9, "majority_macro_f1": 0.4, "tfidf_macro_f1": 0.85}, "macro_f1", "max", ("majority",))
-    assert describe_comparison(both).startswith("baselines: test macro_f1 0.9000 beats every baseline (majority 0.4000, tfidf 0.8500)")
-
+    assert "beats every baseline" in describe_comparison(
+        against_baselines({"macro_f1": 0.8, "majority_macro_f1": 0.4}, "macro_f1", "max")
+    )
+    both = against_baselines(
+        {"macro_f1": 0.9, "majority_macro_f1": 0.4, "tfidf_macro_f1": 0.85}, "macro_f1", "max", ("majority",)
+    )
+    assert describe_comparison(both).startswith(
+        "baselines: test macro_f1 0.9000 beats every baseline (majority 0.4000, tfidf 0.8500)"
+    )
 
 
 def test_nearest_neighbour_classifies_by_shape_across_levels_scales_and_lengths():
@@ -92,7 +122,7 @@ def test_nearest_neighbour_classifies_by_shape_across_levels_scales_and_lengths(
 
     def ramp(label: int) -> np.ndarray:
         steps = np.linspace(0.0, 1.0, int(rng.integers(10, 30)))
-        shape = steps if label else 1.0 - steps ** 2
+        shape = steps if label else 1.0 - steps**2
         return (rng.uniform(-50, 50) + rng.uniform(0.1, 20) * (shape + rng.normal(0, 0.05, len(steps))))[:, None]
 
     train_labels, test_labels = [i % 2 for i in range(20)], [i % 2 for i in range(40)]

@@ -22,7 +22,11 @@ from seqpipe.training import Padding
 
 
 @settings(max_examples=60, deadline=None)
-@given(lengths=st.lists(st.integers(1, 300), min_size=1, max_size=700), batch_size=st.integers(1, 16), seed=st.integers(0, 2**31))
+@given(
+    lengths=st.lists(st.integers(1, 300), min_size=1, max_size=700),
+    batch_size=st.integers(1, 16),
+    seed=st.integers(0, 2**31),
+)
 def test_bucketed_batches_hold_every_example_once_and_are_reproducible(lengths, batch_size, seed):
     order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
     batches = bucketed_order(order, lengths, batch_size, torch.Generator().manual_seed(seed))
@@ -56,10 +60,16 @@ def test_bucketing_cuts_the_padding_of_real_subject_lines_and_keeps_the_examples
 
     plain, bucketed = drawn(False), drawn(True)
     assert padding_share(bucketed) < padding_share(plain) / 4
-    examples = sorted(tuple(row[:n].tolist()) + (int(label),)
-                      for batch in plain for row, n, label in zip(batch.tokens, batch.lengths, batch.targets))
-    assert examples == sorted(tuple(row[:n].tolist()) + (int(label),)
-                              for batch in bucketed for row, n, label in zip(batch.tokens, batch.lengths, batch.targets))
+    examples = sorted(
+        tuple(row[:n].tolist()) + (int(label),)
+        for batch in plain
+        for row, n, label in zip(batch.tokens, batch.lengths, batch.targets)
+    )
+    assert examples == sorted(
+        tuple(row[:n].tolist()) + (int(label),)
+        for batch in bucketed
+        for row, n, label in zip(batch.tokens, batch.lengths, batch.targets)
+    )
     # the batch order is still random, not short-to-long
     maxima = [int(batch.lengths.max()) for batch in bucketed]
     assert maxima != sorted(maxima) and maxima != sorted(maxima, reverse=True)
@@ -101,6 +111,8 @@ def test_the_padding_share_counts_every_padded_side_of_a_batch():
 
     padding = Padding()
     # sources of 3 and 1 steps padded to 3, targets of 2 and 2: 8 real steps of 10
-    padding.add(PairBatch(torch.zeros(2, 3), torch.tensor([3, 1]), torch.zeros(2, 2), torch.tensor([2, 2]), torch.zeros(2, 2)))
+    padding.add(
+        PairBatch(torch.zeros(2, 3), torch.tensor([3, 1]), torch.zeros(2, 2), torch.tensor([2, 2]), torch.zeros(2, 2))
+    )
     assert padding.share() == pytest.approx(0.2) and padding.record() == {"padding_share": pytest.approx(0.2)}
     assert Padding().share() is None and Padding().say() == ""

@@ -37,9 +37,12 @@ def test_check_and_run_use_and_say_the_fitted_budget(tmp_path, small_csv):
     """200 subjects leave 140 to train on: 18 a batch, 63 epochs at most, as `check` says and
     `run` trains (config.json records the values used)."""
     p = tmp_path / "unset.toml"
-    p.write_text(f'[data]\npath = "{small_csv.as_posix()}"\n\n[input]\nmax_length = 20\n\n[model]\nhidden_size = 8\n\n'
-                 '[task.options]\nembedding_size = 4\nstrong_baseline = false\n\n[training]\nmax_minutes = 0.02\n\n'
-                 '[export]\nexporter = "torchscript"\nparity_sequences = 8\n', encoding="utf-8")
+    p.write_text(
+        f'[data]\npath = "{small_csv.as_posix()}"\n\n[input]\nmax_length = 20\n\n[model]\nhidden_size = 8\n\n'
+        "[task.options]\nembedding_size = 4\nstrong_baseline = false\n\n[training]\nmax_minutes = 0.02\n\n"
+        '[export]\nexporter = "torchscript"\nparity_sequences = 8\n',
+        encoding="utf-8",
+    )
     checked = CliRunner().invoke(main, ["check", str(p)])
     assert checked.exit_code == 0, checked.output
     line = "training: 140 training examples: batch_size 18, epochs 63, patience 12"

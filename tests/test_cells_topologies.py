@@ -32,13 +32,15 @@ def build(registry, cell: str, topology: str, input_size: int, hidden: int, laye
 
 CELLS_TOPOLOGIES = [(c, t) for t in ("single", "stacked", "bidirectional") for c in ("vanilla", "gru", "lstm")]
 
-shapes = st.fixed_dictionaries({
-    "lengths": st.lists(st.integers(1, 12), min_size=1, max_size=6),
-    "input_size": st.integers(1, 7),
-    "hidden": st.integers(1, 9),
-    "layers": st.integers(1, 3),
-    "seed": st.integers(0, 2**16),
-})
+shapes = st.fixed_dictionaries(
+    {
+        "lengths": st.lists(st.integers(1, 12), min_size=1, max_size=6),
+        "input_size": st.integers(1, 7),
+        "hidden": st.integers(1, 9),
+        "layers": st.integers(1, 3),
+        "seed": st.integers(0, 2**16),
+    }
+)
 
 
 def test_every_builtin_pair_is_registered(registry):
@@ -46,7 +48,9 @@ def test_every_builtin_pair_is_registered(registry):
 
 
 @pytest.mark.parametrize("cell,topology", CELLS_TOPOLOGIES)
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # registry is read-only
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)  # registry is read-only
 @given(case=shapes)
 def test_sequence_path_equals_step_loop_and_ignores_padding(registry, cell, topology, case):
     lengths = torch.tensor(case["lengths"])
@@ -67,7 +71,7 @@ def test_sequence_path_equals_step_loop_and_ignores_padding(registry, cell, topo
             assert torch.allclose(a, b, atol=TOL)
         # padding invariance: each sequence alone, unpadded, gives the same outputs and final state
         for i, n in enumerate(lengths.tolist()):
-            alone, alone_final = net(x[i:i + 1, :n], lengths[i:i + 1], net.zero_state(1))
+            alone, alone_final = net(x[i : i + 1, :n], lengths[i : i + 1], net.zero_state(1))
             assert torch.allclose(alone[0], out[i, :n], atol=TOL)
             for a, b in zip(alone_final, final):
                 assert torch.allclose(a[0], b[i], atol=TOL)
@@ -122,7 +126,9 @@ def test_bidirectional_refuses_to_step_and_summarises_both_directions(registry):
 
 
 def test_stacked_dropout_is_between_layers_only_in_training(registry):
-    net = registry.get("topology", "stacked", "test").obj(registry.get("cell", "gru", "test").obj, 3, 5, {}, num_layers=2, dropout=0.5)
+    net = registry.get("topology", "stacked", "test").obj(
+        registry.get("cell", "gru", "test").obj, 3, 5, {}, num_layers=2, dropout=0.5
+    )
     x, lengths = torch.randn(2, 4, 3), torch.tensor([4, 2])
     net.eval()
     a, _ = net(x, lengths)
@@ -155,12 +161,16 @@ def test_native_and_traced_step_graphs_agree(registry, tmp_path, cell, op_type):
     sessions = {}
     for kind, native in (("native", True), ("traced", False)):
         path = tmp_path / f"{kind}.onnx"
-        described = export_step(model, torch.ones(2, dtype=torch.int64), path, opset=18, exporter="dynamo", native=native)
+        described = export_step(
+            model, torch.ones(2, dtype=torch.int64), path, opset=18, exporter="dynamo", native=native
+        )
         ops = {n.op_type for n in onnx.load(str(path)).graph.node}
         assert (op_type in ops) == native and ("native" in described) == native
         if native and cell == "gru":  # torch's GRU applies the reset gate after the hidden matmul
             gru = next(n for n in onnx.load(str(path)).graph.node if n.op_type == "GRU")
-            assert onnx.helper.get_attribute_value(next(a for a in gru.attribute if a.name == "linear_before_reset")) == 1
+            assert (
+                onnx.helper.get_attribute_value(next(a for a in gru.attribute if a.name == "linear_before_reset")) == 1
+            )
         sessions[kind] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.from_numpy(np.random.default_rng(0).integers(1, 13, size=(4, 9)))
     lengths = torch.full((4,), 9)
@@ -168,7 +178,9 @@ def test_native_and_traced_step_graphs_agree(registry, tmp_path, cell, op_type):
     for kind, session in sessions.items():
         state = [s.detach().numpy() for s in model.initial_state(4)]
         for t in range(9):
-            y, *state = session.run(None, {"x": x[:, t].numpy(), **{f"state_in.{n}": s for n, s in zip(model.state_names, state)}})
+            y, *state = session.run(
+                None, {"x": x[:, t].numpy(), **{f"state_in.{n}": s for n, s in zip(model.state_names, state)}}
+            )
             assert np.abs(y - ys[:, t].numpy()).max() <= TOL, (kind, t)
 
 
@@ -197,6 +209,7 @@ def test_reusing_torch_onnx_table_writes_the_same_file_as_torch_alone(tmp_path):
         export_module(module, args, tmp_path / name, dynamic_shapes=shapes, opset=18, exporter="dynamo", **names)
     assert _registration.ONNXRegistry.__dict__["from_torchlib"] is original
     torch.onnx.export(module, args, dynamo=True, opset_version=18, dynamic_shapes=shapes, **names).save(
-        str(tmp_path / "torch.onnx"))
+        str(tmp_path / "torch.onnx")
+    )
     expected = (tmp_path / "torch.onnx").read_bytes()
     assert (tmp_path / "first.onnx").read_bytes() == expected == (tmp_path / "second.onnx").read_bytes()

@@ -9,8 +9,8 @@ import shutil
 
 import torch
 from click.testing import CliRunner
-from conftest import REPO, _write_pipeline
 
+from conftest import REPO, _write_pipeline
 from seqpipe.builtin.classify.task import ClassifyTask
 from seqpipe.cli import main
 
@@ -36,8 +36,11 @@ def test_a_loss_that_raises_is_one_line_at_check_and_at_run_before_any_run_direc
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 2, result.output
         assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
-        assert ("task 'classify' from plugin 'seqpipe.builtin.classify.task' failed while computing the loss of a first training "
-                "batch: ValueError: labels out of range") in result.output
+        assert (
+            "task 'classify' from plugin 'seqpipe.builtin.classify.task' failed while computing the loss of a first "
+            "training "
+            "batch: ValueError: labels out of range"
+        ) in result.output
     assert not (tmp_path / "run").exists()
 
 
@@ -100,8 +103,14 @@ def test_plugin_code_failing_during_training_or_evaluation_is_one_line_and_the_r
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     said = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(said) == 1 and ("task 'classify' from plugin 'seqpipe.builtin.classify.task' failed while training: ValueError: "
-                               "a batch this loss cannot take") in said[0]
+    assert (
+        len(said) == 1
+        and (
+            "task 'classify' from plugin 'seqpipe.builtin.classify.task' failed while training: ValueError: "
+            "a batch this loss cannot take"
+        )
+        in said[0]
+    )
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "failed"
     calls.clear()
     debug = CliRunner().invoke(main, ["--debug", "run", str(pipeline), "--out", str(tmp_path / "run2")])
@@ -132,8 +141,10 @@ def test_a_topology_storing_a_submodule_under_a_contract_name_is_named_at_check(
     result = CliRunner().invoke(main, ["check", str(_pipeline(tmp_path))])
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
-    assert ("topology 'single' from plugin 'seqpipe.builtin.topologies': Single stores a module as self.layers, but "
-            "'layers' is a method of the Topology contract") in result.output
+    assert (
+        "topology 'single' from plugin 'seqpipe.builtin.topologies': Single stores a module as self.layers, but "
+        "'layers' is a method of the Topology contract"
+    ) in result.output
 
 
 def test_a_topology_missing_a_declared_attribute_is_named_not_the_task(tmp_path, monkeypatch):
@@ -150,7 +161,10 @@ def test_a_topology_missing_a_declared_attribute_is_named_not_the_task(tmp_path,
     assert result.exit_code == 2, result.output
     line = result.output.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in line
-    assert "topology 'single' from plugin 'seqpipe.builtin.topologies' failed while building the model: AttributeError:" in line
+    assert (
+        "topology 'single' from plugin 'seqpipe.builtin.topologies' failed while building the model: AttributeError:"
+        in line
+    )
     assert "is part of the Topology contract" in line and "num_slots" in line
 
 

@@ -23,7 +23,9 @@ def test_every_builtin_encoding_honours_the_contract(kind):
 def test_options_and_values_are_the_callers():
     from seqpipe.builtin.encodings import Characters, Numbers
 
-    check_encoding(Characters, options={"lowercase": True, "min_count": 1}, values=["Abc", "abC d", "xyz"], torch_free=False)
+    check_encoding(
+        Characters, options={"lowercase": True, "min_count": 1}, values=["Abc", "abC d", "xyz"], torch_free=False
+    )
     series = [np.arange(6, dtype=np.float32).reshape(3, 2) + i for i in range(4)]
     check_encoding(Numbers, options={"normalize": "series"}, values=series, torch_free=False)
 
@@ -95,14 +97,26 @@ class NotAnEncoding:
     pass
 
 
-@pytest.mark.parametrize("broken, message", [
-    (IdsPastTheVocabulary, r"IdsPastTheVocabulary\.encode\(.*\) gave ids from \d+ to \d+; ids must lie in \[0, size = 128\)"),
-    (IgnoresMaxLength, r"IgnoresMaxLength\.encode\(.*\) with max_length = 2 gave \d+ steps"),
-    (ClaimsTokenAlignment, r"ClaimsTokenAlignment is token_aligned but encodes the \d+ tokens .* set token_aligned = False"),
-    (LosesItsFitInTheSpec, r"LosesItsFitInTheSpec\.from_spec\(to_spec\(\)\) encodes .* differently .* store everything fit"),
-    (SpecIsNotJson, r"SpecIsNotJson\.to_spec\(\) is not JSON"),
-    (NotAnEncoding, r"NotAnEncoding must subclass seqpipe\.inputs\.InputEncoding"),
-])
+@pytest.mark.parametrize(
+    "broken, message",
+    [
+        (
+            IdsPastTheVocabulary,
+            r"IdsPastTheVocabulary\.encode\(.*\) gave ids from \d+ to \d+; ids must lie in \[0, size = 128\)",
+        ),
+        (IgnoresMaxLength, r"IgnoresMaxLength\.encode\(.*\) with max_length = 2 gave \d+ steps"),
+        (
+            ClaimsTokenAlignment,
+            r"ClaimsTokenAlignment is token_aligned but encodes the \d+ tokens .* set token_aligned = False",
+        ),
+        (
+            LosesItsFitInTheSpec,
+            r"LosesItsFitInTheSpec\.from_spec\(to_spec\(\)\) encodes .* differently .* store everything fit",
+        ),
+        (SpecIsNotJson, r"SpecIsNotJson\.to_spec\(\) is not JSON"),
+        (NotAnEncoding, r"NotAnEncoding must subclass seqpipe\.inputs\.InputEncoding"),
+    ],
+)
 def test_each_broken_encoding_fails_naming_what_broke(broken, message):
     with pytest.raises(AssertionError, match=message):
         check_encoding(broken, torch_free=False)
@@ -150,7 +164,9 @@ def test_an_encoding_module_that_imports_torch_fails_the_serving_check(tmp_path,
     try:
         module = __import__(name)
         if imports_torch:
-            with pytest.raises(AssertionError, match=re.escape(f"PluginBytes: its module {name} does not import without torch")):
+            with pytest.raises(
+                AssertionError, match=re.escape(f"PluginBytes: its module {name} does not import without torch")
+            ):
                 check_encoding(module.PluginBytes)
         else:
             check_encoding(module.PluginBytes)

@@ -11,14 +11,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import _write_pipeline
 from seqpipe.builtin.cells import LSTMCell, ProjectedLSTMCell
 from seqpipe.cli import main
 from seqpipe.contracts import Cell, native_operator
 from seqpipe.errors import PluginError
 from seqpipe.run import run_pipeline
-from seqpipe.serving.runtime import Stream, StepRunner
-
-from conftest import _write_pipeline
+from seqpipe.serving.runtime import StepRunner, Stream
 
 PROJ, HIDDEN = 5, 12
 
@@ -30,8 +29,14 @@ def _input_shapes(path) -> dict[str, list]:
 
 @pytest.mark.slow
 def test_projected_lstm_pipeline_passes_parity_and_serves_its_narrow_state(tmp_path, small_csv, registry):
-    pipeline = _write_pipeline(tmp_path / "p.toml", small_csv, cell="projected_lstm", topology="stacked", hidden=HIDDEN,
-                               topology_options=f"[model.cell_options]\nproj_size = {PROJ}")
+    pipeline = _write_pipeline(
+        tmp_path / "p.toml",
+        small_csv,
+        cell="projected_lstm",
+        topology="stacked",
+        hidden=HIDDEN,
+        topology_options=f"[model.cell_options]\nproj_size = {PROJ}",
+    )
     result = run_pipeline(pipeline, registry, str(tmp_path / "run"), log=lambda line: None)
     assert result.parity["passed"] and result.parity["max_scaled_diff"] <= 1e-5
     assert set(result.parity["graphs"]) == {"step", "sequence"}
@@ -64,12 +69,21 @@ def test_projected_lstm_steps_like_torch_nn_lstm():
 
 
 def test_check_refuses_a_projection_not_smaller_than_hidden(tmp_path, small_csv):
-    pipeline = _write_pipeline(tmp_path / "p.toml", small_csv, cell="projected_lstm", hidden=8,
-                               topology_options="[model.cell_options]\nproj_size = 8")
+    pipeline = _write_pipeline(
+        tmp_path / "p.toml",
+        small_csv,
+        cell="projected_lstm",
+        hidden=8,
+        topology_options="[model.cell_options]\nproj_size = 8",
+    )
     result = CliRunner().invoke(main, ["check", str(pipeline)])
     assert result.exit_code == 2, result.output
     message = result.output.strip()
-    assert "\n" not in message and "model.cell_options" in message and "proj_size 8 must be smaller than model.hidden_size 8" in message
+    assert (
+        "\n" not in message
+        and "model.cell_options" in message
+        and "proj_size 8 must be smaller than model.hidden_size 8" in message
+    )
 
 
 def test_a_subclass_that_changes_the_step_loses_its_parents_native_operator():

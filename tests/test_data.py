@@ -20,7 +20,9 @@ def write(path, fmt):
         path.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n", encoding="utf-8")
     else:
         sep = "\t" if fmt == "tsv" else ","
-        path.write_text("text" + sep + "label\n" + "".join(f"{r['text']}{sep}{r['label']}\n" for r in ROWS), encoding="utf-8")
+        path.write_text(
+            "text" + sep + "label\n" + "".join(f"{r['text']}{sep}{r['label']}\n" for r in ROWS), encoding="utf-8"
+        )
     return path
 
 
@@ -30,13 +32,16 @@ def test_formats_read_the_same(tmp_path, fmt):
     assert [(r["text"], r["label"]) for r in rows] == [(r["text"], r["label"]) for r in ROWS]
 
 
-@pytest.mark.parametrize("content,fmt,fragment", [
-    ("text,lbl\nhello,ham\n", "csv", "no column 'label' (found: text, lbl)"),
-    ("text,label\n", "csv", "holds no records"),
-    ("text,label\nhello,\n", "csv", ":2: empty 'label'"),
-    ('{"text": "a", "label": "ham"}\n{oops\n', "jsonl", ":2: not valid JSON"),
-    ('["a", "ham"]\n', "jsonl", "expected a JSON object per line"),
-])
+@pytest.mark.parametrize(
+    "content,fmt,fragment",
+    [
+        ("text,lbl\nhello,ham\n", "csv", "no column 'label' (found: text, lbl)"),
+        ("text,label\n", "csv", "holds no records"),
+        ("text,label\nhello,\n", "csv", ":2: empty 'label'"),
+        ('{"text": "a", "label": "ham"}\n{oops\n', "jsonl", ":2: not valid JSON"),
+        ('["a", "ham"]\n', "jsonl", "expected a JSON object per line"),
+    ],
+)
 def test_bad_files_name_file_and_fault(tmp_path, content, fmt, fragment):
     path = tmp_path / f"d.{fmt}"
     path.write_text(content, encoding="utf-8")
@@ -59,7 +64,10 @@ def test_bad_data_through_the_cli_is_one_line(tmp_path):
     pipeline.write_text('[data]\npath = "d.csv"\n')
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [f"error: {data}: no column 'text' (found: body, label); rename the column, or name it in the pipeline file (input.column, or the task option)."]
+    assert result.output.strip().splitlines() == [
+        f"error: {data}: no column 'text' (found: body, label); rename the column, or name it in the pipeline file "
+        "(input.column, or the task option)."
+    ]
 
 
 def test_unknown_extension_asks_for_format(tmp_path):

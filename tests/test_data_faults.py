@@ -21,20 +21,29 @@ from seqpipe.cli import main
 from seqpipe.data import DataAccount, LabelSpellings, read_conll, read_records
 from seqpipe.errors import DataError
 
-SENTENCES = [[("Denver", "B-LOC"), ("is", "O"), ("cold", "O")], [("Ann", "B-PER"), ("Lee", "I-PER"), ("sings", "O")],
-             [("#Denver", "B-LOC")], [("we", "O"), ("love", "O"), ("#Paris", "B-LOC"), ("!", "O")]] * 10
+SENTENCES = [
+    [("Denver", "B-LOC"), ("is", "O"), ("cold", "O")],
+    [("Ann", "B-PER"), ("Lee", "I-PER"), ("sings", "O")],
+    [("#Denver", "B-LOC")],
+    [("we", "O"), ("love", "O"), ("#Paris", "B-LOC"), ("!", "O")],
+] * 10
 
 
 def conll(path: Path, sentences=SENTENCES, head: str = "") -> Path:
-    path.write_text(head + "\n\n".join("\n".join(f"{w}\t{t}" for w, t in s) for s in sentences) + "\n", encoding="utf-8")
+    path.write_text(
+        head + "\n\n".join("\n".join(f"{w}\t{t}" for w, t in s) for s in sentences) + "\n", encoding="utf-8"
+    )
     return path
 
 
 def pipeline(path: Path, data: str, task: str = "classify", options: str = "", inputs: str | None = None) -> Path:
     """A small pipeline file; ``inputs`` is the body of its [input] table (None: no table)."""
     table = f"[input]\n{inputs}\n" if inputs is not None else ""
-    path.write_text(f'[data]\n{data}\n{table}[model]\nhidden_size = 8\n[task]\nname = "{task}"\n[task.options]\n{options}\n'
-                    '[training]\nepochs = 1\n', encoding="utf-8")
+    path.write_text(
+        f'[data]\n{data}\n{table}[model]\nhidden_size = 8\n[task]\nname = "{task}"\n[task.options]\n{options}\n'
+        "[training]\nepochs = 1\n",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -50,6 +59,7 @@ def one_line_error(result) -> str:
 
 
 # -- read without loss ---------------------------------------------------------------------------
+
 
 def test_hashtag_tokens_and_one_token_sentences_are_data(tmp_path):
     account = DataAccount()
@@ -73,7 +83,9 @@ def test_space_separated_conll_reads_like_tab_separated(tmp_path):
 
 def test_check_reports_what_run_will_cut_short(tmp_path):
     conll(tmp_path / "d.conll")
-    result = CliRunner().invoke(main, ["check", str(pipeline(tmp_path / "p.toml", 'path = "d.conll"', "tag", inputs="max_length = 3"))])
+    result = CliRunner().invoke(
+        main, ["check", str(pipeline(tmp_path / "p.toml", 'path = "d.conll"', "tag", inputs="max_length = 3"))]
+    )
     assert result.exit_code == 0, result.output
     assert "data: 10 sequences cut to input.max_length = 3 steps (raise it to keep them whole)" in result.output
     assert "data: 10 steps past input.max_length, neither trained on nor scored" in result.output
@@ -81,6 +93,7 @@ def test_check_reports_what_run_will_cut_short(tmp_path):
 
 
 # -- refused, naming file, line and column ------------------------------------------------------------
+
 
 def test_numbers_in_a_text_column_are_refused_not_learnt_as_characters(tmp_path):
     rows = [{"text": [[0.1, 0.2], [0.3, 0.4]], "label": "walk"}, {"text": [[1.0, 2.0]], "label": "run"}] * 10
@@ -99,8 +112,10 @@ def test_a_csv_column_of_numbers_is_refused_as_text(tmp_path):
 
 def test_text_in_a_numeric_column_names_the_line(tmp_path):
     data = tmp_path / "d.csv"
-    data.write_text("value\n" + "".join(f"{i}.0\n" for i in range(40)) + "n/a\n" + "".join(f"{i}.0\n" for i in range(40)),
-                    encoding="utf-8")
+    data.write_text(
+        "value\n" + "".join(f"{i}.0\n" for i in range(40)) + "n/a\n" + "".join(f"{i}.0\n" for i in range(40)),
+        encoding="utf-8",
+    )
     line = one_line_error(check(pipeline(tmp_path / "p.toml", 'path = "d.csv"', "forecast", "window = 4")))
     assert f"{data}:42: column 'value' holds 'n/a', not a number" in line
 
@@ -119,11 +134,18 @@ def test_an_empty_sequence_names_its_line(tmp_path):
     assert f"{data}:3: empty 'text'" in line
 
 
-@pytest.mark.parametrize("name,content,fault", [
-    ("d.csv", "text,label\nhello,a\nbad,row,here\nbye,b\n", ":3: 3 fields where the header names 2"),
-    ("d.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label"\n{"text": "c", "label": "y"}\n', ":2: not valid JSON"),
-    ("d.conll", "Ann\tB-PER\nsings\tO\n\nBob\n\nLee\tB-PER\n", ":4: expected 'token<TAB>tag'"),
-])
+@pytest.mark.parametrize(
+    "name,content,fault",
+    [
+        ("d.csv", "text,label\nhello,a\nbad,row,here\nbye,b\n", ":3: 3 fields where the header names 2"),
+        (
+            "d.jsonl",
+            '{"text": "a", "label": "x"}\n{"text": "b", "label"\n{"text": "c", "label": "y"}\n',
+            ":2: not valid JSON",
+        ),
+        ("d.conll", "Ann\tB-PER\nsings\tO\n\nBob\n\nLee\tB-PER\n", ":4: expected 'token<TAB>tag'"),
+    ],
+)
 def test_a_bad_line_in_the_middle_of_a_file_is_named(tmp_path, name, content, fault):
     data = tmp_path / name
     data.write_text(content, encoding="utf-8")
@@ -133,7 +155,11 @@ def test_a_bad_line_in_the_middle_of_a_file_is_named(tmp_path, name, content, fa
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.lists(st.sampled_from(["#a", "b", "#", "-", "c#", "##x"]), min_size=1, max_size=5), min_size=1, max_size=8))
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["#a", "b", "#", "-", "c#", "##x"]), min_size=1, max_size=5), min_size=1, max_size=8
+    )
+)
 def test_every_token_written_is_read_back(tmp_path_factory, words):
     """Whatever the tokens look like (hashtags, a lone '#'), every sentence and token comes back."""
     sentences = [[(w, "O") for w in s] for s in words]
@@ -143,6 +169,7 @@ def test_every_token_written_is_read_back(tmp_path_factory, words):
 
 # -- the readers: one-line refusals, or read without loss -------------------------------------------
 
+
 def table(labels, head: str = "text,label", sep: str = ",") -> bytes:
     """A CSV (or TSV) file: the header, then one text per label, 'text0', 'text1', ..."""
     return (head + "\n" + "".join(f"text{i}{sep}{label}\n" for i, label in enumerate(labels))).encode()
@@ -151,35 +178,117 @@ def table(labels, head: str = "text,label", sep: str = ",") -> bytes:
 LABELS = ["ham", "spam"] * 10  # on lines 2 to 21: 'ham' first on line 2, 'spam' on line 3
 TAGGED = "Ann\tB-PER\nsings\tO\n\nBob\tB-PER\nruns\tO\n\n" * 10  # 'B-PER' first on line 1, 'O' on line 2
 CHECKS = [  # (file name, its bytes, the task, the fault as `seqpipe check` says it after 'error: {path}')
-    ("d.csv", table(LABELS, "text,label,text"), "classify", ":1: column 'text' appears twice in the header (columns 1 and 3); rename one."),
-    ("d.tsv", table(LABELS, "label\ttext\tlabel", "\t"), "classify",
-     ":1: column 'label' appears twice in the header (columns 1 and 3); rename one."),
-    ("d.csv", table(LABELS, ",text,label,"), "classify", ":1: two columns have no name in the header (columns 1 and 4); name them."),
-    ("d.csv", table(LABELS[:2]) + b"caf\xe9,ham\n" + table(LABELS[2:], ""), "classify",
-     ":4: not UTF-8 text (byte 0xe9 at column 4 of the line, offset 35 in the file); re-save the file as UTF-8."),
-    ("d.jsonl", b'{"text": "a", "label": "ham"}\n{"text": "\xff", "label": "spam"}\n', "classify",
-     ":2: not UTF-8 text (byte 0xff at column 11 of the line, offset 40 in the file); re-save the file as UTF-8."),
-    ("d.conll", b"\xef\xbb\xbfAnn\tB-PER\nsi\xc3ngs\tO\n", "tag",
-     ":2: not UTF-8 text (byte 0xc3 at column 3 of the line, offset 15 in the file); re-save the file as UTF-8."),
-    ("d.csv", "text,label\nhello,ham\n".encode("utf-16"), "classify",
-     ":1: not UTF-8 text but UTF-16 (it starts with the byte-order mark 0xff 0xfe); re-save the file as UTF-8."),
-    ("d.csv", table(LABELS) + b'bye,"ham\n' + table(LABELS, ""), "classify",
-     ":22: a quote opened here is never closed (the rest of the file would be read into one value); close it or remove the stray '\"'."),
-    ("d.tsv", table(LABELS, "text\tlabel", "\t") + b'"bye\tham\n' + table(LABELS * 2000, "", "\t"), "classify",  # past csv's field limit
-     ":22: a quote opened here is never closed (the rest of the file would be read into one value); close it or remove the stray '\"'."),
-    ("d.jsonl", b'{"text": "a", "label": "ham", "text": "b"}\n', "classify",
-     ":1: key 'text' appears twice in this object (JSON would keep only the last); remove one."),
-    ("d.csv", table(LABELS + [" ham"]), "classify", ":22: label ' ham' differs from 'ham' (line 2) only by surrounding spaces; fix the "
-     "spelling, or set data.strip_labels = true to strip spaces around labels (counted in the run log)."),
-    ("d.csv", table(LABELS + ["Spam "]), "classify", ":22: label 'Spam ' differs from 'spam' (line 3) only by surrounding spaces and case;"),
-    ("d.csv", table(LABELS + ["eggs "]), "classify", ":22: label 'eggs ' has spaces around it; fix the spelling, or set data.strip_labels"),
-    ("d.csv", table(["Ham"] + LABELS), "classify", ":2: label 'Ham' differs from 'ham' (line 3) only by case; fix the spelling "
-     "(labels are told apart exactly)."),
-    ("d.conll", (TAGGED + "Lee\tb-per\n").encode(), "tag", ":61: tag 'b-per' differs from 'B-PER' (line 1) only by case;"),
-    ("d.conll", ("token\ttag\n" + TAGGED).encode(), "tag", ":1: 'token\\ttag' looks like a header line; CoNLL files have none: remove it."),
-    ("d.conll", ("\ufeffWORD  POS\n\n" + TAGGED).encode(), "tag", ":1: 'WORD  POS' looks like a header line; CoNLL files have none"),
-    ("d.csv", table(LABELS, "text, label"), "classify", ": no column 'label' (found: text,  label; ' label' differs from it only by "
-     "spaces or case); rename the column"),
+    (
+        "d.csv",
+        table(LABELS, "text,label,text"),
+        "classify",
+        ":1: column 'text' appears twice in the header (columns 1 and 3); rename one.",
+    ),
+    (
+        "d.tsv",
+        table(LABELS, "label\ttext\tlabel", "\t"),
+        "classify",
+        ":1: column 'label' appears twice in the header (columns 1 and 3); rename one.",
+    ),
+    (
+        "d.csv",
+        table(LABELS, ",text,label,"),
+        "classify",
+        ":1: two columns have no name in the header (columns 1 and 4); name them.",
+    ),
+    (
+        "d.csv",
+        table(LABELS[:2]) + b"caf\xe9,ham\n" + table(LABELS[2:], ""),
+        "classify",
+        ":4: not UTF-8 text (byte 0xe9 at column 4 of the line, offset 35 in the file); re-save the file as UTF-8.",
+    ),
+    (
+        "d.jsonl",
+        b'{"text": "a", "label": "ham"}\n{"text": "\xff", "label": "spam"}\n',
+        "classify",
+        ":2: not UTF-8 text (byte 0xff at column 11 of the line, offset 40 in the file); re-save the file as UTF-8.",
+    ),
+    (
+        "d.conll",
+        b"\xef\xbb\xbfAnn\tB-PER\nsi\xc3ngs\tO\n",
+        "tag",
+        ":2: not UTF-8 text (byte 0xc3 at column 3 of the line, offset 15 in the file); re-save the file as UTF-8.",
+    ),
+    (
+        "d.csv",
+        "text,label\nhello,ham\n".encode("utf-16"),
+        "classify",
+        ":1: not UTF-8 text but UTF-16 (it starts with the byte-order mark 0xff 0xfe); re-save the file as UTF-8.",
+    ),
+    (
+        "d.csv",
+        table(LABELS) + b'bye,"ham\n' + table(LABELS, ""),
+        "classify",
+        ":22: a quote opened here is never closed (the rest of the file would be read into one value); close it or "
+        "remove the stray '\"'.",
+    ),
+    (
+        "d.tsv",
+        table(LABELS, "text\tlabel", "\t") + b'"bye\tham\n' + table(LABELS * 2000, "", "\t"),
+        "classify",  # past csv's field limit
+        ":22: a quote opened here is never closed (the rest of the file would be read into one value); close it or "
+        "remove the stray '\"'.",
+    ),
+    (
+        "d.jsonl",
+        b'{"text": "a", "label": "ham", "text": "b"}\n',
+        "classify",
+        ":1: key 'text' appears twice in this object (JSON would keep only the last); remove one.",
+    ),
+    (
+        "d.csv",
+        table(LABELS + [" ham"]),
+        "classify",
+        ":22: label ' ham' differs from 'ham' (line 2) only by surrounding spaces; fix the "
+        "spelling, or set data.strip_labels = true to strip spaces around labels (counted in the run log).",
+    ),
+    (
+        "d.csv",
+        table(LABELS + ["Spam "]),
+        "classify",
+        ":22: label 'Spam ' differs from 'spam' (line 3) only by surrounding spaces and case;",
+    ),
+    (
+        "d.csv",
+        table(LABELS + ["eggs "]),
+        "classify",
+        ":22: label 'eggs ' has spaces around it; fix the spelling, or set data.strip_labels",
+    ),
+    (
+        "d.csv",
+        table(["Ham"] + LABELS),
+        "classify",
+        ":2: label 'Ham' differs from 'ham' (line 3) only by case; fix the spelling (labels are told apart exactly).",
+    ),
+    (
+        "d.conll",
+        (TAGGED + "Lee\tb-per\n").encode(),
+        "tag",
+        ":61: tag 'b-per' differs from 'B-PER' (line 1) only by case;",
+    ),
+    (
+        "d.conll",
+        ("token\ttag\n" + TAGGED).encode(),
+        "tag",
+        ":1: 'token\\ttag' looks like a header line; CoNLL files have none: remove it.",
+    ),
+    (
+        "d.conll",
+        ("\ufeffWORD  POS\n\n" + TAGGED).encode(),
+        "tag",
+        ":1: 'WORD  POS' looks like a header line; CoNLL files have none",
+    ),
+    (
+        "d.csv",
+        table(LABELS, "text, label"),
+        "classify",
+        ": no column 'label' (found: text,  label; ' label' differs from it only by spaces or case); rename the column",
+    ),
 ]
 
 
@@ -194,8 +303,11 @@ def test_a_label_only_outside_training_names_the_line_of_its_first_example(tmp_p
     (tmp_path / "train.csv").write_bytes(table(LABELS))
     (tmp_path / "val.csv").write_bytes(table(["ham", "spam", "eggs", "bacon", "eggs"]))
     line = one_line_error(check(pipeline(tmp_path / "p.toml", 'train = "train.csv"\nvalidation = "val.csv"')))
-    assert f"error: {tmp_path / 'val.csv'}:4: label(s) 'bacon', 'eggs' occur only outside the training split (the first example " \
-           "is on this line);" in line
+    assert (
+        f"error: {tmp_path / 'val.csv'}:4: label(s) 'bacon', 'eggs' occur only outside the training split (the first "
+        "example "
+        "is on this line);" in line
+    )
 
 
 def test_a_tag_only_outside_training_names_the_line_of_its_first_sentence(tmp_path):
@@ -212,11 +324,14 @@ def test_strip_labels_strips_spaces_around_labels_and_says_how_many(tmp_path):
     assert "data: 20 labels with spaces around them stripped (data.strip_labels) in d.csv" in result.output
 
 
-@pytest.mark.parametrize("name,content", [
-    ("d.csv", "\ufefftext,label\nhello,ham\n"),
-    ("d.tsv", "\ufefftext\tlabel\nhello\tham\n"),
-    ("d.jsonl", '\ufeff{"text": "hello", "label": "ham"}\n'),
-])
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("d.csv", "\ufefftext,label\nhello,ham\n"),
+        ("d.tsv", "\ufefftext\tlabel\nhello\tham\n"),
+        ("d.jsonl", '\ufeff{"text": "hello", "label": "ham"}\n'),
+    ],
+)
 def test_a_byte_order_mark_is_stripped_and_counted(tmp_path, name, content):
     account = DataAccount()
     (tmp_path / name).write_text(content, encoding="utf-8")
@@ -235,30 +350,42 @@ def test_the_account_names_every_file_a_count_comes_from(tmp_path):
     account = DataAccount()
     for name in ("train.conll", "test.conll"):
         read_conll(conll(tmp_path / name, head="\ufeff-DOCSTART-\tO\n\n"), "p.toml", account=account)
-    assert account.lines() == ["2 byte-order mark stripped from the start of train.conll, test.conll",
-                               "2 '-DOCSTART-' document separator lines skipped in train.conll, test.conll"]
+    assert account.lines() == [
+        "2 byte-order mark stripped from the start of train.conll, test.conll",
+        "2 '-DOCSTART-' document separator lines skipped in train.conll, test.conll",
+    ]
 
 
 def test_quoted_line_breaks_and_crlf_read_as_before_with_the_lines_they_start_on(tmp_path):
     path = tmp_path / "d.csv"
     path.write_bytes(b'text,label\r\n"two\r\nlines",ham\r\nplain,spam\r\n\r\n"say ""hi""",ham\r\n"a,b",""""\r\n')
     rows = read_records(path, "csv", ["text", "label"], "p.toml")
-    assert [(r["text"], r["label"], r.line) for r in rows] == [("two\r\nlines", "ham", 2), ("plain", "spam", 4), ('say "hi"', "ham", 6),
-                                                               ("a,b", '"', 7)]
+    assert [(r["text"], r["label"], r.line) for r in rows] == [
+        ("two\r\nlines", "ham", 2),
+        ("plain", "spam", 4),
+        ('say "hi"', "ham", 6),
+        ("a,b", '"', 7),
+    ]
 
 
-@pytest.mark.parametrize("content,spaced,breaks", [
-    ("Ann\tB-PER\n \t\nsings\tO\n", 0, 1),  # a line of a space and a tab alone parts two sentences
-    ("Ann\tB-PER\n  \n\nsings\tO\n", 0, 0),  # beside an empty line it changes nothing
-    (" \nAnn\tB-PER\n\nsings\tO\n  \n", 0, 0),  # before the first sentence and after the last, neither
-    ("Ann \tB-PER\n\nsings\t O \n", 2, 0),
-])
+@pytest.mark.parametrize(
+    "content,spaced,breaks",
+    [
+        ("Ann\tB-PER\n \t\nsings\tO\n", 0, 1),  # a line of a space and a tab alone parts two sentences
+        ("Ann\tB-PER\n  \n\nsings\tO\n", 0, 0),  # beside an empty line it changes nothing
+        (" \nAnn\tB-PER\n\nsings\tO\n  \n", 0, 0),  # before the first sentence and after the last, neither
+        ("Ann \tB-PER\n\nsings\t O \n", 2, 0),
+    ],
+)
 def test_conll_spaces_are_stripped_around_fields_and_counted(tmp_path, content, spaced, breaks):
     account = DataAccount()
     path = tmp_path / "d.conll"
     path.write_text(content, encoding="utf-8")
     sentences = read_conll(path, "p.toml", account=account)
-    assert sentences == [[("Ann", "B-PER")], [("sings", "O")]] and sentences[1].line == content.count("\n", 0, content.index("sings")) + 1
+    assert (
+        sentences == [[("Ann", "B-PER")], [("sings", "O")]]
+        and sentences[1].line == content.count("\n", 0, content.index("sings")) + 1
+    )
     assert account.counts == {key: n for key, n in (("space_only_lines", breaks), ("spaced_fields", spaced)) if n}
     assert all(f" in {path.name}" in line for line in account.lines())
 
@@ -288,9 +415,15 @@ def read_or_refuse(read, expected_empty: bool):
 
 
 @settings(max_examples=50, deadline=None)
-@given(NAMES.flatmap(lambda names: st.tuples(st.just(names), st.lists(st.lists(CELLS, min_size=len(names), max_size=len(names)),
-                                                                            min_size=1, max_size=6))),
-       st.sampled_from(["csv", "tsv"]), st.booleans())
+@given(
+    NAMES.flatmap(
+        lambda names: st.tuples(
+            st.just(names), st.lists(st.lists(CELLS, min_size=len(names), max_size=len(names)), min_size=1, max_size=6)
+        )
+    ),
+    st.sampled_from(["csv", "tsv"]),
+    st.booleans(),
+)
 def test_any_table_csv_writes_is_read_back_exactly(tmp_path_factory, written, fmt, bom):
     names, rows = written
     out = io.StringIO(newline="")
@@ -308,24 +441,40 @@ def test_any_table_csv_writes_is_read_back_exactly(tmp_path_factory, written, fm
 
 
 @settings(max_examples=50, deadline=None)
-@given(NAMES.flatmap(lambda names: st.lists(st.fixed_dictionaries({n: CELLS for n in names}), min_size=1, max_size=6)),
-       st.booleans())
+@given(
+    NAMES.flatmap(lambda names: st.lists(st.fixed_dictionaries({n: CELLS for n in names}), min_size=1, max_size=6)),
+    st.booleans(),
+)
 def test_any_json_lines_are_read_back_exactly(tmp_path_factory, rows, ascii_only):
     path = tmp_path_factory.mktemp("jsonl") / "d.jsonl"
     path.write_text("".join(json.dumps(row, ensure_ascii=ascii_only) + "\n" for row in rows), encoding="utf-8")
-    read = read_or_refuse(lambda: read_records(path, "jsonl", list(rows[0]), "p.toml"), any("" in row.values() for row in rows))
+    read = read_or_refuse(
+        lambda: read_records(path, "jsonl", list(rows[0]), "p.toml"), any("" in row.values() for row in rows)
+    )
     if read is not None:
         assert read == rows and [r.line for r in read] == list(range(1, len(rows) + 1))
 
 
-WORDS = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters="\ufeff"), min_size=1, max_size=6)
+WORDS = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters="\ufeff"),
+    min_size=1,
+    max_size=6,
+)
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.lists(st.tuples(WORDS, WORDS, st.sampled_from(["", " ", "  "])), min_size=1, max_size=5), min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.lists(st.tuples(WORDS, WORDS, st.sampled_from(["", " ", "  "])), min_size=1, max_size=5),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_any_tokens_and_tags_are_read_back_exactly_spaces_around_them_stripped(tmp_path_factory, sentences):
     path = tmp_path_factory.mktemp("conll") / "d.conll"
-    path.write_text("\n\n".join("\n".join(f"{w}{pad}\t{pad}{t}" for w, t, pad in s) for s in sentences) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n\n".join("\n".join(f"{w}{pad}\t{pad}{t}" for w, t, pad in s) for s in sentences) + "\n", encoding="utf-8"
+    )
     account = DataAccount()
     try:
         read = read_conll(path, "p.toml", account=account)
@@ -342,7 +491,9 @@ def test_any_tokens_and_tags_are_read_back_exactly_spaces_around_them_stripped(t
 def test_labels_twins_by_case_or_spaces_are_refused_and_only_they(labels):
     spellings = LabelSpellings("label")
     spellings.read(labels, Path("d.csv"), list(range(2, len(labels) + 2)))
-    odd = any(label != label.strip() for label in labels) or len({label.casefold() for label in labels}) < len(set(labels))
+    odd = any(label != label.strip() for label in labels) or len({label.casefold() for label in labels}) < len(
+        set(labels)
+    )
     try:
         spellings.check()
         assert not odd
@@ -351,6 +502,7 @@ def test_labels_twins_by_case_or_spaces_are_refused_and_only_they(labels):
 
 
 # -- published splits ----------------------------------------------------------------------------
+
 
 def test_given_train_and_test_files_are_used_as_published(tmp_path):
     rows = [f"text{i},{'ab'[i % 2]}\n" for i in range(40)]
@@ -369,6 +521,7 @@ def test_validation_without_train_is_refused(tmp_path):
 
 # -- monitors ------------------------------------------------------------------------------------
 
+
 def test_an_unknown_monitor_is_refused_with_the_choices(tmp_path):
     conll(tmp_path / "d.conll")
     line = one_line_error(check(_with_monitor(tmp_path, "entity_f2", "d.conll")))
@@ -383,29 +536,46 @@ def test_entity_metrics_on_tags_that_mark_no_entities_are_refused(tmp_path):
 
 def _with_monitor(tmp_path: Path, monitor: str, data: str) -> Path:
     path = tmp_path / "p.toml"
-    path.write_text(f'[data]\npath = "{data}"\n[model]\nhidden_size = 8\n[task]\nname = "tag"\n'
-                    f'[training]\nepochs = 1\nmonitor = "{monitor}"\n', encoding="utf-8")
+    path.write_text(
+        f'[data]\npath = "{data}"\n[model]\nhidden_size = 8\n[task]\nname = "tag"\n'
+        f'[training]\nepochs = 1\nmonitor = "{monitor}"\n',
+        encoding="utf-8",
+    )
     return path
 
 
 # -- metrics that fit the task ----------------------------------------------------------------------
 
+
 def test_a_tagger_on_entity_tags_stops_on_entity_f1_and_reports_the_baselines(tmp_path):
     conll(tmp_path / "d.conll")
-    result = CliRunner().invoke(main, ["run", str(pipeline(tmp_path / "p.toml", 'path = "d.conll"', "tag", "embedding_size = 4")),
-                                       "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(pipeline(tmp_path / "p.toml", 'path = "d.conll"', "tag", "embedding_size = 4")),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["training"]["monitor"] == "entity_f1" and "entity_f1" in metrics["training"]["history"][0]["validation"]
+    assert (
+        metrics["training"]["monitor"] == "entity_f1" and "entity_f1" in metrics["training"]["history"][0]["validation"]
+    )
     test = metrics["test"]
     # every test sentence also occurs in training, so the most-frequent-tag baseline finds every entity
     assert test["baseline_entity_f1"] == 1.0 and test["baseline_accuracy"] == 1.0
     assert 0.0 <= test["entity_precision"] <= 1.0 and 0.0 <= test["entity_recall"] <= 1.0
-    assert metrics["data"]["examples"] == {"train": 28, "validation": 4, "test": 8} and metrics["data"]["left_out"] == {}
+    assert (
+        metrics["data"]["examples"] == {"train": 28, "validation": 4, "test": 8} and metrics["data"]["left_out"] == {}
+    )
 
 
 def test_classify_reports_the_majority_class_baseline(tmp_path, small_csv, write_pipeline):
-    result = CliRunner().invoke(main, ["run", str(write_pipeline(tmp_path / "p.toml", small_csv)), "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        main, ["run", str(write_pipeline(tmp_path / "p.toml", small_csv)), "--out", str(tmp_path / "run")]
+    )
     assert result.exit_code == 0, result.output
     test = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     labels = [line.rsplit(",", 1)[1] for line in small_csv.read_text(encoding="utf-8").splitlines()[1:]]

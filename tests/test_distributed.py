@@ -19,7 +19,9 @@ def test_every_rank_takes_the_same_steps_and_every_batch_is_trained_on(batches, 
     # without padding each batch goes to exactly one rank; the padding repeats the first round's batches
     repeats = [b for b in set(trained) if trained.count(b) > 1]
     assert len(trained) - len(set(trained)) == steps * world - batches and all(b < world for b in repeats)
-    assert [s[:batches // world] for s in shards] == [list(range(r, world * (batches // world), world)) for r in range(world)]
+    assert [s[: batches // world] for s in shards] == [
+        list(range(r, world * (batches // world), world)) for r in range(world)
+    ]
 
 
 def test_one_process_gets_every_batch_in_order():

@@ -45,8 +45,9 @@ def test_every_task_has_a_page_with_a_pipeline():
 def test_docs_pipeline_checks(page, pipeline, tmp_path):
     for name, (_, content) in _files(page).items():
         (tmp_path / name).write_text(content, encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "seqpipe", "check", pipeline], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "seqpipe", "check", pipeline], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, f"{page.name}: {pipeline}\n{proc.stdout}\n{proc.stderr}"
     task = re.search(r'^name = "(\w+)"', _files(page)[pipeline][1], re.M)
     assert task and task.group(1) == page.stem, f"{page.name}: {pipeline} is not a {page.stem} pipeline"

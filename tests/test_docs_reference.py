@@ -36,9 +36,18 @@ def _fields(model: type[BaseModel] | None) -> set[str]:
 
 def _expected() -> dict[str, set[str]]:
     """Each documented table's name -> the keys its model accepts."""
-    tables = {f"[{name}]": _fields(getattr(config, cls)) for name, cls in (
-        ("data", "DataConfig"), ("model", "ModelConfig"), ("task", "TaskConfig"), ("training", "TrainingConfig"),
-        ("export", "ExportConfig"), ("tune", "TuneConfig"), ("tune.space", "Range"))}
+    tables = {
+        f"[{name}]": _fields(getattr(config, cls))
+        for name, cls in (
+            ("data", "DataConfig"),
+            ("model", "ModelConfig"),
+            ("task", "TaskConfig"),
+            ("training", "TrainingConfig"),
+            ("export", "ExportConfig"),
+            ("tune", "TuneConfig"),
+            ("tune.space", "Range"),
+        )
+    }
     for kind, encoding in _registered(encodings.register_encodings).items():
         tables[f"[input] {kind}"] = _fields(encoding.Options)
     for name, cell in _registered(cells.register_cells).items():

@@ -42,17 +42,36 @@ def test_every_docs_page_is_in_the_nav():
     assert not missing, f"nav entries with no file under docs/: {sorted(missing)}"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None,
-                    reason="mkdocs is not installed (CI installs it): pip install -e '.[docs]'")
+@pytest.mark.skipif(
+    importlib.util.find_spec("mkdocs") is None,
+    reason="mkdocs is not installed (CI installs it): pip install -e '.[docs]'",
+)
 def test_site_builds_strict_and_offline(tmp_path):
     config = ROOT / "mkdocs.yml"
     if not (ROOT / "docs" / "run-report.md").exists():  # not written yet: build without its nav entry
         text = config.read_text(encoding="utf-8")
         lines = [line for line in text.splitlines() if "run-report.md" not in line]
         config = tmp_path / "mkdocs.yml"
-        config.write_text("\n".join(lines).replace("docs_dir: docs", f"docs_dir: {(ROOT / 'docs').as_posix()}") + "\n",
-                          encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config),
-                           "--site-dir", str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        config.write_text(
+            "\n".join(lines).replace("docs_dir: docs", f"docs_dir: {(ROOT / 'docs').as_posix()}") + "\n",
+            encoding="utf-8",
+        )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(config),
+            "--site-dir",
+            str(tmp_path / "site"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "site" / "index.html").exists()

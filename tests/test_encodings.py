@@ -16,7 +16,16 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqpipe.builtin.encodings import Characters, CharactersOptions, Numbers, NumbersOptions, Subwords, SubwordsOptions, Words, WordsOptions
+from seqpipe.builtin.encodings import (
+    Characters,
+    CharactersOptions,
+    Numbers,
+    NumbersOptions,
+    Subwords,
+    SubwordsOptions,
+    Words,
+    WordsOptions,
+)
 from seqpipe.cli import main
 from seqpipe.serving.predict import encoding_from_spec
 from test_data_faults import check, one_line_error, pipeline
@@ -26,12 +35,17 @@ TEXTS = ["the cat sat on the mat", "a dog ran after the cat", "the mat was red",
 
 # -- each encoding, fitted and rebuilt from its metadata ----------------------------------------------
 
-@pytest.mark.parametrize("encoding", [
-    Characters(CharactersOptions(min_count=1, lowercase=True)),
-    Words(WordsOptions(min_count=1)),
-    Subwords(SubwordsOptions(vocab_size=60)),
-    Subwords(SubwordsOptions(model="unigram", vocab_size=40)),
-], ids=["characters", "words", "subwords-bpe", "subwords-unigram"])
+
+@pytest.mark.parametrize(
+    "encoding",
+    [
+        Characters(CharactersOptions(min_count=1, lowercase=True)),
+        Words(WordsOptions(min_count=1)),
+        Subwords(SubwordsOptions(vocab_size=60)),
+        Subwords(SubwordsOptions(model="unigram", vocab_size=40)),
+    ],
+    ids=["characters", "words", "subwords-bpe", "subwords-unigram"],
+)
 def test_text_encodings_rebuild_from_metadata_and_encode_alike(encoding):
     encoding.fit(TEXTS)
     spec = json.loads(json.dumps(encoding.to_spec()))  # what an ONNX file's metadata holds
@@ -57,11 +71,12 @@ def test_numbers_are_standardised_with_training_statistics_only():
     train = [np.array([[1.0, 10.0], [3.0, 10.0]], np.float32), np.array([[5.0, 10.0]], np.float32)]
     encoding = Numbers(NumbersOptions(column="x"))
     encoding.fit(train)
-    assert np.allclose(encoding.mean, [3.0, 10.0]) and np.allclose(encoding.std, [np.std([1, 3, 5]), 1.0])  # constant: not divided by 0
+    assert np.allclose(encoding.mean, [3.0, 10.0]) and np.allclose(
+        encoding.std, [np.std([1, 3, 5]), 1.0]
+    )  # constant: not divided by 0
     rebuilt = encoding_from_spec(json.loads(json.dumps(encoding.to_spec())))
     later = np.array([[7.0, 12.0]], np.float32)
     assert np.allclose(rebuilt.encode(later), encoding.encode(later)) and rebuilt.encode(later).dtype == np.float32
-
 
 
 def test_series_normalization_reads_the_shape_and_survives_the_export():
@@ -71,7 +86,9 @@ def test_series_normalization_reads_the_shape_and_survives_the_export():
     train = [rng.normal(size=(int(rng.integers(3, 9)), 2)) for _ in range(6)]
     encoding = Numbers(NumbersOptions(column="x", normalize="series"))
     encoding.fit(train)
-    assert np.allclose(encoding.mean, 0.0) and np.allclose(encoding.std, 1.0)  # each sequence was rescaled before the statistics
+    assert np.allclose(encoding.mean, 0.0) and np.allclose(
+        encoding.std, 1.0
+    )  # each sequence was rescaled before the statistics
     shape = np.array([[0.0, 5.0], [1.0, 5.0], [3.0, 5.0]])
     rebuilt = encoding_from_spec(json.loads(json.dumps(encoding.to_spec())))
     for moved in (shape * 40.0 - 7.0, shape + 1000.0):
@@ -83,6 +100,7 @@ def test_series_normalization_reads_the_shape_and_survives_the_export():
 
 
 # -- the pipeline file ---------------------------------------------------------------------------
+
 
 def _write(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -109,20 +127,27 @@ def test_a_ragged_number_vector_is_refused_at_check_with_file_line_and_column(tm
     rows = _sequences(20)
     rows[6]["x"][1] = [0.5]
     data = _write(tmp_path / "d.jsonl", rows)
-    line = one_line_error(check(pipeline(tmp_path / "p.toml", 'path = "d.jsonl"', inputs='kind = "numbers"\ncolumn = "x"')))
+    line = one_line_error(
+        check(pipeline(tmp_path / "p.toml", 'path = "d.jsonl"', inputs='kind = "numbers"\ncolumn = "x"'))
+    )
     assert f"{data}:7: column 'x': step 2 has 1 numbers where step 1 has 2" in line
 
 
-@pytest.mark.parametrize("value,fragment", [
-    ("walking", "column 'x' holds text ('walking'), not a list of number vectors"),
-    ([], "column 'x' is an empty sequence"),
-    ([[1.0, None]], "column 'x': step 1 holds None, not a finite number"),
-])
+@pytest.mark.parametrize(
+    "value,fragment",
+    [
+        ("walking", "column 'x' holds text ('walking'), not a list of number vectors"),
+        ([], "column 'x' is an empty sequence"),
+        ([[1.0, None]], "column 'x': step 1 holds None, not a finite number"),
+    ],
+)
 def test_text_or_an_empty_sequence_in_a_numeric_column_is_refused(tmp_path, value, fragment):
     rows = _sequences(20)
     rows[3]["x"] = value
     data = _write(tmp_path / "d.jsonl", rows)
-    line = one_line_error(check(pipeline(tmp_path / "p.toml", 'path = "d.jsonl"', inputs='kind = "numbers"\ncolumn = "x"')))
+    line = one_line_error(
+        check(pipeline(tmp_path / "p.toml", 'path = "d.jsonl"', inputs='kind = "numbers"\ncolumn = "x"'))
+    )
     assert f"{data}:4: {fragment}" in line
 
 
@@ -143,25 +168,41 @@ def test_long_format_csv_reads_the_same_sequences_as_json_lines(tmp_path):
     _write(tmp_path / "d.jsonl", rows)
     _long_csv(tmp_path / "d.csv", rows)
     registry, _ = load_registry()
-    wide = resolve_pipeline(pipeline(tmp_path / "w.toml", 'path = "d.jsonl"', inputs='kind = "numbers"\ncolumn = "x"'), registry)
-    long = resolve_pipeline(pipeline(tmp_path / "l.toml", 'path = "d.csv"\nsequence_column = "seq"\norder_column = "t"',
-                                     inputs='kind = "numbers"\ncolumns = ["a", "b"]'), registry)
+    wide = resolve_pipeline(
+        pipeline(tmp_path / "w.toml", 'path = "d.jsonl"', inputs='kind = "numbers"\ncolumn = "x"'), registry
+    )
+    long = resolve_pipeline(
+        pipeline(
+            tmp_path / "l.toml",
+            'path = "d.csv"\nsequence_column = "seq"\norder_column = "t"',
+            inputs='kind = "numbers"\ncolumns = ["a", "b"]',
+        ),
+        registry,
+    )
     (task_w, sizes_w, _), (task_l, sizes_l, _) = wide.prepare(), long.prepare()
     assert sizes_w == sizes_l
     read = lambda task: sorted(np.round(x, 4).tobytes() for split in task.values.values() for x in split)  # noqa: E731
     assert read(task_w) == read(task_l)  # every sequence, each step in order, whichever way it was written
 
 
-@pytest.mark.parametrize("damage,fragment", [
-    (lambda text: text.replace("s3,1,", "s3,0,", 1), "sequence 's3' has step 0 twice"),
-    (lambda text: text.replace("up\n", "down\n", 1), "column 'label' changes within sequence"),
-    (lambda text: text.replace("\ns0,0,", "\ns0,x0,", 1), None),
-])
+@pytest.mark.parametrize(
+    "damage,fragment",
+    [
+        (lambda text: text.replace("s3,1,", "s3,0,", 1), "sequence 's3' has step 0 twice"),
+        (lambda text: text.replace("up\n", "down\n", 1), "column 'label' changes within sequence"),
+        (lambda text: text.replace("\ns0,0,", "\ns0,x0,", 1), None),
+    ],
+)
 def test_long_format_faults_name_the_line(tmp_path, damage, fragment):
     data = _long_csv(tmp_path / "d.csv", _sequences(20), shuffle=False)
     data.write_text(damage(data.read_text()), encoding="utf-8")
-    result = check(pipeline(tmp_path / "p.toml", 'path = "d.csv"\nsequence_column = "seq"\norder_column = "t"',
-                            inputs='kind = "numbers"\ncolumns = ["a", "b"]'))
+    result = check(
+        pipeline(
+            tmp_path / "p.toml",
+            'path = "d.csv"\nsequence_column = "seq"\norder_column = "t"',
+            inputs='kind = "numbers"\ncolumns = ["a", "b"]',
+        )
+    )
     if fragment is None:  # an order value that is not a number
         assert f"{data}:2: column 't' holds 'x0', not a number" in one_line_error(result)
     else:
@@ -170,12 +211,16 @@ def test_long_format_faults_name_the_line(tmp_path, damage, fragment):
 
 # -- classify and tag on number vectors, end to end -------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def numbers_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("numbers")
     _write(root / "d.jsonl", _sequences(400))
-    (root / "p.toml").write_text('[data]\npath = "d.jsonl"\n[input]\nkind = "numbers"\ncolumn = "x"\n[model]\nhidden_size = 16\n'
-                                 '[task]\nname = "classify"\n[training]\nepochs = 8\nbatch_size = 32\n', encoding="utf-8")
+    (root / "p.toml").write_text(
+        '[data]\npath = "d.jsonl"\n[input]\nkind = "numbers"\ncolumn = "x"\n[model]\nhidden_size = 16\n'
+        '[task]\nname = "classify"\n[training]\nepochs = 8\nbatch_size = 32\n',
+        encoding="utf-8",
+    )
     result = CliRunner().invoke(main, ["run", str(root / "p.toml"), "--out", str(root / "run")])
     assert result.exit_code == 0, result.output
     return root / "run"
@@ -224,10 +269,13 @@ def test_tag_labels_each_step_of_a_number_stream_from_long_format_csv(tmp_path, 
         level = rng.normal(size=int(rng.integers(5, 15)))
         lines += [f"{s},{t},{v:.4f},{rng.normal():.4f},{'high' if v > 0 else 'low'}" for t, v in enumerate(level)]
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (tmp_path / "p.toml").write_text('[data]\npath = "d.csv"\nsequence_column = "stream"\norder_column = "t"\n'
-                                     '[input]\nkind = "numbers"\ncolumns = ["a", "b"]\n[model]\nhidden_size = 16\n'
-                                     '[task]\nname = "tag"\n[task.options]\ntag_column = "activity"\n'
-                                     '[training]\nepochs = 10\nbatch_size = 16\n', encoding="utf-8")
+    (tmp_path / "p.toml").write_text(
+        '[data]\npath = "d.csv"\nsequence_column = "stream"\norder_column = "t"\n'
+        '[input]\nkind = "numbers"\ncolumns = ["a", "b"]\n[model]\nhidden_size = 16\n'
+        '[task]\nname = "tag"\n[task.options]\ntag_column = "activity"\n'
+        "[training]\nepochs = 10\nbatch_size = 16\n",
+        encoding="utf-8",
+    )
     result = CliRunner().invoke(main, ["run", str(tmp_path / "p.toml"), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
@@ -238,13 +286,21 @@ def test_tag_labels_each_step_of_a_number_stream_from_long_format_csv(tmp_path, 
 
 # -- faults found by trying seqpipe on users' data ------------------------------------------------------
 
+
 def test_non_finite_values_in_long_format_are_refused_at_check(tmp_path):
     data = _long_csv(tmp_path / "d.csv", _sequences(20), shuffle=False)
     lines = data.read_text().splitlines()
     lines[3] = ",".join(lines[3].split(",")[:2] + ["nan"] + lines[3].split(",")[3:])
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    line = one_line_error(check(pipeline(tmp_path / "p.toml", 'path = "d.csv"\nsequence_column = "seq"\norder_column = "t"',
-                                         inputs='kind = "numbers"\ncolumns = ["a", "b"]')))
+    line = one_line_error(
+        check(
+            pipeline(
+                tmp_path / "p.toml",
+                'path = "d.csv"\nsequence_column = "seq"\norder_column = "t"',
+                inputs='kind = "numbers"\ncolumns = ["a", "b"]',
+            )
+        )
+    )
     assert f"{data}:4: column 'a' holds 'nan', not a finite number" in line
 
 
@@ -252,7 +308,9 @@ def test_a_value_too_large_for_float32_is_refused(tmp_path):
     rows = _sequences(20)
     rows[2]["x"][0][1] = 1e300
     data = _write(tmp_path / "d.jsonl", rows)
-    line = one_line_error(check(pipeline(tmp_path / "p.toml", 'path = "d.jsonl"', inputs='kind = "numbers"\ncolumn = "x"')))
+    line = one_line_error(
+        check(pipeline(tmp_path / "p.toml", 'path = "d.jsonl"', inputs='kind = "numbers"\ncolumn = "x"'))
+    )
     assert f"{data}:3: column 'x': step 1 holds 1e+300, not a finite number (float32" in line
 
 
@@ -261,8 +319,15 @@ def test_a_width_that_changes_between_files_names_both_places(tmp_path):
     test = _sequences(10, seed=1)
     test[4]["x"] = [[0.5], [0.2]]
     data = _write(tmp_path / "test.jsonl", test)
-    line = one_line_error(check(pipeline(tmp_path / "p.toml", 'train = "train.jsonl"\ntest = "test.jsonl"',
-                                         inputs='kind = "numbers"\ncolumn = "x"')))
+    line = one_line_error(
+        check(
+            pipeline(
+                tmp_path / "p.toml",
+                'train = "train.jsonl"\ntest = "test.jsonl"',
+                inputs='kind = "numbers"\ncolumn = "x"',
+            )
+        )
+    )
     assert f"{data}:5: 1 numbers per step where {tmp_path / 'train.jsonl'}:1 has 2" in line
 
 
@@ -271,8 +336,15 @@ def test_a_label_found_only_outside_the_training_split_is_refused(tmp_path):
     test = _sequences(10, seed=1)
     test[0]["label"] = "upp"
     _write(tmp_path / "test.jsonl", test)
-    line = one_line_error(check(pipeline(tmp_path / "p.toml", 'train = "train.jsonl"\ntest = "test.jsonl"',
-                                         inputs='kind = "numbers"\ncolumn = "x"')))
+    line = one_line_error(
+        check(
+            pipeline(
+                tmp_path / "p.toml",
+                'train = "train.jsonl"\ntest = "test.jsonl"',
+                inputs='kind = "numbers"\ncolumn = "x"',
+            )
+        )
+    )
     assert "label(s) 'upp' occur only outside the training split" in line
 
 
@@ -280,5 +352,7 @@ def test_digit_strings_in_json_lines_are_text_and_in_csv_are_numbers(tmp_path):
     rows = [{"text": str(100 + i), "label": "ab"[i % 2]} for i in range(40)]
     _write(tmp_path / "d.jsonl", rows)
     assert check(pipeline(tmp_path / "p.toml", 'path = "d.jsonl"')).exit_code == 0  # JSON strings: text as written
-    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows), encoding="utf-8")
+    (tmp_path / "d.csv").write_text(
+        "text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows), encoding="utf-8"
+    )
     assert "holds numbers in every record" in one_line_error(check(pipeline(tmp_path / "q.toml", 'path = "d.csv"')))

@@ -14,16 +14,16 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqpipe.cli import main
-
 from conftest import load_trained, predict_without_torch
+from seqpipe.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SUNSPOTS = REPO / "seqpipe" / "datasets" / "sunspots" / "sunspots.csv"
 
 
 def _pipeline(path: Path, data: str = 'dataset = "sunspots"', epochs: int = 12, cell: str = "gru") -> Path:
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         [data]
         {data}
         [model]
@@ -39,7 +39,8 @@ def _pipeline(path: Path, data: str = 'dataset = "sunspots"', epochs: int = 12, 
         epochs = {epochs}
         batch_size = 16
         patience = 50
-    """))
+    """)
+    )
     return path
 
 
@@ -91,8 +92,9 @@ def test_predict_from_onnx_matches_torch_autoregression(forecast_run, forecast_m
     assert predict_without_torch(env, str(forecast_run / "out"), str(history), "--steps", "4")[0]["forecast"] == served
 
 
-numeric_batches = st.integers(1, 5).flatmap(lambda b: st.tuples(st.lists(st.integers(1, 15), min_size=b, max_size=b),
-                                                                 st.integers(0, 2**31 - 1)))
+numeric_batches = st.integers(1, 5).flatmap(
+    lambda b: st.tuples(st.lists(st.integers(1, 15), min_size=b, max_size=b), st.integers(0, 2**31 - 1))
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -116,17 +118,21 @@ def test_numeric_graphs_agree_on_ragged_batches(forecast_run, forecast_model, ca
     assert np.abs(alone[0] - y_seq[0]).max() <= 1e-5
 
 
-@pytest.mark.parametrize("content,fragment", [
-    ("YEAR,SUNACTIVITY\n1700,5\n1701,lots\n", "s.csv:3: column 'SUNACTIVITY' holds 'lots', not a number"),
-    ("YEAR,OTHER\n1700,5\n", "no column 'SUNACTIVITY'"),
-    ("YEAR,SUNACTIVITY\n" + "".join(f"{1700 + i},{i}\n" for i in range(10)), "too few"),
-])
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        ("YEAR,SUNACTIVITY\n1700,5\n1701,lots\n", "s.csv:3: column 'SUNACTIVITY' holds 'lots', not a number"),
+        ("YEAR,OTHER\n1700,5\n", "no column 'SUNACTIVITY'"),
+        ("YEAR,SUNACTIVITY\n" + "".join(f"{1700 + i},{i}\n" for i in range(10)), "too few"),
+    ],
+)
 def test_bad_series_is_one_line(tmp_path, content, fragment):
     (tmp_path / "s.csv").write_text(content)
-    result = CliRunner().invoke(main, ["run", str(_pipeline(tmp_path / "p.toml", data='path = "s.csv"')), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        main, ["run", str(_pipeline(tmp_path / "p.toml", data='path = "s.csv"')), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and fragment in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
-
 
 
 @pytest.mark.slow
@@ -142,7 +148,8 @@ def test_a_trend_past_the_training_range_is_followed_by_default_and_not_without_
     skill = {}
     for residual in ("auto", "false"):
         pipeline = tmp_path / f"{residual}.toml"
-        pipeline.write_text(textwrap.dedent(f"""
+        pipeline.write_text(
+            textwrap.dedent(f"""
             [data]
             path = "trend.csv"
             [model]
@@ -157,16 +164,21 @@ def test_a_trend_past_the_training_range_is_followed_by_default_and_not_without_
             epochs = 30
             batch_size = 16
             patience = 30
-        """), encoding="utf-8")
+        """),
+            encoding="utf-8",
+        )
         result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / residual)])
         assert result.exit_code == 0, result.output
-        assert ("forecast: the training part of 'value' is not level-stationary" in result.output) == (residual == "auto")
+        assert ("forecast: the training part of 'value' is not level-stationary" in result.output) == (
+            residual == "auto"
+        )
         assert json.loads((tmp_path / residual / "parity.json").read_text())["passed"]
         skill[residual] = json.loads((tmp_path / residual / "metrics.json").read_text())["test"]["skill"]
     assert skill["auto"] > 0.1 and skill["false"] < 0, skill
 
 
 # -- covariates and a time column ------------------------------------------------------------------------
+
 
 def _weather(path: Path, days: int = 300, shuffled: bool = True) -> Path:
     """A daily series whose target follows a covariate one day late, written in shuffled row order."""
@@ -177,7 +189,10 @@ def _weather(path: Path, days: int = 300, shuffled: bool = True) -> Path:
     driver = np.sin(np.arange(days) / 6.0) + 0.1 * rng.normal(size=days)
     target = np.concatenate([[0.0], driver[:-1]]) + 0.05 * rng.normal(size=days)
     start = datetime.date(2020, 1, 1)
-    rows = [f"{(start + datetime.timedelta(days=i)).strftime('%Y/%m/%d')},{driver[i]:.4f},{target[i]:.4f}" for i in range(days)]
+    rows = [
+        f"{(start + datetime.timedelta(days=i)).strftime('%Y/%m/%d')},{driver[i]:.4f},{target[i]:.4f}"
+        for i in range(days)
+    ]
     if shuffled:
         random.Random(0).shuffle(rows)
     path.write_text("date,driver,target\n" + "\n".join(rows) + "\n", encoding="utf-8")
@@ -185,7 +200,8 @@ def _weather(path: Path, days: int = 300, shuffled: bool = True) -> Path:
 
 
 def _covariate_pipeline(path: Path, data: Path) -> Path:
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         [data]
         path = "{data.name}"
         [model]
@@ -201,7 +217,8 @@ def _covariate_pipeline(path: Path, data: Path) -> Path:
         [training]
         epochs = 15
         batch_size = 16
-    """))
+    """)
+    )
     return path
 
 
@@ -220,7 +237,9 @@ def test_covariates_are_read_in_time_order_and_served_from_onnx(tmp_path, torch_
     history = tmp_path / "history.csv"
     ordered = sorted(data.read_text().splitlines()[1:])[:200]
     history.write_text("date,driver,target\n" + "\n".join(ordered) + "\n", encoding="utf-8")
-    served = predict_without_torch(torch_blocked_env, str(tmp_path / "out"), str(history), "--steps", "3")[0]["forecast"]
+    served = predict_without_torch(torch_blocked_env, str(tmp_path / "out"), str(history), "--steps", "3")[0][
+        "forecast"
+    ]
     expected = task.forecast(model, np.array([200]), 3)[0]  # [steps, columns], from the same 200 rows
     assert np.allclose(served["target"], expected[:, 0], rtol=1e-4, atol=1e-4)
     assert np.allclose(served["driver"], expected[:, 1], rtol=1e-4, atol=1e-4)
@@ -236,19 +255,26 @@ def test_a_repeated_or_unreadable_time_names_the_line(tmp_path):
     lines[5] = "yesterday," + lines[5].split(",", 1)[1]
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = CliRunner().invoke(main, ["check", str(_covariate_pipeline(tmp_path / "p.toml", data))])
-    assert result.exit_code == 2 and f"{data}:6: column 'date' holds 'yesterday', neither a number nor an ISO date" in result.output
+    assert (
+        result.exit_code == 2
+        and f"{data}:6: column 'date' holds 'yesterday', neither a number nor an ISO date" in result.output
+    )
 
 
 @pytest.mark.slow
 def test_predict_orders_history_by_time_and_refuses_missing_values(tmp_path):
     data = _weather(tmp_path / "w.csv")
-    result = CliRunner().invoke(main, ["run", str(_covariate_pipeline(tmp_path / "p.toml", data)), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main, ["run", str(_covariate_pipeline(tmp_path / "p.toml", data)), "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     rows = sorted(data.read_text().splitlines()[1:])[:100]
     forecasts = []
     for name, ordered in (("oldest.csv", rows), ("newest.csv", rows[::-1])):
         (tmp_path / name).write_text("date,driver,target\n" + "\n".join(ordered) + "\n", encoding="utf-8")
-        served = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), str(tmp_path / name), "--steps", "2", "--json"])
+        served = CliRunner().invoke(
+            main, ["predict", str(tmp_path / "out"), str(tmp_path / name), "--steps", "2", "--json"]
+        )
         assert served.exit_code == 0, served.output
         forecasts.append(json.loads(served.stdout.strip().splitlines()[-1])["forecast"])
     assert forecasts[0] == forecasts[1]  # the date column orders the rows, as in training

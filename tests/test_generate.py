@@ -12,16 +12,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import load_trained, predict_without_torch
 from seqpipe.cli import main
 from seqpipe.serving.decoding import beam_search, sample
-
-from conftest import load_trained, predict_without_torch
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _pipeline(path: Path, rule: str = "conditioned", topology: str = "single", epochs: int = 3) -> Path:
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         [data]
         dataset = "census-names"
         [model]
@@ -42,7 +42,8 @@ def _pipeline(path: Path, rule: str = "conditioned", topology: str = "single", e
         batch_size = 128
         [export]
         parity_sequences = 100
-    """))
+    """)
+    )
     return path
 
 
@@ -78,6 +79,7 @@ def _torch_step(model):
         with torch.no_grad():
             y, new = model.step(torch.from_numpy(tokens), tuple(torch.from_numpy(state[n]) for n in model.state_names))
         return y.numpy(), {n: s.numpy() for n, s in zip(model.state_names, new)}
+
     return step
 
 
@@ -89,7 +91,9 @@ def test_onnx_decoding_equals_torch_decoding(names_run, trained, how):
     generator = Generator(names_run / "out", device="cpu")
     for condition in ("female", "male"):
         with torch.no_grad():
-            start = model.initial.from_condition(torch.tensor([task.conditions.index(condition)] * (4 if how == "sampled" else 1)))
+            start = model.initial.from_condition(
+                torch.tensor([task.conditions.index(condition)] * (4 if how == "sampled" else 1))
+            )
         state = {n: s.numpy() for n, s in zip(model.state_names, start)}
         kwargs = dict(sos=task.sos_id, eos=task.eos_id, max_length=12)
         if how == "beam":
@@ -97,7 +101,9 @@ def test_onnx_decoding_equals_torch_decoding(names_run, trained, how):
             served = generator.generate(condition, count=3, beam=3)
         else:
             temperature = 0.9 if how == "sampled" else 0.0
-            expected = sample(_torch_step(model), state, temperature=temperature, rng=np.random.default_rng(7), **kwargs)
+            expected = sample(
+                _torch_step(model), state, temperature=temperature, rng=np.random.default_rng(7), **kwargs
+            )
             served = generator.generate(condition, count=4, temperature=temperature, seed=7)
         assert [s["text"] for s in served] == ["".join(task.vocabulary.symbols[t] for t in h.tokens) for h in expected]
         assert np.allclose([s["log_probability"] for s in served], [h.log_probability for h in expected], atol=1e-4)
@@ -108,7 +114,9 @@ def test_predict_generates_without_torch(names_run, torch_blocked_env):
     served = predict_without_torch(torch_blocked_env, *args)
     cli = CliRunner().invoke(main, ["predict", *args, "--json"])
     assert served == [json.loads(line) for line in cli.stdout.splitlines()] and len(served) == 3
-    beams = predict_without_torch(torch_blocked_env, str(names_run / "out"), "--condition", "female", "--beam", "4", "--count", "4")
+    beams = predict_without_torch(
+        torch_blocked_env, str(names_run / "out"), "--condition", "female", "--beam", "4", "--count", "4"
+    )
     assert [b["log_probability"] for b in beams] == sorted((b["log_probability"] for b in beams), reverse=True)
 
 
@@ -133,10 +141,13 @@ def test_beam_search_finds_the_most_probable_sequence():
     assert greedy[0].tokens == [3] and greedy[0].finished
 
 
-@pytest.mark.parametrize("rule,topology,fragment", [
-    ("zeros", "single", "model.initial_state: task 'generate' accepts 'conditioned'"),
-    ("conditioned", "bidirectional", "model.topology: task 'generate' decodes step by step"),
-])
+@pytest.mark.parametrize(
+    "rule,topology,fragment",
+    [
+        ("zeros", "single", "model.initial_state: task 'generate' accepts 'conditioned'"),
+        ("conditioned", "bidirectional", "model.topology: task 'generate' decodes step by step"),
+    ],
+)
 def test_generate_refuses_what_it_cannot_decode(tmp_path, rule, topology, fragment):
     result = CliRunner().invoke(main, ["check", str(_pipeline(tmp_path / "p.toml", rule, topology))])
     assert result.exit_code == 2 and fragment in result.output
@@ -147,7 +158,9 @@ def test_reduced_precision_copies_are_refused_for_a_conditioned_state(tmp_path, 
     """Reduced-precision copies are checked from the file's initial state, which 'conditioned' has
     none of: the check must refuse the option, naming it, before any data is read."""
     pipeline = _pipeline(tmp_path / "p.toml")
-    pipeline.write_text(pipeline.read_text().replace("parity_sequences = 100", f"parity_sequences = 100\n{precision} = true"))
+    pipeline.write_text(
+        pipeline.read_text().replace("parity_sequences = 100", f"parity_sequences = 100\n{precision} = true")
+    )
     result = CliRunner().invoke(main, ["check", str(pipeline)])
     assert result.exit_code == 2, result.output
     assert f"export.{precision}:" in result.output and f"remove {precision} = true" in result.output
@@ -156,7 +169,9 @@ def test_reduced_precision_copies_are_refused_for_a_conditioned_state(tmp_path, 
 
 def test_conditioned_is_refused_by_tasks_without_a_condition(tmp_path, small_csv, write_pipeline):
     pipeline = write_pipeline(tmp_path / "p.toml", small_csv)
-    pipeline.write_text(pipeline.read_text().replace('hidden_size = 16', 'hidden_size = 16\ninitial_state = "conditioned"'))
+    pipeline.write_text(
+        pipeline.read_text().replace("hidden_size = 16", 'hidden_size = 16\ninitial_state = "conditioned"')
+    )
     result = CliRunner().invoke(main, ["check", str(pipeline)])
     assert result.exit_code == 2 and "'conditioned' needs a task with a condition" in result.output
 
@@ -175,7 +190,9 @@ def test_vector_condition_exports_a_float_init_graph(tmp_path):
     condition = init.spec["encoding"]["condition"]
     assert condition["kind"] == "vector" and condition["columns"] == ["percent"] and condition["scaling"]["std"][0] > 0
     assert json.loads((tmp_path / "out" / "parity.json").read_text())["passed"]
-    served = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "--condition", "1.5", "--count", "2", "--temperature", "1"])
+    served = CliRunner().invoke(
+        main, ["predict", str(tmp_path / "out"), "--condition", "1.5", "--count", "2", "--temperature", "1"]
+    )
     assert served.exit_code == 0 and len(served.stdout.strip().splitlines()) == 2
     wrong = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "--condition", "female"])
     assert wrong.exit_code == 2 and "conditioned on 1 number(s) (percent)" in wrong.output

@@ -52,7 +52,9 @@ def test_a_tiny_validation_split_picks_the_epoch_by_loss_and_says_so(tmp_path, s
     checked = CliRunner().invoke(main, ["check", str(p)])
     assert checked.exit_code == 0, checked.output
     assert "monitor: validation loss (min)" in checked.output
-    note = [line for line in checked.output.splitlines() if line.startswith("validation: 20 examples (under 50), too few")]
+    note = [
+        line for line in checked.output.splitlines() if line.startswith("validation: 20 examples (under 50), too few")
+    ]
     assert len(note) == 1 and "training.monitor" in note[0], checked.output
 
     result = CliRunner().invoke(main, ["run", str(p), "--out", str(tmp_path / "run")])
@@ -66,9 +68,15 @@ def test_a_tiny_validation_split_picks_the_epoch_by_loss_and_says_so(tmp_path, s
     epoch_lines = [line for line in result.output.splitlines() if line.startswith("epoch ")]
     assert len(epoch_lines) == len(history)
     for line, record in zip(epoch_lines, history):
-        assert line.count(f"{record['validation']['loss']:.4f}") == 1 and f"macro_f1 {record['validation']['macro_f1']:.4f}" in line
+        assert (
+            line.count(f"{record['validation']['loss']:.4f}") == 1
+            and f"macro_f1 {record['validation']['macro_f1']:.4f}" in line
+        )
     assert metrics["against_baselines"]["metric"] == "macro_f1"  # judged on the task's metric, picked by loss
-    assert any(line.startswith(f"baselines: test macro_f1 {metrics['test']['macro_f1']:.4f}") for line in result.output.splitlines())
+    assert any(
+        line.startswith(f"baselines: test macro_f1 {metrics['test']['macro_f1']:.4f}")
+        for line in result.output.splitlines()
+    )
 
 
 def test_a_monitor_the_pipeline_names_is_kept_whatever_the_split(tmp_path, small_csv, write_pipeline):

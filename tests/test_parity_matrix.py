@@ -22,11 +22,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqpipe.builtin.classify.task import ClassifierModel, ClassifyTask
-from seqpipe.models import token_embedding
 from seqpipe.builtin.topologies import Stacked
 from seqpipe.contracts import declares_layers
-from seqpipe.onnx.native import native_support
+from seqpipe.models import token_embedding
 from seqpipe.onnx.export import export_sequence, export_step
+from seqpipe.onnx.native import native_support
 from seqpipe.onnx.spec import write_metadata
 from seqpipe.plugins import make_plugin_manager
 from seqpipe.registry import build_registry
@@ -53,8 +53,10 @@ class _Spec:
         class _Opts(BaseModel):
             pass
 
-        self.config = SimpleNamespace(task=SimpleNamespace(name="classify"),
-                                      model=SimpleNamespace(cell=cell, topology=topology, initial_state=rule))
+        self.config = SimpleNamespace(
+            task=SimpleNamespace(name="classify"),
+            model=SimpleNamespace(cell=cell, topology=topology, initial_state=rule),
+        )
         self.cell_options = _Opts()
         self.topology_options = _Opts()
 
@@ -107,18 +109,28 @@ def plugin_classes(cell: str, topology: str) -> tuple[type, type, dict]:
     """The registered cell and topology classes, and the matrix's options for that topology."""
     cell_cls = REGISTRY.get("cell", cell, "matrix").obj
     topo_cls = REGISTRY.get("topology", topology, "matrix").obj
-    return cell_cls, topo_cls, {k: v for k, v in TOPOLOGY_OPTIONS.get(topology, {}).items() if k in topo_cls.Options.model_fields}
+    return (
+        cell_cls,
+        topo_cls,
+        {k: v for k, v in TOPOLOGY_OPTIONS.get(topology, {}).items() if k in topo_cls.Options.model_fields},
+    )
 
 
 def _export(root: Path, cell: str, topology: str, rule: str, row: dict):
     cell_cls, topo_cls, options = plugin_classes(cell, topology)
     torch.manual_seed(0)
-    model = ClassifierModel(token_embedding(VOCAB, EMBED), topo_cls(cell_cls, EMBED, HIDDEN, dict(cell_cls.example_options), **options), LABELS,
-                            initial_state=rule).eval()
+    model = ClassifierModel(
+        token_embedding(VOCAB, EMBED),
+        topo_cls(cell_cls, EMBED, HIDDEN, dict(cell_cls.example_options), **options),
+        LABELS,
+        initial_state=rule,
+    ).eval()
     if rule == "learnable":
         for value in model.initial.values.values():
             torch.nn.init.normal_(value, std=0.5)
-    step, sequence = export_row(model, _task(), _Spec(cell, topology, options, rule), topo_cls, root / f"{cell}-{topology}-{rule}", row)
+    step, sequence = export_row(
+        model, _task(), _Spec(cell, topology, options, rule), topo_cls, root / f"{cell}-{topology}-{rule}", row
+    )
     return model, step, sequence
 
 
@@ -157,8 +169,9 @@ def _sequence_kind(model) -> str:
     return "step loop" if model.body.causal and model.streams else "cell loops"
 
 
-batches = st.integers(1, 6).flatmap(lambda b: st.tuples(
-    st.lists(st.integers(1, 14), min_size=b, max_size=b), st.integers(0, 2**31 - 1)))
+batches = st.integers(1, 6).flatmap(
+    lambda b: st.tuples(st.lists(st.integers(1, 14), min_size=b, max_size=b), st.integers(0, 2**31 - 1))
+)
 
 
 def _diff(a, b) -> float:
@@ -203,7 +216,10 @@ def _check_case(model, step, sequence, row: dict, case) -> None:
         for n, b in zip(names, s_torch):
             assert _diff(s_seq[n], b.numpy()) <= TOL
         # continuing from a given state (the optional state_in.* inputs)
-        state_in = tuple(torch.from_numpy(np.random.default_rng(seed + 1).normal(0, 0.5, s.shape).astype(np.float32)) for s in s_torch)
+        state_in = tuple(
+            torch.from_numpy(np.random.default_rng(seed + 1).normal(0, 0.5, s.shape).astype(np.float32))
+            for s in s_torch
+        )
         with torch.no_grad():
             y_given, s_given = model.sequence_output(xt, lt, state_in)
         y_ort_given, s_ort_given = sequence.run(x, lengths, {n: g.numpy() for n, g in zip(names, state_in)})
@@ -215,7 +231,9 @@ def _check_case(model, step, sequence, row: dict, case) -> None:
 
 
 def test_matrix_covers_every_builtin():
-    assert {("gru", "single", "zeros"), ("lstm", "stacked", "learnable"), ("vanilla", "bidirectional", "zeros")} <= set(COMBINATIONS)
+    assert {("gru", "single", "zeros"), ("lstm", "stacked", "learnable"), ("vanilla", "bidirectional", "zeros")} <= set(
+        COMBINATIONS
+    )
 
 
 class _WithoutLayers(Stacked):
@@ -233,11 +251,15 @@ def test_sequence_graphs_are_reported_by_the_engines_rule(tmp_path, causal):
     from seqpipe.registry import Registry
     from seqpipe.testing import pipeline_tables, pipeline_toml
 
-    topo_cls = type("CausalWithoutLayers" if causal else "FutureReadingWithoutLayers", (_WithoutLayers,), {"causal": causal})
+    topo_cls = type(
+        "CausalWithoutLayers" if causal else "FutureReadingWithoutLayers", (_WithoutLayers,), {"causal": causal}
+    )
     registry = Registry({kind: dict(entries) for kind, entries in REGISTRY.entries.items()})
     registry.add("topology", "no-layers", topo_cls, "test")
     path = tmp_path / "p.toml"
-    path.write_text(pipeline_toml(pipeline_tables(ClassifyTask, "classify", cell="gru", topology="no-layers", hidden_size=4)))
+    path.write_text(
+        pipeline_toml(pipeline_tables(ClassifyTask, "classify", cell="gru", topology="no-layers", hidden_size=4))
+    )
     try:
         graphs = resolve_pipeline(path, registry).graphs
     except ConfigError:  # nothing exportable: the engine refuses the pipeline

@@ -48,9 +48,16 @@ def _pipeline(task: str, cell: str, topology: str) -> Path | str | Exception:
             return "not covered: the task declares no example_pipeline"
         topo_cls = REGISTRY.get("topology", topology, "matrix").obj
         options = {k: v for k, v in TOPOLOGY_OPTIONS.get(topology, {}).items() if k in topo_cls.Options.model_fields}
-        tables = pipeline_tables(task_cls, task, cell=cell, topology=topology, hidden_size=HIDDEN,
-                                 cell_options=REGISTRY.get("cell", cell, "matrix").obj.example_options, topology_options=options,
-                                 parity_sequences=PARITY_SEQUENCES)
+        tables = pipeline_tables(
+            task_cls,
+            task,
+            cell=cell,
+            topology=topology,
+            hidden_size=HIDDEN,
+            cell_options=REGISTRY.get("cell", cell, "matrix").obj.example_options,
+            topology_options=options,
+            parity_sequences=PARITY_SEQUENCES,
+        )
         path = ROOT / f"{task}-{cell}-{topology}.toml"
         path.write_text(pipeline_toml(tables), encoding="utf-8")
         resolve_pipeline(path, REGISTRY)
@@ -116,8 +123,9 @@ def _export(task: str, cell: str, topology: str, row: dict):
     resolved = resolve_pipeline(ROOT / f"{task}-{cell}-{topology}.toml", REGISTRY)
     prepared = _prepared(task, resolved)
     torch.manual_seed(0)
-    model = prepared.build_model(resolved.make_topology, resolved.config.model.initial_state,
-                                 resolved.config.model.initial_state_scale).eval()
+    model = prepared.build_model(
+        resolved.make_topology, resolved.config.model.initial_state, resolved.config.model.initial_state_scale
+    ).eval()
     if resolved.config.model.initial_state == "learnable":
         for value in model.initial.values.values():
             torch.nn.init.normal_(value, std=0.5)
@@ -125,8 +133,11 @@ def _export(task: str, cell: str, topology: str, row: dict):
     out.mkdir(exist_ok=True)
     parity = export_graphs(resolved, prepared, model, out, log=lambda line: None)
     row["graphs"] = ", ".join(f"{kind} ({report['sequences']} seq)" for kind, report in parity["graphs"].items())
-    core = {kind: (StepRunner if kind == "step" else SequenceRunner)(out / f"{kind}.onnx", device="cpu")
-            for kind in ("step", "sequence") if kind in parity["graphs"]}
+    core = {
+        kind: (StepRunner if kind == "step" else SequenceRunner)(out / f"{kind}.onnx", device="cpu")
+        for kind in ("step", "sequence")
+        if kind in parity["graphs"]
+    }
     inputs = None
     if core:  # the test sequences hypothesis draws from, and where each starts
         x, lengths = prepared.parity_inputs("test", PARITY_SEQUENCES)
@@ -158,8 +169,9 @@ def test_registered_task_parity(task, cell, topology):
             report = check_step_parity(model, core["step"], xb, lb, tolerance, state0=sb)
             assert report["passed"], report["comparisons"]
         if "sequence" in core:
-            report = check_sequence_parity(model, core["sequence"], xb, lb, tolerance, core.get("step"),
-                                           per_step=prepared.sequence_y == "per_step")
+            report = check_sequence_parity(
+                model, core["sequence"], xb, lb, tolerance, core.get("step"), per_step=prepared.sequence_y == "per_step"
+            )
             assert report["passed"], report["comparisons"]
         row["cases"] = row.get("cases", 0) + 1
 

@@ -1,7 +1,8 @@
 """The parity matrix over task shapes: every registered cell × topology, exported the way the tag
 task exports it from token ids (the characters, words and subwords encodings; per-step outputs;
 generate's step graph has the same shape), from words with their characters (``input.characters``:
-a word id and its character ids per step, read by the character CNN) and from number vectors (the numbers encoding: float
+a word id and its character ids per step, read by the character CNN) and from number vectors (the numbers encoding:
+float
 inputs, per-step outputs), the way the forecast task (float inputs, one output after the last
 step; classify on numbers has the same graph with a softmax) exports it, and the way classify
 exports its pooling heads (mean and max: the step graph carries the running statistics as the
@@ -27,10 +28,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from seqpipe.onnx.native import sequence_graph
-from seqpipe.initial_state import InitialState
 from seqpipe.builtin.classify.task import ClassifierModel
+from seqpipe.initial_state import InitialState
 from seqpipe.models import SequenceModel, token_embedding
+from seqpipe.onnx.native import sequence_graph
 from seqpipe.onnx.parity import torch_step_loop
 from seqpipe.word_characters import WordCharacters
 from test_parity_matrix import REGISTRY, _Spec, built_into, export_row, plugin_classes
@@ -77,14 +78,20 @@ def _model(shape: str, cell_cls, topo_cls, options) -> SequenceModel:
     size = EMBED + CHAR_FEATURES if shape == "tag_chars" else EMBED if shape in TOKEN_IDS else FEATURES
     topology = topo_cls(cell_cls, size, HIDDEN, dict(cell_cls.example_options), **options)
     if shape in POOLED:
-        return ClassifierModel(token_embedding(VOCAB, EMBED), topology, LABELS, pooling=shape.removeprefix("classify_")).eval()
+        return ClassifierModel(
+            token_embedding(VOCAB, EMBED), topology, LABELS, pooling=shape.removeprefix("classify_")
+        ).eval()
     initial = InitialState("zeros", topology.state_shapes)
     if shape in PER_STEP:
         embed = token_embedding(VOCAB, EMBED) if shape == "tag" else nn.Identity()
         if shape == "tag_chars":
             embed = WordCharacters(VOCAB, EMBED, CHARS, PER_WORD, CHAR_FEATURES)
-        return SequenceModel(embed, topology, nn.Linear(topology.output_size, LABELS), initial, output="softmax", per_step=True).eval()
-    return SequenceModel(nn.Identity(), topology, nn.Linear(topology.output_size, FEATURES), initial, output="identity").eval()
+        return SequenceModel(
+            embed, topology, nn.Linear(topology.output_size, LABELS), initial, output="softmax", per_step=True
+        ).eval()
+    return SequenceModel(
+        nn.Identity(), topology, nn.Linear(topology.output_size, FEATURES), initial, output="identity"
+    ).eval()
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +112,22 @@ def _export(root: Path, shape: str, cell: str, topology: str, row: dict):
     spec_src = _Spec(cell, topology, options, "zeros")
     spec_src.config.task.name = shape
     # step graphs traced here (the classify and registry matrices check the native ones)
-    step, sequence = export_row(model, task, spec_src, topo_cls, root / f"{shape}-{cell}-{topology}", row, native_step=False,
-                                streams=shape != "classify_attention")
+    step, sequence = export_row(
+        model,
+        task,
+        spec_src,
+        topo_cls,
+        root / f"{shape}-{cell}-{topology}",
+        row,
+        native_step=False,
+        streams=shape != "classify_attention",
+    )
     return model, step, sequence
 
 
-batches = st.integers(1, 5).flatmap(lambda b: st.tuples(st.lists(st.integers(1, 12), min_size=b, max_size=b),
-                                                        st.integers(0, 2**31 - 1)))
+batches = st.integers(1, 5).flatmap(
+    lambda b: st.tuples(st.lists(st.integers(1, 12), min_size=b, max_size=b), st.integers(0, 2**31 - 1))
+)
 
 
 def _diff(a, b, mask=None) -> float:
@@ -136,7 +152,11 @@ def _check_case(model, step, sequence, shape: str, row: dict, case) -> None:
     lengths = np.array(lengths_list, dtype=np.int64)
     rng = np.random.default_rng(seed)
     T = int(lengths.max())
-    x = rng.integers(1, VOCAB, size=(len(lengths), T)) if shape in TOKEN_IDS else rng.normal(size=(len(lengths), T, FEATURES)).astype(np.float32)
+    x = (
+        rng.integers(1, VOCAB, size=(len(lengths), T))
+        if shape in TOKEN_IDS
+        else rng.normal(size=(len(lengths), T, FEATURES)).astype(np.float32)
+    )
     if shape == "tag_chars":  # each word's characters: 1 to PER_WORD ids, then 0-padding slots
         chars = rng.integers(1, CHARS, size=(len(lengths), T, PER_WORD))
         spelled = rng.integers(1, PER_WORD + 1, size=(len(lengths), T, 1))
@@ -162,6 +182,6 @@ def _check_case(model, step, sequence, shape: str, row: dict, case) -> None:
         assert all(_diff(s_seq[n], b.numpy()) <= TOL for n, b in zip(names, s_torch))
         if shape in PER_STEP:  # a sequence alone equals it padded in the batch
             shortest = int(np.argmin(lengths))
-            alone, _ = sequence.run(x[shortest:shortest + 1, : lengths[shortest]], lengths[shortest:shortest + 1])
+            alone, _ = sequence.run(x[shortest : shortest + 1, : lengths[shortest]], lengths[shortest : shortest + 1])
             assert _diff(alone[0], y_seq[shortest, : lengths[shortest]]) <= TOL
         row["sequence"] += 1

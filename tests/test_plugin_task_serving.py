@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import predict_without_torch
 from test_plugins import make_distribution, seqpipe_cli
 
@@ -60,41 +61,62 @@ VERDICT_PREDICTOR = """
 
 @pytest.fixture(scope="module")
 def verdict_site(tmp_path_factory) -> Path:
-    return make_distribution(tmp_path_factory.mktemp("dists"), "seqpipe-verdict",
-                             {"seqpipe_verdict": VERDICT_TASK, "seqpipe_verdict_serving": VERDICT_PREDICTOR},
-                             {"seqpipe": {"verdict": "seqpipe_verdict"}, "seqpipe.serving": {"verdict": "seqpipe_verdict_serving"}})
+    return make_distribution(
+        tmp_path_factory.mktemp("dists"),
+        "seqpipe-verdict",
+        {"seqpipe_verdict": VERDICT_TASK, "seqpipe_verdict_serving": VERDICT_PREDICTOR},
+        {"seqpipe": {"verdict": "seqpipe_verdict"}, "seqpipe.serving": {"verdict": "seqpipe_verdict_serving"}},
+    )
 
 
-def test_plugin_task_is_trained_then_served_without_torch(verdict_site, tmp_path, small_csv, write_pipeline, torch_blocked_env):
+def test_plugin_task_is_trained_then_served_without_torch(
+    verdict_site, tmp_path, small_csv, write_pipeline, torch_blocked_env
+):
     pipeline = write_pipeline(tmp_path / "p.toml", small_csv, hidden=8)
     pipeline.write_text(pipeline.read_text().replace('name = "classify"', 'name = "verdict"'))
     run = seqpipe_cli(["run", str(pipeline), "--out", str(tmp_path / "out")], [verdict_site])
     assert run.returncode == 0, run.stderr
-    assert '--label spam --threshold 0.5' in run.stdout  # the task's predict_example
+    assert "--label spam --threshold 0.5" in run.stdout  # the task's predict_example
 
     env = {**torch_blocked_env, "PYTHONPATH": os.pathsep.join([str(verdict_site), torch_blocked_env["PYTHONPATH"]])}
     texts = ["FREE money!!! click now", "Re: meeting notes"]
     everything = predict_without_torch(env, str(tmp_path / "out"), *texts, "--threshold", "0")
-    nothing = predict_without_torch(env, str(tmp_path / "out"), "--threshold", "1.01", "--shout", "--label", "ham", *texts)
+    nothing = predict_without_torch(
+        env, str(tmp_path / "out"), "--threshold", "1.01", "--shout", "--label", "ham", *texts
+    )
     assert [r["verdict"] for r in everything] == ["yes", "yes"] and [r["verdict"] for r in nothing] == ["NO", "NO"]
     assert [r["text"] for r in everything] == [r["text"] for r in nothing] == texts
 
     from seqpipe.builtin.classify.serve import classify
     from seqpipe.serving.runtime import open_export
 
-    expected = classify(open_export(tmp_path / "out", device="cpu"), texts)  # the same ONNX file, read by the built-in helper
-    assert [r["probability"] for r in everything] == pytest.approx([e["probabilities"]["spam"] for e in expected], abs=1e-6)
+    expected = classify(
+        open_export(tmp_path / "out", device="cpu"), texts
+    )  # the same ONNX file, read by the built-in helper
+    assert [r["probability"] for r in everything] == pytest.approx(
+        [e["probabilities"]["spam"] for e in expected], abs=1e-6
+    )
     assert [r["probability"] for r in nothing] == pytest.approx([e["probabilities"]["ham"] for e in expected], abs=1e-6)
 
-    wrong = subprocess.run([sys.executable, "-m", "seqpipe", "predict", str(tmp_path / "out"), "hi", "--steps", "3"],
-                           capture_output=True, text=True, env=env)
+    wrong = subprocess.run(
+        [sys.executable, "-m", "seqpipe", "predict", str(tmp_path / "out"), "hi", "--steps", "3"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1
     assert "task 'verdict' takes no option --steps; its options: --label, --threshold, --shout" in wrong.stderr
 
-    unserved = subprocess.run([sys.executable, "-m", "seqpipe", "predict", str(tmp_path / "out"), "hi"],
-                              capture_output=True, text=True, env={**env, "SEQPIPE_BLOCK_PLUGINS": "verdict"})
+    unserved = subprocess.run(
+        [sys.executable, "-m", "seqpipe", "predict", str(tmp_path / "out"), "hi"],
+        capture_output=True,
+        text=True,
+        env={**env, "SEQPIPE_BLOCK_PLUGINS": "verdict"},
+    )
     assert unserved.returncode == 2 and unserved.stderr.count("\n") == 1
-    assert "task 'verdict' has no registered predictor" in unserved.stderr and "'seqpipe.serving' group" in unserved.stderr
+    assert (
+        "task 'verdict' has no registered predictor" in unserved.stderr and "'seqpipe.serving' group" in unserved.stderr
+    )
 
 
 def test_plugin_predictor_is_listed_with_its_options(verdict_site):

@@ -16,8 +16,14 @@ from seqpipe.plugins import BUILTIN_PLUGINS, make_plugin_manager
 from seqpipe.registry import Registry, build_registry
 
 
-def make_distribution(root: Path, dist: str, modules: dict[str, str], entry_points: dict[str, dict[str, str]],
-                      dependencies: tuple[str, ...] = (), version: str = "0.0.1") -> Path:
+def make_distribution(
+    root: Path,
+    dist: str,
+    modules: dict[str, str],
+    entry_points: dict[str, dict[str, str]],
+    dependencies: tuple[str, ...] = (),
+    version: str = "0.0.1",
+) -> Path:
     """Write, build and install (``pip install --target``) a distribution of ``modules`` (name ->
     code) with ``entry_points`` (group -> {name: target}) and ``dependencies`` (recorded, not
     installed); return its site dir."""
@@ -25,9 +31,12 @@ def make_distribution(root: Path, dist: str, modules: dict[str, str], entry_poin
     src.mkdir(parents=True)
     for module, code in modules.items():
         (src / f"{module}.py").write_text(textwrap.dedent(code), encoding="utf-8")
-    groups = "".join(f'\n[project.entry-points."{group}"]\n' + "".join(f'{name} = "{target}"\n' for name, target in eps.items())
-                     for group, eps in entry_points.items())
-    (src / "pyproject.toml").write_text(textwrap.dedent(f"""\
+    groups = "".join(
+        f'\n[project.entry-points."{group}"]\n' + "".join(f'{name} = "{target}"\n' for name, target in eps.items())
+        for group, eps in entry_points.items()
+    )
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent(f"""\
         [build-system]
         requires = ["setuptools>=61"]
         build-backend = "setuptools.build_meta"
@@ -39,10 +48,27 @@ def make_distribution(root: Path, dist: str, modules: dict[str, str], entry_poin
 
         [tool.setuptools]
         py-modules = {json.dumps(sorted(modules))}
-        """) + groups, encoding="utf-8")
+        """)
+        + groups,
+        encoding="utf-8",
+    )
     site = root / f"site-{dist}"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(src)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return site
 
 
@@ -95,20 +121,40 @@ NOT_A_CELL = """
 def plugin_sites(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dists")
     return {
-        "good": make_distribution(root, "seqpipe-scaledtanh", {"seqpipe_scaledtanh": PEEPHOLE_CELL},
-                                  {"seqpipe": {"scaledtanh": "seqpipe_scaledtanh"}}),
-        "broken": make_distribution(root, "seqpipe-broken", {"seqpipe_broken": "raise ImportError('needs a library that is not installed')\n"},
-                                    {"seqpipe": {"broken": "seqpipe_broken"}}),
-        "clash": make_distribution(root, "seqpipe-clash", {"seqpipe_clash": CLASHING_CELL}, {"seqpipe": {"clash": "seqpipe_clash"}}),
-        "wrong-kind": make_distribution(root, "seqpipe-wrongkind", {"seqpipe_wrongkind": NOT_A_CELL},
-                                        {"seqpipe": {"wrongkind": "seqpipe_wrongkind"}}),
+        "good": make_distribution(
+            root,
+            "seqpipe-scaledtanh",
+            {"seqpipe_scaledtanh": PEEPHOLE_CELL},
+            {"seqpipe": {"scaledtanh": "seqpipe_scaledtanh"}},
+        ),
+        "broken": make_distribution(
+            root,
+            "seqpipe-broken",
+            {"seqpipe_broken": "raise ImportError('needs a library that is not installed')\n"},
+            {"seqpipe": {"broken": "seqpipe_broken"}},
+        ),
+        "clash": make_distribution(
+            root, "seqpipe-clash", {"seqpipe_clash": CLASHING_CELL}, {"seqpipe": {"clash": "seqpipe_clash"}}
+        ),
+        "wrong-kind": make_distribution(
+            root,
+            "seqpipe-wrongkind",
+            {"seqpipe_wrongkind": NOT_A_CELL},
+            {"seqpipe": {"wrongkind": "seqpipe_wrongkind"}},
+        ),
     }
 
 
 def seqpipe_cli(args: list[str], sites: list[Path], **env: str) -> subprocess.CompletedProcess:
     # the sites first, then any PYTHONPATH the tests run under, so the subprocess imports the same seqpipe
-    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [*map(str, sites), os.environ.get("PYTHONPATH")])), **env}
-    return subprocess.run([sys.executable, "-m", "seqpipe", *args], capture_output=True, text=True, env=environ, timeout=600)
+    environ = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [*map(str, sites), os.environ.get("PYTHONPATH")])),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "seqpipe", *args], capture_output=True, text=True, env=environ, timeout=600
+    )
 
 
 def test_builtins_are_listed_explicitly(registry: Registry):
@@ -133,8 +179,13 @@ def test_installed_cell_appears_and_trains_exports_and_passes_parity(plugin_site
     data = json.loads(listed.stdout)
     assert data["registered"]["cell"]["scaledtanh"] == "scaledtanh"
     assert data["plugins"]["scaledtanh"] == "seqpipe-scaledtanh"
-    pipeline = write_pipeline(tmp_path / "p.toml", small_csv, cell="scaledtanh", topology="stacked",
-                              topology_options="topology_options = {num_layers = 2}")
+    pipeline = write_pipeline(
+        tmp_path / "p.toml",
+        small_csv,
+        cell="scaledtanh",
+        topology="stacked",
+        topology_options="topology_options = {num_layers = 2}",
+    )
     run = seqpipe_cli(["run", str(pipeline), "--out", str(tmp_path / "run")], [plugin_sites["good"]])
     assert run.returncode == 0, run.stderr
     parity = json.loads((tmp_path / "run" / "parity.json").read_text())
@@ -182,7 +233,6 @@ def test_strict_in_process_raises_plugin_error(plugin_sites, monkeypatch):
     assert "gru" in build_registry(pm).names("cell")
 
 
-
 def test_wrong_kind_is_refused_naming_the_plugin(plugin_sites):
     result = seqpipe_cli(["plugins"], [plugin_sites["wrong-kind"]])
     assert result.returncode == 2
@@ -208,14 +258,17 @@ def _json_option_predictor():
     return JsonOptionPredictor
 
 
-@pytest.mark.parametrize("hook,obj,expected", [
-    ("register_cells", object, "seqpipe.contracts.Cell"),
-    ("register_topologies", int, "seqpipe.contracts.Topology"),
-    ("register_tasks", "classify", "seqpipe.contracts.Task"),
-    ("register_datasets", "data.csv", "seqpipe.registry.Dataset"),
-    ("register_predictors", _NotAPredictor, "seqpipe.predictor.Predictor"),
-    ("register_predictors", _json_option_predictor(), "option 'json'"),
-])
+@pytest.mark.parametrize(
+    "hook,obj,expected",
+    [
+        ("register_cells", object, "seqpipe.contracts.Cell"),
+        ("register_topologies", int, "seqpipe.contracts.Topology"),
+        ("register_tasks", "classify", "seqpipe.contracts.Task"),
+        ("register_datasets", "data.csv", "seqpipe.registry.Dataset"),
+        ("register_predictors", _NotAPredictor, "seqpipe.predictor.Predictor"),
+        ("register_predictors", _json_option_predictor(), "option 'json'"),
+    ],
+)
 def test_every_kind_refuses_the_wrong_object(hook, obj, expected):
     import types
 

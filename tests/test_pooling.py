@@ -47,7 +47,7 @@ def test_stepping_and_the_running_form_end_where_the_whole_sequence_does(case, k
         assert torch.allclose(running[b, n - 1], whole[b], atol=1e-5)
         pool = torch.zeros(1, 2, SIZE)
         for t in range(n):
-            stepped, pool = pooling.step(outputs[b:b + 1, t], pool)
+            stepped, pool = pooling.step(outputs[b : b + 1, t], pool)
             assert torch.allclose(stepped[0], running[b, t], atol=1e-5)
         assert torch.allclose(pool[0], state[b], atol=1e-4)
 
@@ -66,7 +66,7 @@ def test_a_sequence_continued_from_its_pool_state_ends_as_if_never_cut(case, cut
     _, first = pooling.whole(outputs[rows], head[rows], None)
     rest = torch.full_like(outputs[rows], 1e6)  # each split row's remaining steps first, then padding
     for row, b in enumerate(rows.nonzero()[:, 0].tolist()):
-        rest[row, : lengths[b] - int(head[b])] = outputs[b, int(head[b]):lengths[b]]
+        rest[row, : lengths[b] - int(head[b])] = outputs[b, int(head[b]) : lengths[b]]
     continued, state = pooling.whole(rest, full[rows] - head[rows], first)
     whole, whole_state = pooling.whole(outputs[rows], full[rows], None)
     assert torch.allclose(continued, whole, atol=1e-5) and torch.allclose(state, whole_state, atol=1e-4)
@@ -82,7 +82,9 @@ def test_attention_weighs_only_valid_steps_and_has_no_running_form():
         pooling.running(outputs, None)
 
 
-def test_attention_pooling_exports_the_sequence_graph_only_and_check_refuses_a_step_graph(tmp_path, small_csv, write_pipeline):
+def test_attention_pooling_exports_the_sequence_graph_only_and_check_refuses_a_step_graph(
+    tmp_path, small_csv, write_pipeline
+):
     pipeline = write_pipeline(tmp_path / "p.toml", small_csv)
     text = pipeline.read_text().replace("[task.options]\n", '[task.options]\npooling = "attention"\n')
     assert 'pooling = "attention"' in text
@@ -122,7 +124,9 @@ def test_a_pooled_run_streams_through_the_native_step_graph(tmp_path, small_csv,
 
 
 @pytest.mark.parametrize("topology", ["single", "bidirectional"])
-def test_fp16_copies_of_a_mean_pooled_classifier_are_valid_and_count_steps_in_fp32(tmp_path, small_csv, write_pipeline, topology):
+def test_fp16_copies_of_a_mean_pooled_classifier_are_valid_and_count_steps_in_fp32(
+    tmp_path, small_csv, write_pipeline, topology
+):
     """The fp16 converter once wrote an invalid sequence graph here (the broadcast pool state, read by
     two fp32 nodes, got two casts under one name), and sent the pool state through fp16 on its way
     from state_in.pool to the pooling's fp32 nodes, where a step count stops growing at 2048."""
@@ -131,7 +135,9 @@ def test_fp16_copies_of_a_mean_pooled_classifier_are_valid_and_count_steps_in_fp
     from seqpipe.serving.runtime import StepRunner
 
     pipeline = write_pipeline(tmp_path / "p.toml", small_csv, topology=topology, extra="fp16 = true")
-    pipeline.write_text(pipeline.read_text().replace("[task.options]\n", '[task.options]\npooling = "mean"\n'), encoding="utf-8")
+    pipeline.write_text(
+        pipeline.read_text().replace("[task.options]\n", '[task.options]\npooling = "mean"\n'), encoding="utf-8"
+    )
     assert 'pooling = "mean"' in pipeline.read_text()
     run = tmp_path / "run"
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(run)])
@@ -142,9 +148,14 @@ def test_fp16_copies_of_a_mean_pooled_classifier_are_valid_and_count_steps_in_fp
     for graph in graphs:
         half = onnx.load(str(run / "onnx" / f"{graph}.fp16.onnx"))
         onnx.checker.check_model(half, full_check=True)
-        to_half = {n.output[0] for n in half.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16}
-        back = [n.name for n in half.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT
-                and n.input[0] in to_half]
+        to_half = {
+            n.output[0] for n in half.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16
+        }
+        back = [
+            n.name
+            for n in half.graph.node
+            if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT and n.input[0] in to_half
+        ]
         assert not back, back  # no value goes fp32 -> fp16 -> fp32
     if topology == "single":
         runner = StepRunner(run / "onnx" / "step.fp16.onnx", device="cpu")

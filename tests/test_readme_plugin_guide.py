@@ -70,7 +70,8 @@ def test_guide_plugins_train_export_and_learn_together(guide, registry, tmp_path
     registry.add("task", "numbers", guide["task"].NumbersTask, "readme_task", "readme-example")
     data = _numbers_csv(tmp_path / "numbers.csv")
     pipeline = tmp_path / "numbers.toml"
-    pipeline.write_text(f"""
+    pipeline.write_text(
+        f"""
 [data]
 path = "{data.as_posix()}"
 
@@ -90,7 +91,9 @@ learning_rate = 0.01
 
 [export]
 parity_sequences = 40
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     result = run_pipeline(pipeline, registry, str(tmp_path / "run"), log=lambda line: None)
     expected = {"step", "sequence"} if topology == "residual" else {"sequence"}
     assert result.parity["passed"] and set(result.parity["graphs"]) == expected
@@ -116,13 +119,18 @@ def test_guide_encoding_trains_a_classifier_and_refuses_numbers(guide, registry,
     registry.add("encoding", "bytes", guide["encoding"].Bytes, "readme_encoding", "readme-example")
     data = tmp_path / "d.csv"
     rng = random.Random(0)
-    rows = [("".join(rng.choice("abc ") for _ in range(8)) + (" ja" if i % 2 else " nö"), "yes" if i % 2 else "no")
-            for i in range(300)]  # the answer is in the last bytes (ö is two)
+    rows = [
+        ("".join(rng.choice("abc ") for _ in range(8)) + (" ja" if i % 2 else " nö"), "yes" if i % 2 else "no")
+        for i in range(300)
+    ]  # the answer is in the last bytes (ö is two)
     with data.open("w", encoding="utf-8", newline="") as fh:
         csv.writer(fh).writerows([("text", "label"), *rows])
     pipeline = tmp_path / "p.toml"
-    pipeline.write_text('[data]\npath = "d.csv"\n[input]\nkind = "bytes"\n[model]\nhidden_size = 16\n[training]\nepochs = 6\n'
-                        '[export]\nparity_sequences = 40\n', encoding="utf-8")
+    pipeline.write_text(
+        '[data]\npath = "d.csv"\n[input]\nkind = "bytes"\n[model]\nhidden_size = 16\n[training]\nepochs = 6\n'
+        "[export]\nparity_sequences = 40\n",
+        encoding="utf-8",
+    )
     result = run_pipeline(pipeline, registry, str(tmp_path / "run"), log=lambda line: None)
     assert result.parity["passed"] and result.metrics["test"]["accuracy"] >= 0.95
     data.write_text("text,label\n" + "".join(f"{i}.5,{'ab'[i % 2]}\n" for i in range(40)), encoding="utf-8")

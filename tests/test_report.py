@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import datetime
 import json
-import os
 import re
 import shutil
 import textwrap
@@ -58,12 +57,21 @@ def _figure_data(fig) -> list[dict]:
     axes = []
     for ax in fig.axes:
         legend = ax.get_legend() or (fig.legends[0] if fig.legends else None)
-        axes.append({"title": ax.get_title(), "ylabel": ax.get_ylabel(), "xlabel": ax.get_xlabel(),
-                     "lines": [{"label": line.get_label(), "x": list(line.get_xdata()), "y": list(line.get_ydata())}
-                               for line in ax.get_lines()],
-                     "texts": [t.get_text() for t in ax.texts],
-                     "xlim": ax.get_xlim(), "box": ax.get_tightbbox(renderer),  # with its tick labels and axis labels
-                     "legend_box": legend.get_window_extent(renderer) if legend is not None else None})
+        axes.append(
+            {
+                "title": ax.get_title(),
+                "ylabel": ax.get_ylabel(),
+                "xlabel": ax.get_xlabel(),
+                "lines": [
+                    {"label": line.get_label(), "x": list(line.get_xdata()), "y": list(line.get_ydata())}
+                    for line in ax.get_lines()
+                ],
+                "texts": [t.get_text() for t in ax.texts],
+                "xlim": ax.get_xlim(),
+                "box": ax.get_tightbbox(renderer),  # with its tick labels and axis labels
+                "legend_box": legend.get_window_extent(renderer) if legend is not None else None,
+            }
+        )
     return axes
 
 
@@ -71,13 +79,19 @@ def _figure_data(fig) -> list[dict]:
 def classify_run(tmp_path_factory):
     """200 spam/ham subjects, one label spelt with markup, 2 epochs picked by validation loss."""
     root = tmp_path_factory.mktemp("classify")
-    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "subjects-300.jsonl").read_text().splitlines()][:200]
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "subjects-300.jsonl").read_text().splitlines()][
+        :200
+    ]
     with (root / "data.csv").open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["text", "label"])
         writer.writeheader()
-        writer.writerows({"text": r["text"], "label": HOSTILE_LABEL if r["label"] == "ham" else r["label"]} for r in rows)
+        writer.writerows(
+            {"text": r["text"], "label": HOSTILE_LABEL if r["label"] == "ham" else r["label"]} for r in rows
+        )
     drawn: dict = {}
-    out = _run(root, """
+    out = _run(
+        root,
+        """
         [data]
         path = "data.csv"
         [model]
@@ -96,7 +110,9 @@ def classify_run(tmp_path_factory):
         [export]
         exporter = "torchscript"  # the quicker exporter: these runs test the report, not the export
         parity_sequences = 20
-    """, drawn)
+    """,
+        drawn,
+    )
     return out, drawn
 
 
@@ -106,7 +122,9 @@ def tag_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tag")
     sentences = (DATASETS / "brown_pos" / "brown-universal.conll").read_text(encoding="utf-8").split("\n\n")[:150]
     (root / "small.conll").write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
-    return _run(root, """
+    return _run(
+        root,
+        """
         [data]
         path = "small.conll"
         [model]
@@ -122,7 +140,8 @@ def tag_run(tmp_path_factory):
         [export]
         exporter = "torchscript"  # the quicker exporter: these runs test the report, not the export
         parity_sequences = 20
-    """)
+    """,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +151,9 @@ def forecast_run(tmp_path_factory):
     lines = (DATASETS / "seattle_weather" / "seattle-weather.csv").read_text(encoding="utf-8").splitlines()
     (root / "weather.csv").write_text("\n".join(lines[:301]) + "\n", encoding="utf-8")
     drawn: dict = {}
-    out = _run(root, """
+    out = _run(
+        root,
+        """
         [data]
         path = "weather.csv"
         validation_fraction = 0.15
@@ -155,7 +176,9 @@ def forecast_run(tmp_path_factory):
         [export]
         exporter = "torchscript"  # the quicker exporter: these runs test the report, not the export
         parity_sequences = 20
-    """, drawn)
+    """,
+        drawn,
+    )
     return out, drawn
 
 
@@ -165,7 +188,9 @@ def seq2seq_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("seq2seq")
     lines = (DATASETS / "cmudict_g2p" / "cmudict-12k.tsv").read_text(encoding="utf-8").splitlines()
     (root / "small.tsv").write_text("\n".join(lines[:401]) + "\n", encoding="utf-8")
-    return _run(root, """
+    return _run(
+        root,
+        """
         [data]
         path = "small.tsv"
         [model]
@@ -187,7 +212,8 @@ def seq2seq_run(tmp_path_factory):
         [export]
         exporter = "torchscript"  # the quicker exporter: these runs test the report, not the export
         parity_sequences = 20
-    """)
+    """,
+    )
 
 
 # -- the page's content ------------------------------------------------------------------------------
@@ -204,7 +230,9 @@ def _assert_common(page: str, metrics: dict) -> None:
     history, the data, parity and wall times."""
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page), "a resource outside the page"
     assert "<script" not in page and "<link" not in page
-    assert "&lt;/pre&gt;&lt;script&gt;alert(&quot;pipeline&quot;)&lt;/script&gt;" in page  # the pipeline's comment, as text
+    assert (
+        "&lt;/pre&gt;&lt;script&gt;alert(&quot;pipeline&quot;)&lt;/script&gt;" in page
+    )  # the pipeline's comment, as text
     assert {"results", "training", "parity", "data", "times", "pipeline"} <= _section_ids(page)
     for name, value in metrics["test"].items():
         if isinstance(value, float) and 1e-3 <= abs(value) < 1e6:
@@ -296,7 +324,9 @@ def test_report_renders_again_from_the_run_directory(classify_run, tmp_path):
     assert said.exit_code == 0 and said.output.strip() == f"report: {copy / 'report.html'}"
     assert (copy / "report.html").read_text(encoding="utf-8") == page
     refused = CliRunner().invoke(main, ["report", str(tmp_path)])
-    assert refused.exit_code == 2 and len(refused.output.strip().splitlines()) == 1 and "no metrics.json" in refused.output
+    assert (
+        refused.exit_code == 2 and len(refused.output.strip().splitlines()) == 1 and "no metrics.json" in refused.output
+    )
 
 
 def test_report_refuses_a_folder_without_results_and_a_damaged_metrics_file(classify_run, tmp_path):
@@ -323,9 +353,12 @@ def test_a_report_that_cannot_be_rendered_leaves_the_run_done(tmp_path, monkeypa
         raise RuntimeError("no room for the page")
 
     monkeypatch.setattr(seqpipe.report, "write_report", broken)
-    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "subjects-300.jsonl").read_text().splitlines()][:120]
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "subjects-300.jsonl").read_text().splitlines()][
+        :120
+    ]
     (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    (tmp_path / "p.toml").write_text(textwrap.dedent("""
+    (tmp_path / "p.toml").write_text(
+        textwrap.dedent("""
         [data]
         path = "data.jsonl"
         [model]
@@ -337,7 +370,8 @@ def test_a_report_that_cannot_be_rendered_leaves_the_run_done(tmp_path, monkeypa
         [export]
         exporter = "torchscript"  # the quicker exporter: these runs test the report, not the export
         parity_sequences = 10
-    """))
+    """)
+    )
     result = CliRunner().invoke(main, ["run", str(tmp_path / "p.toml"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "report: could not write" in result.output and "no room for the page" in result.output
@@ -357,21 +391,33 @@ def test_picked_by_loss_the_metric_panel_still_draws_the_tasks_metric_and_the_ke
     for panel in (loss_panel, metric_panel):
         marks = [line for line in panel["lines"] if line["label"] == f"kept: epoch {best}"]
         assert marks and marks[0]["x"][0] == best
-        assert any(line["x"] == [best] for line in panel["lines"] if line["label"].startswith("_"))  # the star on the point
+        assert any(
+            line["x"] == [best] for line in panel["lines"] if line["label"].startswith("_")
+        )  # the star on the point
         low, high = panel["xlim"]
-        assert low < min(r["epoch"] for r in history) and high > max(r["epoch"] for r in history)  # the mark off the frame
+        assert low < min(r["epoch"] for r in history) and high > max(
+            r["epoch"] for r in history
+        )  # the mark off the frame
 
 
 def test_metric_panel_says_so_when_the_history_holds_only_the_loss():
     from seqpipe.plots import drawable_metric, training_curves_figure
 
-    history = [{"epoch": e, "train_loss": 1.0 / e, "validation": {"loss": 1.5 / e, "examples": 10}, "best": True} for e in (1, 2)]
+    history = [
+        {"epoch": e, "train_loss": 1.0 / e, "validation": {"loss": 1.5 / e, "examples": 10}, "best": True}
+        for e in (1, 2)
+    ]
     fig = training_curves_figure(history, "loss", monitor="loss")
     assert drawable_metric(history, "loss") is None
     assert [t.get_text() for t in fig.axes[1].texts] == ["no validation metric besides the loss"]
-    history[0]["validation"]["accuracy"], history[1]["validation"]["accuracy"] = None, 0.5  # a metric missing from one epoch
+    history[0]["validation"]["accuracy"], history[1]["validation"]["accuracy"] = (
+        None,
+        0.5,
+    )  # a metric missing from one epoch
     fig = training_curves_figure(history, "accuracy")
-    assert [list(line.get_ydata()) for line in fig.axes[1].get_lines() if line.get_label() == "validation accuracy"] == [[0.5]]
+    assert [
+        list(line.get_ydata()) for line in fig.axes[1].get_lines() if line.get_label() == "validation accuracy"
+    ] == [[0.5]]
 
 
 def test_forecast_plot_has_dates_on_its_axis_and_its_legend_below_the_data(forecast_run):
@@ -384,36 +430,6 @@ def test_forecast_plot_has_dates_on_its_axis_and_its_legend_below_the_data(forec
 
 
 # -- in the browser ----------------------------------------------------------------------------------
-def _chromium() -> str | None:
-    for name in (os.environ.get("SEQPIPE_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name) if name else None
-        if found:
-            return found
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium through Playwright, or a skip saying what is missing (a failure when
-    SEQPIPE_REQUIRE_BROWSER=1)."""
-    missing = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing = "Playwright for Python is not installed (pip install playwright)"
-    executable = _chromium()
-    if missing is None and executable is None:
-        missing = "no Chromium on PATH (apt-get install chromium, or set SEQPIPE_CHROMIUM)"
-    if missing is not None:
-        if os.environ.get("SEQPIPE_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"SEQPIPE_REQUIRE_BROWSER=1 but {missing}")
-        pytest.skip(missing)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, headless=True)
-        yield launched
-        launched.close()
-
-
 def _open(browser, report: Path) -> dict:
     """Load ``report`` and return what the page said and did: console messages, page errors, every
     request's URL, and counts of what rendered."""

@@ -25,8 +25,15 @@ def _model(per_step: bool) -> SequenceModel:
     torch.manual_seed(0)
     topology = Single(GRUCell, FEATURES, 8, {})
     head = nn.Linear(8, FEATURES)
-    return SequenceModel(nn.Identity(), topology, head, InitialState("zeros", topology.state_shapes, 0.1), output="identity",
-                         per_step=per_step, residual=True).eval()
+    return SequenceModel(
+        nn.Identity(),
+        topology,
+        head,
+        InitialState("zeros", topology.state_shapes, 0.1),
+        output="identity",
+        per_step=per_step,
+        residual=True,
+    ).eval()
 
 
 def _session(graph: onnx.ModelProto) -> ort.InferenceSession:
@@ -42,7 +49,9 @@ def test_graphs_add_the_input_as_torch_does(per_step, lengths, seed):
     lengths_np = np.array(lengths, np.int64)
     with torch.no_grad():
         expected, _ = model.sequence_output(torch.from_numpy(x), torch.from_numpy(lengths_np))
-        head_only = model.head(model.body(torch.from_numpy(x), torch.from_numpy(lengths_np), model.initial_state(len(lengths)))[0])
+        head_only = model.head(
+            model.body(torch.from_numpy(x), torch.from_numpy(lengths_np), model.initial_state(len(lengths)))[0]
+        )
     y = _session(sequence_graph(model, 18, FEATURES, "residual"))
     got = y.run(["y"], {"x": x, "lengths": lengths_np})[0]
     if per_step:  # padding steps are not compared
@@ -52,7 +61,9 @@ def test_graphs_add_the_input_as_torch_does(per_step, lengths, seed):
     else:
         assert np.abs(got - expected.numpy()).max() <= 1e-5
         last = x[np.arange(len(lengths)), lengths_np - 1]
-        assert np.abs(expected.numpy() - head_only.numpy()[np.arange(len(lengths)), lengths_np - 1] - last).max() <= 1e-5
+        assert (
+            np.abs(expected.numpy() - head_only.numpy()[np.arange(len(lengths)), lengths_np - 1] - last).max() <= 1e-5
+        )
     step = _session(step_graph(_model(False), 18, "residual_step"))
     state = np.zeros((len(lengths), 1, 8), np.float32)
     with torch.no_grad():

@@ -14,10 +14,9 @@ import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from conftest import predict_without_torch
 from seqpipe.cli import main
 from seqpipe.errors import SeqpipeError
-
-from conftest import predict_without_torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +29,8 @@ def trained_run(tmp_path_factory) -> Path:
     rows = [json.loads(line) for line in (REPO / "tests" / "data" / "subjects-300.jsonl").read_text().splitlines()]
     data.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
     pipeline = root / "p.toml"
-    pipeline.write_text(textwrap.dedent(f"""
+    pipeline.write_text(
+        textwrap.dedent(f"""
         [data]
         path = "{data.name}"
         [model]
@@ -47,7 +47,8 @@ def trained_run(tmp_path_factory) -> Path:
         batch_size = 32
         [export]
         parity_sequences = 60
-    """))
+    """)
+    )
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(root / "out")])
     assert result.exit_code == 0, result.output
     return root / "out"
@@ -57,16 +58,31 @@ def test_run_directory_holds_everything(trained_run):
     names = {p.relative_to(trained_run).as_posix() for p in trained_run.rglob("*") if p.is_file()}
     board = {n for n in names if n.startswith("tensorboard/")}  # the test extra installs tensorboard
     assert len(board) == 1 and board.pop().startswith("tensorboard/events.out.tfevents.")
-    assert names - {n for n in names if n.startswith("tensorboard/")} == {"pipeline.toml", "config.json", "model.safetensors", "metrics.json", "training_curves.png",
-                     "onnx/step.onnx", "onnx/sequence.onnx", "parity.json", "history.jsonl", "trainer_state.json", "status.json",
-                     "manifest.json", ".lock", "report.html"}
+    assert names - {n for n in names if n.startswith("tensorboard/")} == {
+        "pipeline.toml",
+        "config.json",
+        "model.safetensors",
+        "metrics.json",
+        "training_curves.png",
+        "onnx/step.onnx",
+        "onnx/sequence.onnx",
+        "parity.json",
+        "history.jsonl",
+        "trainer_state.json",
+        "status.json",
+        "manifest.json",
+        ".lock",
+        "report.html",
+    }
     metrics = json.loads((trained_run / "metrics.json").read_text())
     for split in ("train", "validation", "test"):
         assert 0.0 <= metrics[split]["accuracy"] <= 1.0 and 0.0 <= metrics[split]["macro_f1"] <= 1.0
     assert metrics["training"]["epochs_run"] == 2
     config = json.loads((trained_run / "config.json").read_text())
     assert config["model"]["topology_options"] == {"num_layers": 2, "dropout": 0.1}
-    assert config["task"]["options"]["label_column"] == "label" and config["input"]["kind"] == "characters"  # defaults are resolved
+    assert (
+        config["task"]["options"]["label_column"] == "label" and config["input"]["kind"] == "characters"
+    )  # defaults are resolved
     assert (trained_run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -87,32 +103,45 @@ def test_per_label_figures_agree_with_the_test_metrics_and_the_confusion_matrix(
 def test_per_label_log_lines_name_the_weakest_labels_and_any_never_predicted_right():
     from seqpipe.builtin.per_label import describe_per_class
 
-    figures = {f"l{i}": {"precision": i / 10, "recall": i / 10, "f1": i / 10, "examples": 5, "predicted": 5} for i in range(10)}
+    figures = {
+        f"l{i}": {"precision": i / 10, "recall": i / 10, "f1": i / 10, "examples": 5, "predicted": 5} for i in range(10)
+    }
     first, missed = describe_per_class(figures, "add training examples of them", shown=3)
     assert first.startswith("test per label: l0 F1 0.0000") and "l2 F1 0.2000" in first and "l3" not in first
     assert first.endswith("; the 7 others in metrics.json (per_class)")
     assert missed == "test: label(s) 'l0' never predicted right (recall 0); add training examples of them"
-    figures = {"a": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "examples": 3, "predicted": 3},
-               "absent": {"precision": None, "recall": None, "f1": None, "examples": 0, "predicted": 0}}
-    assert describe_per_class(figures, "") == ["test per label: a F1 1.0000 (precision 1.0000, recall 1.0000, 3 examples)",
-                                               "test: no example of label(s) 'absent' in the test split; their figures are "
-                                               "left out of macro_f1 unless predicted"]
+    figures = {
+        "a": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "examples": 3, "predicted": 3},
+        "absent": {"precision": None, "recall": None, "f1": None, "examples": 0, "predicted": 0},
+    }
+    assert describe_per_class(figures, "") == [
+        "test per label: a F1 1.0000 (precision 1.0000, recall 1.0000, 3 examples)",
+        "test: no example of label(s) 'absent' in the test split; their figures are "
+        "left out of macro_f1 unless predicted",
+    ]
 
 
-def test_a_label_absent_from_the_test_split_is_left_out_of_the_per_label_figures_as_of_macro_f1(tmp_path, write_pipeline):
+def test_a_label_absent_from_the_test_split_is_left_out_of_the_per_label_figures_as_of_macro_f1(
+    tmp_path, write_pipeline
+):
     """Labels in training and validation only (given files): no recall, and no F1 unless predicted,
     so the per-label F1 values average to the run's macro_f1 whichever way the model guesses."""
     rng = np.random.default_rng(0)
 
     def rows(labels, n):
-        return "".join(json.dumps({"text": " ".join(rng.choice(list("abcdef"), 4)) + f" {label}", "label": label}) + "\n"
-                       for label in rng.choice(labels, n))
+        return "".join(
+            json.dumps({"text": " ".join(rng.choice(list("abcdef"), 4)) + f" {label}", "label": label}) + "\n"
+            for label in rng.choice(labels, n)
+        )
+
     (tmp_path / "train.jsonl").write_text(rows(["x", "y", "z"], 90))
     (tmp_path / "validation.jsonl").write_text(rows(["x", "y", "z"], 30))
     (tmp_path / "test.jsonl").write_text(rows(["x", "y"], 30))
     pipeline = tmp_path / "p.toml"
-    pipeline.write_text('[data]\ntrain = "train.jsonl"\nvalidation = "validation.jsonl"\ntest = "test.jsonl"\n'
-                        '[model]\nhidden_size = 8\n[training]\nepochs = 1\n[task.options]\nstrong_baseline = false\n')
+    pipeline.write_text(
+        '[data]\ntrain = "train.jsonl"\nvalidation = "validation.jsonl"\ntest = "test.jsonl"\n'
+        "[model]\nhidden_size = 8\n[training]\nepochs = 1\n[task.options]\nstrong_baseline = false\n"
+    )
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "test: no example of label(s) 'z' in the test split" in result.output
@@ -133,9 +162,15 @@ def test_parity_report_and_onnx_contract(trained_run):
     assert parity["passed"] is True and parity["max_abs_diff"] <= 1e-5
     step, sequence = parity["graphs"]["step"], parity["graphs"]["sequence"]
     assert step["sequences"] == sequence["sequences"] == 60
-    assert set(step["comparisons"]) == {"ort_step_vs_torch_step", "ort_step_vs_torch_sequence", "torch_step_vs_torch_sequence"}
+    assert set(step["comparisons"]) == {
+        "ort_step_vs_torch_step",
+        "ort_step_vs_torch_sequence",
+        "torch_step_vs_torch_sequence",
+    }
     assert set(sequence["comparisons"]) == {"ort_sequence_vs_torch_sequence", "ort_sequence_vs_ort_step_loop"}
-    assert all(v["abs"] <= 1e-5 for r in (step, sequence) for group in r["comparisons"].values() for v in group.values())
+    assert all(
+        v["abs"] <= 1e-5 for r in (step, sequence) for group in r["comparisons"].values() for v in group.values()
+    )
     model = onnx.load(str(trained_run / "onnx" / "step.onnx"))
     assert [i.name for i in model.graph.input] == ["x", "state_in.h", "state_in.c"]
     assert [o.name for o in model.graph.output] == ["y", "state_out.h", "state_out.c"]
@@ -171,12 +206,16 @@ def test_predict_agrees_with_torch_and_never_imports_torch(trained_run, torch_bl
 
     from seqpipe.assembly import resolve_pipeline
     from seqpipe.checkpoint import load_checkpoint
-    from seqpipe.serving.predict import encoding_from_spec
     from seqpipe.plugins import make_plugin_manager
     from seqpipe.registry import build_registry
+    from seqpipe.serving.predict import encoding_from_spec
 
-    spec = json.loads({p.key: p.value for p in onnx.load(str(trained_run / "onnx" / "step.onnx")).metadata_props}["seqpipe.spec"])
-    resolved = resolve_pipeline(trained_run.parent / "p.toml", build_registry(make_plugin_manager(strict=False, warn=lambda line: None)[0]))
+    spec = json.loads(
+        {p.key: p.value for p in onnx.load(str(trained_run / "onnx" / "step.onnx")).metadata_props}["seqpipe.spec"]
+    )
+    resolved = resolve_pipeline(
+        trained_run.parent / "p.toml", build_registry(make_plugin_manager(strict=False, warn=lambda line: None)[0])
+    )
     task = resolved.make_task()
     task.encoding = encoding_from_spec(spec["encoding"]["input"])
     task.labels = spec["encoding"]["output"]["labels"]
@@ -191,7 +230,10 @@ def test_predict_agrees_with_torch_and_never_imports_torch(trained_run, torch_bl
 
 
 def test_seqpipe_runtime_imports_without_torch():
-    code = "import sys, seqpipe.serving.runtime, seqpipe.serving.predict, seqpipe.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    code = (
+        "import sys, seqpipe.serving.runtime, seqpipe.serving.predict, seqpipe.cli; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -203,7 +245,9 @@ def test_predict_on_either_onnx_file_gives_the_same_answer(trained_run, graph):
     assert by_dir.exit_code == by_file.exit_code == 0, by_file.output
     for a, b in zip(by_dir.stdout.splitlines(), by_file.stdout.splitlines(), strict=True):
         a, b = json.loads(a), json.loads(b)
-        assert a["label"] == b["label"] and np.allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-5)
+        assert a["label"] == b["label"] and np.allclose(
+            list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-5
+        )
 
 
 def test_sequence_graph_accepts_any_batch_and_length(trained_run):
@@ -284,7 +328,8 @@ def test_bidirectional_pipeline_exports_sequence_graph_only(tmp_path, small_csv)
     from seqpipe.serving.runtime import SequenceRunner, Stream
 
     pipeline = tmp_path / "bi.toml"
-    pipeline.write_text(textwrap.dedent(f"""
+    pipeline.write_text(
+        textwrap.dedent(f"""
         [data]
         path = "{small_csv.as_posix()}"
         [model]
@@ -299,7 +344,8 @@ def test_bidirectional_pipeline_exports_sequence_graph_only(tmp_path, small_csv)
         embedding_size = 8
         [training]
         epochs = 1
-    """))
+    """)
+    )
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out" / "onnx").iterdir()) == ["sequence.onnx"]
@@ -322,7 +368,9 @@ def test_bidirectional_pipeline_exports_sequence_graph_only(tmp_path, small_csv)
         Stream(runner, 2)  # streaming it is a clear error, not a silently wrong answer
 
 
-def test_int8_and_fp16_copies_are_rechecked_and_their_metric_change_reported(tmp_path, small_csv, write_pipeline, monkeypatch):
+def test_int8_and_fp16_copies_are_rechecked_and_their_metric_change_reported(
+    tmp_path, small_csv, write_pipeline, monkeypatch
+):
     pipeline = write_pipeline(tmp_path / "p.toml", small_csv, cell="lstm", extra="int8 = true\nfp16 = true")
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
@@ -340,18 +388,24 @@ def test_int8_and_fp16_copies_are_rechecked_and_their_metric_change_reported(tmp
         path = tmp_path / "out" / "onnx" / f"step.{precision}.onnx"
         model = onnx.load(str(path))
         spec = json.loads({p.key: p.value for p in model.metadata_props}["seqpipe.spec"])
-        assert spec["precision"] == precision and spec["parity"]["against"].startswith("onnx/step.onnx (fp32, onnxruntime ")
+        assert spec["precision"] == precision and spec["parity"]["against"].startswith(
+            "onnx/step.onnx (fp32, onnxruntime "
+        )
         # the copy keeps the ONNX contract: float32 x/state in, float32 y/state out, same names
         io = [(v.name, v.type.tensor_type.elem_type) for v in (*model.graph.input, *model.graph.output)]
         assert ("state_in.h", onnx.TensorProto.FLOAT) in io and ("y", onnx.TensorProto.FLOAT) in io
-        predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "out"), "--precision", precision, "--json", "win cash"])
+        predicted = CliRunner().invoke(
+            main, ["predict", str(tmp_path / "out"), "--precision", precision, "--json", "win cash"]
+        )
         assert predicted.exit_code == 0, predicted.output
         assert json.loads(predicted.stdout)["label"] in {"ham", "spam"}
     from seqpipe.serving import runtime
 
     asked, choose = [], runtime.choose_providers  # int8 copies are opened on CPU even where CUDA is offered
     monkeypatch.setattr(runtime, "choose_providers", lambda device="auto": asked.append(device) or choose(device))
-    assert runtime.open_export(tmp_path / "out", precision="int8").providers == ["CPUExecutionProvider"] and asked == ["cpu"]
+    assert runtime.open_export(tmp_path / "out", precision="int8").providers == ["CPUExecutionProvider"] and asked == [
+        "cpu"
+    ]
     with pytest.raises(SeqpipeError, match="int8 copies are quantized for CPU serving"):
         runtime.open_export(tmp_path / "out", precision="int8", device="cuda")
     fp32 = [r["max_abs_diff"] for kind, r in parity["graphs"].items() if "." not in kind]
@@ -376,8 +430,14 @@ def test_bidirectional_plugin_cell_gets_a_sequence_graph(tmp_path, small_csv, re
     sequence graph of Loops over each direction's exported cell, and passes parity."""
     if "indrnn" not in registry.names("cell"):
         pytest.skip("the IndRNN plugin is not installed in this environment")
-    pipeline = write_pipeline(tmp_path / "bi.toml", small_csv, cell="indrnn", topology="bidirectional", hidden=12,
-                              topology_options="topology_options = {num_layers = 2}")
+    pipeline = write_pipeline(
+        tmp_path / "bi.toml",
+        small_csv,
+        cell="indrnn",
+        topology="bidirectional",
+        hidden=12,
+        topology_options="topology_options = {num_layers = 2}",
+    )
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out" / "onnx").iterdir()) == ["sequence.onnx"]

@@ -24,7 +24,14 @@ from seqpipe import manifest
 from seqpipe.cli import main
 from seqpipe.rundir import locked
 
-TEXTS = ["win cash now", "free prize claim", "cheap pills here", "meeting at noon", "lunch tomorrow", "project notes attached"]
+TEXTS = [
+    "win cash now",
+    "free prize claim",
+    "cheap pills here",
+    "meeting at noon",
+    "lunch tomorrow",
+    "project notes attached",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +44,12 @@ def data(tmp_path_factory) -> Path:
 
 
 def pipeline(path: Path, data: Path, training: str = "epochs = 2\npatience = 5", export: str = "") -> Path:
-    path.write_text(f'[data]\npath = "{data.as_posix()}"\n[model]\nhidden_size = 8\n[input]\nmax_length = 30\n'
-                    f'[task.options]\nembedding_size = 4\n[training]\nbatch_size = 16\nseed = 3\n{training}\n'
-                    f'[export]\nparity_sequences = 8\n{export}\n', encoding="utf-8")
+    path.write_text(
+        f'[data]\npath = "{data.as_posix()}"\n[model]\nhidden_size = 8\n[input]\nmax_length = 30\n'
+        f"[task.options]\nembedding_size = 4\n[training]\nbatch_size = 16\nseed = 3\n{training}\n"
+        f"[export]\nparity_sequences = 8\n{export}\n",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -58,8 +68,9 @@ def stopped(tmp_path_factory, data) -> Path:
     """A run stopped after its epochs (parity failed on purpose): resumable, copied by each test."""
     root = tmp_path_factory.mktemp("stopped")
     run = root / "run"
-    result = CliRunner().invoke(main, ["run", str(pipeline(root / "p.toml", data, export="parity_tolerance = 1e-30")),
-                                       "--out", str(run)])
+    result = CliRunner().invoke(
+        main, ["run", str(pipeline(root / "p.toml", data, export="parity_tolerance = 1e-30")), "--out", str(run)]
+    )
     assert result.exit_code == 1, result.output
     return run
 
@@ -72,7 +83,9 @@ def one_line(result, code: int) -> str:
     """The one error line (after the run log's lines, if the run had started)."""
     assert result.exit_code == code, result.output
     errors = [line for line in result.output.strip().splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and result.output.strip().endswith(errors[0]) and "Traceback" not in result.output, result.output
+    assert len(errors) == 1 and result.output.strip().endswith(errors[0]) and "Traceback" not in result.output, (
+        result.output
+    )
     return errors[0]
 
 
@@ -86,10 +99,13 @@ def status(run: Path) -> str:
 
 # -- the manifest ----------------------------------------------------------------------------------
 
+
 def test_every_file_read_back_is_in_the_manifest_with_its_sha256(finished):
     files = json.loads((finished / manifest.MANIFEST_FILE).read_text())["files"]
     assert {"config.json", "model.safetensors", "onnx/step.onnx", "onnx/sequence.onnx"} <= set(files)
-    assert "resume.safetensors" not in files and not (finished / "resume.safetensors").exists()  # done: nothing to resume
+    assert (
+        "resume.safetensors" not in files and not (finished / "resume.safetensors").exists()
+    )  # done: nothing to resume
     for name, entry in files.items():
         assert entry == {"sha256": manifest.sha256(finished / name)}, name
 
@@ -112,6 +128,7 @@ def test_a_replace_killed_halfway_leaves_a_manifest_that_accepts_the_file_on_dis
 
 
 # -- resuming --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("damage", ["truncated", "one tensor overwritten"])
 def test_a_damaged_resume_state_is_refused_in_one_line(stopped, tmp_path, damage):
@@ -142,8 +159,9 @@ def test_a_run_directory_without_its_manifest_is_not_resumed(stopped, tmp_path):
     assert "has no manifest.json" in one_line(resume(run), 1)
 
 
-@pytest.mark.parametrize("edit, key", [("hidden_size = 8", "model.hidden_size (8 -> 12)"),
-                                       ("seed = 3", "training.seed (3 -> 4)")])
+@pytest.mark.parametrize(
+    "edit, key", [("hidden_size = 8", "model.hidden_size (8 -> 12)"), ("seed = 3", "training.seed (3 -> 4)")]
+)
 def test_an_edited_pipeline_file_is_refused_naming_the_keys(stopped, tmp_path, edit, key):
     run = copy(stopped, tmp_path)
     new = edit.replace("8", "12").replace("3", "4")
@@ -171,9 +189,16 @@ def test_a_budget_change_needs_allow_changes_and_is_recorded(stopped, tmp_path):
 def test_a_second_resume_is_refused_while_the_first_holds_the_run(stopped, tmp_path):
     """The lock is held by another process, as a second terminal would find it."""
     run = copy(stopped, tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom seqpipe.rundir import locked\n"
-                               f"with locked(Path({str(run)!r})):\n    print('held', flush=True)\n    time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pathlib import Path\nfrom seqpipe.rundir import locked\n"
+            f"with locked(Path({str(run)!r})):\n    print('held', flush=True)\n    time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         line = one_line(resume(run), 2)
@@ -188,6 +213,7 @@ def test_a_second_resume_is_refused_while_the_first_holds_the_run(stopped, tmp_p
 
 # -- the machine's faults ----------------------------------------------------------------------------
 
+
 def test_a_full_disk_is_one_line_and_the_run_is_marked_failed(tmp_path, data, monkeypatch):
     import seqpipe.checkpoint
 
@@ -199,7 +225,9 @@ def test_a_full_disk_is_one_line_and_the_run_is_marked_failed(tmp_path, data, mo
     line = one_line(CliRunner().invoke(main, ["run", str(pipeline(tmp_path / "p.toml", data)), "--out", str(run)]), 1)
     assert f"{run}: the disk is full (No space left on device)" in line and f"seqpipe run --resume {run}" in line
     assert status(run) == "failed"
-    assert not (run / "model.safetensors").exists() and not list(run.glob(".model.safetensors-*"))  # nothing half-written left
+    assert not (run / "model.safetensors").exists() and not list(
+        run.glob(".model.safetensors-*")
+    )  # nothing half-written left
 
 
 def test_a_read_only_run_directory_is_one_line(tmp_path, data, monkeypatch):
@@ -214,7 +242,9 @@ def test_a_read_only_run_directory_is_one_line(tmp_path, data, monkeypatch):
 
     (tmp_path / "ro").mkdir()
     monkeypatch.setattr(seqpipe.rundir.os, "open", read_only)
-    line = one_line(CliRunner().invoke(main, ["run", str(pipeline(tmp_path / "p.toml", data)), "--out", str(tmp_path / "ro")]), 2)
+    line = one_line(
+        CliRunner().invoke(main, ["run", str(pipeline(tmp_path / "p.toml", data)), "--out", str(tmp_path / "ro")]), 2
+    )
     assert f"--out {tmp_path / 'ro'}: cannot write there (Read-only file system)" in line
 
 
@@ -229,12 +259,15 @@ def test_an_out_folder_that_cannot_be_made_is_one_line(tmp_path, data):
 
 # -- reproducible files --------------------------------------------------------------------------
 
+
 def test_the_same_training_gives_the_same_weight_file_wherever_it_runs(finished, tmp_path, data):
     from safetensors import safe_open
 
     other = tmp_path / "elsewhere" / "run"
     (tmp_path / "elsewhere").mkdir()
-    result = CliRunner().invoke(main, ["run", str(pipeline(tmp_path / "elsewhere" / "other-name.toml", data)), "--out", str(other)])
+    result = CliRunner().invoke(
+        main, ["run", str(pipeline(tmp_path / "elsewhere" / "other-name.toml", data)), "--out", str(other)]
+    )
     assert result.exit_code == 0, result.output
     assert (other / "model.safetensors").read_bytes() == (finished / "model.safetensors").read_bytes()
     with safe_open(str(other / "model.safetensors"), framework="pt") as fh:
@@ -242,6 +275,7 @@ def test_the_same_training_gives_the_same_weight_file_wherever_it_runs(finished,
 
 
 # -- serving ---------------------------------------------------------------------------------------
+
 
 def predict(model: Path, *extra: str):
     return CliRunner().invoke(main, ["predict", str(model), *extra, "win cash"])
@@ -299,6 +333,7 @@ def _without_checksum(change):
     def edit(props):
         props.pop("seqpipe.checksum")
         change(props)
+
     return edit
 
 
@@ -307,17 +342,29 @@ def _spec_edit(change):
         spec = json.loads(props["seqpipe.spec"])
         change(spec)
         props["seqpipe.spec"] = json.dumps(spec)
+
     return _without_checksum(edit)
 
 
 METADATA_FAULTS = {
     "labels swapped": (_swap_labels, "its seqpipe metadata was edited after export"),
-    "flat labels shortened": (lambda p: p.update({"seqpipe.labels": '["ham"]'}), "its seqpipe metadata was edited after export"),
-    "spec not JSON (older file)": (_without_checksum(lambda p: p.update({"seqpipe.spec": "{not json"})), "is not valid JSON"),
+    "flat labels shortened": (
+        lambda p: p.update({"seqpipe.labels": '["ham"]'}),
+        "its seqpipe metadata was edited after export",
+    ),
+    "spec not JSON (older file)": (
+        _without_checksum(lambda p: p.update({"seqpipe.spec": "{not json"})),
+        "is not valid JSON",
+    ),
     "spec without task (older file)": (_spec_edit(lambda s: s.pop("task")), "lacks 'task'"),
-    "input dtype edited (older file)": (_spec_edit(lambda s: s["inputs"][0].update(dtype="float32")),
-                                        "says input 'x' is float32, the graph takes int64"),
-    "input dtype not a dtype (older file)": (_spec_edit(lambda s: s["inputs"][0].update(dtype="int65")), "not a numpy dtype"),
+    "input dtype edited (older file)": (
+        _spec_edit(lambda s: s["inputs"][0].update(dtype="float32")),
+        "says input 'x' is float32, the graph takes int64",
+    ),
+    "input dtype not a dtype (older file)": (
+        _spec_edit(lambda s: s["inputs"][0].update(dtype="int65")),
+        "not a numpy dtype",
+    ),
 }
 
 
@@ -336,8 +383,14 @@ def test_external_data_is_read_only_from_beside_the_model(finished, tmp_path, mo
     model = onnx.load(str(finished / "onnx" / "step.onnx"))
     folder = tmp_path / "model"
     folder.mkdir()
-    onnx.save(model, str(folder / "step.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="weights.bin", size_threshold=0)
+    onnx.save(
+        model,
+        str(folder / "step.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     monkeypatch.chdir(tmp_path)  # not the model's folder: the data must still be found beside the model
     assert StepRunner(folder / "step.onnx", device="cpu").spec["task"] == "classify"
     shutil.move(folder / "weights.bin", tmp_path / "weights.bin")  # only in the current folder now
@@ -345,8 +398,14 @@ def test_external_data_is_read_only_from_beside_the_model(finished, tmp_path, mo
         StepRunner(folder / "step.onnx", device="cpu")
     (tmp_path / "weights.bin").unlink()
     elsewhere = onnx.load(str(finished / "onnx" / "step.onnx"))
-    onnx.save(elsewhere, str(folder / "step.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="weights.bin", size_threshold=0)
+    onnx.save(
+        elsewhere,
+        str(folder / "step.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     edit = onnx.load(str(folder / "step.onnx"), load_external_data=False)
     for tensor in edit.graph.initializer:
         for entry in tensor.external_data:
@@ -359,12 +418,15 @@ def test_external_data_is_read_only_from_beside_the_model(finished, tmp_path, mo
 
 # -- killed anywhere -------------------------------------------------------------------------------
 
+
 def test_runs_killed_at_random_moments_end_done_with_the_uninterrupted_weights(tmp_path):
     """Three of benchmarks/kill_resume.py's trials (it runs twenty): SIGKILL at a random moment of the
     run, then the way on its messages give; every trial ends done, bit-identical to a run never stopped."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("kill_resume", Path(__file__).parents[1] / "benchmarks" / "kill_resume.py")
+    spec = importlib.util.spec_from_file_location(
+        "kill_resume", Path(__file__).parents[1] / "benchmarks" / "kill_resume.py"
+    )
     kill_resume = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(kill_resume)
     _, _, results = kill_resume.run_trials(3, seed=7, folder=tmp_path)

@@ -21,9 +21,11 @@ from seqpipe.cli import main
 
 
 def pipeline(path: Path, data: Path, training: str, export: str = "") -> Path:
-    path.write_text(f'[data]\npath = "{data.as_posix()}"\n[model]\nhidden_size = 16\n[input]\nmax_length = 40\n[task.options]\n'
-                    f'embedding_size = 8\n[training]\nbatch_size = 32\n{training}\n[export]\nparity_sequences = 40\n{export}\n',
-                    encoding="utf-8")
+    path.write_text(
+        f'[data]\npath = "{data.as_posix()}"\n[model]\nhidden_size = 16\n[input]\nmax_length = 40\n[task.options]\n'
+        f"embedding_size = 8\n[training]\nbatch_size = 32\n{training}\n[export]\nparity_sequences = 40\n{export}\n",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -33,7 +35,9 @@ def status(run: Path) -> dict:
 
 def test_a_finished_run_is_done_and_logged_epoch_by_epoch(tmp_path, small_csv):
     run = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", str(pipeline(tmp_path / "p.toml", small_csv, "epochs = 3\npatience = 5")), "--out", str(run)])
+    result = CliRunner().invoke(
+        main, ["run", str(pipeline(tmp_path / "p.toml", small_csv, "epochs = 3\npatience = 5")), "--out", str(run)]
+    )
     assert result.exit_code == 0, result.output
     assert status(run)["state"] == "done"
     lines = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
@@ -58,29 +62,45 @@ def test_a_failed_run_says_so_and_is_not_served(tmp_path, small_csv):
     result = CliRunner().invoke(main, ["run", str(p), "--out", str(run)])
     assert result.exit_code == 1, result.output
     recorded = status(run)
-    assert recorded["state"] == "failed" and "parity failed" in recorded["error"] and "(torch and it differ by " in recorded["error"]
+    assert (
+        recorded["state"] == "failed"
+        and "parity failed" in recorded["error"]
+        and "(torch and it differ by " in recorded["error"]
+    )
     served = CliRunner().invoke(main, ["predict", str(run), "hello"])
     assert served.exit_code == 2 and served.output.strip().splitlines() == [
         f"error: {run}: this run is failed (status.json: {recorded['error']}), not a finished model; "
-        f"run the pipeline again: seqpipe run {run / 'pipeline.toml'}"]
+        f"run the pipeline again: seqpipe run {run / 'pipeline.toml'}"
+    ]
 
 
 @pytest.mark.parametrize("sent,code,line", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_an_interrupted_run_records_it_and_exits_with_the_signal_code(tmp_path, small_csv, sent, code, line):
     run = tmp_path / "run"
     p = pipeline(tmp_path / "p.toml", small_csv, "epochs = 10000\npatience = 10000")
-    proc = subprocess.Popen([sys.executable, "-m", "seqpipe", "run", str(p), "--out", str(run)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seqpipe", "run", str(p), "--out", str(run)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.monotonic() + 120
     # an epoch complete and its resume state saved (written just after the history line)
-    while not ((run / "history.jsonl").is_file() and (run / "history.jsonl").read_text().strip()
-               and (run / "resume.safetensors").is_file()):
+    while not (
+        (run / "history.jsonl").is_file()
+        and (run / "history.jsonl").read_text().strip()
+        and (run / "resume.safetensors").is_file()
+    ):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.1)
     proc.send_signal(sent)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
-    assert err.strip().splitlines()[-1] == f"{line}; continue from the last complete epoch with: seqpipe run --resume {run}"
+    assert (
+        err.strip().splitlines()[-1]
+        == f"{line}; continue from the last complete epoch with: seqpipe run --resume {run}"
+    )
     assert "Traceback" not in err
     assert status(run)["state"] == "interrupted"
     served = CliRunner().invoke(main, ["predict", str(run), "hello"])
@@ -101,10 +121,15 @@ def test_a_killed_run_resumed_ends_bit_identical_to_an_uninterrupted_one(tmp_pat
     assert whole.exit_code == 0, whole.output
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "seqpipe", "run", str(p), "--out", str(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seqpipe", "run", str(p), "--out", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
-    while not ((run / "trainer_state.json").is_file() and json.loads((run / "trainer_state.json").read_text())["epoch"] >= 2):
+    while not (
+        (run / "trainer_state.json").is_file() and json.loads((run / "trainer_state.json").read_text())["epoch"] >= 2
+    ):
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     proc.kill()
@@ -123,13 +148,21 @@ def test_a_killed_run_resumed_ends_bit_identical_to_an_uninterrupted_one(tmp_pat
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "whole", run))
     assert ma["test"] == mb["test"]
-    strip = lambda history: [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds")} for r in history]
+
+    def strip(history):
+        return [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds")} for r in history]
+
     assert strip(ma["training"]["history"]) == strip(mb["training"]["history"])
 
 
 def test_resume_refuses_what_it_cannot_continue(tmp_path, small_csv):
     run = tmp_path / "run"
-    assert CliRunner().invoke(main, ["run", str(pipeline(tmp_path / "p.toml", small_csv, "epochs = 1")), "--out", str(run)]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(main, ["run", str(pipeline(tmp_path / "p.toml", small_csv, "epochs = 1")), "--out", str(run)])
+        .exit_code
+        == 0
+    )
     done = CliRunner().invoke(main, ["run", "--resume", str(run)])
     assert done.exit_code == 2 and "this run is done; nothing to resume" in done.output
     both = CliRunner().invoke(main, ["run", str(tmp_path / "p.toml"), "--resume", str(run)])
@@ -139,7 +172,9 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, small_csv):
 def test_a_run_that_failed_after_training_resumes_without_training_more(tmp_path, small_csv):
     """Early stopping had ended training when export failed: resuming goes straight to evaluation and export."""
     run = tmp_path / "run"
-    p = pipeline(tmp_path / "p.toml", small_csv, "epochs = 30\npatience = 1\nlearning_rate = 1e-9", "parity_tolerance = 1e-30")
+    p = pipeline(
+        tmp_path / "p.toml", small_csv, "epochs = 30\npatience = 1\nlearning_rate = 1e-9", "parity_tolerance = 1e-30"
+    )
     first = CliRunner().invoke(main, ["run", str(p), "--out", str(run)])
     assert first.exit_code == 1 and status(run)["state"] == "failed"
     epochs = json.loads((run / "trainer_state.json").read_text())["epoch"]
@@ -152,7 +187,8 @@ def test_a_run_that_failed_after_training_resumes_without_training_more(tmp_path
     resumed = CliRunner().invoke(main, ["run", "--resume", str(run), "--allow-changes", "export.parity_tolerance"])
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((run / "config.json").read_text())["resumed_changes"] == [
-        {"key": "export.parity_tolerance", "from": 1e-30, "to": 1e-05, "after_epoch": epochs}]
+        {"key": "export.parity_tolerance", "from": 1e-30, "to": 1e-05, "after_epoch": epochs}
+    ]
     assert f"resuming after epoch {epochs}" in resumed.output
     assert not re.search(r"^epoch +\d+/30", resumed.output, flags=re.MULTILINE)  # no epoch trained again
     assert len((run / "history.jsonl").read_text().splitlines()) == epochs and status(run)["state"] == "done"
@@ -186,8 +222,11 @@ def test_fp16_training_is_refused_on_the_cpu(tmp_path, small_csv):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is seen: cuda is allowed here")
 def test_cuda_is_refused_in_one_line_where_torch_sees_no_gpu(tmp_path, small_csv):
     for command in ("check", "run"):
-        result = CliRunner().invoke(main, [command, str(pipeline(tmp_path / "p.toml", small_csv, 'device = "cuda"'))]
-                                    + (["--out", str(tmp_path / "run")] if command == "run" else []))
+        result = CliRunner().invoke(
+            main,
+            [command, str(pipeline(tmp_path / "p.toml", small_csv, 'device = "cuda"'))]
+            + (["--out", str(tmp_path / "run")] if command == "run" else []),
+        )
         assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
         assert 'training.device: "cuda" but torch sees no CUDA GPU here' in result.output
     assert not (tmp_path / "run").exists()
@@ -198,8 +237,15 @@ def test_cuda_is_refused_in_one_line_where_torch_sees_no_gpu(tmp_path, small_csv
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_training_on_cuda_exports_from_a_cpu_fp32_copy(tmp_path, small_csv, precision):
     run = tmp_path / precision
-    result = CliRunner().invoke(main, ["run", str(pipeline(tmp_path / "p.toml", small_csv, f'epochs = 2\ndevice = "cuda"\nprecision = "{precision}"')),
-                                       "--out", str(run)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(pipeline(tmp_path / "p.toml", small_csv, f'epochs = 2\ndevice = "cuda"\nprecision = "{precision}"')),
+            "--out",
+            str(run),
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["training"]["device"] == "cuda" and json.loads((run / "parity.json").read_text())["passed"]
@@ -207,11 +253,27 @@ def test_training_on_cuda_exports_from_a_cpu_fp32_copy(tmp_path, small_csv, prec
 
 @pytest.mark.slow
 def test_two_gloo_processes_under_torchrun_write_one_run_directory(tmp_path, small_csv):
-    """`seqpipe run --nproc 2` (torchrun, DDP over gloo): one run directory, written by rank 0, done and parity-checked."""
+    """`seqpipe run --nproc 2` (torchrun, DDP over gloo): one run directory, written by rank 0, done and
+    parity-checked."""
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "seqpipe", "run", str(pipeline(tmp_path / "p.toml", small_csv, "epochs = 3\npatience = 5")),
-                           "--out", str(run), "--nproc", "2"], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seqpipe",
+            "run",
+            str(pipeline(tmp_path / "p.toml", small_csv, "epochs = 3\npatience = 5")),
+            "--out",
+            str(run),
+            "--nproc",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["training"]["processes"] == 2 and metrics["training"]["epochs_run"] == 3
@@ -224,19 +286,32 @@ def test_two_gloo_processes_under_torchrun_write_one_run_directory(tmp_path, sma
 
 def test_a_mistake_under_nproc_is_one_line_from_the_launcher_before_any_rank_starts(tmp_path, small_csv):
     bad = tmp_path / "bad.toml"
-    bad.write_text(pipeline(tmp_path / "p.toml", small_csv, "epochs = 1").read_text().replace("hidden_size", "hiden_size"))
-    proc = subprocess.run([sys.executable, "-m", "seqpipe", "run", str(bad), "--nproc", "2", "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True, timeout=300)
+    bad.write_text(
+        pipeline(tmp_path / "p.toml", small_csv, "epochs = 1").read_text().replace("hidden_size", "hiden_size")
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "seqpipe", "run", str(bad), "--nproc", "2", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "model.hiden_size: unknown key (did you mean 'hidden_size'?)" in proc.stderr and not (tmp_path / "run").exists()
+    assert (
+        "model.hiden_size: unknown key (did you mean 'hidden_size'?)" in proc.stderr and not (tmp_path / "run").exists()
+    )
 
 
 @pytest.mark.slow
 def test_a_failing_rank_ends_the_job_with_its_line_and_the_launchers(tmp_path, small_csv):
     run = tmp_path / "run"
     p = pipeline(tmp_path / "p.toml", small_csv, "epochs = 1", "parity_tolerance = 1e-30")
-    proc = subprocess.run([sys.executable, "-m", "seqpipe", "run", str(p), "--out", str(run), "--nproc", "2"],
-                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "seqpipe", "run", str(p), "--out", str(run), "--nproc", "2"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2 and "(torch and it differ by " in errors[0]
@@ -248,9 +323,13 @@ def test_a_failing_rank_ends_the_job_with_its_line_and_the_launchers(tmp_path, s
 def test_ctrl_c_stops_every_rank_and_names_the_resume_command_once(tmp_path, small_csv):
     run = tmp_path / "run"
     p = pipeline(tmp_path / "p.toml", small_csv, "epochs = 10000\npatience = 10000")
-    proc = subprocess.Popen([sys.executable, "-m", "seqpipe", "run", str(p), "--out", str(run), "--nproc", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seqpipe", "run", str(p), "--out", str(run), "--nproc", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.monotonic() + 300
     while not ((run / "trainer_state.json").is_file()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -303,15 +382,26 @@ def test_a_killed_two_process_run_resumed_ends_bit_identical_to_an_uninterrupted
     p = pipeline(tmp_path / "p.toml", small_csv, "epochs = 5\npatience = 100\nlr_decay = 0.7\nema_decay = 0.9")
     p.write_text(p.read_text().replace("embedding_size = 8", "embedding_size = 8\ndropout = 0.2"))
     seqpipe = [sys.executable, "-m", "seqpipe", "run"]
-    whole = subprocess.run([*seqpipe, str(p), "--out", str(tmp_path / "whole"), "--nproc", "2"], capture_output=True, text=True,
-                           env=env, timeout=600)
+    whole = subprocess.run(
+        [*seqpipe, str(p), "--out", str(tmp_path / "whole"), "--nproc", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen([*seqpipe, str(p), "--out", str(run), "--nproc", "2"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [*seqpipe, str(p), "--out", str(run), "--nproc", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     deadline = time.monotonic() + 300
-    while not ((run / "trainer_state.json").is_file() and json.loads((run / "trainer_state.json").read_text())["epoch"] >= 2):
+    while not (
+        (run / "trainer_state.json").is_file() and json.loads((run / "trainer_state.json").read_text())["epoch"] >= 2
+    ):
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     for pid in [*descendants(proc.pid), proc.pid]:
@@ -321,7 +411,9 @@ def test_a_killed_two_process_run_resumed_ends_bit_identical_to_an_uninterrupted
     killed_at = json.loads((run / "trainer_state.json").read_text())
     assert killed_at["epoch"] < 5 and killed_at["processes"] == 2 and status(run)["state"] == "running"
 
-    resumed = subprocess.run([*seqpipe, "--resume", str(run), "--nproc", "2"], capture_output=True, text=True, env=env, timeout=600)
+    resumed = subprocess.run(
+        [*seqpipe, "--resume", str(run), "--nproc", "2"], capture_output=True, text=True, env=env, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming after epoch {killed_at['epoch']}" in resumed.stderr and status(run)["state"] == "done"
     a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(run / "model.safetensors"))
@@ -333,7 +425,9 @@ def test_epochs_are_written_for_tensorboard_when_it_is_installed(tmp_path, small
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", str(pipeline(tmp_path / "p.toml", small_csv, "epochs = 2")), "--out", str(run)])
+    result = CliRunner().invoke(
+        main, ["run", str(pipeline(tmp_path / "p.toml", small_csv, "epochs = 2")), "--out", str(run)]
+    )
     assert result.exit_code == 0, result.output
     events = EventAccumulator(str(run / "tensorboard")).Reload()
     history = json.loads((run / "metrics.json").read_text())["training"]["history"]
@@ -352,7 +446,9 @@ def test_a_running_status_is_judged_vanished_only_when_its_process_is_gone_from_
     assert not vanished(me)  # this process: alive
     assert vanished({**me, "started": "0"})  # the same pid, another process (a restarted container's pid 1)
     assert not vanished({**me, "host": me["host"] + "-elsewhere"})
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout
     assert vanished({**me, "pid": int(dead)})
     assert not vanished({**me, "pid": int(dead), "state": "interrupted"})  # said as interrupted, not as vanished
     assert not vanished({"state": "running", "pid": int(dead)})  # written before hosts were recorded

@@ -9,13 +9,16 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from seqpipe.serving import runtime
 from seqpipe.errors import SeqpipeError
-
+from seqpipe.serving import runtime
 
 # asked once, at collection: each ask starts (or fails to start) a CUDA session
-CUDA_MARKS = (pytest.mark.cuda,
-              pytest.mark.skipif(not runtime.cuda_usable(), reason="onnxruntime cannot start its CUDA provider here (no GPU or CUDA libraries)"))
+CUDA_MARKS = (
+    pytest.mark.cuda,
+    pytest.mark.skipif(
+        not runtime.cuda_usable(), reason="onnxruntime cannot start its CUDA provider here (no GPU or CUDA libraries)"
+    ),
+)
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA_MARKS)]  # CUDA results are compared with CPU's
 # CUDA differs from CPU by rounding alone when it computes in fp32 (NVIDIA_TF32_OVERRIDE=0); otherwise
 # cuDNN's RNN kernels may use TF32 (a 10-bit mantissa), which no onnxruntime session option turns off
@@ -82,9 +85,12 @@ def test_onnx_without_seqpipe_metadata_is_refused(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["a"], ["b"])], "g",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["a"], ["b"])],
+        "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])],
+    )
     path = tmp_path / "plain.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
     with pytest.raises(SeqpipeError, match="no seqpipe.spec metadata"):
@@ -151,8 +157,14 @@ def test_cuda_sequence_graph_matches_cpu_on_ragged_bidirectional_batches(tmp_pat
 
     from seqpipe.cli import main
 
-    pipeline = write_pipeline(tmp_path / "p.toml", small_csv, cell=cell, topology="bidirectional",
-                              topology_options="topology_options = {num_layers = 2}", extra='graphs = ["sequence"]')
+    pipeline = write_pipeline(
+        tmp_path / "p.toml",
+        small_csv,
+        cell=cell,
+        topology="bidirectional",
+        topology_options="topology_options = {num_layers = 2}",
+        extra='graphs = ["sequence"]',
+    )
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     path = tmp_path / "r" / "onnx" / "sequence.onnx"
@@ -184,9 +196,11 @@ def lstm_export(tmp_path_factory):
         writer = csv.DictWriter(fh, fieldnames=["text", "label"])
         writer.writeheader()
         writer.writerows(rows[:150])
-    (root / "p.toml").write_text('[data]\npath = "d.csv"\n[model]\ncell = "lstm"\ntopology = "stacked"\nhidden_size = 16\n'
-                                 'initial_state = "learnable"\n[input]\nmax_length = 40\n[task.options]\nembedding_size = 8\n'
-                                 '[training]\nepochs = 1\n[export]\ngraphs = ["step"]\nexporter = "torchscript"\n')
+    (root / "p.toml").write_text(
+        '[data]\npath = "d.csv"\n[model]\ncell = "lstm"\ntopology = "stacked"\nhidden_size = 16\n'
+        'initial_state = "learnable"\n[input]\nmax_length = 40\n[task.options]\nembedding_size = 8\n'
+        '[training]\nepochs = 1\n[export]\ngraphs = ["step"]\nexporter = "torchscript"\n'
+    )
     result = CliRunner().invoke(main, ["run", str(root / "p.toml"), "--out", str(root / "run")])
     assert result.exit_code == 0, result.output
     return root / "run" / "onnx" / "step.onnx"
@@ -206,7 +220,9 @@ def test_stream_matches_the_padded_loop_and_resets_rows(lstm_export, device):
     assert all(np.abs(stream.state()[n] - state[n]).max() <= tolerance for n in ("h", "c"))
     stream.reset([2])  # sequence 2 ended: only its row starts afresh
     initial = runner.initial_state(4)
-    assert np.array_equal(stream.state()["c"][2], initial["c"][2]) and not np.array_equal(initial["c"][0], state["c"][0])
+    assert np.array_equal(stream.state()["c"][2], initial["c"][2]) and not np.array_equal(
+        initial["c"][0], state["c"][0]
+    )
     assert np.abs(stream.state()["c"][0] - state["c"][0]).max() <= tolerance
 
 
@@ -243,15 +259,22 @@ def test_cuda_check_script_refuses_in_one_line_where_it_cannot_run(tmp_path):
     if torch.cuda.is_available() and runtime.cuda_usable():
         pytest.skip("this machine can run the GPU checks; the refusal is for machines that cannot")
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "cuda_check.sh"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # this python
-    result = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=120)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }  # this python
+    result = subprocess.run(
+        ["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("cuda_check: ")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the device files are Linux's")
-@pytest.mark.parametrize("marker", [None, "dev/nvidia0", "dev/nvidiactl", "proc/driver/nvidia", "sys/module/nvidia",
-                                    "dev/nvhost-ctrl", "dev/dxg"])
+@pytest.mark.parametrize(
+    "marker",
+    [None, "dev/nvidia0", "dev/nvidiactl", "proc/driver/nvidia", "sys/module/nvidia", "dev/nvhost-ctrl", "dev/dxg"],
+)
 def test_a_gpu_is_seen_by_its_driver_or_device_files(tmp_path, marker):
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev" / "null").touch()

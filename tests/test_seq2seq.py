@@ -13,17 +13,24 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqpipe.cli import main
-
 from conftest import load_trained, predict_without_torch
+from seqpipe.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _pipeline(path: Path, attention: str = "additive", cell: str = "gru", topology: str = "single", epochs: int = 2,
-              source: str = "", target: str = "") -> Path:
+def _pipeline(
+    path: Path,
+    attention: str = "additive",
+    cell: str = "gru",
+    topology: str = "single",
+    epochs: int = 2,
+    source: str = "",
+    target: str = "",
+) -> Path:
     """``source`` and ``target``: more keys for the [input] and [output] tables (kind = "subwords", …)."""
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         [data]
         path = "small.tsv"
         [model]
@@ -47,7 +54,8 @@ def _pipeline(path: Path, attention: str = "additive", cell: str = "gru", topolo
         batch_size = 64
         [export]
         parity_sequences = 120
-    """))
+    """)
+    )
     return path
 
 
@@ -87,8 +95,8 @@ def test_run_exports_encoder_and_decoder_with_parity(g2p_run):
 
 
 def test_onnx_transcription_equals_torch_greedy_decoding(g2p_run):
-    from seqpipe.builtin.seq2seq.task import collate
     from seqpipe.builtin.seq2seq.serve import Transcriber
+    from seqpipe.builtin.seq2seq.task import collate
 
     _, root, out = g2p_run
     task, model = load_trained(root)
@@ -127,7 +135,10 @@ def test_a_source_alone_equals_it_padded_in_a_batch(g2p_run, lengths, seed):
     from seqpipe.serving.runtime import OnnxGraph
 
     attention, _, out = g2p_run
-    encoder, decoder = OnnxGraph(out / "onnx" / "encoder.onnx", device="cpu"), OnnxGraph(out / "onnx" / "decoder.onnx", device="cpu")
+    encoder, decoder = (
+        OnnxGraph(out / "onnx" / "encoder.onnx", device="cpu"),
+        OnnxGraph(out / "onnx" / "decoder.onnx", device="cpu"),
+    )
     lengths = np.array(lengths, dtype=np.int64)
     x = np.random.default_rng(seed).integers(2, 20, size=(len(lengths), int(lengths.max())))
     names = [s["name"] for s in decoder.spec["states"]]
@@ -141,7 +152,7 @@ def test_a_source_alone_equals_it_padded_in_a_batch(g2p_run, lengths, seed):
 
     memory, states, step = first_step(x, lengths)
     for row, n in enumerate(lengths):
-        m1, s1, step1 = first_step(x[row:row + 1, :n], lengths[row:row + 1])
+        m1, s1, step1 = first_step(x[row : row + 1, :n], lengths[row : row + 1])
         assert np.abs(m1[0] - memory[row, :n]).max() <= 1e-5
         assert all(np.abs(a[0] - b[row]).max() <= 1e-5 for a, b in zip(s1, states))
         assert np.abs(step1[0][0] - step[0][row]).max() <= 1e-5
@@ -192,8 +203,11 @@ def test_nearest_neighbour_baseline_and_the_predict_hint_come_from_the_data(tmp_
     data = tmp_path / "d.tsv"
     data.write_text("source\ttarget\n" + "".join(f"{s}\t{t}\n" for s, t in rows), encoding="utf-8")
     pipeline = tmp_path / "p.toml"
-    pipeline.write_text('[data]\npath = "d.tsv"\n[model]\ncell = "gru"\nhidden_size = 8\n[task]\nname = "seq2seq"\n'
-                        '[task.options]\nembedding_size = 4\n[training]\nepochs = 1\n[export]\nparity_sequences = 8\n', encoding="utf-8")
+    pipeline.write_text(
+        '[data]\npath = "d.tsv"\n[model]\ncell = "gru"\nhidden_size = 8\n[task]\nname = "seq2seq"\n'
+        "[task.options]\nembedding_size = 4\n[training]\nepochs = 1\n[export]\nparity_sequences = 8\n",
+        encoding="utf-8",
+    )
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     test = json.loads((tmp_path / "out" / "metrics.json").read_text())["test"]
@@ -209,7 +223,9 @@ def test_subword_source_and_target_train_export_and_decode_from_onnx_alone(small
     from seqpipe.builtin.seq2seq.task import collate
 
     (tmp_path / "small.tsv").write_bytes(small_tsv.read_bytes())
-    out = _run(tmp_path, source='kind = "subwords"\nvocab_size = 120', target='kind = "subwords"\nvocab_size = 80', epochs=3)
+    out = _run(
+        tmp_path, source='kind = "subwords"\nvocab_size = 120', target='kind = "subwords"\nvocab_size = 80', epochs=3
+    )
     task, model = load_trained(tmp_path)
     assert task.source.kind == task.target.kind == "subwords"
     words = [s for s, _ in task.pairs["test"][:5]]
@@ -231,7 +247,8 @@ def test_number_vector_sources_train_export_and_decode_from_onnx_alone(tmp_path,
         x = np.round(rng.normal(size=(int(rng.integers(1, 6)), 2)), 3)
         rows.append({"readings": x.tolist(), "signs": " ".join("plus" if v > 0 else "minus" for v in x[:, 0])})
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    (tmp_path / "p.toml").write_text(textwrap.dedent("""
+    (tmp_path / "p.toml").write_text(
+        textwrap.dedent("""
         [data]
         path = "d.jsonl"
         [input]
@@ -249,7 +266,8 @@ def test_number_vector_sources_train_export_and_decode_from_onnx_alone(tmp_path,
         [training]
         epochs = 12
         batch_size = 32
-    """))
+    """)
+    )
     result = CliRunner().invoke(main, ["run", str(tmp_path / "p.toml"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     test = json.loads((tmp_path / "out" / "metrics.json").read_text())["test"]

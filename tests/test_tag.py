@@ -13,17 +13,17 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import assert_sentences_alone_equal_batched, load_trained, predict_without_torch
 from seqpipe.cli import main
 from seqpipe.encoding import WordVocabulary, word_signature
-
-from conftest import assert_sentences_alone_equal_batched, load_trained, predict_without_torch
 
 REPO = Path(__file__).resolve().parents[1]
 BROWN = REPO / "seqpipe" / "datasets" / "brown_pos" / "brown-universal.conll"
 
 
 def _pipeline(path: Path, data: str, topology: str = "single", epochs: int = 2, cell: str = "gru") -> Path:
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         [data]
         {data}
         [model]
@@ -40,7 +40,8 @@ def _pipeline(path: Path, data: str, topology: str = "single", epochs: int = 2, 
         batch_size = 32
         [export]
         parity_sequences = 80
-    """))
+    """)
+    )
     return path
 
 
@@ -56,7 +57,9 @@ def small_brown(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tag_run(small_brown):
     root = small_brown.parent
-    result = CliRunner().invoke(main, ["run", str(_pipeline(root / "p.toml", f'path = "{small_brown.name}"')), "--out", str(root / "out")])
+    result = CliRunner().invoke(
+        main, ["run", str(_pipeline(root / "p.toml", f'path = "{small_brown.name}"')), "--out", str(root / "out")]
+    )
     assert result.exit_code == 0, result.output
     (root / "run.log").write_text(result.output, encoding="utf-8")
     return root
@@ -65,11 +68,18 @@ def tag_run(small_brown):
 def test_the_predict_hint_is_a_whole_test_sentence(tag_run, small_brown):
     import shlex
 
-    hint = next(line for line in (tag_run / "run.log").read_text(encoding="utf-8").splitlines() if line.startswith("try: "))
+    hint = next(
+        line for line in (tag_run / "run.log").read_text(encoding="utf-8").splitlines() if line.startswith("try: ")
+    )
     args = shlex.split(hint.removeprefix("try: "))
     assert args[:4] == ["seqpipe", "predict", str(tag_run / "out"), "--tokens"]
-    sentences = {tuple(line.split("\t")[0] for line in block.splitlines()) for block in small_brown.read_text(encoding="utf-8").split("\n\n")}
-    assert len(args[4].split(" ")) > 20 and tuple(args[4].split(" ")) in sentences  # long enough to have been cut before
+    sentences = {
+        tuple(line.split("\t")[0] for line in block.splitlines())
+        for block in small_brown.read_text(encoding="utf-8").split("\n\n")
+    }
+    assert (
+        len(args[4].split(" ")) > 20 and tuple(args[4].split(" ")) in sentences
+    )  # long enough to have been cut before
 
 
 def test_run_reports_accuracy_and_baseline_and_exports_per_step_graphs(tag_run):
@@ -78,7 +88,10 @@ def test_run_reports_accuracy_and_baseline_and_exports_per_step_graphs(tag_run):
     assert 0 < test["baseline_accuracy"] < 1 and 0 < test["accuracy"] <= 1 and test["tokens"] > test["examples"]
     parity = json.loads((out / "parity.json").read_text())
     assert parity["passed"] and set(parity["graphs"]) == {"step", "sequence"}
-    assert set(parity["graphs"]["sequence"]["comparisons"]) == {"ort_sequence_vs_torch_sequence", "ort_sequence_vs_ort_step_loop"}
+    assert set(parity["graphs"]["sequence"]["comparisons"]) == {
+        "ort_sequence_vs_torch_sequence",
+        "ort_sequence_vs_ort_step_loop",
+    }
     from seqpipe.serving.runtime import SequenceRunner
 
     runner = SequenceRunner(out / "onnx" / "sequence.onnx", device="cpu")
@@ -140,7 +153,10 @@ def test_plugin_cell_tagger_gets_a_per_step_loop_sequence_graph(small_brown, tmp
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     parity = json.loads((tmp_path / "out" / "parity.json").read_text())
-    assert parity["passed"] and parity["graphs"]["sequence"]["comparisons"]["ort_sequence_vs_ort_step_loop"]["y"]["abs"] <= 1e-5
+    assert (
+        parity["passed"]
+        and parity["graphs"]["sequence"]["comparisons"]["ort_sequence_vs_ort_step_loop"]["y"]["abs"] <= 1e-5
+    )
     from seqpipe.serving.runtime import SequenceRunner
 
     runner = SequenceRunner(tmp_path / "out" / "onnx" / "sequence.onnx", device="cpu")
@@ -148,14 +164,19 @@ def test_plugin_cell_tagger_gets_a_per_step_loop_sequence_graph(small_brown, tmp
     assert y.shape == (2, 4, 12) and np.allclose(y[0, :3].sum(-1), 1, atol=1e-5) and np.all(y[0, 3] == 0)
 
 
-@pytest.mark.parametrize("content,fragment", [
-    ("The\tDET\ncat\n", "d.conll:2: expected 'token<TAB>tag'"),
-    ("The\tDET\ncat NOUN\n", "1 examples leave no validation or test examples"),
-    ("\n\n", "holds no sentences"),
-])
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        ("The\tDET\ncat\n", "d.conll:2: expected 'token<TAB>tag'"),
+        ("The\tDET\ncat NOUN\n", "1 examples leave no validation or test examples"),
+        ("\n\n", "holds no sentences"),
+    ],
+)
 def test_bad_conll_is_one_line(tmp_path, content, fragment):
     (tmp_path / "d.conll").write_text(content)
-    result = CliRunner().invoke(main, ["run", str(_pipeline(tmp_path / "p.toml", 'path = "d.conll"')), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        main, ["run", str(_pipeline(tmp_path / "p.toml", 'path = "d.conll"')), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and fragment in result.output and len(result.output.strip().splitlines()) == 1
 
 
@@ -179,8 +200,11 @@ def test_fp16_and_int8_copies_of_a_tagger_open_and_pass(small_brown, tmp_path):
 
     pipeline = _pipeline(tmp_path / "p.toml", f'path = "{small_brown.as_posix()}"', epochs=1, cell="lstm")
     pipeline.write_text(pipeline.read_text().replace("[export]", "[export]\nfp16 = true\nint8 = true"))
-    done = subprocess.run([sys.executable, "-m", "seqpipe", "run", str(pipeline), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "seqpipe", "run", str(pipeline), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     graphs = json.loads((tmp_path / "out" / "parity.json").read_text())["graphs"]
     assert {"step.fp16", "sequence.fp16", "step.int8", "sequence.int8"} <= set(graphs)

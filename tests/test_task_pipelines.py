@@ -70,6 +70,7 @@ def test_attention_wins_on_grapheme_to_phoneme(tmp_path):
 
 # -- the ready-made pipelines on users'-style data: number vectors, entities, transliteration, covariates
 
+
 @pytest.mark.slow
 def test_speakers_are_recognised_from_number_vectors_on_the_published_split(tmp_path):
     metrics, parity = _run("japanese-vowels", tmp_path / "vowels")
@@ -93,7 +94,9 @@ def test_japanese_entities_beat_the_most_frequent_tag_baseline(tmp_path):
 def test_transliteration_chrf_beats_the_nearest_neighbour_baseline(tmp_path):
     metrics, parity = _run("thai-english", tmp_path / "thai")
     test = metrics["test"]
-    assert test["chrf"] >= test["baseline_chrf"] + 10 and test["token_error_rate"] < test["baseline_token_error_rate"], test
+    assert (
+        test["chrf"] >= test["baseline_chrf"] + 10 and test["token_error_rate"] < test["baseline_token_error_rate"]
+    ), test
     assert "bleu" not in test  # one-word targets: BLEU's 4-grams do not exist
     assert parity["passed"] and set(parity["graphs"]) == {"encoder", "decoder"}
 
@@ -102,7 +105,9 @@ def test_transliteration_chrf_beats_the_nearest_neighbour_baseline(tmp_path):
 def test_wind_forecast_with_covariates_is_10_percent_below_persistence(tmp_path):
     metrics, parity = _run("seattle-wind", tmp_path / "wind")
     test = metrics["test"]
-    assert test["rmse"] <= 0.9 * test["persistence_rmse"] and test["rmse_3_step"] < test["persistence_rmse_3_step"], test
+    assert test["rmse"] <= 0.9 * test["persistence_rmse"] and test["rmse_3_step"] < test["persistence_rmse_3_step"], (
+        test
+    )
     assert parity["passed"] and (tmp_path / "wind" / "forecast.png").is_file()
 
 

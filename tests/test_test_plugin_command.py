@@ -37,24 +37,33 @@ def test_the_installed_cell_plugin_passes_in_every_topology():
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("ok      cell 'indrnn': check_cell")
-    assert {line.split(": ")[0] for line in lines[1:4]} == {f"ok      cell 'indrnn' in topology '{t}'"
-                                                          for t in ("bidirectional", "single", "stacked")}
+    assert {line.split(": ")[0] for line in lines[1:4]} == {
+        f"ok      cell 'indrnn' in topology '{t}'" for t in ("bidirectional", "single", "stacked")
+    }
     assert lines[-1] == "seqpipe-indrnn: 4 of 4 checks passed."
 
 
 def test_a_broken_plugin_fails_naming_what_broke(tmp_path):
-    site = make_distribution(tmp_path, "seqpipe-narrow", {"seqpipe_narrow": NARROW_CELL_WITHOUT_STATE_SIZES},
-                             {"seqpipe": {"narrow": "seqpipe_narrow"}})
+    site = make_distribution(
+        tmp_path,
+        "seqpipe-narrow",
+        {"seqpipe_narrow": NARROW_CELL_WITHOUT_STATE_SIZES},
+        {"seqpipe": {"narrow": "seqpipe_narrow"}},
+    )
     result = seqpipe_cli(["test-plugin", "seqpipe-narrow", "--no-export"], [site])
     assert result.returncode == 1, result.stdout + result.stderr
     first = result.stdout.splitlines()[0]
-    assert first.startswith("FAILED  cell 'narrow': check_cell: AssertionError: NarrowCell.forward failed on states of its "
-                            "declared widths state_sizes = (5, 5) (not declared: every state is hidden_size = 5 wide by default")
+    assert first.startswith(
+        "FAILED  cell 'narrow': check_cell: AssertionError: NarrowCell.forward failed on states of its "
+        "declared widths state_sizes = (5, 5) (not declared: every state is hidden_size = 5 wide by default"
+    )
     assert result.stdout.splitlines()[-1] == "seqpipe-narrow: 0 of 4 checks passed."
 
 
 def test_an_unknown_distribution_is_a_usage_error():
     result = seqpipe_cli(["test-plugin", "seqpipe-nothing"], [])
     assert result.returncode == 2 and result.stderr.count("\n") == 1
-    assert "distribution 'seqpipe-nothing' registers no cell, topology, task or encoding; installed plugin distributions: " \
-           "seqpipe-indrnn" in result.stderr
+    assert (
+        "distribution 'seqpipe-nothing' registers no cell, topology, task or encoding; installed plugin distributions: "
+        "seqpipe-indrnn" in result.stderr
+    )

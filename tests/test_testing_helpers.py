@@ -31,6 +31,7 @@ def _registered(kind: str, name: str) -> type:
 
 # -- every registered plugin passes -----------------------------------------------------------------
 
+
 def test_the_registry_holds_the_builtins_and_the_installed_cell_plugin():
     assert {"vanilla", "gru", "lstm", "projected_lstm", "indrnn"} <= set(CELLS)
     assert {"single", "stacked", "bidirectional"} <= set(TOPOLOGIES)
@@ -49,7 +50,14 @@ ragged = st.lists(st.integers(1, 12), min_size=1, max_size=6)
 @settings(max_examples=8, deadline=None)
 @given(input_size=st.integers(1, 6), hidden_size=st.integers(4, 9), lengths=ragged, seed=st.integers(0, 2**16))
 def test_cell_contract_holds_for_drawn_sizes_and_lengths(name, input_size, hidden_size, lengths, seed):
-    check_cell(_registered("cell", name), input_size=input_size, hidden_size=hidden_size, lengths=lengths, seed=seed, export=False)
+    check_cell(
+        _registered("cell", name),
+        input_size=input_size,
+        hidden_size=hidden_size,
+        lengths=lengths,
+        seed=seed,
+        export=False,
+    )
 
 
 @pytest.mark.parametrize("name", TOPOLOGIES)
@@ -59,14 +67,26 @@ def test_registered_topology_passes_check_topology(name):
 
 @pytest.mark.parametrize("name", TOPOLOGIES)
 @settings(max_examples=10, deadline=None)
-@given(input_size=st.integers(1, 6), hidden_size=st.integers(1, 9), lengths=ragged, layers=st.integers(1, 3),
-       seed=st.integers(0, 2**16))
+@given(
+    input_size=st.integers(1, 6),
+    hidden_size=st.integers(1, 9),
+    lengths=ragged,
+    layers=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
 def test_topology_contract_holds_for_drawn_shapes(name, input_size, hidden_size, lengths, layers, seed):
     # the kit's cell (h narrower than c); every registered cell x topology: tests/test_cells_topologies.py
     topo_cls = _registered("topology", name)
     options = {"num_layers": layers} if "num_layers" in topo_cls.Options.model_fields else {}
-    check_topology(topo_cls, options=options, input_size=input_size, hidden_size=hidden_size, lengths=lengths, seed=seed,
-                   export=False)
+    check_topology(
+        topo_cls,
+        options=options,
+        input_size=input_size,
+        hidden_size=hidden_size,
+        lengths=lengths,
+        seed=seed,
+        export=False,
+    )
 
 
 @pytest.mark.slow
@@ -82,7 +102,12 @@ class OneLayer(Topology):
     def __init__(self, cell_cls, input_size, hidden_size, cell_options):
         super().__init__()
         self.cell = cell_cls(input_size, hidden_size, **cell_options)
-        self.input_size, self.hidden_size, self.output_size, self.num_slots = input_size, hidden_size, self.cell.output_size, 1
+        self.input_size, self.hidden_size, self.output_size, self.num_slots = (
+            input_size,
+            hidden_size,
+            self.cell.output_size,
+            1,
+        )
         self.state_names, self.state_sizes = tuple(cell_cls.state_names), tuple(self.cell.state_sizes)
 
     def forward(self, x, lengths, state=None):
@@ -130,6 +155,7 @@ def test_the_kit_needs_no_builtin_plugin(monkeypatch):
 
 # -- broken plugins fail, naming what broke ---------------------------------------------------------
 
+
 class LeakyPaddingCell(Cell):
     """Wrong on purpose: its 'fused' path ignores lengths, so padding changes results."""
 
@@ -140,7 +166,14 @@ class LeakyPaddingCell(Cell):
         self.rnn = nn.RNN(input_size, hidden_size, batch_first=True)
 
     def forward(self, x_t, state):
-        return (torch.tanh(x_t @ self.rnn.weight_ih_l0.T + self.rnn.bias_ih_l0 + state[0] @ self.rnn.weight_hh_l0.T + self.rnn.bias_hh_l0),)
+        return (
+            torch.tanh(
+                x_t @ self.rnn.weight_ih_l0.T
+                + self.rnn.bias_ih_l0
+                + state[0] @ self.rnn.weight_hh_l0.T
+                + self.rnn.bias_hh_l0
+            ),
+        )
 
     def forward_sequence(self, x, lengths, state):
         out, h = self.rnn(x, state[0].unsqueeze(0).contiguous())
@@ -206,7 +239,9 @@ class LeakyPaddingStack(OneLayer):
 
 
 def test_a_topology_whose_padding_leaks_is_caught():
-    with pytest.raises(AssertionError, match=r"LeakyPaddingStack.forward from zero states: outputs past sequence \d+'s length"):
+    with pytest.raises(
+        AssertionError, match=r"LeakyPaddingStack.forward from zero states: outputs past sequence \d+'s length"
+    ):
         check_topology(LeakyPaddingStack, export=False)
 
 
@@ -238,6 +273,7 @@ def test_a_topology_the_engine_cannot_construct_is_caught():
 
 
 # -- a subclass of a built-in topology is exported as itself ----------------------------------------
+
 
 def _stack_slots(per_layer):
     return tuple(torch.stack(parts, dim=1) for parts in zip(*per_layer))
@@ -283,11 +319,14 @@ def test_a_residual_subclass_of_a_builtin_topology_is_exported_as_itself():
 def test_a_layers_declaration_that_is_not_the_computation_is_caught():
     # the check that passes ResidualStack fails once it claims plain stacked layers: the graph built from them differs
     assert declares_layers(ResidualStackClaimingPlainLayers)
-    with pytest.raises(AssertionError, match="ResidualStackClaimingPlainLayers: sequence graph from declared layers vs torch"):
+    with pytest.raises(
+        AssertionError, match="ResidualStackClaimingPlainLayers: sequence graph from declared layers vs torch"
+    ):
         check_topology(ResidualStackClaimingPlainLayers, _registered("cell", "gru"))
 
 
 # -- a projected LSTM's served graphs carry each state at its own size ------------------------------
+
 
 def test_projected_lstm_step_graph_has_a_narrow_h_and_a_hidden_wide_c(tmp_path):
     from seqpipe.initial_state import InitialState
@@ -296,7 +335,9 @@ def test_projected_lstm_step_graph_has_a_narrow_h_and_a_hidden_wide_c(tmp_path):
 
     hidden, proj, layers = 7, 3, 2
     topology = Stacked(_registered("cell", "projected_lstm"), 4, hidden, {"proj_size": proj}, num_layers=layers)
-    model = SequenceModel(nn.Identity(), topology, nn.Linear(proj, 2), InitialState("zeros", topology.state_shapes), output="identity")
+    model = SequenceModel(
+        nn.Identity(), topology, nn.Linear(proj, 2), InitialState("zeros", topology.state_shapes), output="identity"
+    )
     path = tmp_path / "step.onnx"
     export_step(model, torch.zeros(2, 4), path, opset=18, exporter="dynamo")
     graph = onnx.load(str(path)).graph
@@ -311,6 +352,7 @@ def test_projected_lstm_step_graph_has_a_narrow_h_and_a_hidden_wide_c(tmp_path):
 
 
 # -- a broken task fails ----------------------------------------------------------------------------
+
 
 class ForecastWithoutItsMonitor(ForecastTask):
     """Wrong on purpose: evaluation leaves out the metric that picks the best epoch."""
@@ -332,9 +374,12 @@ def test_check_cell_names_a_missing_state_sizes_declaration():
     class ForgetsStateSizes(kit_classes().NarrowOutputCell):
         state_sizes = Cell.state_sizes  # as a projected cell written without declaring its narrower h
 
-    with pytest.raises(AssertionError, match=r"ForgetsStateSizes\.forward failed on states of its declared widths state_sizes = "
-                       r"\(5, 5\) \(not declared: every state is hidden_size = 5 wide by default; a cell whose states differ "
-                       r"in width must declare state_sizes\): RuntimeError"):
+    with pytest.raises(
+        AssertionError,
+        match=r"ForgetsStateSizes\.forward failed on states of its declared widths state_sizes = "
+        r"\(5, 5\) \(not declared: every state is hidden_size = 5 wide by default; a cell whose states differ "
+        r"in width must declare state_sizes\): RuntimeError",
+    ):
         check_cell(ForgetsStateSizes, export=False)
 
 
@@ -342,8 +387,11 @@ def test_the_kit_names_a_contract_name_reused_for_something_else():
     class LayersAsAttribute(Stacked):
         layers = None  # the contract's layers() is a method
 
-    with pytest.raises(AssertionError, match=r"LayersAsAttribute\.layers is an attribute, but 'layers' is a method of the "
-                       r"Topology contract"):
+    with pytest.raises(
+        AssertionError,
+        match=r"LayersAsAttribute\.layers is an attribute, but 'layers' is a method of the "
+        r"Topology contract",
+    ):
         check_topology(LayersAsAttribute, export=False)
 
     class StoresLayers(Stacked):

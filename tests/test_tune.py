@@ -36,21 +36,36 @@ def _data(folder: Path) -> None:
 def _pipeline(folder: Path, space: str, trials: int = 6) -> Path:
     _data(folder)
     path = folder / "p.toml"
-    path.write_text('[data]\npath = "d.jsonl"\n[input]\nkind = "numbers"\ncolumn = "x"\n[model]\nhidden_size = 8\n'
-                    '[training]\nepochs = 4\nbatch_size = 32\n[export]\nparity_sequences = 16\n'
-                    f'[tune]\ntrials = {trials}\n[tune.space]\n{space}\n', encoding="utf-8")
+    path.write_text(
+        '[data]\npath = "d.jsonl"\n[input]\nkind = "numbers"\ncolumn = "x"\n[model]\nhidden_size = 8\n'
+        "[training]\nepochs = 4\nbatch_size = 32\n[export]\nparity_sequences = 16\n"
+        f"[tune]\ntrials = {trials}\n[tune.space]\n{space}\n",
+        encoding="utf-8",
+    )
     return path
 
 
 SPACE = '"model.hidden_size" = [4, 8, 16]\n"training.learning_rate" = { low = 0.001, high = 0.03, log = true }'
 
 
-@pytest.mark.parametrize("space,fragment", [
-    ('"hidden_size" = [4, 8]', "tune: space key 'hidden_size' is not a dotted pipeline key"),
-    ('"model.cell" = ["gru", "lstmm"]', "tune.space.\"model.cell\" = 'lstmm' makes an invalid pipeline: model.cell: unknown cell 'lstmm'"),
-    ('"training.learning_rate" = { low = 0.1, high = 0.01 }', "space key 'training.learning_rate': range: low (0.1) must be below high (0.01)"),
-    ('"training.batch_size" = { low = 0, high = 64 }', "tune.space.\"training.batch_size\" = 0 makes an invalid pipeline"),
-])
+@pytest.mark.parametrize(
+    "space,fragment",
+    [
+        ('"hidden_size" = [4, 8]', "tune: space key 'hidden_size' is not a dotted pipeline key"),
+        (
+            '"model.cell" = ["gru", "lstmm"]',
+            "tune.space.\"model.cell\" = 'lstmm' makes an invalid pipeline: model.cell: unknown cell 'lstmm'",
+        ),
+        (
+            '"training.learning_rate" = { low = 0.1, high = 0.01 }',
+            "space key 'training.learning_rate': range: low (0.1) must be below high (0.01)",
+        ),
+        (
+            '"training.batch_size" = { low = 0, high = 64 }',
+            'tune.space."training.batch_size" = 0 makes an invalid pipeline',
+        ),
+    ],
+)
 def test_a_bad_search_space_is_one_line_before_any_trial(tmp_path, space, fragment):
     result = CliRunner().invoke(main, ["tune", str(_pipeline(tmp_path, space)), "--out", str(tmp_path / "study")])
     assert result.exit_code == 2, result.output
@@ -70,7 +85,7 @@ def _finished(db: Path) -> list[int]:
             rows = connection.execute("SELECT number FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchall()
     except sqlite3.OperationalError:  # the tables are not created yet
         return []
-    return [number for number, in rows]
+    return [number for (number,) in rows]
 
 
 def _study_error(db: Path) -> str:
@@ -95,8 +110,10 @@ def test_a_killed_study_continues_and_its_best_pipeline_reproduces_its_score(tmp
     ended_itself = first.poll()
     first.send_signal(signal.SIGKILL)  # halfway, most likely inside a trial
     _, said = first.communicate()
-    assert 3 <= len(_finished(study_dir / "study.db")) < 6, \
-        f"first study process (exit {ended_itself}) said:\n{said[-3000:]}\nreading the study: {_study_error(study_dir / 'study.db')}"
+    assert 3 <= len(_finished(study_dir / "study.db")) < 6, (
+        f"first study process (exit {ended_itself}) said:\n{said[-3000:]}\nreading the study: "
+        f"{_study_error(study_dir / 'study.db')}"
+    )
     second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0, second.stderr
     study = optuna.load_study(study_name="seqpipe", storage=f"sqlite:///{study_dir / 'study.db'}")
@@ -114,7 +131,9 @@ def test_a_killed_study_continues_and_its_best_pipeline_reproduces_its_score(tmp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("another_process_runs", [False, True])
-def test_a_trial_killed_before_it_recorded_its_process_is_not_taken_for_a_live_one(tmp_path, monkeypatch, another_process_runs):
+def test_a_trial_killed_before_it_recorded_its_process_is_not_taken_for_a_live_one(
+    tmp_path, monkeypatch, another_process_runs
+):
     """optuna creates a trial (running) before the objective records its owner: a process killed in
     between leaves an ownerless trial, which must not count toward the target as someone's. While
     another process of the study runs, it might be that one's for an instant: the study waits to
@@ -123,10 +142,13 @@ def test_a_trial_killed_before_it_recorded_its_process_is_not_taken_for_a_live_o
     pipeline = _pipeline(tmp_path, SPACE, trials=2)
     study_dir = tmp_path / "study"
     study_dir.mkdir()
-    leave = ("import sys, optuna; from seqpipe.tuning import _record_process\n"
-             "study = optuna.create_study(study_name='seqpipe', storage=sys.argv[1], direction='maximize')\n"
-             "if len(sys.argv) > 2: study.set_user_attr('process other', {'host': sys.argv[2], 'pid': int(sys.argv[3]), 'started': None})\n"
-             "_record_process(study); study.ask()  # then the process ends, as if killed: no owner, no values\n")
+    leave = (
+        "import sys, optuna; from seqpipe.tuning import _record_process\n"
+        "study = optuna.create_study(study_name='seqpipe', storage=sys.argv[1], direction='maximize')\n"
+        "if len(sys.argv) > 2: study.set_user_attr('process other', {'host': sys.argv[2], 'pid': int(sys.argv[3]), "
+        "'started': None})\n"
+        "_record_process(study); study.ask()  # then the process ends, as if killed: no owner, no values\n"
+    )
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]) as other:
         try:
             alive = [socket.gethostname(), str(other.pid)] if another_process_runs else []
@@ -150,8 +172,13 @@ def test_trials_in_two_processes_share_the_study_and_each_is_recorded_once(tmp_p
     running trial for a killed one, and the target is reached with every trial recorded once."""
     pipeline = _pipeline(tmp_path, SPACE, trials=10)  # enough that the second process, starting later, gets some
     study_dir = tmp_path / "study"
-    proc = subprocess.run([sys.executable, "-m", "seqpipe", "tune", str(pipeline), "--out", str(study_dir), "--jobs", "2"],
-                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "seqpipe", "tune", str(pipeline), "--out", str(study_dir), "--jobs", "2"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 processes share the study" in proc.stderr and "interrupted earlier" not in proc.stderr
     study = optuna.load_study(study_name="seqpipe", storage=f"sqlite:///{study_dir / 'study.db'}")
@@ -178,9 +205,13 @@ def test_a_running_trial_counts_as_killed_only_when_its_process_is_gone():
     me = this_process()
     alone = [me]  # the processes recorded on the study: this one only
     assert _judge(trial(me), alone) == LIVE  # this process is alive: its trial is its own to finish
-    assert _judge(trial({**me, "started": "0"}), alone) == GONE  # the same pid, another process (a restarted container's pid 1)
+    assert (
+        _judge(trial({**me, "started": "0"}), alone) == GONE
+    )  # the same pid, another process (a restarted container's pid 1)
     assert _judge(trial({**me, "host": me["host"] + "-earlier"}), alone) == GONE  # a SQLite study lives on one machine
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout
     dead = {**me, "pid": int(dead), "started": None}
     assert _judge(trial(dead), alone) == GONE
     # a trial that has no owner yet: created by a process killed before it recorded itself, unless

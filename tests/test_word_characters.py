@@ -8,20 +8,18 @@ import json
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import assert_sentences_alone_equal_batched, load_trained, predict_without_torch
 from seqpipe.builtin.encodings import Words, WordsOptions
 from seqpipe.cli import main
 from seqpipe.encoding import word_character_ids
 from seqpipe.models import hide_tokens
 from seqpipe.word_characters import WordCharacters
-
-from conftest import assert_sentences_alone_equal_batched, load_trained, predict_without_torch
 
 REPO = Path(__file__).resolve().parents[1]
 BROWN = REPO / "seqpipe" / "datasets" / "brown_pos" / "brown-universal.conll"
@@ -32,8 +30,11 @@ PER_WORD = 8
 def char_run(tmp_path_factory) -> Path:
     """A causal GRU tagger with character-aware words, trained on 600 Brown sentences."""
     root = tmp_path_factory.mktemp("word-characters")
-    (root / "small.conll").write_text("\n\n".join(BROWN.read_text(encoding="utf-8").split("\n\n")[:600]) + "\n", encoding="utf-8")
-    (root / "p.toml").write_text(textwrap.dedent(f"""
+    (root / "small.conll").write_text(
+        "\n\n".join(BROWN.read_text(encoding="utf-8").split("\n\n")[:600]) + "\n", encoding="utf-8"
+    )
+    (root / "p.toml").write_text(
+        textwrap.dedent(f"""
         [data]
         path = "small.conll"
         [model]
@@ -53,7 +54,8 @@ def char_run(tmp_path_factory) -> Path:
         batch_size = 32
         [export]
         parity_sequences = 80
-    """))
+    """)
+    )
     result = CliRunner().invoke(main, ["run", str(root / "p.toml"), "--out", str(root / "out")])
     assert result.exit_code == 0, result.output
     (root / "output.txt").write_text(result.output)
@@ -84,8 +86,13 @@ def test_shortened_words_are_counted(char_run):
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(sentences=st.lists(st.lists(st.text(alphabet="abcXYZ-19é.", min_size=1, max_size=14), min_size=1, max_size=9),
-                          min_size=1, max_size=4))
+@given(
+    sentences=st.lists(
+        st.lists(st.text(alphabet="abcXYZ-19é.", min_size=1, max_size=14), min_size=1, max_size=9),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_sentences_alone_equal_them_batched_in_both_graphs(char_run, sentences):
     """Ragged batches of made-up words (unknown words and characters included): the sequence graph,
     the step graph stepped, and each sentence run alone agree to 1e-5."""
@@ -115,7 +122,7 @@ def test_a_word_gives_its_characters_or_its_prefix_and_suffix(word, per_word):
     index = {ch: i + 2 for i, ch in enumerate(sorted(set(word)))}
     ids = word_character_ids(word, index, per_word)
     assert len(ids) == per_word
-    shown = word if len(word) <= per_word else word[: per_word - per_word // 2] + word[len(word) - per_word // 2:]
+    shown = word if len(word) <= per_word else word[: per_word - per_word // 2] + word[len(word) - per_word // 2 :]
     assert ids == [index[ch] for ch in shown] + [0] * (per_word - len(shown))
     assert word_character_ids(word, {}, per_word)[: len(shown)] == [1] * len(shown)  # unseen characters: unknown
 
@@ -138,7 +145,10 @@ def test_each_word_is_read_alone_and_padding_reads_as_nothing(per_word, batch, t
     module = WordCharacters(9, 4, 7, per_word, 5).eval()
     chars = torch.randint(1, 7, (batch, time, per_word), generator=g)
     spelled = torch.randint(1, per_word + 1, (batch, time, 1), generator=g)
-    x = torch.cat([torch.randint(1, 9, (batch, time, 1), generator=g), chars.masked_fill(torch.arange(per_word) >= spelled, 0)], -1)
+    x = torch.cat(
+        [torch.randint(1, 9, (batch, time, 1), generator=g), chars.masked_fill(torch.arange(per_word) >= spelled, 0)],
+        -1,
+    )
     out = module(x)
     assert out.shape == (batch, time, 4 + 5)
     for b in range(batch):
@@ -161,7 +171,8 @@ def test_word_dropout_hides_word_ids_and_keeps_their_characters():
 def test_a_classifier_reads_word_characters_with_a_streaming_pooling_head(tmp_path, small_csv):
     """classify: words and their characters, mean pooling (the step graph carries its running
     statistics), int8 copies too; both graphs pass parity and predict serves them."""
-    (tmp_path / "p.toml").write_text(textwrap.dedent(f"""
+    (tmp_path / "p.toml").write_text(
+        textwrap.dedent(f"""
         [data]
         path = "{small_csv.as_posix()}"
         [model]
@@ -181,7 +192,8 @@ def test_a_classifier_reads_word_characters_with_a_streaming_pooling_head(tmp_pa
         [export]
         int8 = true
         parity_sequences = 40
-    """))
+    """)
+    )
     result = CliRunner().invoke(main, ["run", str(tmp_path / "p.toml"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     parity = json.loads((tmp_path / "out" / "parity.json").read_text())

@@ -60,8 +60,10 @@ def main(source: Path) -> None:
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
     tokens = sum(len(s) for s in sentences)
     entities = Counter(line.split("\t")[1][2:] for line in lines if "\tB-" in line)
-    print(f"{OUT}: {len(sentences)} sentences, {tokens} tokens; {repaired} I- tags repaired to B-, "
-          f"{spaces} whitespace characters replaced by '_'; entities {dict(entities.most_common())}")
+    print(
+        f"{OUT}: {len(sentences)} sentences, {tokens} tokens; {repaired} I- tags repaired to B-, "
+        f"{spaces} whitespace characters replaced by '_'; entities {dict(entities.most_common())}"
+    )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,10 @@ def main(source: Path) -> None:
                 fh.write(json.dumps(record, separators=(",", ":")) + "\n")
         lengths = [len(r["coefficients"]) for r in records]
         speakers = Counter(r["speaker"] for r in records)
-        print(f"{split}: {len(records)} utterances, {min(lengths)}-{max(lengths)} frames, "
-              f"{sum(lengths)} frames in all; speakers {dict(sorted(speakers.items()))}")
+        print(
+            f"{split}: {len(records)} utterances, {min(lengths)}-{max(lengths)} frames, "
+            f"{sum(lengths)} frames in all; speakers {dict(sorted(speakers.items()))}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Rebuild seqpipe/datasets/seattle_weather/seattle-weather.csv from the PyPI package vega_datasets.
 
-    pip download --no-deps vega_datasets==0.9.0 && unzip vega_datasets-0.9.0-py3-none-any.whl 'vega_datasets/_data/seattle-weather.csv'
+    pip download --no-deps vega_datasets==0.9.0
+    unzip vega_datasets-0.9.0-py3-none-any.whl 'vega_datasets/_data/seattle-weather.csv'
     python tools/build_seattle_weather_dataset.py vega_datasets/_data/seattle-weather.csv
 
 The file is copied byte for byte (1,461 daily rows, 2012/01/01 to 2015/12/31, columns ``date``,

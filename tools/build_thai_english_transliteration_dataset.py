@@ -1,6 +1,7 @@
 """Rebuild seqpipe/datasets/thai_english_transliteration/th-en-transliteration.tsv from PyPI pythainlp.
 
-    pip download --no-deps pythainlp==5.4.0 && unzip pythainlp-5.4.0-py3-none-any.whl 'pythainlp/corpus/th_en_transliteration_v1.4.tsv'
+    pip download --no-deps pythainlp==5.4.0
+    unzip pythainlp-5.4.0-py3-none-any.whl 'pythainlp/corpus/th_en_transliteration_v1.4.tsv'
     python tools/build_thai_english_transliteration_dataset.py pythainlp/corpus/th_en_transliteration_v1.4.tsv
 
 The source (the Thai-English transliteration dictionary v1.4 by Wannaphong Phatthiyaphaibun) has
@@ -22,8 +23,13 @@ from pathlib import Path
 
 SIZE = 8_000
 SEED = 2022  # the dictionary's v1.4 year
-OUT = (Path(__file__).resolve().parents[1] / "seqpipe" / "datasets" / "thai_english_transliteration"
-       / "th-en-transliteration.tsv")
+OUT = (
+    Path(__file__).resolve().parents[1]
+    / "seqpipe"
+    / "datasets"
+    / "thai_english_transliteration"
+    / "th-en-transliteration.tsv"
+)
 
 
 def main(source: Path) -> None:
@@ -56,8 +62,10 @@ def main(source: Path) -> None:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(["source", "target"])
         writer.writerows(pairs)
-    print(f"{OUT}: {len(pairs)} pairs kept; dropped {empty} with an empty field and {duplicates} exact "
-          f"duplicates; stripped whitespace from {stripped} fields")
+    print(
+        f"{OUT}: {len(pairs)} pairs kept; dropped {empty} with an empty field and {duplicates} exact "
+        f"duplicates; stripped whitespace from {stripped} fields"
+    )
 
 
 if __name__ == "__main__":

@@ -35,12 +35,16 @@ class FusedCell(Cell):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, **fused_kwargs) -> None:
         super().__init__(input_size, hidden_size)
-        self.fused = self.fused_class(input_size, hidden_size, num_layers=1, bias=bias, batch_first=True, **fused_kwargs)
+        self.fused = self.fused_class(
+            input_size, hidden_size, num_layers=1, bias=bias, batch_first=True, **fused_kwargs
+        )
 
     def _gates(self, x_t: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Input and hidden projections ``[B, G·H]`` each, in torch's gate order."""
         f = self.fused
-        return F.linear(x_t, f.weight_ih_l0, f.bias_ih_l0 if f.bias else None), F.linear(h, f.weight_hh_l0, f.bias_hh_l0 if f.bias else None)
+        return F.linear(x_t, f.weight_ih_l0, f.bias_ih_l0 if f.bias else None), F.linear(
+            h, f.weight_hh_l0, f.bias_hh_l0 if f.bias else None
+        )
 
     def forward_sequence(self, x: torch.Tensor, lengths: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -59,7 +63,11 @@ class FusedCell(Cell):
             return blocks[gate_order].reshape(len(gate_order) * h, *t.shape[1:])
 
         w, r = reorder(f.weight_ih_l0), reorder(f.weight_hh_l0)
-        b = np.concatenate([reorder(f.bias_ih_l0), reorder(f.bias_hh_l0)]) if f.bias else np.zeros(2 * len(gate_order) * h, np.float32)
+        b = (
+            np.concatenate([reorder(f.bias_ih_l0), reorder(f.bias_hh_l0)])
+            if f.bias
+            else np.zeros(2 * len(gate_order) * h, np.float32)
+        )
         return w, r, b
 
 
@@ -84,7 +92,9 @@ class VanillaRNNCell(FusedCell):
         return (self.activation(gi + gh),)
 
     def onnx_operator(self) -> OnnxOperator:
-        return OnnxOperator("RNN", *self._onnx_weights([0]), {"activations": ["Tanh" if self.nonlinearity == "tanh" else "Relu"]})
+        return OnnxOperator(
+            "RNN", *self._onnx_weights([0]), {"activations": ["Tanh" if self.nonlinearity == "tanh" else "Relu"]}
+        )
 
 
 class GRUCell(FusedCell):
@@ -126,14 +136,18 @@ class LSTMCell(FusedCell):
 
 
 class ProjectedLSTMOptions(FusedCellOptions):
-    proj_size: int = Field(ge=1, description="size of the output and recurrent state h (< hidden_size, the cell memory c)")
+    proj_size: int = Field(
+        ge=1, description="size of the output and recurrent state h (< hidden_size, the cell memory c)"
+    )
 
     @model_validator(mode="after")
     def _smaller_than_hidden(self, info: ValidationInfo) -> ProjectedLSTMOptions:
         hidden = (info.context or {}).get("hidden_size")
         if hidden is not None and self.proj_size >= hidden:
-            raise ValueError(f"proj_size {self.proj_size} must be smaller than model.hidden_size {hidden}; lower proj_size, "
-                             "or use the 'lstm' cell")
+            raise ValueError(
+                f"proj_size {self.proj_size} must be smaller than model.hidden_size {hidden}; lower proj_size, "
+                "or use the 'lstm' cell"
+            )
         return self
 
 

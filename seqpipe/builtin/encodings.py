@@ -23,7 +23,9 @@ class CharactersOptions(EncodingOptions):
     kind: Literal["characters"] = "characters"
     lowercase: bool = Field(False, description="fold text to lower case before encoding")
     min_count: int = Field(2, ge=1, description="training characters seen fewer times become <unk>")
-    max_length: int | None = Field(256, ge=1, description="characters kept from the start of each text (cuts are counted)")
+    max_length: int | None = Field(
+        256, ge=1, description="characters kept from the start of each text (cuts are counted)"
+    )
 
 
 class Characters(InputEncoding):
@@ -40,8 +42,12 @@ class Characters(InputEncoding):
         return CharVocabulary.units(value, self.options.lowercase)
 
     def fit(self, values: Sequence[Any]) -> None:
-        self.vocabulary = CharVocabulary.fit(values, lowercase=self.options.lowercase, max_length=self.options.max_length or 1 << 31,
-                                             min_count=self.options.min_count)
+        self.vocabulary = CharVocabulary.fit(
+            values,
+            lowercase=self.options.lowercase,
+            max_length=self.options.max_length or 1 << 31,
+            min_count=self.options.min_count,
+        )
 
     def encode(self, value: str | Sequence[str]) -> list[int]:
         index = self.vocabulary._index
@@ -52,33 +58,53 @@ class Characters(InputEncoding):
         return len(self.vocabulary)
 
     def to_spec(self) -> dict[str, Any]:
-        return {"dtype": "int64", "column": self.options.column, "join": "",
-                **self.vocabulary.to_spec(), "max_length": self.options.max_length,
-                "encode": "one id per character (after lower-casing when lowercase): index in symbols, else unk_id; "
-                          "keep the first max_length"}
+        return {
+            "dtype": "int64",
+            "column": self.options.column,
+            "join": "",
+            **self.vocabulary.to_spec(),
+            "max_length": self.options.max_length,
+            "encode": "one id per character (after lower-casing when lowercase): index in symbols, else unk_id; "
+            "keep the first max_length",
+        }
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Characters:
-        options = CharactersOptions(column=spec.get("column"), lowercase=bool(spec["lowercase"]), max_length=spec.get("max_length"))
-        return cls(options, CharVocabulary(tuple(spec["symbols"]), bool(spec["lowercase"]), int(spec.get("max_length") or 1 << 31)))
+        options = CharactersOptions(
+            column=spec.get("column"), lowercase=bool(spec["lowercase"]), max_length=spec.get("max_length")
+        )
+        return cls(
+            options,
+            CharVocabulary(tuple(spec["symbols"]), bool(spec["lowercase"]), int(spec.get("max_length") or 1 << 31)),
+        )
 
 
 class WordsOptions(EncodingOptions):
     kind: Literal["words"] = "words"
-    lowercase: bool = Field(False, description="fold words to lower case (capitals still shape unknown-word signatures)")
+    lowercase: bool = Field(
+        False, description="fold words to lower case (capitals still shape unknown-word signatures)"
+    )
     min_count: int = Field(2, ge=1, description="rarer training words are encoded by their shape/suffix signature")
-    characters: int = Field(0, ge=0, le=64, description="also give the network each word's characters, read by a small "
-                            "character CNN whose features join the word embedding (what unseen words show by their "
-                            "spelling): up to this many characters per word, a longer word's first and last halves "
-                            "(counted and reported); 0: word ids only")
-    character_features: int | None = Field(None, ge=1, le=1024, description="the character CNN's features per word "
-                                           "(with input.characters; default 32)")
+    characters: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="also give the network each word's characters, read by a small "
+        "character CNN whose features join the word embedding (what unseen words show by their "
+        "spelling): up to this many characters per word, a longer word's first and last halves "
+        "(counted and reported); 0: word ids only",
+    )
+    character_features: int | None = Field(
+        None, ge=1, le=1024, description="the character CNN's features per word (with input.characters; default 32)"
+    )
 
     @model_validator(mode="after")
     def _features_need_characters(self) -> WordsOptions:
         if self.character_features is not None and not self.characters:
-            raise ValueError("character_features sets the character CNN, which input.characters turns on; "
-                             "add characters = 16 (say), or remove character_features")
+            raise ValueError(
+                "character_features sets the character CNN, which input.characters turns on; "
+                "add characters = 16 (say), or remove character_features"
+            )
         return self
 
 
@@ -90,8 +116,9 @@ class Words(InputEncoding):
     Options = WordsOptions
     token_aligned = True
 
-    def __init__(self, options: WordsOptions, vocabulary: WordVocabulary | None = None,
-                 characters: CharVocabulary | None = None) -> None:
+    def __init__(
+        self, options: WordsOptions, vocabulary: WordVocabulary | None = None, characters: CharVocabulary | None = None
+    ) -> None:
         super().__init__(options)
         self.vocabulary = vocabulary
         self.characters = characters  # with options.characters: the training words' characters
@@ -101,11 +128,16 @@ class Words(InputEncoding):
         return split_words(value) if isinstance(value, str) else list(value)
 
     def fit(self, values: Sequence[Any]) -> None:
-        self.vocabulary = WordVocabulary.fit((self.units(v) for v in values), lowercase=self.options.lowercase,
-                                             min_count=self.options.min_count)
+        self.vocabulary = WordVocabulary.fit(
+            (self.units(v) for v in values), lowercase=self.options.lowercase, min_count=self.options.min_count
+        )
         if self.options.characters:  # case kept: capitals are what the characters tell beside a lower-cased word
-            self.characters = CharVocabulary.fit((w for v in values for w in self.units(v)), lowercase=False,
-                                                 max_length=self.options.characters, min_count=2)
+            self.characters = CharVocabulary.fit(
+                (w for v in values for w in self.units(v)),
+                lowercase=False,
+                max_length=self.options.characters,
+                min_count=2,
+            )
 
     def encode(self, value: str | Sequence[str]) -> list[int] | list[list[int]]:
         words = self.units(value)[: self.max_length]
@@ -126,8 +158,12 @@ class Words(InputEncoding):
         texts = [self.units(v) for v in values]  # split once for both counts
         self.count_truncations((len(words) for words in texts), account, what)
         long = sum(len(w) > per_word for words in texts for w in words[: self.max_length])
-        account.add("shortened_words", long, f"words longer than input.characters = {per_word}: the character CNN reads "
-                    f"their first {per_word - per_word // 2} and last {per_word // 2} characters (raise it to read them whole)")
+        account.add(
+            "shortened_words",
+            long,
+            f"words longer than input.characters = {per_word}: the character CNN reads "
+            f"their first {per_word - per_word // 2} and last {per_word // 2} characters (raise it to read them whole)",
+        )
 
     def steps(self, value: Any) -> int:
         return len(self.units(value))
@@ -140,23 +176,38 @@ class Words(InputEncoding):
         return len(self.vocabulary)
 
     def to_spec(self) -> dict[str, Any]:
-        spec = {"dtype": "int64", "column": self.options.column, "join": " ", "max_length": self.options.max_length,
-                **self.vocabulary.to_spec(), "min_count": self.options.min_count}
+        spec = {
+            "dtype": "int64",
+            "column": self.options.column,
+            "join": " ",
+            "max_length": self.options.max_length,
+            **self.vocabulary.to_spec(),
+            "min_count": self.options.min_count,
+        }
         per_word = self.options.characters
         if per_word:
             spec["features"] = 1 + per_word  # x: [..., 1 + per_word] ids per step
-            spec["characters"] = {"symbols": list(self.characters.symbols), "pad_id": 0, "unk_id": 1, "per_word": per_word,
-                                  "encode": "step = [word id, then seqpipe.encoding.word_character_ids(word, index in "
-                                            "symbols, per_word)]: the word's characters (case kept), unknown ones unk_id, "
-                                            f"0-padded to per_word; a longer word: its first {per_word - per_word // 2} "
-                                            f"and last {per_word // 2} characters"}
+            spec["characters"] = {
+                "symbols": list(self.characters.symbols),
+                "pad_id": 0,
+                "unk_id": 1,
+                "per_word": per_word,
+                "encode": "step = [word id, then seqpipe.encoding.word_character_ids(word, index in "
+                "symbols, per_word)]: the word's characters (case kept), unknown ones unk_id, "
+                f"0-padded to per_word; a longer word: its first {per_word - per_word // 2} "
+                f"and last {per_word // 2} characters",
+            }
         return spec
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Words:
         characters = spec.get("characters")
-        options = WordsOptions(column=spec.get("column"), lowercase=bool(spec["lowercase"]), max_length=spec.get("max_length"),
-                               characters=characters["per_word"] if characters else 0)
+        options = WordsOptions(
+            column=spec.get("column"),
+            lowercase=bool(spec["lowercase"]),
+            max_length=spec.get("max_length"),
+            characters=characters["per_word"] if characters else 0,
+        )
         vocabulary = CharVocabulary(tuple(characters["symbols"]), False, characters["per_word"]) if characters else None
         return cls(options, WordVocabulary.from_spec(spec), vocabulary)
 
@@ -166,7 +217,9 @@ class SubwordsOptions(EncodingOptions):
     model: Literal["bpe", "unigram"] = Field("bpe", description="byte-pair encoding or a unigram language model")
     vocab_size: int = Field(1000, ge=16, description="subword vocabulary size, special symbols included")
     lowercase: bool = Field(False, description="fold text to lower case before splitting")
-    max_length: int | None = Field(256, ge=1, description="subwords kept from the start of each text (cuts are counted)")
+    max_length: int | None = Field(
+        256, ge=1, description="subwords kept from the start of each text (cuts are counted)"
+    )
 
 
 SPECIALS = (PAD, UNK, "<sos>", "<eos>")
@@ -198,8 +251,9 @@ class Subwords(InputEncoding):
             trainer = trainers.BpeTrainer(vocab_size=o.vocab_size, special_tokens=list(SPECIALS), show_progress=False)
         else:
             tokenizer = Tokenizer(models.Unigram())
-            trainer = trainers.UnigramTrainer(vocab_size=o.vocab_size, special_tokens=list(SPECIALS), unk_token=UNK,
-                                              show_progress=False)
+            trainer = trainers.UnigramTrainer(
+                vocab_size=o.vocab_size, special_tokens=list(SPECIALS), unk_token=UNK, show_progress=False
+            )
         # Metaspace keeps word boundaries inside the pieces ("▁the"), so decoding restores the spaces
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
         tokenizer.decoder = decoders.Metaspace()
@@ -224,32 +278,51 @@ class Subwords(InputEncoding):
 
     def to_spec(self) -> dict[str, Any]:
         vocab = self.tokenizer.get_vocab()
-        return {"kind": "subwords", "dtype": "int64", "column": self.options.column, "model": self.options.model,
-                "lowercase": self.options.lowercase, "max_length": self.options.max_length, "pad_id": vocab[PAD],
-                "unk_id": vocab[UNK], "symbols": sorted(vocab, key=vocab.get),
-                "tokenizer_json": self.tokenizer.to_str(),
-                "encode": "lower-case when lowercase, then Tokenizer.from_str(tokenizer_json).encode(text).ids "
-                          "(Hugging Face tokenizers); keep the first max_length"}
+        return {
+            "kind": "subwords",
+            "dtype": "int64",
+            "column": self.options.column,
+            "model": self.options.model,
+            "lowercase": self.options.lowercase,
+            "max_length": self.options.max_length,
+            "pad_id": vocab[PAD],
+            "unk_id": vocab[UNK],
+            "symbols": sorted(vocab, key=vocab.get),
+            "tokenizer_json": self.tokenizer.to_str(),
+            "encode": "lower-case when lowercase, then Tokenizer.from_str(tokenizer_json).encode(text).ids "
+            "(Hugging Face tokenizers); keep the first max_length",
+        }
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Subwords:
         from tokenizers import Tokenizer
 
-        options = SubwordsOptions(column=spec.get("column"), model=spec["model"], lowercase=bool(spec["lowercase"]),
-                                  max_length=spec.get("max_length"))
+        options = SubwordsOptions(
+            column=spec.get("column"),
+            model=spec["model"],
+            lowercase=bool(spec["lowercase"]),
+            max_length=spec.get("max_length"),
+        )
         return cls(options, Tokenizer.from_str(spec["tokenizer_json"]))
 
 
 class NumbersOptions(EncodingOptions):
     kind: Literal["numbers"] = "numbers"
-    columns: list[str] | None = Field(None, min_length=1, description="long format (CSV, one row per step): the feature "
-                                      "columns, with data.sequence_column and data.order_column; instead of 'column'")
-    standardize: bool = Field(True, description="subtract each feature's training mean and divide by its training "
-                              "standard deviation")
+    columns: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="long format (CSV, one row per step): the feature "
+        "columns, with data.sequence_column and data.order_column; instead of 'column'",
+    )
+    standardize: bool = Field(
+        True, description="subtract each feature's training mean and divide by its training standard deviation"
+    )
     normalize: Literal["none", "series"] = Field(
-        "none", description="series: first rescale each sequence's every feature to mean 0 and standard deviation 1 over "
+        "none",
+        description="series: first rescale each sequence's every feature to mean 0 and standard deviation 1 over "
         "its own steps (the UCR archive's convention: the shape is classified, not the level or scale); the whole "
-        "sequence is needed before its first step is encoded")
+        "sequence is needed before its first step is encoded",
+    )
 
 
 class Numbers(InputEncoding):
@@ -280,8 +353,10 @@ class Numbers(InputEncoding):
             if self._first is None:
                 self._first = (value.shape[1], f"{path}:{row.line}")
             elif value.shape[1] != self._first[0]:
-                raise DataError(f"{path}:{row.line}: {value.shape[1]} numbers per step where {self._first[1]} has "
-                                f"{self._first[0]}; every record needs the same features.")
+                raise DataError(
+                    f"{path}:{row.line}: {value.shape[1]} numbers per step where {self._first[1]} has "
+                    f"{self._first[0]}; every record needs the same features."
+                )
         return values
 
     @staticmethod
@@ -290,8 +365,10 @@ class Numbers(InputEncoding):
         from seqpipe.data import number
 
         if row.step_lines is None:
-            raise DataError(f"{path}: input.columns reads long format (one row per step); set data.sequence_column and "
-                            "data.order_column, or name one column holding each sequence's vectors with input.column.")
+            raise DataError(
+                f"{path}: input.columns reads long format (one row per step); set data.sequence_column and "
+                "data.order_column, or name one column holding each sequence's vectors with input.column."
+            )
         steps = []
         for t, line in enumerate(row.step_lines):
             step = type(row)({c: row[c][t] for c in columns})
@@ -302,8 +379,10 @@ class Numbers(InputEncoding):
     def fit(self, values: Sequence[np.ndarray]) -> None:
         widths = {v.shape[1] for v in values}
         if len(widths) != 1:
-            raise DataError(f"the training records' number vectors have {len(widths)} different widths ({sorted(widths)}); "
-                            "every step of every record needs the same features.")
+            raise DataError(
+                f"the training records' number vectors have {len(widths)} different widths ({sorted(widths)}); "
+                "every step of every record needs the same features."
+            )
         steps = np.concatenate([self._normalized(v[: self.max_length]) for v in values])
         self.mean = steps.mean(axis=0) if self.options.standardize else np.zeros(steps.shape[1])
         std = steps.std(axis=0) if self.options.standardize else np.ones(steps.shape[1])
@@ -311,8 +390,10 @@ class Numbers(InputEncoding):
 
     def encode(self, value: np.ndarray) -> np.ndarray:
         if value.shape[1] != len(self.mean):
-            raise DataError(f"a sequence with {value.shape[1]} numbers per step where the model reads {len(self.mean)}; "
-                            "give every step the model's features.")
+            raise DataError(
+                f"a sequence with {value.shape[1]} numbers per step where the model reads {len(self.mean)}; "
+                "give every step the model's features."
+            )
         return ((self._normalized(value[: self.max_length]) - self.mean) / self.std).astype(np.float32)
 
     def _normalized(self, value: np.ndarray) -> np.ndarray:
@@ -324,19 +405,30 @@ class Numbers(InputEncoding):
         return len(self.mean)
 
     def to_spec(self) -> dict[str, Any]:
-        return {"kind": "numbers", "dtype": "float32", "features": len(self.mean), "column": self.options.column,
-                "columns": self.options.columns, "max_length": self.options.max_length,
-                "normalize": self.options.normalize,
-                "mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std],
-                "encode": "keep the first max_length steps; with normalize = \"series\", first value[t][f] = (value[t][f] - "
-                          "m[f]) / s[f] with m, s the sequence's own mean and standard deviation of feature f over those "
-                          "steps (s = 1 where it is 0); then x[t, f] = (value[t][f] - mean[f]) / std[f]"}
+        return {
+            "kind": "numbers",
+            "dtype": "float32",
+            "features": len(self.mean),
+            "column": self.options.column,
+            "columns": self.options.columns,
+            "max_length": self.options.max_length,
+            "normalize": self.options.normalize,
+            "mean": [float(m) for m in self.mean],
+            "std": [float(s) for s in self.std],
+            "encode": 'keep the first max_length steps; with normalize = "series", first value[t][f] = (value[t][f] - '
+            "m[f]) / s[f] with m, s the sequence's own mean and standard deviation of feature f over those "
+            "steps (s = 1 where it is 0); then x[t, f] = (value[t][f] - mean[f]) / std[f]",
+        }
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Numbers:
         # exports written before normalize existed carry none: their sequences were read as they are
-        options = NumbersOptions(column=spec.get("column"), columns=spec.get("columns"), max_length=spec.get("max_length"),
-                                 normalize=spec.get("normalize", "none"))
+        options = NumbersOptions(
+            column=spec.get("column"),
+            columns=spec.get("columns"),
+            max_length=spec.get("max_length"),
+            normalize=spec.get("normalize", "none"),
+        )
         return cls(options, np.asarray(spec["mean"], np.float64), np.asarray(spec["std"], np.float64))
 
 

@@ -15,7 +15,9 @@ from seqpipe.contracts import Cell, Layers, NoOptions, State, Topology
 class StackedOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     num_layers: int = Field(2, ge=1, description="how many cells are stacked, each feeding the next")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on each layer's output except the last (training only)")
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="dropout on each layer's output except the last (training only)"
+    )
 
 
 class Stacked(Topology):
@@ -24,12 +26,21 @@ class Stacked(Topology):
     causal = True
     Options = StackedOptions
 
-    def __init__(self, cell_cls: type[Cell], input_size: int, hidden_size: int, cell_options: dict[str, Any],
-                 num_layers: int = 2, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        cell_cls: type[Cell],
+        input_size: int,
+        hidden_size: int,
+        cell_options: dict[str, Any],
+        num_layers: int = 2,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         first = cell_cls(input_size, hidden_size, **cell_options)
         # each later layer reads the previous layer's output (a projected cell's is narrower than hidden_size)
-        self.cells = nn.ModuleList([first, *(cell_cls(first.output_size, hidden_size, **cell_options) for _ in range(num_layers - 1))])
+        self.cells = nn.ModuleList(
+            [first, *(cell_cls(first.output_size, hidden_size, **cell_options) for _ in range(num_layers - 1))]
+        )
         self.dropout = nn.Dropout(dropout)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.output_size = first.output_size
@@ -96,13 +107,23 @@ class Bidirectional(Topology):
     causal = False
     Options = BidirectionalOptions
 
-    def __init__(self, cell_cls: type[Cell], input_size: int, hidden_size: int, cell_options: dict[str, Any],
-                 num_layers: int = 1, dropout: float = 0.0, merge: str = "concat") -> None:
+    def __init__(
+        self,
+        cell_cls: type[Cell],
+        input_size: int,
+        hidden_size: int,
+        cell_options: dict[str, Any],
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        merge: str = "concat",
+    ) -> None:
         super().__init__()
         first = cell_cls(input_size, hidden_size, **cell_options)
         merged = 2 * first.output_size if merge == "concat" else first.output_size
         sizes = [input_size] + [merged] * (num_layers - 1)
-        self.forward_cells = nn.ModuleList([first, *(cell_cls(size, hidden_size, **cell_options) for size in sizes[1:])])
+        self.forward_cells = nn.ModuleList(
+            [first, *(cell_cls(size, hidden_size, **cell_options) for size in sizes[1:])]
+        )
         self.backward_cells = nn.ModuleList(cell_cls(size, hidden_size, **cell_options) for size in sizes)
         self.dropout = nn.Dropout(dropout)
         self.merge = merge
@@ -123,7 +144,9 @@ class Bidirectional(Topology):
             if layer:
                 x = self.dropout(x)
             fwd, f_final = fcell.forward_sequence(x, lengths, tuple(s[:, 2 * layer] for s in state))
-            bwd_rev, b_final = bcell.forward_sequence(reverse_padded(x, lengths), lengths, tuple(s[:, 2 * layer + 1] for s in state))
+            bwd_rev, b_final = bcell.forward_sequence(
+                reverse_padded(x, lengths), lengths, tuple(s[:, 2 * layer + 1] for s in state)
+            )
             x = self._merge(fwd, reverse_padded(bwd_rev, lengths))  # [B, T, output_size]
             finals += [f_final, b_final]
         return x, tuple(torch.stack(parts, dim=1) for parts in zip(*finals))

@@ -10,5 +10,15 @@ from seqpipe.kit.encodings import check_encoding
 from seqpipe.kit.tasks import check_task, merge_tables, pipeline_tables, pipeline_toml
 from seqpipe.kit.topologies import check_topology
 
-__all__ = ["LENGTHS", "OPSET", "check_cell", "check_encoding", "check_task", "check_topology", "fresh_registry",
-           "merge_tables", "pipeline_tables", "pipeline_toml"]
+__all__ = [
+    "LENGTHS",
+    "OPSET",
+    "check_cell",
+    "check_encoding",
+    "check_task",
+    "check_topology",
+    "fresh_registry",
+    "merge_tables",
+    "pipeline_tables",
+    "pipeline_toml",
+]

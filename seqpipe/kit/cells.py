@@ -6,7 +6,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from seqpipe.kit.common import LENGTHS, _assert_close, _cell_options, _check_no_clash, _check_padding_never_matters, _check_run_shapes, _lengths, _ragged_batch, _random_state
+from seqpipe.kit.common import (
+    LENGTHS,
+    _assert_close,
+    _cell_options,
+    _check_no_clash,
+    _check_padding_never_matters,
+    _check_run_shapes,
+    _lengths,
+    _ragged_batch,
+    _random_state,
+)
 from seqpipe.kit.graphs import _check_layers_graph, _check_traced_step_graph, _probe_model
 from seqpipe.kit.probes import kit_classes
 
@@ -18,9 +28,19 @@ if TYPE_CHECKING:
 
 # -- cells ------------------------------------------------------------------------------------------
 
-def check_cell(cell_cls: type, *, input_size: int = 3, hidden_size: int = 5, options: dict[str, Any] | None = None,
-               lengths: Sequence[int] = LENGTHS, atol: float = 1e-5, seed: int = 0, export: bool = True,
-               exporter: str = "dynamo") -> None:
+
+def check_cell(
+    cell_cls: type[Any],
+    *,
+    input_size: int = 3,
+    hidden_size: int = 5,
+    options: dict[str, Any] | None = None,
+    lengths: Sequence[int] = LENGTHS,
+    atol: float = 1e-5,
+    seed: int = 0,
+    export: bool = True,
+    exporter: str = "dynamo",
+) -> None:
     """Assert that ``cell_cls`` follows the cell contract of :class:`seqpipe.contracts.Cell`.
 
     Declarations: it subclasses ``Cell``; ``state_names`` is a non-empty tuple of distinct names;
@@ -67,17 +87,21 @@ def check_cell(cell_cls: type, *, input_size: int = 3, hidden_size: int = 5, opt
 
 def _check_state_names(state_names: Any, name: str) -> None:
     assert isinstance(state_names, tuple) and state_names, f"{name}.state_names must be a non-empty tuple"
-    assert all(isinstance(n, str) and n.isidentifier() for n in state_names), \
+    assert all(isinstance(n, str) and n.isidentifier() for n in state_names), (
         f"{name}.state_names {state_names!r}: each must be an identifier (it names graph inputs state_in.<name>)"
+    )
     assert len(set(state_names)) == len(state_names), f"{name}.state_names {state_names!r} repeats a name"
 
 
 def _check_cell_sizes(cell: Cell, name: str) -> None:
     sizes = tuple(cell.state_sizes)
-    assert len(sizes) == len(cell.state_names), f"{name}.state_sizes {sizes} needs one size per state {cell.state_names}"
+    assert len(sizes) == len(cell.state_names), (
+        f"{name}.state_sizes {sizes} needs one size per state {cell.state_names}"
+    )
     assert all(isinstance(s, int) and s >= 1 for s in sizes), f"{name}.state_sizes {sizes} must be positive ints"
-    assert cell.output_size == sizes[0], \
+    assert cell.output_size == sizes[0], (
         f"{name}.output_size {cell.output_size} must be state_sizes[0] {sizes[0]}: the cell's output is state[0]"
+    )
 
 
 def _check_one_cell_step(cell: Cell, name: str, generator: torch.Generator) -> None:
@@ -94,14 +118,21 @@ def _check_one_cell_step(cell: Cell, name: str, generator: torch.Generator) -> N
         undeclared = type(cell).state_sizes is Cell.state_sizes
         raise AssertionError(
             f"{name}.forward failed on states of its declared widths state_sizes = {tuple(cell.state_sizes)}"
-            + (f" (not declared: every state is hidden_size = {cell.hidden_size} wide by default; a cell whose states "
-               "differ in width must declare state_sizes)" if undeclared else "")
-            + f": {type(exc).__name__}: {exc}") from exc
-    assert isinstance(new, tuple) and len(new) == len(state), \
+            + (
+                f" (not declared: every state is hidden_size = {cell.hidden_size} wide by default; a cell whose states "
+                "differ in width must declare state_sizes)"
+                if undeclared
+                else ""
+            )
+            + f": {type(exc).__name__}: {exc}"
+        ) from exc
+    assert isinstance(new, tuple) and len(new) == len(state), (
         f"{name}.forward must return a tuple with one tensor per state name {cell.state_names}"
+    )
     for state_name, before, after in zip(cell.state_names, state, new):
-        assert after.shape == before.shape, \
+        assert after.shape == before.shape, (
             f"{name}.forward changed state '{state_name}' from {tuple(before.shape)} to {tuple(after.shape)}"
+        )
 
 
 def _check_cell_sequence(cell: Cell, name: str, lengths: torch.Tensor, atol: float, generator: torch.Generator) -> None:
@@ -115,10 +146,17 @@ def _check_cell_sequence(cell: Cell, name: str, lengths: torch.Tensor, atol: flo
     with torch.no_grad():
         out, final = cell.forward_sequence(x, lengths, state)
         ref_out, ref_final = masked_step_loop(cell, x, lengths, state)
-    _check_run_shapes(out, final, (len(lengths), x.shape[1], cell.output_size), [s.shape for s in state], cell.state_names,
-                      f"{name}.forward_sequence")
+    _check_run_shapes(
+        out,
+        final,
+        (len(lengths), x.shape[1], cell.output_size),
+        [s.shape for s in state],
+        cell.state_names,
+        f"{name}.forward_sequence",
+    )
     _assert_close(out, ref_out, atol, f"{name}.forward_sequence outputs vs its step loop")
     for state_name, a, b in zip(cell.state_names, final, ref_final):
         _assert_close(a, b, atol, f"{name}.forward_sequence final state '{state_name}' vs its step loop")
-    _check_padding_never_matters(lambda *args: cell.forward_sequence(*args), x, lengths, state, out, final, atol,
-                                 f"{name}.forward_sequence")
+    _check_padding_never_matters(
+        lambda *args: cell.forward_sequence(*args), x, lengths, state, out, final, atol, f"{name}.forward_sequence"
+    )

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 # -- ONNX graphs ------------------------------------------------------------------------------------
 
+
 def _probe_model(topology: Topology, per_step: bool = True):
     """The topology inside a :class:`seqpipe.models.SequenceModel` that reads numbers and whose head is
     the identity, so the graphs' ``y`` is the topology's own outputs (every step, or the summary)."""
@@ -31,8 +32,14 @@ def _probe_model(topology: Topology, per_step: bool = True):
     with torch.no_grad():
         head.weight.copy_(torch.eye(topology.output_size))
         head.bias.zero_()
-    return SequenceModel(nn.Identity(), topology, head, InitialState("zeros", topology.state_shapes), output="identity",
-                         per_step=per_step).eval()
+    return SequenceModel(
+        nn.Identity(),
+        topology,
+        head,
+        InitialState("zeros", topology.state_shapes),
+        output="identity",
+        per_step=per_step,
+    ).eval()
 
 
 def _check_traced_step_graph(model, name: str, atol: float, generator: torch.Generator, exporter: str) -> None:
@@ -73,10 +80,14 @@ def _check_layers_graph(model, name: str, lengths: torch.Tensor, atol: float, ge
 
     size = model.body.output_size
     graph = sequence_graph(model, OPSET, size, "seqpipe_testing_sequence")
-    _compare_sequence_graph(model, _session(graph), name, "sequence graph from declared layers", lengths, atol, generator)
+    _compare_sequence_graph(
+        model, _session(graph), name, "sequence graph from declared layers", lengths, atol, generator
+    )
 
 
-def _check_step_loop_graph(model, name: str, lengths: torch.Tensor, atol: float, generator: torch.Generator, exporter: str) -> None:
+def _check_step_loop_graph(
+    model, name: str, lengths: torch.Tensor, atol: float, generator: torch.Generator, exporter: str
+) -> None:
     """A causal topology without declared layers: its step graph, and the ONNX Loop around it that
     is its sequence graph (as ``seqpipe.onnx.export.export_sequence`` writes it), agree with torch."""
     import onnx
@@ -90,11 +101,14 @@ def _check_step_loop_graph(model, name: str, lengths: torch.Tensor, atol: float,
         _compare_one_step(model, _session(path), name, "step graph", atol, generator)
         step = onnx.load(str(path))
     graph = loop_sequence_graph(step, model.initial.served_values(), per_step=model.per_step)
-    _compare_sequence_graph(model, _session(graph), name, "sequence graph (a Loop around the step graph)", lengths, atol, generator)
+    _compare_sequence_graph(
+        model, _session(graph), name, "sequence graph (a Loop around the step graph)", lengths, atol, generator
+    )
 
 
-def _compare_sequence_graph(model, session, name: str, label: str, lengths: torch.Tensor, atol: float,
-                            generator: torch.Generator) -> None:
+def _compare_sequence_graph(
+    model, session, name: str, label: str, lengths: torch.Tensor, atol: float, generator: torch.Generator
+) -> None:
     """``y`` (at every valid step, or the summary) and the final states, from the graph's default
     (zero) state and from given states fed as ``state_in.*``."""
     import numpy as np
@@ -121,5 +135,7 @@ def _session(graph: Path | onnx.ModelProto):
 
     source = str(graph) if isinstance(graph, Path) else graph.SerializeToString()
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: optional state_in.* are initializers by design, which onnxruntime warns about
+    options.log_severity_level = (
+        3  # errors only: optional state_in.* are initializers by design, which onnxruntime warns about
+    )
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 # -- the kit's own cell and topology ----------------------------------------------------------------
 
+
 @functools.cache
 def kit_classes():
     """The kit's torch-level classes, defined on first use (this module is imported in every pytest
@@ -54,7 +55,9 @@ def kit_classes():
         """Two layers of a cell, the second reading the first's outputs; slot ``l`` is layer ``l``.
         It declares its layers, so the engine builds its graphs from the cells' declarations."""
 
-        def __init__(self, cell_cls: type[Cell], input_size: int, hidden_size: int, cell_options: dict[str, Any]) -> None:
+        def __init__(
+            self, cell_cls: type[Cell], input_size: int, hidden_size: int, cell_options: dict[str, Any]
+        ) -> None:
             super().__init__()
             first = cell_cls(input_size, hidden_size, **cell_options)
             self.cells = nn.ModuleList([first, cell_cls(first.output_size, hidden_size, **cell_options)])
@@ -62,10 +65,12 @@ def kit_classes():
             self.output_size, self.num_slots = first.output_size, 2
             self.state_names, self.state_sizes = tuple(cell_cls.state_names), tuple(first.state_sizes)
 
-        def forward(self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        def forward(
+            self, x: torch.Tensor, lengths: torch.Tensor, state: State | None = None
+        ) -> tuple[torch.Tensor, State]:
             state = self.zero_state(x.shape[0], x.device) if state is None else state
             finals = []
-            for slot, cell in enumerate(self.cells):
+            for slot, cell in enumerate(self.stacked()):
                 x, final = cell.forward_sequence(x, lengths, tuple(s[:, slot] for s in state))
                 finals.append(final)
             return x, stack_slots(finals)
@@ -78,6 +83,10 @@ def kit_classes():
             return x_t, stack_slots(news)
 
         def layers(self) -> Layers:
-            return Layers([(cell,) for cell in self.cells])
+            return Layers([(cell,) for cell in self.stacked()])
+
+        def stacked(self) -> list[Cell]:
+            """The two cells, typed as cells (torch types a ModuleList's items as modules)."""
+            return [cell for cell in self.cells if isinstance(cell, Cell)]
 
     return SimpleNamespace(NarrowOutputCell=NarrowOutputCell, TwoLayerStack=TwoLayerStack)

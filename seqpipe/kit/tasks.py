@@ -12,16 +12,27 @@ from typing import TYPE_CHECKING, Any
 from seqpipe.kit.common import _check_no_clash, _validated, fresh_registry
 
 if TYPE_CHECKING:
-
     from seqpipe.registry import Registry
 
 
 # -- tasks ------------------------------------------------------------------------------------------
 
-def check_task(task_cls: type, *, registry: Registry | None = None, cell: str = "gru", topology: str = "single",
-               hidden_size: int = 8, train_steps: int = 2, batch_size: int = 16, parity_sequences: int = 8,
-               holdout_fraction: float | None = 0.03, evaluate_splits: Sequence[str] = ("validation",),
-               workdir: Path | None = None, seed: int = 0) -> dict[str, Any]:
+
+def check_task(
+    task_cls: type[Any],
+    *,
+    registry: Registry | None = None,
+    cell: str = "gru",
+    topology: str = "single",
+    hidden_size: int = 8,
+    train_steps: int = 2,
+    batch_size: int = 16,
+    parity_sequences: int = 8,
+    holdout_fraction: float | None = 0.03,
+    evaluate_splits: Sequence[str] = ("validation",),
+    workdir: Path | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Assert that ``task_cls`` follows the task contract of :class:`seqpipe.contracts.Task`, on its
     ``example_pipeline`` with the registry's ``cell`` and ``topology`` (names) and a tiny model.
 
@@ -31,7 +42,8 @@ def check_task(task_cls: type, *, registry: Registry | None = None, cell: str = 
 
     The engine's sequence, on that pipeline (written to a TOML file, ``[export] parity_sequences``
     small; ``[data]`` validation and test fractions ``holdout_fraction`` unless the example sets them,
-    so an untrained model's evaluation is quick; None keeps the defaults): it resolves through ``seqpipe.assembly.resolve_pipeline`` (``registry`` default: a fresh
+    so an untrained model's evaluation is quick; None keeps the defaults): it resolves through
+    ``seqpipe.assembly.resolve_pipeline`` (``registry`` default: a fresh
     one; a task the registry lacks is added to a copy under its qualified name); ``prepare()`` returns
     the number of examples of each split in ``splits``, some to train on; ``build_model`` gives a
     module whose ``body`` is a ``Topology``, a ``StepModel`` when the engine exports its step or
@@ -52,29 +64,47 @@ def check_task(task_cls: type, *, registry: Registry | None = None, cell: str = 
     _check_task_declarations(task_cls, hidden_size)
     registry, task_name = _registry_with(task_cls, registry if registry is not None else fresh_registry())
     cell_cls = registry.get("cell", cell, "check_task(cell=...)").obj
-    tables = pipeline_tables(task_cls, task_name, cell=cell, topology=topology, hidden_size=hidden_size,
-                             cell_options=cell_cls.example_options, parity_sequences=parity_sequences, batch_size=batch_size,
-                             holdout_fraction=holdout_fraction)
+    tables = pipeline_tables(
+        task_cls,
+        task_name,
+        cell=cell,
+        topology=topology,
+        hidden_size=hidden_size,
+        cell_options=cell_cls.example_options,
+        parity_sequences=parity_sequences,
+        batch_size=batch_size,
+        holdout_fraction=holdout_fraction,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(workdir) if workdir is not None else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         return _run_task_contract(task_cls, registry, tables, root, train_steps, list(evaluate_splits), seed)
 
 
-def _check_task_declarations(task_cls: type, hidden_size: int) -> None:
+def _check_task_declarations(task_cls: type[Any], hidden_size: int) -> None:
     name = task_cls.__name__
-    assert task_cls.monitor_mode in ("min", "max"), f"{name}.monitor_mode must be 'min' or 'max', found {task_cls.monitor_mode!r}"
+    assert task_cls.monitor_mode in ("min", "max"), (
+        f"{name}.monitor_mode must be 'min' or 'max', found {task_cls.monitor_mode!r}"
+    )
     assert task_cls.sequence_y in ("final", "per_step"), f"{name}.sequence_y must be 'final' or 'per_step'"
     assert "train" in task_cls.splits, f"{name}.splits {task_cls.splits} must include 'train'"
-    assert set(task_cls.initial_states) <= {"zeros", "random", "learnable", "conditioned"}, \
+    assert set(task_cls.initial_states) <= {"zeros", "random", "learnable", "conditioned"}, (
         f"{name}.initial_states {task_cls.initial_states}: unknown rule"
+    )
     example = task_cls.example_pipeline
-    assert isinstance(example, dict) and "data" in example, \
-        f"{name}.example_pipeline must be a dict of pipeline tables with a [data] table (a small pipeline on data a plugin registers)"
-    _validated(task_cls.Options, example.get("task", {}).get("options", {}), hidden_size, f"{name}.Options, example_pipeline's task options")
+    assert isinstance(example, dict) and "data" in example, (
+        f"{name}.example_pipeline must be a dict of pipeline tables with a [data] table (a small pipeline on data a "
+        "plugin registers)"
+    )
+    _validated(
+        task_cls.Options,
+        example.get("task", {}).get("options", {}),
+        hidden_size,
+        f"{name}.Options, example_pipeline's task options",
+    )
 
 
-def _registry_with(task_cls: type, registry: Registry) -> tuple[Registry, str]:
+def _registry_with(task_cls: type[Any], registry: Registry) -> tuple[Registry, str]:
     """The registry and the task's name in it; a task it lacks (not installed yet) is added to a copy."""
     from seqpipe.registry import Registry
 
@@ -87,8 +117,9 @@ def _registry_with(task_cls: type, registry: Registry) -> tuple[Registry, str]:
     return copy, name
 
 
-def _run_task_contract(task_cls: type, registry: Registry, tables: dict, root: Path, train_steps: int, splits: list[str],
-                       seed: int) -> dict[str, Any]:
+def _run_task_contract(
+    task_cls: type[Any], registry: Registry, tables: dict, root: Path, train_steps: int, splits: list[str], seed: int
+) -> dict[str, Any]:
     import torch
 
     from seqpipe.assembly import resolve_pipeline
@@ -101,20 +132,29 @@ def _run_task_contract(task_cls: type, registry: Registry, tables: dict, root: P
     resolved = resolve_pipeline(path, registry)
     task = resolved.make_task()
     counts = task.prepare()
-    assert isinstance(counts, dict) and set(task_cls.splits) <= set(counts), \
+    assert isinstance(counts, dict) and set(task_cls.splits) <= set(counts), (
         f"{name}.prepare() must return the number of examples per split {task_cls.splits}, returned {counts!r}"
+    )
     assert counts["train"] >= 1, f"{name}.prepare(): no training examples on its example_pipeline's data"
     torch.manual_seed(seed)
-    model = task.build_model(resolved.make_topology, resolved.config.model.initial_state, resolved.config.model.initial_state_scale)
-    assert isinstance(model, torch.nn.Module) and isinstance(getattr(model, "body", None), Topology), \
+    model = task.build_model(
+        resolved.make_topology, resolved.config.model.initial_state, resolved.config.model.initial_state_scale
+    )
+    assert isinstance(model, torch.nn.Module) and isinstance(getattr(model, "body", None), Topology), (
         f"{name}.build_model must return a module whose body is a Topology make_topology built (the engine reads it)"
+    )
     engine_graphs = [kind for kind in resolved.graphs if kind in ("step", "sequence")]
-    assert not engine_graphs or isinstance(model, StepModel), \
+    assert not engine_graphs or isinstance(model, StepModel), (
         f"{name}.build_model must return a seqpipe.contracts.StepModel: the engine exports its {engine_graphs} graphs"
+    )
     losses = _train_steps(task, model, resolved.config.training.batch_size, train_steps, seed)
     metrics = {split: _evaluated(task, model.eval(), split) for split in splits}
     parity = export_graphs(resolved, task, model.eval(), root / "onnx", log=lambda line: None)
-    missing = [kind for kind in resolved.graphs if kind not in parity["graphs"] or not (root / "onnx" / f"{kind}.onnx").is_file()]
+    missing = [
+        kind
+        for kind in resolved.graphs
+        if kind not in parity["graphs"] or not (root / "onnx" / f"{kind}.onnx").is_file()
+    ]
     assert not missing, f"{name}: graphs {missing} of {resolved.graphs} were not written"
     failed = {kind: report["max_scaled_diff"] for kind, report in parity["graphs"].items() if not report["passed"]}
     assert not failed, f"{name}: exported graphs disagree with torch beyond {parity['tolerance']:.0e}: {failed}"
@@ -133,11 +173,15 @@ def _train_steps(task, model, batch_size: int, steps: int, seed: int) -> list[fl
     for _, batch in zip(range(steps), batches):
         optimizer.zero_grad(set_to_none=True)
         loss = task.loss(model, batch)
-        assert isinstance(loss, torch.Tensor) and loss.dim() == 0, f"{name}.loss must return a scalar tensor, returned {loss!r}"
+        assert isinstance(loss, torch.Tensor) and loss.dim() == 0, (
+            f"{name}.loss must return a scalar tensor, returned {loss!r}"
+        )
         assert torch.isfinite(loss), f"{name}.loss is {loss.item()} on a training batch"
         loss.backward()
         grads = [p.grad for p in model.parameters() if p.grad is not None]
-        assert grads and any(g.abs().sum() > 0 for g in grads), f"{name}.loss: no gradient reaches the model's parameters"
+        assert grads and any(g.abs().sum() > 0 for g in grads), (
+            f"{name}.loss: no gradient reaches the model's parameters"
+        )
         assert all(torch.isfinite(g).all() for g in grads), f"{name}.loss: a gradient is not finite"
         optimizer.step()
         losses.append(loss.item())
@@ -149,18 +193,32 @@ def _evaluated(task, model, split: str) -> dict[str, float]:
     name = type(task).__name__
     metrics = task.evaluate(model, split)
     for key in ("loss", task.monitor):
-        assert key in metrics, f"{name}.evaluate('{split}') must return '{key}' (the loss, and the monitor {task.monitor!r}); got {sorted(metrics)}"
-        assert isinstance(metrics[key], (int, float)) and math.isfinite(metrics[key]), \
+        assert key in metrics, (
+            f"{name}.evaluate('{split}') must return '{key}' (the loss, and the monitor {task.monitor!r}); got "
+            f"{sorted(metrics)}"
+        )
+        assert isinstance(metrics[key], (int, float)) and math.isfinite(metrics[key]), (
             f"{name}.evaluate('{split}')['{key}'] must be a finite number, got {metrics[key]!r}"
+        )
     return metrics
 
 
 # -- pipeline files ---------------------------------------------------------------------------------
 
-def pipeline_tables(task_cls: type, task_name: str, *, cell: str, topology: str, hidden_size: int,
-                    cell_options: dict[str, Any] | None = None, topology_options: dict[str, Any] | None = None,
-                    parity_sequences: int = 8, batch_size: int | None = None,
-                    holdout_fraction: float | None = None) -> dict[str, dict[str, Any]]:
+
+def pipeline_tables(
+    task_cls: type[Any],
+    task_name: str,
+    *,
+    cell: str,
+    topology: str,
+    hidden_size: int,
+    cell_options: dict[str, Any] | None = None,
+    topology_options: dict[str, Any] | None = None,
+    parity_sequences: int = 8,
+    batch_size: int | None = None,
+    holdout_fraction: float | None = None,
+) -> dict[str, dict[str, Any]]:
     """The task's ``example_pipeline`` laid over a model (registered names; pass a cell's
     ``example_options`` as ``cell_options``) and a small parity check: the tables of a pipeline file
     (see :func:`pipeline_toml`)."""

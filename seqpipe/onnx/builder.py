@@ -53,7 +53,9 @@ def finish_model(g: GraphBuilder, graph: onnx.GraphProto, opset: int) -> onnx.Mo
         for imp in f.opset_import:
             imports.setdefault(imp.domain, imp.version)
         imports.setdefault(f.domain, 1)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in imports.items()], ir_version=IR_VERSION)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid(d, v) for d, v in imports.items()], ir_version=IR_VERSION
+    )
     model.functions.extend(g.functions)
     return model
 
@@ -67,11 +69,18 @@ def optional_state_inputs(g: GraphBuilder, defaults: dict[str, np.ndarray], batc
     for name, default in defaults.items():
         value = np.asarray(default, np.float32)[None]  # [1, S, size]
         g.initializers.append(numpy_helper.from_array(value, f"state_in.{name}"))
-        shape = g.op("Concat", [batch, g.const("slots_size", np.array(value.shape[1:], np.int64))], "state_shape", axis=0)[0]
+        shape = g.op(
+            "Concat", [batch, g.const("slots_size", np.array(value.shape[1:], np.int64))], "state_shape", axis=0
+        )[0]
         out.append(g.op("Expand", [f"state_in.{name}", shape], f"initial_{name}")[0])
     return out
 
 
-def state_value_infos(shapes: dict[str, tuple[int, int]], direction: str, batch: str = "batch") -> list[onnx.ValueInfoProto]:
+def state_value_infos(
+    shapes: dict[str, tuple[int, int]], direction: str, batch: str = "batch"
+) -> list[onnx.ValueInfoProto]:
     """``state_in.<name>`` or ``state_out.<name>`` (``direction`` "in"/"out") [batch, slots, size] per state."""
-    return [helper.make_tensor_value_info(f"state_{direction}.{n}", TensorProto.FLOAT, [batch, *shape]) for n, shape in shapes.items()]
+    return [
+        helper.make_tensor_value_info(f"state_{direction}.{n}", TensorProto.FLOAT, [batch, *shape])
+        for n, shape in shapes.items()
+    ]

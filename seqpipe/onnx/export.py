@@ -39,15 +39,19 @@ def step_io_names(state_names: tuple[str, ...]) -> tuple[list[str], list[str]]:
     return ["x", *(f"state_in.{n}" for n in state_names)], ["y", *(f"state_out.{n}" for n in state_names)]
 
 
-def export_step(model: StepModel, example_x: torch.Tensor, path: Path, *, opset: int, exporter: str, native: bool = True) -> str:
+def export_step(
+    model: StepModel, example_x: torch.Tensor, path: Path, *, opset: int, exporter: str, native: bool = True
+) -> str:
     """Write the step graph of ``model`` to ``path``; return a description of the exporter used.
 
     ``native``: when every cell declares a native ONNX operator, build the graph from those
     operators run for one step (onnxruntime's fused kernels); otherwise, or with ``native=False``,
     trace ``model.step`` with torch.onnx's ``exporter``."""
     if not model.body.causal:
-        raise ExportError(f"topology '{type(model.body).__name__}' is not causal (it reads the future), so it has no step graph; "
-                          "export a sequence graph instead, or choose a causal topology.")
+        raise ExportError(
+            f"topology '{type(model.body).__name__}' is not causal (it reads the future), so it has no step graph; "
+            "export a sequence graph instead, or choose a causal topology."
+        )
     model = model.eval().cpu()
     if native and native_step_support(model) is None:
         onnx.save(step_graph(model, opset, "seqpipe_step"), str(path))
@@ -56,24 +60,41 @@ def export_step(model: StepModel, example_x: torch.Tensor, path: Path, *, opset:
     state = model.initial_state(example_x.shape[0])
     inputs, outputs = step_io_names(model.state_names)
     batch = torch.export.Dim("batch", min=1)
-    return export_module(StepGraph(model).eval(), (example_x, *state), path, input_names=inputs, output_names=outputs,
-                         dynamic_shapes=({0: batch}, tuple({0: batch} for _ in state)), opset=opset, exporter=exporter)
+    return export_module(
+        StepGraph(model).eval(),
+        (example_x, *state),
+        path,
+        input_names=inputs,
+        output_names=outputs,
+        dynamic_shapes=({0: batch}, tuple({0: batch} for _ in state)),
+        opset=opset,
+        exporter=exporter,
+    )
 
 
-def export_sequence(task: Task, model: StepModel, path: Path, *, opset: int, step_path: Path | None, exporter: str) -> str:
+def export_sequence(
+    task: Task, model: StepModel, path: Path, *, opset: int, step_path: Path | None, exporter: str
+) -> str:
     """Write the whole-sequence graph to ``path``: from the topology's declared layers when every cell
     has a native operator, or when the topology is not causal (Loops over each exported cell);
     otherwise an ONNX Loop around the step graph (exported now if ``step_path`` is None)."""
     model = model.eval().cpu()
-    steps = model.body.causal and model.streams  # a head that cannot stream (attention pooling) has no step graph to loop
+    steps = (
+        model.body.causal and model.streams
+    )  # a head that cannot stream (attention pooling) has no step graph to loop
     if not steps and declared_layers(model.body) is None:
-        raise ExportError(f"no sequence graph: topology '{type(model.body).__name__}' declares no layers, and the model has "
-                          "no step graph to loop over either (the topology is not causal, or the head cannot stream).")
+        raise ExportError(
+            f"no sequence graph: topology '{type(model.body).__name__}' declares no layers, and the model has "
+            "no step graph to loop over either (the topology is not causal, or the head cannot stream)."
+        )
     native = native_support(model.body) is None
     if declared_layers(model.body) is not None and (native or not steps):
         onnx.save(_layered_sequence_graph(task, model, opset), str(path))
-        described = "seqpipe native RNN/GRU/LSTM operators" if native else \
-            "ONNX Loops over each direction's exported cell (torch.onnx dynamo)"
+        described = (
+            "seqpipe native RNN/GRU/LSTM operators"
+            if native
+            else "ONNX Loops over each direction's exported cell (torch.onnx dynamo)"
+        )
     else:
         if step_path is None:
             step_path = path.with_name(f".{path.stem}-step.onnx")
@@ -84,7 +105,9 @@ def export_sequence(task: Task, model: StepModel, path: Path, *, opset: int, ste
                 step_path.unlink(missing_ok=True)
         else:
             step = onnx.load(str(step_path))
-        onnx.save(loop_sequence_graph(step, model.initial.served_values(), per_step=task.sequence_y == "per_step"), str(path))
+        onnx.save(
+            loop_sequence_graph(step, model.initial.served_values(), per_step=task.sequence_y == "per_step"), str(path)
+        )
         described = f"ONNX Loop around the step graph ({exporter})"
     check_onnx(path)
     return described
@@ -98,6 +121,8 @@ def _layered_sequence_graph(task: Task, model: StepModel, opset: int) -> onnx.Mo
     if graph is not None:
         return graph
     if not isinstance(model, SequenceModel):
-        raise ExportError(f"task '{type(task).__name__}': its model is a {type(model).__name__}, not a SequenceModel, so the "
-                          "engine cannot build its sequence graph; implement Task.sequence_graph.")
+        raise ExportError(
+            f"task '{type(task).__name__}': its model is a {type(model).__name__}, not a SequenceModel, so the "
+            "engine cannot build its sequence graph; implement Task.sequence_graph."
+        )
     return sequence_graph(model, opset, io_shapes(task)[2][0], "seqpipe_sequence")

@@ -22,9 +22,20 @@ from seqpipe.onnx.builder import GraphBuilder, optional_state_inputs
 StepBuilder = Callable[[str, list[str]], tuple[list[NodeProto], list[str], str]]
 
 
-def masked_loop(g: GraphBuilder, x: str, lengths: str, initial: list[str], build_step: StepBuilder, *, time_axis: int,
-                state_ranks: list[int], y_rank: int, prefix: str, last_y: str | None = None,
-                scan_y: bool = False) -> tuple[list[str], str | None, str | None]:
+def masked_loop(
+    g: GraphBuilder,
+    x: str,
+    lengths: str,
+    initial: list[str],
+    build_step: StepBuilder,
+    *,
+    time_axis: int,
+    state_ranks: list[int],
+    y_rank: int,
+    prefix: str,
+    last_y: str | None = None,
+    scan_y: bool = False,
+) -> tuple[list[str], str | None, str | None]:
     """An ONNX Loop over the ``time_axis`` of ``x``, carrying the states that start at ``initial``.
 
     ``lengths`` int64 [B]; ``state_ranks``/``y_rank``: each state's and ``y``'s rank (batch first).
@@ -36,9 +47,12 @@ def masked_loop(g: GraphBuilder, x: str, lengths: str, initial: list[str], build
     carry_in = [f"{p}carry_in.{k}" for k in range(len(initial))]
     step_nodes, new_states, y = build_step(f"{p}x_t", carry_in)
     alive_at = {}  # rank -> alive [B, 1, …] broadcastable to a tensor of that rank
-    nodes = [helper.make_node("Gather", [x, f"{p}t"], [f"{p}x_t"], axis=time_axis, name=f"{p}x_at_t"), *step_nodes,
-             helper.make_node("Less", [f"{p}t", lengths], [f"{p}alive"], name=f"{p}alive"),
-             helper.make_node("Identity", [f"{p}cond_in"], [f"{p}cond_out"], name=f"{p}cond")]
+    nodes = [
+        helper.make_node("Gather", [x, f"{p}t"], [f"{p}x_t"], axis=time_axis, name=f"{p}x_at_t"),
+        *step_nodes,
+        helper.make_node("Less", [f"{p}t", lengths], [f"{p}alive"], name=f"{p}alive"),
+        helper.make_node("Identity", [f"{p}cond_in"], [f"{p}cond_out"], name=f"{p}cond"),
+    ]
     for rank in {*state_ranks, y_rank}:
         if rank == 1:  # [B] already: nothing to broadcast over
             alive_at[rank] = f"{p}alive"
@@ -49,7 +63,10 @@ def masked_loop(g: GraphBuilder, x: str, lengths: str, initial: list[str], build
     carry_out = [f"{p}carry_out.{k}" for k in range(len(initial))]
     for new, old, out, rank in zip(new_states, carry_in, carry_out, state_ranks):
         nodes.append(helper.make_node("Where", [alive_at[rank], new, old], [out], name=f"{p}keep_{out}"))
-    body_in = [helper.make_tensor_value_info(f"{p}t", TensorProto.INT64, []), helper.make_tensor_value_info(f"{p}cond_in", TensorProto.BOOL, [])]
+    body_in = [
+        helper.make_tensor_value_info(f"{p}t", TensorProto.INT64, []),
+        helper.make_tensor_value_info(f"{p}cond_in", TensorProto.BOOL, []),
+    ]
     body_in += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in carry_in]
     body_out = [helper.make_tensor_value_info(f"{p}cond_out", TensorProto.BOOL, [])]
     body_out += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in carry_out]
@@ -61,16 +78,23 @@ def masked_loop(g: GraphBuilder, x: str, lengths: str, initial: list[str], build
         loop_in.append(last_y)
     if scan_y:  # y at this step, zero once the sequence has ended; the Loop stacks these to [T, B, …]
         zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
-        nodes += [helper.make_node("Shape", [y], [f"{p}y_shape"], name=f"{p}y_shape"),
-                  helper.make_node("ConstantOfShape", [f"{p}y_shape"], [f"{p}y_zero"], value=zero, name=f"{p}y_zero"),
-                  helper.make_node("Where", [alive_at[y_rank], y, f"{p}y_zero"], [f"{p}y_scan"], name=f"{p}y_at_t")]
+        nodes += [
+            helper.make_node("Shape", [y], [f"{p}y_shape"], name=f"{p}y_shape"),
+            helper.make_node("ConstantOfShape", [f"{p}y_shape"], [f"{p}y_zero"], value=zero, name=f"{p}y_zero"),
+            helper.make_node("Where", [alive_at[y_rank], y, f"{p}y_zero"], [f"{p}y_scan"], name=f"{p}y_at_t"),
+        ]
         body_out.append(helper.make_tensor_value_info(f"{p}y_scan", TensorProto.FLOAT, None))
     body = helper.make_graph(nodes, f"{p}body", body_in, body_out)
     time = g.op("Squeeze", [g.op("Shape", [x], f"{p}time", start=time_axis, end=time_axis + 1)[0]], f"{p}trips")[0]
-    outs = g.op("Loop", [time, g.const(f"{p}true", np.array(True)), *loop_in], f"{p}loop",
-                n_out=len(initial) + (last_y is not None) + scan_y, body=body)
+    outs = g.op(
+        "Loop",
+        [time, g.const(f"{p}true", np.array(True)), *loop_in],
+        f"{p}loop",
+        n_out=len(initial) + (last_y is not None) + scan_y,
+        body=body,
+    )
     finals = outs[: len(initial)]
-    rest = outs[len(initial):]
+    rest = outs[len(initial) :]
     kept = rest.pop(0) if last_y is not None else None
     scanned = rest.pop(0) if scan_y else None
     return finals, kept, scanned
@@ -79,7 +103,9 @@ def masked_loop(g: GraphBuilder, x: str, lengths: str, initial: list[str], build
 PREFIX = "step/"
 
 
-def loop_sequence_graph(step: onnx.ModelProto, defaults: dict[str, np.ndarray], per_step: bool = False) -> onnx.ModelProto:
+def loop_sequence_graph(
+    step: onnx.ModelProto, defaults: dict[str, np.ndarray], per_step: bool = False
+) -> onnx.ModelProto:
     """``step``: (x, state_in.*) -> (y, state_out.*). Returns (x [B,T,…], lengths [B], optional
     state_in.*) -> (y, state_out.*), where ``y`` is each sequence's last valid output [B, …], or with
     ``per_step`` its output at every step [B, T, …] (zero past each length).
@@ -92,8 +118,10 @@ def loop_sequence_graph(step: onnx.ModelProto, defaults: dict[str, np.ndarray], 
     x_info, y_info = sg.input[0], sg.output[0]
     y_tail = [d.dim_value for d in y_info.type.tensor_type.shape.dim[1:]]
     if any(v <= 0 for v in y_tail):
-        raise ExportError(f"step graph '{sg.name}': its y has a dynamic trailing dimension ({y_tail}); the sequence graph "
-                          "loops around the step graph and needs y's size per step fixed (batch first, then static sizes).")
+        raise ExportError(
+            f"step graph '{sg.name}': its y has a dynamic trailing dimension ({y_tail}); the sequence graph "
+            "loops around the step graph and needs y's size per step fixed (batch first, then static sizes)."
+        )
     g = GraphBuilder()
     g.initializers += [numpy_helper.from_array(numpy_helper.to_array(t), PREFIX + t.name) for t in sg.initializer]
     initial = optional_state_inputs(g, defaults, "x")
@@ -114,22 +142,55 @@ def loop_sequence_graph(step: onnx.ModelProto, defaults: dict[str, np.ndarray], 
     if not per_step:
         batch = g.op("Shape", ["x"], "batch", start=0, end=1)[0]
         y_shape = g.op("Concat", [batch, g.const("y_dims", np.array(y_tail, np.int64))], "y_shape", axis=0)[0]
-        y0 = g.op("ConstantOfShape", [y_shape], "y0", value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))[0]
-    finals, last, scanned = masked_loop(g, "x", "lengths", initial, build_step, time_axis=1, state_ranks=[3] * len(names),
-                                        y_rank=1 + len(y_tail), prefix="loop/", last_y=y0, scan_y=per_step)
-    y = last if not per_step else g.op("Transpose", [scanned], "batch_major", perm=[1, 0, *range(2, 2 + len(y_tail))])[0]
+        y0 = g.op("ConstantOfShape", [y_shape], "y0", value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))[
+            0
+        ]
+    finals, last, scanned = masked_loop(
+        g,
+        "x",
+        "lengths",
+        initial,
+        build_step,
+        time_axis=1,
+        state_ranks=[3] * len(names),
+        y_rank=1 + len(y_tail),
+        prefix="loop/",
+        last_y=y0,
+        scan_y=per_step,
+    )
+    # the loop gives the last y when asked for it (last_y), else the scanned ys
+    if per_step:
+        assert scanned is not None
+        y = g.op("Transpose", [scanned], "batch_major", perm=[1, 0, *range(2, 2 + len(y_tail))])[0]
+    else:
+        assert last is not None
+        y = last
     g.nodes.append(helper.make_node("Identity", [y], ["y"], name="y"))
     for n, final in zip(names, finals):
         g.nodes.append(helper.make_node("Identity", [final], [f"state_out.{n}"], name=f"state_out_{n}"))
     x_dims = [d.dim_param or d.dim_value for d in x_info.type.tensor_type.shape.dim]
     graph = helper.make_graph(
-        g.nodes, "seqpipe_loop_sequence",
-        [helper.make_tensor_value_info("x", x_info.type.tensor_type.elem_type, ["batch", "time", *x_dims[1:]]),
-         helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])]
-        + [helper.make_tensor_value_info(f"state_in.{n}", TensorProto.FLOAT, ["state_batch", *np.shape(defaults[n])]) for n in names],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "time", *y_tail] if per_step else ["batch", *y_tail])]
-        + [helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, ["batch", *np.shape(defaults[n])]) for n in names],
-        initializer=g.initializers)
+        g.nodes,
+        "seqpipe_loop_sequence",
+        [
+            helper.make_tensor_value_info("x", x_info.type.tensor_type.elem_type, ["batch", "time", *x_dims[1:]]),
+            helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
+        ]
+        + [
+            helper.make_tensor_value_info(f"state_in.{n}", TensorProto.FLOAT, ["state_batch", *np.shape(defaults[n])])
+            for n in names
+        ],
+        [
+            helper.make_tensor_value_info(
+                "y", TensorProto.FLOAT, ["batch", "time", *y_tail] if per_step else ["batch", *y_tail]
+            )
+        ]
+        + [
+            helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, ["batch", *np.shape(defaults[n])])
+            for n in names
+        ],
+        initializer=g.initializers,
+    )
     model = helper.make_model(graph, opset_imports=list(step.opset_import), ir_version=step.ir_version)
     model.functions.extend(step.functions)
     return model

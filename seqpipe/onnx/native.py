@@ -15,21 +15,31 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import torch
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
-from seqpipe.contracts import Cell, Layers, OnnxOperator, StepModel, Topology, declared_layers, declares_layers, native_operator
+from seqpipe.contracts import (
+    Cell,
+    Layers,
+    OnnxOperator,
+    StepModel,
+    Topology,
+    declared_layers,
+    declares_layers,
+    native_operator,
+)
 from seqpipe.errors import ExportError
 from seqpipe.onnx.builder import GraphBuilder, finish_model, optional_state_inputs, state_value_infos
 from seqpipe.onnx.loop import masked_loop
 from seqpipe.onnx.pooling import pool_sequence, pool_step
+from seqpipe.onnx.torch_export import export_module
 from seqpipe.onnx.word_characters import emit_word_characters
 from seqpipe.pooling import POOL_STATE
 from seqpipe.word_characters import WordCharacters
-from seqpipe.onnx.torch_export import export_module
 
 
 def layers_support(topology_cls: type) -> str | None:
@@ -53,17 +63,34 @@ def native_support(topology: Topology) -> str | None:
     return None
 
 
-def _native_layer(g: GraphBuilder, ops: list[OnnxOperator], hidden: int, x: str, seq_lens: str, layer: int,
-                  initial: list[str], n_states: int) -> tuple[str, list[str]]:
-    """One native operator over ``x`` [T, B, I] for 1 or 2 directions. Returns Y [T, D, B, H] and final states [D, B, H]."""
+def _native_layer(
+    g: GraphBuilder,
+    ops: list[OnnxOperator],
+    hidden: int,
+    x: str,
+    seq_lens: str,
+    layer: int,
+    initial: list[str],
+    n_states: int,
+) -> tuple[str, list[str]]:
+    """One native operator over ``x`` [T, B, I] for 1 or 2 directions. Returns Y [T, D, B, H] and final states [D, B,
+    H]."""
     op_type = ops[0].op_type
     if any(op.op_type != op_type for op in ops):
-        raise ExportError(f"layer {layer}: its directions declare different ONNX operators ({', '.join(op.op_type for op in ops)})")
-    attrs = {"hidden_size": hidden, "direction": "bidirectional" if len(ops) == 2 else "forward"}
+        raise ExportError(
+            f"layer {layer}: its directions declare different ONNX operators ({', '.join(op.op_type for op in ops)})"
+        )
+    attrs: dict[str, Any] = {"hidden_size": hidden, "direction": "bidirectional" if len(ops) == 2 else "forward"}
     for key, value in ops[0].attributes.items():  # a list attribute (activations) is given per direction
         attrs[key] = [v for op in ops for v in op.attributes[key]] if isinstance(value, list) else value
-    inputs = [x, g.const(f"W{layer}", np.stack([op.W for op in ops])), g.const(f"R{layer}", np.stack([op.R for op in ops])),
-              g.const(f"B{layer}", np.stack([op.B for op in ops])), seq_lens, *initial]  # initial_h (and initial_c): absent means zeros
+    inputs = [
+        x,
+        g.const(f"W{layer}", np.stack([op.W for op in ops])),
+        g.const(f"R{layer}", np.stack([op.R for op in ops])),
+        g.const(f"B{layer}", np.stack([op.B for op in ops])),
+        seq_lens,
+        *initial,
+    ]  # initial_h (and initial_c): absent means zeros
     outs = g.op(op_type, inputs, f"{op_type.lower()}{layer}", n_out=1 + n_states, **attrs)
     return outs[0], outs[1:]
 
@@ -87,9 +114,16 @@ def _export_cell(g: GraphBuilder, cell: Cell, prefix: str) -> onnx.GraphProto:
     args = (torch.zeros(2, cell.input_size), *(torch.zeros(2, size) for size in cell.state_sizes))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cell.onnx"
-        export_module(_CellStep(cell.eval().cpu()).eval(), args, path, input_names=["x", *(f"state_in.{n}" for n in names)],
-                      output_names=[f"state_out.{n}" for n in names], dynamic_shapes=({0: batch}, tuple({0: batch} for _ in names)),
-                      opset=g.opset, exporter="dynamo")
+        export_module(
+            _CellStep(cell.eval().cpu()).eval(),
+            args,
+            path,
+            input_names=["x", *(f"state_in.{n}" for n in names)],
+            output_names=[f"state_out.{n}" for n in names],
+            dynamic_shapes=({0: batch}, tuple({0: batch} for _ in names)),
+            opset=g.opset,
+            exporter="dynamo",
+        )
         model = onnx.load(str(path))
     g.add_functions(model.functions)
     graph = model.graph
@@ -111,13 +145,25 @@ def _reverse_index(g: GraphBuilder, x: str, seq_lens: str) -> str:
     """[T, B, 1] int64 time indices that reverse each sequence within its length (padding stays put);
     ``seq_lens`` int64 [B]."""
     time = g.op("Shape", [x], "time", start=0, end=1)[0]  # [1]
-    steps = g.op("Range", [g.const("zero", np.array(0, np.int64)), g.op("Squeeze", [time], "time_scalar")[0],
-                           g.const("one", np.array(1, np.int64))], "steps")[0]  # [T]
+    steps = g.op(
+        "Range",
+        [
+            g.const("zero", np.array(0, np.int64)),
+            g.op("Squeeze", [time], "time_scalar")[0],
+            g.const("one", np.array(1, np.int64)),
+        ],
+        "steps",
+    )[0]  # [T]
     t = g.op("Unsqueeze", [steps, g.const("axis1", np.array([1], np.int64))], "t_col")[0]  # [T, 1]
     lengths = g.op("Unsqueeze", [seq_lens, g.const("axis0", np.array([0], np.int64))], "len_row")[0]  # [1, B] int64
-    back = g.op("Sub", [g.op("Sub", [lengths, g.const("one", np.array(1, np.int64))], "last")[0], t], "back")[0]  # [T, B]
-    index = g.op("Where", [g.op("Less", [t, lengths], "inside")[0], back,
-                           g.op("Expand", [t, g.op("Shape", [back], "tb")[0]], "t_tb")[0]], "rev_index")[0]
+    back = g.op("Sub", [g.op("Sub", [lengths, g.const("one", np.array(1, np.int64))], "last")[0], t], "back")[
+        0
+    ]  # [T, B]
+    index = g.op(
+        "Where",
+        [g.op("Less", [t, lengths], "inside")[0], back, g.op("Expand", [t, g.op("Shape", [back], "tb")[0]], "t_tb")[0]],
+        "rev_index",
+    )[0]
     return g.op("Unsqueeze", [index, g.const("axis2", np.array([2], np.int64))], "rev_index3")[0]  # [T, B, 1]
 
 
@@ -127,7 +173,9 @@ def _gather_time(g: GraphBuilder, values: str, index: str) -> str:
     return g.op("GatherElements", [values, full], "reordered", axis=0)[0]
 
 
-def _cell_loop(g: GraphBuilder, cell: Cell, x: str, lengths: str, initial: list[str], prefix: str) -> tuple[str, list[str]]:
+def _cell_loop(
+    g: GraphBuilder, cell: Cell, x: str, lengths: str, initial: list[str], prefix: str
+) -> tuple[str, list[str]]:
     """The masked Loop stepping ``cell`` over ``x`` [T, B, I]: (outputs [T, B, output_size], zero past
     each length; final states [B, size] each, frozen at each sequence's length)."""
     body = _export_cell(g, cell, prefix)
@@ -140,23 +188,45 @@ def _cell_loop(g: GraphBuilder, cell: Cell, x: str, lengths: str, initial: list[
         new = [f"{prefix}state_out.{n}" for n in names]
         return list(body.node), new, new[0]
 
-    finals, _, outputs = masked_loop(g, x, lengths, initial, build_step, time_axis=0, state_ranks=[2] * len(names), y_rank=2,
-                                     prefix=prefix, scan_y=True)
+    finals, _, outputs = masked_loop(
+        g,
+        x,
+        lengths,
+        initial,
+        build_step,
+        time_axis=0,
+        state_ranks=[2] * len(names),
+        y_rank=2,
+        prefix=prefix,
+        scan_y=True,
+    )
+    assert outputs is not None  # scan_y: the outputs at every step
     return outputs, finals
 
 
-def _loop_layer(g: GraphBuilder, cells: tuple[Cell, ...], x: str, seq_lens: str, layer: int, initial: list[str]) -> tuple[str, list[str]]:
+def _loop_layer(
+    g: GraphBuilder, cells: tuple[Cell, ...], x: str, seq_lens: str, layer: int, initial: list[str]
+) -> tuple[str, list[str]]:
     """Like :func:`_native_layer`, for cells without a native operator: one Loop per direction.
     ``initial``: per state [D, B, size] (empty for zeros). Returns Y [T, D, B, out] and finals [D, B, size] each."""
     if initial:
-        per_dir = [[g.op("Gather", [state, g.const("d", np.array(d, np.int64))], f"init_d{d}", axis=0)[0] for state in initial]
-                   for d in range(len(cells))]  # [B, size] each
+        per_dir = [
+            [g.op("Gather", [state, g.const("d", np.array(d, np.int64))], f"init_d{d}", axis=0)[0] for state in initial]
+            for d in range(len(cells))
+        ]  # [B, size] each
     else:
         batch = g.op("Shape", [x], "batch_size", start=1, end=2)[0]
         zeros = []
         for size in cells[0].state_sizes:
             shape = g.op("Concat", [batch, g.const("size", np.array([size], np.int64))], "b_size", axis=0)[0]
-            zeros.append(g.op("ConstantOfShape", [shape], "zeros_b", value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))[0])
+            zeros.append(
+                g.op(
+                    "ConstantOfShape",
+                    [shape],
+                    "zeros_b",
+                    value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]),
+                )[0]
+            )
         per_dir = [zeros for _ in cells]
     lengths = g.op("Cast", [seq_lens], "lengths_i64", to=TensorProto.INT64)[0]  # the loop counter is int64
     ys, finals = [], []
@@ -169,9 +239,13 @@ def _loop_layer(g: GraphBuilder, cells: tuple[Cell, ...], x: str, seq_lens: str,
         if d == 1:
             y = _gather_time(g, y, index)  # back to input order; padding (zeros) stays put
         ys.append(g.op("Unsqueeze", [y, g.const("axis1", np.array([1], np.int64))], "y_dir")[0])  # [T, 1, B, out]
-        finals.append([g.op("Unsqueeze", [f, g.const("axis0", np.array([0], np.int64))], "final_dir")[0] for f in final])
+        finals.append(
+            [g.op("Unsqueeze", [f, g.const("axis0", np.array([0], np.int64))], "final_dir")[0] for f in final]
+        )
     y = ys[0] if len(ys) == 1 else g.op("Concat", ys, "y_dirs", axis=1)[0]
-    states = [parts[0] if len(parts) == 1 else g.op("Concat", list(parts), "finals", axis=0)[0] for parts in zip(*finals)]
+    states = [
+        parts[0] if len(parts) == 1 else g.op("Concat", list(parts), "finals", axis=0)[0] for parts in zip(*finals)
+    ]
     return y, states
 
 
@@ -181,14 +255,23 @@ def _layer_initial(g: GraphBuilder, states: list[str] | None, slots: list[int]) 
         return []
     out = []
     for state in states:
-        part = g.op("Slice", [state, g.const("start", np.array([slots[0]], np.int64)), g.const("end", np.array([slots[-1] + 1], np.int64)),
-                              g.const("axis1", np.array([1], np.int64))], "layer_slots")[0]  # [B, D, size]
+        part = g.op(
+            "Slice",
+            [
+                state,
+                g.const("start", np.array([slots[0]], np.int64)),
+                g.const("end", np.array([slots[-1] + 1], np.int64)),
+                g.const("axis1", np.array([1], np.int64)),
+            ],
+            "layer_slots",
+        )[0]  # [B, D, size]
         out.append(g.op("Transpose", [part], "dbh", perm=[1, 0, 2])[0])
     return out
 
 
-def emit_topology(g: GraphBuilder, topology: Topology, x: str, seq_lens: str,
-                  initial_states: list[str] | None = None) -> tuple[str, list[str], str]:
+def emit_topology(
+    g: GraphBuilder, topology: Topology, x: str, seq_lens: str, initial_states: list[str] | None = None
+) -> tuple[str, list[str], str]:
     """``x`` [T, B, I] → (summary [B, output_size], final states each [B, slots, size], the last
     layer's outputs at every step [T, B, output_size], zero past each length).
 
@@ -196,14 +279,17 @@ def emit_topology(g: GraphBuilder, topology: Topology, x: str, seq_lens: str,
     """
     layers = declared_layers(topology)
     if layers is None:
-        raise ExportError(f"no sequence graph from layers: topology '{type(topology).__name__}' declares none; "
-                          "export the step graph instead.")
+        raise ExportError(
+            f"no sequence graph from layers: topology '{type(topology).__name__}' declares none; "
+            "export the step graph instead."
+        )
     finals: list[list[str]] = []
     for index, cells in enumerate(layers.cells):
         slots = list(range(index * len(cells), (index + 1) * len(cells)))
         initial = _layer_initial(g, initial_states, slots)
-        ops = [native_operator(cell) for cell in cells]
-        if all(op is not None for op in ops):
+        found = [native_operator(cell) for cell in cells]
+        ops = [op for op in found if op is not None]
+        if len(ops) == len(found):
             hidden = ops[0].R.shape[1]  # the operator's own hidden size: every state of its cell has it
             y, states = _native_layer(g, ops, hidden, x, seq_lens, index, initial, len(cells[0].state_names))
         else:
@@ -241,7 +327,9 @@ def _input(g: GraphBuilder, model, time: bool) -> tuple[onnx.ValueInfoProto, str
         embedded = emit_word_characters(g, model.embed, "x", rank=len(dims) + 1)
         return helper.make_tensor_value_info("x", TensorProto.INT64, [*dims, model.embed.ids_per_step]), embedded
     if model.token_input:
-        embedded = g.op("Gather", [g.const("embedding", model.embed[0].weight.detach().numpy()), "x"], "embed")[0]  # [B, (T,) E]
+        embedded = g.op("Gather", [g.const("embedding", model.embed[0].weight.detach().numpy()), "x"], "embed")[
+            0
+        ]  # [B, (T,) E]
         return helper.make_tensor_value_info("x", TensorProto.INT64, dims), embedded
     return helper.make_tensor_value_info("x", TensorProto.FLOAT, [*dims, model.body_input_size]), "x"
 
@@ -263,7 +351,9 @@ def sequence_graph(model, opset: int, y_size: int, name: str) -> onnx.ModelProto
     summary, states, outputs = emit_topology(g, model.body, time_major, lengths32, initial[:n_body])
     if model.pooling is not None and not model.per_step:
         lengths64 = g.op("Cast", ["lengths"], "lengths_i64", to=TensorProto.INT64)[0]
-        summary, pool = pool_sequence(g, model.pooling, outputs, lengths64, initial[n_body] if len(initial) > n_body else None)
+        summary, pool = pool_sequence(
+            g, model.pooling, outputs, lengths64, initial[n_body] if len(initial) > n_body else None
+        )
         states = states + ([pool] if pool is not None else [])
     weight_t = g.const("head_w_t", model.head.weight.detach().numpy().T.copy())  # [O, C]
     bias = g.const("head_b", model.head.bias.detach().numpy())
@@ -271,11 +361,13 @@ def sequence_graph(model, opset: int, y_size: int, name: str) -> onnx.ModelProto
         # the head on the time-major outputs, then batch first: onnxruntime's CPU provider crashes
         # (1.31, a segfault) on an fp16 copy where a Transpose feeds this MatMul (its
         # MatmulTransposeFusion), and the two orders give the same numbers
-        time_major_logits = g.op("Add", [g.op("MatMul", [outputs, weight_t], "head")[0], bias], "head_bias")[0]  # [T, B, C]
+        time_major_logits = g.op("Add", [g.op("MatMul", [outputs, weight_t], "head")[0], bias], "head_bias")[
+            0
+        ]  # [T, B, C]
         if model.residual:
             time_major_logits = g.op("Add", [time_major_logits, time_major], "residual")[0]
         logits = g.op("Transpose", [time_major_logits], "batch_major", perm=[1, 0, 2])[0]  # [B, T, C]
-        y_shape = ["batch", "time", y_size]
+        y_shape: list[str | int] = ["batch", "time", y_size]
     else:
         logits = g.op("Add", [g.op("MatMul", [summary, weight_t], "head")[0], bias], "head_bias")[0]  # [B, C]
         if model.residual:
@@ -283,22 +375,43 @@ def sequence_graph(model, opset: int, y_size: int, name: str) -> onnx.ModelProto
         y_shape = ["batch", y_size]
     _emit_outputs(g, model, logits, states)
     graph = helper.make_graph(
-        g.nodes, name,
-        [x_info, helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
-         *state_value_infos(model.state_shapes, "in", batch="state_batch")],
+        g.nodes,
+        name,
+        [
+            x_info,
+            helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
+            *state_value_infos(model.state_shapes, "in", batch="state_batch"),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape), *state_value_infos(model.state_shapes, "out")],
-        initializer=g.initializers)
+        initializer=g.initializers,
+    )
     return finish_model(g, graph, opset)
 
 
 def _last_input(g: GraphBuilder, time_major: str) -> str:
     """Each sequence's last valid input, [B, F], from ``time_major`` [T, B, F] and ``lengths``."""
-    last = g.op("Sub", [g.op("Cast", ["lengths"], "lengths_last_i64", to=TensorProto.INT64)[0],
-                        g.const("one_last", np.array(1, np.int64))], "last_step")[0]  # [B]
+    last = g.op(
+        "Sub",
+        [
+            g.op("Cast", ["lengths"], "lengths_last_i64", to=TensorProto.INT64)[0],
+            g.const("one_last", np.array(1, np.int64)),
+        ],
+        "last_step",
+    )[0]  # [B]
     index = g.op("Unsqueeze", [last, g.const("axes_last", np.array([0, 2], np.int64))], "last_index")[0]  # [1, B, 1]
-    full = g.op("Expand", [index, g.op("Concat", [g.const("one_row", np.array([1], np.int64)),
-                                                   g.op("Shape", [time_major], "last_shape", start=1)[0]], "last_dims", axis=0)[0]],
-                "last_index_full")[0]  # [1, B, F]
+    full = g.op(
+        "Expand",
+        [
+            index,
+            g.op(
+                "Concat",
+                [g.const("one_row", np.array([1], np.int64)), g.op("Shape", [time_major], "last_shape", start=1)[0]],
+                "last_dims",
+                axis=0,
+            )[0],
+        ],
+        "last_index_full",
+    )[0]  # [1, B, F]
     picked = g.op("GatherElements", [time_major, full], "last_input", axis=0)[0]
     return g.op("Squeeze", [picked, g.const("axis_last", np.array([0], np.int64))], "last_input_2d")[0]
 
@@ -310,7 +423,9 @@ def _emit_outputs(g: GraphBuilder, model, logits: str, states: list[str]) -> Non
     else:
         g.nodes.append(helper.make_node("Identity", [logits], ["y"], name="values"))
     for state_name, state in zip(model.state_names, states):
-        g.nodes.append(helper.make_node("Identity", [state], [f"state_out.{state_name}"], name=f"state_out_{state_name}"))
+        g.nodes.append(
+            helper.make_node("Identity", [state], [f"state_out.{state_name}"], name=f"state_out_{state_name}")
+        )
 
 
 def native_step_support(model: StepModel) -> str | None:
@@ -340,16 +455,32 @@ def step_graph(model, opset: int, name: str) -> onnx.ModelProto:
     one_step = g.op("Unsqueeze", [embedded, g.const("axis0", np.array([0], np.int64))], "one_step")[0]  # [1, B, E]
     # no sequence_lens: every sequence runs its one step
     summary, states, _ = emit_topology(g, model.body, one_step, "", [f"state_in.{n}" for n in model.body.state_names])
-    if model.pooling is not None:  # the running statistics take this step's output (native_step_support: a streaming one)
+    if (
+        model.pooling is not None
+    ):  # the running statistics take this step's output (native_step_support: a streaming one)
         summary, pool = pool_step(g, model.pooling, summary, f"state_in.{POOL_STATE}")
         states = states + [pool]
-    logits = g.op("Gemm", [summary, g.const("head_w", model.head.weight.detach().numpy()), g.const("head_b", model.head.bias.detach().numpy())],
-                  "head", transB=1)[0]  # [B, C]
+    logits = g.op(
+        "Gemm",
+        [
+            summary,
+            g.const("head_w", model.head.weight.detach().numpy()),
+            g.const("head_b", model.head.bias.detach().numpy()),
+        ],
+        "head",
+        transB=1,
+    )[0]  # [B, C]
     if model.residual:
         logits = g.op("Add", [logits, embedded], "residual")[0]
     _emit_outputs(g, model, logits, states)
     graph = helper.make_graph(
-        g.nodes, name, [x_info, *state_value_infos(model.state_shapes, "in")],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", model.head.out_features]), *state_value_infos(model.state_shapes, "out")],
-        initializer=g.initializers)
+        g.nodes,
+        name,
+        [x_info, *state_value_infos(model.state_shapes, "in")],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", model.head.out_features]),
+            *state_value_infos(model.state_shapes, "out"),
+        ],
+        initializer=g.initializers,
+    )
     return finish_model(g, graph, opset)

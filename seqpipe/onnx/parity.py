@@ -22,8 +22,9 @@ Worst = dict[str, dict[str, dict[str, float]]]  # comparison -> output -> {"abs"
 
 
 @torch.no_grad()
-def torch_step_loop(model: StepModel, x: torch.Tensor, lengths: torch.Tensor,
-                    state: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+def torch_step_loop(
+    model: StepModel, x: torch.Tensor, lengths: torch.Tensor, state: tuple[torch.Tensor, ...] | None = None
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """``model.step`` over a padded batch from ``state`` (default: the initial state); finished
     sequences keep their state. y: [B, T, …]."""
     state = model.initial_state(x.shape[0]) if state is None else state
@@ -42,8 +43,14 @@ def _numpy(value: Any) -> np.ndarray:
     return value.numpy() if isinstance(value, torch.Tensor) else value
 
 
-def compare(worst: Worst, label: str, got: dict[str, np.ndarray], reference: dict[str, np.ndarray],
-            valid: np.ndarray | None = None, per_step: tuple[str, ...] = ("y",)) -> None:
+def compare(
+    worst: Worst,
+    label: str,
+    got: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
+    valid: np.ndarray | None = None,
+    per_step: tuple[str, ...] = ("y",),
+) -> None:
     """Record the largest differences of ``got`` vs ``reference`` under ``label``; outputs named in
     ``per_step`` are compared only where ``valid`` ([B, T]) is true."""
     group = worst.setdefault(label, {})
@@ -51,11 +58,20 @@ def compare(worst: Worst, label: str, got: dict[str, np.ndarray], reference: dic
         merge(group, key, max_diff(got[key], reference[key], valid if key in per_step else None))
 
 
-def three_way(worst: Worst, served: dict[str, np.ndarray], stepped: dict[str, np.ndarray], fused: dict[str, np.ndarray],
-              valid: np.ndarray, per_step: tuple[str, ...] = ("y",)) -> None:
+def three_way(
+    worst: Worst,
+    served: dict[str, np.ndarray],
+    stepped: dict[str, np.ndarray],
+    fused: dict[str, np.ndarray],
+    valid: np.ndarray,
+    per_step: tuple[str, ...] = ("y",),
+) -> None:
     """The step-graph comparison: onnxruntime stepping vs torch stepping vs torch's fused sequence path."""
-    for label, (a, b) in {"ort_step_vs_torch_step": (served, stepped), "ort_step_vs_torch_sequence": (served, fused),
-                          "torch_step_vs_torch_sequence": (stepped, fused)}.items():
+    for label, (a, b) in {
+        "ort_step_vs_torch_step": (served, stepped),
+        "ort_step_vs_torch_sequence": (served, fused),
+        "torch_step_vs_torch_sequence": (stepped, fused),
+    }.items():
         compare(worst, label, a, b, valid, per_step)
 
 
@@ -79,15 +95,22 @@ def _rows(state0: dict[str, np.ndarray] | None, start: int, stop: int) -> dict[s
 
 
 @torch.no_grad()
-def check_step_parity(model: StepModel, runner: StepRunner, x: np.ndarray, lengths: np.ndarray, tolerance: float,
-                      batch_size: int = 64, state0: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+def check_step_parity(
+    model: StepModel,
+    runner: StepRunner,
+    x: np.ndarray,
+    lengths: np.ndarray,
+    tolerance: float,
+    batch_size: int = 64,
+    state0: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
     """``state0``: per state name [N, slots, size], where sequences start (a conditioned initial
     state); None starts every path from the initial state."""
     model.eval()
     names = list(model.state_names)
     worst: Worst = {}
     for start in range(0, len(x), batch_size):
-        xb, lb = x[start:start + batch_size], lengths[start:start + batch_size]
+        xb, lb = x[start : start + batch_size], lengths[start : start + batch_size]
         valid = np.arange(xb.shape[1])[None, :] < lb[:, None]  # [B, T]
         xt, lt = torch.from_numpy(xb), torch.from_numpy(lb)
         sb = _rows(state0, start, start + batch_size)
@@ -95,7 +118,9 @@ def check_step_parity(model: StepModel, runner: StepRunner, x: np.ndarray, lengt
         y_step, s_step = torch_step_loop(model, xt, lt, st)
         y_seq, s_seq = model.run_sequence(xt, lt) if st is None else model.run_sequence(xt, lt, st)
         y_ort, _, s_ort = runner.run_padded(xb, lb, sb)
-        three_way(worst, outputs(y_ort, names, s_ort), outputs(y_step, names, s_step), outputs(y_seq, names, s_seq), valid)
+        three_way(
+            worst, outputs(y_ort, names, s_ort), outputs(y_step, names, s_step), outputs(y_seq, names, s_seq), valid
+        )
     return report(worst, tolerance, x, lengths, runner)
 
 
@@ -104,9 +129,15 @@ def merge(group: dict[str, dict[str, float]], key: str, diffs: tuple[float, floa
     entry["abs"], entry["scaled"] = max(entry["abs"], diffs[0]), max(entry["scaled"], diffs[1])
 
 
-def report(worst: Worst, tolerance: float, x: np.ndarray, lengths: np.ndarray, runner,
-           judged: tuple[str, ...] | None = None,
-           rule: str = "|onnxruntime - torch| <= tolerance * max(1, |torch|), element-wise") -> dict[str, Any]:
+def report(
+    worst: Worst,
+    tolerance: float,
+    x: np.ndarray,
+    lengths: np.ndarray,
+    runner,
+    judged: tuple[str, ...] | None = None,
+    rule: str = "|onnxruntime - torch| <= tolerance * max(1, |torch|), element-wise",
+) -> dict[str, Any]:
     """The parity report: passed when every compared output (or those in ``judged``) is within
     ``tolerance``; ``comparisons`` keeps every output's figures."""
     kept = [v for group in worst.values() for key, v in group.items() if judged is None or key in judged]
@@ -127,8 +158,16 @@ def report(worst: Worst, tolerance: float, x: np.ndarray, lengths: np.ndarray, r
 
 
 @torch.no_grad()
-def check_sequence_parity(model: StepModel, runner: SequenceRunner, x: np.ndarray, lengths: np.ndarray, tolerance: float,
-                          step_runner: StepRunner | None = None, batch_size: int = 64, per_step: bool = False) -> dict[str, Any]:
+def check_sequence_parity(
+    model: StepModel,
+    runner: SequenceRunner,
+    x: np.ndarray,
+    lengths: np.ndarray,
+    tolerance: float,
+    step_runner: StepRunner | None = None,
+    batch_size: int = 64,
+    per_step: bool = False,
+) -> dict[str, Any]:
     """onnxruntime's sequence graph vs torch's sequence path (and vs onnxruntime's step loop, when
     the model also has a step graph), on ``y`` and the final states. ``per_step``: ``y`` is
     [B, T, …] and compared at every valid step."""
@@ -136,7 +175,7 @@ def check_sequence_parity(model: StepModel, runner: SequenceRunner, x: np.ndarra
     names = list(model.state_names)
     worst: Worst = {}
     for start in range(0, len(x), batch_size):
-        xb, lb = x[start:start + batch_size], lengths[start:start + batch_size]
+        xb, lb = x[start : start + batch_size], lengths[start : start + batch_size]
         xb = xb[:, : int(lb.max())]  # a batch as a caller would pad it: to its own longest sequence
         y_torch, s_torch = model.sequence_output(torch.from_numpy(xb), torch.from_numpy(lb))
         y_ort, s_ort = runner.run(xb, lb)
@@ -145,12 +184,15 @@ def check_sequence_parity(model: StepModel, runner: SequenceRunner, x: np.ndarra
         compare(worst, "ort_sequence_vs_torch_sequence", ort, outputs(y_torch, names, s_torch), valid)
         if step_runner is not None:
             ys, last, s_loop = step_runner.run_padded(xb, lb)
-            compare(worst, "ort_sequence_vs_ort_step_loop", ort, outputs(ys if per_step else last, names, s_loop), valid)
+            compare(
+                worst, "ort_sequence_vs_ort_step_loop", ort, outputs(ys if per_step else last, names, s_loop), valid
+            )
     return report(worst, tolerance, x, lengths, runner)
 
 
-def check_precision_parity(fp32, copy, x: np.ndarray, lengths: np.ndarray, tolerance: float, precision: str,
-                           batch_size: int = 64) -> dict[str, Any]:
+def check_precision_parity(
+    fp32, copy, x: np.ndarray, lengths: np.ndarray, tolerance: float, precision: str, batch_size: int = 64
+) -> dict[str, Any]:
     """A reduced-precision copy (int8, fp16) against its fp32 original, both in onnxruntime, judged
     on what it answers: ``y`` after each whole sequence (a step graph is stepped through it, so error
     its state carries from step to step shows in ``y``). The final states' differences are recorded
@@ -158,17 +200,25 @@ def check_precision_parity(fp32, copy, x: np.ndarray, lengths: np.ndarray, toler
     hundredths (the test metric change, which the caller measures, says what that costs)."""
     worst: Worst = {}
     for start in range(0, len(x), batch_size):
-        xb, lb = x[start:start + batch_size], lengths[start:start + batch_size]
+        xb, lb = x[start : start + batch_size], lengths[start : start + batch_size]
         reference, got = (_final_outputs(runner, xb, lb) for runner in (fp32, copy))
         compare(worst, f"ort_{precision}_vs_ort_fp32", got, reference)
-    return report(worst, tolerance, x, lengths, copy, judged=("y",),
-                  rule=f"|{precision} - fp32| <= tolerance * max(1, |fp32|), element-wise, on y (states recorded, not judged)")
+    return report(
+        worst,
+        tolerance,
+        x,
+        lengths,
+        copy,
+        judged=("y",),
+        rule=f"|{precision} - fp32| <= tolerance * max(1, |fp32|), element-wise, on y (states recorded, not judged)",
+    )
 
 
 def state_drift(report: dict[str, Any]) -> float:
     """The largest scaled difference of a precision report's states (recorded, not judged)."""
-    return max((v["scaled"] for group in report["comparisons"].values() for key, v in group.items() if key != "y"),
-               default=0.0)
+    return max(
+        (v["scaled"] for group in report["comparisons"].values() for key, v in group.items() if key != "y"), default=0.0
+    )
 
 
 def _final_outputs(runner: StepRunner | SequenceRunner, x: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:

@@ -57,8 +57,13 @@ def quantize_int8(src: Path, dst: Path) -> dict:
         onnx.save(model, str(plain))
         with _quiet():
             quantize_dynamic(str(plain), str(dst), weight_type=QuantType.QInt8)
-    spec.update({"precision": "int8", "quantization": "onnxruntime dynamic: int8 weights, activations quantized per call",
-                 "parity": {"status": "pending"}})
+    spec.update(
+        {
+            "precision": "int8",
+            "quantization": "onnxruntime dynamic: int8 weights, activations quantized per call",
+            "parity": {"status": "pending"},
+        }
+    )
     write_metadata(dst, spec)
     return spec
 
@@ -78,14 +83,22 @@ def convert_fp16(src: Path, dst: Path) -> dict:
         # operators, whose pooling nodes it names: a traced step graph's, and the Loop body of a
         # plugin cell's sequence graph, are converted whole.
         pool_io = {f"state_in.{POOL_STATE}", f"state_out.{POOL_STATE}"}
-        pooling = [node.name for node in model.graph.node
-                   if node.name and (node.name.startswith("pool_") or pool_io & {*node.input, *node.output})]
+        pooling = [
+            node.name
+            for node in model.graph.node
+            if node.name and (node.name.startswith("pool_") or pool_io & {*node.input, *node.output})
+        ]
         half = convert_float_to_float16(model, keep_io_types=True, node_block_list=pooling)
     _drop_fp16_round_trips(half.graph)
     _sort_topologically(half.graph)  # the converter appends its input casts after their consumers
     onnx.save(half, str(dst))
-    spec.update({"precision": "fp16", "conversion": "onnxruntime float16 converter: fp16 weights and arithmetic, "
-                 "float32 inputs and outputs", "parity": {"status": "pending"}})
+    spec.update(
+        {
+            "precision": "fp16",
+            "conversion": "onnxruntime float16 converter: fp16 weights and arithmetic, float32 inputs and outputs",
+            "parity": {"status": "pending"},
+        }
+    )
     write_metadata(dst, spec)
     return spec
 
@@ -99,14 +112,22 @@ def _drop_fp16_round_trips(graph: onnx.GraphProto) -> None:
     the same output name (two such readers make the graph invalid). Here each cast back to fp32 of
     a value the converter itself cast to fp16 is replaced by the fp32 original (a graph output's
     cast by an Identity of it); the casts nobody reads any more, and duplicates, go."""
-    to_fp16 = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Cast" and
-               (n.name.endswith("_cast_to_fp16_node") or n.name.startswith("graph_input_cast"))}  # fp16 value → fp32 source
-    original = {n.output[0]: to_fp16[n.input[0]] for n in graph.node
-                if n.op_type == "Cast" and n.name.endswith("_cast_to_fp32_node") and n.input[0] in to_fp16}
+    to_fp16 = {
+        n.output[0]: n.input[0]
+        for n in graph.node
+        if n.op_type == "Cast" and (n.name.endswith("_cast_to_fp16_node") or n.name.startswith("graph_input_cast"))
+    }  # fp16 value → fp32 source
+    original = {
+        n.output[0]: to_fp16[n.input[0]]
+        for n in graph.node
+        if n.op_type == "Cast" and n.name.endswith("_cast_to_fp32_node") and n.input[0] in to_fp16
+    }
     _rename_inputs(graph, original)
     for i, node in enumerate(graph.node):  # fp32 → fp16 → the fp32 graph output: the fp32 value itself
         if node.op_type == "Cast" and node.name.startswith("graph_output_cast") and node.input[0] in to_fp16:
-            graph.node[i].CopyFrom(onnx.helper.make_node("Identity", [to_fp16[node.input[0]]], list(node.output), name=node.name))
+            graph.node[i].CopyFrom(
+                onnx.helper.make_node("Identity", [to_fp16[node.input[0]]], list(node.output), name=node.name)
+            )
     kept, seen = [], set()
     for node in graph.node:  # identical casts the converter wrote twice: the first stays
         if node.op_type == "Cast" and node.name.endswith("_cast_to_fp32_node") and node.output[0] in seen:
@@ -115,8 +136,13 @@ def _drop_fp16_round_trips(graph: onnx.GraphProto) -> None:
         kept.append(node)
     while True:  # casts whose output nobody reads (anywhere, subgraphs included) and the graph does not return
         read = _read_names(kept) | {o.name for o in graph.output}
-        unread = {id(n) for n in kept if n.op_type == "Cast" and n.output[0] not in read and (n.name.startswith("graph_input_cast")
-                  or n.name.endswith(("_cast_to_fp32_node", "_cast_to_fp16_node")))}
+        unread = {
+            id(n)
+            for n in kept
+            if n.op_type == "Cast"
+            and n.output[0] not in read
+            and (n.name.startswith("graph_input_cast") or n.name.endswith(("_cast_to_fp32_node", "_cast_to_fp16_node")))
+        }
         if not unread:
             break
         kept = [n for n in kept if id(n) not in unread]
@@ -146,7 +172,7 @@ def _rename_inputs(graph: onnx.GraphProto, names: dict[str, str]) -> None:
 
 def _read_names(nodes: list[onnx.NodeProto]) -> set[str]:
     """Names ``nodes`` read, with what their subgraphs read from outside (or return from it)."""
-    read = set()
+    read: set[str] = set()
     for node in nodes:
         read.update(i for i in node.input if i)
         for attr in node.attribute:
@@ -169,7 +195,7 @@ def _free_names(graph: onnx.GraphProto) -> set[str]:
     """Names a (sub)graph reads from its enclosing scope."""
     defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}
     defined |= {o for node in graph.node for o in node.output}
-    used = set()
+    used: set[str] = set()
     for node in graph.node:
         used.update(i for i in node.input if i)
         for attr in node.attribute:

@@ -26,12 +26,18 @@ def state_shape(model: StepModel, name: str) -> list[Any]:
 
 def states_spec(model: StepModel) -> list[dict[str, Any]]:
     """The states a caller carries between calls: name, shape, and the graph's input and output for it."""
-    return [{"name": n, "shape": state_shape(model, n), "input": f"state_in.{n}", "output": f"state_out.{n}"} for n in model.state_names]
+    return [
+        {"name": n, "shape": state_shape(model, n), "input": f"state_in.{n}", "output": f"state_out.{n}"}
+        for n in model.state_names
+    ]
 
 
 def state_io(model: StepModel, direction: str, **extra: Any) -> list[dict[str, Any]]:
     """The graph's ``state_in.<name>`` or ``state_out.<name>`` entries (``direction`` "in"/"out"), one per state."""
-    return [{"name": f"state_{direction}.{n}", "dtype": "float32", "shape": state_shape(model, n), **extra} for n in model.state_names]
+    return [
+        {"name": f"state_{direction}.{n}", "dtype": "float32", "shape": state_shape(model, n), **extra}
+        for n in model.state_names
+    ]
 
 
 def write_metadata(path: Path, spec: dict[str, Any]) -> None:
@@ -70,8 +76,11 @@ def base_spec(kind: str, resolved, model: StepModel, task: Task, *, opset: int, 
         "topology": cfg.model.topology,
         "topology_options": resolved.topology_options.model_dump(mode="json"),
         "causal": bool(model.body.causal),
-        "sizes": {"hidden": model.hidden_size, "slots": model.num_slots,
-                  "states": {n: size for n, (_, size) in model.state_shapes.items()}},
+        "sizes": {
+            "hidden": model.hidden_size,
+            "slots": model.num_slots,
+            "states": {n: size for n, (_, size) in model.state_shapes.items()},
+        },
         "states": states_spec(model),
         "encoding": task.encoding_spec(),
         "opset": opset,
@@ -99,17 +108,31 @@ def graph_spec(kind: str, resolved, model: StepModel, task: Task, *, opset: int,
         inputs = [{"name": "x", "dtype": x_dtype, "shape": ["batch", *x_tail]}, *state_io(model, "in")]
         y = {"name": "y", "dtype": "float32", "shape": ["batch", *y_tail]}
     else:
-        inputs = [{"name": "x", "dtype": x_dtype, "shape": ["batch", "time", *x_tail]},
-                  {"name": "lengths", "dtype": "int64", "shape": ["batch"]},
-                  *state_io(model, "in", optional=True, default="the initial state (initial_state rule), broadcast to the batch")]
-        y = {"name": "y", "dtype": "float32", "shape": ["batch", "time", *y_tail] if per_step else ["batch", *y_tail],
-             "read": "every valid step (padding unspecified)" if per_step else "after each sequence's last step"}
+        inputs = [
+            {"name": "x", "dtype": x_dtype, "shape": ["batch", "time", *x_tail]},
+            {"name": "lengths", "dtype": "int64", "shape": ["batch"]},
+            *state_io(
+                model, "in", optional=True, default="the initial state (initial_state rule), broadcast to the batch"
+            ),
+        ]
+        y = {
+            "name": "y",
+            "dtype": "float32",
+            "shape": ["batch", "time", *y_tail] if per_step else ["batch", *y_tail],
+            "read": "every valid step (padding unspecified)" if per_step else "after each sequence's last step",
+        }
     spec = base_spec(kind, resolved, model, task, opset=opset, exporter=exporter)
-    spec.update({
-        "inputs": inputs,
-        "outputs": [y, *state_io(model, "out")],
-        "initial_state": model.initial.spec() if kind == "step" else
-        {"rule": cfg.model.initial_state, "note": "built in as the default of the optional state_in.* inputs; "
-                                                  "feed state_in.* to continue sequences from a state"},
-    })
+    spec.update(
+        {
+            "inputs": inputs,
+            "outputs": [y, *state_io(model, "out")],
+            "initial_state": model.initial.spec()
+            if kind == "step"
+            else {
+                "rule": cfg.model.initial_state,
+                "note": "built in as the default of the optional state_in.* inputs; "
+                "feed state_in.* to continue sequences from a state",
+            },
+        }
+    )
     return spec

@@ -16,8 +16,17 @@ from torch import nn
 from seqpipe.errors import ExportError
 
 
-def export_module(module: nn.Module, args: tuple, path: Path, *, input_names: list[str], output_names: list[str],
-                  dynamic_shapes: tuple, opset: int, exporter: str) -> str:
+def export_module(
+    module: nn.Module,
+    args: tuple,
+    path: Path,
+    *,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_shapes: tuple,
+    opset: int,
+    exporter: str,
+) -> str:
     """Export ``module(*args)`` to ``path`` with named inputs and outputs and the given dynamic axes;
     return a description of the exporter used.
 
@@ -26,15 +35,32 @@ def export_module(module: nn.Module, args: tuple, path: Path, *, input_names: li
     """
     with _quiet(), _torchlib_table_built_once():
         if exporter == "dynamo":
-            program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=input_names,
-                                        output_names=output_names, dynamic_shapes=dynamic_shapes, verbose=False)
+            program = torch.onnx.export(
+                module,
+                args,
+                dynamo=True,
+                opset_version=opset,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=dynamic_shapes,
+                verbose=False,
+            )
+            assert program is not None  # dynamo=True always returns a program
             program.save(str(path))
         else:
             leaves = [leaf for item in dynamic_shapes for leaf in (item if isinstance(item, tuple) else (item,))]
             axes = {name: {axis: dim.__name__ for axis, dim in leaf.items()} for name, leaf in zip(input_names, leaves)}
             axes.update({name: {0: "batch"} for name in output_names})
-            torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, input_names=input_names,
-                              output_names=output_names, dynamic_axes=axes)
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=axes,
+            )
     check_onnx(path)
     return f"torch.onnx {exporter} (torch {torch.__version__.split('+')[0]})"
 
@@ -70,12 +96,15 @@ def _torchlib_table_built_once():
     """
     try:
         from torch.onnx._internal.exporter import _registration
+
         original = _registration.ONNXRegistry.__dict__["from_torchlib"]
         build = original.__get__(None, _registration.ONNXRegistry)
     except (ImportError, AttributeError, KeyError):
         yield
         return
-    _registration.ONNXRegistry.from_torchlib = classmethod(lambda cls, *args, **kwargs: _torchlib_table(build, *args, **kwargs))
+    _registration.ONNXRegistry.from_torchlib = classmethod(
+        lambda cls, *args, **kwargs: _torchlib_table(build, *args, **kwargs)
+    )
     try:
         yield
     finally:

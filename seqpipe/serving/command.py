@@ -29,8 +29,13 @@ def common_flags(predictor: type[Predictor]) -> str:
 def task_option(option: Option) -> click.Option:
     if option.type is bool:
         return click.Option([option.flag, option.name], is_flag=True, default=bool(option.default), help=option.help)
-    return click.Option([option.flag, option.name], type=option.type, default=option.default,
-                        show_default=option.default is not None, help=option.help)
+    return click.Option(
+        [option.flag, option.name],
+        type=option.type,
+        default=option.default,
+        show_default=option.default is not None,
+        help=option.help,
+    )
 
 
 def task_command(task: str, predictor: type[Predictor]) -> click.Command:
@@ -39,14 +44,18 @@ def task_command(task: str, predictor: type[Predictor]) -> click.Command:
     return click.Command(task, params=params, add_help_option=False)
 
 
-def parse_task_arguments(task: str, predictor: type[Predictor], args: list[str], ctx: click.Context) -> tuple[list[str], dict[str, Any]]:
+def parse_task_arguments(
+    task: str, predictor: type[Predictor], args: list[str], ctx: click.Context
+) -> tuple[list[str], dict[str, Any]]:
     """(inputs, option values by name) from ``args``; a usage mistake is one line naming the task."""
     try:
         parsed = task_command(task, predictor).make_context(ctx.command_path, list(args), parent=ctx)
     except click.NoSuchOption as exc:
         flags = [option.flag for option in predictor.options]
-        raise SeqpipeError(f"task '{task}' takes no option {exc.option_name}{did_you_mean(exc.option_name, flags)}; its options: "
-                           f"{predictor.describe_options()} (besides {common_flags(predictor)}; see `seqpipe predict --help`).") from None
+        raise SeqpipeError(
+            f"task '{task}' takes no option {exc.option_name}{did_you_mean(exc.option_name, flags)}; its options: "
+            f"{predictor.describe_options()} (besides {common_flags(predictor)}; see `seqpipe predict --help`)."
+        ) from None
     except click.UsageError as exc:
         raise SeqpipeError(f"task '{task}': {exc.format_message()}") from None
     values = dict(parsed.params)
@@ -84,19 +93,45 @@ class PredictCommand(click.Command):
 @click.command(cls=PredictCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32", show_default=True,
-              help="With a run directory: int8 / fp16 use its *.int8.onnx / *.fp16.onnx copies ([export] int8 / fp16 = true).")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "int8", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="With a run directory: int8 / fp16 use its *.int8.onnx / *.fp16.onnx copies ([export] int8 / fp16 = true).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per result.")
-@click.option("--strict-plugins", is_flag=True, help="Fail if any serving plugin fails to load (also SEQPIPE_STRICT_PLUGINS=1).")
-@click.option("--file", "input_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Read the inputs from this file, streamed in chunks: CSV/TSV (the model's input column, or --column), "
-                   "JSON Lines (the same field), or any other file one input per line.")
-@click.option("--column", help="With --file: the column or JSON field holding the inputs (default: the model's input column).")
-@click.option("--unchecked", is_flag=True, help="Serve MODEL even if its run did not finish, its files differ from the run's "
-              "manifest or its parity check did not pass (said on stderr).")
+@click.option(
+    "--strict-plugins", is_flag=True, help="Fail if any serving plugin fails to load (also SEQPIPE_STRICT_PLUGINS=1)."
+)
+@click.option(
+    "--file",
+    "input_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Read the inputs from this file, streamed in chunks: CSV/TSV (the model's input column, or --column), "
+    "JSON Lines (the same field), or any other file one input per line.",
+)
+@click.option(
+    "--column", help="With --file: the column or JSON field holding the inputs (default: the model's input column)."
+)
+@click.option(
+    "--unchecked",
+    is_flag=True,
+    help="Serve MODEL even if its run did not finish, its files differ from the run's "
+    "manifest or its parity check did not pass (said on stderr).",
+)
 @click.pass_context
-def predict(ctx: click.Context, model: Path, device: str, precision: str, as_json: bool, strict_plugins: bool,
-            input_file: Path | None, column: str | None, unchecked: bool) -> None:
+def predict(
+    ctx: click.Context,
+    model: Path,
+    device: str,
+    precision: str,
+    as_json: bool,
+    strict_plugins: bool,
+    input_file: Path | None,
+    column: str | None,
+    unchecked: bool,
+) -> None:
     """Predict with the ONNX export in MODEL (a run directory or .onnx file); torch not needed.
 
     The task named in MODEL's metadata picks the predictor (a plugin in the seqpipe.serving
@@ -122,10 +157,14 @@ def predict(ctx: click.Context, model: Path, device: str, precision: str, as_jso
         _print(predictor().predict(model, inputs, options), as_json)
         return
     if inputs:
-        raise SeqpipeError(f"give the inputs as arguments or with --file, not both (found {inputs[0]!r} besides --file {input_file}).")
+        raise SeqpipeError(
+            f"give the inputs as arguments or with --file, not both (found {inputs[0]!r} besides --file {input_file})."
+        )
     if not predictor.takes_inputs:
-        raise SeqpipeError(f"task '{task}' does not read a list of inputs, so --file does not apply; use: seqpipe predict MODEL "
-                           f"{predictor.usage}")
+        raise SeqpipeError(
+            f"task '{task}' does not read a list of inputs, so --file does not apply; use: seqpipe predict MODEL "
+            f"{predictor.usage}"
+        )
     _predict_file(predictor(), model, InputFile(input_file, column, input_column_of(spec)), options, as_json)
 
 
@@ -143,7 +182,9 @@ def _predict_file(predictor: Predictor, model: Path, inputs: InputFile, options:
     from seqpipe.serving.runtime import sessions_kept
 
     shown = sys.stderr.isatty()
-    bar = tqdm(total=_lines(inputs.path) if shown else None, unit=" lines", file=sys.stderr, disable=not shown, leave=False)
+    bar = tqdm(
+        total=_lines(inputs.path) if shown else None, unit=" lines", file=sys.stderr, disable=not shown, leave=False
+    )
     done = 0
     with sessions_kept(), bar:
         for chunk in chunks(iter(inputs), CHUNK):
@@ -152,8 +193,10 @@ def _predict_file(predictor: Predictor, model: Path, inputs: InputFile, options:
             except SeqpipeError as exc:  # "input N: …" of this chunk is said of the file's line
                 raise _in_file(exc, inputs.path, chunk) from None
             if len(results) != len(chunk):
-                raise SeqpipeError(f"the '{type(predictor).__name__}' predictor gave {len(results)} results for {len(chunk)} inputs; "
-                                   "--file needs one result per input.")
+                raise SeqpipeError(
+                    f"the '{type(predictor).__name__}' predictor gave {len(results)} results for {len(chunk)} inputs; "
+                    "--file needs one result per input."
+                )
             for item, r in zip(chunk, results):
                 r["input_line"] = item.line
             _print(results, as_json)

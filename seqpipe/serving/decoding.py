@@ -34,13 +34,20 @@ def _take(state: State, rows: np.ndarray) -> State:
     return {k: v[rows] for k, v in state.items()}
 
 
-def sample(step: StepFunction, state: State, *, sos: int, eos: int, max_length: int, temperature: float = 0.0,
-           rng: np.random.Generator | None = None) -> list[Hypothesis]:
+def sample(
+    step: StepFunction,
+    state: State,
+    *,
+    sos: int,
+    eos: int,
+    max_length: int,
+    temperature: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> list[Hypothesis]:
     """One sequence per row of ``state``: greedy when ``temperature`` is 0, else sampled from
     probabilities sharpened or flattened by ``temperature`` (seed ``rng`` for repeatable draws)."""
     n = next(iter(state.values())).shape[0]
-    if temperature > 0 and rng is None:
-        rng = np.random.default_rng(0)
+    draws = rng if rng is not None else np.random.default_rng(0)
     tokens = np.full(n, sos, dtype=np.int64)
     out: list[list[int]] = [[] for _ in range(n)]
     logp = np.zeros(n)
@@ -51,7 +58,7 @@ def sample(step: StepFunction, state: State, *, sos: int, eos: int, max_length: 
         if temperature > 0:
             weights = np.exp(np.log(np.maximum(probs, 1e-30)) / temperature)
             weights /= weights.sum(axis=1, keepdims=True)
-            chosen = np.array([rng.choice(len(w), p=w) for w in weights])
+            chosen = np.array([draws.choice(len(w), p=w) for w in weights])
         else:
             chosen = probs.argmax(axis=1)
         for row in np.flatnonzero(~done):
@@ -66,7 +73,9 @@ def sample(step: StepFunction, state: State, *, sos: int, eos: int, max_length: 
     return [Hypothesis(t, float(lp), bool(d)) for t, lp, d in zip(out, logp, done)]
 
 
-def beam_search(step: StepFunction, state: State, *, sos: int, eos: int, max_length: int, beam: int) -> list[Hypothesis]:
+def beam_search(
+    step: StepFunction, state: State, *, sos: int, eos: int, max_length: int, beam: int
+) -> list[Hypothesis]:
     """The ``beam`` most probable sequences from one starting state (``state`` rows: 1), best first.
 
     Scores are summed log-probabilities; finished hypotheses compete with unfinished ones at
@@ -95,7 +104,9 @@ def beam_search(step: StepFunction, state: State, *, sos: int, eos: int, max_len
         finished.sort(key=lambda h: -h.log_probability)
         finished = finished[:beam]
         # stop once no live hypothesis can beat the worst kept finished one (log-probabilities only fall)
-        if not candidates or (len(finished) == beam and candidates[0][1].log_probability <= finished[-1].log_probability):
+        if not candidates or (
+            len(finished) == beam and candidates[0][1].log_probability <= finished[-1].log_probability
+        ):
             break
         rows = np.array([row for row, _ in candidates])
         live = [h for _, h in candidates]

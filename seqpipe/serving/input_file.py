@@ -58,13 +58,16 @@ class InputFile:
             try:
                 yield data.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise SeqpipeError(f"{self.path}:{number}: byte {exc.start + 1} of the line is not UTF-8 text; save the file "
-                                   "as UTF-8.") from None
+                raise SeqpipeError(
+                    f"{self.path}:{number}: byte {exc.start + 1} of the line is not UTF-8 text; save the file as UTF-8."
+                ) from None
 
     def _text_lines(self, lines: Iterator[str]) -> Iterator[FileInput]:
         if self.explicit:
-            raise SeqpipeError(f"--column {self.column}: {self.path} is read one input per line (it is not .csv, .tsv or "
-                               ".jsonl); leave --column out, or give a table.")
+            raise SeqpipeError(
+                f"--column {self.column}: {self.path} is read one input per line (it is not .csv, .tsv or "
+                ".jsonl); leave --column out, or give a table."
+            )
         for number, text in enumerate(lines, start=1):
             text = text.rstrip("\r\n")
             if not text.strip():
@@ -80,11 +83,15 @@ class InputFile:
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise SeqpipeError(f"{self.path}:{number}: not a JSON object ({exc.msg} at column {exc.colno}); give one "
-                                   "object per line.") from None
+                raise SeqpipeError(
+                    f"{self.path}:{number}: not a JSON object ({exc.msg} at column {exc.colno}); give one "
+                    "object per line."
+                ) from None
             if not isinstance(record, dict):
-                raise SeqpipeError(f"{self.path}:{number}: a JSON {type(record).__name__}, not an object; give one object "
-                                   "per line, e.g. {\"" + (self.column or "text") + "\": \"...\"}.")
+                raise SeqpipeError(
+                    f"{self.path}:{number}: a JSON {type(record).__name__}, not an object; give one object "
+                    'per line, e.g. {"' + (self.column or "text") + '": "..."}.'
+                )
             yield FileInput(number, self._value(record, list(record), number))
 
     def _table(self, lines: Iterator[str]) -> Iterator[FileInput]:
@@ -99,17 +106,23 @@ class InputFile:
                 return
             repeated = sorted({name for name in header if header.count(name) > 1})
             if repeated:
-                raise SeqpipeError(f"{self.path}:1: column name {repeated[0]!r} appears twice in the header; rename one.")
+                raise SeqpipeError(
+                    f"{self.path}:1: column name {repeated[0]!r} appears twice in the header; rename one."
+                )
             if self.column not in header:  # a file without a header would lose its first input as one: refuse
                 which = "--column" if self.explicit else "the model's input column"
                 found = ", ".join(repr(name) for name in header)
-                raise SeqpipeError(f"{self.path}:1: the header ({found}) has no column '{self.column}' ({which}); add a "
-                                   "header line naming the column, or choose one with --column.")
+                raise SeqpipeError(
+                    f"{self.path}:1: the header ({found}) has no column '{self.column}' ({which}); add a "
+                    "header line naming the column, or choose one with --column."
+                )
             line = reader.line_num + 1
             for row in reader:
                 if row and len(row) != len(header):  # a comma too many or too few: the columns no longer line up
-                    raise SeqpipeError(f"{self.path}:{line}: {len(row)} fields and the header has {len(header)}; quote "
-                                       "values that hold the delimiter, or fix the row.")
+                    raise SeqpipeError(
+                        f"{self.path}:{line}: {len(row)} fields and the header has {len(header)}; quote "
+                        "values that hold the delimiter, or fix the row."
+                    )
                 if row:  # csv gives [] for an empty line
                     yield FileInput(line, self._value(dict(zip(header, row)), header, line))
                 else:
@@ -121,12 +134,16 @@ class InputFile:
 
     def _value(self, record: dict, found: list[str], line: int) -> str:
         if self.column is None:
-            raise SeqpipeError(f"{self.path}: the model does not name its input column; choose one with --column "
-                               f"(found: {', '.join(found)}).")
+            raise SeqpipeError(
+                f"{self.path}: the model does not name its input column; choose one with --column "
+                f"(found: {', '.join(found)})."
+            )
         if self.column not in record:
             which = "--column" if self.explicit else "the model's input column"
-            raise SeqpipeError(f"{self.path}:{line}: no column '{self.column}' ({which}; found: {', '.join(found) or 'none'}); "
-                               "choose one with --column.")
+            raise SeqpipeError(
+                f"{self.path}:{line}: no column '{self.column}' ({which}; found: {', '.join(found) or 'none'}); "
+                "choose one with --column."
+            )
         value = record[self.column]
         if isinstance(value, str):
             return value
@@ -134,13 +151,17 @@ class InputFile:
             # a token list, as the command line takes it: tokens separated by spaces (with --tokens, a
             # tagger splits them there again), so a token holding a space would become two
             if any(not v or any(c.isspace() for c in v) for v in value):
-                raise SeqpipeError(f"{self.path}:{line}: column '{self.column}' lists an empty token or one holding a space; "
-                                   "give the text as a string instead.")
+                raise SeqpipeError(
+                    f"{self.path}:{line}: column '{self.column}' lists an empty token or one holding a space; "
+                    "give the text as a string instead."
+                )
             return " ".join(value)
         if isinstance(value, list) and value:  # number vectors, as JSON text (what the command line takes)
             return json.dumps(value)
-        raise SeqpipeError(f"{self.path}:{line}: column '{self.column}' holds {json.dumps(value)[:40]}, not text, tokens or number "
-                           "vectors; give text (or a list of tokens or of number vectors).")
+        raise SeqpipeError(
+            f"{self.path}:{line}: column '{self.column}' holds {json.dumps(value)[:40]}, not text, tokens or number "
+            "vectors; give text (or a list of tokens or of number vectors)."
+        )
 
 
 def chunks(inputs: Iterator[FileInput], size: int) -> Iterator[list[FileInput]]:

@@ -39,12 +39,16 @@ def read_spec(proto: onnx.ModelProto, path: Path) -> dict[str, Any]:
     if SPEC_KEY not in props:
         raise SeqpipeError(f"{path}: has no {SPEC_KEY} metadata; it was not exported by seqpipe.")
     if CHECKSUM_KEY in props and props[CHECKSUM_KEY] != checksum(props):
-        raise SeqpipeError(f"{path}: its seqpipe metadata was edited after export (the SHA-256 in {CHECKSUM_KEY} no longer "
-                           f"matches); labels or encodings changed by hand give wrong answers: {redo}.")
+        raise SeqpipeError(
+            f"{path}: its seqpipe metadata was edited after export (the SHA-256 in {CHECKSUM_KEY} no longer "
+            f"matches); labels or encodings changed by hand give wrong answers: {redo}."
+        )
     try:
         spec = json.loads(props[SPEC_KEY])
     except json.JSONDecodeError as exc:
-        raise SeqpipeError(f"{path}: its {SPEC_KEY} metadata is not valid JSON ({exc.msg} at character {exc.pos}); {redo}.") from None
+        raise SeqpipeError(
+            f"{path}: its {SPEC_KEY} metadata is not valid JSON ({exc.msg} at character {exc.pos}); {redo}."
+        ) from None
     if not isinstance(spec, dict):
         raise SeqpipeError(f"{path}: its {SPEC_KEY} metadata is not a JSON object; {redo}.")
     for key, kind in REQUIRED.items():
@@ -56,10 +60,18 @@ def read_spec(proto: onnx.ModelProto, path: Path) -> dict[str, Any]:
         try:
             np_dtype = np.dtype(dtype)
         except TypeError:
-            raise SeqpipeError(f"{path}: {SPEC_KEY} input {name!r} has dtype {dtype!r}, not a numpy dtype; {redo}.") from None
-        if name in graph_inputs and graph_inputs[name] and onnx.helper.tensor_dtype_to_np_dtype(graph_inputs[name]) != np_dtype:
+            raise SeqpipeError(
+                f"{path}: {SPEC_KEY} input {name!r} has dtype {dtype!r}, not a numpy dtype; {redo}."
+            ) from None
+        if (
+            name in graph_inputs
+            and graph_inputs[name]
+            and onnx.helper.tensor_dtype_to_np_dtype(graph_inputs[name]) != np_dtype
+        ):
             actual = onnx.helper.tensor_dtype_to_np_dtype(graph_inputs[name])
-            raise SeqpipeError(f"{path}: {SPEC_KEY} says input {name!r} is {np_dtype}, the graph takes {actual}; {redo}.")
+            raise SeqpipeError(
+                f"{path}: {SPEC_KEY} says input {name!r} is {np_dtype}, the graph takes {actual}; {redo}."
+            )
     return spec
 
 
@@ -70,11 +82,15 @@ def load_beside(proto: onnx.ModelProto, path: Path) -> None:
     for tensor in external:
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         if not location or Path(location).name != location or location in (".", ".."):
-            raise SeqpipeError(f"{path}: tensor {tensor.name!r} keeps its data in {location!r}, not a file beside the model; "
-                               "seqpipe reads external data only from the model's own folder: move the file there and name it alone.")
+            raise SeqpipeError(
+                f"{path}: tensor {tensor.name!r} keeps its data in {location!r}, not a file beside the model; "
+                "seqpipe reads external data only from the model's own folder: move the file there and name it alone."
+            )
         if not (path.parent / location).is_file():
-            raise SeqpipeError(f"{path}: tensor {tensor.name!r} keeps its data in {location!r}, which is not beside the model "
-                               f"({path.parent / location}); copy it there with the model.")
+            raise SeqpipeError(
+                f"{path}: tensor {tensor.name!r} keeps its data in {location!r}, which is not beside the model "
+                f"({path.parent / location}); copy it there with the model."
+            )
     if external:
         onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
 

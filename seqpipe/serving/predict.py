@@ -25,12 +25,21 @@ from seqpipe.registry import Registry
 from seqpipe.serving.metadata import read_spec
 
 # the built-in tasks' serving calls lived here until 0.2; each now lives with its task
-__getattr__ = moved_names(__name__, {
-    "load_classifier": "seqpipe.builtin.classify.serve", "classify": "seqpipe.builtin.classify.serve",
-    "top_k": "seqpipe.builtin.classify.serve", "tag": "seqpipe.builtin.tag.serve",
-    "History": "seqpipe.builtin.forecast.serve", "read_history": "seqpipe.builtin.forecast.serve",
-    "forecast": "seqpipe.builtin.forecast.serve", "Generator": "seqpipe.builtin.generate.serve",
-    "Transcriber": "seqpipe.builtin.seq2seq.serve"}, removed_in="0.3")
+__getattr__ = moved_names(
+    __name__,
+    {
+        "load_classifier": "seqpipe.builtin.classify.serve",
+        "classify": "seqpipe.builtin.classify.serve",
+        "top_k": "seqpipe.builtin.classify.serve",
+        "tag": "seqpipe.builtin.tag.serve",
+        "History": "seqpipe.builtin.forecast.serve",
+        "read_history": "seqpipe.builtin.forecast.serve",
+        "forecast": "seqpipe.builtin.forecast.serve",
+        "Generator": "seqpipe.builtin.generate.serve",
+        "Transcriber": "seqpipe.builtin.seq2seq.serve",
+    },
+    removed_in="0.3",
+)
 
 _serving_registry = None
 
@@ -45,8 +54,15 @@ def encoding_from_spec(spec: dict[str, Any], where: str = "the export's metadata
     return entry.obj.from_spec(spec)
 
 
-def predict(path: str | Path, inputs: list[str], *, device: str = "auto", precision: str = "fp32", registry: Registry | None = None,
-            **task_options: Any) -> list[dict[str, Any]]:
+def predict(
+    path: str | Path,
+    inputs: list[str],
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+    registry: Registry | None = None,
+    **task_options: Any,
+) -> list[dict[str, Any]]:
     """Run the exported model at ``path`` (a run directory or .onnx file) on ``inputs`` with its
     task's predictor; ``task_options`` are that predictor's options by name (e.g. ``steps=10`` for
     forecast, ``condition="female"`` for generate). ``registry``: a serving registry (default: a
@@ -61,9 +77,11 @@ def predictor_for(task: str, registry: Registry, where: str | Path) -> type[Pred
     """The predictor class registered for ``task``; ``where`` (the model path) starts the error."""
     if task not in registry.entries["predictor"] and ("predictor", task) not in registry.clashes:
         known = ", ".join(registry.names("predictor")) or "none"
-        raise PluginError(f"{where}: task '{task}' has no registered predictor (tasks with one: {known}); install the "
-                          f"distribution that provides '{task}' with its serving plugin (an entry point in the "
-                          f"'{SERVING_ENTRY_POINT_GROUP}' group whose register_predictors hook registers '{task}').")
+        raise PluginError(
+            f"{where}: task '{task}' has no registered predictor (tasks with one: {known}); install the "
+            f"distribution that provides '{task}' with its serving plugin (an entry point in the "
+            f"'{SERVING_ENTRY_POINT_GROUP}' group whose register_predictors hook registers '{task}')."
+        )
     return registry.get("predictor", task, str(where)).obj
 
 
@@ -73,7 +91,9 @@ def spec_of(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         files = sorted((path / "onnx").glob("*.onnx")) + sorted(path.glob("*.onnx"))
         if not files:
-            raise SeqpipeError(f"{path}: no .onnx files in this directory or its onnx/ folder; pass a run directory or an .onnx file.")
+            raise SeqpipeError(
+                f"{path}: no .onnx files in this directory or its onnx/ folder; pass a run directory or an .onnx file."
+            )
         path = files[0]
     elif not path.exists():
         raise SeqpipeError(f"{path}: no such file or directory; pass a run directory or an .onnx file.")
@@ -100,12 +120,17 @@ def encode_inputs(encoding: Any, inputs: list[Any], what: str) -> tuple[np.ndarr
     length it was cut to, or None). Number vectors are given as JSON text, e.g. '[[0.1, 2], [0.3, 1]]'."""
     from seqpipe.inputs import number_vectors
 
-    values = [number_vectors(text, f"input {i}", None) for i, text in enumerate(inputs, start=1)] \
-        if encoding.reads == "numbers" else inputs  # texts, or token lists already split
+    values = (
+        [number_vectors(text, f"input {i}", None) for i, text in enumerate(inputs, start=1)]
+        if encoding.reads == "numbers"
+        else inputs
+    )  # texts, or token lists already split
     for i, value in enumerate(values, start=1):
         if encoding.reads == "numbers" and value.shape[1] != encoding.size:
-            raise SeqpipeError(f"input {i}: {value.shape[1]} numbers per step, and the model reads {encoding.size} "
-                               f"({', '.join(encoding.options.columns or []) or 'its features'}); give {encoding.size} per step.")
+            raise SeqpipeError(
+                f"input {i}: {value.shape[1]} numbers per step, and the model reads {encoding.size} "
+                f"({', '.join(encoding.options.columns or []) or 'its features'}); give {encoding.size} per step."
+            )
     cut = encoding.max_length
     cuts = [cut if cut is not None and encoding.steps(v) > cut else None for v in values]
     encoded = [encoding.encode(v) for v in values]

@@ -72,7 +72,10 @@ def choose_providers(device: str = "auto") -> list[str]:
         _preload_cuda_libraries()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "cuda":
-        raise SeqpipeError(f"device 'cuda' requested but this onnxruntime offers only {', '.join(available)}; install onnxruntime-gpu and CUDA, or use --device cpu.")
+        raise SeqpipeError(
+            f"device 'cuda' requested but this onnxruntime offers only {', '.join(available)}; install onnxruntime-gpu "
+            "and CUDA, or use --device cpu."
+        )
     return ["CPUExecutionProvider"]
 
 
@@ -84,9 +87,20 @@ def gpu_device_seen(root: Path = Path("/")) -> bool:
     if not sys.platform.startswith("linux"):
         return True
     dev = root / "dev"
-    return any(path.exists() for path in (root / "proc/driver/nvidia", root / "sys/module/nvidia", dev / "nvidiactl",
-                                          dev / "nvgpu", dev / "dxg")) \
-        or any(dev.glob("nvidia[0-9]*")) or any(dev.glob("nvhost-*"))
+    return (
+        any(
+            path.exists()
+            for path in (
+                root / "proc/driver/nvidia",
+                root / "sys/module/nvidia",
+                dev / "nvidiactl",
+                dev / "nvgpu",
+                dev / "dxg",
+            )
+        )
+        or any(dev.glob("nvidia[0-9]*"))
+        or any(dev.glob("nvhost-*"))
+    )
 
 
 # seqpipe's graphs are fp32, and parity promises answers within about 1e-5 of torch's; onnxruntime's
@@ -119,10 +133,15 @@ def cuda_usable() -> bool:
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return False
     providers = choose_providers("cuda")
-    identity = helper.make_model(helper.make_graph([helper.make_node("Identity", ["a"], ["b"])], "identity",
-                                                  [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
-                                                  [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])]),
-                                 opset_imports=[helper.make_opsetid("", 18)])
+    identity = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Identity", ["a"], ["b"])],
+            "identity",
+            [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])],
+        ),
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
     with _quiet_cuda_start(providers):
         try:
             session = ort.InferenceSession(identity.SerializeToString(), providers=session_providers(providers[:1]))
@@ -162,18 +181,29 @@ class OnnxGraph:
         try:
             proto = onnx.load(str(self.path), load_external_data=False)
         except Exception as exc:
-            raise SeqpipeError(f"{self.path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).") from None
+            raise SeqpipeError(
+                f"{self.path}: not a valid ONNX model ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''})."
+            ) from None
         load_beside(proto, self.path)  # external data only from the model's own folder, never the current one
         try:
             onnx.checker.check_model(proto)  # refuse malformed files before handing them to a runtime
         except Exception as exc:
-            raise SeqpipeError(f"{self.path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).") from None
+            raise SeqpipeError(
+                f"{self.path}: not a valid ONNX model ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''})."
+            ) from None
         self.spec: dict[str, Any] = read_spec(proto, self.path)
         if self.kind is not None and self.spec.get("graph") != self.kind:
             raise SeqpipeError(f"{self.path}: is a '{self.spec.get('graph')}' graph, not a {self.kind} graph.")
-        if self.spec.get("precision") == "int8":  # dynamically quantized for CPU kernels: on CUDA its ops would bounce between devices
+        if (
+            self.spec.get("precision") == "int8"
+        ):  # dynamically quantized for CPU kernels: on CUDA its ops would bounce between devices
             if device == "cuda":
-                raise SeqpipeError(f"{self.path}: int8 copies are quantized for CPU serving; use precision fp16 on CUDA, or device cpu.")
+                raise SeqpipeError(
+                    f"{self.path}: int8 copies are quantized for CPU serving; use precision fp16 on CUDA, or device "
+                    "cpu."
+                )
             device = "cpu"
         self.state_names = [s["name"] for s in self.spec.get("states", [])]
         self.x_dtype = np.dtype(self.spec["inputs"][0]["dtype"])
@@ -185,10 +215,15 @@ class OnnxGraph:
             options.intra_op_num_threads = threads
         providers = choose_providers(device)
         with _quiet_cuda_start(providers):
-            self.session = ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=session_providers(providers))
+            self.session = ort.InferenceSession(
+                proto.SerializeToString(), sess_options=options, providers=session_providers(providers)
+            )
         if providers[0] == "CUDAExecutionProvider" and "CUDAExecutionProvider" not in self.session.get_providers():
             if device == "cuda":
-                raise SeqpipeError(f"{self.path}: onnxruntime could not start its CUDA provider (check the CUDA and cuDNN libraries); use --device cpu.")
+                raise SeqpipeError(
+                    f"{self.path}: onnxruntime could not start its CUDA provider (check the CUDA and cuDNN libraries); "
+                    "use --device cpu."
+                )
             _say_fallback("onnxruntime has a CUDA provider but could not start it (no GPU or CUDA libraries found)")
         self.providers = self.session.get_providers()
 
@@ -207,14 +242,23 @@ class StepRunner(OnnxGraph):
         """The state a new sequence starts from, per the file's initial-state rule."""
         rule = self.spec["initial_state"]
         if rule["rule"] == "learnable":
-            return {n: np.broadcast_to(np.asarray(rule["values"][n], dtype=np.float32), (batch, *self.state_shapes[n])).copy()
-                    for n in self.state_names}
+            return {
+                n: np.broadcast_to(
+                    np.asarray(rule["values"][n], dtype=np.float32), (batch, *self.state_shapes[n])
+                ).copy()
+                for n in self.state_names
+            }
         if rule["rule"] in ("zeros", "random"):  # "random" noise is training-only; serving starts from its mean
             return {n: np.zeros((batch, *self.state_shapes[n]), dtype=np.float32) for n in self.state_names}
         if rule["rule"] == "conditioned":
-            raise SeqpipeError(f"{self.path}: sequences start from a state computed from a condition; run {rule['graph']} "
-                               "on the condition and pass its state_out.* as the state.")
-        raise SeqpipeError(f"{self.path}: initial-state rule '{rule['rule']}' is not supported by this seqpipe version; upgrade seqpipe.")
+            raise SeqpipeError(
+                f"{self.path}: sequences start from a state computed from a condition; run {rule['graph']} "
+                "on the condition and pass its state_out.* as the state."
+            )
+        raise SeqpipeError(
+            f"{self.path}: initial-state rule '{rule['rule']}' is not supported by this seqpipe version; upgrade "
+            "seqpipe."
+        )
 
     def step(self, x: np.ndarray, state: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         feeds = {"x": np.ascontiguousarray(x, dtype=self.x_dtype)}
@@ -222,8 +266,9 @@ class StepRunner(OnnxGraph):
         y, *new = self.session.run(None, feeds)
         return y, dict(zip(self.state_names, new))
 
-    def run_padded(self, x: np.ndarray, lengths: np.ndarray, state: dict[str, np.ndarray] | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def run_padded(
+        self, x: np.ndarray, lengths: np.ndarray, state: dict[str, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Step a padded batch ``x`` [B, T, …] with ``lengths`` [B].
 
         Returns ``y`` at every step [B, T, …] (zeros past each length), ``y`` after each
@@ -240,6 +285,7 @@ class StepRunner(OnnxGraph):
                 ys = np.zeros((batch, steps, *y.shape[1:]), dtype=y.dtype)
             ys[alive, t] = y[alive]
             state = {n: np.where(alive.reshape(-1, 1, 1), new[n], state[n]) for n in self.state_names}
+        assert ys is not None  # every sequence has a first step
         last = ys[np.arange(batch), lengths - 1]
         return ys, last, state
 
@@ -254,8 +300,9 @@ class SequenceRunner(OnnxGraph):
 
     kind = "sequence"
 
-    def run(self, x: np.ndarray, lengths: np.ndarray, state: dict[str, np.ndarray] | None = None
-            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def run(
+        self, x: np.ndarray, lengths: np.ndarray, state: dict[str, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """``y`` and each sequence's final state; start from ``state`` ([B, slots, size] per name)
         to continue sequences, or from the file's initial state when it is None."""
         feeds = {"x": np.ascontiguousarray(x, dtype=self.x_dtype), "lengths": np.asarray(lengths, dtype=np.int64)}
@@ -279,15 +326,23 @@ def run_file(path: str | Path, name: str) -> Path:
     raise SeqpipeError(f"{path}: no {name} here or in onnx/; pass the run directory of a model that exports {name}.")
 
 
-def open_export(path: str | Path, *, device: str = "auto", prefer: str = "sequence", precision: str = "fp32",
-                threads: int | None = None) -> StepRunner | SequenceRunner:
+def open_export(
+    path: str | Path,
+    *,
+    device: str = "auto",
+    prefer: str = "sequence",
+    precision: str = "fp32",
+    threads: int | None = None,
+) -> StepRunner | SequenceRunner:
     """Open an export: an .onnx file (its kind read from its metadata) or a run directory (its
     ``prefer``-red graph when it has one, the other otherwise; ``precision`` "int8" or "fp16" picks
     the ``*.int8.onnx`` or ``*.fp16.onnx`` copies). int8 copies always run on CPU, what they are made for."""
     path = Path(path)
     if path.is_file():
         kept = _kept_graphs.get() or {}
-        opened = next((cls for cls, file, dev, thr in kept if file == path.resolve() and (dev, thr) == (device, threads)), None)
+        opened = next(
+            (cls for cls, file, dev, thr in kept if file == path.resolve() and (dev, thr) == (device, threads)), None
+        )
         if opened is not None:  # opened before in this sessions_kept() block: its kind is known
             return opened(path, device=device, threads=threads)
         try:
@@ -302,10 +357,15 @@ def open_export(path: str | Path, *, device: str = "auto", prefer: str = "sequen
     for filename in order:
         for candidate in (path / "onnx" / filename, path / filename):
             if candidate.is_file():
-                return (SequenceRunner if filename.startswith("sequence") else StepRunner)(candidate, device=device, threads=threads)
+                return (SequenceRunner if filename.startswith("sequence") else StepRunner)(
+                    candidate, device=device, threads=threads
+                )
     if path.is_dir():
         hint = f" (export them with [export] {precision} = true)" if precision != "fp32" else ""
-        raise SeqpipeError(f"{path}: no {' or '.join(order)} in this directory or its onnx/ folder{hint}; pass a run directory or an .onnx file.")
+        raise SeqpipeError(
+            f"{path}: no {' or '.join(order)} in this directory or its onnx/ folder{hint}; pass a run directory or an "
+            ".onnx file."
+        )
     raise SeqpipeError(f"{path}: no such file or directory; pass a run directory or an .onnx file.")
 
 
@@ -320,20 +380,38 @@ class Stream:
 
     def __init__(self, runner: StepRunner, batch: int) -> None:
         if not isinstance(runner, StepRunner):
-            raise SeqpipeError(f"{runner.path}: a {runner.spec.get('graph')} graph cannot be streamed step by step"
-                               + (f"; topology '{runner.spec.get('topology')}' reads each sequence in both directions, so it has no step graph"
-                                  if runner.spec.get("causal") is False else "")
-                               + "; run whole sequences with SequenceRunner.run, or stream a step.onnx.")
+            raise SeqpipeError(
+                f"{runner.path}: a {runner.spec.get('graph')} graph cannot be streamed step by step"
+                + (
+                    f"; topology '{runner.spec.get('topology')}' reads each sequence in both directions, so it has no "
+                    "step graph"
+                    if runner.spec.get("causal") is False
+                    else ""
+                )
+                + "; run whole sequences with SequenceRunner.run, or stream a step.onnx."
+            )
         self.runner, self.batch = runner, batch
         cuda = runner.providers[0] == "CUDAExecutionProvider"
         self.device = "cuda" if cuda else "cpu"
-        self._buffers = [{n: ort.OrtValue.ortvalue_from_shape_and_type((batch, *runner.state_shapes[n]), np.float32, self.device, 0)
-                          for n in runner.state_names} for _ in range(2)]
+        self._buffers = [
+            {
+                n: ort.OrtValue.ortvalue_from_shape_and_type(
+                    (batch, *runner.state_shapes[n]), np.float32, self.device, 0
+                )
+                for n in runner.state_names
+            }
+            for _ in range(2)
+        ]
         x_tail = runner.spec["inputs"][0]["shape"][1:]  # [] for token ids, [features] for numeric inputs
         # the input comes from the host anyway: one buffer, bound once, refilled each step
-        self._x = ort.OrtValue.ortvalue_from_shape_and_type((batch, *x_tail), runner.x_dtype, "cpu", 0) \
-            if all(isinstance(d, int) for d in x_tail) else None
-        self._y = ort.OrtValue.ortvalue_from_shape_and_type((batch, *runner.spec["outputs"][0]["shape"][1:]), np.float32, self.device, 0)
+        self._x = (
+            ort.OrtValue.ortvalue_from_shape_and_type((batch, *x_tail), runner.x_dtype, "cpu", 0)
+            if all(isinstance(d, int) for d in x_tail)
+            else None
+        )
+        self._y = ort.OrtValue.ortvalue_from_shape_and_type(
+            (batch, *runner.spec["outputs"][0]["shape"][1:]), np.float32, self.device, 0
+        )
         self._bindings = [self._bind(i) for i in range(2)]
         self._current = 0
         if runner.spec["initial_state"]["rule"] != "conditioned":  # conditioned streams start with reset(state=…)

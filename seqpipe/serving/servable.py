@@ -52,7 +52,12 @@ def _run_dir_of(graph: Path) -> Path | None:
 def _parity_passed(proto: onnx.ModelProto, graph: Path) -> None:
     parity = read_spec(proto, graph).get("parity")
     if not isinstance(parity, dict) or parity.get("passed") is not True:
-        how = "never checked (its run stopped before the parity check)" if not isinstance(parity, dict) or "passed" not in parity \
+        how = (
+            "never checked (its run stopped before the parity check)"
+            if not isinstance(parity, dict) or "passed" not in parity
             else "failed (torch and onnxruntime disagree beyond the tolerance)"
-        raise SeqpipeError(f"{graph}: its parity check against torch {how}, so its answers are not proven; serve a graph "
-                           f"whose run finished, or {UNCHECKED}.")
+        )
+        raise SeqpipeError(
+            f"{graph}: its parity check against torch {how}, so its answers are not proven; serve a graph "
+            f"whose run finished, or {UNCHECKED}."
+        )

@@ -37,6 +37,6 @@ def test_sequence_path_matches_steps_with_ragged_lengths():
     for i, n in enumerate(lengths.tolist()):
         state = (torch.zeros(1, 4),)
         for t in range(n):
-            state = cell(x[i:i + 1, t], state)
+            state = cell(x[i : i + 1, t], state)
         assert torch.allclose(state[0][0], h[i], atol=1e-6)
         assert torch.allclose(out[i, n - 1], h[i], atol=1e-6)

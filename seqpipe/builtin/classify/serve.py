@@ -43,15 +43,27 @@ def classify(runner: StepRunner | SequenceRunner, texts: list[str]) -> list[dict
     field = input_field(encoding)
     results = []
     for text, probs, cut in zip(texts, last, cuts):
-        results.append({field: shown_input(encoding, text), "label": labels[int(np.argmax(probs))],
-                        "probabilities": {label: float(p) for label, p in zip(labels, probs)},
-                        **({"truncated_to": cut} if cut is not None else {})})
+        results.append(
+            {
+                field: shown_input(encoding, text),
+                "label": labels[int(np.argmax(probs))],
+                "probabilities": {label: float(p) for label, p in zip(labels, probs)},
+                **({"truncated_to": cut} if cut is not None else {}),
+            }
+        )
     return results
 
 
 class ClassifyPredictor(Predictor):
-    options = (Option("top_k", int, None, "give only the K most probable labels, most probable first (default: every "
-                      f"label in the JSON, the {SHOWN_LABELS} most probable on each line)"),)
+    options = (
+        Option(
+            "top_k",
+            int,
+            None,
+            "give only the K most probable labels, most probable first (default: every "
+            f"label in the JSON, the {SHOWN_LABELS} most probable on each line)",
+        ),
+    )
     usage = '"text one" "text two"   (number-vector models: \'[[0.1, 2.0], [0.3, 1.5]]\', one vector per step)'
 
     def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
@@ -66,9 +78,13 @@ class ClassifyPredictor(Predictor):
             shown = top_k(r["probabilities"], k or SHOWN_LABELS)
             more = len(r["probabilities"]) - len(shown) if k is None else 0
             given = r["text"] if "text" in r else json.dumps(r["series"])
-            r["line"] = f"{r['label']:<10} " + "  ".join(f"{label} {p:.3f}" for label, p in shown.items()) \
-                + (f"  (+{more} more)" if more else "") + f"  {given}" \
+            r["line"] = (
+                f"{r['label']:<10} "
+                + "  ".join(f"{label} {p:.3f}" for label, p in shown.items())
+                + (f"  (+{more} more)" if more else "")
+                + f"  {given}"
                 + (f"  (read its first {r['truncated_to']} steps)" if "truncated_to" in r else "")
+            )
         return results
 
 

@@ -21,35 +21,52 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from seqpipe import hookimpl
-from seqpipe.builtin.per_label import per_label_report
-from seqpipe.onnx.native import sequence_graph
-from seqpipe.contracts import Task, Topology
 from seqpipe.baselines import nearest_neighbour, summary_classifier, text_classifier
+from seqpipe.builtin.per_label import per_label_report
+from seqpipe.contracts import Task, Topology
 from seqpipe.data import LabelSpellings, batched
-from seqpipe.inputs import encode_all
-from seqpipe.initial_state import InitialState
-from seqpipe.models import UNK_ID, SequenceModel, hide_tokens, input_layer, input_width, pad_inputs, step_input
-from seqpipe.pooling import Pooling
 from seqpipe.errors import DataError
+from seqpipe.initial_state import InitialState
+from seqpipe.inputs import encode_all
+from seqpipe.models import UNK_ID, SequenceModel, hide_tokens, input_layer, input_width, pad_inputs, step_input
+from seqpipe.onnx.native import sequence_graph
+from seqpipe.pooling import Pooling
 
 
 class ClassifyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     label_column: str = Field("label", description="column holding the label")
-    embedding_size: int = Field(32, ge=1, description="token embedding width (token inputs; number vectors are read as they are)")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings and on the head's input (training only)")
-    balance_classes: bool = Field(False, description="weight the loss by inverse label frequency (helps macro-F1 on skewed data)")
-    token_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training tokens (characters, words, subwords) "
-                                 "replaced by <unk> (augmentation; token inputs only)")
-    labels: list[str] | None = Field(None, description="allowed labels in output order; default: those in the data, sorted")
+    embedding_size: int = Field(
+        32, ge=1, description="token embedding width (token inputs; number vectors are read as they are)"
+    )
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="dropout on embeddings and on the head's input (training only)"
+    )
+    balance_classes: bool = Field(
+        False, description="weight the loss by inverse label frequency (helps macro-F1 on skewed data)"
+    )
+    token_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="fraction of training tokens (characters, words, subwords) "
+        "replaced by <unk> (augmentation; token inputs only)",
+    )
+    labels: list[str] | None = Field(
+        None, description="allowed labels in output order; default: those in the data, sorted"
+    )
     pooling: Literal["last", "mean", "max", "attention"] = Field(
-        "last", description="what the head reads: the output after the last step, or the mean or maximum of every step's "
-        "output (kept as running statistics, so the step graph streams them), or an attention-weighted sum (sequence graph only)")
-    strong_baseline: bool = Field(True, description="also report a classical model on the test split (scikit-learn, seconds): "
-                                  "character n-gram TF-IDF + logistic regression for text; for numbers, 1-nearest-neighbour "
-                                  "(Euclidean, z-normalised series) and logistic regression on per-feature summaries; false: skip it")
-
-
+        "last",
+        description="what the head reads: the output after the last step, or the mean or maximum of every step's "
+        "output (kept as running statistics, so the step graph streams them), or an attention-weighted sum (sequence "
+        "graph only)",
+    )
+    strong_baseline: bool = Field(
+        True,
+        description="also report a classical model on the test split (scikit-learn, seconds): "
+        "character n-gram TF-IDF + logistic regression for text; for numbers, 1-nearest-neighbour "
+        "(Euclidean, z-normalised series) and logistic regression on per-feature summaries; false: skip it",
+    )
 
 
 @dataclass
@@ -63,12 +80,28 @@ class ClassifierModel(SequenceModel):
     """Input (tokens embedded, or number vectors as they are) → topology → pooling (the last valid
     step's output by default, or mean, max, attention) → linear head → softmax."""
 
-    def __init__(self, embed: nn.Module, topology: Topology, num_labels: int, dropout: float = 0.0,
-                 initial_state: str = "zeros", initial_state_scale: float = 0.1, pooling: str = "last") -> None:
+    def __init__(
+        self,
+        embed: nn.Module,
+        topology: Topology,
+        num_labels: int,
+        dropout: float = 0.0,
+        initial_state: str = "zeros",
+        initial_state_scale: float = 0.1,
+        pooling: str = "last",
+    ) -> None:
         initial = InitialState(initial_state, topology.state_shapes, initial_state_scale)
         head = nn.Linear(topology.output_size, num_labels)
-        super().__init__(embed, topology, head, initial, output="softmax", per_step=False, dropout=dropout,
-                         pooling=None if pooling == "last" else Pooling(pooling, topology.output_size))
+        super().__init__(
+            embed,
+            topology,
+            head,
+            initial,
+            output="softmax",
+            per_step=False,
+            dropout=dropout,
+            pooling=None if pooling == "last" else Pooling(pooling, topology.output_size),
+        )
 
 
 class ClassifyTask(Task):
@@ -82,8 +115,10 @@ class ClassifyTask(Task):
     @classmethod
     def no_step_graph(cls, options: ClassifyOptions) -> str | None:
         if options.pooling == "attention":
-            return ("task.options.pooling = \"attention\" weighs every step by the whole sequence, so it cannot stream "
-                    "(\"mean\" and \"max\" can)")
+            return (
+                'task.options.pooling = "attention" weighs every step by the whole sequence, so it cannot stream '
+                '("mean" and "max" can)'
+            )
         return None
 
     @property
@@ -97,7 +132,9 @@ class ClassifyTask(Task):
         if not test:
             return '"some text"'
         if self.encoding.reads == "numbers":
-            return shlex.quote(json.dumps([[float(str(v)) for v in step] for step in test[0]]))  # float32's shortest digits
+            return shlex.quote(
+                json.dumps([[float(str(v)) for v in step] for step in test[0]])
+            )  # float32's shortest digits
         return " ".join(shlex.quote(t) for t in test[:2])
 
     def __init__(self, options: ClassifyOptions, data: Any) -> None:
@@ -120,20 +157,32 @@ class ClassifyTask(Task):
         found = sorted({label for _, label in pairs})
         unseen = sorted({label for _, label in validation + test} - {label for _, label in train})
         if unseen:  # a class the model is never trained on, often a typo ('Walkng')
-            raise DataError(f"{self._spellings.site(unseen)}: label(s) {', '.join(map(repr, unseen))} occur only outside the training "
-                            "split (the first example is on this line); fix them in the data (a typo?) or add training examples with them.")
+            raise DataError(
+                f"{self._spellings.site(unseen)}: label(s) {', '.join(map(repr, unseen))} occur only outside the "
+                "training "
+                "split (the first example is on this line); fix them in the data (a typo?) or add training examples "
+                "with them."
+            )
         if o.labels is not None:
             unknown = sorted(set(found) - set(o.labels))
             if unknown:
-                raise DataError(f"{self.data.path}: label(s) {', '.join(map(repr, unknown))} not in task.options.labels {o.labels}; add them or fix the data.")
+                raise DataError(
+                    f"{self.data.path}: label(s) {', '.join(map(repr, unknown))} not in task.options.labels "
+                    f"{o.labels}; add them or fix the data."
+                )
             self.labels = list(o.labels)
         else:
             self.labels = found
         if len(self.labels) < 2:
-            raise DataError(f"{self.data.path}: column '{o.label_column}' holds a single label {found}; classification needs at least two.")
+            raise DataError(
+                f"{self.data.path}: column '{o.label_column}' holds a single label {found}; classification needs at "
+                "least two."
+            )
         if o.token_dropout and self.encoding.dtype != "int64":
-            raise DataError(f"{self.data.where}: task.options.token_dropout hides tokens, and input.kind = "
-                            f"\"{self.encoding.kind}\" reads number vectors; remove token_dropout.")
+            raise DataError(
+                f"{self.data.where}: task.options.token_dropout hides tokens, and input.kind = "
+                f'"{self.encoding.kind}" reads number vectors; remove token_dropout.'
+            )
         self.encoding.fit([v for v, _ in train])
         index = {label: i for i, label in enumerate(self.labels)}
         what = "sequences" if self.encoding.reads == "numbers" else "texts"
@@ -141,7 +190,9 @@ class ClassifyTask(Task):
             self.values[name] = [v for v, _ in part]
             encoded = encode_all(self.encoding, self.values[name], self.data.account, what)
             self.examples[name] = [(x, index[label]) for x, (_, label) in zip(encoded, part)]
-        counts = torch.bincount(torch.tensor([y for _, y in self.examples["train"]]), minlength=len(self.labels)).float()
+        counts = torch.bincount(
+            torch.tensor([y for _, y in self.examples["train"]]), minlength=len(self.labels)
+        ).float()
         # inverse frequency, normalised so a balanced dataset gets weight 1 for every label
         self.class_weights = (counts.sum() / (len(self.labels) * counts.clamp(min=1))) if o.balance_classes else None
         return {name: len(part) for name, part in self.examples.items()}
@@ -157,18 +208,40 @@ class ClassifyTask(Task):
         labels = self._spellings.read([str(r[o.label_column]) for r in rows], path, [r.line for r in rows])
         return list(zip(encoding.read(rows, self.input_column, path, "classify"), labels))
 
-    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                bucket: bool = False) -> Iterator[Batch]:
-        return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator, bucket=bucket,
-                       length=lambda example: len(example[0]))
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        bucket: bool = False,
+    ) -> Iterator[Batch]:
+        return batched(
+            self.examples[split],
+            batch_size,
+            collate,
+            shuffle=shuffle,
+            generator=generator,
+            bucket=bucket,
+            length=lambda example: len(example[0]),
+        )
 
     # -- model --------------------------------------------------------------------------------
-    def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
-                    initial_state_scale: float = 0.1) -> ClassifierModel:
+    def build_model(
+        self, make_topology: Callable[[int], Topology], initial_state: str = "zeros", initial_state_scale: float = 0.1
+    ) -> ClassifierModel:
         o = self.options
         topology = make_topology(input_width(self.encoding, o.embedding_size))
-        return ClassifierModel(input_layer(self.encoding, o.embedding_size, o.dropout), topology, len(self.labels), o.dropout,
-                               initial_state, initial_state_scale, o.pooling)
+        return ClassifierModel(
+            input_layer(self.encoding, o.embedding_size, o.dropout),
+            topology,
+            len(self.labels),
+            o.dropout,
+            initial_state,
+            initial_state_scale,
+            o.pooling,
+        )
 
     def loss(self, model: ClassifierModel, batch: Batch) -> torch.Tensor:
         tokens = batch.tokens
@@ -213,35 +286,62 @@ class ClassifyTask(Task):
             score = lambda t, p: f1_score(t, p, average="macro")  # noqa: E731
             if self.encoding.reads == "numbers":
                 # the model is trained on train alone; so are the baselines (validation only picks C)
-                predictions = {"summary": summary_classifier(self.values["train"], labels["train"], self.values["validation"],
-                                                             labels["validation"], self.values["test"], score),
-                               "nearest": nearest_neighbour(self.values["train"], labels["train"], self.values["test"])}
+                predictions = {
+                    "summary": summary_classifier(
+                        self.values["train"],
+                        labels["train"],
+                        self.values["validation"],
+                        labels["validation"],
+                        self.values["test"],
+                        score,
+                    ),
+                    "nearest": nearest_neighbour(self.values["train"], labels["train"], self.values["test"]),
+                }
             else:
-                predictions = {"tfidf": text_classifier(self.values["train"], labels["train"], self.values["validation"],
-                                                        labels["validation"], self.values["test"], score,
-                                                        getattr(self.encoding.options, "lowercase", False))}
+                predictions = {
+                    "tfidf": text_classifier(
+                        self.values["train"],
+                        labels["train"],
+                        self.values["validation"],
+                        labels["validation"],
+                        self.values["test"],
+                        score,
+                        getattr(self.encoding.options, "lowercase", False),
+                    )
+                }
             # scored exactly as the model is (torchmetrics), so the figures compare
             truth, n = torch.tensor(labels["test"]), len(self.labels)
             self._tfidf = {}
             for name, predicted in predictions.items():
                 guess = torch.tensor(predicted)
-                self._tfidf[f"{name}_accuracy"] = float(multiclass_accuracy(guess, truth, num_classes=n, average="micro"))
-                self._tfidf[f"{name}_macro_f1"] = float(multiclass_f1_score(guess, truth, num_classes=n, average="macro"))
+                self._tfidf[f"{name}_accuracy"] = float(
+                    multiclass_accuracy(guess, truth, num_classes=n, average="micro")
+                )
+                self._tfidf[f"{name}_macro_f1"] = float(
+                    multiclass_f1_score(guess, truth, num_classes=n, average="macro")
+                )
         return self._tfidf
 
     def _majority_baseline(self, target: torch.Tensor) -> dict[str, float]:
         """Always the training split's most frequent label: the floor a model must clear."""
-        majority = torch.full_like(target, int(torch.bincount(torch.tensor([y for _, y in self.examples["train"]])).argmax()))
+        majority = torch.full_like(
+            target, int(torch.bincount(torch.tensor([y for _, y in self.examples["train"]])).argmax())
+        )
         n = len(self.labels)
-        return {"majority_accuracy": float(multiclass_accuracy(majority, target, num_classes=n, average="micro")),
-                "majority_macro_f1": float(multiclass_f1_score(majority, target, num_classes=n, average="macro"))}
+        return {
+            "majority_accuracy": float(multiclass_accuracy(majority, target, num_classes=n, average="micro")),
+            "majority_macro_f1": float(multiclass_f1_score(majority, target, num_classes=n, average="macro")),
+        }
 
     def write_report(self, model: ClassifierModel, run_dir, log: Callable[[str], None]) -> dict[str, Any]:
         """Each label's precision, recall, F1, examples and predictions on the test split, and (up to
-        :data:`~seqpipe.builtin.per_label.CONFUSION_LABELS` labels) the confusion matrix, rows true labels, columns predicted:
+        :data:`~seqpipe.builtin.per_label.CONFUSION_LABELS` labels) the confusion matrix, rows true labels, columns
+        predicted:
         a macro-F1 can hide a label that is never predicted."""
         logits, target = self._logits(model, "test")
-        remedy = "add training examples of them" + ("" if self.options.balance_classes else ", or set task.options.balance_classes = true")
+        remedy = "add training examples of them" + (
+            "" if self.options.balance_classes else ", or set task.options.balance_classes = true"
+        )
         return per_label_report(target.numpy(), logits.argmax(dim=1).numpy(), self.labels, "label", remedy, log)
 
     # -- export -------------------------------------------------------------------------------
@@ -263,12 +363,14 @@ class ClassifyTask(Task):
         x, lengths = self.parity_inputs(split, len(self.examples[split]))
         probs = []
         for start in range(0, len(x), 256):
-            probs.append(runner.final(x[start:start + 256], lengths[start:start + 256])[0])
+            probs.append(runner.final(x[start : start + 256], lengths[start : start + 256])[0])
         preds = torch.from_numpy(np.concatenate(probs)).argmax(dim=1)
         target = torch.tensor([label for _, label in self.examples[split]])
         n = len(self.labels)
-        return {"accuracy": float(multiclass_accuracy(preds, target, num_classes=n, average="micro")),
-                "macro_f1": float(multiclass_f1_score(preds, target, num_classes=n, average="macro"))}
+        return {
+            "accuracy": float(multiclass_accuracy(preds, target, num_classes=n, average="micro")),
+            "macro_f1": float(multiclass_f1_score(preds, target, num_classes=n, average="macro")),
+        }
 
     def encoding_spec(self) -> dict[str, Any]:
         return {

@@ -5,4 +5,6 @@ ONNX files (torch-free; group ``seqpipe.serving``). Importing this package impor
 from seqpipe.deprecation import moved_module
 
 # until 0.2 this package was one module, seqpipe.builtin.forecast: its names still resolve, with a warning
-__getattr__ = moved_module(__name__, ("seqpipe.builtin.forecast.task", "seqpipe.builtin.forecast.serve"), removed_in="0.3")
+__getattr__ = moved_module(
+    __name__, ("seqpipe.builtin.forecast.task", "seqpipe.builtin.forecast.serve"), removed_in="0.3"
+)

@@ -29,7 +29,9 @@ class History:
     last_time: str | None = None
 
 
-def read_history(path: str | Path, columns: list[str], time_column: str | None = None, time_gaps: str = "refuse") -> History:
+def read_history(
+    path: str | Path, columns: list[str], time_column: str | None = None, time_gaps: str = "refuse"
+) -> History:
     """Rows of numbers from a CSV file, [rows, len(columns)]: the named columns when the file has a
     header (rows ordered by ``time_column`` when the file has it, as in training, and times that skip
     steps refused unless training accepted them: ``time_gaps``); a one-column
@@ -53,21 +55,29 @@ def read_history(path: str | Path, columns: list[str], time_column: str | None =
         elif len(columns) == 1 and len(header) == 1:
             indices = [0]
         else:
-            raise SeqpipeError(f"{file}: no column {', '.join(map(repr, missing))} (found: {', '.join(header)}); the model "
-                               f"reads {', '.join(columns)} at every step.")
+            raise SeqpipeError(
+                f"{file}: no column {', '.join(map(repr, missing))} (found: {', '.join(header)}); the model "
+                f"reads {', '.join(columns)} at every step."
+            )
     elif len(columns) == 1:
         indices = [len(header) - 1]
     else:
-        raise SeqpipeError(f"{file}: has no header; the model reads {', '.join(columns)}: give a CSV with those columns.")
+        raise SeqpipeError(
+            f"{file}: has no header; the model reads {', '.join(columns)}: give a CSV with those columns."
+        )
     values, times, lines, written = [], [], [], []
     for number, row in enumerate(body, start=len(rows) - len(body) + 1):
         try:
             values.append([float(row[i]) for i in indices])
         except (ValueError, IndexError):
-            raise SeqpipeError(f"{file}:{number}: holds something that is not a number in {', '.join(columns)}; fix the series file.") from None
+            raise SeqpipeError(
+                f"{file}:{number}: holds something that is not a number in {', '.join(columns)}; fix the series file."
+            ) from None
         if not all(abs(v) <= FLOAT32_MAX for v in values[-1]):
-            raise SeqpipeError(f"{file}:{number}: a missing or infinite value (nan, inf) in {', '.join(columns)}; the model needs "
-                               "every past value: fill it in.")
+            raise SeqpipeError(
+                f"{file}:{number}: a missing or infinite value (nan, inf) in {', '.join(columns)}; the model needs "
+                "every past value: fill it in."
+            )
         if time_column is not None and body is not rows and time_column in header:
             record = Record(zip(header, row))
             record.line = number
@@ -80,11 +90,16 @@ def read_history(path: str | Path, columns: list[str], time_column: str | None =
         grid = time_grid([times[i] for i in order])
         if grid.gaps and time_gaps != "accept":
             gap = grid.gaps[0]
-            raise SeqpipeError(f"{file}:{lines[order[gap.after + 1]]}: {grid.missing} missing step(s) in column '{time_column}' "
-                               f"(the series steps by {grid.step}), the first after line {lines[order[gap.after]]}; the model "
-                               "reads rows as equally spaced steps: add rows for the missing times.")
-        return History(np.array(values, dtype=np.float32).reshape(len(values), len(columns)), [times[i] for i in order],
-                       written[order[-1]])
+            raise SeqpipeError(
+                f"{file}:{lines[order[gap.after + 1]]}: {grid.missing} missing step(s) in column '{time_column}' "
+                f"(the series steps by {grid.step}), the first after line {lines[order[gap.after]]}; the model "
+                "reads rows as equally spaced steps: add rows for the missing times."
+            )
+        return History(
+            np.array(values, dtype=np.float32).reshape(len(values), len(columns)),
+            [times[i] for i in order],
+            written[order[-1]],
+        )
     return History(np.array(values, dtype=np.float32).reshape(len(values), len(columns)))
 
 
@@ -114,15 +129,23 @@ def forecast(runner: StepRunner, history: np.ndarray, steps: int) -> np.ndarray:
 class ForecastPredictor(Predictor):
     takes_inputs = False  # one series file, one forecast
     options = (Option("steps", int, 5, "values to forecast ahead"),)
-    usage = "series.csv --steps 5   (a CSV of past rows with the model's columns: oldest first, or with its time column)"
+    usage = (
+        "series.csv --steps 5   (a CSV of past rows with the model's columns: oldest first, or with its time column)"
+    )
 
     def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
         steps = options.task["steps"]
         runner = open_export(path, device=options.device, precision=options.precision, prefer="step")
         if not isinstance(runner, StepRunner):
-            raise SeqpipeError(f"{runner.path}: forecasting feeds each forecast back through the step graph; pass the run directory or step.onnx.")
+            raise SeqpipeError(
+                f"{runner.path}: forecasting feeds each forecast back through the step graph; pass the run directory "
+                "or step.onnx."
+            )
         if len(inputs) != 1:
-            raise SeqpipeError("give one CSV file holding the series (values oldest first), e.g. seqpipe predict RUN series.csv --steps 5.")
+            raise SeqpipeError(
+                "give one CSV file holding the series (values oldest first), e.g. seqpipe predict RUN series.csv "
+                "--steps 5."
+            )
         if steps < 1:
             raise SeqpipeError(f"--steps {steps}: forecast at least one step ahead.")
         encoding = runner.spec["encoding"]["input"]
@@ -142,10 +165,12 @@ class ForecastPredictor(Predictor):
             result["line"] = f"next {steps}: " + ", ".join(f"{when}{v:.4g}" for when, v in zip(said, values[:, 0]))
         else:
             result["forecast"] = {c: [float(v) for v in values[:, i]] for i, c in enumerate(columns)}
-            result["line"] = "; ".join(f"{c} next {steps}: " + ", ".join(f"{when}{v:.4g}" for when, v in
-                                                                          zip(said, values[:, columns.index(c)])) for c in targets)
+            result["line"] = "; ".join(
+                f"{c} next {steps}: "
+                + ", ".join(f"{when}{v:.4g}" for when, v in zip(said, values[:, columns.index(c)]))
+                for c in targets
+            )
         return [result]
-
 
 
 @hookimpl

@@ -1,8 +1,11 @@
-"""The built-in ``generate`` task (one-to-many generation from a condition), laid out as a plugin distribution lays out a task:
+"""The built-in ``generate`` task (one-to-many generation from a condition), laid out as a plugin distribution lays
+out a task:
 ``task.py`` trains and exports it (torch; entry-point group ``seqpipe``), ``serve.py`` serves its
 ONNX files (torch-free; group ``seqpipe.serving``). Importing this package imports neither."""
 
 from seqpipe.deprecation import moved_module
 
 # until 0.2 this package was one module, seqpipe.builtin.generate: its names still resolve, with a warning
-__getattr__ = moved_module(__name__, ("seqpipe.builtin.generate.task", "seqpipe.builtin.generate.serve"), removed_in="0.3")
+__getattr__ = moved_module(
+    __name__, ("seqpipe.builtin.generate.task", "seqpipe.builtin.generate.serve"), removed_in="0.3"
+)

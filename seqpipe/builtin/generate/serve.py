@@ -39,38 +39,71 @@ class Generator:
             except ValueError:
                 values = np.zeros(0)
             if len(values) != size:
-                raise SeqpipeError(f"--condition {condition!r}: this model is conditioned on {size} number(s) "
-                                   f"({', '.join(self.condition['columns'])}); give them comma-separated.")
+                raise SeqpipeError(
+                    f"--condition {condition!r}: this model is conditioned on {size} number(s) "
+                    f"({', '.join(self.condition['columns'])}); give them comma-separated."
+                )
             scaled = ((values - np.asarray(scaling["mean"])) / np.asarray(scaling["std"])).astype(np.float32)
             feed = np.repeat(scaled[None], rows, axis=0)
         else:
             if condition not in self.conditions:
-                raise SeqpipeError(f"--condition {condition!r}: this model knows {', '.join(self.conditions)}{did_you_mean(condition, self.conditions)}.")
+                raise SeqpipeError(
+                    f"--condition {condition!r}: this model knows "
+                    f"{', '.join(self.conditions)}{did_you_mean(condition, self.conditions)}."
+                )
             feed = np.full(rows, self.conditions.index(condition), dtype=np.int64)
         states = self.init.session.run(None, {"condition": feed})
         return dict(zip(self.step_runner.state_names, states))
 
-    def generate(self, condition: str, count: int = 1, temperature: float = 0.0, beam: int = 1, seed: int = 0,
-                 max_length: int | None = None) -> list[dict[str, Any]]:
+    def generate(
+        self,
+        condition: str,
+        count: int = 1,
+        temperature: float = 0.0,
+        beam: int = 1,
+        seed: int = 0,
+        max_length: int | None = None,
+    ) -> list[dict[str, Any]]:
         limit = max_length or self.max_length
         if beam > 1:
-            found = beam_search(self.step_runner.step, self.start(condition, 1), sos=self.sos, eos=self.eos, max_length=limit, beam=beam)[:count]
+            found = beam_search(
+                self.step_runner.step, self.start(condition, 1), sos=self.sos, eos=self.eos, max_length=limit, beam=beam
+            )[:count]
             how = f"beam {beam}"
         else:
             rows = count if temperature > 0 else 1  # greedy decoding has one answer
-            found = sample(self.step_runner.step, self.start(condition, rows), sos=self.sos, eos=self.eos, max_length=limit,
-                           temperature=temperature, rng=np.random.default_rng(seed))
+            found = sample(
+                self.step_runner.step,
+                self.start(condition, rows),
+                sos=self.sos,
+                eos=self.eos,
+                max_length=limit,
+                temperature=temperature,
+                rng=np.random.default_rng(seed),
+            )
             how = f"sampled at temperature {temperature:g}" if temperature > 0 else "greedy"
-        return [{"condition": condition, "text": "".join(self.symbols[t] for t in h.tokens), "log_probability": h.log_probability,
-                 "finished": h.finished, "decoding": how} for h in found]
-
+        return [
+            {
+                "condition": condition,
+                "text": "".join(self.symbols[t] for t in h.tokens),
+                "log_probability": h.log_probability,
+                "finished": h.finished,
+                "decoding": how,
+            }
+            for h in found
+        ]
 
 
 class GeneratePredictor(Predictor):
     takes_inputs = False  # no inputs: samples from a condition
     options = (
-        Option("condition", str, None, "the condition that starts each sample: a label, or comma-separated numbers "
-               "for a vector (default: the first label)"),
+        Option(
+            "condition",
+            str,
+            None,
+            "the condition that starts each sample: a label, or comma-separated numbers "
+            "for a vector (default: the first label)",
+        ),
         Option("count", int, 5, "samples to draw"),
         Option("temperature", float, 0.0, "0 decodes greedily, > 0 samples"),
         BEAM,
@@ -82,19 +115,25 @@ class GeneratePredictor(Predictor):
     def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
         o = options.task
         if inputs:
-            raise SeqpipeError(f"a generation model takes no inputs (found {inputs[0]!r}); choose with --condition, --count, --temperature, --beam.")
+            raise SeqpipeError(
+                f"a generation model takes no inputs (found {inputs[0]!r}); choose with --condition, --count, "
+                "--temperature, --beam."
+            )
         generator = Generator(path, device=options.device)
         if o["condition"] is None and generator.condition["kind"] == "vector":
-            raise SeqpipeError(f"give --condition: {generator.condition['size']} comma-separated number(s) "
-                               f"({', '.join(generator.condition['columns'])}).")
+            raise SeqpipeError(
+                f"give --condition: {generator.condition['size']} comma-separated number(s) "
+                f"({', '.join(generator.condition['columns'])})."
+            )
         condition = o["condition"] or generator.conditions[0]
         if o["count"] < 1 or o["beam"] < 1 or o["temperature"] < 0:
             raise SeqpipeError("--count and --beam must be at least 1 and --temperature at least 0.")
         results = generator.generate(condition, o["count"], o["temperature"], o["beam"], o["seed"], o["max_length"])
         for r in results:
-            r["line"] = f"{r['text']:<16} {condition}  log p = {r['log_probability']:.2f}" + ("" if r["finished"] else "  (length limit)")
+            r["line"] = f"{r['text']:<16} {condition}  log p = {r['log_probability']:.2f}" + (
+                "" if r["finished"] else "  (length limit)"
+            )
         return results
-
 
 
 @hookimpl

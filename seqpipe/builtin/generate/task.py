@@ -28,11 +28,11 @@ from seqpipe.contracts import Task, Topology
 from seqpipe.data import batched, number, read_records, text_values
 from seqpipe.encoding import PAD, UNK, CharVocabulary
 from seqpipe.errors import DataError
-from seqpipe.onnx.spec import base_spec, state_io, states_spec, write_metadata
-from seqpipe.onnx.torch_export import export_module
 from seqpipe.initial_state import ConditionedInitialState
 from seqpipe.models import SequenceModel, token_embedding
 from seqpipe.onnx.parity import compare, report
+from seqpipe.onnx.spec import base_spec, state_io, states_spec, write_metadata
+from seqpipe.onnx.torch_export import export_module
 
 IGNORE = -100
 SOS, EOS = "<sos>", "<eos>"
@@ -41,9 +41,14 @@ SOS, EOS = "<sos>", "<eos>"
 class GenerateOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text_column: str = Field("text", description="column holding the sequences to learn (e.g. names)")
-    condition_column: str = Field("label", description="column holding the condition (a label) that starts each sequence")
+    condition_column: str = Field(
+        "label", description="column holding the condition (a label) that starts each sequence"
+    )
     condition_columns: list[str] | None = Field(
-        None, min_length=1, description="instead of a label: numeric columns forming a condition vector (standardised on training rows)")
+        None,
+        min_length=1,
+        description="instead of a label: numeric columns forming a condition vector (standardised on training rows)",
+    )
     max_length: int = Field(32, ge=1, description="characters kept per sequence, and the decoding length limit")
     embedding_size: int = Field(32, ge=1)
     condition_size: int = Field(16, ge=1, description="width of the condition's embedding in the initial-state network")
@@ -81,8 +86,11 @@ class GenerateTask(Task):
     extra_graphs = ("init",)
     needs_causal = True
     initial_states = ("conditioned",)
-    example_pipeline = {"data": {"dataset": "census-names"}, "model": {"initial_state": "conditioned"},
-                        "task": {"options": {"text_column": "name", "condition_column": "gender"}}}
+    example_pipeline = {
+        "data": {"dataset": "census-names"},
+        "model": {"initial_state": "conditioned"},
+        "task": {"options": {"text_column": "name", "condition_column": "gender"}},
+    }
 
     def __init__(self, options: GenerateOptions, data: Any) -> None:
         self.options = options
@@ -105,16 +113,20 @@ class GenerateTask(Task):
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, int]:
-        o, d = self.options, self.data.config
-        columns = o.condition_columns or [o.condition_column]
+        o = self.options
         train, validation, test = self.data.splits(self._read, key=None if self.vector else (lambda p: p[1]))
         pairs = train + validation + test
         long = sum(len(t) > o.max_length for t, _ in pairs)
-        self.data.account.add("truncated_texts", long, f"texts cut to task.options.max_length = {o.max_length} characters")
+        self.data.account.add(
+            "truncated_texts", long, f"texts cut to task.options.max_length = {o.max_length} characters"
+        )
         train, validation, test = ([(t[: o.max_length], c) for t, c in part] for part in (train, validation, test))
         if self.vector:
             values = np.array([c for _, c in train], dtype=np.float64)
-            self.vector_mean, self.vector_std = values.mean(axis=0), np.where(values.std(axis=0) > 0, values.std(axis=0), 1.0)
+            self.vector_mean, self.vector_std = (
+                values.mean(axis=0),
+                np.where(values.std(axis=0) > 0, values.std(axis=0), 1.0),
+            )
         else:
             self.conditions = sorted({c for _, c in pairs})
         chars = sorted({ch for text, _ in train for ch in text})
@@ -129,10 +141,15 @@ class GenerateTask(Task):
     def _read(self, path) -> list[tuple[str, Any]]:
         o = self.options
         columns = o.condition_columns or [o.condition_column]
-        rows = read_records(path, self.data.format, [o.text_column, *columns], self.data.where, account=self.data.account)
+        rows = read_records(
+            path, self.data.format, [o.text_column, *columns], self.data.where, account=self.data.account
+        )
         texts = text_values(rows, o.text_column, path, "generate")
         if self.vector:
-            return [(t, tuple(number(r, c, path, "vector conditions are numbers") for c in columns)) for t, r in zip(texts, rows)]
+            return [
+                (t, tuple(number(r, c, path, "vector conditions are numbers") for c in columns))
+                for t, r in zip(texts, rows)
+            ]
         return [(t, str(r[o.condition_column])) for t, r in zip(texts, rows)]
 
     def _encode_condition(self, condition) -> int | tuple[float, ...]:
@@ -149,10 +166,24 @@ class GenerateTask(Task):
     def eos_id(self) -> int:
         return 3
 
-    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                bucket: bool = False) -> Iterator[Batch]:
-        return batched(self.examples[split], batch_size, self._collate, shuffle=shuffle, generator=generator, bucket=bucket,
-                       length=lambda example: len(example[0]))
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        bucket: bool = False,
+    ) -> Iterator[Batch]:
+        return batched(
+            self.examples[split],
+            batch_size,
+            self._collate,
+            shuffle=shuffle,
+            generator=generator,
+            bucket=bucket,
+            length=lambda example: len(example[0]),
+        )
 
     def _collate(self, examples: list[tuple[list[int], int]]) -> Batch:
         lengths = torch.tensor([len(ids) + 1 for ids, _ in examples], dtype=torch.int64)
@@ -165,15 +196,29 @@ class GenerateTask(Task):
         return Batch(tokens, lengths, targets, condition)
 
     # -- model --------------------------------------------------------------------------------
-    def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "conditioned",
-                    initial_state_scale: float = 0.1) -> SequenceModel:
+    def build_model(
+        self,
+        make_topology: Callable[[int], Topology],
+        initial_state: str = "conditioned",
+        initial_state_scale: float = 0.1,
+    ) -> SequenceModel:
         o = self.options
         topology = make_topology(o.embedding_size)
-        initial = ConditionedInitialState(len(self.vector_mean) if self.vector else len(self.conditions), topology.state_shapes,
-                                          self.condition_spec(), o.condition_size)
-        return SequenceModel(token_embedding(len(self.vocabulary), o.embedding_size, o.dropout), topology,
-                             nn.Linear(topology.output_size, len(self.vocabulary)), initial, output="softmax", per_step=True,
-                             dropout=o.dropout)
+        initial = ConditionedInitialState(
+            len(self.vector_mean) if self.vector else len(self.conditions),
+            topology.state_shapes,
+            self.condition_spec(),
+            o.condition_size,
+        )
+        return SequenceModel(
+            token_embedding(len(self.vocabulary), o.embedding_size, o.dropout),
+            topology,
+            nn.Linear(topology.output_size, len(self.vocabulary)),
+            initial,
+            output="softmax",
+            per_step=True,
+            dropout=o.dropout,
+        )
 
     def loss(self, model: SequenceModel, batch: Batch) -> torch.Tensor:
         logits, _ = model(batch.tokens, batch.lengths, model.initial.from_condition(batch.condition))  # [B, T, V]
@@ -189,8 +234,13 @@ class GenerateTask(Task):
             # torchmetrics' perplexity is exp(mean NLL) per batch; weight by characters to combine batches
             total += math.log(float(perplexity(logits, batch.targets, ignore_index=IGNORE))) * n
             count += n
-        return {"loss": total / count, "perplexity": math.exp(total / count),
-                "bigram_perplexity": self.bigram_perplexity(split), "characters": count, "examples": len(self.examples[split])}
+        return {
+            "loss": total / count,
+            "perplexity": math.exp(total / count),
+            "bigram_perplexity": self.bigram_perplexity(split),
+            "characters": count,
+            "examples": len(self.examples[split]),
+        }
 
     def bigram_perplexity(self, split: str) -> float:
         """Per-character perplexity of a character bigram model conditioned on the label (one shared
@@ -236,8 +286,18 @@ class GenerateTask(Task):
         condition = self._collate(self.examples[split][:limit]).condition
         return {n: s.numpy() for n, s in zip(model.state_names, model.initial.eval().from_condition(condition))}
 
-    def export_graph(self, kind: str, model: SequenceModel, path: Path, *, resolved, opset: int, exporter: str,
-                     tolerance: float, limit: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def export_graph(
+        self,
+        kind: str,
+        model: SequenceModel,
+        path: Path,
+        *,
+        resolved,
+        opset: int,
+        exporter: str,
+        tolerance: float,
+        limit: int,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """``init.onnx``: ``condition`` (label ids int64 [batch], or standardised vectors float32
         [batch, D]) → ``state_out.<name>`` [batch, slots, size]."""
         from seqpipe.serving.runtime import OnnxGraph
@@ -246,17 +306,29 @@ class GenerateTask(Task):
         outputs = [f"state_out.{n}" for n in model.state_names]
         batch = torch.export.Dim("batch", min=1)
         example = torch.zeros(2, len(self.vector_mean)) if self.vector else torch.zeros(2, dtype=torch.int64)
-        described = export_module(InitGraph(model.initial).eval(), (example,), path,
-                                  input_names=["condition"], output_names=outputs, dynamic_shapes=({0: batch},),
-                                  opset=opset, exporter=exporter)
+        described = export_module(
+            InitGraph(model.initial).eval(),
+            (example,),
+            path,
+            input_names=["condition"],
+            output_names=outputs,
+            dynamic_shapes=({0: batch},),
+            opset=opset,
+            exporter=exporter,
+        )
         spec = base_spec(kind, resolved, model, self, opset=opset, exporter=described)
-        spec.update({
-            "inputs": [{"name": "condition", "dtype": "float32", "shape": ["batch", len(self.vector_mean)]} if self.vector else
-                       {"name": "condition", "dtype": "int64", "shape": ["batch"], "labels": self.conditions}],
-            "outputs": state_io(model, "out"),
-            "states": states_spec(model),
-            "initial_state": model.initial.spec(),
-        })
+        spec.update(
+            {
+                "inputs": [
+                    {"name": "condition", "dtype": "float32", "shape": ["batch", len(self.vector_mean)]}
+                    if self.vector
+                    else {"name": "condition", "dtype": "int64", "shape": ["batch"], "labels": self.conditions}
+                ],
+                "outputs": state_io(model, "out"),
+                "states": states_spec(model),
+                "initial_state": model.initial.spec(),
+            }
+        )
         write_metadata(path, spec)
         # every label (for label conditions), and the test rows' conditions as one batch
         condition = self._collate(self.examples["test"][:limit]).condition.numpy()
@@ -267,25 +339,47 @@ class GenerateTask(Task):
         with torch.no_grad():
             expected = model.initial.from_condition(torch.from_numpy(condition))
         worst: dict[str, dict[str, dict[str, float]]] = {}
-        compare(worst, "ort_init_vs_torch_init", {f"state.{n}": a for n, a in zip(model.state_names, served)},
-                {f"state.{n}": b.numpy() for n, b in zip(model.state_names, expected)})
+        compare(
+            worst,
+            "ort_init_vs_torch_init",
+            {f"state.{n}": a for n, a in zip(model.state_names, served)},
+            {f"state.{n}": b.numpy() for n, b in zip(model.state_names, expected)},
+        )
         return spec, report(worst, tolerance, condition, np.ones(len(condition), np.int64), runner)
 
     def encoding_spec(self) -> dict[str, Any]:
         return {
             "input": {"dtype": "int64", **self.vocabulary.to_spec(), "sos_id": self.sos_id, "eos_id": self.eos_id},
-            "output": {"kind": "probabilities", "size": len(self.vocabulary), "labels": list(self.vocabulary.symbols),
-                       "read": "y: probabilities of the next character; feed the chosen id as the next x; stop at <eos>"},
+            "output": {
+                "kind": "probabilities",
+                "size": len(self.vocabulary),
+                "labels": list(self.vocabulary.symbols),
+                "read": "y: probabilities of the next character; feed the chosen id as the next x; stop at <eos>",
+            },
             "condition": self.condition_spec(),
             "decoding": {"max_length": self.options.max_length, "start": SOS, "end": EOS},
         }
 
     def condition_spec(self) -> dict[str, Any]:
         if self.vector:
-            return {"kind": "vector", "columns": self.options.condition_columns, "size": len(self.vector_mean),
-                    "scaling": {"mean": self.vector_mean.tolist(), "std": self.vector_std.tolist(), "apply": "(value - mean) / std"},
-                    "graph": "init.onnx", "input": "float32 [batch, size], standardised"}
-        return {"kind": "label", "labels": self.conditions, "graph": "init.onnx", "input": "int64 [batch], the label's index"}
+            return {
+                "kind": "vector",
+                "columns": self.options.condition_columns,
+                "size": len(self.vector_mean),
+                "scaling": {
+                    "mean": self.vector_mean.tolist(),
+                    "std": self.vector_std.tolist(),
+                    "apply": "(value - mean) / std",
+                },
+                "graph": "init.onnx",
+                "input": "float32 [batch, size], standardised",
+            }
+        return {
+            "kind": "label",
+            "labels": self.conditions,
+            "graph": "init.onnx",
+            "input": "int64 [batch], the label's index",
+        }
 
     # -- report -------------------------------------------------------------------------------
     def write_report(self, model: SequenceModel, run_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -298,9 +392,14 @@ class GenerateTask(Task):
         o = self.options
         samples: dict[str, Any] = {}
         novel = []
-        shown = self.conditions if not self.vector else \
-            [",".join(f"{v:g}" for v in np.round(np.asarray(c) * self.vector_std + self.vector_mean, 4)) for c in
-             sorted({c for _, c in self.examples["test"]})[:2]]
+        shown = (
+            self.conditions
+            if not self.vector
+            else [
+                ",".join(f"{v:g}" for v in np.round(np.asarray(c) * self.vector_std + self.vector_mean, 4))
+                for c in sorted({c for _, c in self.examples["test"]})[:2]
+            ]
+        )
         for condition in shown:
             sampled = generator.generate(condition, count=o.samples, temperature=o.temperature, seed=0)
             novel += [s["text"] not in seen for s in sampled]

@@ -41,13 +41,16 @@ class Transcriber:
             feeds = {"x": tokens.astype(np.int64), **{f"state_in.{n}": state[n] for n in self.state_names}}
             if self.attends:
                 rows = len(tokens)
-                if rows not in tiled:  # beam search: one source's memory for every live hypothesis, tiled once per width
+                if (
+                    rows not in tiled
+                ):  # beam search: one source's memory for every live hypothesis, tiled once per width
                     tiled[rows] = (np.repeat(memory[:1], rows, axis=0), np.repeat(memory_lengths[:1], rows))
                 feeds["memory"], feeds["memory_lengths"] = tiled[rows]
             out = self.decoder.session.run(None, feeds)
             if record is not None and self.attends:
                 record.append(out[1])
-            return out[0], dict(zip(self.state_names, out[-len(self.state_names):]))
+            return out[0], dict(zip(self.state_names, out[-len(self.state_names) :]))
+
         return step
 
     def transcribe(self, sources: list[str], beam: int = 1, max_length: int | None = None) -> list[dict[str, Any]]:
@@ -58,20 +61,36 @@ class Transcriber:
         results = []
         if beam > 1:
             for row, source in enumerate(sources):
-                best = beam_search(self._step(memory[row:row + 1], lengths[row:row + 1]), {n: v[row:row + 1] for n, v in state.items()},
-                                   sos=self.sos, eos=self.eos, max_length=limit, beam=beam)[0]
+                best = beam_search(
+                    self._step(memory[row : row + 1], lengths[row : row + 1]),
+                    {n: v[row : row + 1] for n, v in state.items()},
+                    sos=self.sos,
+                    eos=self.eos,
+                    max_length=limit,
+                    beam=beam,
+                )[0]
                 results.append(self._result(source, best, None))
             return results
         record: list[np.ndarray] = []
         found = sample(self._step(memory, lengths, record), state, sos=self.sos, eos=self.eos, max_length=limit)
         attention = np.stack(record, axis=1) if record else None  # [B, steps, source]
         for row, (source, h) in enumerate(zip(sources, found)):
-            results.append(self._result(source, h, None if attention is None else attention[row, : len(h.tokens) + 1, : lengths[row]]))
+            results.append(
+                self._result(
+                    source, h, None if attention is None else attention[row, : len(h.tokens) + 1, : lengths[row]]
+                )
+            )
         return results
 
     def _result(self, source: str, h, attention) -> dict[str, Any]:
         tokens = [self.symbols[t] for t in h.tokens]
-        result = {"source": source, "text": self.target.join(tokens), "tokens": tokens, "log_probability": h.log_probability, "finished": h.finished}
+        result = {
+            "source": source,
+            "text": self.target.join(tokens),
+            "tokens": tokens,
+            "log_probability": h.log_probability,
+            "finished": h.finished,
+        }
         if attention is not None:
             result["attention"] = attention.tolist()
         return result
@@ -84,8 +103,10 @@ class Seq2SeqPredictor(Predictor):
     def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
         o = options.task
         if not inputs:
-            raise SeqpipeError("give one or more sources to transcribe, e.g. seqpipe predict RUN \"source one\" \"source two\" "
-                               "(the run's log shows two from its test split).")
+            raise SeqpipeError(
+                'give one or more sources to transcribe, e.g. seqpipe predict RUN "source one" "source two" '
+                "(the run's log shows two from its test split)."
+            )
         if o["beam"] < 1:
             raise SeqpipeError("--beam must be at least 1.")
         results = Transcriber(path, device=options.device).transcribe(inputs, o["beam"], o["max_length"])
@@ -93,7 +114,6 @@ class Seq2SeqPredictor(Predictor):
             r.pop("attention", None)
             r["line"] = f"{r['source']:<16} {r['text']}"
         return results
-
 
 
 @hookimpl

@@ -2,7 +2,8 @@
 
 The source is the pipeline's ``[input]`` (characters, words or subwords), the target its
 ``[output]``: the output encoding splits each target into tokens (characters, words, subword
-pieces) and joins decoded tokens back into text. As in the seed, the encoder's final state initialises the decoder; with ``attention`` the decoder
+pieces) and joins decoded tokens back into text. As in the seed, the encoder's final state initialises the decoder;
+with ``attention`` the decoder
 also looks back at every encoder output at each step (Luong-style: after the decoder cell, its
 output queries the encoder outputs, additive or dot-product scores, masked to each source's
 length), which removes the seed's "information bottleneck" of a single state vector.
@@ -31,18 +32,18 @@ from torch import nn
 from torchmetrics.functional.text import word_error_rate
 
 from seqpipe import hookimpl
-from seqpipe.onnx.builder import GraphBuilder, finish_model, optional_state_inputs, state_value_infos
-from seqpipe.onnx.native import emit_topology
 from seqpipe.contracts import State, Task, Topology
 from seqpipe.data import batched
 from seqpipe.encoding import PAD, UNK
 from seqpipe.errors import DataError
+from seqpipe.initial_state import InitialState
 from seqpipe.inputs import encode_all
+from seqpipe.models import input_layer, input_width, pad_inputs, token_embedding
+from seqpipe.onnx.builder import GraphBuilder, finish_model, optional_state_inputs, state_value_infos
+from seqpipe.onnx.native import emit_topology
+from seqpipe.onnx.parity import compare, outputs, report, three_way
 from seqpipe.onnx.spec import base_spec, state_io, states_spec, write_metadata
 from seqpipe.onnx.torch_export import check_onnx, export_module
-from seqpipe.initial_state import InitialState
-from seqpipe.models import input_layer, input_width, pad_inputs, token_embedding
-from seqpipe.onnx.parity import compare, outputs, report, three_way
 
 IGNORE = -100
 SOS, EOS = "<sos>", "<eos>"
@@ -51,10 +52,13 @@ MASKED = -1e9  # attention score of padded source positions: exp() underflows to
 
 class Seq2SeqOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    attention: Literal["none", "additive", "dot"] = Field("additive", description="how the decoder looks back at the encoder outputs")
+    attention: Literal["none", "additive", "dot"] = Field(
+        "additive", description="how the decoder looks back at the encoder outputs"
+    )
     embedding_size: int = Field(64, ge=1)
-    max_target_length: int = Field(32, ge=2, description="target tokens kept, <eos> included (cuts are counted); also the "
-                                   "decoding length limit")
+    max_target_length: int = Field(
+        32, ge=2, description="target tokens kept, <eos> included (cuts are counted); also the decoding length limit"
+    )
     min_target_count: int = Field(1, ge=1, description="target tokens seen fewer times in training become <unk>")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     heatmap_examples: int = Field(4, ge=0, description="test examples drawn in attention.png (with attention)")
@@ -83,7 +87,9 @@ class Attention(nn.Module):
             self.key = nn.Linear(hidden, hidden)
             self.score = nn.Linear(hidden, 1, bias=False)
 
-    def forward(self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kind == "dot":
             scores = query @ memory.transpose(1, 2)  # [B, T, S]
         else:
@@ -96,8 +102,17 @@ class Attention(nn.Module):
 class Seq2SeqModel(nn.Module):
     """Source tokens → encoder topology → (final state) → decoder topology (→ attention) → head."""
 
-    def __init__(self, source_embed: nn.Module, target_vocab: int, embedding_size: int, encoder: Topology, decoder: Topology,
-                 attention: str, initial: InitialState, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        source_embed: nn.Module,
+        target_vocab: int,
+        embedding_size: int,
+        encoder: Topology,
+        decoder: Topology,
+        attention: str,
+        initial: InitialState,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.initial = initial
         self.source_embed = source_embed  # token embedding, or nothing for number vectors
@@ -115,7 +130,9 @@ class Seq2SeqModel(nn.Module):
         """memory [B, S, H] (zero past each length) and the final state, which starts the decoder."""
         return self.body(self.source_embed(source), lengths, self.initial(source.shape[0], source.device))
 
-    def _read(self, out: torch.Tensor, memory: torch.Tensor, memory_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _read(
+        self, out: torch.Tensor, memory: torch.Tensor, memory_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Decoder outputs [B, T, H] → logits [B, T, V] and attention weights [B, T, S] (None without attention)."""
         if self.attention is None:
             return self.head(self.dropout(out)), None
@@ -131,8 +148,9 @@ class Seq2SeqModel(nn.Module):
         logits, weights = self._read(out, memory, batch.source_lengths)
         return logits, weights, state
 
-    def decode_step(self, token: torch.Tensor, memory: torch.Tensor, memory_lengths: torch.Tensor,
-                    state: State) -> tuple[torch.Tensor, torch.Tensor | None, State]:
+    def decode_step(
+        self, token: torch.Tensor, memory: torch.Tensor, memory_lengths: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, torch.Tensor | None, State]:
         """One target step: token [B] → probabilities [B, V], attention [B, S] (or None), new state."""
         h, state = self.decoder.step(self.target_embed(token), state)  # [B, H]
         logits, weights = self._read(h.unsqueeze(1), memory, memory_lengths)
@@ -159,7 +177,9 @@ class PlainDecoderStep(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor, *state: torch.Tensor):
-        y, _, new = self.model.decode_step(x, torch.zeros(x.shape[0], 1, self.model.decoder.output_size), torch.ones_like(x), tuple(state))
+        y, _, new = self.model.decode_step(
+            x, torch.zeros(x.shape[0], 1, self.model.decoder.output_size), torch.ones_like(x), tuple(state)
+        )
         return (y, *new)
 
 
@@ -190,10 +210,17 @@ class Seq2SeqTask(Task):
 
     def _shown(self, source: Any) -> str:
         """A source as a user types it: the text, or number vectors as JSON."""
-        return json.dumps(np.round(np.asarray(source, np.float64), 4).tolist()) if self.source.reads == "numbers" else source
+        return (
+            json.dumps(np.round(np.asarray(source, np.float64), 4).tolist())
+            if self.source.reads == "numbers"
+            else source
+        )
 
-    example_pipeline = {"data": {"dataset": "cmudict-g2p"}, "input": {"column": "word", "min_count": 1},
-                        "output": {"column": "phonemes", "min_count": 1}}
+    example_pipeline = {
+        "data": {"dataset": "cmudict-g2p"},
+        "input": {"column": "word", "min_count": 1},
+        "output": {"column": "phonemes", "min_count": 1},
+    }
 
     def __init__(self, options: Seq2SeqOptions, data: Any) -> None:
         self.options = options
@@ -212,16 +239,26 @@ class Seq2SeqTask(Task):
         self.source.fit([s for s, _ in train])
         self.target.fit([t for _, t in train])
         keep = o.max_target_length - 1  # one step is <eos>
-        tokens = {name: [self.target.units(t) for _, t in part] for name, part in zip(self.splits, (train, validation, test))}
+        tokens = {
+            name: [self.target.units(t) for _, t in part] for name, part in zip(self.splits, (train, validation, test))
+        }
         long = [ts for part in tokens.values() for ts in part if len(ts) > keep]
-        self.data.account.add("truncated_targets", len(long), f"targets cut to task.options.max_target_length - 1 = {keep} tokens "
-                              f"(one step is <eos>; {sum(len(ts) - keep for ts in long):,} tokens neither trained on nor scored)")
+        self.data.account.add(
+            "truncated_targets",
+            len(long),
+            f"targets cut to task.options.max_target_length - 1 = {keep} tokens "
+            f"(one step is <eos>; {sum(len(ts) - keep for ts in long):,} tokens neither trained on nor scored)",
+        )
         self.bleu_reported = np.mean([len(t.split()) for _, t in train]) >= self.BLEU_MIN_WORDS
         counts = Counter(t for ts in tokens["train"] for t in ts)
         self.target_symbols = [PAD, UNK, SOS, EOS, *sorted(t for t, n in counts.items() if n >= o.min_target_count)]
         rare = sum(n for t, n in counts.items() if n < o.min_target_count)
-        self.data.account.add("rare_target_tokens", rare, f"training target tokens seen fewer than task.options.min_target_count = "
-                              f"{o.min_target_count} times, trained as <unk>")
+        self.data.account.add(
+            "rare_target_tokens",
+            rare,
+            f"training target tokens seen fewer than task.options.min_target_count = "
+            f"{o.min_target_count} times, trained as <unk>",
+        )
         index = {t: i for i, t in enumerate(self.target_symbols)}
         for name, part in zip(self.splits, (train, validation, test)):
             cut = [ts[:keep] for ts in tokens[name]]
@@ -236,23 +273,50 @@ class Seq2SeqTask(Task):
         source_column = self.source.columns(self.input_column)[0]
         target_column = self.target.columns(self.output_column)[0]
         rows = self.data.records(path, [source_column, target_column])
-        return list(zip(self.source.read(rows, self.input_column, path, "seq2seq"),
-                        self.target.read(rows, self.output_column, path, "seq2seq")))
+        return list(
+            zip(
+                self.source.read(rows, self.input_column, path, "seq2seq"),
+                self.target.read(rows, self.output_column, path, "seq2seq"),
+            )
+        )
 
-    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                bucket: bool = False) -> Iterator[Batch]:
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        bucket: bool = False,
+    ) -> Iterator[Batch]:
         # both sides are padded, so similar sums of source and target lengths share a batch
-        return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator, bucket=bucket,
-                       length=lambda example: len(example[0]) + len(example[1]))
+        return batched(
+            self.examples[split],
+            batch_size,
+            collate,
+            shuffle=shuffle,
+            generator=generator,
+            bucket=bucket,
+            length=lambda example: len(example[0]) + len(example[1]),
+        )
 
     # -- model --------------------------------------------------------------------------------
-    def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
-                    initial_state_scale: float = 0.1) -> Seq2SeqModel:
+    def build_model(
+        self, make_topology: Callable[[int], Topology], initial_state: str = "zeros", initial_state_scale: float = 0.1
+    ) -> Seq2SeqModel:
         o = self.options
         encoder, decoder = make_topology(input_width(self.source, o.embedding_size)), make_topology(o.embedding_size)
         initial = InitialState(initial_state, encoder.state_shapes, initial_state_scale)
-        return Seq2SeqModel(input_layer(self.source, o.embedding_size, o.dropout), len(self.target_symbols), o.embedding_size, encoder, decoder, o.attention,
-                            initial, o.dropout)
+        return Seq2SeqModel(
+            input_layer(self.source, o.embedding_size, o.dropout),
+            len(self.target_symbols),
+            o.embedding_size,
+            encoder,
+            decoder,
+            o.attention,
+            initial,
+            o.dropout,
+        )
 
     def loss(self, model: Seq2SeqModel, batch: Batch) -> torch.Tensor:
         logits, _, _ = model(batch)
@@ -296,8 +360,13 @@ class Seq2SeqTask(Task):
         if split not in self._nearest:
             sources = [s for s, _ in self.pairs["train"]]
             train, queries = self._similarity_features(sources, [s for s, _ in self.pairs[split]])
-            nearest = np.concatenate([_dense(queries[i: i + 1024] @ train.T).argmax(axis=1)
-                                      for i in range(0, queries.shape[0], 1024)]) if queries.shape[0] else np.zeros(0, int)
+            nearest = (
+                np.concatenate(
+                    [_dense(queries[i : i + 1024] @ train.T).argmax(axis=1) for i in range(0, queries.shape[0], 1024)]
+                )
+                if queries.shape[0]
+                else np.zeros(0, int)
+            )
             self._nearest[split] = [self.pairs["train"][j][1] for j in nearest]
         return self._nearest[split]
 
@@ -322,9 +391,11 @@ class Seq2SeqTask(Task):
         import sacrebleu
 
         spaced = lambda texts: [" ".join(self.target.units(t)) for t in texts]  # noqa: E731  one "word" per token
-        scores = {"token_error_rate": float(word_error_rate(spaced(predicted), spaced(reference))),
-                  "exact_match": float(np.mean([p == r for p, r in zip(predicted, reference)])),
-                  "chrf": float(sacrebleu.corpus_chrf(predicted, [reference]).score)}
+        scores = {
+            "token_error_rate": float(word_error_rate(spaced(predicted), spaced(reference))),
+            "exact_match": float(np.mean([p == r for p, r in zip(predicted, reference)])),
+            "chrf": float(sacrebleu.corpus_chrf(predicted, [reference]).score),
+        }
         if self.bleu_reported:
             scores["bleu"] = float(sacrebleu.corpus_bleu(predicted, [reference]).score)
         return scores
@@ -336,15 +407,28 @@ class Seq2SeqTask(Task):
         return names
 
     # -- export -------------------------------------------------------------------------------
-    def export_graph(self, kind: str, model: Seq2SeqModel, path: Path, *, resolved, opset: int, exporter: str,
-                     tolerance: float, limit: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def export_graph(
+        self,
+        kind: str,
+        model: Seq2SeqModel,
+        path: Path,
+        *,
+        resolved,
+        opset: int,
+        exporter: str,
+        tolerance: float,
+        limit: int,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         model = model.eval().cpu()
         batch = collate(self.examples["test"][:limit])
         spec = base_spec(kind, resolved, model, self, opset=opset, exporter="")
         if kind == "encoder":
             onnx.save(self._encoder_graph(model, opset), str(path))
             check_onnx(path)
-            spec.update(self._encoder_io(model), exporter="seqpipe native RNN/GRU/LSTM operators, or Loops over the exported cell")
+            spec.update(
+                self._encoder_io(model),
+                exporter="seqpipe native RNN/GRU/LSTM operators, or Loops over the exported cell",
+            )
             write_metadata(path, spec)
             return spec, self._encoder_parity(model, path, batch, tolerance)
         spec["exporter"] = self._export_decoder(model, path, opset, exporter)
@@ -356,7 +440,9 @@ class Seq2SeqTask(Task):
         g = GraphBuilder(opset=opset)
         lengths32 = g.op("Cast", ["lengths"], "lengths_i32", to=TensorProto.INT32)[0]
         if self.source.dtype == "int64":
-            embedded = g.op("Gather", [g.const("embedding", model.source_embed[0].weight.detach().numpy()), "x"], "embed")[0]  # [B, S, E]
+            embedded = g.op(
+                "Gather", [g.const("embedding", model.source_embed[0].weight.detach().numpy()), "x"], "embed"
+            )[0]  # [B, S, E]
             x_info = helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "time"])
         else:  # number vectors are read as they are
             embedded = "x"
@@ -368,12 +454,19 @@ class Seq2SeqTask(Task):
         for name, state in zip(model.state_names, states):
             g.nodes.append(helper.make_node("Identity", [state], [f"state_out.{name}"], name=f"state_out_{name}"))
         graph = helper.make_graph(
-            g.nodes, "seqpipe_seq2seq_encoder",
-            [x_info, helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
-             *state_value_infos(model.state_shapes, "in", batch="state_batch")],
-            [helper.make_tensor_value_info("memory", TensorProto.FLOAT, ["batch", "time", model.body.output_size]),
-             *state_value_infos(model.state_shapes, "out")],
-            initializer=g.initializers)
+            g.nodes,
+            "seqpipe_seq2seq_encoder",
+            [
+                x_info,
+                helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
+                *state_value_infos(model.state_shapes, "in", batch="state_batch"),
+            ],
+            [
+                helper.make_tensor_value_info("memory", TensorProto.FLOAT, ["batch", "time", model.body.output_size]),
+                *state_value_infos(model.state_shapes, "out"),
+            ],
+            initializer=g.initializers,
+        )
         return finish_model(g, graph, opset)
 
     def _export_decoder(self, model: Seq2SeqModel, path: Path, opset: int, exporter: str) -> str:
@@ -383,35 +476,73 @@ class Seq2SeqTask(Task):
         outputs = [f"state_out.{n}" for n in model.state_names]
         inputs_state = [f"state_in.{n}" for n in model.state_names]
         if model.attention is None:
-            return export_module(PlainDecoderStep(model).eval(), (token, *state), path, input_names=["x", *inputs_state],
-                                 output_names=["y", *outputs], dynamic_shapes=({0: b}, tuple({0: b} for _ in state)),
-                                 opset=opset, exporter=exporter)
+            return export_module(
+                PlainDecoderStep(model).eval(),
+                (token, *state),
+                path,
+                input_names=["x", *inputs_state],
+                output_names=["y", *outputs],
+                dynamic_shapes=({0: b}, tuple({0: b} for _ in state)),
+                opset=opset,
+                exporter=exporter,
+            )
         memory, lengths = torch.randn(2, 5, model.body.output_size), torch.tensor([5, 3])
-        return export_module(DecoderStep(model).eval(), (token, memory, lengths, *state), path,
-                             input_names=["x", "memory", "memory_lengths", *inputs_state], output_names=["y", "attention", *outputs],
-                             dynamic_shapes=({0: b}, {0: b, 1: s}, {0: b}, tuple({0: b} for _ in state)), opset=opset, exporter=exporter)
+        return export_module(
+            DecoderStep(model).eval(),
+            (token, memory, lengths, *state),
+            path,
+            input_names=["x", "memory", "memory_lengths", *inputs_state],
+            output_names=["y", "attention", *outputs],
+            dynamic_shapes=({0: b}, {0: b, 1: s}, {0: b}, tuple({0: b} for _ in state)),
+            opset=opset,
+            exporter=exporter,
+        )
 
     def _encoder_io(self, model: Seq2SeqModel) -> dict[str, Any]:
         return {
-            "inputs": [{"name": "x", "dtype": self.source.dtype,
-                        "shape": ["batch", "time"] + ([self.source.size] if self.source.dtype == "float32" else [])},
-                       {"name": "lengths", "dtype": "int64", "shape": ["batch"]},
-                       *state_io(model, "in", optional=True)],
-            "outputs": [{"name": "memory", "dtype": "float32", "shape": ["batch", "time", model.body.output_size],
-                         "read": "feed to decoder.onnx as memory (zero past each length)"},
-                        *state_io(model, "out", read="the decoder's first state_in")],
+            "inputs": [
+                {
+                    "name": "x",
+                    "dtype": self.source.dtype,
+                    "shape": ["batch", "time"] + ([self.source.size] if self.source.dtype == "float32" else []),
+                },
+                {"name": "lengths", "dtype": "int64", "shape": ["batch"]},
+                *state_io(model, "in", optional=True),
+            ],
+            "outputs": [
+                {
+                    "name": "memory",
+                    "dtype": "float32",
+                    "shape": ["batch", "time", model.body.output_size],
+                    "read": "feed to decoder.onnx as memory (zero past each length)",
+                },
+                *state_io(model, "out", read="the decoder's first state_in"),
+            ],
             "states": states_spec(model),
             "initial_state": model.initial.spec(),
         }
 
     def _decoder_io(self, model: Seq2SeqModel) -> dict[str, Any]:
-        memory = [{"name": "memory", "dtype": "float32", "shape": ["batch", "source_time", model.body.output_size]},
-                  {"name": "memory_lengths", "dtype": "int64", "shape": ["batch"]}] if model.attention else []
+        memory = (
+            [
+                {"name": "memory", "dtype": "float32", "shape": ["batch", "source_time", model.body.output_size]},
+                {"name": "memory_lengths", "dtype": "int64", "shape": ["batch"]},
+            ]
+            if model.attention
+            else []
+        )
         return {
-            "inputs": [{"name": "x", "dtype": "int64", "shape": ["batch"], "read": "the previous target token (<sos> first)"}, *memory,
-                       *state_io(model, "in")],
+            "inputs": [
+                {"name": "x", "dtype": "int64", "shape": ["batch"], "read": "the previous target token (<sos> first)"},
+                *memory,
+                *state_io(model, "in"),
+            ],
             "outputs": [{"name": "y", "dtype": "float32", "shape": ["batch", len(self.target_symbols)]}]
-            + ([{"name": "attention", "dtype": "float32", "shape": ["batch", "source_time"]}] if model.attention else [])
+            + (
+                [{"name": "attention", "dtype": "float32", "shape": ["batch", "source_time"]}]
+                if model.attention
+                else []
+            )
             + state_io(model, "out"),
             "states": states_spec(model),
             "initial_state": {"rule": "encoder", "note": "the first state_in.* is encoder.onnx's state_out.*"},
@@ -424,9 +555,12 @@ class Seq2SeqTask(Task):
         memory, *states = runner.session.run(None, {"x": batch.source.numpy(), "lengths": batch.source_lengths.numpy()})
         with torch.no_grad():
             ref_memory, ref_state = model.encode(batch.source, batch.source_lengths)
-        valid = (np.arange(memory.shape[1])[None, :] < batch.source_lengths.numpy()[:, None])
+        valid = np.arange(memory.shape[1])[None, :] < batch.source_lengths.numpy()[:, None]
         worst: dict[str, dict[str, dict[str, float]]] = {}
-        served, reference = outputs(memory, model.state_names, states), outputs(ref_memory, model.state_names, ref_state)
+        served, reference = (
+            outputs(memory, model.state_names, states),
+            outputs(ref_memory, model.state_names, ref_state),
+        )
         served["memory"], reference["memory"] = served.pop("y"), reference.pop("y")
         compare(worst, "ort_encoder_vs_torch_encoder", served, reference, valid, per_step=("memory",))
         return report(worst, tolerance, batch.source.numpy(), batch.source_lengths.numpy(), runner)
@@ -453,9 +587,11 @@ class Seq2SeqTask(Task):
             if model.attention is not None:
                 feeds.update(memory=memory.numpy(), memory_lengths=batch.source_lengths.numpy())
             out = runner.session.run(None, feeds)
-            y_ort, w_ort, new_ort = out[0], (out[1] if model.attention is not None else None), out[-len(names):]
+            y_ort, w_ort, new_ort = out[0], (out[1] if model.attention is not None else None), out[-len(names) :]
             alive = t < lengths
-            torch_state = tuple(torch.where(torch.from_numpy(alive).view(-1, 1, 1), a, b) for a, b in zip(new, torch_state))
+            torch_state = tuple(
+                torch.where(torch.from_numpy(alive).view(-1, 1, 1), a, b) for a, b in zip(new, torch_state)
+            )
             ort_state = {n: np.where(alive.reshape(-1, 1, 1), a, ort_state[n]) for n, a in zip(names, new_ort)}
             ys["torch"].append(y.numpy())
             ys["ort"].append(y_ort)
@@ -475,11 +611,18 @@ class Seq2SeqTask(Task):
     def encoding_spec(self) -> dict[str, Any]:
         return {
             "input": self.source.to_spec(),
-            "output": {"kind": "probabilities", "size": len(self.target_symbols), "labels": self.target_symbols,
-                       "encoding": self.target.to_spec(), "sos_id": SOS_ID, "eos_id": EOS_ID,
-                       "join": "decoded tokens (labels of the chosen ids) joined into text by the output encoding "
-                               "(characters: concatenated; words: separated by spaces; subwords: the tokenizer's decoder)",
-                       "read": "decoder y: probabilities of the next target token; feed the chosen id as the next x; stop at <eos>"},
+            "output": {
+                "kind": "probabilities",
+                "size": len(self.target_symbols),
+                "labels": self.target_symbols,
+                "encoding": self.target.to_spec(),
+                "sos_id": SOS_ID,
+                "eos_id": EOS_ID,
+                "join": "decoded tokens (labels of the chosen ids) joined into text by the output encoding "
+                "(characters: concatenated; words: separated by spaces; subwords: the tokenizer's decoder)",
+                "read": "decoder y: probabilities of the next target token; feed the chosen id as the next x; stop at "
+                "<eos>",
+            },
             "attention": self.options.attention,
             "decoding": {"max_length": self.options.max_target_length, "start": SOS, "end": EOS},
         }
@@ -498,8 +641,10 @@ class Seq2SeqTask(Task):
         transcriber = Transcriber(run_dir, device="cpu")
         words = [s for s, _ in self.pairs["test"][: max(self.options.heatmap_examples, 6)]]  # sources, as read
         served = transcriber.transcribe([self._shown(w) for w in words])
-        examples = [{"source": self._shown(w), "predicted": r["text"], "reference": ref}
-                    for w, r, (_, ref) in zip(words, served, self.pairs["test"])]
+        examples = [
+            {"source": self._shown(w), "predicted": r["text"], "reference": ref}
+            for w, r, (_, ref) in zip(words, served, self.pairs["test"])
+        ]
         for e in examples:
             log(f"example: {e['source']} -> {e['predicted']}   (reference: {e['reference']})")
         if model.attention is not None and self.options.heatmap_examples:
@@ -507,8 +652,17 @@ class Seq2SeqTask(Task):
 
             shown = served[: self.options.heatmap_examples]
             # rows: each emitted token, and the step that emitted <eos> (its weights are in "attention" too)
-            plot_attention([(self._source_steps(r["source"])[: len(r["attention"][0])], r["tokens"] + (["<eos>"] if r["finished"] else []), np.asarray(r["attention"]))
-                            for r in shown], run_dir / "attention.png")
+            plot_attention(
+                [
+                    (
+                        self._source_steps(r["source"])[: len(r["attention"][0])],
+                        r["tokens"] + (["<eos>"] if r["finished"] else []),
+                        np.asarray(r["attention"]),
+                    )
+                    for r in shown
+                ],
+                run_dir / "attention.png",
+            )
             log(f"plot: {run_dir / 'attention.png'}")
         return {"examples": examples}
 

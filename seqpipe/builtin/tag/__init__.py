@@ -1,4 +1,5 @@
-"""The built-in ``tag`` task (many-to-many tagging, one label per step), laid out as a plugin distribution lays out a task:
+"""The built-in ``tag`` task (many-to-many tagging, one label per step), laid out as a plugin distribution lays out a
+task:
 ``task.py`` trains and exports it (torch; entry-point group ``seqpipe``), ``serve.py`` serves its
 ONNX files (torch-free; group ``seqpipe.serving``). Importing this package imports neither."""
 

@@ -26,26 +26,43 @@ def tag(runner: StepRunner | SequenceRunner, sentences: list[str], pretokenized:
     else:
         words = [s.split() if pretokenized else encoding.units(s) for s in sentences]
         tokens, lengths, cuts = encode_inputs(encoding, words, "token to tag")
-    probs = runner.run(tokens, lengths)[0] if isinstance(runner, SequenceRunner) else runner.run_padded(tokens, lengths)[0]
+    probs = (
+        runner.run(tokens, lengths)[0] if isinstance(runner, SequenceRunner) else runner.run_padded(tokens, lengths)[0]
+    )
     results = []
     for row, sentence in enumerate(sentences):
         best = probs[row, : int(lengths[row])].argmax(axis=-1)
         steps = words[row][: len(best)] if words is not None else [f"step {t + 1}" for t in range(len(best))]
-        results.append({input_field(encoding): shown_input(encoding, sentence), "tokens": steps, "tags": [labels[int(i)] for i in best],
-                        "confidence": [float(probs[row, t, i]) for t, i in enumerate(best)],
-                        **({"truncated_to": cuts[row]} if cuts[row] is not None else {})})
+        results.append(
+            {
+                input_field(encoding): shown_input(encoding, sentence),
+                "tokens": steps,
+                "tags": [labels[int(i)] for i in best],
+                "confidence": [float(probs[row, t, i]) for t, i in enumerate(best)],
+                **({"truncated_to": cuts[row]} if cuts[row] is not None else {}),
+            }
+        )
     return results
 
 
 class TagPredictor(Predictor):
-    options = (Option("tokens", bool, False, "each input is tokens separated by spaces, as in the training file "
-                      "(default: split words with the model's tokenizer)"),)
+    options = (
+        Option(
+            "tokens",
+            bool,
+            False,
+            "each input is tokens separated by spaces, as in the training file "
+            "(default: split words with the model's tokenizer)",
+        ),
+    )
     usage = '"The jury praised the city ."'
 
     def predict(self, path: Path, inputs: list[str], options: PredictOptions) -> list[dict[str, Any]]:
         if not inputs:
             raise SeqpipeError("give one or more sentences to tag.")
-        runner = open_export(path, device=options.device, precision=options.precision)  # the sequence graph when there is one
+        runner = open_export(
+            path, device=options.device, precision=options.precision
+        )  # the sequence graph when there is one
         results = tag(runner, inputs, pretokenized=options.task["tokens"])
         for r in results:
             r["line"] = " ".join(f"{w}/{t}" for w, t in zip(r["tokens"], r["tags"]))

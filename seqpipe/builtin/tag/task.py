@@ -24,21 +24,21 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from seqpipe import hookimpl
-from seqpipe.builtin.per_label import per_label_report
-from seqpipe.onnx.native import sequence_graph
-from seqpipe.contracts import Task, Topology
 from seqpipe.baselines import window_tagger
+from seqpipe.builtin.per_label import per_label_report
+from seqpipe.contracts import Task, Topology
 from seqpipe.data import LabelSpellings, batched, read_conll
 from seqpipe.errors import DataError
 from seqpipe.initial_state import InitialState
 from seqpipe.inputs import encode_all
 from seqpipe.models import SequenceModel, hide_tokens, input_layer, input_width, pad_inputs, step_input
+from seqpipe.onnx.native import sequence_graph
 
 IGNORE = -100  # target at padded positions: no loss, no metric
 
 
 def entity_scheme(labels: list[str]) -> str | None:
-    """"IOB2", "IOBES" or "BMES" when every tag but 'O' is a prefix (B/I; plus E/S; or B/M/E/S, M
+    """ "IOB2", "IOBES" or "BMES" when every tag but 'O' is a prefix (B/I; plus E/S; or B/M/E/S, M
     for inside, common in Chinese corpora) and a type, e.g. B-PER; None for other tag sets
     (part-of-speech tags)."""
     prefixes = {label.split("-", 1)[0] for label in labels if label != "O"}
@@ -55,14 +55,29 @@ def entity_scheme(labels: list[str]) -> str | None:
 
 class TagOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tag_column: str = Field("tags", description="JSON Lines or long-format CSV: the column holding each step's tag "
-                            "(CoNLL files: the last field of each line)")
-    embedding_size: int = Field(64, ge=1, description="token embedding width (token inputs; number vectors are read as they are)")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings and on the head's input (training only)")
-    word_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training tokens replaced by their unknown-word "
-                                "signature (words) or <unk> (augmentation; token inputs only)")
-    strong_baseline: bool = Field(True, description="also report logistic regression on word-window features on the test split "
-                                  "(scikit-learn; seconds to a minute); false: skip it")
+    tag_column: str = Field(
+        "tags",
+        description="JSON Lines or long-format CSV: the column holding each step's tag "
+        "(CoNLL files: the last field of each line)",
+    )
+    embedding_size: int = Field(
+        64, ge=1, description="token embedding width (token inputs; number vectors are read as they are)"
+    )
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="dropout on embeddings and on the head's input (training only)"
+    )
+    word_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="fraction of training tokens replaced by their unknown-word "
+        "signature (words) or <unk> (augmentation; token inputs only)",
+    )
+    strong_baseline: bool = Field(
+        True,
+        description="also report logistic regression on word-window features on the test split "
+        "(scikit-learn; seconds to a minute); false: skip it",
+    )
 
 
 @dataclass
@@ -76,8 +91,14 @@ class TagTask(Task):
     Options = TagOptions
     monitor = "accuracy"  # entity_f1 when the tags mark entities (IOB2, IOBES, BMES)
     monitor_mode = "max"
-    metric_modes = {"accuracy": "max", "macro_f1": "max", "entity_f1": "max", "entity_precision": "max",
-                    "entity_recall": "max", "loss": "min"}
+    metric_modes = {
+        "accuracy": "max",
+        "macro_f1": "max",
+        "entity_f1": "max",
+        "entity_precision": "max",
+        "entity_recall": "max",
+        "loss": "min",
+    }
     sequence_y = "per_step"
     default_input = "words"
     input_column = "tokens"
@@ -97,6 +118,7 @@ class TagTask(Task):
         if self.encoding.reads == "numbers":  # the whole stream, each value at float32's shortest digits
             return shlex.quote(json.dumps([[float(str(v)) for v in step] for step in test[0]]))
         return "--tokens " + shlex.quote(" ".join(test[0]))
+
     example_pipeline = {"data": {"dataset": "brown-pos"}}
 
     def __init__(self, options: TagOptions, data: Any) -> None:
@@ -107,7 +129,9 @@ class TagTask(Task):
         self.examples: dict[str, list[tuple[list[int], list[int]]]] = {}
         self.signature_of: torch.Tensor | None = None  # word id -> its signature id (word dropout)
         self.scheme: str | None = None  # "IOB2", "IOBES" or "BMES" when the tags mark entities
-        self._baselines: dict[str, dict[str, float]] = {}  # split -> the most-frequent-tag baseline's scores, computed once
+        self._baselines: dict[
+            str, dict[str, float]
+        ] = {}  # split -> the most-frequent-tag baseline's scores, computed once
         self.words: dict[str, list[Any]] = {}  # each split's token lists (or number arrays) as read
         self._window: dict[str, float] | None = None  # the strong baseline's test scores, computed once
 
@@ -120,14 +144,20 @@ class TagTask(Task):
         self.labels = sorted({tag for _, tags in train for tag in tags})
         unseen = sorted({tag for _, tags in validation + test for tag in tags} - set(self.labels))
         if unseen:
-            raise DataError(f"{self._spellings.site(unseen)}: tag(s) {', '.join(map(repr, unseen))} occur only outside the training "
-                            "split (the first example is on this line); add training sequences with them or merge them into other tags.")
+            raise DataError(
+                f"{self._spellings.site(unseen)}: tag(s) {', '.join(map(repr, unseen))} occur only outside the "
+                "training "
+                "split (the first example is on this line); add training sequences with them or merge them into other "
+                "tags."
+            )
         self.scheme = entity_scheme(self.labels)
         if self.scheme is not None:
             self.monitor = "entity_f1"  # token accuracy rewards tagging everything 'O' on entity data
         if o.word_dropout and self.encoding.dtype != "int64":
-            raise DataError(f"{self.data.where}: task.options.word_dropout hides tokens, and input.kind = "
-                            f"\"{self.encoding.kind}\" reads number vectors; remove word_dropout.")
+            raise DataError(
+                f"{self.data.where}: task.options.word_dropout hides tokens, and input.kind = "
+                f'"{self.encoding.kind}" reads number vectors; remove word_dropout.'
+            )
         self.encoding.fit([value for value, _ in train])
         cut = self.encoding.max_length or None
         index = {tag: i for i, tag in enumerate(self.labels)}
@@ -143,28 +173,38 @@ class TagTask(Task):
         d, encoding = self.data.config, self.encoding
         if self.data.format == "conll":
             if encoding.reads != "text":
-                raise DataError(f"{self.data.where}: a CoNLL file holds tokens, and input.kind = \"{encoding.kind}\" reads "
-                                "number vectors; give them as JSON Lines (a list of vectors and a list of tags per line) or "
-                                "long-format CSV.")
+                raise DataError(
+                    f'{self.data.where}: a CoNLL file holds tokens, and input.kind = "{encoding.kind}" reads '
+                    "number vectors; give them as JSON Lines (a list of vectors and a list of tags per line) or "
+                    "long-format CSV."
+                )
             sentences = read_conll(path, self.data.where, comment_prefix=d.comment_prefix, account=self.data.account)
             tags = self._read_tags([[t for _, t in s] for s in sentences], [s.lines for s in sentences], path)
             return [([w for w, _ in s], t) for s, t in zip(sentences, tags)]
         if encoding.reads != "numbers":
-            raise DataError(f"{self.data.where}: the tag task reads text from CoNLL files ('token<TAB>tag', blank line between "
-                            f"sentences), found format '{self.data.format}'; set data.format = \"conll\", or read number "
-                            "vectors with input.kind = \"numbers\".")
+            raise DataError(
+                f"{self.data.where}: the tag task reads text from CoNLL files ('token<TAB>tag', blank line between "
+                f"sentences), found format '{self.data.format}'; set data.format = \"conll\", or read number "
+                'vectors with input.kind = "numbers".'
+            )
         columns = encoding.columns(self.input_column)
-        rows = self.data.records(path, [*columns, self.options.tag_column], step_columns=[*columns, self.options.tag_column])
+        rows = self.data.records(
+            path, [*columns, self.options.tag_column], step_columns=[*columns, self.options.tag_column]
+        )
         values = encoding.read(rows, self.input_column, path, "tag")
         out = []
         for row, value in zip(rows, values):
             tags = row[self.options.tag_column]
             if not isinstance(tags, list) or len(tags) != len(value) or not all(isinstance(t, str) and t for t in tags):
                 found = f"{len(tags)} tags" if isinstance(tags, list) else f"{type(tags).__name__} {str(tags)[:30]!r}"
-                raise DataError(f"{path}:{row.line}: column '{self.options.tag_column}' must list one tag (a string) per step: "
-                                f"{len(value)} steps, found {found}.")
+                raise DataError(
+                    f"{path}:{row.line}: column '{self.options.tag_column}' must list one tag (a string) per step: "
+                    f"{len(value)} steps, found {found}."
+                )
             out.append((value, tags))
-        tags = self._read_tags([t for _, t in out], [row.step_lines or [row.line] * len(t) for row, (_, t) in zip(rows, out)], path)
+        tags = self._read_tags(
+            [t for _, t in out], [row.step_lines or [row.line] * len(t) for row, (_, t) in zip(rows, out)], path
+        )
         return [(value, t) for (value, _), t in zip(out, tags)]
 
     def _read_tags(self, tags: list[list[str]], lines: list[list[int]], path) -> list[list[str]]:
@@ -185,23 +225,49 @@ class TagTask(Task):
         symbols = vocabulary.symbols
         index = {s: i for i, s in enumerate(symbols)}
         words = self.encoding.kind == "words"
-        return torch.tensor([(index.get(word_signature(s), 1) if words else 1) if i > 1 and not s.startswith("<unk") else i
-                             for i, s in enumerate(symbols)], dtype=torch.int64)
+        return torch.tensor(
+            [
+                (index.get(word_signature(s), 1) if words else 1) if i > 1 and not s.startswith("<unk") else i
+                for i, s in enumerate(symbols)
+            ],
+            dtype=torch.int64,
+        )
 
-    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                bucket: bool = False) -> Iterator[Batch]:
-        return batched(self.examples[split], batch_size, collate, shuffle=shuffle, generator=generator, bucket=bucket,
-                       length=lambda example: len(example[0]))
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        bucket: bool = False,
+    ) -> Iterator[Batch]:
+        return batched(
+            self.examples[split],
+            batch_size,
+            collate,
+            shuffle=shuffle,
+            generator=generator,
+            bucket=bucket,
+            length=lambda example: len(example[0]),
+        )
 
     # -- model --------------------------------------------------------------------------------
-    def build_model(self, make_topology: Callable[[int], Topology], initial_state: str = "zeros",
-                    initial_state_scale: float = 0.1) -> SequenceModel:
+    def build_model(
+        self, make_topology: Callable[[int], Topology], initial_state: str = "zeros", initial_state_scale: float = 0.1
+    ) -> SequenceModel:
         o = self.options
         topology = make_topology(input_width(self.encoding, o.embedding_size))
         initial = InitialState(initial_state, topology.state_shapes, initial_state_scale)
-        return SequenceModel(input_layer(self.encoding, o.embedding_size, o.dropout), topology,
-                             nn.Linear(topology.output_size, len(self.labels)), initial, output="softmax", per_step=True,
-                             dropout=o.dropout)
+        return SequenceModel(
+            input_layer(self.encoding, o.embedding_size, o.dropout),
+            topology,
+            nn.Linear(topology.output_size, len(self.labels)),
+            initial,
+            output="softmax",
+            per_step=True,
+            dropout=o.dropout,
+        )
 
     def loss(self, model: SequenceModel, batch: Batch) -> torch.Tensor:
         tokens = batch.tokens
@@ -241,16 +307,31 @@ class TagTask(Task):
             valid = batch.targets != IGNORE
             truth.append(batch.targets[valid])
             guess.append(out[valid].argmax(dim=1))
-        return per_label_report(torch.cat(truth).numpy(), torch.cat(guess).numpy(), self.labels, "tag",
-                                "add training sentences holding them", log)
+        return per_label_report(
+            torch.cat(truth).numpy(),
+            torch.cat(guess).numpy(),
+            self.labels,
+            "tag",
+            "add training sentences holding them",
+            log,
+        )
 
     def _strong_baseline(self, target: torch.Tensor) -> dict[str, float]:
         """Logistic regression on word-window features (see seqpipe.baselines), once."""
         if self._window is None:
             tags = {split: [t for _, t in self.examples[split]] for split in self.splits}
-            accuracy = lambda truth, guess: float(np.mean(np.array(truth) == np.array(guess)))
-            predicted = window_tagger(self.words["train"], tags["train"], self.words["validation"], tags["validation"],
-                                      self.words["test"], accuracy)
+
+            def accuracy(truth: list[Any], guess: list[Any]) -> float:
+                return float(np.mean(np.array(truth) == np.array(guess)))
+
+            predicted = window_tagger(
+                self.words["train"],
+                tags["train"],
+                self.words["validation"],
+                tags["validation"],
+                self.words["test"],
+                accuracy,
+            )
             flat = [t for s in predicted for t in s]
             self._window = {"window_accuracy": self._scores(torch.tensor(flat), target)["accuracy"]}
             if self.scheme is not None:
@@ -270,21 +351,27 @@ class TagTask(Task):
         from seqeval.metrics import f1_score, precision_score, recall_score
 
         # BMES's M (inside) is IOBES's I: seqeval reads the rest alike
-        names = [f"I-{label[2:]}" if self.scheme == "BMES" and label.startswith("M-") else label for label in self.labels]
+        names = [
+            f"I-{label[2:]}" if self.scheme == "BMES" and label.startswith("M-") else label for label in self.labels
+        ]
         truth, guess, at = [], [], 0
         for _, tags in self.examples[split]:
             truth.append([names[t] for t in tags])
-            guess.append([names[t] for t in flat_preds[at: at + len(tags)]])
+            guess.append([names[t] for t in flat_preds[at : at + len(tags)]])
             at += len(tags)
         kwargs = {"zero_division": 0}
-        return {"entity_precision": float(precision_score(truth, guess, **kwargs)),
-                "entity_recall": float(recall_score(truth, guess, **kwargs)),
-                "entity_f1": float(f1_score(truth, guess, **kwargs))}
+        return {
+            "entity_precision": float(precision_score(truth, guess, **kwargs)),
+            "entity_recall": float(recall_score(truth, guess, **kwargs)),
+            "entity_f1": float(f1_score(truth, guess, **kwargs)),
+        }
 
     def _scores(self, preds: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         n = len(self.labels)
-        return {"accuracy": float(multiclass_accuracy(preds, target, num_classes=n, average="micro")),
-                "macro_f1": float(multiclass_f1_score(preds, target, num_classes=n, average="macro"))}
+        return {
+            "accuracy": float(multiclass_accuracy(preds, target, num_classes=n, average="micro")),
+            "macro_f1": float(multiclass_f1_score(preds, target, num_classes=n, average="macro")),
+        }
 
     def _baseline_scores(self, split: str, target: torch.Tensor) -> dict[str, float]:
         """The most-frequent-tag baseline's token accuracy (and entity scores) on ``split``; the
@@ -304,7 +391,9 @@ class TagTask(Task):
         by_word: dict[int, Counter] = {}
         overall: Counter = Counter()
         tokens = self.encoding.dtype == "int64"
-        word = (lambda step: step[0]) if self.encoding.word_characters() else (lambda step: step)  # [word id, its characters…]
+        word = (
+            (lambda step: step[0]) if self.encoding.word_characters() else (lambda step: step)
+        )  # [word id, its characters…]
         for ids, tags in self.examples["train"]:
             for w, t in zip(ids, tags):
                 if tokens:
@@ -331,7 +420,7 @@ class TagTask(Task):
         """Token accuracy and macro-F1 of an exported graph (any precision) on ``split``."""
         preds, target = [], []
         for start in range(0, len(self.examples[split]), 256):
-            batch = collate(self.examples[split][start:start + 256])
+            batch = collate(self.examples[split][start : start + 256])
             x, lengths = batch.tokens.numpy(), batch.lengths.numpy()
             y = runner.run(x, lengths)[0] if runner.kind == "sequence" else runner.run_padded(x, lengths)[0]
             valid = batch.targets != IGNORE
@@ -342,7 +431,11 @@ class TagTask(Task):
     def encoding_spec(self) -> dict[str, Any]:
         return {
             "input": self.encoding.to_spec(),
-            "output": {"kind": "probabilities", "labels": self.labels, "read": "y at each step: the tag of the step just read"},
+            "output": {
+                "kind": "probabilities",
+                "labels": self.labels,
+                "read": "y at each step: the tag of the step just read",
+            },
         }
 
 

@@ -24,7 +24,9 @@ class IndRNNCell(Cell):
     state_names = ("h",)
     Options = IndRNNOptions
 
-    def __init__(self, input_size: int, hidden_size: int, activation: str = "relu", recurrent_init_max: float = 1.0) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, activation: str = "relu", recurrent_init_max: float = 1.0
+    ) -> None:
         super().__init__(input_size, hidden_size)
         self.input = nn.Linear(input_size, hidden_size)
         self.recurrent = nn.Parameter(torch.rand(hidden_size) * recurrent_init_max)  # [H]
@@ -32,6 +34,7 @@ class IndRNNCell(Cell):
 
     def forward(self, x_t: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         return (self.activation(self.input(x_t) + self.recurrent * state[0]),)
+
     # no fused kernel exists, so forward_sequence is the contract's masked step loop
 
 
