@@ -388,7 +388,8 @@ class Task(ABC):
     # exports every registered cell × topology for the task on it (None: not covered)
     example_pipeline: ClassVar[dict[str, Any] | None] = None
 
-    # encoded examples per split, filled by prepare(); the trainer counts len(examples["train"])
+    # encoded examples per split, filled by prepare(); the trainer counts len(examples["train"]) and
+    # the default batches() batches them
     examples: dict[str, Sequence[Any]]
 
     def __init__(self, options: BaseModel, data: Any) -> None:
@@ -432,7 +433,7 @@ class Task(ABC):
         """Read and encode the data, fit vocabularies and scalers; return examples per split.
         Bad data raises :class:`seqpipe.errors.DataError` here, before a run directory exists."""
 
-    @abstractmethod
+    # -- batches: by default the examples prepare() left in self.examples, through collate() -------
     def batches(
         self,
         split: str,
@@ -444,8 +445,31 @@ class Task(ABC):
     ) -> Iterator[Batch]:
         """The split's examples as batches (shuffled with ``generator`` while training). ``bucket``
         (``[training] bucket``, only while shuffling): batch examples of similar length together,
-        order still random; :func:`seqpipe.data.batched` does both for a task whose examples are
-        a list. A task without the ``bucket`` keyword is refused at ``check`` when it is asked for."""
+        order still random. By default: ``self.examples[split]`` (a list :meth:`prepare` fills) in
+        chunks of ``batch_size`` through :meth:`collate`, bucketed by :meth:`example_length`
+        (:func:`seqpipe.batching.batched`). A task that overrides this without the ``bucket``
+        keyword is refused at ``check`` when it is asked for."""
+        from seqpipe.batching import batched
+
+        return batched(
+            self.examples[split],
+            batch_size,
+            self.collate,
+            shuffle=shuffle,
+            generator=generator,
+            bucket=bucket,
+            length=self.example_length,
+        )
+
+    def collate(self, examples: list[Any]) -> Batch:
+        """One batch from a list of examples, for the default :meth:`batches`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} uses the default batches(): write collate(examples) -> batch, or batches() itself"
+        )
+
+    def example_length(self, example: Any) -> int:
+        """An example's steps, to bucket by: by default ``len(example[0])``, its input sequence's."""
+        return len(example[0])
 
     # -- model --------------------------------------------------------------------------------
     @abstractmethod

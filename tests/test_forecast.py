@@ -90,6 +90,23 @@ def test_predict_from_onnx_matches_torch_autoregression(forecast_run, forecast_m
     expected = task.forecast(model, np.array([cut]), 4)[0, :, 0]  # [steps, columns]: the one column
     assert np.allclose(served, expected, rtol=1e-5, atol=1e-3)
     assert predict_without_torch(env, str(forecast_run / "out"), str(history), "--steps", "4")[0]["forecast"] == served
+    assert "short_history" not in json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_history_shorter_than_the_window_is_said_not_silent(forecast_run, tmp_path):
+    values = np.loadtxt(SUNSPOTS, delimiter=",", skiprows=1)[:, 1]
+    history = tmp_path / "short.csv"
+    history.write_text("YEAR,SUNACTIVITY\n" + "\n".join(f"{1700 + i},{v}" for i, v in enumerate(values[:5])))
+    said = CliRunner().invoke(main, ["predict", str(forecast_run / "out"), str(history), "--steps", "2"])
+    assert said.exit_code == 0, said.output
+    assert (
+        "(from 5 past rows; the model was trained on 12: give 12 or more for the forecasts it was tested on)"
+        in said.output
+    )
+    result = json.loads(
+        CliRunner().invoke(main, ["predict", str(forecast_run / "out"), str(history), "--steps", "2", "--json"]).stdout
+    )
+    assert result["short_history"] == {"rows": 5, "window": 12} and result["history_used"] == 5
 
 
 numeric_batches = st.integers(1, 5).flatmap(

@@ -6,6 +6,7 @@ started from initial_state/), and the sequence model give seqpipe predict's prob
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -159,6 +160,14 @@ def test_refusals_are_one_line(trained, repo, tmp_path):
     nothing = runner.invoke(main, ["export", "triton", str(tmp_path), "--out", str(tmp_path / "repo")])
     assert nothing.exit_code == 2 and len(nothing.output.strip().splitlines()) == 1
     assert "no .onnx files" in nothing.output
+    changed = tmp_path / "changed"
+    shutil.copytree(trained / "run", changed, ignore=shutil.ignore_patterns(".lock"))
+    with (changed / "onnx" / "step.onnx").open("ab") as fh:
+        fh.write(b"\0")  # changed after the run wrote it: what predict refuses, Triton is not given
+    refused = runner.invoke(main, ["export", "triton", str(changed), "--out", str(tmp_path / "repo-changed")])
+    assert refused.exit_code != 0 and len(refused.output.strip().splitlines()) == 1
+    assert "its SHA-256 differs from the one in manifest.json" in refused.output
+    assert not (tmp_path / "repo-changed").exists()
     forced = runner.invoke(
         main, ["export", "triton", str(trained / "run"), "--out", str(repo), "--force", "--name", "spam"]
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from seqpipe.kit.common import OPSET, _assert_close, _ragged_batch, _random_state
+from seqpipe.signature import state_input, state_output
 
 if TYPE_CHECKING:
     import onnx
@@ -67,8 +68,8 @@ def _compare_one_step(model, session, name: str, label: str, atol: float, genera
     with torch.no_grad():
         y, new = model.step(x_t, state)
     names = list(model.state_names)
-    feeds = {"x": x_t.numpy(), **{f"state_in.{n}": s.numpy() for n, s in zip(names, state)}}
-    got = session.run(["y", *(f"state_out.{n}" for n in names)], feeds)
+    feeds = {"x": x_t.numpy(), **{state_input(n): s.numpy() for n, s in zip(names, state)}}
+    got = session.run(["y", *(state_output(n) for n in names)], feeds)
     _assert_close(got[0], y, atol, f"{name}: {label} vs torch, y")
     for state_name, g, e in zip(names, got[1:], new):
         _assert_close(g, e, atol, f"{name}: {label} vs torch, state '{state_name}'")
@@ -123,8 +124,8 @@ def _compare_sequence_graph(
             y, final = model.sequence_output(x, lengths, state)
         feeds = {"x": x.numpy(), "lengths": lengths.numpy()}
         if state is not None:
-            feeds.update({f"state_in.{n}": s.numpy() for n, s in zip(names, state)})
-        got = session.run(["y", *(f"state_out.{n}" for n in names)], feeds)
+            feeds.update({state_input(n): s.numpy() for n, s in zip(names, state)})
+        got = session.run(["y", *(state_output(n) for n in names)], feeds)
         _assert_close(got[0], y, atol, f"{name}: {label} vs torch from {start}, y", valid)
         for state_name, g, e in zip(names, got[1:], final):
             _assert_close(g, e, atol, f"{name}: {label} vs torch from {start}, final state '{state_name}'")

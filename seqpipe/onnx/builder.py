@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
+from seqpipe.signature import state_input, state_output
+
 IR_VERSION = 10  # onnxruntime 1.20+ reads it; onnx would otherwise stamp its newest
 
 
@@ -68,11 +70,11 @@ def optional_state_inputs(g: GraphBuilder, defaults: dict[str, np.ndarray], batc
     out = []
     for name, default in defaults.items():
         value = np.asarray(default, np.float32)[None]  # [1, S, size]
-        g.initializers.append(numpy_helper.from_array(value, f"state_in.{name}"))
+        g.initializers.append(numpy_helper.from_array(value, state_input(name)))
         shape = g.op(
             "Concat", [batch, g.const("slots_size", np.array(value.shape[1:], np.int64))], "state_shape", axis=0
         )[0]
-        out.append(g.op("Expand", [f"state_in.{name}", shape], f"initial_{name}")[0])
+        out.append(g.op("Expand", [state_input(name), shape], f"initial_{name}")[0])
     return out
 
 
@@ -81,6 +83,8 @@ def state_value_infos(
 ) -> list[onnx.ValueInfoProto]:
     """``state_in.<name>`` or ``state_out.<name>`` (``direction`` "in"/"out") [batch, slots, size] per state."""
     return [
-        helper.make_tensor_value_info(f"state_{direction}.{n}", TensorProto.FLOAT, [batch, *shape])
+        helper.make_tensor_value_info(
+            state_input(n) if direction == "in" else state_output(n), TensorProto.FLOAT, [batch, *shape]
+        )
         for n, shape in shapes.items()
     ]

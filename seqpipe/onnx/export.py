@@ -21,6 +21,7 @@ from seqpipe.onnx.loop import loop_sequence_graph
 from seqpipe.onnx.native import native_step_support, native_support, sequence_graph, step_graph
 from seqpipe.onnx.spec import io_shapes
 from seqpipe.onnx.torch_export import check_onnx, export_module
+from seqpipe.signature import state_input, state_output
 
 
 class StepGraph(nn.Module):
@@ -36,7 +37,7 @@ class StepGraph(nn.Module):
 
 
 def step_io_names(state_names: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    return ["x", *(f"state_in.{n}" for n in state_names)], ["y", *(f"state_out.{n}" for n in state_names)]
+    return ["x", *(state_input(n) for n in state_names)], ["y", *(state_output(n) for n in state_names)]
 
 
 def export_step(

@@ -17,6 +17,7 @@ from onnx import NodeProto, TensorProto, helper, numpy_helper
 
 from seqpipe.errors import ExportError
 from seqpipe.onnx.builder import GraphBuilder, optional_state_inputs
+from seqpipe.signature import state_input, state_output
 
 # build_step(x_t, states) -> (body nodes, new states, y): one step, reading the given names
 StepBuilder = Callable[[str, list[str]], tuple[list[NodeProto], list[str], str]]
@@ -127,7 +128,7 @@ def loop_sequence_graph(
     initial = optional_state_inputs(g, defaults, "x")
 
     def build_step(x_t: str, states: list[str]) -> tuple[list[NodeProto], list[str], str]:
-        rename = {"x": x_t, **{f"state_in.{n}": s for n, s in zip(names, states)}}
+        rename = {"x": x_t, **{state_input(n): s for n, s in zip(names, states)}}
         nodes = []
         for node in sg.node:
             new = onnx.NodeProto()
@@ -136,7 +137,7 @@ def loop_sequence_graph(
             new.input[:] = [rename.get(i, PREFIX + i) if i else i for i in node.input]
             new.output[:] = [PREFIX + o if o else o for o in node.output]
             nodes.append(new)
-        return nodes, [f"{PREFIX}state_out.{n}" for n in names], f"{PREFIX}y"
+        return nodes, [PREFIX + state_output(n) for n in names], f"{PREFIX}y"
 
     y0 = None
     if not per_step:
@@ -167,7 +168,7 @@ def loop_sequence_graph(
         y = last
     g.nodes.append(helper.make_node("Identity", [y], ["y"], name="y"))
     for n, final in zip(names, finals):
-        g.nodes.append(helper.make_node("Identity", [final], [f"state_out.{n}"], name=f"state_out_{n}"))
+        g.nodes.append(helper.make_node("Identity", [final], [state_output(n)], name=f"state_out_{n}"))
     x_dims = [d.dim_param or d.dim_value for d in x_info.type.tensor_type.shape.dim]
     graph = helper.make_graph(
         g.nodes,
@@ -177,7 +178,7 @@ def loop_sequence_graph(
             helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
         ]
         + [
-            helper.make_tensor_value_info(f"state_in.{n}", TensorProto.FLOAT, ["state_batch", *np.shape(defaults[n])])
+            helper.make_tensor_value_info(state_input(n), TensorProto.FLOAT, ["state_batch", *np.shape(defaults[n])])
             for n in names
         ],
         [
@@ -186,7 +187,7 @@ def loop_sequence_graph(
             )
         ]
         + [
-            helper.make_tensor_value_info(f"state_out.{n}", TensorProto.FLOAT, ["batch", *np.shape(defaults[n])])
+            helper.make_tensor_value_info(state_output(n), TensorProto.FLOAT, ["batch", *np.shape(defaults[n])])
             for n in names
         ],
         initializer=g.initializers,

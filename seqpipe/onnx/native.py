@@ -39,6 +39,7 @@ from seqpipe.onnx.pooling import pool_sequence, pool_step
 from seqpipe.onnx.torch_export import export_module
 from seqpipe.onnx.word_characters import emit_word_characters
 from seqpipe.pooling import POOL_STATE
+from seqpipe.signature import state_input, state_output
 from seqpipe.word_characters import WordCharacters
 
 
@@ -118,8 +119,8 @@ def _export_cell(g: GraphBuilder, cell: Cell, prefix: str) -> onnx.GraphProto:
             _CellStep(cell.eval().cpu()).eval(),
             args,
             path,
-            input_names=["x", *(f"state_in.{n}" for n in names)],
-            output_names=[f"state_out.{n}" for n in names],
+            input_names=["x", *(state_input(n) for n in names)],
+            output_names=[state_output(n) for n in names],
             dynamic_shapes=({0: batch}, tuple({0: batch} for _ in names)),
             opset=g.opset,
             exporter="dynamo",
@@ -182,10 +183,10 @@ def _cell_loop(
     names = list(cell.state_names)
 
     def build_step(x_t: str, states: list[str]) -> tuple[list[NodeProto], list[str], str]:
-        rename = {"x": x_t, **{f"state_in.{n}": s for n, s in zip(names, states)}}
+        rename = {"x": x_t, **{state_input(n): s for n, s in zip(names, states)}}
         for node in body.node:
             node.input[:] = [rename.get(i, i) for i in node.input]
-        new = [f"{prefix}state_out.{n}" for n in names]
+        new = [prefix + state_output(n) for n in names]
         return list(body.node), new, new[0]
 
     finals, _, outputs = masked_loop(
@@ -424,7 +425,7 @@ def _emit_outputs(g: GraphBuilder, model, logits: str, states: list[str]) -> Non
         g.nodes.append(helper.make_node("Identity", [logits], ["y"], name="values"))
     for state_name, state in zip(model.state_names, states):
         g.nodes.append(
-            helper.make_node("Identity", [state], [f"state_out.{state_name}"], name=f"state_out_{state_name}")
+            helper.make_node("Identity", [state], [state_output(state_name)], name=f"state_out_{state_name}")
         )
 
 
@@ -454,11 +455,11 @@ def step_graph(model, opset: int, name: str) -> onnx.ModelProto:
     x_info, embedded = _input(g, model, time=False)
     one_step = g.op("Unsqueeze", [embedded, g.const("axis0", np.array([0], np.int64))], "one_step")[0]  # [1, B, E]
     # no sequence_lens: every sequence runs its one step
-    summary, states, _ = emit_topology(g, model.body, one_step, "", [f"state_in.{n}" for n in model.body.state_names])
+    summary, states, _ = emit_topology(g, model.body, one_step, "", [state_input(n) for n in model.body.state_names])
     if (
         model.pooling is not None
     ):  # the running statistics take this step's output (native_step_support: a streaming one)
-        summary, pool = pool_step(g, model.pooling, summary, f"state_in.{POOL_STATE}")
+        summary, pool = pool_step(g, model.pooling, summary, state_input(POOL_STATE))
         states = states + [pool]
     logits = g.op(
         "Gemm",

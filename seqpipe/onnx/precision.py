@@ -21,6 +21,7 @@ import onnx
 
 from seqpipe.onnx.spec import write_metadata
 from seqpipe.pooling import POOL_STATE
+from seqpipe.signature import state_input, state_output
 
 
 def copy_path(fp32_path: Path, precision: str) -> Path:
@@ -82,7 +83,7 @@ def convert_fp16(src: Path, dst: Path) -> dict:
         # a step count stops growing at 2048. Only in the graphs seqpipe writes from native
         # operators, whose pooling nodes it names: a traced step graph's, and the Loop body of a
         # plugin cell's sequence graph, are converted whole.
-        pool_io = {f"state_in.{POOL_STATE}", f"state_out.{POOL_STATE}"}
+        pool_io = {state_input(POOL_STATE), state_output(POOL_STATE)}
         pooling = [
             node.name
             for node in model.graph.node

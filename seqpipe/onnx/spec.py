@@ -15,6 +15,7 @@ import onnx
 import seqpipe
 from seqpipe.contracts import StepModel, Task
 from seqpipe.serving.metadata import CHECKSUM_KEY, checksum
+from seqpipe.signature import state_input, state_output
 
 FORMAT_VERSION = 1
 
@@ -27,7 +28,7 @@ def state_shape(model: StepModel, name: str) -> list[Any]:
 def states_spec(model: StepModel) -> list[dict[str, Any]]:
     """The states a caller carries between calls: name, shape, and the graph's input and output for it."""
     return [
-        {"name": n, "shape": state_shape(model, n), "input": f"state_in.{n}", "output": f"state_out.{n}"}
+        {"name": n, "shape": state_shape(model, n), "input": state_input(n), "output": state_output(n)}
         for n in model.state_names
     ]
 
@@ -35,7 +36,12 @@ def states_spec(model: StepModel) -> list[dict[str, Any]]:
 def state_io(model: StepModel, direction: str, **extra: Any) -> list[dict[str, Any]]:
     """The graph's ``state_in.<name>`` or ``state_out.<name>`` entries (``direction`` "in"/"out"), one per state."""
     return [
-        {"name": f"state_{direction}.{n}", "dtype": "float32", "shape": state_shape(model, n), **extra}
+        {
+            "name": state_input(n) if direction == "in" else state_output(n),
+            "dtype": "float32",
+            "shape": state_shape(model, n),
+            **extra,
+        }
         for n in model.state_names
     ]
 

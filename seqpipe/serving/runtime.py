@@ -25,6 +25,7 @@ from onnx import TensorProto, helper
 
 from seqpipe.errors import SeqpipeError
 from seqpipe.serving.metadata import load_beside, read_spec
+from seqpipe.signature import state_input, state_output
 
 STEP_FILE = "step.onnx"
 SEQUENCE_FILE = "sequence.onnx"
@@ -262,7 +263,7 @@ class StepRunner(OnnxGraph):
 
     def step(self, x: np.ndarray, state: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         feeds = {"x": np.ascontiguousarray(x, dtype=self.x_dtype)}
-        feeds.update({f"state_in.{n}": state[n] for n in self.state_names})
+        feeds.update({state_input(n): state[n] for n in self.state_names})
         y, *new = self.session.run(None, feeds)
         return y, dict(zip(self.state_names, new))
 
@@ -307,7 +308,7 @@ class SequenceRunner(OnnxGraph):
         to continue sequences, or from the file's initial state when it is None."""
         feeds = {"x": np.ascontiguousarray(x, dtype=self.x_dtype), "lengths": np.asarray(lengths, dtype=np.int64)}
         if state is not None:
-            feeds.update({f"state_in.{n}": np.ascontiguousarray(state[n], dtype=np.float32) for n in self.state_names})
+            feeds.update({state_input(n): np.ascontiguousarray(state[n], dtype=np.float32) for n in self.state_names})
         y, *states = self.session.run(None, feeds)
         return y, dict(zip(self.state_names, states))
 
@@ -421,8 +422,8 @@ class Stream:
         binding = self.runner.session.io_binding()
         write = 1 - read
         for n in self.runner.state_names:
-            binding.bind_ortvalue_input(f"state_in.{n}", self._buffers[read][n])
-            binding.bind_ortvalue_output(f"state_out.{n}", self._buffers[write][n])
+            binding.bind_ortvalue_input(state_input(n), self._buffers[read][n])
+            binding.bind_ortvalue_output(state_output(n), self._buffers[write][n])
         binding.bind_ortvalue_output("y", self._y)
         if self._x is not None:
             binding.bind_ortvalue_input("x", self._x)

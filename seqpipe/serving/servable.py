@@ -30,11 +30,11 @@ def check_servable(model: Path) -> None:
     else:
         return  # the runtime names the missing path
     for graph in graphs:
+        manifest.verify(graph, run_dir, fix=f"export it again (seqpipe run), or {UNCHECKED}")  # changed since the run?
         try:
             proto = onnx.load(str(graph), load_external_data=False)
         except Exception:
-            return  # not ONNX at all: the runtime refuses it with the parser's words
-        manifest.verify(graph, run_dir, fix=f"export it again (seqpipe run), or {UNCHECKED}")
+            return  # not ONNX at all, and no manifest says otherwise: the runtime refuses it with the parser's words
         _parity_passed(proto, graph)
 
 

@@ -81,7 +81,12 @@ def export_triton(
         raise SeqpipeError(f"--max-batch-size {max_batch_size}: give at least 1.")
     written = []
     for path in graphs:
-        proto = onnx.load(str(path))
+        try:
+            proto = onnx.load(str(path))
+        except Exception as exc:  # the protobuf parser's own error: one line naming the file
+            raise SeqpipeError(
+                f"{path}: not a valid ONNX model ({type(exc).__name__}); export the run again."
+            ) from None
         spec = read_spec(proto, path)
         model_name = f"{base}-{spec['graph']}"
         folder = out / model_name

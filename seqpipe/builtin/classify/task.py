@@ -8,7 +8,7 @@ float32 features). As in the seed's ``VanillaRNN``, every step yields the runnin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ from seqpipe import hookimpl
 from seqpipe.baselines import nearest_neighbour, summary_classifier, text_classifier
 from seqpipe.builtin.per_label import per_label_report
 from seqpipe.contracts import Task, Topology
-from seqpipe.data import LabelSpellings, batched
+from seqpipe.data import LabelSpellings
 from seqpipe.errors import DataError
 from seqpipe.initial_state import InitialState
 from seqpipe.inputs import encode_all
@@ -208,24 +208,8 @@ class ClassifyTask(Task):
         labels = self._spellings.read([str(r[o.label_column]) for r in rows], path, [r.line for r in rows])
         return list(zip(encoding.read(rows, self.input_column, path, "classify"), labels))
 
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        generator: torch.Generator | None = None,
-        bucket: bool = False,
-    ) -> Iterator[Batch]:
-        return batched(
-            self.examples[split],
-            batch_size,
-            collate,
-            shuffle=shuffle,
-            generator=generator,
-            bucket=bucket,
-            length=lambda example: len(example[0]),
-        )
+    def collate(self, examples: list[Any]) -> Batch:
+        return collate(examples)  # the module's collate below: the default batches() calls this one
 
     # -- model --------------------------------------------------------------------------------
     def build_model(

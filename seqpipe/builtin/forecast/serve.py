@@ -170,6 +170,12 @@ class ForecastPredictor(Predictor):
                 + ", ".join(f"{when}{v:.4g}" for when, v in zip(said, values[:, columns.index(c)]))
                 for c in targets
             )
+        if len(history.values) < window:  # said, not silent: the model learned from windows of `window` rows
+            result["short_history"] = {"rows": len(history.values), "window": window}
+            result["line"] += (
+                f"  (from {len(history.values)} past rows; the model was trained on {window}: give {window} or more "
+                "for the forecasts it was tested on)"
+            )
         return [result]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from torchmetrics.functional.text import perplexity
 
 from seqpipe import hookimpl
 from seqpipe.contracts import Task, Topology
-from seqpipe.data import batched, number, read_records, text_values
+from seqpipe.data import number, read_records, text_values
 from seqpipe.encoding import PAD, UNK, CharVocabulary
 from seqpipe.errors import DataError
 from seqpipe.initial_state import ConditionedInitialState
@@ -33,6 +33,7 @@ from seqpipe.models import SequenceModel, token_embedding
 from seqpipe.onnx.parity import compare, report
 from seqpipe.onnx.spec import base_spec, state_io, states_spec, write_metadata
 from seqpipe.onnx.torch_export import export_module
+from seqpipe.signature import state_output
 
 IGNORE = -100
 SOS, EOS = "<sos>", "<eos>"
@@ -166,26 +167,7 @@ class GenerateTask(Task):
     def eos_id(self) -> int:
         return 3
 
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        generator: torch.Generator | None = None,
-        bucket: bool = False,
-    ) -> Iterator[Batch]:
-        return batched(
-            self.examples[split],
-            batch_size,
-            self._collate,
-            shuffle=shuffle,
-            generator=generator,
-            bucket=bucket,
-            length=lambda example: len(example[0]),
-        )
-
-    def _collate(self, examples: list[tuple[list[int], int]]) -> Batch:
+    def collate(self, examples: list[tuple[list[int], int]]) -> Batch:
         lengths = torch.tensor([len(ids) + 1 for ids, _ in examples], dtype=torch.int64)
         tokens = torch.zeros(len(examples), int(lengths.max()), dtype=torch.int64)
         targets = torch.full_like(tokens, IGNORE)
@@ -277,13 +259,13 @@ class GenerateTask(Task):
         return torch.full((batch,), self.sos_id, dtype=torch.int64)
 
     def parity_inputs(self, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
-        batch = self._collate(self.examples[split][:limit])
+        batch = self.collate(self.examples[split][:limit])
         return batch.tokens.numpy(), batch.lengths.numpy()
 
     @torch.no_grad()
     def parity_start(self, model: SequenceModel, split: str, limit: int) -> dict[str, np.ndarray]:
         """Each test sequence starts from the state its condition gives."""
-        condition = self._collate(self.examples[split][:limit]).condition
+        condition = self.collate(self.examples[split][:limit]).condition
         return {n: s.numpy() for n, s in zip(model.state_names, model.initial.eval().from_condition(condition))}
 
     def export_graph(
@@ -303,7 +285,7 @@ class GenerateTask(Task):
         from seqpipe.serving.runtime import OnnxGraph
 
         model = model.eval().cpu()
-        outputs = [f"state_out.{n}" for n in model.state_names]
+        outputs = [state_output(n) for n in model.state_names]
         batch = torch.export.Dim("batch", min=1)
         example = torch.zeros(2, len(self.vector_mean)) if self.vector else torch.zeros(2, dtype=torch.int64)
         described = export_module(
@@ -331,7 +313,7 @@ class GenerateTask(Task):
         )
         write_metadata(path, spec)
         # every label (for label conditions), and the test rows' conditions as one batch
-        condition = self._collate(self.examples["test"][:limit]).condition.numpy()
+        condition = self.collate(self.examples["test"][:limit]).condition.numpy()
         if not self.vector:
             condition = np.concatenate([np.arange(len(self.conditions)), condition])
         runner = OnnxGraph(path, device="cpu")

@@ -15,6 +15,7 @@ from seqpipe.predictor import PredictOptions, Predictor
 from seqpipe.serving.decoding import BEAM, MAX_LENGTH, beam_search, sample
 from seqpipe.serving.predict import encode_inputs, encoding_from_spec
 from seqpipe.serving.runtime import OnnxGraph, run_file
+from seqpipe.signature import state_input
 
 
 class Transcriber:
@@ -38,7 +39,7 @@ class Transcriber:
         tiled: dict[int, tuple[np.ndarray, np.ndarray]] = {len(memory): (memory, memory_lengths)}
 
         def step(tokens: np.ndarray, state: dict[str, np.ndarray]):
-            feeds = {"x": tokens.astype(np.int64), **{f"state_in.{n}": state[n] for n in self.state_names}}
+            feeds = {"x": tokens.astype(np.int64), **{state_input(n): state[n] for n in self.state_names}}
             if self.attends:
                 rows = len(tokens)
                 if (

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +33,6 @@ from torchmetrics.functional.text import word_error_rate
 
 from seqpipe import hookimpl
 from seqpipe.contracts import State, Task, Topology
-from seqpipe.data import batched
 from seqpipe.encoding import PAD, UNK
 from seqpipe.errors import DataError
 from seqpipe.initial_state import InitialState
@@ -44,6 +43,7 @@ from seqpipe.onnx.native import emit_topology
 from seqpipe.onnx.parity import compare, outputs, report, three_way
 from seqpipe.onnx.spec import base_spec, state_io, states_spec, write_metadata
 from seqpipe.onnx.torch_export import check_onnx, export_module
+from seqpipe.signature import state_input, state_output
 
 IGNORE = -100
 SOS, EOS = "<sos>", "<eos>"
@@ -280,25 +280,11 @@ class Seq2SeqTask(Task):
             )
         )
 
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        generator: torch.Generator | None = None,
-        bucket: bool = False,
-    ) -> Iterator[Batch]:
-        # both sides are padded, so similar sums of source and target lengths share a batch
-        return batched(
-            self.examples[split],
-            batch_size,
-            collate,
-            shuffle=shuffle,
-            generator=generator,
-            bucket=bucket,
-            length=lambda example: len(example[0]) + len(example[1]),
-        )
+    def collate(self, examples: list[Any]) -> Batch:
+        return collate(examples)  # the module's collate below: the default batches() calls this one
+
+    def example_length(self, example: Any) -> int:
+        return len(example[0]) + len(example[1])  # source and target steps: what a batch pads
 
     # -- model --------------------------------------------------------------------------------
     def build_model(
@@ -452,7 +438,7 @@ class Seq2SeqTask(Task):
         _, states, outputs = emit_topology(g, model.body, time_major, lengths32, initial)
         g.nodes.append(helper.make_node("Transpose", [outputs], ["memory"], perm=[1, 0, 2], name="memory"))  # [B, S, H]
         for name, state in zip(model.state_names, states):
-            g.nodes.append(helper.make_node("Identity", [state], [f"state_out.{name}"], name=f"state_out_{name}"))
+            g.nodes.append(helper.make_node("Identity", [state], [state_output(name)], name=f"state_out_{name}"))
         graph = helper.make_graph(
             g.nodes,
             "seqpipe_seq2seq_encoder",
@@ -473,8 +459,8 @@ class Seq2SeqTask(Task):
         b, s = torch.export.Dim("batch", min=1), torch.export.Dim("source_time", min=1)
         token = torch.full((2,), SOS_ID, dtype=torch.int64)
         state = model.initial(2)
-        outputs = [f"state_out.{n}" for n in model.state_names]
-        inputs_state = [f"state_in.{n}" for n in model.state_names]
+        outputs = [state_output(n) for n in model.state_names]
+        inputs_state = [state_input(n) for n in model.state_names]
         if model.attention is None:
             return export_module(
                 PlainDecoderStep(model).eval(),
@@ -583,7 +569,7 @@ class Seq2SeqTask(Task):
         for t in range(batch.target_in.shape[1]):
             token = batch.target_in[:, t]
             y, w, new = model.decode_step(token, memory, batch.source_lengths, torch_state)
-            feeds = {"x": token.numpy(), **{f"state_in.{n}": ort_state[n] for n in names}}
+            feeds = {"x": token.numpy(), **{state_input(n): ort_state[n] for n in names}}
             if model.attention is not None:
                 feeds.update(memory=memory.numpy(), memory_lengths=batch.source_lengths.numpy())
             out = runner.session.run(None, feeds)

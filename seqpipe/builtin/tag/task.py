@@ -11,7 +11,7 @@ needs; a bidirectional topology reads the whole sequence and exports only the se
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from seqpipe import hookimpl
 from seqpipe.baselines import window_tagger
 from seqpipe.builtin.per_label import per_label_report
 from seqpipe.contracts import Task, Topology
-from seqpipe.data import LabelSpellings, batched, read_conll
+from seqpipe.data import LabelSpellings, read_conll
 from seqpipe.errors import DataError
 from seqpipe.initial_state import InitialState
 from seqpipe.inputs import encode_all
@@ -233,24 +233,8 @@ class TagTask(Task):
             dtype=torch.int64,
         )
 
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        generator: torch.Generator | None = None,
-        bucket: bool = False,
-    ) -> Iterator[Batch]:
-        return batched(
-            self.examples[split],
-            batch_size,
-            collate,
-            shuffle=shuffle,
-            generator=generator,
-            bucket=bucket,
-            length=lambda example: len(example[0]),
-        )
+    def collate(self, examples: list[Any]) -> Batch:
+        return collate(examples)  # the module's collate below: the default batches() calls this one
 
     # -- model --------------------------------------------------------------------------------
     def build_model(
