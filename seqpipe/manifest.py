@@ -107,6 +107,15 @@ def forget(path: Path) -> None:
             _write(run_dir, manifest)
 
 
+def lists(path: Path, run_dir: Path | None = None) -> bool:
+    """Whether the manifest of ``path``'s run directory (``run_dir``, or the nearest) lists it."""
+    run_dir = run_dir or run_dir_of(path)
+    if run_dir is None:
+        return False
+    manifest = _read_if_any(run_dir)
+    return manifest is not None and _key(run_dir, path) in manifest["files"]
+
+
 def verify(path: Path, run_dir: Path | None = None, *, fix: str) -> None:
     """Refuse ``path`` in one line unless its SHA-256 is the one its run directory's manifest holds.
 
