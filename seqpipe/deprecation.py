@@ -49,19 +49,14 @@ def moved_names(old_module: str, moved: dict[str, str], removed_in: str) -> Call
         if name not in moved:
             raise AttributeError(f"module {old_module!r} has no attribute {name!r}")
         new_module = moved[name]
-        warnings.warn(
-            f"{old_module}.{name} moved to {new_module}.{name}: import it from there "
-            f"(the old name goes in seqpipe {removed_in}).",
-            MovedNameWarning,
-            stacklevel=2,
-        )
-        return _kept(old_module, name, getattr(importlib.import_module(new_module), name))
+        return _moved(old_module, name, new_module, getattr(importlib.import_module(new_module), name), removed_in)
 
     return __getattr__
 
 
 def moved_module(old_module: str, new_modules: tuple[str, ...], removed_in: str) -> Callable[[str], Any]:
-    """A module ``__getattr__`` for a module that became a package: any public name is looked up in
+    """A module ``__getattr__`` for a module whose names went to several (a module that became a
+    package, or one that is gone): any public name is looked up in
     ``new_modules`` in turn (imported only then, so the package itself stays cheap to import)."""
 
     def __getattr__(name: str) -> Any:
@@ -70,16 +65,22 @@ def moved_module(old_module: str, new_modules: tuple[str, ...], removed_in: str)
             held = [m for m in modules if name in vars(m)]  # vars, not hasattr: no other module's moved names
             defined = [m for m in held if getattr(vars(m)[name], "__module__", None) == m.__name__]
             for module in defined[:1] or held[:1]:  # where it is defined, else the first that imports it
-                warnings.warn(
-                    f"{old_module}.{name} moved to {module.__name__}.{name}: import it from there "
-                    f"(the old name goes in seqpipe {removed_in}).",
-                    MovedNameWarning,
-                    stacklevel=2,
-                )
-                return _kept(old_module, name, vars(module)[name])
+                return _moved(old_module, name, module.__name__, vars(module)[name], removed_in)
         raise AttributeError(f"module {old_module!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+def _moved(old_module: str, name: str, new_module: str, value: Any, removed_in: str) -> Any:
+    """The warning every moved name gives, pointed at the line that imported it (the caller of the
+    module ``__getattr__`` that calls this), and ``value``."""
+    warnings.warn(
+        f"{old_module}.{name} moved to {new_module}.{name}: import it from there "
+        f"(the old name goes in seqpipe {removed_in}).",
+        MovedNameWarning,
+        stacklevel=3,
+    )
+    return _kept(old_module, name, value)
 
 
 def _kept(old_module: str, name: str, value: Any) -> Any:

@@ -107,9 +107,9 @@ def export_triton(
 
 
 def _graphs(run: Path) -> list[Path]:
-    folder = run / "onnx" if (run / "onnx").is_dir() else run
     if not run.is_dir():
         raise SeqpipeError(f"{run}: not a run directory; pass the folder `seqpipe run` wrote.")
+    folder = run / "onnx" if (run / "onnx").is_dir() else run
     graphs = [p for p in sorted(folder.glob("*.onnx")) if p.name.count(".") == 1]  # not the int8 / fp16 copies
     if not graphs:
         raise SeqpipeError(f"{run}: no .onnx files in its onnx/ folder; pass a finished run directory.")
