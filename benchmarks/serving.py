@@ -22,6 +22,8 @@ each step's ``y`` comes back to the host on both sides, as an application readin
 Each library keeps its own TF32 choice (onnxruntime's MatMul/Gemm in fp32, as seqpipe runs them);
 ``benchmarks/cuda_check.sh`` runs this under NVIDIA_TF32_OVERRIDE=0, so both sides compute in fp32.
 
+The server (`seqpipe serve`) has its own benchmark: ``python benchmarks/server.py``.
+
 Each ratio comes from its own pair of contenders timed in alternating rounds (order flipped each
 round), keeping each one's median, because this machine is shared and noisy; only ratios are
 meaningful across machines. The int8 rows time raw onnxruntime sessions of the dynamic

@@ -387,4 +387,78 @@ def export_triton_command(run: Path, out: Path, name: str | None, max_batch_size
     click.echo(f"serve it: tritonserver --model-repository {out.resolve()}")
 
 
+@main.command()
+@click.argument("runs", nargs=-1, required=True, metavar="RUN|NAME=RUN...")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 in a container).")
+@click.option("--http-port", default=8080, show_default=True, type=int, help="REST port (V2 protocol).")
+@click.option("--grpc-port", default=8081, show_default=True, type=int, help="gRPC port (V2 protocol).")
+@click.option("--metrics-port", default=8082, show_default=True, type=int, help="Prometheus metrics port.")
+@click.option(
+    "--workers",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="MLServer's parallel inference processes (0: in the server's own process).",
+)
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@click.option(
+    "--max-batch-size",
+    default=64,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most inputs per request, and per batch gathered across requests.",
+)
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="onnxruntime threads per batch: one answers a lone request soonest (more cores: more --workers).",
+)
+@click.option("--unchecked", is_flag=True, help="Serve runs that did not finish or pass parity (said once per run).")
+def serve(
+    runs: tuple[str, ...],
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    workers: int,
+    device: str,
+    max_batch_size: int,
+    threads: int,
+    unchecked: bool,
+) -> None:
+    """Serve runs over the Open Inference Protocol (V2, REST and gRPC) on MLServer: per run, NAME (the task's
+    predictor: text in, seqpipe predict's records out) and NAME-<graph> (each ONNX graph: tensors in and
+    out, the state carried by the client). NAME defaults to the run directory's name."""
+    from seqpipe.serving.servable import check_servable
+    from seqpipe.serving.server import check_ports, parse_run, plan, start
+
+    for argument in runs:
+        run = parse_run(argument)[1]
+        if unchecked:
+            click.echo(f"{run}: served unchecked (--unchecked)", err=True)
+        else:
+            check_servable(run)
+    served = plan(list(runs))
+    check_ports(host, http_port, grpc_port, metrics_port)
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
+    for model in served:
+        click.echo(
+            f"{model.name} (version {model.version}; {model.what}): http://{shown}:{http_port}/v2/models/{model.name}"
+        )
+    click.echo(f"gRPC on {host}:{grpc_port}, metrics on http://{shown}:{metrics_port}/metrics; Ctrl-C stops.")
+    start(
+        served,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        workers=workers,
+        device=device,
+        max_batch_size=max_batch_size,
+        threads=threads,
+    )
+
+
 main.add_command(predict)

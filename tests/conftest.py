@@ -89,14 +89,13 @@ parity_sequences = 40
     return path
 
 
-@pytest.fixture
-def torch_blocked_env(tmp_path_factory) -> dict[str, str]:
-    """Environment for a subprocess in which importing torch raises: what an embedding app has."""
+def torch_blocked_environment(folder: Path) -> dict[str, str]:
+    """Environment for a subprocess in which importing torch raises: what an embedding app has
+    (a sitecustomize.py written into ``folder``)."""
     import os
     import textwrap
 
-    blocker = tmp_path_factory.mktemp("blocker")
-    (blocker / "sitecustomize.py").write_text(
+    (folder / "sitecustomize.py").write_text(
         textwrap.dedent("""
         import sys
         class _NoTorch:
@@ -107,7 +106,13 @@ def torch_blocked_env(tmp_path_factory) -> dict[str, str]:
     """)
     )
     # keep any PYTHONPATH the tests run under, so the subprocess imports the same seqpipe
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(blocker), os.environ.get("PYTHONPATH")]))}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.fixture
+def torch_blocked_env(tmp_path_factory) -> dict[str, str]:
+    """Environment for a subprocess in which importing torch raises."""
+    return torch_blocked_environment(tmp_path_factory.mktemp("blocker"))
 
 
 def load_trained(root: Path, pipeline: str = "p.toml", run: str = "out"):

@@ -46,6 +46,27 @@ def sessions_kept():
         _kept_graphs.reset(token)
 
 
+# what every session this process opens gets unless its caller says otherwise: a server sets it once
+# (see set_session_threads); a command or an application keeps onnxruntime's own default
+_session_threads: int | None = None
+
+
+def set_session_threads(threads: int | None) -> None:
+    """onnxruntime threads for every session opened from now on in this process (None: one per core).
+    A server of small recurrent models sets 1: waking a pool of threads costs more than it saves on
+    one short sequence, and the server's other work needs the cores; more cores serve more requests
+    through more processes instead."""
+    global _session_threads
+    _session_threads = threads
+
+
+def keep_sessions_here() -> None:
+    """From now on in this thread, as inside :func:`sessions_kept` (for a server's worker thread,
+    which keeps its graphs open for as long as it lives)."""
+    if _kept_graphs.get() is None:
+        _kept_graphs.set({})
+
+
 _cuda_preloaded = False
 
 
@@ -212,6 +233,7 @@ class OnnxGraph:
         # warnings off: onnxruntime warns about every initializer that doubles as an input, which is
         # exactly how sequence graphs make state_in.* optional; errors are still reported
         options.log_severity_level = 3
+        threads = threads or _session_threads
         if threads:
             options.intra_op_num_threads = threads
         providers = choose_providers(device)
