@@ -429,7 +429,7 @@ def serve(
     unchecked: bool,
 ) -> None:
     """Serve runs over the Open Inference Protocol (V2, REST and gRPC) on MLServer: per run, NAME (the task's
-    predictor: text in, seqpipe predict's records out) and NAME-<graph> (each ONNX graph: tensors in and
+    predictor: text in, seqpipe predict's records out) and NAME-step, NAME-sequence (each graph: tensors in and
     out, the state carried by the client). NAME defaults to the run directory's name."""
     from seqpipe.serving.servable import check_servable
     from seqpipe.serving.server import check_ports, parse_run, plan, start
@@ -440,13 +440,15 @@ def serve(
             click.echo(f"{run}: served unchecked (--unchecked)", err=True)
         else:
             check_servable(run)
-    served = plan(list(runs))
+    served, left_out = plan(list(runs))
     check_ports(host, http_port, grpc_port, metrics_port)
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
     for model in served:
         click.echo(
             f"{model.name} (version {model.version}; {model.what}): http://{shown}:{http_port}/v2/models/{model.name}"
         )
+    for line in left_out:
+        click.echo(line)
     click.echo(f"gRPC on {host}:{grpc_port}, metrics on http://{shown}:{metrics_port}/metrics; Ctrl-C stops.")
     start(
         served,

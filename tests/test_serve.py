@@ -30,6 +30,7 @@ from seqpipe.serving.server import version_of
 
 TEXTS = ["FREE money!!! click now", "Re: meeting notes", "Ünïcode ✓ subject 🙂", "x"]
 MAX_BATCH = 8
+STATES = ("h", "c")  # an LSTM's
 
 
 def free_ports(count: int) -> list[int]:
@@ -44,11 +45,12 @@ def free_ports(count: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A classify run whose first state is learned (a stream must start from it, not from zeros)."""
+    """A classify LSTM (two states, h and c) whose first state is learned (a stream must start from it,
+    not from zeros)."""
     from conftest import REPO, _write_pipeline
 
     root = tmp_path_factory.mktemp("serve")
-    pipeline = _write_pipeline(root / "p.toml", REPO / "tests" / "data" / "subjects-300.jsonl", hidden=8)
+    pipeline = _write_pipeline(root / "p.toml", REPO / "tests" / "data" / "subjects-300.jsonl", cell="lstm", hidden=8)
     pipeline.write_text(pipeline.read_text().replace("hidden_size = 8", 'hidden_size = 8\ninitial_state = "learnable"'))
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(root / "run")])
     assert result.exit_code == 0, result.output
@@ -108,6 +110,14 @@ def _strings(values) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else v for v in values]
 
 
+def _state(state: dict[str, np.ndarray] | None) -> list:
+    return [_tensor(f"state_in.{name}", value) for name, value in (state or {}).items()]
+
+
+def _state_out(result) -> dict[str, np.ndarray]:
+    return {name: result.as_numpy(f"state_out.{name}") for name in STATES}
+
+
 def _same_records(got: list[dict], expected: list[dict]) -> None:
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
@@ -129,7 +139,8 @@ def test_task_and_sequence_models_give_predicts_answers(server, trained):
 
     by_text = client.infer("spam-sequence", [_text_input(httpclient, TEXTS)])
     np.testing.assert_allclose(by_text.as_numpy("y"), probabilities, atol=1e-6, rtol=0)
-    assert by_text.as_numpy("state_out.h").shape == (len(TEXTS), 1, 8)
+    for name in STATES:
+        assert by_text.as_numpy(f"state_out.{name}").shape == (len(TEXTS), 1, 8)
 
     # a client that encodes for itself from the file's seqpipe.spec, padding a ragged batch
     spec = spec_of(trained / "onnx" / "sequence.onnx")
@@ -153,17 +164,16 @@ def test_streams_carry_their_own_state(server, trained):
     texts = TEXTS[:2]
     expected = [list(r["probabilities"].values()) for r in predict(trained, texts)]
     streams = [list(encoding.encode(t)) for t in texts]
-    states: list[np.ndarray | None] = [None, None]
+    states: list[dict[str, np.ndarray] | None] = [None, None]
     last: list[np.ndarray | None] = [None, None]
     for t in range(max(map(len, streams))):
         for s, ids in enumerate(streams):
             if t >= len(ids):
                 continue
             inputs = [_tensor("x", np.array([ids[t]], dtype=np.int64))]
-            if states[s] is not None:
-                inputs.append(_tensor("state_in.h", states[s]))
+            inputs += _state(states[s])
             result = client.infer("spam-step", inputs, parameters=None if states[s] is not None else {"start": True})
-            states[s], last[s] = result.as_numpy("state_out.h"), result.as_numpy("y")
+            states[s], last[s] = _state_out(result), result.as_numpy("y")
     for s in range(2):
         np.testing.assert_allclose(last[s][0], expected[s], atol=1e-6, rtol=0)
 
@@ -171,7 +181,7 @@ def test_streams_carry_their_own_state(server, trained):
     first = client.infer("spam-step", [_text_input(httpclient, ["FREE mo"])], parameters={"start": True})
     second = client.infer(
         "spam-step",
-        [_text_input(httpclient, ["ney!!! click now"]), _tensor("state_in.h", first.as_numpy("state_out.h"))],
+        [_text_input(httpclient, ["ney!!! click now"]), *_state(_state_out(first))],
     )
     whole = predict(trained, ["FREE money!!! click now"])[0]
     np.testing.assert_allclose(second.as_numpy("y")[0], list(whole["probabilities"].values()), atol=1e-6, rtol=0)
@@ -188,7 +198,9 @@ def test_metadata_gives_each_models_spec_and_the_runs_version(server, trained):
         assert json.loads(meta["parameters"]["seqpipe.spec"]) == spec_of(trained / "onnx" / graph)
         assert client.is_model_ready(name, version)
     step = {i["name"]: (i["datatype"], i["shape"]) for i in client.get_model_metadata("spam-step")["inputs"]}
-    assert step == {"x": ("INT64", [-1]), "state_in.h": ("FP32", [-1, 1, 8]), "text": ("BYTES", [-1])}
+    assert step == {"x": ("INT64", [-1]), "text": ("BYTES", [-1])} | {
+        f"state_in.{name}": ("FP32", [-1, 1, 8]) for name in STATES
+    }
 
 
 def test_grpc_gives_the_same_records(server, trained):
@@ -215,6 +227,7 @@ def _bytes(texts, name="text"):
     return {"name": name, "datatype": "BYTES", "shape": [len(texts)], "data": texts}
 
 
+STATE_H = {"name": "state_in.h", "datatype": "FP32", "shape": [1, 1, 8], "data": [0.0] * 8}
 BAD_REQUESTS = [
     ("nope", {"inputs": [_bytes(["hi"])]}, 404, "Model nope not found"),
     ("spam", {"inputs": [_bytes([])]}, 400, "shape [n] with n >= 1"),
@@ -251,7 +264,19 @@ BAD_REQUESTS = [
         "spam-step",
         {"inputs": [{"name": "x", "datatype": "INT64", "shape": [1], "data": [3]}]},
         400,
-        "missing state_in.h",
+        "missing state_in.",
+    ),
+    (
+        "spam-step",
+        {"inputs": [{"name": "x", "datatype": "INT64", "shape": [1], "data": [3]}, STATE_H]},
+        400,
+        "missing state_in.c: send the state_out.* of this stream's previous response",
+    ),
+    (
+        "spam-sequence",
+        {"inputs": [{"name": "x", "datatype": "INT64", "shape": [1, 2], "data": [3, 4]}, STATE_H]},
+        400,
+        "missing state_in.c: send every state_in.* of the state you continue from, or none of them",
     ),
     (
         "spam-step",
@@ -260,6 +285,36 @@ BAD_REQUESTS = [
         "longer than the model's max_length",
     ),
     ("spam", b'{"inputs": [', 422, ""),
+    (
+        "spam-sequence",
+        {"inputs": [{"name": "x", "datatype": "INT64", "shape": [1, 2], "data": [3, 100000]}]},
+        400,
+        "ids must be 0 to",
+    ),
+    (
+        "spam-sequence",
+        {"inputs": [{"name": "x", "datatype": "INT64", "shape": [1, 2], "data": [-1, 3]}]},
+        400,
+        "ids must be 0 to",
+    ),
+    (
+        "spam-sequence",
+        {"inputs": [{"name": "x", "datatype": "INT64", "shape": [1, 2], "data": [1.7, 3]}]},
+        400,
+        "INT64 data must be whole numbers (found float 1.7)",
+    ),
+    (
+        "spam-sequence",
+        {"inputs": [{"name": "x", "datatype": "INT64", "shape": [1, 1], "data": [3]}, STATE_H | {"data": [1e40] * 8}]},
+        400,
+        "FP32 data out of range",
+    ),
+    (
+        "spam-sequence",
+        {"inputs": [{"name": "x", "datatype": "INT64", "shape": [1, 1], "data": [3]}], "parameters": {"start": True}},
+        400,
+        "parameter 'start': model 'spam-sequence' takes none.",
+    ),
 ]
 
 
@@ -322,6 +377,7 @@ def test_concurrent_ragged_requests_share_batches_and_match_alone(server, traine
             batched = list(pool.map(together, requests))
         for got, want, request in zip(batched, alone, requests):
             shared |= got["parameters"]["batch_rows"] > request["inputs"][0]["shape"][0]
+            assert [o["name"] for o in got["outputs"]] == [o["name"] for o in want["outputs"]]
             for g, w in zip(got["outputs"], want["outputs"]):
                 assert g["name"] == w["name"] and g["shape"] == w["shape"]
                 if g["datatype"] == "BYTES":

@@ -5,7 +5,9 @@ per batch, and their results cut back apart.
 One batch runs at a time, in a thread of its own (onnxruntime releases the GIL, so the event loop
 keeps taking requests meanwhile); whatever arrived while it ran forms the next batch. A lone request
 therefore waits for nothing: batching costs no latency at low load and grows with the load. Only
-requests with the same key (same kind of input, same options) share a batch. When a batch fails, its
+requests with the same key (same kind of input, same options) share a batch, and a batch stops
+growing before its padding would pass a bound on its size: one long request cannot make the
+others' padding take the server's memory. When a batch fails, its
 requests run again one by one, so a bad request fails alone and never takes its neighbours with it.
 Torch-free.
 """
@@ -28,64 +30,82 @@ class Job:
     key: Hashable
     item: Any
     rows: int
+    steps: int  # its padded length in values per row (time steps × values per step): what padding costs
     future: asyncio.Future = field(repr=False)
 
 
+class Stopped(Exception):
+    """The batcher was closed (the server is stopping) before this request ran."""
+
+
 class Batcher:
-    """``await batcher.submit(key, item, rows)`` → ``run(key, items)``'s result for ``item``.
+    """``await batcher.submit(key, item, rows, steps)`` → ``(run(key, items)``'s result for ``item``, the
+    rows of the batch it ran in).
 
-    The result comes back with the rows of the batch it ran in (``result, rows``).
-
-    ``run`` gets the items of one batch (same key, in arrival order, ``max_rows`` rows at most unless
-    one item alone has more) and returns one result per item. It runs in the batcher's own thread,
-    where the graphs a predictor opens stay open (:func:`seqpipe.serving.runtime.keep_sessions_here`).
+    ``run`` gets the items of one batch (same key, in arrival order; at most ``max_rows`` rows, and
+    at most ``max_values`` values once padded to the longest, unless one item alone has more) and
+    returns one result per item. It runs in the batcher's own thread, where the graphs a predictor
+    opens stay open (:func:`seqpipe.serving.runtime.keep_sessions_here`); ``call`` runs anything else
+    there (a model's warm-up).
     """
 
-    def __init__(self, run: Callable[[Hashable, list[Any]], list[Any]], max_rows: int) -> None:
-        self._run, self.max_rows = run, max_rows
+    def __init__(self, run: Callable[[Hashable, list[Any]], list[Any]], max_rows: int, max_values: int) -> None:
+        self._run, self.max_rows, self.max_values = run, max_rows, max_values
         self._pending: list[Job] = []
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, initializer=keep_sessions_here)
+        self._closed = False
 
-    async def submit(self, key: Hashable, item: Any, rows: int) -> tuple[Any, int]:
-        job = Job(key, item, rows, asyncio.get_running_loop().create_future())
+    async def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def submit(self, key: Hashable, item: Any, rows: int, steps: int = 1) -> tuple[Any, int]:
+        if self._closed:
+            raise Stopped("the server is stopping; send the request again to another replica.")
+        job = Job(key, item, rows, steps, asyncio.get_running_loop().create_future())
         self._pending.append(job)
         if self._worker is None:
             self._worker = asyncio.ensure_future(self._work())
         return await job.future
 
     def _next_batch(self) -> list[Job]:
+        self._pending = [job for job in self._pending if not job.future.done()]  # clients gone: skip
+        if not self._pending:
+            return []
         first = self._pending[0]
         batch: list[Job] = []
-        rows = 0
+        rows = longest = 0
         for job in self._pending:
             if job.key != first.key:
                 continue
-            if batch and rows + job.rows > self.max_rows:
+            padded = (rows + job.rows) * max(longest, job.steps)
+            if batch and (rows + job.rows > self.max_rows or padded > self.max_values):
                 break
             batch.append(job)
-            rows += job.rows
+            rows, longest = rows + job.rows, max(longest, job.steps)
         taken = {id(job) for job in batch}
         self._pending = [job for job in self._pending if id(job) not in taken]
         return batch
 
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
+        batch: list[Job] = []
         try:
             while self._pending:
                 batch = self._next_batch()
+                if not batch:
+                    break
                 rows = sum(job.rows for job in batch)
                 try:
-                    results = await loop.run_in_executor(
-                        self._executor, self._run, batch[0].key, [j.item for j in batch]
-                    )
+                    results = await self.call(self._run, batch[0].key, [j.item for j in batch])
+                    if len(results) != len(batch):
+                        raise RuntimeError(f"a batch of {len(batch)} requests gave {len(results)} results")
                 except Exception as exc:
                     if len(batch) == 1:
                         _settle(batch[0].future, error=exc)
                         continue
                     for job in batch:  # which request was at fault: each alone
                         try:
-                            (result,) = await loop.run_in_executor(self._executor, self._run, job.key, [job.item])
+                            (result,) = await self.call(self._run, job.key, [job.item])
                         except Exception as alone:
                             _settle(job.future, error=alone)
                         else:
@@ -93,10 +113,21 @@ class Batcher:
                     continue
                 for job, result in zip(batch, results):
                     _settle(job.future, (result, rows))
+        except BaseException as exc:  # cancelled (the server stops) or the executor is gone: nobody hangs
+            for job in batch + self._pending:
+                _settle(job.future, error=Stopped(f"the server is stopping ({type(exc).__name__}); send it again."))
+            self._pending = []
+            raise
         finally:
             self._worker = None
 
     def close(self) -> None:
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+        for job in self._pending:
+            _settle(job.future, error=Stopped("the server is stopping; send the request again to another replica."))
+        self._pending = []
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -3,8 +3,9 @@ few models (:mod:`seqpipe.serving.v2_model`):
 
 - ``NAME``: the task's predictor, raw inputs in, ``seqpipe predict --json``'s records out (tasks whose
   predictor reads a list of inputs);
-- ``NAME-sequence``, ``NAME-step`` (and any other graph, ``NAME-<file stem>``): each ONNX graph under
-  its own contract, the state carried by the client.
+- ``NAME-sequence``, ``NAME-step``: each of these ONNX graphs under its own contract, the state
+  carried by the client (a seq2seq run's encoder and decoder, and a generate run's init graph, are
+  driven together by the task's model).
 
 Every model is versioned by its run's graphs (the first 12 hex digits of the SHA-256 over them), so a
 retrained run is a new version. Torch-free; MLServer is imported only here, when a server starts.
@@ -80,10 +81,13 @@ def version_of(graphs: list[Path]) -> str:
     return digest.hexdigest()[:12]
 
 
-def plan(runs: list[str]) -> list[Served]:
-    """Every model the runs give, checked: names unique, each run a directory of graphs."""
+def plan(runs: list[str]) -> tuple[list[Served], list[str]]:
+    """Every model the runs give, checked (names unique, each run a directory of graphs), and a line
+    for each graph left out: only step and sequence graphs are served alone (an encoder, a decoder or
+    a generator's init graph is served through its task's model, which drives them together)."""
     registry, _ = load_registry(source=SERVING)
     served: list[Served] = []
+    left_out: list[str] = []
     for argument in runs:
         name, run = parse_run(argument)
         if not run.is_dir():
@@ -91,15 +95,25 @@ def plan(runs: list[str]) -> list[Served]:
         graphs = graphs_of(run)
         version = version_of(graphs)
         task = spec_of(run)["task"]
-        if predictor_for(task, registry, run).takes_inputs:
+        has_task_model = predictor_for(task, registry, run).takes_inputs
+        if has_task_model:
             served.append(Served(name, "task", run, version, f"{task}: text in, seqpipe predict's records out"))
         for graph in graphs:
-            served.append(Served(f"{name}-{graph.stem}", "graph", graph, version, f"{graph.name}: tensors or text"))
+            kind = spec_of(graph)["graph"]
+            if kind in ("sequence", "step"):
+                served.append(Served(f"{name}-{graph.stem}", "graph", graph, version, f"{graph.name}: tensors or text"))
+            else:
+                left_out.append(
+                    f"{name}: {graph.name} ({kind} graph) is served through model '{name}' only"
+                    if has_task_model
+                    else f"{name}: {graph.name} ({kind} graph) is not served (task '{task}' has no model for a "
+                    "list of inputs here; serve its graphs from their files in your own code)"
+                )
     names = [s.name for s in served]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise SeqpipeError(f"model name '{twice[0]}' is given twice; name the runs apart: NAME=RUN.")
-    return served
+    return served, left_out
 
 
 def check_port(host: str, port: int, option: str) -> None:

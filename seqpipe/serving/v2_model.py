@@ -44,15 +44,16 @@ from mlserver.types import (
 from seqpipe.errors import SeqpipeError
 from seqpipe.plugins import SERVING, load_registry
 from seqpipe.predictor import PredictOptions, Predictor
-from seqpipe.serving.batcher import Batcher, pad_together, split_rows
+from seqpipe.serving.batcher import Batcher, Stopped, pad_together, split_rows
 from seqpipe.serving.predict import encode_inputs, encoding_from_spec, predictor_for, spec_of
 from seqpipe.serving.runtime import SequenceRunner, StepRunner, open_export, set_session_threads
 from seqpipe.signature import state_input, state_output
 
 V2_TYPES = {"INT64": np.int64, "INT32": np.int32, "FP32": np.float32, "FP64": np.float64, "BOOL": np.bool_}
 NUMPY_TO_V2 = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
-# a request may carry this many numbers (x and states together) or text characters; more is refused
-# with 413 before any work: one client must not be able to take the server's memory
+# a request may carry this many numbers (x and states together) or text characters, and a batch this
+# many values once padded; a request past it is refused with 413 as soon as its declared shapes are
+# read (MLServer has parsed the JSON body by then; a proxy in front bounds the body's bytes)
 MAX_REQUEST_VALUES = 1 << 22
 # the protocol's own request parameters, not options: MLServer's, and those tritonclient adds
 # (binary_data_output: MLServer answers in JSON whatever it asks, and tritonclient reads that too)
@@ -87,9 +88,21 @@ class SeqpipeModel(MLModel):
         self.encoding = encoding_from_spec(input_spec, str(self.path)) if input_spec else None
         labels = ((self.spec.get("encoding") or {}).get("output") or {}).get("labels")
         self.labels: list[str] | None = labels if isinstance(labels, list) else None
-        self.batcher = Batcher(self._run_task if self.role == "task" else self._run_graph, self.max_rows)
+        run = self._run_task if self.role == "task" else self._run_graph
+        self.batcher = Batcher(run, self.max_rows, MAX_REQUEST_VALUES)
         self.inputs, self.outputs = self._described()
+        if self.role == "task":  # open the run's graphs now, in the thread that serves, not at the first request
+            await self.batcher.call(self._warm_up)
         return True
+
+    def _warm_up(self) -> None:
+        for graph in sorted((self.path / "onnx").glob("*.onnx")):
+            if graph.name.endswith((".int8.onnx", ".fp16.onnx")):  # copies predict opens only when asked
+                continue
+            try:
+                open_export(graph, device=self.device)
+            except SeqpipeError:  # a graph a task opens its own way (an encoder, a decoder): opened when first used
+                pass
 
     async def unload(self) -> bool:
         self.batcher.close()
@@ -108,23 +121,16 @@ class SeqpipeModel(MLModel):
         )
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        tensors = read_inputs(payload.inputs)
-        options = {k: v for k, v in (payload.parameters.model_dump() if payload.parameters else {}).items()}
-        options = {k: v for k, v in options.items() if k not in OWN_PARAMETERS and v is not None}
-        if self.role == "task":
-            key, item, rows = self._task_request(tensors, options)
-        else:
-            key, item, rows = self._graph_request(tensors, options)
-        if rows > self.max_rows:
-            raise BadRequest(
-                f"{rows} inputs in one request; model '{self.name}' takes at most {self.max_rows} "
-                "(seqpipe serve --max-batch-size): send them in several requests.",
-                413,
-            )
         try:
-            outputs, batch_rows = await self.batcher.submit(key, item, rows)
-        except SeqpipeError as exc:
+            outputs, batch_rows = await self._answer(payload)
+        except SeqpipeError as exc:  # said by seqpipe's serving code: the request's fault, in one line
             raise BadRequest(str(exc).splitlines()[0]) from None
+        except Stopped as exc:
+            raise BadRequest(str(exc), 503) from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("onnxruntime"):  # the graph refused what it was given
+                raise BadRequest(f"the graph refused the input: {str(exc).splitlines()[0][:300]}") from None
+            raise
         return InferenceResponse(
             model_name=self.name,
             model_version=self.version,
@@ -134,9 +140,27 @@ class SeqpipeModel(MLModel):
             parameters=Parameters(batch_rows=batch_rows),
         )
 
+    async def _answer(self, payload: InferenceRequest) -> tuple[list[ResponseOutput], int]:
+        tensors = read_inputs(payload.inputs)
+        options = {k: v for k, v in (payload.parameters.model_dump() if payload.parameters else {}).items()}
+        options = {k: v for k, v in options.items() if k not in OWN_PARAMETERS and v is not None}
+        first = tensors.get("text", tensors.get("x"))
+        rows = first.shape[0] if first is not None and first.ndim else 0
+        if rows > self.max_rows:
+            raise BadRequest(
+                f"{rows} inputs in one request; model '{self.name}' takes at most {self.max_rows} "
+                "(seqpipe serve --max-batch-size): send them in several requests.",
+                413,
+            )
+        if self.role == "task":
+            key, item, rows, steps = self._task_request(tensors, options)
+        else:
+            key, item, rows, steps = self._graph_request(tensors, options)
+        return await self.batcher.submit(key, item, rows, steps)
+
     # -- the task's predictor ------------------------------------------------------------------------
 
-    def _task_request(self, tensors: dict[str, np.ndarray], options: dict[str, Any]) -> tuple[Any, Any, int]:
+    def _task_request(self, tensors: dict[str, np.ndarray], options: dict[str, Any]) -> tuple[Any, Any, int, int]:
         _only(tensors, {"text"}, self.name, hint=f"for tensors use model '{self.name}-sequence' or '-step'")
         texts = _texts(tensors, "text")
         try:
@@ -149,7 +173,7 @@ class SeqpipeModel(MLModel):
                 kind = option.type.__name__
                 raise BadRequest(f"parameter '{option.name}': {value!r} is not {kind}; give a {kind}.")
         key = ("task", tuple(sorted(resolved.items())))
-        return key, (texts, resolved), len(texts)
+        return key, (texts, resolved), len(texts), max(len(t) for t in texts)
 
     def _run_task(self, key: Any, items: list[Any]) -> list[list[ResponseOutput]]:
         texts = [t for chunk, _ in items for t in chunk]
@@ -162,25 +186,25 @@ class SeqpipeModel(MLModel):
             mine = results[start : start + len(chunk)]
             start += len(chunk)
             outputs = [_bytes_output("json", [json.dumps(r, ensure_ascii=False) for r in mine])]
-            shared = [k for k, v in mine[0].items() if isinstance(v, str) and k not in ("text", "series")]
-            for field in shared:
-                if all(isinstance(r.get(field), str) for r in mine):
-                    outputs.append(_bytes_output(field, [r[field] for r in mine]))
+            for field in mine[0]:  # every text field of the records, but the one that echoes the input
+                values = [r.get(field) for r in mine]
+                if all(isinstance(v, str) for v in values) and values != chunk:
+                    outputs.append(_bytes_output(field, [str(v) for v in values]))
             out.append(outputs)
         return out
 
     # -- one graph -----------------------------------------------------------------------------------
 
-    def _graph_request(self, tensors: dict[str, np.ndarray], options: dict[str, Any]) -> tuple[Any, Any, int]:
+    def _graph_request(self, tensors: dict[str, np.ndarray], options: dict[str, Any]) -> tuple[Any, Any, int, int]:
         runner, step = self.runner, isinstance(self.runner, StepRunner)
         states = [state_input(n) for n in runner.state_names]
         allowed = {"x", "text", *states} | (set() if step else {"lengths"})
         _only(tensors, allowed, self.name)
-        unknown = set(options) - {"start"}
+        unknown = set(options) - ({"start"} if step else set())
         if unknown:
             raise BadRequest(
-                f"parameter '{sorted(unknown)[0]}': model '{self.name}' takes none but 'start' (true: begin "
-                "streams from the graph's initial state)."
+                f"parameter '{sorted(unknown)[0]}': model '{self.name}' takes none"
+                + (" but 'start' (true: begin streams from the graph's initial state)." if step else ".")
             )
         if ("x" in tensors) == ("text" in tensors):
             raise BadRequest(f"give 'x' (the encoded input) or 'text' (raw inputs), one of them; model '{self.name}'.")
@@ -195,6 +219,14 @@ class SeqpipeModel(MLModel):
         for n, value in state.items():
             want = (rows, *runner_state_shape(runner, n))
             _check_tensor(state_input(n), value, np.float32, want)
+        if state and len(state) < len(runner.state_names):  # a state is continued whole, or not at all
+            missing = [state_input(n) for n in runner.state_names if n not in state]
+            raise BadRequest(
+                f"missing {', '.join(missing)}: send every state_in.* of the state you continue from, or none of them."
+                if not isinstance(runner, StepRunner)
+                else f"missing {', '.join(missing)}: send the state_out.* of this stream's previous response, or the "
+                'request parameter "start": true to begin a stream.'
+            )
         if isinstance(runner, StepRunner):
             start = options.get("start", False)
             if not isinstance(start, bool):
@@ -213,7 +245,7 @@ class SeqpipeModel(MLModel):
             else:
                 state = runner.initial_state(rows)
         key = (mode, tuple(sorted(state)), x.shape[2:] if mode == "text" or not step else x.shape[1:])
-        return key, (x, lengths, state), rows
+        return key, (x, lengths, state), rows, int(np.prod(x.shape[1:]))
 
     def _encoded(self, texts: list[str], streaming: bool) -> tuple[np.ndarray, np.ndarray]:
         if self.encoding is None:
@@ -240,6 +272,12 @@ class SeqpipeModel(MLModel):
         _check_tensor("x", x, runner.x_dtype, tuple(want))
         if x.shape[0] == 0 or (not step and x.shape[1] == 0):
             raise BadRequest("input 'x' is empty; give at least one sequence of at least one step.")
+        if x.dtype == np.int64 and x.size:  # an id past the vocabulary fails inside the graph, a negative one
+            # would silently read another id's embedding; ids only (x without per-step features) have one vocabulary
+            top = self.encoding.size if self.encoding is not None and x.ndim == (1 if step else 2) else None
+            if x.min() < 0 or (top is not None and x.max() >= top):
+                bound = f"0 to {top - 1}" if top is not None else "0 or more"
+                raise BadRequest(f"input 'x': ids must be {bound} (found {int(x.min())} to {int(x.max())}).")
         if step:
             return x, np.ones(x.shape[0], dtype=np.int64)
         if "lengths" in tensors:
@@ -295,7 +333,7 @@ class SeqpipeModel(MLModel):
 
         inputs = [tensor(e) for e in self.spec["inputs"]] + ([text] if self.encoding is not None else [])
         outputs = [tensor(e) for e in self.spec["outputs"]]
-        if self.labels is not None:
+        if self.labels is not None and "time" not in self.spec["outputs"][0]["shape"]:
             outputs.append(MetadataTensor(name="label", datatype="BYTES", shape=[-1]))
         return inputs, outputs
 
@@ -340,10 +378,7 @@ def read_inputs(inputs: list[RequestInput]) -> dict[str, np.ndarray]:
             array = np.empty(len(values), dtype=object)
             array[:] = values
         elif kind in V2_TYPES:
-            try:
-                array = np.asarray(list(_flatten(data)), dtype=V2_TYPES[kind])
-            except (TypeError, ValueError, OverflowError):
-                raise BadRequest(f"input '{name}': data that are not {kind} numbers.") from None
+            array = _numbers(name, kind, list(_flatten(data)))
         else:
             raise BadRequest(f"input '{name}': datatype {kind} is not one seqpipe's graphs read (INT64, FP32, BYTES).")
         if array.size != count:
@@ -352,6 +387,37 @@ def read_inputs(inputs: list[RequestInput]) -> dict[str, np.ndarray]:
     if not tensors:
         raise BadRequest("the request has no inputs.")
     return tensors
+
+
+def _numbers(name: str, kind: str, values: list[Any]) -> np.ndarray:
+    """``values`` as ``kind``, refused rather than coerced: 1.7 or "3" for an integer, text or an
+    overflow to infinity for a float, anything but true/false for BOOL."""
+    try:
+        raw = np.asarray(values) if values else np.asarray([], dtype=V2_TYPES[kind])
+    except (TypeError, ValueError, OverflowError):
+        raw = np.asarray([], dtype=object)
+    allowed = {"BOOL": "b", "INT64": "iu", "INT32": "iu", "FP32": "iuf", "FP64": "iuf"}[kind]
+    if raw.dtype.kind not in allowed and (values or raw.dtype == object):
+        raise BadRequest(f"input '{name}': {kind} data must be {_what(kind)} (found {_found(values)}).")
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            array: np.ndarray = raw.astype(V2_TYPES[kind], casting="unsafe" if raw.dtype.kind in "iu" else "same_kind")
+    except (TypeError, ValueError, OverflowError, FloatingPointError):
+        raise BadRequest(f"input '{name}': {kind} data out of range or not {_what(kind)}.") from None
+    if raw.dtype.kind in "iu" and kind.startswith("INT") and not np.array_equal(array, raw):
+        raise BadRequest(f"input '{name}': {kind} data out of range.")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise BadRequest(f"input '{name}': {kind} data must be finite numbers (found inf or nan, or too large).")
+    return array
+
+
+def _what(kind: str) -> str:
+    return {"BOOL": "true or false"}.get(kind, "whole numbers" if kind.startswith("INT") else "numbers")
+
+
+def _found(values: list[Any]) -> str:
+    wrong = next((v for v in values if isinstance(v, (str, bool, float)) or v is None), values[0] if values else None)
+    return f"{type(wrong).__name__} {wrong!r}"[:80]
 
 
 def _flatten(data: Any):
