@@ -1,8 +1,10 @@
-"""Writing ONNX graphs node by node: unique names, constants, the model around a graph, and the
-optional ``state_in.*`` inputs every sequence graph shares."""
+"""Writing ONNX graphs node by node: unique names, constants, nodes with names of their own (a Loop
+body's), graphs and subgraphs, the model around a graph, and the optional ``state_in.*`` inputs
+every sequence graph shares. The one module of seqpipe's ONNX layer that calls ``onnx.helper``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +41,22 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, inputs, outputs, name=self.name(hint), **attrs))
         return outputs
 
+    def node(self, op_type: str, inputs: list[str], outputs: list[str], name: str, **attrs) -> list[str]:
+        """A node whose outputs and name are given (a subgraph's, or a graph's named outputs)."""
+        self.nodes.append(node_proto(op_type, inputs, outputs, name, **attrs))
+        return outputs
+
+    def initializer(self, name: str, value: np.ndarray) -> str:
+        """An initializer under exactly ``name`` (an optional input's default, a copied weight)."""
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def graph(
+        self, name: str, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto]
+    ) -> onnx.GraphProto:
+        """The nodes and initializers so far as a graph (a model's, or a Loop's body)."""
+        return helper.make_graph(self.nodes, name, inputs, outputs, initializer=self.initializers)
+
     def name_outputs(self, hint: str, n_out: int) -> list[str]:
         return [self.name(f"{hint}_out{i}") for i in range(n_out)]
 
@@ -46,6 +64,35 @@ class GraphBuilder:
         """Functions an exported graph calls, each once."""
         known = {(f.domain, f.name, getattr(f, "overload", "")) for f in self.functions}
         self.functions += [f for f in functions if (f.domain, f.name, getattr(f, "overload", "")) not in known]
+
+
+def node_proto(op_type: str, inputs: list[str], outputs: list[str], name: str, **attrs) -> NodeProto:
+    """One node, not yet in any graph (to put in place of another)."""
+    return helper.make_node(op_type, inputs, outputs, name=name, **attrs)
+
+
+def tensor_info(name: str, elem_type: int, shape: Sequence[int | str] | None) -> onnx.ValueInfoProto:
+    """A graph input's or output's name, element type (``TensorProto.FLOAT``…) and shape (None: any)."""
+    return helper.make_tensor_value_info(name, elem_type, shape)
+
+
+def float_zero() -> TensorProto:
+    """The one-element float zero that ``ConstantOfShape`` fills with."""
+    return helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
+
+
+def model_of(
+    graph: onnx.GraphProto, opset_imports: list[onnx.OperatorSetIdProto], ir_version: int, functions=()
+) -> onnx.ModelProto:
+    """A model around ``graph`` with exactly these opset imports, IR version and functions."""
+    model = helper.make_model(graph, opset_imports=list(opset_imports), ir_version=ir_version)
+    model.functions.extend(functions)
+    return model
+
+
+def renamed_initializer(tensor: TensorProto, name: str) -> TensorProto:
+    """A copy of ``tensor`` under another name (a step graph's weights inside the Loop around it)."""
+    return numpy_helper.from_array(numpy_helper.to_array(tensor), name)
 
 
 def finish_model(g: GraphBuilder, graph: onnx.GraphProto, opset: int) -> onnx.ModelProto:
@@ -70,7 +117,7 @@ def optional_state_inputs(g: GraphBuilder, defaults: dict[str, np.ndarray], batc
     out = []
     for name, default in defaults.items():
         value = np.asarray(default, np.float32)[None]  # [1, S, size]
-        g.initializers.append(numpy_helper.from_array(value, state_input(name)))
+        g.initializer(state_input(name), value)
         shape = g.op(
             "Concat", [batch, g.const("slots_size", np.array(value.shape[1:], np.int64))], "state_shape", axis=0
         )[0]
@@ -83,8 +130,6 @@ def state_value_infos(
 ) -> list[onnx.ValueInfoProto]:
     """``state_in.<name>`` or ``state_out.<name>`` (``direction`` "in"/"out") [batch, slots, size] per state."""
     return [
-        helper.make_tensor_value_info(
-            state_input(n) if direction == "in" else state_output(n), TensorProto.FLOAT, [batch, *shape]
-        )
+        tensor_info(state_input(n) if direction == "in" else state_output(n), TensorProto.FLOAT, [batch, *shape])
         for n, shape in shapes.items()
     ]

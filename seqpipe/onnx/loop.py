@@ -13,10 +13,17 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
-from onnx import NodeProto, TensorProto, helper, numpy_helper
+from onnx import NodeProto, TensorProto
 
 from seqpipe.errors import ExportError
-from seqpipe.onnx.builder import GraphBuilder, optional_state_inputs
+from seqpipe.onnx.builder import (
+    GraphBuilder,
+    float_zero,
+    model_of,
+    optional_state_inputs,
+    renamed_initializer,
+    tensor_info,
+)
 from seqpipe.signature import state_input, state_output
 
 # build_step(x_t, states) -> (body nodes, new states, y): one step, reading the given names
@@ -48,51 +55,43 @@ def masked_loop(
     carry_in = [f"{p}carry_in.{k}" for k in range(len(initial))]
     step_nodes, new_states, y = build_step(f"{p}x_t", carry_in)
     alive_at = {}  # rank -> alive [B, 1, …] broadcastable to a tensor of that rank
-    nodes = [
-        helper.make_node("Gather", [x, f"{p}t"], [f"{p}x_t"], axis=time_axis, name=f"{p}x_at_t"),
-        *step_nodes,
-        helper.make_node("Less", [f"{p}t", lengths], [f"{p}alive"], name=f"{p}alive"),
-        helper.make_node("Identity", [f"{p}cond_in"], [f"{p}cond_out"], name=f"{p}cond"),
-    ]
+    body = GraphBuilder()  # the Loop's body: nodes with names of their own; its constants live in g
+    body.node("Gather", [x, f"{p}t"], [f"{p}x_t"], f"{p}x_at_t", axis=time_axis)
+    body.nodes.extend(step_nodes)
+    body.node("Less", [f"{p}t", lengths], [f"{p}alive"], f"{p}alive")
+    body.node("Identity", [f"{p}cond_in"], [f"{p}cond_out"], f"{p}cond")
     for rank in {*state_ranks, y_rank}:
         if rank == 1:  # [B] already: nothing to broadcast over
             alive_at[rank] = f"{p}alive"
             continue
         alive_at[rank] = f"{p}alive_r{rank}"
         axes = g.const(f"{p}alive_axes", np.arange(1, rank, dtype=np.int64))
-        nodes.append(helper.make_node("Unsqueeze", [f"{p}alive", axes], [alive_at[rank]], name=f"{p}alive_r{rank}"))
+        body.node("Unsqueeze", [f"{p}alive", axes], [alive_at[rank]], f"{p}alive_r{rank}")
     carry_out = [f"{p}carry_out.{k}" for k in range(len(initial))]
     for new, old, out, rank in zip(new_states, carry_in, carry_out, state_ranks):
-        nodes.append(helper.make_node("Where", [alive_at[rank], new, old], [out], name=f"{p}keep_{out}"))
-    body_in = [
-        helper.make_tensor_value_info(f"{p}t", TensorProto.INT64, []),
-        helper.make_tensor_value_info(f"{p}cond_in", TensorProto.BOOL, []),
-    ]
-    body_in += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in carry_in]
-    body_out = [helper.make_tensor_value_info(f"{p}cond_out", TensorProto.BOOL, [])]
-    body_out += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in carry_out]
+        body.node("Where", [alive_at[rank], new, old], [out], f"{p}keep_{out}")
+    body_in = [tensor_info(f"{p}t", TensorProto.INT64, []), tensor_info(f"{p}cond_in", TensorProto.BOOL, [])]
+    body_in += [tensor_info(name, TensorProto.FLOAT, None) for name in carry_in]
+    body_out = [tensor_info(f"{p}cond_out", TensorProto.BOOL, [])]
+    body_out += [tensor_info(name, TensorProto.FLOAT, None) for name in carry_out]
     loop_in = [*initial]
     if last_y is not None:  # each sequence's last valid y: kept once its length has passed
-        nodes.append(helper.make_node("Where", [alive_at[y_rank], y, f"{p}y_in"], [f"{p}y_out"], name=f"{p}keep_y"))
-        body_in.append(helper.make_tensor_value_info(f"{p}y_in", TensorProto.FLOAT, None))
-        body_out.append(helper.make_tensor_value_info(f"{p}y_out", TensorProto.FLOAT, None))
+        body.node("Where", [alive_at[y_rank], y, f"{p}y_in"], [f"{p}y_out"], f"{p}keep_y")
+        body_in.append(tensor_info(f"{p}y_in", TensorProto.FLOAT, None))
+        body_out.append(tensor_info(f"{p}y_out", TensorProto.FLOAT, None))
         loop_in.append(last_y)
     if scan_y:  # y at this step, zero once the sequence has ended; the Loop stacks these to [T, B, …]
-        zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
-        nodes += [
-            helper.make_node("Shape", [y], [f"{p}y_shape"], name=f"{p}y_shape"),
-            helper.make_node("ConstantOfShape", [f"{p}y_shape"], [f"{p}y_zero"], value=zero, name=f"{p}y_zero"),
-            helper.make_node("Where", [alive_at[y_rank], y, f"{p}y_zero"], [f"{p}y_scan"], name=f"{p}y_at_t"),
-        ]
-        body_out.append(helper.make_tensor_value_info(f"{p}y_scan", TensorProto.FLOAT, None))
-    body = helper.make_graph(nodes, f"{p}body", body_in, body_out)
+        body.node("Shape", [y], [f"{p}y_shape"], f"{p}y_shape")
+        body.node("ConstantOfShape", [f"{p}y_shape"], [f"{p}y_zero"], f"{p}y_zero", value=float_zero())
+        body.node("Where", [alive_at[y_rank], y, f"{p}y_zero"], [f"{p}y_scan"], f"{p}y_at_t")
+        body_out.append(tensor_info(f"{p}y_scan", TensorProto.FLOAT, None))
     time = g.op("Squeeze", [g.op("Shape", [x], f"{p}time", start=time_axis, end=time_axis + 1)[0]], f"{p}trips")[0]
     outs = g.op(
         "Loop",
         [time, g.const(f"{p}true", np.array(True)), *loop_in],
         f"{p}loop",
         n_out=len(initial) + (last_y is not None) + scan_y,
-        body=body,
+        body=body.graph(f"{p}body", body_in, body_out),
     )
     finals = outs[: len(initial)]
     rest = outs[len(initial) :]
@@ -124,7 +123,7 @@ def loop_sequence_graph(
             "loops around the step graph and needs y's size per step fixed (batch first, then static sizes)."
         )
     g = GraphBuilder()
-    g.initializers += [numpy_helper.from_array(numpy_helper.to_array(t), PREFIX + t.name) for t in sg.initializer]
+    g.initializers += [renamed_initializer(t, PREFIX + t.name) for t in sg.initializer]
     initial = optional_state_inputs(g, defaults, "x")
 
     def build_step(x_t: str, states: list[str]) -> tuple[list[NodeProto], list[str], str]:
@@ -143,9 +142,7 @@ def loop_sequence_graph(
     if not per_step:
         batch = g.op("Shape", ["x"], "batch", start=0, end=1)[0]
         y_shape = g.op("Concat", [batch, g.const("y_dims", np.array(y_tail, np.int64))], "y_shape", axis=0)[0]
-        y0 = g.op("ConstantOfShape", [y_shape], "y0", value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))[
-            0
-        ]
+        y0 = g.op("ConstantOfShape", [y_shape], "y0", value=float_zero())[0]
     finals, last, scanned = masked_loop(
         g,
         "x",
@@ -166,32 +163,18 @@ def loop_sequence_graph(
     else:
         assert last is not None
         y = last
-    g.nodes.append(helper.make_node("Identity", [y], ["y"], name="y"))
+    g.node("Identity", [y], ["y"], "y")
     for n, final in zip(names, finals):
-        g.nodes.append(helper.make_node("Identity", [final], [state_output(n)], name=f"state_out_{n}"))
+        g.node("Identity", [final], [state_output(n)], f"state_out_{n}")
     x_dims = [d.dim_param or d.dim_value for d in x_info.type.tensor_type.shape.dim]
-    graph = helper.make_graph(
-        g.nodes,
+    graph = g.graph(
         "seqpipe_loop_sequence",
         [
-            helper.make_tensor_value_info("x", x_info.type.tensor_type.elem_type, ["batch", "time", *x_dims[1:]]),
-            helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
+            tensor_info("x", x_info.type.tensor_type.elem_type, ["batch", "time", *x_dims[1:]]),
+            tensor_info("lengths", TensorProto.INT64, ["batch"]),
         ]
-        + [
-            helper.make_tensor_value_info(state_input(n), TensorProto.FLOAT, ["state_batch", *np.shape(defaults[n])])
-            for n in names
-        ],
-        [
-            helper.make_tensor_value_info(
-                "y", TensorProto.FLOAT, ["batch", "time", *y_tail] if per_step else ["batch", *y_tail]
-            )
-        ]
-        + [
-            helper.make_tensor_value_info(state_output(n), TensorProto.FLOAT, ["batch", *np.shape(defaults[n])])
-            for n in names
-        ],
-        initializer=g.initializers,
+        + [tensor_info(state_input(n), TensorProto.FLOAT, ["state_batch", *np.shape(defaults[n])]) for n in names],
+        [tensor_info("y", TensorProto.FLOAT, ["batch", "time", *y_tail] if per_step else ["batch", *y_tail])]
+        + [tensor_info(state_output(n), TensorProto.FLOAT, ["batch", *np.shape(defaults[n])]) for n in names],
     )
-    model = helper.make_model(graph, opset_imports=list(step.opset_import), ir_version=step.ir_version)
-    model.functions.extend(step.functions)
-    return model
+    return model_of(graph, list(step.opset_import), step.ir_version, step.functions)

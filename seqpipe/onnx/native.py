@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from onnx import NodeProto, TensorProto, helper, numpy_helper
+from onnx import NodeProto, TensorProto
 
 from seqpipe.contracts import (
     Cell,
@@ -33,7 +33,15 @@ from seqpipe.contracts import (
     native_operator,
 )
 from seqpipe.errors import ExportError
-from seqpipe.onnx.builder import GraphBuilder, finish_model, optional_state_inputs, state_value_infos
+from seqpipe.onnx.builder import (
+    GraphBuilder,
+    finish_model,
+    float_zero,
+    optional_state_inputs,
+    renamed_initializer,
+    state_value_infos,
+    tensor_info,
+)
 from seqpipe.onnx.loop import masked_loop
 from seqpipe.onnx.pooling import pool_sequence, pool_step
 from seqpipe.onnx.torch_export import export_module
@@ -134,7 +142,7 @@ def _export_cell(g: GraphBuilder, cell: Cell, prefix: str) -> onnx.GraphProto:
         return name if not name or name in keep else prefix + name
 
     for init in graph.initializer:
-        g.initializers.append(numpy_helper.from_array(numpy_helper.to_array(init), prefix + init.name))
+        g.initializers.append(renamed_initializer(init, prefix + init.name))
     for node in graph.node:
         node.name = prefix + node.name
         node.input[:] = [renamed(i) for i in node.input]
@@ -225,7 +233,7 @@ def _loop_layer(
                     "ConstantOfShape",
                     [shape],
                     "zeros_b",
-                    value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]),
+                    value=float_zero(),
                 )[0]
             )
         per_dir = [zeros for _ in cells]
@@ -326,13 +334,13 @@ def _input(g: GraphBuilder, model, time: bool) -> tuple[onnx.ValueInfoProto, str
     dims = ["batch", "time"] if time else ["batch"]
     if isinstance(model.embed, WordCharacters):  # [..., word id + its characters' ids]
         embedded = emit_word_characters(g, model.embed, "x", rank=len(dims) + 1)
-        return helper.make_tensor_value_info("x", TensorProto.INT64, [*dims, model.embed.ids_per_step]), embedded
+        return tensor_info("x", TensorProto.INT64, [*dims, model.embed.ids_per_step]), embedded
     if model.token_input:
         embedded = g.op("Gather", [g.const("embedding", model.embed[0].weight.detach().numpy()), "x"], "embed")[
             0
         ]  # [B, (T,) E]
-        return helper.make_tensor_value_info("x", TensorProto.INT64, dims), embedded
-    return helper.make_tensor_value_info("x", TensorProto.FLOAT, [*dims, model.body_input_size]), "x"
+        return tensor_info("x", TensorProto.INT64, dims), embedded
+    return tensor_info("x", TensorProto.FLOAT, [*dims, model.body_input_size]), "x"
 
 
 def sequence_graph(model, opset: int, y_size: int, name: str) -> onnx.ModelProto:
@@ -375,16 +383,14 @@ def sequence_graph(model, opset: int, y_size: int, name: str) -> onnx.ModelProto
             logits = g.op("Add", [logits, _last_input(g, time_major)], "residual")[0]
         y_shape = ["batch", y_size]
     _emit_outputs(g, model, logits, states)
-    graph = helper.make_graph(
-        g.nodes,
+    graph = g.graph(
         name,
         [
             x_info,
-            helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
+            tensor_info("lengths", TensorProto.INT64, ["batch"]),
             *state_value_infos(model.state_shapes, "in", batch="state_batch"),
         ],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape), *state_value_infos(model.state_shapes, "out")],
-        initializer=g.initializers,
+        [tensor_info("y", TensorProto.FLOAT, y_shape), *state_value_infos(model.state_shapes, "out")],
     )
     return finish_model(g, graph, opset)
 
@@ -420,13 +426,11 @@ def _last_input(g: GraphBuilder, time_major: str) -> str:
 def _emit_outputs(g: GraphBuilder, model, logits: str, states: list[str]) -> None:
     """The graph outputs: ``y`` (probabilities or values, per the model's output) and ``state_out.*``."""
     if model.output == "softmax":
-        g.nodes.append(helper.make_node("Softmax", [logits], ["y"], axis=-1, name="probabilities"))
+        g.node("Softmax", [logits], ["y"], "probabilities", axis=-1)
     else:
-        g.nodes.append(helper.make_node("Identity", [logits], ["y"], name="values"))
+        g.node("Identity", [logits], ["y"], "values")
     for state_name, state in zip(model.state_names, states):
-        g.nodes.append(
-            helper.make_node("Identity", [state], [state_output(state_name)], name=f"state_out_{state_name}")
-        )
+        g.node("Identity", [state], [state_output(state_name)], f"state_out_{state_name}")
 
 
 def native_step_support(model: StepModel) -> str | None:
@@ -474,14 +478,12 @@ def step_graph(model, opset: int, name: str) -> onnx.ModelProto:
     if model.residual:
         logits = g.op("Add", [logits, embedded], "residual")[0]
     _emit_outputs(g, model, logits, states)
-    graph = helper.make_graph(
-        g.nodes,
+    graph = g.graph(
         name,
         [x_info, *state_value_infos(model.state_shapes, "in")],
         [
-            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", model.head.out_features]),
+            tensor_info("y", TensorProto.FLOAT, ["batch", model.head.out_features]),
             *state_value_infos(model.state_shapes, "out"),
         ],
-        initializer=g.initializers,
     )
     return finish_model(g, graph, opset)

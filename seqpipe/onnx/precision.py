@@ -19,6 +19,7 @@ from pathlib import Path
 
 import onnx
 
+from seqpipe.onnx.builder import node_proto
 from seqpipe.onnx.spec import write_metadata
 from seqpipe.pooling import POOL_STATE
 from seqpipe.signature import state_input, state_output
@@ -126,9 +127,7 @@ def _drop_fp16_round_trips(graph: onnx.GraphProto) -> None:
     _rename_inputs(graph, original)
     for i, node in enumerate(graph.node):  # fp32 → fp16 → the fp32 graph output: the fp32 value itself
         if node.op_type == "Cast" and node.name.startswith("graph_output_cast") and node.input[0] in to_fp16:
-            graph.node[i].CopyFrom(
-                onnx.helper.make_node("Identity", [to_fp16[node.input[0]]], list(node.output), name=node.name)
-            )
+            graph.node[i].CopyFrom(node_proto("Identity", [to_fp16[node.input[0]]], list(node.output), node.name))
     kept, seen = [], set()
     for node in graph.node:  # identical casts the converter wrote twice: the first stays
         if node.op_type == "Cast" and node.name.endswith("_cast_to_fp32_node") and node.output[0] in seen:

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from onnx import TensorProto, helper
+from onnx import TensorProto
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torchmetrics.functional.text import word_error_rate
@@ -38,7 +38,7 @@ from seqpipe.errors import DataError
 from seqpipe.initial_state import InitialState
 from seqpipe.inputs import encode_all
 from seqpipe.models import input_layer, input_width, pad_inputs, token_embedding
-from seqpipe.onnx.builder import GraphBuilder, finish_model, optional_state_inputs, state_value_infos
+from seqpipe.onnx.builder import GraphBuilder, finish_model, optional_state_inputs, state_value_infos, tensor_info
 from seqpipe.onnx.native import emit_topology
 from seqpipe.onnx.parity import compare, outputs, report, three_way
 from seqpipe.onnx.spec import base_spec, state_io, states_spec, write_metadata
@@ -429,29 +429,27 @@ class Seq2SeqTask(Task):
             embedded = g.op(
                 "Gather", [g.const("embedding", model.source_embed[0].weight.detach().numpy()), "x"], "embed"
             )[0]  # [B, S, E]
-            x_info = helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "time"])
+            x_info = tensor_info("x", TensorProto.INT64, ["batch", "time"])
         else:  # number vectors are read as they are
             embedded = "x"
-            x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", self.source.size])
+            x_info = tensor_info("x", TensorProto.FLOAT, ["batch", "time", self.source.size])
         time_major = g.op("Transpose", [embedded], "time_major", perm=[1, 0, 2])[0]
         initial = optional_state_inputs(g, model.initial.served_values(), "x")
         _, states, outputs = emit_topology(g, model.body, time_major, lengths32, initial)
-        g.nodes.append(helper.make_node("Transpose", [outputs], ["memory"], perm=[1, 0, 2], name="memory"))  # [B, S, H]
+        g.node("Transpose", [outputs], ["memory"], "memory", perm=[1, 0, 2])  # [B, S, H]
         for name, state in zip(model.state_names, states):
-            g.nodes.append(helper.make_node("Identity", [state], [state_output(name)], name=f"state_out_{name}"))
-        graph = helper.make_graph(
-            g.nodes,
+            g.node("Identity", [state], [state_output(name)], f"state_out_{name}")
+        graph = g.graph(
             "seqpipe_seq2seq_encoder",
             [
                 x_info,
-                helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
+                tensor_info("lengths", TensorProto.INT64, ["batch"]),
                 *state_value_infos(model.state_shapes, "in", batch="state_batch"),
             ],
             [
-                helper.make_tensor_value_info("memory", TensorProto.FLOAT, ["batch", "time", model.body.output_size]),
+                tensor_info("memory", TensorProto.FLOAT, ["batch", "time", model.body.output_size]),
                 *state_value_infos(model.state_shapes, "out"),
             ],
-            initializer=g.initializers,
         )
         return finish_model(g, graph, opset)
 
