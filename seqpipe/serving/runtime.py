@@ -228,6 +228,10 @@ class OnnxGraph:
                 )
             device = "cpu"
         self.state_names = [s["name"] for s in self.spec.get("states", [])]
+        # each state's shape after the batch axis, (slots, size): a projected LSTM's h is narrower than its c
+        self.state_shapes: dict[str, tuple[int, ...]] = {
+            s["name"]: tuple(s["shape"][1:]) for s in self.spec.get("states", [])
+        }
         self.x_dtype = np.dtype(self.spec["inputs"][0]["dtype"])
         options = ort.SessionOptions()
         # warnings off: onnxruntime warns about every initializer that doubles as an input, which is
@@ -255,11 +259,6 @@ class StepRunner(OnnxGraph):
     """A step graph: ``step(x, state) -> (y, state)``, and a masked loop over padded batches."""
 
     kind = "step"
-
-    def __init__(self, path: str | Path, **kwargs: Any) -> None:
-        super().__init__(path, **kwargs)
-        # each state's shape after the batch axis, (slots, size): a projected LSTM's h is narrower than its c
-        self.state_shapes = {s["name"]: tuple(s["shape"][1:]) for s in self.spec["states"]}
 
     def initial_state(self, batch: int) -> dict[str, np.ndarray]:
         """The state a new sequence starts from, per the file's initial-state rule."""

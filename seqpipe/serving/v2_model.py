@@ -163,10 +163,7 @@ class SeqpipeModel(MLModel):
     def _task_request(self, tensors: dict[str, np.ndarray], options: dict[str, Any]) -> tuple[Any, Any, int, int]:
         _only(tensors, {"text"}, self.name, hint=f"for tensors use model '{self.name}-sequence' or '-step'")
         texts = _texts(tensors, "text")
-        try:
-            resolved = self.predictor.resolve_options(self.spec["task"], options)
-        except SeqpipeError as exc:
-            raise BadRequest(str(exc)) from None
+        resolved = self.predictor.resolve_options(self.spec["task"], options)  # refusals: one line, by predict()
         for option in self.predictor.options:
             value = resolved[option.name]
             if value is not None and not _is(value, option.type):
@@ -217,15 +214,12 @@ class SeqpipeModel(MLModel):
         rows = x.shape[0]
         state = {n: tensors[state_input(n)] for n in runner.state_names if state_input(n) in tensors}
         for n, value in state.items():
-            want = (rows, *runner_state_shape(runner, n))
+            want = (rows, *runner.state_shapes[n])
             _check_tensor(state_input(n), value, np.float32, want)
-        if state and len(state) < len(runner.state_names):  # a state is continued whole, or not at all
-            missing = [state_input(n) for n in runner.state_names if n not in state]
+        missing = [state_input(n) for n in runner.state_names if n not in state]
+        if not isinstance(runner, StepRunner) and state and missing:  # a state is continued whole, or not at all
             raise BadRequest(
                 f"missing {', '.join(missing)}: send every state_in.* of the state you continue from, or none of them."
-                if not isinstance(runner, StepRunner)
-                else f"missing {', '.join(missing)}: send the state_out.* of this stream's previous response, or the "
-                'request parameter "start": true to begin a stream.'
             )
         if isinstance(runner, StepRunner):
             start = options.get("start", False)
@@ -236,7 +230,6 @@ class SeqpipeModel(MLModel):
                     "parameter 'start' is true and state_in.* were given: begin a stream with one of them."
                 )
             if not start:
-                missing = [state_input(n) for n in runner.state_names if n not in state]
                 if missing:
                     raise BadRequest(
                         f"missing {', '.join(missing)}: send the state_out.* of this stream's previous response, or "
@@ -250,10 +243,7 @@ class SeqpipeModel(MLModel):
     def _encoded(self, texts: list[str], streaming: bool) -> tuple[np.ndarray, np.ndarray]:
         if self.encoding is None:
             raise BadRequest(f"model '{self.name}' has no input encoding in its metadata; send 'x'.")
-        try:
-            x, lengths, cuts = encode_inputs(self.encoding, texts, "step")
-        except SeqpipeError as exc:
-            raise BadRequest(str(exc).splitlines()[0]) from None
+        x, lengths, cuts = encode_inputs(self.encoding, texts, "step")  # its refusals: one line, by predict()
         cut = next((i for i, c in enumerate(cuts) if c is not None), None)
         if cut is not None:  # never cut silently: the whole-input model ('task' role) cuts and says so
             what = "chunk" if streaming else "input"
@@ -323,7 +313,7 @@ class SeqpipeModel(MLModel):
         text = MetadataTensor(name="text", datatype="BYTES", shape=[-1])
         if self.role == "task":
             outputs = [MetadataTensor(name="json", datatype="BYTES", shape=[-1])]
-            if self.labels is not None:
+            if self.spec["task"] == "classify":  # its records' one text field besides the input; other tasks' vary
                 outputs.append(MetadataTensor(name="label", datatype="BYTES", shape=[-1]))
             return [text], outputs
 
@@ -336,12 +326,6 @@ class SeqpipeModel(MLModel):
         if self.labels is not None and "time" not in self.spec["outputs"][0]["shape"]:
             outputs.append(MetadataTensor(name="label", datatype="BYTES", shape=[-1]))
         return inputs, outputs
-
-
-def runner_state_shape(runner: StepRunner | SequenceRunner, name: str) -> tuple[int, ...]:
-    """A state's shape after the batch axis, (slots, size)."""
-    entry = next(s for s in runner.spec["states"] if s["name"] == name)
-    return tuple(entry["shape"][1:])
 
 
 def read_inputs(inputs: list[RequestInput]) -> dict[str, np.ndarray]:
